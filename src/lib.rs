@@ -1,1 +1,14 @@
+//! intake: bulk customer onboarding over SFTP.
+//!
+//! Two front-ends that never know each other — the SFTP server (`sftp`) and
+//! the file pipeline (`ingest`) — meet in the file system; `store` keeps
+//! customers, accounts, users and jobs; `domain` holds the validated command.
 
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod ingest;
+pub mod layout;
+pub mod sftp;
+pub mod store;

@@ -1,1 +1,372 @@
-fn main(){}
+//! The `intake` command line. The only place that uses `anyhow`.
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use intake::config::{Config, LogFormat};
+use intake::domain::user::{Scopes, SftpUser};
+use intake::domain::{AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
+use intake::ingest::rows::FileLimits;
+use intake::ingest::{self, Context, JobRunner, Step};
+use intake::layout::Layout;
+use intake::store::Store;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "intake", version, about = "Bulk customer onboarding: CSV files over SFTP into SQL, with per-row results")]
+struct Cli {
+    /// Configuration file; INTAKE_* environment variables override it.
+    #[arg(long, global = true, default_value = "config.toml")]
+    config: PathBuf,
+    /// Log format (overrides `log_format`).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: SFTP server, watcher and workers.
+    Serve,
+    /// Validate a customer file offline (no database): exit 0 all rows valid, 1 some fail, 2 rejected.
+    Check {
+        file: PathBuf,
+        /// Region for numbers written without + (e.g. US).
+        #[arg(long)]
+        region: Option<String>,
+        /// utf-8 (default) or windows-1252.
+        #[arg(long)]
+        encoding: Option<String>,
+        /// possible (default) or valid.
+        #[arg(long)]
+        phone_check: Option<String>,
+    },
+    /// Process a file without SFTP, writing the report into the account's outbox.
+    Ingest {
+        file: PathBuf,
+        #[arg(long)]
+        account: String,
+        /// Fail rows whose ref exists instead of updating them (as a create-only login would).
+        #[arg(long)]
+        no_update: bool,
+    },
+    /// Manage accounts.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Manage SFTP users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// List recent uploads with their status and counts.
+    Jobs {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Add an account (its folders are created under the data directory).
+    Add(AccountArgs),
+    List,
+    /// Remove an account and its SFTP users; its customers stay in the store.
+    Remove { avid: String },
+}
+
+#[derive(Args)]
+struct AccountArgs {
+    avid: String,
+    #[arg(long)]
+    default_region: Option<String>,
+    #[arg(long)]
+    encoding: Option<String>,
+    #[arg(long)]
+    phone_check: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add an SFTP user to an account.
+    Add {
+        username: String,
+        #[arg(long)]
+        account: String,
+        /// A file of OpenSSH public keys (authorized_keys lines); repeatable.
+        #[arg(long = "key")]
+        keys: Vec<PathBuf>,
+        /// Read a password from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+        /// customers:create and/or customers:update (default: both).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    List,
+    Remove { username: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let explicit = std::env::args_os().any(|a| a == "--config" || a.to_string_lossy().starts_with("--config="));
+    let config = match Config::load(&cli.config, explicit) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: invalid configuration ({}): {e}", cli.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cli.log_format.unwrap_or(config.log_format));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config, cli.config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("INTAKE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,russh=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(command: Command, config: Config, config_path: PathBuf) -> Result<ExitCode> {
+    match command {
+        Command::Check { file, region, encoding, phone_check } => check(&file, region, encoding, phone_check, &config),
+        Command::Serve => {
+            intake::app::serve(config, &config_path).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest { file, account, no_update } => ingest_file(&config, &file, &account, !no_update).await,
+        Command::Account(cmd) => account(&config, cmd).await,
+        Command::User(cmd) => user(&config, cmd).await,
+        Command::Jobs { account, limit } => jobs(&config, account.as_deref(), limit).await,
+    }
+}
+
+async fn open_store(config: &Config) -> Result<Store> {
+    let url = config.database_url();
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("while creating {}", dir.display()))?;
+        }
+    }
+    Store::connect(&url)
+        .await
+        .with_context(|| format!("while opening the database {}", intake::store::redact_url(&url)))
+}
+
+fn account_settings(avid: &str, region: Option<&str>, encoding: Option<&str>, check: Option<&str>) -> Result<AccountSettings> {
+    Ok(AccountSettings {
+        avid: avid.to_owned(),
+        default_region: region.map(PhoneRegion::parse).transpose().map_err(anyhow::Error::msg)?,
+        encoding: encoding.map(FileEncoding::parse).transpose().map_err(anyhow::Error::msg)?.unwrap_or_default(),
+        phone_check: check.map(PhoneCheck::parse).transpose().map_err(anyhow::Error::msg)?.unwrap_or_default(),
+    })
+}
+
+fn limits(config: &Config) -> FileLimits {
+    FileLimits { max_file_bytes: config.max_file_bytes, max_rows: config.max_rows }
+}
+
+fn check(file: &Path, region: Option<String>, encoding: Option<String>, phone_check: Option<String>, config: &Config) -> Result<ExitCode> {
+    let account = account_settings("check", region.as_deref(), encoding.as_deref(), phone_check.as_deref())?;
+    let mut out = std::io::stdout().lock();
+    let outcome = ingest::check::check_file(file, &account, limits(config), |row| {
+        if let Err(errors) = &row.outcome {
+            for (i, e) in errors.iter().enumerate() {
+                let lead = if i == 0 { format!("line {}", row.line) } else { " ".repeat(format!("line {}", row.line).len()) };
+                let field = if e.field.is_empty() { String::new() } else { format!(" [{}]", e.field) };
+                let _ = writeln!(out, "{lead}: {}{field}: {}", e.code, e.message);
+            }
+        }
+    })
+    .with_context(|| format!("while reading {}", file.display()))?;
+    if let Some(rejection) = outcome.rejection {
+        writeln!(out, "rejected: {}: {}", rejection.code.code(), rejection.message)?;
+        return Ok(ExitCode::from(2));
+    }
+    writeln!(out, "{} rows: {} valid, {} failing", outcome.rows, outcome.rows - outcome.failed, outcome.failed)?;
+    Ok(if outcome.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool) -> Result<ExitCode> {
+    let store = open_store(config).await?;
+    if store.get_account(avid).await?.is_none() {
+        bail!("account `{avid}` does not exist; add it with `intake account add {avid}`");
+    }
+    let layout = Layout::new(&config.data_dir);
+    layout.ensure_account(avid).context("while creating the account's folders")?;
+    let file_name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} has no usable file name", file.display()))?;
+    if !file.is_file() {
+        bail!("{} is not a file", file.display());
+    }
+    let ctx = Context {
+        store,
+        layout: layout.clone(),
+        limits: limits(config),
+        batch_size: config.batch_size,
+        owner: format!("ingest-{}", std::process::id()),
+    };
+    let job = ingest::job::enqueue(&ctx, avid, file, file_name, None, may_update, true).await?;
+    let mut runner = JobRunner::open(&ctx, job).await?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(runner.job().rows_total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rows ({per_sec}, {eta} left)")
+                .expect("a valid template"),
+        );
+        bar
+    });
+    let summary = loop {
+        match runner.step(&ctx).await? {
+            Step::More => {
+                if let Some(bar) = &bar {
+                    bar.set_position(runner.job().progress.records_done);
+                }
+            }
+            Step::Done(summary) => break summary,
+        }
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let stem = intake::layout::report_stem(file_name);
+    let outbox = layout.outbox(avid);
+    match &summary.error {
+        Some(e) => println!("{}: rejected: {}: {}", summary.file, e.code, e.message),
+        None => println!(
+            "{}: {} rows: {} created, {} updated, {} unchanged, {} failed",
+            summary.file, summary.rows, summary.created, summary.updated, summary.unchanged, summary.failed
+        ),
+    }
+    println!("report: {}", outbox.join(format!("{stem}.results.csv")).display());
+    println!("summary: {}", outbox.join(format!("{stem}.summary.json")).display());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn account(config: &Config, cmd: AccountCommand) -> Result<ExitCode> {
+    let store = open_store(config).await?;
+    match cmd {
+        AccountCommand::Add(a) => {
+            intake::domain::AccountSettings::validate_avid(&a.avid).map_err(anyhow::Error::msg)?;
+            let settings = account_settings(&a.avid, a.default_region.as_deref(), a.encoding.as_deref(), a.phone_check.as_deref())?;
+            store.add_account(&settings).await?;
+            Layout::new(&config.data_dir).ensure_account(&a.avid).context("while creating the account's folders")?;
+            println!("added account {}", a.avid);
+        }
+        AccountCommand::List => {
+            println!("{:<24} {:<8} {:<14} {}", "AVID", "REGION", "ENCODING", "PHONE_CHECK");
+            for a in store.list_accounts().await? {
+                let region = a.default_region.map(|r| r.code()).unwrap_or_else(|| "-".into());
+                println!("{:<24} {:<8} {:<14} {}", a.avid, region, a.encoding.as_str(), a.phone_check.as_str());
+            }
+        }
+        AccountCommand::Remove { avid } => {
+            store.remove_account(&avid).await?;
+            println!("removed account {avid} and its SFTP users; its customers and files are kept");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
+    let store = open_store(config).await?;
+    match cmd {
+        UserCommand::Add { username, account, keys, password_stdin, scopes } => {
+            let mut public_keys = Vec::new();
+            for path in &keys {
+                public_keys.extend(read_key_file(path)?);
+            }
+            let password_hash = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line).context("while reading the password")?;
+                let password = line.trim_end_matches(['\n', '\r']);
+                if password.is_empty() {
+                    bail!("the password read from standard input is empty");
+                }
+                Some(intake::sftp::hash_password(password)?)
+            } else {
+                None
+            };
+            if public_keys.is_empty() && password_hash.is_none() {
+                bail!("give the user a way to log in: --key FILE and/or --password-stdin");
+            }
+            let scopes = if scopes.is_empty() {
+                Scopes { create: true, update: true }
+            } else {
+                Scopes::parse(scopes.iter().map(String::as_str)).map_err(anyhow::Error::msg)?
+            };
+            store.add_user(&SftpUser { username: username.clone(), account, public_keys, password_hash, scopes }).await?;
+            println!("added user {username}");
+        }
+        UserCommand::List => {
+            println!("{:<24} {:<24} {:<5} {:<9} {}", "USERNAME", "ACCOUNT", "KEYS", "PASSWORD", "SCOPES");
+            for u in store.list_users().await? {
+                let password = if u.password_hash.is_some() { "yes" } else { "no" };
+                println!("{:<24} {:<24} {:<5} {:<9} {}", u.username, u.account, u.public_keys.len(), password, u.scopes.names().join(" "));
+            }
+        }
+        UserCommand::Remove { username } => {
+            store.remove_user(&username).await?;
+            println!("removed user {username}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads OpenSSH public keys (authorized_keys lines) from a file.
+pub fn read_key_file(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("while reading the key file {}", path.display()))?;
+    let keys: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    for key in &keys {
+        russh::keys::PublicKey::from_openssh(key).with_context(|| format!("{} holds a line that is not an OpenSSH public key", path.display()))?;
+    }
+    if keys.is_empty() {
+        bail!("{} holds no public key", path.display());
+    }
+    Ok(keys)
+}
+
+async fn jobs(config: &Config, account: Option<&str>, limit: u32) -> Result<ExitCode> {
+    let store = open_store(config).await?;
+    println!(
+        "{:<36} {:<16} {:<10} {:>9} {:>8} {:>8} {:>9} {:>7}  {:<20} {}",
+        "JOB", "ACCOUNT", "STATUS", "ROWS", "CREATED", "UPDATED", "UNCHANGED", "FAILED", "RECEIVED", "FILE"
+    );
+    for j in store.list_jobs(account, limit).await? {
+        let p = j.progress;
+        let status = match &j.error_code {
+            Some(code) => format!("{} ({code})", j.status.as_str()),
+            None => j.status.as_str().to_owned(),
+        };
+        println!(
+            "{:<36} {:<16} {:<10} {:>9} {:>8} {:>8} {:>9} {:>7}  {:<20} {}",
+            j.job_id, j.account, status, p.records_done, p.created, p.updated, p.unchanged, p.failed, j.received_at, j.file_name
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,155 @@
+//! Configuration: defaults, then `config.toml`, then `INTAKE_*` environment
+//! variables (`__` between section and key). Unknown keys fail at start.
+
+use crate::sftp::SftpSettings;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Accounts, spool and (by default) the SQLite database live here.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://...`; default `sqlite://<data_dir>/intake.db`.
+    pub database_url: Option<String>,
+    /// Jobs processed at once (round-robin, one batch at a time).
+    pub workers: usize,
+    /// Records per batch: one transaction each.
+    pub batch_size: usize,
+    /// Larger uploads are rejected with `file_too_large`.
+    pub max_file_bytes: u64,
+    /// Files with more records are rejected with `too_many_rows`.
+    pub max_rows: u64,
+    /// Log lines as `text` or `json`.
+    pub log_format: LogFormat,
+    pub sftp: SftpSettings,
+    /// Accounts applied at start.
+    pub accounts: Vec<AccountDecl>,
+    /// SFTP users applied at start.
+    pub users: Vec<UserDecl>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountDecl {
+    pub avid: String,
+    pub default_region: Option<String>,
+    pub encoding: Option<String>,
+    pub phone_check: Option<String>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserDecl {
+    pub username: String,
+    pub account: String,
+    /// OpenSSH public keys (authorized_keys lines).
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Files holding OpenSSH public keys, relative to the config file.
+    #[serde(default)]
+    pub key_files: Vec<PathBuf>,
+    /// A plain password (for demos) — prefer `password_hash`.
+    pub password: Option<String>,
+    /// An Argon2id PHC string.
+    pub password_hash: Option<String>,
+    /// Default: customers:create and customers:update.
+    pub scopes: Option<Vec<String>>,
+}
+
+impl fmt::Debug for UserDecl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserDecl")
+            .field("username", &self.username)
+            .field("account", &self.account)
+            .field("keys", &self.keys.len())
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_hash", &self.password_hash.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            workers: 4,
+            batch_size: 10_000,
+            max_file_bytes: 5 * 1024 * 1024 * 1024,
+            max_rows: 50_000_000,
+            log_format: LogFormat::Text,
+            sftp: SftpSettings::default(),
+            accounts: Vec::new(),
+            users: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_deref().map(crate::store::redact_url))
+            .field("workers", &self.workers)
+            .field("batch_size", &self.batch_size)
+            .field("accounts", &self.accounts)
+            .field("users", &self.users)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Top-level keys the environment may set; others with the prefix are ignored
+/// (so `INTAKE_TEST_*` variables of a test run never break the config).
+const ENV_KEYS: [&str; 8] =
+    ["data_dir", "database_url", "workers", "batch_size", "max_file_bytes", "max_rows", "log_format", "sftp"];
+
+impl Config {
+    /// Loads defaults, then the file (if it exists, or fails if it was named
+    /// explicitly and is missing), then the environment.
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, figment::Error> {
+        if explicit && !path.exists() {
+            return Err(figment::Error::from(format!("config file {} does not exist", path.display())));
+        }
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(path))
+            .merge(Env::prefixed("INTAKE_").split("__").filter(|k| {
+                let top = k.as_str().split('.').next().unwrap_or("");
+                ENV_KEYS.contains(&top)
+            }))
+            .extract()?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Ok(config.resolve_key_files(base))
+    }
+
+    fn resolve_key_files(mut self, base: &Path) -> Self {
+        for user in &mut self.users {
+            for f in &mut user.key_files {
+                if f.is_relative() {
+                    *f = base.join(&*f);
+                }
+            }
+        }
+        self
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("intake.db").display()))
+    }
+
+    pub fn host_key_path(&self) -> PathBuf {
+        self.sftp.host_key.clone().unwrap_or_else(|| self.data_dir.join("ssh_host_ed25519_key"))
+    }
+}

@@ -1,0 +1,138 @@
+//! Row and file error codes: the stable strings that go into the report.
+
+use std::fmt;
+
+/// Why one record failed. `code()` is the stable string of the results CSV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RowErrorCode {
+    MissingRef,
+    RefTooLong,
+    DuplicateRef,
+    RefExists,
+    MissingAddress,
+    TooManyAddresses,
+    InvalidPhone,
+    InvalidEmail,
+    InvalidMetadata,
+    InvalidAppdata,
+    FieldTooLong,
+    WrongFieldCount,
+    InvalidEncoding,
+}
+
+impl RowErrorCode {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::MissingRef => "missing_ref",
+            Self::RefTooLong => "ref_too_long",
+            Self::DuplicateRef => "duplicate_ref",
+            Self::RefExists => "ref_exists",
+            Self::MissingAddress => "missing_address",
+            Self::TooManyAddresses => "too_many_addresses",
+            Self::InvalidPhone => "invalid_phone",
+            Self::InvalidEmail => "invalid_email",
+            Self::InvalidMetadata => "invalid_metadata",
+            Self::InvalidAppdata => "invalid_appdata",
+            Self::FieldTooLong => "field_too_long",
+            Self::WrongFieldCount => "wrong_field_count",
+            Self::InvalidEncoding => "invalid_encoding",
+        }
+    }
+
+    pub const ALL: [RowErrorCode; 13] = [
+        Self::MissingRef,
+        Self::RefTooLong,
+        Self::DuplicateRef,
+        Self::RefExists,
+        Self::MissingAddress,
+        Self::TooManyAddresses,
+        Self::InvalidPhone,
+        Self::InvalidEmail,
+        Self::InvalidMetadata,
+        Self::InvalidAppdata,
+        Self::FieldTooLong,
+        Self::WrongFieldCount,
+        Self::InvalidEncoding,
+    ];
+}
+
+impl fmt::Display for RowErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// One problem with one record: its code, the column it concerns (normalised
+/// header name, empty for record-level problems) and a message in plain words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    pub code: RowErrorCode,
+    pub field: String,
+    pub message: String,
+}
+
+impl RowError {
+    pub fn new(code: RowErrorCode, field: impl Into<String>, message: impl Into<String>) -> Self {
+        RowError { code, field: field.into(), message: message.into() }
+    }
+}
+
+/// Why a whole file was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileErrorCode {
+    EmptyFile,
+    MissingHeader,
+    MissingRefColumn,
+    MissingAddressColumn,
+    UnknownColumn,
+    DuplicateColumn,
+    FileTooLarge,
+    TooManyRows,
+    NotText,
+}
+
+impl FileErrorCode {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::EmptyFile => "empty_file",
+            Self::MissingHeader => "missing_header",
+            Self::MissingRefColumn => "missing_ref_column",
+            Self::MissingAddressColumn => "missing_address_column",
+            Self::UnknownColumn => "unknown_column",
+            Self::DuplicateColumn => "duplicate_column",
+            Self::FileTooLarge => "file_too_large",
+            Self::TooManyRows => "too_many_rows",
+            Self::NotText => "not_text",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Self> {
+        [
+            Self::EmptyFile,
+            Self::MissingHeader,
+            Self::MissingRefColumn,
+            Self::MissingAddressColumn,
+            Self::UnknownColumn,
+            Self::DuplicateColumn,
+            Self::FileTooLarge,
+            Self::TooManyRows,
+            Self::NotText,
+        ]
+        .into_iter()
+        .find(|c| c.code() == code)
+    }
+}
+
+/// A rejected file: the code and a message that says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct FileError {
+    pub code: FileErrorCode,
+    pub message: String,
+}
+
+impl FileError {
+    pub fn new(code: FileErrorCode, message: impl Into<String>) -> Self {
+        FileError { code, message: message.into() }
+    }
+}

@@ -1,0 +1,52 @@
+//! `intake check`: validates a file offline, as the daemon would, without a
+//! database. `ref_exists` cannot be known offline; everything else is.
+
+use super::rows::{scan, FileLimits, ParsedRow, RowReader};
+use crate::domain::{AccountSettings, FileError};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+/// What `check` found.
+#[derive(Debug, Default)]
+pub struct CheckOutcome {
+    pub rejection: Option<FileError>,
+    pub rows: u64,
+    pub failed: u64,
+}
+
+/// Reads the file, calling `on_failure` for each failing record in order.
+pub fn check_file(
+    path: &Path,
+    account: &AccountSettings,
+    limits: FileLimits,
+    mut on_failure: impl FnMut(&ParsedRow),
+) -> io::Result<CheckOutcome> {
+    let scanned = scan(File::open(path)?, account, limits)?;
+    if let Some(rejection) = scanned.rejection {
+        return Ok(CheckOutcome { rejection: Some(rejection), ..Default::default() });
+    }
+    let mut reader = match RowReader::open(File::open(path)?, account.clone())? {
+        Ok(reader) => reader,
+        Err(rejection) => return Ok(CheckOutcome { rejection: Some(rejection), ..Default::default() }),
+    };
+    let mut outcome = CheckOutcome::default();
+    let mut claimed: HashMap<String, u64> = HashMap::new();
+    while let Some(mut row) = reader.next_row()? {
+        outcome.rows += 1;
+        if let Some(claim) = row.claim.clone() {
+            match claimed.get(&claim) {
+                Some(&first) => row.mark_duplicate(first),
+                None => {
+                    claimed.insert(claim, row.line);
+                }
+            }
+        }
+        if row.outcome.is_err() {
+            outcome.failed += 1;
+            on_failure(&row);
+        }
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,9 @@
+//! From a file on disk to a report: CSV rows, jobs, the report, and the
+//! watcher that turns complete uploads into jobs. Knows nothing about SFTP.
+
+pub mod check;
+pub mod job;
+pub mod report;
+pub mod rows;
+
+pub use job::{Context, IngestError, JobRunner, Step};

@@ -1,0 +1,123 @@
+//! The results report: `NAME.results.csv` (one row per record, in input order)
+//! and `NAME.summary.json` (written last: its presence means the report is complete).
+
+use crate::domain::{FileError, RowError};
+use serde::Serialize;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
+use std::path::Path;
+
+pub const RESULTS_HEADER: [&str; 7] = ["line", "ref", "status", "customer_id", "error_code", "error_field", "error_message"];
+
+/// A record's status in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowStatus {
+    Created,
+    Updated,
+    Unchanged,
+    Failed,
+}
+
+impl RowStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Unchanged => "unchanged",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One line of `NAME.results.csv`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowResult {
+    pub line: u64,
+    pub customer_ref: String,
+    pub status: RowStatus,
+    pub customer_id: String,
+    /// All of the record's errors; the first gives `error_code` and `error_field`.
+    pub errors: Vec<RowError>,
+}
+
+/// Appends result lines to a job's results file, resumable at a byte offset.
+pub struct ResultsWriter {
+    csv: csv::Writer<File>,
+}
+
+impl ResultsWriter {
+    /// Opens the results file for a job that has written `offset` bytes so far
+    /// (0: a fresh file, the header is written).
+    pub fn open(path: &Path, offset: u64) -> io::Result<Self> {
+        let mut file = OpenOptions::new().create(true).write(true).truncate(false).open(path)?;
+        file.set_len(offset)?;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut csv = csv::WriterBuilder::new().has_headers(false).from_writer(file);
+        if offset == 0 {
+            csv.write_record(RESULTS_HEADER)?;
+        }
+        Ok(ResultsWriter { csv })
+    }
+
+    pub fn write(&mut self, r: &RowResult) -> io::Result<()> {
+        let line = r.line.to_string();
+        let (code, field) = r.errors.first().map(|e| (e.code.code(), e.field.as_str())).unwrap_or(("", ""));
+        let message = r.errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; ");
+        self.csv.write_record([
+            line.as_str(),
+            r.customer_ref.as_str(),
+            r.status.as_str(),
+            r.customer_id.as_str(),
+            code,
+            field,
+            message.as_str(),
+        ])?;
+        Ok(())
+    }
+
+    /// Hands everything written to the OS; returns the file's length, the
+    /// offset to resume from.
+    pub fn flush(&mut self) -> io::Result<u64> {
+        self.csv.flush()?;
+        let mut file: &File = self.csv.get_ref();
+        file.stream_position()
+    }
+
+    /// Flushes to disk.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.csv.flush()?;
+        self.csv.get_ref().sync_data()
+    }
+}
+
+/// `NAME.summary.json`, exactly the keys of the spec, in its order.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    pub account: String,
+    pub file: String,
+    pub job_id: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub status: &'static str,
+    pub rows: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub failed: u64,
+    pub received_at: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub error: Option<SummaryError>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SummaryError {
+    pub code: String,
+    pub message: String,
+}
+
+impl From<&FileError> for SummaryError {
+    fn from(e: &FileError) -> Self {
+        SummaryError { code: e.code.code().to_owned(), message: e.message.clone() }
+    }
+}

@@ -1,0 +1,832 @@
+//! Reads a customer CSV file as a stream of records and turns each into a
+//! `CreateCustomer` or the row's errors. Knows nothing about SFTP or SQL.
+//!
+//! Memory stays flat: one record is held at a time.
+
+use crate::domain::customer::quote;
+use crate::domain::{
+    AccountSettings, Address, AddressKind, Addresses, CreateCustomer, CustomerRef, FileEncoding, FileError,
+    FileErrorCode, Invalid, JsonObject, RowError, RowErrorCode,
+};
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::io::{self, BufRead, BufReader, Read};
+
+/// The largest cell, in bytes; a longer one fails its row with `field_too_long`.
+pub const MAX_CELL_BYTES: usize = 64 * 1024;
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// What a header column means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Column {
+    Ref,
+    /// `address`, `address_N`, `email`, `phone`: one value.
+    Address(AddressKind),
+    /// `addresses`: a list separated by commas or semicolons.
+    AddressList,
+    /// `metadata` / `appdata`: a whole JSON object.
+    Object(Target),
+    /// `metadata.a.b` / `appdata.a.b`: one (nested) key.
+    Key(Target, Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Metadata,
+    Appdata,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Metadata => "metadata",
+            Target::Appdata => "appdata",
+        }
+    }
+
+    fn code(self) -> RowErrorCode {
+        match self {
+            Target::Metadata => RowErrorCode::InvalidMetadata,
+            Target::Appdata => RowErrorCode::InvalidAppdata,
+        }
+    }
+}
+
+fn column_of(name: &str) -> Option<Column> {
+    match name {
+        "ref" => return Some(Column::Ref),
+        "address" => return Some(Column::Address(AddressKind::Any)),
+        "addresses" => return Some(Column::AddressList),
+        "email" => return Some(Column::Address(AddressKind::Email)),
+        "phone" => return Some(Column::Address(AddressKind::Phone)),
+        "metadata" => return Some(Column::Object(Target::Metadata)),
+        "appdata" => return Some(Column::Object(Target::Appdata)),
+        _ => {}
+    }
+    if let Some(n) = name.strip_prefix("address_") {
+        let n: usize = n.parse().ok().filter(|_| !n.starts_with('0'))?;
+        return (1..=10).contains(&n).then_some(Column::Address(AddressKind::Any));
+    }
+    for target in [Target::Metadata, Target::Appdata] {
+        if let Some(path) = name.strip_prefix(target.name()).and_then(|rest| rest.strip_prefix('.')) {
+            let keys: Vec<String> = path.split('.').map(str::to_owned).collect();
+            if keys.iter().any(|k| k.is_empty()) {
+                return None;
+            }
+            return Some(Column::Key(target, keys));
+        }
+    }
+    None
+}
+
+/// The file's header: one meaning per column, in file order.
+#[derive(Debug, Clone)]
+pub struct Header {
+    names: Vec<String>,
+    columns: Vec<Column>,
+    ref_index: usize,
+}
+
+impl Header {
+    /// Checks a header line's names (already decoded).
+    pub fn parse(raw_names: &[String]) -> Result<Header, FileError> {
+        let names: Vec<String> = raw_names.iter().map(|n| n.trim().to_lowercase()).collect();
+        let columns: Vec<Option<Column>> = names.iter().map(|n| column_of(n)).collect();
+        if columns.iter().all(Option::is_none) {
+            return Err(FileError::new(
+                FileErrorCode::MissingHeader,
+                format!(
+                    "the first line must name the columns (ref, address, ...); it reads {}",
+                    quote(&raw_names.join(","))
+                ),
+            ));
+        }
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                return Err(FileError::new(
+                    FileErrorCode::DuplicateColumn,
+                    format!("the column {} appears more than once in the header", quote(name)),
+                ));
+            }
+        }
+        if let Some(i) = columns.iter().position(Option::is_none) {
+            let shown = if names[i].is_empty() { "(an empty name)".to_owned() } else { quote(&names[i]) };
+            return Err(FileError::new(
+                FileErrorCode::UnknownColumn,
+                format!(
+                    "unknown column {shown} in the header; known columns are ref, address, addresses, \
+                     address_1..address_10, email, phone, metadata, metadata.KEY, appdata, appdata.KEY"
+                ),
+            ));
+        }
+        let columns: Vec<Column> = columns.into_iter().map(Option::unwrap).collect();
+        let ref_index = columns.iter().position(|c| *c == Column::Ref).ok_or_else(|| {
+            FileError::new(FileErrorCode::MissingRefColumn, "the header has no `ref` column")
+        })?;
+        if !columns.iter().any(|c| matches!(c, Column::Address(_) | Column::AddressList)) {
+            return Err(FileError::new(
+                FileErrorCode::MissingAddressColumn,
+                "the header has no address column (address, addresses, address_N, email or phone)",
+            ));
+        }
+        Ok(Header { names, columns, ref_index })
+    }
+
+    pub fn len(&self) -> usize {
+        self.columns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+
+    fn first_address_name(&self) -> &str {
+        self.columns
+            .iter()
+            .position(|c| matches!(c, Column::Address(_) | Column::AddressList))
+            .map(|i| self.names[i].as_str())
+            .unwrap_or("address")
+    }
+}
+
+/// One record of the file, parsed.
+#[derive(Debug)]
+pub struct ParsedRow {
+    /// The physical line where the record starts (header = 1 when it is the first line).
+    pub line: u64,
+    /// The trimmed ref this record carries, valid or not; the first record
+    /// carrying a ref claims it within the file.
+    pub claim: Option<String>,
+    pub outcome: Result<CreateCustomer, Vec<RowError>>,
+}
+
+impl ParsedRow {
+    /// Records that another record of the file claimed this ref first.
+    pub fn mark_duplicate(&mut self, first_line: u64) {
+        let error = RowError::new(
+            RowErrorCode::DuplicateRef,
+            "ref",
+            format!("ref is already used on line {first_line} of this file"),
+        );
+        match &mut self.outcome {
+            Ok(_) => self.outcome = Err(vec![error]),
+            Err(errors) => {
+                // After the ref's own errors, before the address columns'.
+                let at = errors.iter().take_while(|e| is_record_level(e.code) || e.field == "ref").count();
+                errors.insert(at, error);
+            }
+        }
+    }
+}
+
+fn is_record_level(code: RowErrorCode) -> bool {
+    matches!(code, RowErrorCode::WrongFieldCount | RowErrorCode::InvalidEncoding)
+}
+
+/// Picks the delimiter from the header line: `,` unless `;` or TAB is more frequent.
+pub fn detect_delimiter(first_line: &[u8]) -> u8 {
+    let (mut comma, mut semi, mut tab, mut quoted) = (0, 0, 0, false);
+    for &b in first_line {
+        match b {
+            b'"' => quoted = !quoted,
+            b',' if !quoted => comma += 1,
+            b';' if !quoted => semi += 1,
+            b'\t' if !quoted => tab += 1,
+            _ => {}
+        }
+    }
+    if semi > comma && semi >= tab {
+        b';'
+    } else if tab > comma && tab > semi {
+        b'\t'
+    } else {
+        b','
+    }
+}
+
+/// Opens a byte stream for CSV reading: drops a UTF-8 BOM and detects the
+/// delimiter from the first non-blank line.
+fn prepare<R: Read>(inner: R) -> io::Result<(BufReader<R>, u8)> {
+    let mut reader = BufReader::with_capacity(64 * 1024, inner);
+    let buf = reader.fill_buf()?;
+    let skip = if buf.starts_with(BOM) { BOM.len() } else { 0 };
+    reader.consume(skip);
+    let buf = reader.fill_buf()?;
+    let first_line = buf
+        .split(|&b| b == b'\n')
+        .find(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .unwrap_or(&[]);
+    let delimiter = detect_delimiter(first_line);
+    Ok((reader, delimiter))
+}
+
+fn csv_reader<R: Read>(reader: R, delimiter: u8) -> csv::Reader<R> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delimiter)
+        .buffer_capacity(64 * 1024)
+        .from_reader(reader)
+}
+
+fn is_blank(record: &csv::ByteRecord) -> bool {
+    record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace))
+}
+
+fn csv_io_error(e: csv::Error) -> io::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        other => io::Error::other(format!("{other:?}")),
+    }
+}
+
+/// What a first pass over a file learns before any row is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileScan {
+    pub sha256: String,
+    pub bytes: u64,
+    /// Non-blank records after the header.
+    pub records: u64,
+    /// Set when the file must be rejected whole.
+    pub rejection: Option<FileError>,
+}
+
+/// Limits a file must stay within.
+#[derive(Debug, Clone, Copy)]
+pub struct FileLimits {
+    pub max_file_bytes: u64,
+    pub max_rows: u64,
+}
+
+impl Default for FileLimits {
+    fn default() -> Self {
+        FileLimits { max_file_bytes: 5 * 1024 * 1024 * 1024, max_rows: 50_000_000 }
+    }
+}
+
+/// Hashes what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+    bytes: u64,
+    /// The first bytes, kept to decide whether the file is text.
+    head: Vec<u8>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        if self.head.len() < 8192 {
+            let take = n.min(8192 - self.head.len());
+            self.head.extend_from_slice(&buf[..take]);
+        }
+        Ok(n)
+    }
+}
+
+/// Reads the whole file once: its hash, size, record count, and whether it is
+/// to be rejected (empty, not text, no valid header, too large, too many rows).
+pub fn scan(file: impl Read, account: &AccountSettings, limits: FileLimits) -> io::Result<FileScan> {
+    use sha2::Digest;
+    let mut hashing = Hashing { inner: file, hasher: sha2::Sha256::new(), bytes: 0, head: Vec::new() };
+    let (prepared, delimiter) = prepare(&mut hashing)?;
+    let mut csv = csv_reader(prepared, delimiter);
+    let mut record = csv::ByteRecord::new();
+    let mut header: Option<Result<Header, FileError>> = None;
+    let mut records = 0u64;
+    let mut too_large = false;
+    loop {
+        match csv.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => return Err(csv_io_error(e)),
+        }
+        if csv.position().byte() > limits.max_file_bytes {
+            too_large = true;
+            break;
+        }
+        if is_blank(&record) {
+            continue;
+        }
+        if header.is_none() {
+            header = Some(decode_header(&record, account.encoding));
+        } else {
+            records += 1;
+        }
+    }
+    drop(csv);
+    io::copy(&mut hashing, &mut io::sink())?;
+    let head = std::mem::take(&mut hashing.head);
+    let rejection = if hashing.bytes > limits.max_file_bytes || too_large {
+        Some(FileError::new(
+            FileErrorCode::FileTooLarge,
+            format!("the file is {} bytes; the limit is {} bytes", hashing.bytes, limits.max_file_bytes),
+        ))
+    } else if head.contains(&0) {
+        Some(FileError::new(FileErrorCode::NotText, "the file is not text (it contains NUL bytes); upload a CSV file"))
+    } else {
+        match header {
+            None => Some(FileError::new(FileErrorCode::EmptyFile, "the file is empty")),
+            Some(Err(e)) => Some(e),
+            Some(Ok(_)) if records > limits.max_rows => Some(FileError::new(
+                FileErrorCode::TooManyRows,
+                format!("the file has {records} records; the limit is {}", limits.max_rows),
+            )),
+            Some(Ok(_)) => None,
+        }
+    };
+    Ok(FileScan { sha256: hex::encode(hashing.hasher.finalize()), bytes: hashing.bytes, records, rejection })
+}
+
+fn decode_header(record: &csv::ByteRecord, encoding: FileEncoding) -> Result<Header, FileError> {
+    let mut names = Vec::with_capacity(record.len());
+    for field in record.iter() {
+        match decode(field, encoding) {
+            Some(name) => names.push(name.into_owned()),
+            None => {
+                return Err(FileError::new(
+                    FileErrorCode::NotText,
+                    format!("the header line is not valid {} text", encoding.as_str()),
+                ))
+            }
+        }
+    }
+    Header::parse(&names)
+}
+
+fn decode(bytes: &[u8], encoding: FileEncoding) -> Option<Cow<'_, str>> {
+    match encoding {
+        FileEncoding::Utf8 => std::str::from_utf8(bytes).ok().map(Cow::Borrowed),
+        FileEncoding::Windows1252 => {
+            let (text, _, had_errors) = encoding_rs::WINDOWS_1252.decode(bytes);
+            (!had_errors).then_some(text)
+        }
+    }
+}
+
+/// Streams the records of a file that passed `scan`.
+pub struct RowReader<R: Read> {
+    csv: csv::Reader<BufReader<R>>,
+    header: Header,
+    account: AccountSettings,
+    record: csv::ByteRecord,
+}
+
+impl<R: Read> RowReader<R> {
+    /// Reads up to and including the header line.
+    pub fn open(file: R, account: AccountSettings) -> io::Result<Result<Self, FileError>> {
+        let (prepared, delimiter) = prepare(file)?;
+        let mut csv = csv_reader(prepared, delimiter);
+        let mut record = csv::ByteRecord::new();
+        loop {
+            if !csv.read_byte_record(&mut record).map_err(csv_io_error)? {
+                return Ok(Err(FileError::new(FileErrorCode::EmptyFile, "the file is empty")));
+            }
+            if !is_blank(&record) {
+                break;
+            }
+        }
+        let header = match decode_header(&record, account.encoding) {
+            Ok(header) => header,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(Ok(RowReader { csv, header, account, record }))
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Passes over the next non-blank record (one already done before a restart).
+    pub fn skip_row(&mut self) -> io::Result<bool> {
+        loop {
+            if !self.csv.read_byte_record(&mut self.record).map_err(csv_io_error)? {
+                return Ok(false);
+            }
+            if !is_blank(&self.record) {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// The next non-blank record, parsed; `None` at the end of the file.
+    pub fn next_row(&mut self) -> io::Result<Option<ParsedRow>> {
+        loop {
+            if !self.csv.read_byte_record(&mut self.record).map_err(csv_io_error)? {
+                return Ok(None);
+            }
+            if is_blank(&self.record) {
+                continue;
+            }
+            let line = self.record.position().map(|p| p.line()).unwrap_or(0);
+            return Ok(Some(parse_record(&self.header, &self.account, &self.record, line)));
+        }
+    }
+}
+
+/// Turns one record into a command or its errors, in header order.
+fn parse_record(header: &Header, account: &AccountSettings, record: &csv::ByteRecord, line: u64) -> ParsedRow {
+    let claim_of = |i: usize| {
+        record
+            .get(i)
+            .and_then(|f| decode(f, account.encoding))
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    };
+    if record.len() != header.len() {
+        return ParsedRow {
+            line,
+            claim: claim_of(header.ref_index),
+            outcome: Err(vec![RowError::new(
+                RowErrorCode::WrongFieldCount,
+                "",
+                format!("the record has {} fields; the header has {}", record.len(), header.len()),
+            )]),
+        };
+    }
+    let mut cells: Vec<Cow<'_, str>> = Vec::with_capacity(record.len());
+    let mut undecodable = Vec::new();
+    for (i, field) in record.iter().enumerate() {
+        match decode(field, account.encoding) {
+            Some(text) => cells.push(text),
+            None => {
+                undecodable.push(header.names[i].as_str());
+                cells.push(Cow::Borrowed(""));
+            }
+        }
+    }
+    if !undecodable.is_empty() {
+        return ParsedRow {
+            line,
+            claim: claim_of(header.ref_index),
+            outcome: Err(vec![RowError::new(
+                RowErrorCode::InvalidEncoding,
+                "",
+                format!(
+                    "{} not valid {} text",
+                    undecodable.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", ")
+                        + if undecodable.len() == 1 { " is" } else { " are" },
+                    account.encoding.as_str()
+                ),
+            )]),
+        };
+    }
+
+    let mut errors: Vec<RowError> = Vec::new();
+    let mut too_long = vec![false; cells.len()];
+    for (i, cell) in cells.iter().enumerate() {
+        if cell.len() > MAX_CELL_BYTES {
+            too_long[i] = true;
+        }
+    }
+    let field_error = |i: usize, errors: &mut Vec<RowError>| {
+        errors.push(RowError::new(
+            RowErrorCode::FieldTooLong,
+            header.names[i].clone(),
+            format!("{} is {} bytes long; the limit is {MAX_CELL_BYTES}", header.names[i], cells[i].len()),
+        ));
+    };
+
+    // ref
+    let ref_cell = cells[header.ref_index].trim();
+    let claim = (!ref_cell.is_empty()).then(|| ref_cell.to_owned());
+    let customer_ref = if too_long[header.ref_index] {
+        // A 64 KiB ref is also far over the ref limit: one error says it.
+        errors.push(RowError::new(
+            RowErrorCode::RefTooLong,
+            "ref",
+            format!("ref is {} bytes long; the limit is {} characters", ref_cell.len(), crate::domain::customer::MAX_REF_CHARS),
+        ));
+        None
+    } else {
+        match CustomerRef::parse(ref_cell) {
+            Ok(r) => Some(r),
+            Err(Invalid { code, message }) => {
+                errors.push(RowError::new(code, "ref", message));
+                None
+            }
+        }
+    };
+
+    // addresses, in column order
+    let mut addresses = Vec::new();
+    let mut any_address_value = false;
+    for (i, column) in header.columns.iter().enumerate() {
+        let kind = match column {
+            Column::Address(kind) => Some(*kind),
+            Column::AddressList => None,
+            _ => continue,
+        };
+        let cell = cells[i].trim();
+        if cell.is_empty() {
+            continue;
+        }
+        any_address_value = true;
+        if too_long[i] {
+            field_error(i, &mut errors);
+            continue;
+        }
+        let values: Vec<&str> = match kind {
+            Some(_) => vec![cell],
+            None => cell.split([',', ';']).map(str::trim).filter(|v| !v.is_empty()).collect(),
+        };
+        for value in values {
+            match Address::parse(value, kind.unwrap_or(AddressKind::Any), account.default_region, account.phone_check) {
+                Ok(address) => addresses.push(address),
+                Err(Invalid { code, message }) => errors.push(RowError::new(code, header.names[i].clone(), message)),
+            }
+        }
+    }
+    let addresses = if !any_address_value {
+        errors.push(RowError::new(
+            RowErrorCode::MissingAddress,
+            header.first_address_name(),
+            "the customer has no address (a phone number or an email)",
+        ));
+        None
+    } else if addresses.is_empty() {
+        None
+    } else {
+        match Addresses::new(addresses) {
+            Ok(a) => Some(a),
+            Err(Invalid { code, message }) => {
+                errors.push(RowError::new(code, header.first_address_name(), message));
+                None
+            }
+        }
+    };
+
+    // metadata, then appdata
+    let mut objects = [Map::new(), Map::new()];
+    for target in [Target::Metadata, Target::Appdata] {
+        let object = &mut objects[target as usize];
+        // The whole-object cell first, then the dotted keys merge into it.
+        for (i, column) in header.columns.iter().enumerate() {
+            if *column != Column::Object(target) {
+                continue;
+            }
+            let cell = cells[i].trim();
+            if cell.is_empty() {
+                continue;
+            }
+            if too_long[i] {
+                field_error(i, &mut errors);
+                continue;
+            }
+            match serde_json::from_str::<Value>(cell) {
+                Ok(Value::Object(map)) => *object = map,
+                Ok(_) => errors.push(RowError::new(
+                    target.code(),
+                    target.name(),
+                    format!("{} must be a JSON object such as {{\"key\": \"value\"}}", target.name()),
+                )),
+                Err(e) => errors.push(RowError::new(
+                    target.code(),
+                    target.name(),
+                    format!("{} is not valid JSON ({})", target.name(), json_reason(&e)),
+                )),
+            }
+        }
+        for (i, column) in header.columns.iter().enumerate() {
+            let Column::Key(t, keys) = column else { continue };
+            if *t != target {
+                continue;
+            }
+            let cell = cells[i].trim();
+            if cell.is_empty() {
+                continue;
+            }
+            if too_long[i] {
+                field_error(i, &mut errors);
+                continue;
+            }
+            if !insert_path(object, keys, Value::String(cell.to_owned())) {
+                errors.push(RowError::new(
+                    target.code(),
+                    header.names[i].clone(),
+                    format!("{} sets a key that this row already sets", header.names[i]),
+                ));
+            }
+        }
+    }
+
+    let outcome = match (errors.is_empty(), customer_ref, addresses) {
+        (true, Some(customer_ref), Some(addresses)) => {
+            let [metadata, appdata] = objects;
+            Ok(CreateCustomer::new(customer_ref, addresses, JsonObject::metadata(metadata), JsonObject::appdata(appdata)))
+        }
+        _ => Err(errors),
+    };
+    ParsedRow { line, claim, outcome }
+}
+
+fn json_reason(e: &serde_json::Error) -> String {
+    // serde_json's messages name positions and expectations, never the content.
+    format!("{:?} at column {}", e.classify(), e.column()).to_lowercase()
+}
+
+/// Sets `keys` (a nested path) to `value`; false when the path is already set
+/// or passes through a value that is not an object.
+fn insert_path(object: &mut Map<String, Value>, keys: &[String], value: Value) -> bool {
+    let (last, parents) = keys.split_last().expect("a dotted column has at least one key");
+    let mut current = object;
+    for key in parents {
+        let entry = current.entry(key.clone()).or_insert_with(|| Value::Object(Map::new()));
+        match entry {
+            Value::Object(map) => current = map,
+            _ => return false,
+        }
+    }
+    if current.contains_key(last) {
+        return false;
+    }
+    current.insert(last.clone(), value);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{PhoneCheck, PhoneRegion};
+
+    fn account() -> AccountSettings {
+        AccountSettings {
+            avid: "acme".into(),
+            default_region: None,
+            encoding: FileEncoding::Utf8,
+            phone_check: PhoneCheck::Possible,
+        }
+    }
+
+    fn rows_of(text: &[u8], account: AccountSettings) -> Vec<ParsedRow> {
+        let mut reader = RowReader::open(text, account).unwrap().unwrap();
+        let mut rows = Vec::new();
+        while let Some(row) = reader.next_row().unwrap() {
+            rows.push(row);
+        }
+        rows
+    }
+
+    fn rows(text: &str) -> Vec<ParsedRow> {
+        rows_of(text.as_bytes(), account())
+    }
+
+    fn first_error(row: &ParsedRow) -> (&'static str, String) {
+        let errors = row.outcome.as_ref().unwrap_err();
+        (errors[0].code.code(), errors[0].field.clone())
+    }
+
+    fn reject(text: &[u8]) -> FileErrorCode {
+        scan(text, &account(), FileLimits::default()).unwrap().rejection.expect("rejected").code
+    }
+
+    #[test]
+    fn the_two_minimal_payments_api_files_work_unchanged() {
+        let r = rows("ref,address\nc1,+15555001234\nc2,ann@example.com\n");
+        assert_eq!(r.len(), 2);
+        assert!(r.iter().all(|r| r.outcome.is_ok()));
+        let r = rows("ref,addresses\nc1,\"+15555001234, ann@example.com\"\n");
+        let c = r[0].outcome.as_ref().unwrap();
+        let got: Vec<&str> = c.addresses().iter().map(|a| a.as_str()).collect();
+        assert_eq!(got, ["+15555001234", "ann@example.com"]);
+    }
+
+    #[test]
+    fn semicolons_and_tabs_are_detected_from_the_header() {
+        assert_eq!(rows("ref;address\nc1;+15555001234\n")[0].outcome.is_ok(), true);
+        assert_eq!(rows("ref\taddress\nc1\t+15555001234\n")[0].outcome.is_ok(), true);
+        assert_eq!(detect_delimiter(b"ref,\"a;b;c\",x"), b',');
+    }
+
+    #[test]
+    fn a_bom_crlf_and_blank_lines_are_handled_and_lines_are_physical() {
+        let r = rows("\u{feff}REF ; Address \r\n\r\nc1;+15555001234\r\n;;\r\nc2;\"ann@example.com\"\r\n");
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].line, 3);
+        assert_eq!(r[1].line, 5);
+        assert!(r[1].outcome.is_ok());
+    }
+
+    #[test]
+    fn a_quoted_line_break_keeps_the_next_records_line_number() {
+        let r = rows("ref,address,metadata.note\nc1,+15555001234,\"two\r\nlines\"\nc2,+15555001235,x\n");
+        assert_eq!(r[0].line, 2);
+        assert_eq!(r[1].line, 4);
+        let note = &r[0].outcome.as_ref().unwrap().metadata().as_map()["note"];
+        assert_eq!(note, "two\r\nlines");
+    }
+
+    #[test]
+    fn a_wrong_field_count_fails_only_that_row() {
+        let r = rows("ref,address\nc1,+15555001234,extra\nc2,+15555001234\n");
+        assert_eq!(first_error(&r[0]), ("wrong_field_count", String::new()));
+        assert_eq!(r[0].claim.as_deref(), Some("c1"));
+        assert!(r[1].outcome.is_ok());
+    }
+
+    #[test]
+    fn invalid_utf8_fails_the_row_with_invalid_encoding() {
+        let r = rows_of(b"ref,address\nc\xff1,+15555001234\nc2,+15555001234\n", account());
+        assert_eq!(first_error(&r[0]), ("invalid_encoding", String::new()));
+        assert!(r[1].outcome.is_ok());
+    }
+
+    #[test]
+    fn windows_1252_accounts_decode_excel_exports() {
+        let mut acct = account();
+        acct.encoding = FileEncoding::Windows1252;
+        let r = rows_of(b"ref;address;metadata.name\nc1;+15555001234;Ren\xe9e\n", acct);
+        assert_eq!(r[0].outcome.as_ref().unwrap().metadata().as_map()["name"], "Renée");
+    }
+
+    #[test]
+    fn errors_come_in_header_order_and_all_are_listed() {
+        let r = rows("ref,email,phone,metadata\n,not-an-email,12,[1]\n");
+        let errors = r[0].outcome.as_ref().unwrap_err();
+        let codes: Vec<(&str, &str)> = errors.iter().map(|e| (e.code.code(), e.field.as_str())).collect();
+        assert_eq!(
+            codes,
+            [("missing_ref", "ref"), ("invalid_email", "email"), ("invalid_phone", "phone"), ("invalid_metadata", "metadata")]
+        );
+    }
+
+    #[test]
+    fn a_row_without_any_address_is_missing_address() {
+        let r = rows("ref,phone,email\nc1, , \n");
+        assert_eq!(first_error(&r[0]), ("missing_address", "phone".into()));
+    }
+
+    #[test]
+    fn address_columns_keep_header_order_and_drop_duplicates() {
+        let r = rows("ref,email,address_2,address_1\nc1,ann@EXAMPLE.com,+15555001234,ann@example.com\n");
+        let c = r[0].outcome.as_ref().unwrap();
+        let got: Vec<&str> = c.addresses().iter().map(|a| a.as_str()).collect();
+        assert_eq!(got, ["ann@example.com", "+15555001234"]);
+    }
+
+    #[test]
+    fn eleven_distinct_addresses_are_too_many() {
+        let list: Vec<String> = (0..11).map(|i| format!("a{i}@example.com")).collect();
+        let r = rows(&format!("ref,addresses\nc1,\"{}\"\n", list.join(";")));
+        assert_eq!(first_error(&r[0]), ("too_many_addresses", "addresses".into()));
+    }
+
+    #[test]
+    fn dotted_metadata_nests_and_merges_with_the_object_cell() {
+        let r = rows("ref,address,metadata,metadata.a.b,appdata.k\nc1,+15555001234,\"{\"\"x\"\":1}\",v,w\n");
+        let c = r[0].outcome.as_ref().unwrap();
+        assert_eq!(Value::Object(c.metadata().as_map().clone()), serde_json::json!({"x":1,"a":{"b":"v"}}));
+        assert_eq!(Value::Object(c.appdata().as_map().clone()), serde_json::json!({"k":"w"}));
+    }
+
+    #[test]
+    fn the_same_key_from_the_object_cell_and_a_dotted_column_is_an_error() {
+        let r = rows("ref,address,appdata,appdata.x\nc1,+15555001234,\"{\"\"x\"\":1}\",2\n");
+        assert_eq!(first_error(&r[0]), ("invalid_appdata", "appdata.x".into()));
+    }
+
+    #[test]
+    fn a_cell_over_64_kib_fails_its_row() {
+        let r = rows(&format!("ref,address,metadata.note\nc1,+15555001234,{}\n", "x".repeat(MAX_CELL_BYTES + 1)));
+        assert_eq!(first_error(&r[0]), ("field_too_long", "metadata.note".into()));
+    }
+
+    #[test]
+    fn a_national_number_uses_the_accounts_default_region() {
+        let mut acct = account();
+        acct.default_region = Some(PhoneRegion::parse("us").unwrap());
+        let r = rows_of(b"ref,phone\nc1,555-500-1234\n", acct);
+        assert_eq!(r[0].outcome.as_ref().unwrap().addresses().iter().next().unwrap().as_str(), "+15555001234");
+    }
+
+    #[test]
+    fn a_duplicate_is_reported_after_the_refs_own_errors() {
+        let mut r = rows("ref,address\nc1,bad\n");
+        r[0].mark_duplicate(2);
+        let codes: Vec<&str> = r[0].outcome.as_ref().unwrap_err().iter().map(|e| e.code.code()).collect();
+        assert_eq!(codes, ["duplicate_ref", "invalid_phone"]);
+    }
+
+    #[test]
+    fn file_errors_are_detected_before_any_row() {
+        assert_eq!(reject(b""), FileErrorCode::EmptyFile);
+        assert_eq!(reject(b"\xEF\xBB\xBF \r\n\n"), FileErrorCode::EmptyFile);
+        assert_eq!(reject(b"c1,+15555001234\n"), FileErrorCode::MissingHeader);
+        assert_eq!(reject(b"address,email\n"), FileErrorCode::MissingRefColumn);
+        assert_eq!(reject(b"ref,metadata.x\n"), FileErrorCode::MissingAddressColumn);
+        assert_eq!(reject(b"ref,adress\n"), FileErrorCode::UnknownColumn);
+        assert_eq!(reject(b"ref,address,Address\n"), FileErrorCode::DuplicateColumn);
+        assert_eq!(reject(b"ref,address\n\x00\x01\x02"), FileErrorCode::NotText);
+        assert_eq!(reject(b"ref,address_11\n"), FileErrorCode::UnknownColumn);
+        let limits = FileLimits { max_file_bytes: 20, max_rows: 1 };
+        let s = scan(&b"ref,address\nc1,+15555001234\n"[..], &account(), limits).unwrap();
+        assert_eq!(s.rejection.unwrap().code, FileErrorCode::FileTooLarge);
+        let limits = FileLimits { max_file_bytes: 1000, max_rows: 1 };
+        let s = scan(&b"ref,address\nc1,+15555001234\n\nc2,+15555001234\n"[..], &account(), limits).unwrap();
+        assert_eq!(s.records, 2);
+        assert_eq!(s.rejection.unwrap().code, FileErrorCode::TooManyRows);
+    }
+}

@@ -1,0 +1,98 @@
+//! Where things live under the data directory.
+//!
+//! `accounts/<AVID>/{customers,outbox,archive}` is what SFTP users see;
+//! `spool/<job_id>/` holds a job's upload and its report while it is processed.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    data_dir: PathBuf,
+}
+
+impl Layout {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Layout { data_dir: data_dir.into() }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn accounts_root(&self) -> PathBuf {
+        self.data_dir.join("accounts")
+    }
+
+    pub fn customers(&self, avid: &str) -> PathBuf {
+        self.accounts_root().join(avid).join("customers")
+    }
+
+    pub fn outbox(&self, avid: &str) -> PathBuf {
+        self.accounts_root().join(avid).join("outbox")
+    }
+
+    pub fn archive(&self, avid: &str) -> PathBuf {
+        self.accounts_root().join(avid).join("archive")
+    }
+
+    pub fn spool(&self, job_id: &str) -> PathBuf {
+        self.data_dir.join("spool").join(job_id)
+    }
+
+    /// Creates an account's three folders (and the spool) if missing.
+    pub fn ensure_account(&self, avid: &str) -> io::Result<()> {
+        for dir in [self.customers(avid), self.outbox(avid), self.archive(avid)] {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::create_dir_all(self.data_dir.join("spool"))
+    }
+}
+
+/// `May.CSV` → `May`: the upload's name without its `.csv` extension (any case).
+pub fn report_stem(file_name: &str) -> &str {
+    let n = file_name.len();
+    if n > 4 && file_name[n - 4..].eq_ignore_ascii_case(".csv") {
+        &file_name[..n - 4]
+    } else {
+        file_name
+    }
+}
+
+/// Whether a name in `/customers` is an upload to process: `*.csv` (any case), not hidden.
+pub fn is_upload_name(file_name: &str) -> bool {
+    !file_name.starts_with('.') && file_name.len() > 4 && file_name[file_name.len() - 4..].eq_ignore_ascii_case(".csv")
+}
+
+/// Writes `bytes` next to `target` and renames it into place, so readers see all or nothing.
+pub fn publish_atomically(target: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let dir = target.parent().ok_or_else(|| io::Error::other("target has no folder"))?;
+    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("report");
+    let temp = dir.join(format!(".intake-tmp.{}.{name}", uuid::Uuid::new_v4().simple()));
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_data()?;
+    drop(file);
+    std::fs::rename(&temp, target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_name_drops_the_csv_extension_in_any_case() {
+        assert_eq!(report_stem("May.CSV"), "May");
+        assert_eq!(report_stem("a.b.csv"), "a.b");
+        assert_eq!(report_stem(".csv"), ".csv");
+    }
+
+    #[test]
+    fn only_visible_csv_names_are_uploads() {
+        assert!(is_upload_name("May.CSV"));
+        assert!(!is_upload_name(".intake-upload.x.May.csv"));
+        assert!(!is_upload_name("May.csv.filepart"));
+        assert!(!is_upload_name(".csv"));
+    }
+}

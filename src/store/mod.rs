@@ -1,0 +1,413 @@
+//! The customer store, accounts, SFTP users and upload jobs: one interface over
+//! SQLite (the embedded default) and PostgreSQL. Sees only domain types, never
+//! CSV or SFTP types.
+
+mod postgres;
+mod sqlite;
+
+use crate::domain::{AccountSettings, CreateCustomer, FileEncoding, PhoneCheck, PhoneRegion};
+use crate::domain::user::{Scopes, SftpUser};
+use serde_json::{Map, Value};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL (use sqlite://PATH or postgres://...): {0}")]
+    UnsupportedUrl(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0} does not exist")]
+    NotFound(String),
+    #[error("the database holds a value intake cannot read: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What happened to one valid row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpsertOutcome {
+    Created(String),
+    Updated(String),
+    Unchanged(String),
+    /// The ref exists and the user may not update.
+    RefExists,
+}
+
+/// A job's progress, committed together with the batch that produced it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobProgress {
+    pub records_done: u64,
+    pub results_offset: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub failed: u64,
+}
+
+/// One upload job as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub job_id: String,
+    pub account: String,
+    pub file_name: String,
+    pub spool_path: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub status: JobStatus,
+    pub received_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub rows_total: u64,
+    pub progress: JobProgress,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub uploader: Option<String>,
+    pub may_update: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Completed,
+    Rejected,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    fn parse(raw: &str) -> Result<Self> {
+        Ok(match raw {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "completed" => Self::Completed,
+            "rejected" => Self::Rejected,
+            other => return Err(StoreError::Corrupt(format!("job status `{other}`"))),
+        })
+    }
+}
+
+/// A job to be created: the upload has been moved into its spool.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub job_id: String,
+    pub account: String,
+    pub file_name: String,
+    pub spool_path: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub received_at: String,
+    pub uploader: Option<String>,
+    pub may_update: bool,
+}
+
+/// The store: SQLite or PostgreSQL behind one interface.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+macro_rules! dispatch {
+    ($self:expr, $s:ident => $body:expr) => {
+        match $self {
+            Store::Sqlite($s) => $body,
+            Store::Postgres($s) => $body,
+        }
+    };
+}
+
+impl Store {
+    /// Connects and runs the embedded migrations.
+    pub async fn connect(url: &str) -> Result<Store> {
+        if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(SqliteStore::connect(url).await?))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Store::Postgres(PgStore::connect(url).await?))
+        } else {
+            Err(StoreError::UnsupportedUrl(redact_url(url)))
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn add_account(&self, account: &AccountSettings) -> Result<()> {
+        dispatch!(self, s => s.add_account(account).await)
+    }
+
+    /// Creates or updates an account (used for accounts declared in config).
+    pub async fn put_account(&self, account: &AccountSettings) -> Result<()> {
+        dispatch!(self, s => s.put_account(account).await)
+    }
+
+    pub async fn get_account(&self, avid: &str) -> Result<Option<AccountSettings>> {
+        dispatch!(self, s => s.get_account(avid).await)
+    }
+
+    pub async fn list_accounts(&self) -> Result<Vec<AccountSettings>> {
+        dispatch!(self, s => s.list_accounts().await)
+    }
+
+    /// Removes the account and its users; its customers stay in the store.
+    pub async fn remove_account(&self, avid: &str) -> Result<()> {
+        dispatch!(self, s => s.remove_account(avid).await)
+    }
+
+    pub async fn add_user(&self, user: &SftpUser) -> Result<()> {
+        dispatch!(self, s => s.add_user(user, false).await)
+    }
+
+    /// Creates or replaces a user (used for users declared in config).
+    pub async fn put_user(&self, user: &SftpUser) -> Result<()> {
+        dispatch!(self, s => s.add_user(user, true).await)
+    }
+
+    pub async fn find_user(&self, username: &str) -> Result<Option<SftpUser>> {
+        dispatch!(self, s => s.find_user(username).await)
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<SftpUser>> {
+        dispatch!(self, s => s.list_users().await)
+    }
+
+    pub async fn remove_user(&self, username: &str) -> Result<()> {
+        dispatch!(self, s => s.remove_user(username).await)
+    }
+
+    pub async fn create_job(&self, job: &NewJob) -> Result<()> {
+        dispatch!(self, s => s.create_job(job).await)
+    }
+
+    pub async fn get_job(&self, job_id: &str) -> Result<Option<Job>> {
+        dispatch!(self, s => s.get_job(job_id).await)
+    }
+
+    /// Recent jobs, newest first.
+    pub async fn list_jobs(&self, account: Option<&str>, limit: u32) -> Result<Vec<Job>> {
+        dispatch!(self, s => s.list_jobs(account, limit).await)
+    }
+
+    /// Marks a job running (owned by `owner`) with what the first pass learnt.
+    pub async fn start_job(&self, job_id: &str, owner: &str, sha256: &str, bytes: u64, rows_total: u64, started_at: &str) -> Result<()> {
+        dispatch!(self, s => s.start_job(job_id, owner, sha256, bytes, rows_total, started_at).await)
+    }
+
+    /// Takes the next queued job, or a running one whose owner stopped
+    /// heartbeating before `stale_before`, for `owner`; never two processes the
+    /// same job. Accounts in `busy_accounts` are skipped, so one account's
+    /// files never hold every worker.
+    pub async fn claim_job(&self, owner: &str, now: &str, stale_before: &str, busy_accounts: &[String]) -> Result<Option<Job>> {
+        dispatch!(self, s => s.claim_job(owner, now, stale_before, busy_accounts).await)
+    }
+
+    pub async fn heartbeat(&self, owner: &str, now: &str) -> Result<()> {
+        dispatch!(self, s => s.heartbeat(owner, now).await)
+    }
+
+    /// Records the end of a job and forgets its claimed refs.
+    pub async fn finish_job(&self, job: &Job) -> Result<()> {
+        dispatch!(self, s => s.finish_job(job).await)
+    }
+
+    /// Starts a batch: claims, upserts and progress commit together.
+    pub async fn begin_batch(&self, account: &str) -> Result<Batch> {
+        Ok(match self {
+            Store::Sqlite(s) => Batch::Sqlite(s.begin_batch().await?),
+            Store::Postgres(s) => Batch::Postgres(s.begin_batch(account).await?),
+        })
+    }
+
+    /// The stored form of a customer, for tests and support.
+    pub async fn get_customer(&self, account: &str, customer_ref: &str) -> Result<Option<StoredCustomer>> {
+        dispatch!(self, s => s.get_customer(account, customer_ref).await)
+    }
+
+    pub async fn count_customers(&self, account: &str) -> Result<u64> {
+        dispatch!(self, s => s.count_customers(account).await)
+    }
+}
+
+/// One batch in one transaction.
+pub enum Batch {
+    Sqlite(sqlite::SqliteBatch),
+    Postgres(postgres::PgBatch),
+}
+
+impl Batch {
+    /// Claims refs for the job, in order. Returns, per claim, the line of an
+    /// earlier claim of the same ref by this job (then this one is a duplicate).
+    /// Claims within `claims` must be distinct.
+    pub async fn claim_refs(&mut self, job_id: &str, claims: &[(String, u64)]) -> Result<Vec<Option<u64>>> {
+        match self {
+            Batch::Sqlite(b) => b.claim_refs(job_id, claims).await,
+            Batch::Postgres(b) => b.claim_refs(job_id, claims).await,
+        }
+    }
+
+    /// Creates or updates customers (refs distinct) under the rules of spec §3.
+    pub async fn upsert(&mut self, account: &str, may_update: bool, commands: &[&CreateCustomer]) -> Result<Vec<UpsertOutcome>> {
+        let existing = match self {
+            Batch::Sqlite(b) => b.existing(account, commands).await?,
+            Batch::Postgres(b) => b.existing(account, commands).await?,
+        };
+        let now = crate::clock::now_rfc3339();
+        let mut outcomes = Vec::with_capacity(commands.len());
+        let mut inserts = Vec::new();
+        let mut updates = Vec::new();
+        for command in commands {
+            match existing.get(command.customer_ref().as_str()) {
+                None => {
+                    let row = StoredCustomer::new(command);
+                    outcomes.push(UpsertOutcome::Created(row.customer_id.clone()));
+                    inserts.push(row);
+                }
+                Some(_) if !may_update => outcomes.push(UpsertOutcome::RefExists),
+                Some(current) => {
+                    let merged = current.merged_with(command);
+                    if merged == *current {
+                        outcomes.push(UpsertOutcome::Unchanged(current.customer_id.clone()));
+                    } else {
+                        outcomes.push(UpsertOutcome::Updated(current.customer_id.clone()));
+                        updates.push(merged);
+                    }
+                }
+            }
+        }
+        match self {
+            Batch::Sqlite(b) => b.write(account, &inserts, &updates, &now).await?,
+            Batch::Postgres(b) => b.write(account, &inserts, &updates, &now).await?,
+        }
+        Ok(outcomes)
+    }
+
+    /// Saves the job's progress and commits everything of the batch at once.
+    pub async fn commit(self, job_id: &str, progress: &JobProgress, heartbeat_at: &str) -> Result<()> {
+        match self {
+            Batch::Sqlite(b) => b.commit(job_id, progress, heartbeat_at).await,
+            Batch::Postgres(b) => b.commit(job_id, progress, heartbeat_at).await,
+        }
+    }
+}
+
+/// A customer as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredCustomer {
+    pub customer_id: String,
+    pub customer_ref: String,
+    /// `[{"type": ..., "value": ...}]`
+    pub addresses: Value,
+    pub metadata: Map<String, Value>,
+    pub appdata: Map<String, Value>,
+}
+
+impl StoredCustomer {
+    fn new(command: &CreateCustomer) -> Self {
+        StoredCustomer {
+            customer_id: uuid::Uuid::now_v7().to_string(),
+            customer_ref: command.customer_ref().as_str().to_owned(),
+            addresses: command.addresses().to_json(),
+            metadata: command.metadata().as_map().clone(),
+            appdata: command.appdata().as_map().clone(),
+        }
+    }
+
+    /// Addresses replaced; metadata and appdata keys of the row set, others kept.
+    fn merged_with(&self, command: &CreateCustomer) -> Self {
+        let mut merged = self.clone();
+        merged.addresses = command.addresses().to_json();
+        for (k, v) in command.metadata().as_map() {
+            merged.metadata.insert(k.clone(), v.clone());
+        }
+        for (k, v) in command.appdata().as_map() {
+            merged.appdata.insert(k.clone(), v.clone());
+        }
+        merged
+    }
+
+    fn from_columns(customer_id: String, customer_ref: String, addresses: &str, metadata: &str, appdata: &str) -> Result<Self> {
+        let object = |text: &str, what: &str| match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => Ok(map),
+            _ => Err(StoreError::Corrupt(format!("{what} of customer {customer_id} is not a JSON object"))),
+        };
+        Ok(StoredCustomer {
+            addresses: serde_json::from_str(addresses)
+                .map_err(|_| StoreError::Corrupt(format!("addresses of customer {customer_id}")))?,
+            metadata: object(metadata, "metadata")?,
+            appdata: object(appdata, "appdata")?,
+            customer_ref,
+            customer_id,
+        })
+    }
+}
+
+fn scopes_to_text(scopes: Scopes) -> String {
+    scopes.names().join(" ")
+}
+
+fn scopes_from_text(text: &str) -> Result<Scopes> {
+    Scopes::parse(text.split_whitespace()).map_err(StoreError::Corrupt)
+}
+
+fn account_from_columns(avid: String, region: Option<String>, encoding: &str, phone_check: &str) -> Result<AccountSettings> {
+    Ok(AccountSettings {
+        default_region: region.map(|r| PhoneRegion::parse(&r)).transpose().map_err(StoreError::Corrupt)?,
+        encoding: FileEncoding::parse(encoding).map_err(StoreError::Corrupt)?,
+        phone_check: PhoneCheck::parse(phone_check).map_err(StoreError::Corrupt)?,
+        avid,
+    })
+}
+
+/// The key a claimed ref is stored under: the ref itself, or a hash for refs
+/// too long to index (those fail with `ref_too_long` anyway).
+pub fn claim_key(claim: &str) -> String {
+    if claim.len() <= 512 {
+        claim.to_owned()
+    } else {
+        use sha2::Digest;
+        format!("#sha256:{}", hex::encode(sha2::Sha256::digest(claim.as_bytes())))
+    }
+}
+
+/// A database URL with its password hidden, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_password_never_shows_in_a_redacted_url() {
+        assert_eq!(redact_url("postgres://app:s3cret@db:5432/intake"), "postgres://app:***@db:5432/intake");
+        assert_eq!(redact_url("sqlite://data/intake.db"), "sqlite://data/intake.db");
+    }
+}

@@ -1,0 +1,460 @@
+//! PostgreSQL: production. Batches travel as arrays (`UNNEST`), one statement
+//! per step whatever the batch size, far under the 65,535 bind limit; inserts
+//! are sorted by ref for the unique index. Upserts of one account are
+//! serialised with a transaction-scoped advisory lock, so several intake
+//! processes can share one database.
+
+use super::{
+    account_from_columns, claim_key, scopes_from_text, scopes_to_text, Job, JobProgress, JobStatus, NewJob, Result,
+    StoreError, StoredCustomer,
+};
+use crate::domain::user::SftpUser;
+use crate::domain::{AccountSettings, CreateCustomer};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use std::collections::HashMap;
+use std::str::FromStr;
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new().max_connections(8).connect_with(options).await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(PgStore { pool })
+    }
+
+    pub async fn add_account(&self, a: &AccountSettings) -> Result<()> {
+        let done = sqlx::query(
+            "INSERT INTO accounts (avid, default_region, encoding, phone_check) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(&a.avid)
+        .bind(a.default_region.map(|r| r.code()))
+        .bind(a.encoding.as_str())
+        .bind(a.phone_check.as_str())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::AlreadyExists(format!("account `{}`", a.avid)));
+        }
+        Ok(())
+    }
+
+    pub async fn put_account(&self, a: &AccountSettings) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO accounts (avid, default_region, encoding, phone_check) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (avid) DO UPDATE SET default_region = excluded.default_region,
+               encoding = excluded.encoding, phone_check = excluded.phone_check",
+        )
+        .bind(&a.avid)
+        .bind(a.default_region.map(|r| r.code()))
+        .bind(a.encoding.as_str())
+        .bind(a.phone_check.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_account(&self, avid: &str) -> Result<Option<AccountSettings>> {
+        let row = sqlx::query("SELECT avid, default_region, encoding, phone_check FROM accounts WHERE avid = $1")
+            .bind(avid)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| account_of(&r)).transpose()
+    }
+
+    pub async fn list_accounts(&self) -> Result<Vec<AccountSettings>> {
+        let rows = sqlx::query("SELECT avid, default_region, encoding, phone_check FROM accounts ORDER BY avid")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(account_of).collect()
+    }
+
+    pub async fn remove_account(&self, avid: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM accounts WHERE avid = $1").bind(avid).execute(&self.pool).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("account `{avid}`")));
+        }
+        Ok(())
+    }
+
+    pub async fn add_user(&self, u: &SftpUser, replace: bool) -> Result<()> {
+        let sql = if replace {
+            "INSERT INTO sftp_users (username, account, public_keys, password_hash, scopes) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (username) DO UPDATE SET account = excluded.account, public_keys = excluded.public_keys,
+               password_hash = excluded.password_hash, scopes = excluded.scopes"
+        } else {
+            "INSERT INTO sftp_users (username, account, public_keys, password_hash, scopes) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING"
+        };
+        let done = sqlx::query(sql)
+            .bind(&u.username)
+            .bind(&u.account)
+            .bind(u.public_keys.join("\n"))
+            .bind(&u.password_hash)
+            .bind(scopes_to_text(u.scopes))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                    StoreError::NotFound(format!("account `{}`", u.account))
+                }
+                _ => StoreError::Database(e),
+            })?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::AlreadyExists(format!("user `{}`", u.username)));
+        }
+        Ok(())
+    }
+
+    pub async fn find_user(&self, username: &str) -> Result<Option<SftpUser>> {
+        let row = sqlx::query("SELECT username, account, public_keys, password_hash, scopes FROM sftp_users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| user_of(&r)).transpose()
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<SftpUser>> {
+        let rows = sqlx::query("SELECT username, account, public_keys, password_hash, scopes FROM sftp_users ORDER BY username")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(user_of).collect()
+    }
+
+    pub async fn remove_user(&self, username: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM sftp_users WHERE username = $1").bind(username).execute(&self.pool).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("user `{username}`")));
+        }
+        Ok(())
+    }
+
+    pub async fn create_job(&self, j: &NewJob) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO jobs (job_id, account, file_name, spool_path, sha256, bytes, status, received_at, uploader, may_update)
+             VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9)",
+        )
+        .bind(&j.job_id)
+        .bind(&j.account)
+        .bind(&j.file_name)
+        .bind(&j.spool_path)
+        .bind(&j.sha256)
+        .bind(j.bytes as i64)
+        .bind(&j.received_at)
+        .bind(&j.uploader)
+        .bind(j.may_update)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_job(&self, job_id: &str) -> Result<Option<Job>> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1"))
+            .bind(job_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| job_of(&r)).transpose()
+    }
+
+    pub async fn list_jobs(&self, account: Option<&str>, limit: u32) -> Result<Vec<Job>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE ($1::text IS NULL OR account = $1)
+             ORDER BY received_at DESC, job_id DESC LIMIT $2"
+        ))
+        .bind(account)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_of).collect()
+    }
+
+    pub async fn start_job(&self, job_id: &str, owner: &str, sha256: &str, bytes: u64, rows_total: u64, started_at: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET status = 'running', owner = $1, rows_total = $2, heartbeat_at = $3,
+               started_at = COALESCE(started_at, $3), sha256 = $5, bytes = $6 WHERE job_id = $4",
+        )
+        .bind(owner)
+        .bind(rows_total as i64)
+        .bind(started_at)
+        .bind(job_id)
+        .bind(sha256)
+        .bind(bytes as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn claim_job(&self, owner: &str, now: &str, stale_before: &str, busy: &[String]) -> Result<Option<Job>> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs
+             WHERE (status = 'queued' OR (status = 'running' AND (owner = $1 OR heartbeat_at < $2)))
+               AND NOT (account = ANY($3))
+             ORDER BY received_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(owner)
+        .bind(stale_before)
+        .bind(busy)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let job = job_of(&row)?;
+        sqlx::query("UPDATE jobs SET owner = $1, heartbeat_at = $2 WHERE job_id = $3")
+            .bind(owner)
+            .bind(now)
+            .bind(&job.job_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(job))
+    }
+
+    pub async fn heartbeat(&self, owner: &str, now: &str) -> Result<()> {
+        sqlx::query("UPDATE jobs SET heartbeat_at = $1 WHERE owner = $2 AND status = 'running'")
+            .bind(now)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn finish_job(&self, j: &Job) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE jobs SET status = $1, finished_at = $2, started_at = COALESCE(started_at, $3), rows_total = $4,
+               records_done = $5, results_offset = $6, created = $7, updated = $8, unchanged = $9, failed = $10,
+               error_code = $11, error_message = $12, owner = NULL WHERE job_id = $13",
+        )
+        .bind(j.status.as_str())
+        .bind(&j.finished_at)
+        .bind(&j.started_at)
+        .bind(j.rows_total as i64)
+        .bind(j.progress.records_done as i64)
+        .bind(j.progress.results_offset as i64)
+        .bind(j.progress.created as i64)
+        .bind(j.progress.updated as i64)
+        .bind(j.progress.unchanged as i64)
+        .bind(j.progress.failed as i64)
+        .bind(&j.error_code)
+        .bind(&j.error_message)
+        .bind(&j.job_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM job_refs WHERE job_id = $1").bind(&j.job_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn begin_batch(&self, account: &str) -> Result<PgBatch> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('intake.customers'), hashtext($1))")
+            .bind(account)
+            .execute(&mut *tx)
+            .await?;
+        Ok(PgBatch { tx })
+    }
+
+    pub async fn get_customer(&self, account: &str, customer_ref: &str) -> Result<Option<StoredCustomer>> {
+        let row = sqlx::query(
+            "SELECT customer_id, ref, addresses::text, metadata::text, appdata::text FROM customers
+             WHERE account = $1 AND ref = $2",
+        )
+        .bind(account)
+        .bind(customer_ref)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| customer_of(&r)).transpose()
+    }
+
+    pub async fn count_customers(&self, account: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers WHERE account = $1")
+            .bind(account)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+}
+
+pub struct PgBatch {
+    tx: Transaction<'static, Postgres>,
+}
+
+impl PgBatch {
+    pub async fn claim_refs(&mut self, job_id: &str, claims: &[(String, u64)]) -> Result<Vec<Option<u64>>> {
+        let keys: Vec<String> = claims.iter().map(|(c, _)| claim_key(c)).collect();
+        let lines: Vec<i64> = claims.iter().map(|(_, l)| *l as i64).collect();
+        let rows = sqlx::query("SELECT ref_key, line FROM job_refs WHERE job_id = $1 AND ref_key = ANY($2)")
+            .bind(job_id)
+            .bind(&keys)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        let mut earlier: HashMap<String, u64> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            earlier.insert(row.try_get(0)?, row.try_get::<i64, _>(1)? as u64);
+        }
+        let (fresh_keys, fresh_lines): (Vec<&String>, Vec<i64>) = keys
+            .iter()
+            .zip(&lines)
+            .filter(|(k, _)| !earlier.contains_key(*k))
+            .map(|(k, l)| (k, *l))
+            .unzip();
+        if !fresh_keys.is_empty() {
+            sqlx::query(
+                "INSERT INTO job_refs (job_id, ref_key, line)
+                 SELECT $1, k, l FROM UNNEST($2::text[], $3::bigint[]) AS u(k, l)",
+            )
+            .bind(job_id)
+            .bind(&fresh_keys)
+            .bind(&fresh_lines)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(keys.iter().map(|k| earlier.get(k).copied()).collect())
+    }
+
+    pub async fn existing(&mut self, account: &str, commands: &[&CreateCustomer]) -> Result<HashMap<String, StoredCustomer>> {
+        let refs: Vec<&str> = commands.iter().map(|c| c.customer_ref().as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT customer_id, ref, addresses::text, metadata::text, appdata::text FROM customers
+             WHERE account = $1 AND ref = ANY($2)",
+        )
+        .bind(account)
+        .bind(&refs)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut found = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let c = customer_of(&row)?;
+            found.insert(c.customer_ref.clone(), c);
+        }
+        Ok(found)
+    }
+
+    pub async fn write(&mut self, account: &str, inserts: &[StoredCustomer], updates: &[StoredCustomer], now: &str) -> Result<()> {
+        if !inserts.is_empty() {
+            let (ids, refs, addresses, metadata, appdata) = columns(inserts);
+            sqlx::query(
+                "INSERT INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at)
+                 SELECT u.id, $1, u.ref, u.addr::jsonb, u.meta::jsonb, u.app::jsonb, $7::timestamptz, $7::timestamptz
+                 FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS u(id, ref, addr, meta, app)
+                 ORDER BY u.ref",
+            )
+            .bind(account)
+            .bind(ids)
+            .bind(refs)
+            .bind(addresses)
+            .bind(metadata)
+            .bind(appdata)
+            .bind(now)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        if !updates.is_empty() {
+            let (ids, _, addresses, metadata, appdata) = columns(updates);
+            sqlx::query(
+                "UPDATE customers AS c SET addresses = u.addr::jsonb, metadata = u.meta::jsonb, appdata = u.app::jsonb,
+                   updated_at = $5::timestamptz
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS u(id, addr, meta, app)
+                 WHERE c.customer_id = u.id",
+            )
+            .bind(ids)
+            .bind(addresses)
+            .bind(metadata)
+            .bind(appdata)
+            .bind(now)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn commit(mut self, job_id: &str, p: &JobProgress, heartbeat_at: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET records_done = $1, results_offset = $2, created = $3, updated = $4, unchanged = $5,
+               failed = $6, heartbeat_at = $7 WHERE job_id = $8",
+        )
+        .bind(p.records_done as i64)
+        .bind(p.results_offset as i64)
+        .bind(p.created as i64)
+        .bind(p.updated as i64)
+        .bind(p.unchanged as i64)
+        .bind(p.failed as i64)
+        .bind(heartbeat_at)
+        .bind(job_id)
+        .execute(&mut *self.tx)
+        .await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+type Columns = (Vec<String>, Vec<String>, Vec<String>, Vec<String>, Vec<String>);
+
+fn columns(rows: &[StoredCustomer]) -> Columns {
+    let mut out: Columns = Default::default();
+    for c in rows {
+        out.0.push(c.customer_id.clone());
+        out.1.push(c.customer_ref.clone());
+        out.2.push(c.addresses.to_string());
+        out.3.push(serde_json::Value::Object(c.metadata.clone()).to_string());
+        out.4.push(serde_json::Value::Object(c.appdata.clone()).to_string());
+    }
+    out
+}
+
+const JOB_COLUMNS: &str = "job_id, account, file_name, spool_path, sha256, bytes, status, received_at, started_at, \
+    finished_at, rows_total, records_done, results_offset, created, updated, unchanged, failed, error_code, error_message, \
+    uploader, may_update";
+
+fn job_of(r: &PgRow) -> Result<Job> {
+    let n = |i: usize| -> Result<u64> { Ok(r.try_get::<i64, _>(i)? as u64) };
+    Ok(Job {
+        job_id: r.try_get(0)?,
+        account: r.try_get(1)?,
+        file_name: r.try_get(2)?,
+        spool_path: r.try_get(3)?,
+        sha256: r.try_get(4)?,
+        bytes: n(5)?,
+        status: JobStatus::parse(r.try_get(6)?)?,
+        received_at: r.try_get(7)?,
+        started_at: r.try_get(8)?,
+        finished_at: r.try_get(9)?,
+        rows_total: n(10)?,
+        progress: JobProgress {
+            records_done: n(11)?,
+            results_offset: n(12)?,
+            created: n(13)?,
+            updated: n(14)?,
+            unchanged: n(15)?,
+            failed: n(16)?,
+        },
+        error_code: r.try_get(17)?,
+        error_message: r.try_get(18)?,
+        uploader: r.try_get(19)?,
+        may_update: r.try_get(20)?,
+    })
+}
+
+fn account_of(r: &PgRow) -> Result<AccountSettings> {
+    account_from_columns(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)
+}
+
+fn user_of(r: &PgRow) -> Result<SftpUser> {
+    let keys: String = r.try_get(2)?;
+    Ok(SftpUser {
+        username: r.try_get(0)?,
+        account: r.try_get(1)?,
+        public_keys: keys.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect(),
+        password_hash: r.try_get(3)?,
+        scopes: scopes_from_text(r.try_get(4)?)?,
+    })
+}
+
+fn customer_of(r: &PgRow) -> Result<StoredCustomer> {
+    StoredCustomer::from_columns(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)
+}
