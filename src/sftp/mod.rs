@@ -1,0 +1,68 @@
+//! Embedded SFTP server: the merchants' only way in.
+//!
+//! Owns SSH login (public keys, Argon2id passwords, per-source penalties), the
+//! per-account jail (`/customers`, `/outbox`, `/archive`) and the atomic publish
+//! of uploads (hidden temp file, renamed on close). Knows nothing about CSV,
+//! jobs or the database: users come through [`UserDirectory`], and the only
+//! thing it hands to the rest of the system is a complete file appearing under
+//! its final name in `<accounts_root>/<AVID>/customers/`.
+
+mod auth;
+mod config;
+mod fs;
+mod guard;
+mod host_key;
+mod jail;
+mod server;
+
+pub use auth::hash_password;
+pub use config::SftpSettings;
+pub use server::SftpServer;
+
+/// Prefix of the hidden temp file an upload is written to before it is
+/// published (renamed to its final name) on a successful close.
+pub const UPLOAD_TEMP_PREFIX: &str = ".intake-upload.";
+
+/// Where the SFTP server looks users up; the daemon implements it over the database.
+///
+/// Called on every login attempt, so users and keys added while the server
+/// runs work at once.
+#[async_trait::async_trait]
+pub trait UserDirectory: Send + Sync + 'static {
+    async fn find_user(
+        &self,
+        username: &str,
+    ) -> anyhow::Result<Option<crate::domain::user::SftpUser>>;
+}
+
+/// Errors of the SFTP front-end that reach its caller (start-up problems).
+/// Per-request errors never leave a session: they become SFTP status replies.
+#[derive(Debug, thiserror::Error)]
+pub enum SftpError {
+    #[error("invalid SFTP listen address `{addr}`: {source}")]
+    ListenAddress {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot bind the SFTP listener on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read the SSH host key {path}: {detail}")]
+    HostKey { path: String, detail: String },
+    #[error("cannot write the SSH host key {path}: {source}")]
+    HostKeyWrite {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot prepare the accounts directory {path}: {source}")]
+    AccountsRoot {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("password hashing failed: {0}")]
+    PasswordHash(String),
+    #[error("SFTP listener failed: {0}")]
+    Accept(std::io::Error),
+}

@@ -1,0 +1,692 @@
+//! The SSH side: listener, connection limits, login, and the `sftp` subsystem.
+//! Everything but the `sftp` subsystem (shell, exec, pty, env, forwarding) is
+//! refused.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use russh::keys::{Algorithm, PublicKey};
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, Preferred, SshId};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::auth::{key_is_authorized, PasswordChecker};
+use super::fs::{AccountFs, ChannelEnd, SessionUser, MAX_CLIENT_PACKET};
+use super::guard::{Counter, Penalties, Slot};
+use super::jail::Folder;
+use super::{host_key, SftpError, SftpSettings, UserDirectory, UPLOAD_TEMP_PREFIX};
+use crate::domain::user::SftpUser;
+
+/// How long `run` waits for sessions to close after shutdown before dropping them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Session channels one connection may have open.
+const MAX_CHANNELS_PER_CONNECTION: usize = 4;
+
+/// The embedded SFTP server, bound and ready to [`run`](SftpServer::run).
+pub struct SftpServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    config: Arc<russh::server::Config>,
+    shared: Arc<Shared>,
+}
+
+/// State shared by all connections.
+struct Shared {
+    users: Arc<dyn UserDirectory>,
+    accounts_root: PathBuf,
+    max_upload_bytes: u64,
+    allow_ssh_rsa_sha1: bool,
+    passwords: Arc<PasswordChecker>,
+    penalties: Penalties,
+    per_source: Arc<Counter<IpAddr>>,
+    per_account: Arc<Counter<String>>,
+}
+
+impl SftpServer {
+    /// Loads or generates (mode 0600) the Ed25519 host key at host_key_path, binds settings.listen (may be 127.0.0.1:0 in tests).
+    pub async fn bind(
+        settings: &SftpSettings,
+        host_key_path: &Path,
+        accounts_root: PathBuf,
+        users: Arc<dyn UserDirectory>,
+    ) -> Result<Self, SftpError> {
+        let host_key = host_key::load_or_generate(host_key_path)?;
+        std::fs::create_dir_all(&accounts_root).map_err(|source| SftpError::AccountsRoot {
+            path: accounts_root.display().to_string(),
+            source,
+        })?;
+        remove_stale_uploads(&accounts_root);
+
+        let listener = TcpListener::bind(settings.listen.as_str())
+            .await
+            .map_err(|source| SftpError::Bind {
+                addr: settings.listen.clone(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| SftpError::Bind {
+            addr: settings.listen.clone(),
+            source,
+        })?;
+
+        let mut methods = MethodSet::empty();
+        methods.push(MethodKind::PublicKey);
+        methods.push(MethodKind::Password);
+        let mut preferred = Preferred::default();
+        // server-sig-algs is derived from this list: advertise ssh-rsa (SHA-1)
+        // only when it is allowed.
+        if !settings.allow_ssh_rsa_sha1 {
+            preferred.key = Cow::Owned(
+                preferred
+                    .key
+                    .iter()
+                    .filter(|a| **a != Algorithm::Rsa { hash: None })
+                    .cloned()
+                    .collect(),
+            );
+        }
+        preferred.compression = Cow::Borrowed(&[russh::compression::NONE]);
+        let config = russh::server::Config {
+            server_id: SshId::Standard(Cow::Borrowed("SSH-2.0-intake")),
+            methods,
+            auth_rejection_time: Duration::from_millis(settings.auth_rejection_millis),
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            keys: vec![host_key],
+            // Room for a whole window of queued messages: with the default (100)
+            // large downloads could deadlock (see fs::MAX_READ).
+            channel_buffer_size: 1024,
+            max_auth_attempts: 6,
+            inactivity_timeout: Some(Duration::from_secs(settings.idle_timeout_secs.max(1))),
+            keepalive_interval: (settings.keepalive_secs > 0)
+                .then(|| Duration::from_secs(settings.keepalive_secs)),
+            keepalive_max: 3,
+            // Without it libssh2/curl uploads crawl at ~1.5 MB/s.
+            nodelay: true,
+            preferred,
+            ..Default::default()
+        };
+
+        let shared = Arc::new(Shared {
+            users,
+            accounts_root,
+            max_upload_bytes: settings.max_upload_bytes,
+            allow_ssh_rsa_sha1: settings.allow_ssh_rsa_sha1,
+            passwords: PasswordChecker::new(settings.max_concurrent_password_checks),
+            penalties: Penalties::new(
+                settings.max_login_failures_per_source,
+                Duration::from_secs(settings.login_penalty_secs),
+            ),
+            per_source: Counter::new(settings.max_connections_per_source.max(1)),
+            per_account: Counter::new(settings.max_sessions_per_account.max(1)),
+        });
+        tracing::info!(listen = %local_addr, "SFTP server listening");
+        Ok(Self {
+            listener,
+            local_addr,
+            config: Arc::new(config),
+            shared,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` is cancelled: then stops accepting, and returns once sessions are closed or after a short grace.
+    ///
+    /// Open sessions are disconnected at shutdown; their unfinished uploads
+    /// are discarded (clients retry), finished ones are already published.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), SftpError> {
+        let Self {
+            listener,
+            config,
+            shared,
+            ..
+        } = self;
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                accepted = listener.accept() => {
+                    let (socket, peer) = match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!(error = %e, "SFTP accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    if shared.penalties.is_penalised(peer.ip()) {
+                        tracing::info!(peer = %peer, "connection refused: too many failed logins from this address");
+                        continue;
+                    }
+                    let Some(slot) = shared.per_source.try_acquire(peer.ip()) else {
+                        tracing::warn!(peer = %peer, "connection refused: too many connections from this address");
+                        continue;
+                    };
+                    let handler = SshSession::new(Arc::clone(&shared), peer);
+                    connections.spawn(serve_connection(
+                        Arc::clone(&config),
+                        socket,
+                        handler,
+                        shutdown.child_token(),
+                        slot,
+                    ));
+                }
+            }
+        }
+        drop(listener);
+        tracing::info!(sessions = connections.len(), "SFTP server stopping");
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            connections.abort_all();
+            while connections.join_next().await.is_some() {}
+        }
+        Ok(())
+    }
+}
+
+async fn serve_connection(
+    config: Arc<russh::server::Config>,
+    socket: tokio::net::TcpStream,
+    handler: SshSession,
+    shutdown: CancellationToken,
+    _slot: Slot<IpAddr>,
+) {
+    let peer = handler.peer;
+    if let Err(e) = socket.set_nodelay(true) {
+        tracing::debug!(error = %e, "set_nodelay failed");
+    }
+    let session = tokio::select! {
+        s = russh::server::run_stream(config, socket, handler) => s,
+        _ = shutdown.cancelled() => return,
+    };
+    let session = match session {
+        Ok(session) => session,
+        Err(e) => {
+            tracing::debug!(peer = %peer, error = %e, "SSH handshake failed");
+            return;
+        }
+    };
+    let handle = session.handle();
+    tokio::pin!(session);
+    tokio::select! {
+        result = &mut session => {
+            if let Err(e) = result {
+                tracing::debug!(peer = %peer, error = %e, "SSH connection ended with an error");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            let _ = handle
+                .disconnect(russh::Disconnect::ByApplication, "server shutting down".into(), "en".into())
+                .await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut session).await;
+        }
+    }
+}
+
+/// Removes upload temp files left by a previous process (killed mid-upload).
+fn remove_stale_uploads(accounts_root: &Path) {
+    let Ok(accounts) = std::fs::read_dir(accounts_root) else {
+        return;
+    };
+    for account in accounts.flatten() {
+        let customers = account.path().join(Folder::Customers.name());
+        let Ok(entries) = std::fs::read_dir(&customers) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let is_temp = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(UPLOAD_TEMP_PREFIX));
+            if is_temp && entry.file_type().is_ok_and(|t| t.is_file()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// An account's AVID must name exactly one directory under the accounts root.
+fn safe_account_dir(avid: &str) -> bool {
+    !avid.is_empty()
+        && avid != "."
+        && avid != ".."
+        && !avid.starts_with('.')
+        && !avid.contains(['/', '\\', '\0'])
+        && avid.len() <= 255
+}
+
+/// A logged-in user, ready to open the SFTP subsystem.
+struct LoggedIn {
+    user: SftpUser,
+    root: PathBuf,
+}
+
+/// One SSH connection.
+struct SshSession {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    logged_in: Option<LoggedIn>,
+    /// Held from the first session channel: counts toward the account's limit.
+    account_slot: Option<Slot<String>>,
+    channels: HashMap<ChannelId, Channel<Msg>>,
+    /// A key was offered and refused; counted as one failure if the
+    /// connection ends without a login.
+    key_refused: bool,
+}
+
+fn reject() -> Auth {
+    Auth::Reject {
+        proceed_with_methods: None,
+        partial_success: false,
+    }
+}
+
+impl SshSession {
+    fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
+        Self {
+            shared,
+            peer,
+            logged_in: None,
+            account_slot: None,
+            channels: HashMap::new(),
+            key_refused: false,
+        }
+    }
+
+    async fn lookup(&self, username: &str) -> Option<SftpUser> {
+        match self.shared.users.find_user(username).await {
+            Ok(user) => user,
+            Err(e) => {
+                tracing::error!(user = %username, error = %e, "user lookup failed");
+                None
+            }
+        }
+    }
+
+    fn rsa_sha1_refused(&self, algorithm: &Algorithm) -> bool {
+        *algorithm == (Algorithm::Rsa { hash: None }) && !self.shared.allow_ssh_rsa_sha1
+    }
+
+    fn key_accepted(&self, user: &SftpUser, key: &PublicKey, algorithm: &Algorithm) -> bool {
+        !self.rsa_sha1_refused(algorithm) && key_is_authorized(&user.public_keys, key)
+    }
+
+    /// Prepares the account root and records the login.
+    fn log_in(&mut self, user: SftpUser, method: &'static str) -> Auth {
+        if !safe_account_dir(&user.account) {
+            tracing::error!(user = %user.username, account = %user.account, "login refused: the account id cannot name a folder");
+            return reject();
+        }
+        let root = self.shared.accounts_root.join(&user.account);
+        for folder in Folder::ALL {
+            let dir = root.join(folder.name());
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                tracing::error!(account = %user.account, error = %e, "cannot create the account folders");
+                return reject();
+            }
+        }
+        // The root and its folders must be real directories, never symlinks.
+        let real_dirs = std::iter::once(root.clone())
+            .chain(Folder::ALL.iter().map(|f| root.join(f.name())))
+            .all(|p| std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_dir()));
+        if !real_dirs {
+            tracing::error!(account = %user.account, "login refused: an account folder is not a plain directory");
+            return reject();
+        }
+        tracing::info!(user = %user.username, account = %user.account, peer = %self.peer, method, "SFTP login");
+        self.logged_in = Some(LoggedIn { user, root });
+        Auth::Accept
+    }
+}
+
+impl Drop for SshSession {
+    fn drop(&mut self) {
+        if self.logged_in.is_none() && self.key_refused {
+            self.shared.penalties.record_failure(self.peer.ip());
+        }
+    }
+}
+
+impl russh::server::Handler for SshSession {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.shared.penalties.is_penalised(self.peer.ip()) {
+            return Ok(reject());
+        }
+        if self.rsa_sha1_refused(offer.algorithm) {
+            tracing::info!(user = %user, peer = %self.peer, "ssh-rsa (SHA-1) signature refused; the client should use rsa-sha2-256/512");
+            self.key_refused = true;
+            return Ok(reject());
+        }
+        let found = self.lookup(user).await;
+        if found.is_some_and(|u| key_is_authorized(&u.public_keys, offer.public_key)) {
+            return Ok(Auth::Accept);
+        }
+        self.key_refused = true;
+        Ok(reject())
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.shared.penalties.is_penalised(self.peer.ip()) {
+            return Ok(reject());
+        }
+        match self.lookup(user).await {
+            Some(u) if self.key_accepted(&u, key.public_key, key.algorithm) => Ok(self.log_in(u, "publickey")),
+            _ => {
+                self.key_refused = true;
+                Ok(reject())
+            }
+        }
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        if self.shared.penalties.is_penalised(self.peer.ip()) {
+            return Ok(reject());
+        }
+        let found = self.lookup(user).await;
+        let hash = found.as_ref().and_then(|u| u.password_hash.as_deref());
+        // Unknown user, no password set, wrong password: the same work and
+        // the same answer.
+        let ok = self.shared.passwords.verify(password, hash).await;
+        match found {
+            Some(u) if ok => Ok(self.log_in(u, "password")),
+            _ => {
+                let now_refused = self.shared.penalties.record_failure(self.peer.ip());
+                tracing::info!(user = %user, peer = %self.peer, "SFTP login failed (password)");
+                if now_refused {
+                    tracing::warn!(peer = %self.peer, "too many failed logins: refusing this address for a while");
+                }
+                Ok(reject())
+            }
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(logged_in) = &self.logged_in else {
+            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        };
+        if self.account_slot.is_none() {
+            let account = logged_in.user.account.clone();
+            match self.shared.per_account.try_acquire(account.clone()) {
+                Some(slot) => self.account_slot = Some(slot),
+                None => {
+                    tracing::warn!(account = %account, peer = %self.peer, "session refused: too many sessions for this account");
+                    reply.reject(ChannelOpenFailure::ResourceShortage).await;
+                    return Ok(());
+                }
+            }
+        }
+        if self.channels.len() >= MAX_CHANNELS_PER_CONNECTION {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
+        self.channels.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel_id: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Some(logged_in), true) = (&self.logged_in, name == "sftp") else {
+            tracing::info!(peer = %self.peer, subsystem = %name, "subsystem refused");
+            session.channel_failure(channel_id)?;
+            return Ok(());
+        };
+        let Some(channel) = self.channels.remove(&channel_id) else {
+            session.channel_failure(channel_id)?;
+            return Ok(());
+        };
+        session.channel_success(channel_id)?;
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let user = SessionUser {
+            username: logged_in.user.username.clone(),
+            account: logged_in.user.account.clone(),
+            can_upload: logged_in.user.scopes.create,
+        };
+        let fs = AccountFs::new(
+            logged_in.root.clone(),
+            user,
+            self.shared.max_upload_bytes,
+            ChannelEnd {
+                handle: session.handle(),
+                channel: channel_id,
+                poisoned: Arc::clone(&poisoned),
+            },
+        );
+        let stream = PacketGuard::new(channel.into_stream(), MAX_CLIENT_PACKET, poisoned);
+        let sftp_config = russh_sftp::server::Config {
+            max_client_packet_len: MAX_CLIENT_PACKET,
+        };
+        russh_sftp::server::run_with_config(stream, fs, sftp_config).await;
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        tracing::info!(peer = %self.peer, "exec refused: this server only provides SFTP");
+        self.refuse(channel, session)
+    }
+
+    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+        tracing::info!(peer = %self.peer, "shell refused: this server only provides SFTP");
+        self.refuse(channel, session)
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _variable_name: &str,
+        _variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn channel_eof(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+        // A channel that never started SFTP: nothing more will happen on it.
+        if self.channels.remove(&channel).is_some() {
+            session.close(channel)?;
+        }
+        Ok(())
+    }
+
+    async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+        self.channels.remove(&channel);
+        Ok(())
+    }
+}
+
+impl SshSession {
+    fn refuse(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), russh::Error> {
+        session.channel_failure(channel)?;
+        if self.channels.remove(&channel).is_some() {
+            session.close(channel)?;
+        }
+        Ok(())
+    }
+}
+
+/// Watches the SFTP packet framing of the client's byte stream and ends the
+/// stream at the first packet over the limit. russh-sftp would answer such a
+/// packet with an error and then read its body as new packets, out of step
+/// for good; ending the stream closes the session instead.
+struct PacketGuard<S> {
+    inner: S,
+    max_len: u32,
+    header: [u8; 4],
+    header_len: usize,
+    body_left: u64,
+    poisoned: Arc<AtomicBool>,
+}
+
+impl<S> PacketGuard<S> {
+    fn new(inner: S, max_len: u32, poisoned: Arc<AtomicBool>) -> Self {
+        Self {
+            inner,
+            max_len,
+            header: [0; 4],
+            header_len: 0,
+            body_left: 0,
+            poisoned,
+        }
+    }
+
+    /// Advances the framing over `bytes`; false if a packet is too long.
+    fn track(&mut self, mut bytes: &[u8]) -> bool {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let take = bytes.len().min(usize::try_from(self.body_left).unwrap_or(usize::MAX));
+                bytes = &bytes[take..];
+                self.body_left -= take as u64;
+                continue;
+            }
+            self.header[self.header_len] = bytes[0];
+            self.header_len += 1;
+            bytes = &bytes[1..];
+            if self.header_len == 4 {
+                self.header_len = 0;
+                let len = u32::from_be_bytes(self.header);
+                if len > self.max_len {
+                    return false;
+                }
+                self.body_left = u64::from(len);
+            }
+        }
+        true
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for PacketGuard<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.poisoned.load(Ordering::Relaxed) {
+            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+        }
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let fresh = buf.filled()[before..].to_vec();
+                if !this.track(&fresh) {
+                    this.poisoned.store(true, Ordering::Relaxed);
+                    tracing::warn!("SFTP packet over the size limit; closing the session");
+                    buf.set_filled(before);
+                    return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+                }
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for PacketGuard<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_packet_guard_follows_framing_across_reads() {
+        let mut guard = PacketGuard::new((), 10, Arc::new(AtomicBool::new(false)));
+        let mut stream = Vec::new();
+        stream.extend_from_slice(&5u32.to_be_bytes());
+        stream.extend_from_slice(b"hello");
+        stream.extend_from_slice(&3u32.to_be_bytes());
+        stream.extend_from_slice(b"abc");
+        for chunk in stream.chunks(3) {
+            assert!(guard.track(chunk));
+        }
+        let mut big = Vec::new();
+        big.extend_from_slice(&11u32.to_be_bytes());
+        assert!(!guard.track(&big[..2]) || !guard.track(&big[2..]));
+    }
+
+    #[test]
+    fn an_account_id_must_be_one_plain_folder_name() {
+        assert!(safe_account_dir("acme"));
+        for bad in ["", ".", "..", "a/b", ".hidden", "a\0"] {
+            assert!(!safe_account_dir(bad), "{bad:?}");
+        }
+    }
+}
