@@ -204,6 +204,65 @@ pub fn detect_delimiter(first_line: &[u8]) -> u8 {
     }
 }
 
+/// Remembers where lines break and where content starts in the stream the CSV
+/// reader consumes, so a record's byte offset gives the physical line its
+/// content starts on (after any blank lines the CSV reader skipped; quoted
+/// line breaks counted). Only offsets not yet asked about are kept.
+struct LineCounter<R> {
+    inner: R,
+    offset: u64,
+    newlines: std::collections::VecDeque<u64>,
+    /// Offsets of bytes that follow a line break (or start the stream) and are not one.
+    content_starts: std::collections::VecDeque<u64>,
+    after_break: bool,
+    lines_before: u64,
+}
+
+impl<R> LineCounter<R> {
+    fn new(inner: R) -> Self {
+        LineCounter {
+            inner,
+            offset: 0,
+            newlines: Default::default(),
+            content_starts: Default::default(),
+            after_break: true,
+            lines_before: 0,
+        }
+    }
+
+    /// The 1-based line of the first content byte at or after `offset`, the
+    /// position the CSV reader gives for a record; offsets must not go backwards.
+    fn record_line(&mut self, offset: u64) -> u64 {
+        while self.content_starts.front().is_some_and(|&c| c < offset) {
+            self.content_starts.pop_front();
+        }
+        let start = self.content_starts.front().copied().unwrap_or(offset).max(offset);
+        while self.newlines.front().is_some_and(|&n| n < start) {
+            self.newlines.pop_front();
+            self.lines_before += 1;
+        }
+        self.lines_before + 1
+    }
+}
+
+impl<R: Read> Read for LineCounter<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for (i, &b) in buf[..n].iter().enumerate() {
+            let at = self.offset + i as u64;
+            let is_break = b == b'\n' || b == b'\r';
+            if b == b'\n' {
+                self.newlines.push_back(at);
+            } else if !is_break && self.after_break {
+                self.content_starts.push_back(at);
+            }
+            self.after_break = is_break;
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
 /// Opens a byte stream for CSV reading: drops a UTF-8 BOM and detects the
 /// delimiter from the first non-blank line.
 fn prepare<R: Read>(inner: R) -> io::Result<(BufReader<R>, u8)> {
@@ -369,7 +428,7 @@ fn decode(bytes: &[u8], encoding: FileEncoding) -> Option<Cow<'_, str>> {
 
 /// Streams the records of a file that passed `scan`.
 pub struct RowReader<R: Read> {
-    csv: csv::Reader<BufReader<R>>,
+    csv: csv::Reader<LineCounter<BufReader<R>>>,
     header: Header,
     account: AccountSettings,
     record: csv::ByteRecord,
@@ -379,7 +438,7 @@ impl<R: Read> RowReader<R> {
     /// Reads up to and including the header line.
     pub fn open(file: R, account: AccountSettings) -> io::Result<Result<Self, FileError>> {
         let (prepared, delimiter) = prepare(file)?;
-        let mut csv = csv_reader(prepared, delimiter);
+        let mut csv = csv_reader(LineCounter::new(prepared), delimiter);
         let mut record = csv::ByteRecord::new();
         loop {
             if !csv.read_byte_record(&mut record).map_err(csv_io_error)? {
@@ -421,7 +480,8 @@ impl<R: Read> RowReader<R> {
             if is_blank(&self.record) {
                 continue;
             }
-            let line = self.record.position().map(|p| p.line()).unwrap_or(0);
+            let byte = self.record.position().map(|p| p.byte()).unwrap_or(0);
+            let line = self.csv.get_mut().record_line(byte);
             return Ok(Some(parse_record(&self.header, &self.account, &self.record, line)));
         }
     }
