@@ -1,8 +1,160 @@
-//! `intake serve`: wiring of the SFTP server, the watcher and the workers.
+//! `intake serve`: wires the SFTP server, the watcher and the workers, runs
+//! them until SIGTERM/SIGINT, then stops accepting, lets the batch in flight
+//! commit, and returns.
 
-use crate::config::Config;
+use crate::config::{Config, UserDecl};
+use crate::domain::user::{Scopes, SftpUser};
+use crate::domain::{AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
+use crate::ingest::rows::FileLimits;
+use crate::ingest::{job, watcher, worker, Context};
+use crate::layout::Layout;
+use crate::sftp::{SftpServer, UserDirectory};
+use crate::store::Store;
+use anyhow::{Context as _, Result};
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
-pub async fn serve(_config: Config, _config_path: &Path) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+/// SFTP logins look users up in the database at every attempt, so users and
+/// keys added while the daemon runs work at once.
+struct StoreUsers(Store);
+
+#[async_trait::async_trait]
+impl UserDirectory for StoreUsers {
+    async fn find_user(&self, username: &str) -> anyhow::Result<Option<SftpUser>> {
+        Ok(self.0.find_user(username).await?)
+    }
+}
+
+/// Opens the configured database (creating the SQLite file's folder).
+pub async fn open_store(config: &Config) -> Result<Store> {
+    let url = config.database_url();
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = path.split('?').next().unwrap_or(path);
+        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("while creating {}", dir.display()))?;
+        }
+    }
+    Store::connect(&url)
+        .await
+        .with_context(|| format!("while opening the database {}", crate::store::redact_url(&url)))
+}
+
+/// Creates or updates the accounts and users that `config.toml` declares.
+pub async fn apply_declared(config: &Config, store: &Store) -> Result<()> {
+    for a in &config.accounts {
+        AccountSettings::validate_avid(&a.avid).map_err(anyhow::Error::msg)?;
+        let settings = AccountSettings {
+            avid: a.avid.clone(),
+            default_region: a.default_region.as_deref().map(PhoneRegion::parse).transpose().map_err(anyhow::Error::msg)?,
+            encoding: a.encoding.as_deref().map(FileEncoding::parse).transpose().map_err(anyhow::Error::msg)?.unwrap_or_default(),
+            phone_check: a.phone_check.as_deref().map(PhoneCheck::parse).transpose().map_err(anyhow::Error::msg)?.unwrap_or_default(),
+        };
+        store.put_account(&settings).await.with_context(|| format!("while applying account {}", a.avid))?;
+    }
+    for u in &config.users {
+        let user = declared_user(u).with_context(|| format!("in the config's user {}", u.username))?;
+        store.put_user(&user).await.with_context(|| format!("while applying user {}", u.username))?;
+    }
+    Ok(())
+}
+
+fn declared_user(u: &UserDecl) -> Result<SftpUser> {
+    let mut public_keys = u.keys.clone();
+    for file in &u.key_files {
+        let text = std::fs::read_to_string(file).with_context(|| format!("while reading {}", file.display()))?;
+        public_keys.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned));
+    }
+    let password_hash = match (&u.password_hash, &u.password) {
+        (Some(hash), _) => Some(hash.clone()),
+        (None, Some(password)) => Some(crate::sftp::hash_password(password)?),
+        (None, None) => None,
+    };
+    let scopes = match &u.scopes {
+        None => Scopes { create: true, update: true },
+        Some(names) => Scopes::parse(names.iter().map(String::as_str)).map_err(anyhow::Error::msg)?,
+    };
+    Ok(SftpUser { username: u.username.clone(), account: u.account.clone(), public_keys, password_hash, scopes })
+}
+
+pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
+    let store = open_store(&config).await?;
+    apply_declared(&config, &store).await?;
+    let layout = Layout::new(&config.data_dir);
+    for account in store.list_accounts().await? {
+        layout.ensure_account(&account.avid).with_context(|| format!("while creating the folders of {}", account.avid))?;
+    }
+    std::fs::create_dir_all(layout.accounts_root()).context("while creating the accounts folder")?;
+    let ctx = Arc::new(Context {
+        store: store.clone(),
+        layout: layout.clone(),
+        limits: FileLimits { max_file_bytes: config.max_file_bytes, max_rows: config.max_rows },
+        batch_size: config.batch_size,
+        owner: worker::owner_name(),
+    });
+    worker::release_dead_local_owners(&ctx).await;
+    job::recover_arriving(&ctx, &crate::clock::seconds_ago_rfc3339(60)).await?;
+
+    let shutdown = CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stopping: no new connections; the batch in flight is committed first");
+            shutdown.cancel();
+        });
+    }
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if config.sftp.enabled {
+        let server = SftpServer::bind(&config.sftp, &config.host_key_path(), layout.accounts_root(), Arc::new(StoreUsers(store.clone())))
+            .await
+            .context("while starting the SFTP server")?;
+        let addr = server.local_addr();
+        tracing::info!(%addr, database = store.backend(), data_dir = %config.data_dir.display(), "intake is serving SFTP");
+        let _ = std::fs::write(config.data_dir.join("sftp.addr"), addr.to_string());
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { server.run(shutdown).await.map_err(anyhow::Error::from) });
+    } else {
+        tracing::info!("SFTP server disabled; watching uploads written by another server");
+    }
+    let wake = Arc::new(Notify::new());
+    {
+        let (ctx, wake, shutdown) = (ctx.clone(), wake.clone(), shutdown.clone());
+        tasks.spawn(async move { watcher::run(ctx, Duration::from_secs(3), wake, shutdown).await });
+    }
+    {
+        let (ctx, shutdown, workers) = (ctx.clone(), shutdown.clone(), config.workers);
+        tasks.spawn(async move {
+            worker::run(ctx, workers, wake, shutdown).await;
+            Ok(())
+        });
+    }
+    let mut failure = None;
+    while let Some(done) = tasks.join_next().await {
+        let outcome = done.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(e) = outcome {
+            tracing::error!(error = %format!("{e:#}"), "a part of the daemon failed; stopping");
+            failure.get_or_insert(e);
+            shutdown.cancel();
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler can be installed");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

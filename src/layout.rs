@@ -77,6 +77,46 @@ pub fn publish_atomically(target: &Path, bytes: &[u8]) -> io::Result<()> {
     std::fs::rename(&temp, target)
 }
 
+/// The extended attribute that names the SFTP user who uploaded a file.
+const UPLOADER_XATTR: &[u8] = b"user.intake.uploader\0";
+
+/// Records who uploaded `path` (best effort: a file system without user
+/// extended attributes leaves the upload anonymous, treated as the operator's).
+pub fn set_uploader(path: &Path, username: &str) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: both pointers are valid NUL-terminated or length-delimited buffers for the call.
+    let rc = unsafe {
+        libc::setxattr(
+            c_path.as_ptr(),
+            UPLOADER_XATTR.as_ptr().cast(),
+            username.as_ptr().cast(),
+            username.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The SFTP user who uploaded `path`, if intake's own SFTP server recorded one.
+pub fn uploader(path: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is writable for its whole length; the name is NUL-terminated.
+    let n = unsafe {
+        libc::getxattr(c_path.as_ptr(), UPLOADER_XATTR.as_ptr().cast(), buf.as_mut_ptr().cast(), buf.len())
+    };
+    if n <= 0 {
+        return None;
+    }
+    String::from_utf8(buf[..n as usize].to_vec()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

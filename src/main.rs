@@ -160,15 +160,7 @@ async fn run(command: Command, config: Config, config_path: PathBuf) -> Result<E
 }
 
 async fn open_store(config: &Config) -> Result<Store> {
-    let url = config.database_url();
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("while creating {}", dir.display()))?;
-        }
-    }
-    Store::connect(&url)
-        .await
-        .with_context(|| format!("while opening the database {}", intake::store::redact_url(&url)))
+    intake::app::open_store(config).await
 }
 
 fn account_settings(avid: &str, region: Option<&str>, encoding: Option<&str>, check: Option<&str>) -> Result<AccountSettings> {

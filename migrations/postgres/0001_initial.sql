@@ -46,7 +46,7 @@ CREATE TABLE jobs (
     -- whether rows whose ref exists may update (the customers:update scope).
     uploader        TEXT,
     may_update      BOOLEAN NOT NULL DEFAULT TRUE,
-    -- queued | running | completed | rejected
+    -- arriving (upload not yet in the spool) | queued | running | completed | rejected
     status          TEXT NOT NULL,
     received_at     TEXT NOT NULL,
     started_at      TEXT,

@@ -314,7 +314,8 @@ impl JobRunner {
 
 /// Makes a job of a complete upload: records it, then moves (or copies) the
 /// file into the job's spool, so a new upload of the same name never disturbs
-/// it. A job whose file never arrived is dropped by `forget_unspooled` at start.
+/// it. A job whose file never arrived (a crash in between) is settled by
+/// `recover_arriving` at start.
 pub async fn enqueue(
     ctx: &Context,
     account: &str,
@@ -339,8 +340,33 @@ pub async fn enqueue(
         may_update,
     };
     ctx.store.create_job(&new).await?;
-    std::fs::create_dir_all(&spool).map_err(io_err("while creating the job's spool"))?;
-    let moved = if copy { std::fs::copy(source, &upload).map(|_| ()) } else { std::fs::rename(source, &upload) };
-    moved.map_err(io_err(format!("while taking the upload {file_name}")))?;
+    let moved = std::fs::create_dir_all(&spool).and_then(|()| {
+        if copy {
+            std::fs::copy(source, &upload).map(|_| ())
+        } else {
+            std::fs::rename(source, &upload)
+        }
+    });
+    if let Err(e) = moved {
+        let _ = std::fs::remove_dir_all(&spool);
+        ctx.store.delete_job(&job_id).await?;
+        return Err(io_err(format!("while taking the upload {file_name}"))(e));
+    }
+    ctx.store.mark_queued(&job_id).await?;
     Ok(ctx.store.get_job(&job_id).await?.expect("the job was just created"))
+}
+
+/// Settles jobs left `arriving` by a crash between recording a job and moving
+/// its upload: queued if the upload reached the spool, forgotten otherwise
+/// (the file is still in `/customers` and is picked up again).
+pub async fn recover_arriving(ctx: &Context, older_than: &str) -> Result<(), IngestError> {
+    for job in ctx.store.arriving_jobs().await? {
+        if std::path::Path::new(&job.spool_path).exists() {
+            ctx.store.mark_queued(&job.job_id).await?;
+        } else if job.received_at.as_str() < older_than {
+            let _ = std::fs::remove_dir_all(ctx.layout.spool(&job.job_id));
+            ctx.store.delete_job(&job.job_id).await?;
+        }
+    }
+    Ok(())
 }

@@ -5,5 +5,7 @@ pub mod check;
 pub mod job;
 pub mod report;
 pub mod rows;
+pub mod watcher;
+pub mod worker;
 
 pub use job::{Context, IngestError, JobRunner, Step};

@@ -685,7 +685,7 @@ fn parse_record(header: &Header, account: &AccountSettings, record: &csv::ByteRe
 
 fn json_reason(e: &serde_json::Error) -> String {
     // serde_json's messages name positions and expectations, never the content.
-    format!("{:?} at column {}", e.classify(), e.column()).to_lowercase()
+    format!("{} error at column {}", format!("{:?}", e.classify()).to_lowercase(), e.column())
 }
 
 /// Sets `keys` (a nested path) to `value`; false when the path is already set

@@ -74,6 +74,8 @@ pub struct Job {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobStatus {
+    /// Recorded; its upload is being moved into the spool.
+    Arriving,
     Queued,
     Running,
     Completed,
@@ -83,6 +85,7 @@ pub enum JobStatus {
 impl JobStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Arriving => "arriving",
             Self::Queued => "queued",
             Self::Running => "running",
             Self::Completed => "completed",
@@ -92,6 +95,7 @@ impl JobStatus {
 
     fn parse(raw: &str) -> Result<Self> {
         Ok(match raw {
+            "arriving" => Self::Arriving,
             "queued" => Self::Queued,
             "running" => Self::Running,
             "completed" => Self::Completed,
@@ -226,6 +230,30 @@ impl Store {
     /// Records the end of a job and forgets its claimed refs.
     pub async fn finish_job(&self, job: &Job) -> Result<()> {
         dispatch!(self, s => s.finish_job(job).await)
+    }
+
+    pub async fn delete_job(&self, job_id: &str) -> Result<()> {
+        dispatch!(self, s => s.delete_job(job_id).await)
+    }
+
+    /// Owners of running jobs (`host:pid` of the intake process).
+    pub async fn running_owners(&self) -> Result<Vec<String>> {
+        dispatch!(self, s => s.running_owners().await)
+    }
+
+    /// Lets any process resume the running jobs of an owner that is gone.
+    pub async fn release_owner(&self, owner: &str) -> Result<()> {
+        dispatch!(self, s => s.release_owner(owner).await)
+    }
+
+    /// Jobs recorded whose upload may not have reached the spool (a crash in between).
+    pub async fn arriving_jobs(&self) -> Result<Vec<Job>> {
+        dispatch!(self, s => s.arriving_jobs().await)
+    }
+
+    /// The upload is in the spool: the job may be taken.
+    pub async fn mark_queued(&self, job_id: &str) -> Result<()> {
+        dispatch!(self, s => s.mark_queued(job_id).await)
     }
 
     /// Starts a batch: claims, upserts and progress commit together.

@@ -137,7 +137,7 @@ impl PgStore {
     pub async fn create_job(&self, j: &NewJob) -> Result<()> {
         sqlx::query(
             "INSERT INTO jobs (job_id, account, file_name, spool_path, sha256, bytes, status, received_at, uploader, may_update)
-             VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9)",
+             VALUES ($1, $2, $3, $4, $5, $6, 'arriving', $7, $8, $9)",
         )
         .bind(&j.job_id)
         .bind(&j.account)
@@ -193,7 +193,7 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs
-             WHERE (status = 'queued' OR (status = 'running' AND (owner = $1 OR heartbeat_at < $2)))
+             WHERE (status = 'queued' OR (status = 'running' AND (owner IS NULL OR owner = $1 OR heartbeat_at < $2)))
                AND NOT (account = ANY($3))
              ORDER BY received_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED"
         ))
@@ -204,7 +204,7 @@ impl PgStore {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let job = job_of(&row)?;
-        sqlx::query("UPDATE jobs SET owner = $1, heartbeat_at = $2 WHERE job_id = $3")
+        sqlx::query("UPDATE jobs SET owner = $1, heartbeat_at = $2, status = 'running' WHERE job_id = $3")
             .bind(owner)
             .bind(now)
             .bind(&job.job_id)
@@ -248,6 +248,40 @@ impl PgStore {
         sqlx::query("DELETE FROM job_refs WHERE job_id = $1").bind(&j.job_id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    pub async fn mark_queued(&self, job_id: &str) -> Result<()> {
+        sqlx::query("UPDATE jobs SET status = 'queued' WHERE job_id = $1 AND status = 'arriving'")
+            .bind(job_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_job(&self, job_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM jobs WHERE job_id = $1").bind(job_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn running_owners(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT owner FROM jobs WHERE status = 'running' AND owner IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn release_owner(&self, owner: &str) -> Result<()> {
+        sqlx::query("UPDATE jobs SET owner = NULL WHERE owner = $1 AND status = 'running'")
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn arriving_jobs(&self) -> Result<Vec<Job>> {
+        let rows = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'arriving'"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_of).collect()
     }
 
     pub async fn begin_batch(&self, account: &str) -> Result<PgBatch> {

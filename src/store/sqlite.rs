@@ -141,7 +141,7 @@ impl SqliteStore {
     pub async fn create_job(&self, j: &NewJob) -> Result<()> {
         sqlx::query(
             "INSERT INTO jobs (job_id, account, file_name, spool_path, sha256, bytes, status, received_at, uploader, may_update)
-             VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, 'arriving', ?, ?, ?)",
         )
         .bind(&j.job_id)
         .bind(&j.account)
@@ -197,7 +197,7 @@ impl SqliteStore {
     pub async fn claim_job(&self, owner: &str, now: &str, stale_before: &str, busy: &[String]) -> Result<Option<Job>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE (status = 'queued' OR (status = 'running' AND (owner = "
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE (status = 'queued' OR (status = 'running' AND (owner IS NULL OR owner = "
         ));
         q.push_bind(owner).push(" OR heartbeat_at < ").push_bind(stale_before).push(")))");
         if !busy.is_empty() {
@@ -212,7 +212,7 @@ impl SqliteStore {
         let row = q.build().fetch_optional(&mut *tx).await?;
         let Some(row) = row else { return Ok(None) };
         let job = job_of(&row)?;
-        sqlx::query("UPDATE jobs SET owner = ?, heartbeat_at = ? WHERE job_id = ?")
+        sqlx::query("UPDATE jobs SET owner = ?, heartbeat_at = ?, status = 'running' WHERE job_id = ?")
             .bind(owner)
             .bind(now)
             .bind(&job.job_id)
@@ -256,6 +256,40 @@ impl SqliteStore {
         sqlx::query("DELETE FROM job_refs WHERE job_id = ?").bind(&j.job_id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    pub async fn mark_queued(&self, job_id: &str) -> Result<()> {
+        sqlx::query("UPDATE jobs SET status = 'queued' WHERE job_id = ? AND status = 'arriving'")
+            .bind(job_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_job(&self, job_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM jobs WHERE job_id = ?").bind(job_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn running_owners(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT owner FROM jobs WHERE status = 'running' AND owner IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn release_owner(&self, owner: &str) -> Result<()> {
+        sqlx::query("UPDATE jobs SET owner = NULL WHERE owner = ? AND status = 'running'")
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn arriving_jobs(&self) -> Result<Vec<Job>> {
+        let rows = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'arriving'"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_of).collect()
     }
 
     pub async fn begin_batch(&self) -> Result<SqliteBatch> {

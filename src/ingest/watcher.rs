@@ -1,0 +1,194 @@
+//! Turns complete uploads in `accounts/*/customers/` into jobs.
+//!
+//! A file is complete when it is renamed to its final `*.csv` name (intake's
+//! own SFTP server, WinSCP-style clients, OpenSSH's sftp-server whose link()
+//! shows as a create) or closed after writing in place (external writers).
+//! A create with no close is taken once the file has been quiet for
+//! `settle`. A full scan runs at start, when the kernel reports lost events,
+//! and periodically as a safety net. Knows nothing about SFTP.
+
+use super::job::{enqueue, Context};
+use crate::layout::{is_upload_name, uploader};
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+use notify::{EventKind, RecursiveMode, Watcher as _};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+enum Seen {
+    /// Renamed into place or closed after writing: take it now.
+    Complete(PathBuf),
+    /// Created or written: take it once quiet.
+    Touched(PathBuf),
+    /// Events were lost: scan everything.
+    Rescan,
+}
+
+/// Watches the accounts' upload folders until `shutdown`; `wake` is notified
+/// after each new job.
+pub async fn run(ctx: Arc<Context>, settle: Duration, wake: Arc<Notify>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let root = ctx.layout.accounts_root();
+    std::fs::create_dir_all(&root)?;
+    // Events name absolute paths; compare like with like.
+    let root = std::fs::canonicalize(&root)?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let event = match res {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!(error = %e, "file watcher error; rescanning");
+                let _ = tx.send(Seen::Rescan);
+                return;
+            }
+        };
+        if event.need_rescan() {
+            let _ = tx.send(Seen::Rescan);
+            return;
+        }
+        tracing::trace!(?event, "file event");
+        for path in event.paths {
+            let seen = match event.kind {
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => Seen::Complete(path),
+                EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both | RenameMode::Any)) => {
+                    Seen::Complete(path)
+                }
+                EventKind::Create(CreateKind::File | CreateKind::Any) => Seen::Touched(path),
+                EventKind::Create(CreateKind::Folder) => {
+                    // A new account: its files may predate the watch on it.
+                    let _ = tx.send(Seen::Rescan);
+                    continue;
+                }
+                EventKind::Modify(_) => Seen::Touched(path),
+                _ => continue,
+            };
+            let _ = tx.send(seen);
+        }
+    })?;
+    watcher.watch(&root, RecursiveMode::Recursive)?;
+    tracing::info!(root = %root.display(), "watching account upload folders");
+
+    let mut pending: HashMap<PathBuf, Instant> = HashMap::new();
+    scan(&ctx, &root, None, &wake).await;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut last_scan = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            seen = rx.recv() => match seen {
+                None => break,
+                Some(Seen::Complete(path)) => {
+                    pending.remove(&path);
+                    if is_in_customers(&root, &path) {
+                        take(&ctx, &path, &wake).await;
+                    }
+                }
+                Some(Seen::Touched(path)) => {
+                    if is_in_customers(&root, &path) {
+                        pending.insert(path, Instant::now() + settle);
+                    }
+                }
+                Some(Seen::Rescan) => {
+                    scan(&ctx, &root, Some(settle), &wake).await;
+                    last_scan = Instant::now();
+                }
+            },
+            _ = tick.tick() => {
+                let now = Instant::now();
+                let due: Vec<PathBuf> = pending.iter().filter(|(_, at)| **at <= now).map(|(p, _)| p.clone()).collect();
+                for path in due {
+                    pending.remove(&path);
+                    take(&ctx, &path, &wake).await;
+                }
+                if last_scan.elapsed() > Duration::from_secs(30) {
+                    scan(&ctx, &root, Some(settle), &wake).await;
+                    last_scan = Instant::now();
+                }
+            }
+        }
+    }
+    drop(watcher);
+    Ok(())
+}
+
+/// `accounts/<AVID>/customers/<name.csv>`, a visible upload name.
+fn is_in_customers(root: &Path, path: &Path) -> bool {
+    let name_ok = path.file_name().and_then(|n| n.to_str()).is_some_and(is_upload_name);
+    let parent = path.parent();
+    name_ok
+        && parent.and_then(|p| p.file_name()).is_some_and(|n| n == "customers")
+        && parent.and_then(Path::parent).and_then(Path::parent) == Some(root)
+}
+
+/// Takes every upload already in place; with `quiet`, only files not written for that long.
+async fn scan(ctx: &Arc<Context>, root: &Path, quiet: Option<Duration>, wake: &Notify) {
+    let Ok(accounts) = std::fs::read_dir(root) else { return };
+    for account in accounts.flatten() {
+        let Ok(files) = std::fs::read_dir(account.path().join("customers")) else { continue };
+        for file in files.flatten() {
+            let path = file.path();
+            if !is_in_customers(root, &path) {
+                continue;
+            }
+            if let Some(quiet) = quiet {
+                let modified = file.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+                if modified.elapsed().unwrap_or_default() < quiet {
+                    continue;
+                }
+            }
+            take(ctx, &path, wake).await;
+        }
+    }
+}
+
+/// Makes a job of one complete upload.
+async fn take(ctx: &Arc<Context>, path: &Path, wake: &Notify) {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return };
+    if !meta.file_type().is_file() {
+        return;
+    }
+    let (Some(name), Some(avid)) = (
+        path.file_name().and_then(|n| n.to_str()),
+        path.parent().and_then(Path::parent).and_then(Path::file_name).and_then(|n| n.to_str()),
+    ) else {
+        return;
+    };
+    match ctx.store.get_account(avid).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            tracing::warn!(account = %avid, file = %name, "upload for an unknown account left in place");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(account = %avid, file = %name, error = %e, "cannot look up the account; will retry on the next scan");
+            return;
+        }
+    }
+    let who = uploader(path);
+    let may_update = match &who {
+        None => true,
+        Some(username) => match ctx.store.find_user(username).await {
+            Ok(Some(user)) => user.scopes.update,
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!(account = %avid, file = %name, error = %e, "cannot look up the uploader; will retry on the next scan");
+                return;
+            }
+        },
+    };
+    match enqueue(ctx, avid, path, name, who.clone(), may_update, false).await {
+        Ok(job) => {
+            tracing::info!(account = %avid, file = %name, job_id = %job.job_id,
+                uploader = who.as_deref().unwrap_or("-"), "upload received");
+            wake.notify_waiters();
+        }
+        Err(e) => {
+            // Another intake process sharing the folder took it first, or it was removed.
+            if path.exists() {
+                tracing::error!(account = %avid, file = %name, error = %e, "cannot take the upload; will retry on the next scan");
+            }
+        }
+    }
+}
