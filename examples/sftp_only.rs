@@ -29,8 +29,7 @@ impl UserDirectory for Users {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let mut settings = SftpSettings::default();
@@ -46,7 +45,8 @@ async fn main() -> anyhow::Result<()> {
             "--account" => account = Some(value()?),
             "--authorized-keys" => {
                 let path = value()?;
-                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+                let text =
+                    std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
                 keys.extend(text.lines().map(str::to_owned));
             }
             "--password" => password = Some(value()?),
@@ -63,7 +63,10 @@ async fn main() -> anyhow::Result<()> {
             account,
             public_keys: keys,
             password_hash,
-            scopes: Scopes { create: true, update: true },
+            scopes: Scopes {
+                create: true,
+                update: true,
+            },
         },
     )]));
     let server = SftpServer::bind(

@@ -10,12 +10,8 @@ use std::fs::{File as StdFile, Metadata, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use rand::RngCore;
-use russh::server::Handle as SshHandle;
-use russh::ChannelId;
 use russh_sftp::protocol::{
     Attrs, Data, ExtendedReply, File, FileAttributes, FileMode, Handle, Name, OpenFlags, Packet,
     Status, StatusCode, Version,
@@ -68,15 +64,6 @@ pub(crate) struct SessionUser {
     pub(crate) can_upload: bool,
 }
 
-/// How to tell the SSH channel the session is over (exit-status, EOF, close),
-/// which `scp` needs to exit 0.
-pub(crate) struct ChannelEnd {
-    pub(crate) handle: SshHandle,
-    pub(crate) channel: ChannelId,
-    /// Set by the packet guard when the client sent an oversized packet.
-    pub(crate) poisoned: Arc<AtomicBool>,
-}
-
 struct Upload {
     file: StdFile,
     temp: PathBuf,
@@ -100,20 +87,18 @@ pub(crate) struct AccountFs {
     max_upload_bytes: u64,
     handles: HashMap<String, OpenHandle>,
     next_handle: u64,
-    end: Option<ChannelEnd>,
 }
 
 const TOO_LARGE: &str = "File too large: over the maximum upload size";
 
 impl AccountFs {
-    pub(crate) fn new(root: PathBuf, user: SessionUser, max_upload_bytes: u64, end: ChannelEnd) -> Self {
+    pub(crate) fn new(root: PathBuf, user: SessionUser, max_upload_bytes: u64) -> Self {
         Self {
             root,
             user,
             max_upload_bytes,
             handles: HashMap::new(),
             next_handle: 0,
-            end: Some(end),
         }
     }
 
@@ -184,7 +169,8 @@ impl AccountFs {
     /// must not see (symlinks, devices, hidden names).
     fn attrs_of(&self, v: &VirtualPath) -> Reply<FileAttributes> {
         let path = self.disk_path(v)?;
-        let meta = std::fs::symlink_metadata(&path).map_err(|e| self.io_error("lstat", &v.display, e))?;
+        let meta =
+            std::fs::symlink_metadata(&path).map_err(|e| self.io_error("lstat", &v.display, e))?;
         let writable = match &v.place {
             Place::Root => false,
             Place::Folder(f) | Place::Entry { folder: f, .. } => self.writable(*f),
@@ -210,7 +196,8 @@ impl AccountFs {
             Place::Root => false,
         };
         let path = self.disk_path(v)?;
-        let meta = std::fs::symlink_metadata(&path).map_err(|e| self.io_error("lstat", &v.display, e))?;
+        let meta =
+            std::fs::symlink_metadata(&path).map_err(|e| self.io_error("lstat", &v.display, e))?;
         if !meta.file_type().is_dir() {
             return Err(if meta.file_type().is_file() {
                 failure("Not a folder")
@@ -218,7 +205,8 @@ impl AccountFs {
                 no_such_file()
             });
         }
-        let reader = std::fs::read_dir(&path).map_err(|e| self.io_error("opendir", &v.display, e))?;
+        let reader =
+            std::fs::read_dir(&path).map_err(|e| self.io_error("opendir", &v.display, e))?;
         let mut entries = Vec::new();
         for entry in reader {
             let entry = entry.map_err(|e| self.io_error("readdir", &v.display, e))?;
@@ -246,13 +234,18 @@ impl AccountFs {
                 rel,
             } if rel.len() == 1 => {
                 if !self.user.can_upload {
-                    return Err(denied("Permission denied: this login may not upload (scope customers:create)"));
+                    return Err(denied(
+                        "Permission denied: this login may not upload (scope customers:create)",
+                    ));
                 }
                 let target = self.disk_path(v)?;
                 let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
                 Ok((dir, rel[0].clone()))
             }
-            Place::Entry { folder: Folder::Customers, .. } => Err(no_such_file()),
+            Place::Entry {
+                folder: Folder::Customers,
+                ..
+            } => Err(no_such_file()),
             _ => Err(denied("Permission denied: uploads go into /customers")),
         }
     }
@@ -260,12 +253,16 @@ impl AccountFs {
     fn open_upload(&mut self, v: &VirtualPath, pflags: OpenFlags) -> Reply<String> {
         let (dir, name) = self.upload_target(v)?;
         if pflags.contains(OpenFlags::APPEND) {
-            return Err(unsupported("Appending to or resuming an upload is not supported"));
+            return Err(unsupported(
+                "Appending to or resuming an upload is not supported",
+            ));
         }
         let target = dir.join(&name);
         match std::fs::symlink_metadata(&target) {
             Ok(m) if m.file_type().is_dir() => return Err(failure("A folder has that name")),
-            Ok(_) if pflags.contains(OpenFlags::EXCLUDE) => return Err(failure("File already exists")),
+            Ok(_) if pflags.contains(OpenFlags::EXCLUDE) => {
+                return Err(failure("File already exists"))
+            }
             _ => {}
         }
         let mut random = [0u8; 8];
@@ -300,7 +297,9 @@ impl AccountFs {
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(&path)
             .map_err(|e| self.io_error("open", &v.display, e))?;
-        let meta = file.metadata().map_err(|e| self.io_error("fstat", &v.display, e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| self.io_error("fstat", &v.display, e))?;
         if meta.file_type().is_dir() {
             return Err(failure("Is a folder"));
         }
@@ -337,7 +336,9 @@ impl AccountFs {
 
     fn do_rename(&self, oldpath: &str, newpath: &str) -> Reply<()> {
         let reserved = |e| match e {
-            JailError::Reserved => denied("Permission denied: names starting with '.' are reserved"),
+            JailError::Reserved => {
+                denied("Permission denied: names starting with '.' are reserved")
+            }
             JailError::NotFound => no_such_file(),
             JailError::Invalid => failure("Invalid file name"),
         };
@@ -348,13 +349,22 @@ impl AccountFs {
         let to = jail::resolve(newpath).map_err(reserved)?;
         for v in [&from, &to] {
             match &v.place {
-                Place::Entry { folder: Folder::Customers, .. } => {}
-                Place::Entry { folder: Folder::Outbox, .. } => {
-                    return Err(denied("Permission denied: files in /outbox cannot be renamed"))
+                Place::Entry {
+                    folder: Folder::Customers,
+                    ..
+                } => {}
+                Place::Entry {
+                    folder: Folder::Outbox,
+                    ..
+                } => {
+                    return Err(denied(
+                        "Permission denied: files in /outbox cannot be renamed",
+                    ))
                 }
-                Place::Entry { folder: Folder::Archive, .. } => {
-                    return Err(denied("Permission denied: /archive is read-only"))
-                }
+                Place::Entry {
+                    folder: Folder::Archive,
+                    ..
+                } => return Err(denied("Permission denied: /archive is read-only")),
                 _ => return Err(denied("Permission denied: folders cannot be renamed")),
             }
         }
@@ -364,9 +374,14 @@ impl AccountFs {
         }
         let src = self.disk_path(&from)?;
         let dst = self.disk_path(&to)?;
-        let meta = std::fs::symlink_metadata(&src).map_err(|e| self.io_error("lstat", &from.display, e))?;
+        let meta = std::fs::symlink_metadata(&src)
+            .map_err(|e| self.io_error("lstat", &from.display, e))?;
         if !meta.file_type().is_file() {
-            return Err(if meta.file_type().is_dir() { failure("Is a folder") } else { no_such_file() });
+            return Err(if meta.file_type().is_dir() {
+                failure("Is a folder")
+            } else {
+                no_such_file()
+            });
         }
         if let Ok(m) = std::fs::symlink_metadata(&dst) {
             if m.file_type().is_dir() {
@@ -397,16 +412,6 @@ impl Drop for AccountFs {
         if abandoned > 0 {
             tracing::info!(account = %self.user.account, user = %self.user.username, abandoned, "session ended with unfinished uploads; discarded");
         }
-        if let Some(end) = self.end.take() {
-            let status = if end.poisoned.load(Ordering::Relaxed) { 1 } else { 0 };
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let _ = end.handle.exit_status_request(end.channel, status).await;
-                    let _ = end.handle.eof(end.channel).await;
-                    let _ = end.handle.close(end.channel).await;
-                });
-            }
-        }
     }
 }
 
@@ -417,10 +422,18 @@ impl russh_sftp::server::Handler for AccountFs {
         unsupported("Operation not supported")
     }
 
-    async fn init(&mut self, _version: u32, _extensions: HashMap<String, String>) -> Reply<Version> {
+    async fn init(
+        &mut self,
+        _version: u32,
+        _extensions: HashMap<String, String>,
+    ) -> Reply<Version> {
         let mut version = Version::new();
-        version.extensions.insert("limits@openssh.com".to_owned(), "1".to_owned());
-        version.extensions.insert("posix-rename@openssh.com".to_owned(), "1".to_owned());
+        version
+            .extensions
+            .insert("limits@openssh.com".to_owned(), "1".to_owned());
+        version
+            .extensions
+            .insert("posix-rename@openssh.com".to_owned(), "1".to_owned());
         Ok(version)
     }
 
@@ -434,12 +447,18 @@ impl russh_sftp::server::Handler for AccountFs {
 
     async fn stat(&mut self, id: u32, path: String) -> Reply<Attrs> {
         let v = self.resolve(&path)?;
-        Ok(Attrs { id, attrs: self.attrs_of(&v)? })
+        Ok(Attrs {
+            id,
+            attrs: self.attrs_of(&v)?,
+        })
     }
 
     async fn lstat(&mut self, id: u32, path: String) -> Reply<Attrs> {
         let v = self.resolve(&path)?;
-        Ok(Attrs { id, attrs: self.attrs_of(&v)? })
+        Ok(Attrs {
+            id,
+            attrs: self.attrs_of(&v)?,
+        })
     }
 
     async fn fstat(&mut self, id: u32, handle: String) -> Reply<Attrs> {
@@ -456,11 +475,23 @@ impl russh_sftp::server::Handler for AccountFs {
         })
     }
 
-    async fn open(&mut self, _id: u32, filename: String, pflags: OpenFlags, _attrs: FileAttributes) -> Reply<Handle> {
-        let writes = pflags.intersects(OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE);
+    async fn open(
+        &mut self,
+        _id: u32,
+        filename: String,
+        pflags: OpenFlags,
+        _attrs: FileAttributes,
+    ) -> Reply<Handle> {
+        let writes = pflags.intersects(
+            OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+        );
         let v = jail::resolve(&filename).map_err(|e| match e {
-            JailError::Reserved if writes => denied("Permission denied: names starting with '.' are reserved"),
-            JailError::NotFound if writes => denied("Permission denied: uploads go into /customers"),
+            JailError::Reserved if writes => {
+                denied("Permission denied: names starting with '.' are reserved")
+            }
+            JailError::NotFound if writes => {
+                denied("Permission denied: uploads go into /customers")
+            }
             JailError::NotFound | JailError::Reserved => no_such_file(),
             JailError::Invalid => failure("Invalid file name"),
         })?;
@@ -503,7 +534,13 @@ impl russh_sftp::server::Handler for AccountFs {
         Ok(Data { id, data: buf })
     }
 
-    async fn write(&mut self, id: u32, handle: String, offset: u64, data: Vec<u8>) -> Reply<Status> {
+    async fn write(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Reply<Status> {
         let max = self.max_upload_bytes;
         let upload = match self.handles.get_mut(&handle) {
             Some(OpenHandle::Upload(upload)) => upload,
@@ -545,7 +582,9 @@ impl russh_sftp::server::Handler for AccountFs {
                 }
                 Ok(ok(id))
             }
-            Some(OpenHandle::Read(_)) if attrs.size.is_some() => Err(denied("Permission denied: not open for writing")),
+            Some(OpenHandle::Read(_)) if attrs.size.is_some() => {
+                Err(denied("Permission denied: not open for writing"))
+            }
             Some(_) => Ok(ok(id)),
             None => Err(failure("Invalid handle")),
         }
@@ -587,15 +626,27 @@ impl russh_sftp::server::Handler for AccountFs {
     async fn remove(&mut self, id: u32, filename: String) -> Reply<Status> {
         let v = self.resolve(&filename)?;
         match &v.place {
-            Place::Entry { folder: Folder::Customers, .. } if !self.user.can_upload => {
-                return Err(denied("Permission denied: this login may not change /customers"))
+            Place::Entry {
+                folder: Folder::Customers,
+                ..
+            } if !self.user.can_upload => {
+                return Err(denied(
+                    "Permission denied: this login may not change /customers",
+                ))
             }
-            Place::Entry { folder: Folder::Customers | Folder::Outbox, .. } => {}
-            Place::Entry { folder: Folder::Archive, .. } => return Err(denied("Permission denied: /archive is read-only")),
+            Place::Entry {
+                folder: Folder::Customers | Folder::Outbox,
+                ..
+            } => {}
+            Place::Entry {
+                folder: Folder::Archive,
+                ..
+            } => return Err(denied("Permission denied: /archive is read-only")),
             _ => return Err(denied("Permission denied: folders cannot be removed")),
         }
         let path = self.disk_path(&v)?;
-        let meta = std::fs::symlink_metadata(&path).map_err(|e| self.io_error("lstat", &v.display, e))?;
+        let meta =
+            std::fs::symlink_metadata(&path).map_err(|e| self.io_error("lstat", &v.display, e))?;
         if meta.file_type().is_dir() {
             return Err(failure("Is a folder"));
         }
@@ -631,14 +682,20 @@ impl russh_sftp::server::Handler for AccountFs {
         match request.as_str() {
             "limits@openssh.com" => {
                 let mut reply = Vec::with_capacity(32);
-                for value in [u64::from(MAX_CLIENT_PACKET), MAX_WRITE.min(u64::from(MAX_CLIENT_PACKET)), u64::from(MAX_READ), MAX_HANDLES as u64] {
+                for value in [
+                    u64::from(MAX_CLIENT_PACKET),
+                    MAX_WRITE.min(u64::from(MAX_CLIENT_PACKET)),
+                    u64::from(MAX_READ),
+                    MAX_HANDLES as u64,
+                ] {
                     reply.extend_from_slice(&value.to_be_bytes());
                 }
                 Ok(Packet::ExtendedReply(ExtendedReply { id, data: reply }))
             }
             "posix-rename@openssh.com" => {
                 let mut rest = data.as_slice();
-                let (Some(old), Some(new)) = (take_string(&mut rest), take_string(&mut rest)) else {
+                let (Some(old), Some(new)) = (take_string(&mut rest), take_string(&mut rest))
+                else {
                     return Err(StatusCode::BadMessage.with_message("Malformed request"));
                 };
                 self.do_rename(&old, &new).map(|()| Packet::Status(ok(id)))
@@ -717,7 +774,9 @@ fn long_name(name: &str, attrs: &FileAttributes, user: &str, group: &str) -> Str
 
 /// `ls -l` date: `Nov 26 10:00` within six months, `Nov 26  2025` otherwise.
 fn ls_date(mtime: i64) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let Ok(t) = time::OffsetDateTime::from_unix_timestamp(mtime) else {
         return "Jan  1  1970".to_owned();
     };
@@ -743,7 +802,10 @@ mod tests {
             ..Default::default()
         };
         let line = long_name("May.csv", &attrs, "acme", "acme");
-        assert_eq!(line, "-rw-r--r--   1 acme     acme         1234 Jan  1  1970 May.csv");
+        assert_eq!(
+            line,
+            "-rw-r--r--   1 acme     acme         1234 Jan  1  1970 May.csv"
+        );
     }
 
     #[test]

@@ -45,7 +45,11 @@ impl<K: Eq + Hash + Clone + Send + 'static> Counter<K> {
 
 impl<K: Eq + Hash + Clone + Send + 'static> Drop for Slot<K> {
     fn drop(&mut self) {
-        let mut counts = self.counter.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = self
+            .counter
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(count) = counts.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {

@@ -45,10 +45,12 @@ fn generate(path: &Path) -> Result<PrivateKey, SftpError> {
     let mut seed = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut seed);
     let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
-    let pem = key.to_openssh(LineEnding::LF).map_err(|e| SftpError::HostKey {
-        path: path.display().to_string(),
-        detail: e.to_string(),
-    })?;
+    let pem = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| SftpError::HostKey {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(write_err)?;
     }
@@ -81,6 +83,9 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let second = load_or_generate(&path).unwrap();
-        assert_eq!(first.public_key().key_data(), second.public_key().key_data());
+        assert_eq!(
+            first.public_key().key_data(),
+            second.public_key().key_data()
+        );
     }
 }

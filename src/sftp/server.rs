@@ -8,7 +8,6 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -22,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{key_is_authorized, PasswordChecker};
-use super::fs::{AccountFs, ChannelEnd, SessionUser, MAX_CLIENT_PACKET};
+use super::fs::{AccountFs, SessionUser, MAX_CLIENT_PACKET};
 use super::guard::{Counter, Penalties, Slot};
 use super::jail::Folder;
 use super::{host_key, SftpError, SftpSettings, UserDirectory, UPLOAD_TEMP_PREFIX};
@@ -397,7 +396,9 @@ impl russh::server::Handler for SshSession {
             return Ok(reject());
         }
         match self.lookup(user).await {
-            Some(u) if self.key_accepted(&u, key.public_key, key.algorithm) => Ok(self.log_in(u, "publickey")),
+            Some(u) if self.key_accepted(&u, key.public_key, key.algorithm) => {
+                Ok(self.log_in(u, "publickey"))
+            }
             _ => {
                 self.key_refused = true;
                 Ok(reject())
@@ -434,7 +435,9 @@ impl russh::server::Handler for SshSession {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let Some(logged_in) = &self.logged_in else {
-            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
             return Ok(());
         };
         if self.account_slot.is_none() {
@@ -473,23 +476,17 @@ impl russh::server::Handler for SshSession {
             return Ok(());
         };
         session.channel_success(channel_id)?;
-        let poisoned = Arc::new(AtomicBool::new(false));
         let user = SessionUser {
             username: logged_in.user.username.clone(),
             account: logged_in.user.account.clone(),
             can_upload: logged_in.user.scopes.create,
         };
-        let fs = AccountFs::new(
-            logged_in.root.clone(),
-            user,
-            self.shared.max_upload_bytes,
-            ChannelEnd {
-                handle: session.handle(),
-                channel: channel_id,
-                poisoned: Arc::clone(&poisoned),
-            },
-        );
-        let stream = PacketGuard::new(channel.into_stream(), MAX_CLIENT_PACKET, poisoned);
+        let fs = AccountFs::new(logged_in.root.clone(), user, self.shared.max_upload_bytes);
+        let end = ChannelEnd {
+            handle: session.handle(),
+            channel: channel_id,
+        };
+        let stream = PacketGuard::new(channel.into_stream(), MAX_CLIENT_PACKET, Some(end));
         let sftp_config = russh_sftp::server::Config {
             max_client_packet_len: MAX_CLIENT_PACKET,
         };
@@ -507,7 +504,11 @@ impl russh::server::Handler for SshSession {
         self.refuse(channel, session)
     }
 
-    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         tracing::info!(peer = %self.peer, "shell refused: this server only provides SFTP");
         self.refuse(channel, session)
     }
@@ -551,7 +552,11 @@ impl russh::server::Handler for SshSession {
         Ok(())
     }
 
-    async fn channel_eof(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         // A channel that never started SFTP: nothing more will happen on it.
         if self.channels.remove(&channel).is_some() {
             session.close(channel)?;
@@ -559,7 +564,11 @@ impl russh::server::Handler for SshSession {
         Ok(())
     }
 
-    async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
         self.channels.remove(&channel);
         Ok(())
     }
@@ -575,36 +584,58 @@ impl SshSession {
     }
 }
 
+/// How to tell the SSH channel the SFTP session is over: exit-status, EOF,
+/// close, in that order (`scp` exits 1 without the exit-status).
+struct ChannelEnd {
+    handle: russh::server::Handle,
+    channel: ChannelId,
+}
+
 /// Watches the SFTP packet framing of the client's byte stream and ends the
 /// stream at the first packet over the limit. russh-sftp would answer such a
 /// packet with an error and then read its body as new packets, out of step
 /// for good; ending the stream closes the session instead.
-struct PacketGuard<S> {
-    inner: S,
+///
+/// It also owns the end of the channel: when russh-sftp drops the stream,
+/// the exit-status goes out before the channel stream's own close.
+struct PacketGuard<S: Send + 'static> {
+    /// Always `Some` until dropped.
+    inner: Option<S>,
     max_len: u32,
     header: [u8; 4],
     header_len: usize,
     body_left: u64,
-    poisoned: Arc<AtomicBool>,
+    poisoned: bool,
+    end: Option<ChannelEnd>,
 }
 
-impl<S> PacketGuard<S> {
-    fn new(inner: S, max_len: u32, poisoned: Arc<AtomicBool>) -> Self {
+impl<S: Send + 'static> PacketGuard<S> {
+    fn new(inner: S, max_len: u32, end: Option<ChannelEnd>) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
             max_len,
             header: [0; 4],
             header_len: 0,
             body_left: 0,
-            poisoned,
+            poisoned: false,
+            end,
         }
+    }
+
+    fn inner(&mut self) -> Pin<&mut S>
+    where
+        S: Unpin,
+    {
+        Pin::new(self.inner.as_mut().expect("stream present until drop"))
     }
 
     /// Advances the framing over `bytes`; false if a packet is too long.
     fn track(&mut self, mut bytes: &[u8]) -> bool {
         while !bytes.is_empty() {
             if self.body_left > 0 {
-                let take = bytes.len().min(usize::try_from(self.body_left).unwrap_or(usize::MAX));
+                let take = bytes
+                    .len()
+                    .min(usize::try_from(self.body_left).unwrap_or(usize::MAX));
                 bytes = &bytes[take..];
                 self.body_left -= take as u64;
                 continue;
@@ -625,18 +656,40 @@ impl<S> PacketGuard<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for PacketGuard<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.poisoned.load(Ordering::Relaxed) {
+impl<S: Send + 'static> Drop for PacketGuard<S> {
+    fn drop(&mut self) {
+        let (Some(inner), Some(end)) = (self.inner.take(), self.end.take()) else {
+            return;
+        };
+        let status = u32::from(self.poisoned);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = end.handle.exit_status_request(end.channel, status).await;
+                let _ = end.handle.eof(end.channel).await;
+                let _ = end.handle.close(end.channel).await;
+                // Dropping the channel stream sends its own (now redundant) close.
+                drop(inner);
+            });
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin + Send + 'static> AsyncRead for PacketGuard<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.poisoned {
             return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
         }
         let before = buf.filled().len();
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+        match this.inner().poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let fresh = buf.filled()[before..].to_vec();
                 if !this.track(&fresh) {
-                    this.poisoned.store(true, Ordering::Relaxed);
+                    this.poisoned = true;
                     tracing::warn!("SFTP packet over the size limit; closing the session");
                     buf.set_filled(before);
                     return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
@@ -648,17 +701,21 @@ impl<S: AsyncRead + Unpin> AsyncRead for PacketGuard<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for PacketGuard<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+impl<S: AsyncWrite + Unpin + Send + 'static> AsyncWrite for PacketGuard<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.inner().poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        self.inner().poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        self.inner().poll_shutdown(cx)
     }
 }
 
@@ -668,7 +725,7 @@ mod tests {
 
     #[test]
     fn the_packet_guard_follows_framing_across_reads() {
-        let mut guard = PacketGuard::new((), 10, Arc::new(AtomicBool::new(false)));
+        let mut guard = PacketGuard::new((), 10, None);
         let mut stream = Vec::new();
         stream.extend_from_slice(&5u32.to_be_bytes());
         stream.extend_from_slice(b"hello");

@@ -1,0 +1,2 @@
+mod interop_sftp;
+mod sftp;

@@ -1,0 +1,747 @@
+//! The SFTP server in-process on 127.0.0.1:0 with a real Rust SSH/SFTP client:
+//! the jail, atomic publish, limits and login. The user source is a HashMap.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use intake::domain::user::{Scopes, SftpUser};
+use intake::sftp::{hash_password, SftpServer, SftpSettings, UserDirectory};
+use rand::RngCore;
+use russh::client;
+use russh::keys::ssh_key::private::Ed25519Keypair;
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
+use russh::ChannelMsg;
+use russh_sftp::client::SftpSession;
+use russh_sftp::protocol::StatusCode;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+/// A HashMap user directory.
+#[derive(Default)]
+pub(crate) struct Users(Mutex<HashMap<String, SftpUser>>);
+
+impl Users {
+    pub(crate) fn add(&self, user: SftpUser) {
+        self.0.lock().unwrap().insert(user.username.clone(), user);
+    }
+}
+
+#[async_trait::async_trait]
+impl UserDirectory for Users {
+    async fn find_user(&self, username: &str) -> anyhow::Result<Option<SftpUser>> {
+        Ok(self.0.lock().unwrap().get(username).cloned())
+    }
+}
+
+pub(crate) fn user(name: &str, account: &str) -> SftpUser {
+    SftpUser {
+        username: name.to_owned(),
+        account: account.to_owned(),
+        public_keys: vec![],
+        password_hash: None,
+        scopes: Scopes {
+            create: true,
+            update: true,
+        },
+    }
+}
+
+/// Settings for tests: ephemeral port, fast rejections.
+pub(crate) fn test_settings() -> SftpSettings {
+    SftpSettings {
+        listen: "127.0.0.1:0".to_owned(),
+        auth_rejection_millis: 10,
+        ..SftpSettings::default()
+    }
+}
+
+/// A running in-process SFTP server over a temp dir.
+pub(crate) struct TestSftp {
+    pub(crate) addr: SocketAddr,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) users: Arc<Users>,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestSftp {
+    pub(crate) async fn start(settings: SftpSettings) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let users = Arc::new(Users::default());
+        let server = SftpServer::bind(
+            &settings,
+            &dir.path().join("ssh_host_ed25519_key"),
+            dir.path().join("accounts"),
+            users.clone(),
+        )
+        .await
+        .unwrap();
+        let addr = server.local_addr();
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move { server.run(token).await.unwrap() });
+        Self {
+            addr,
+            dir,
+            users,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    pub(crate) fn account_dir(&self, account: &str) -> PathBuf {
+        self.dir.path().join("accounts").join(account)
+    }
+
+    /// Creates an account's folders, as a login would, to plant files first.
+    pub(crate) fn folder(&self, account: &str, folder: &str) -> PathBuf {
+        let dir = self.account_dir(account).join(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    pub(crate) async fn stop(&mut self) {
+        self.shutdown.cancel();
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("server stops within its grace")
+            .unwrap();
+    }
+}
+
+impl Drop for TestSftp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub(crate) fn new_key() -> PrivateKey {
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    PrivateKey::from(Ed25519Keypair::from_seed(&seed))
+}
+
+pub(crate) fn authorized_line(key: &PrivateKey) -> String {
+    key.public_key().to_openssh().unwrap()
+}
+
+struct Client;
+
+impl client::Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+type Conn = client::Handle<Client>;
+
+async fn connect(addr: SocketAddr) -> Result<Conn, russh::Error> {
+    client::connect(Arc::new(client::Config::default()), addr, Client).await
+}
+
+async fn login_key(addr: SocketAddr, name: &str, key: &PrivateKey) -> Result<Conn, String> {
+    let mut conn = connect(addr).await.map_err(|e| e.to_string())?;
+    let auth = conn
+        .authenticate_publickey(
+            name,
+            PrivateKeyWithHashAlg::new(Arc::new(key.clone()), None),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if auth.success() {
+        Ok(conn)
+    } else {
+        Err("refused".to_owned())
+    }
+}
+
+async fn login_password(addr: SocketAddr, name: &str, password: &str) -> Result<Conn, String> {
+    let mut conn = connect(addr).await.map_err(|e| e.to_string())?;
+    let auth = conn
+        .authenticate_password(name, password)
+        .await
+        .map_err(|e| e.to_string())?;
+    if auth.success() {
+        Ok(conn)
+    } else {
+        Err("refused".to_owned())
+    }
+}
+
+async fn open_sftp(conn: &Conn) -> Result<SftpSession, String> {
+    let channel = conn
+        .channel_open_session()
+        .await
+        .map_err(|e| e.to_string())?;
+    channel
+        .request_subsystem(true, "sftp")
+        .await
+        .map_err(|e| e.to_string())?;
+    SftpSession::new(channel.into_stream())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A server with user `alice` (account `acme`, key) and returns her session.
+async fn alice(settings: SftpSettings) -> (TestSftp, Conn, SftpSession) {
+    let server = TestSftp::start(settings).await;
+    let key = new_key();
+    let mut u = user("alice", "acme");
+    u.public_keys = vec![authorized_line(&key)];
+    server.users.add(u);
+    let conn = login_key(server.addr, "alice", &key).await.unwrap();
+    let sftp = open_sftp(&conn).await.unwrap();
+    (server, conn, sftp)
+}
+
+/// The SFTP status code of a failed request.
+fn status<T>(result: Result<T, russh_sftp::client::error::Error>) -> StatusCode {
+    match result {
+        Ok(_) => panic!("expected an error status, got success"),
+        Err(russh_sftp::client::error::Error::Status(s)) => s.status_code,
+        Err(other) => panic!("expected an SFTP status, got {other:?}"),
+    }
+}
+
+fn visible_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn list(sftp: &SftpSession, path: &str) -> Vec<String> {
+    let mut names: Vec<String> = sftp
+        .read_dir(path)
+        .await
+        .unwrap()
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_login_lands_in_the_account_root_with_exactly_three_folders() {
+    let (server, _conn, sftp) = alice(test_settings()).await;
+    assert_eq!(sftp.canonicalize(".").await.unwrap(), "/");
+    assert_eq!(
+        sftp.canonicalize("/customers/../outbox").await.unwrap(),
+        "/outbox"
+    );
+    assert_eq!(list(&sftp, "/").await, ["archive", "customers", "outbox"]);
+    assert_eq!(list(&sftp, ".").await, ["archive", "customers", "outbox"]);
+    let meta = sftp.metadata("/customers").await.unwrap();
+    assert!(meta.is_dir());
+    for folder in ["customers", "outbox", "archive"] {
+        assert!(server.account_dir("acme").join(folder).is_dir());
+    }
+}
+
+#[tokio::test]
+async fn an_upload_is_published_under_its_name_only_when_closed() {
+    let (server, _conn, sftp) = alice(test_settings()).await;
+    let customers = server.account_dir("acme").join("customers");
+    let mut file = sftp.create("/customers/May.csv").await.unwrap();
+    file.write_all(b"ref,address\n").await.unwrap();
+    file.flush().await.unwrap();
+    // While open: only the hidden temp file exists, and no listing shows it.
+    let names = visible_names(&customers);
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(
+        names[0].starts_with(".intake-upload.") && names[0].ends_with(".May.csv"),
+        "{names:?}"
+    );
+    assert!(list(&sftp, "/customers").await.is_empty());
+    let hidden = format!("/customers/{}", names[0]);
+    assert_eq!(
+        status(sftp.metadata(hidden.as_str()).await),
+        StatusCode::NoSuchFile
+    );
+    assert_eq!(
+        status(sftp.open(hidden.as_str()).await),
+        StatusCode::NoSuchFile
+    );
+
+    file.write_all(b"a1,+15555001234\n").await.unwrap();
+    file.shutdown().await.unwrap();
+    assert_eq!(visible_names(&customers), ["May.csv"]);
+    assert_eq!(
+        std::fs::read(customers.join("May.csv")).unwrap(),
+        b"ref,address\na1,+15555001234\n"
+    );
+    let meta = sftp.metadata("/customers/May.csv").await.unwrap();
+    assert_eq!(meta.size, Some(28));
+    assert_eq!(sftp.read("/customers/May.csv").await.unwrap().len(), 28);
+
+    // A second upload with the same name replaces the first atomically on close.
+    let mut again = sftp.create("/customers/May.csv").await.unwrap();
+    again.write_all(b"ref,address\n").await.unwrap();
+    again.flush().await.unwrap();
+    assert_eq!(std::fs::read(customers.join("May.csv")).unwrap().len(), 28);
+    again.shutdown().await.unwrap();
+    assert_eq!(
+        std::fs::read(customers.join("May.csv")).unwrap(),
+        b"ref,address\n"
+    );
+}
+
+#[tokio::test]
+async fn a_disconnect_mid_upload_leaves_nothing_behind() {
+    let (server, conn, sftp) = alice(test_settings()).await;
+    let customers = server.account_dir("acme").join("customers");
+    let mut file = sftp.create("/customers/big.csv").await.unwrap();
+    file.write_all(&vec![b'x'; 100_000]).await.unwrap();
+    file.flush().await.unwrap();
+    assert_eq!(visible_names(&customers).len(), 1);
+    conn.disconnect(russh::Disconnect::ByApplication, "bye", "en")
+        .await
+        .unwrap();
+    drop(file);
+    drop(sftp);
+    wait_until("the temp file is gone", || {
+        visible_names(&customers).is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_upload_to_a_temp_name_is_published_by_the_rename() {
+    let (server, _conn, sftp) = alice(test_settings()).await;
+    let customers = server.account_dir("acme").join("customers");
+    std::fs::write(customers.join("x.csv"), b"old").unwrap();
+    let mut file = sftp.create("/customers/x.csv.filepart").await.unwrap();
+    file.write_all(b"ref,address\n").await.unwrap();
+    file.shutdown().await.unwrap();
+    assert_eq!(visible_names(&customers), ["x.csv", "x.csv.filepart"]);
+    sftp.rename("/customers/x.csv.filepart", "/customers/x.csv")
+        .await
+        .unwrap();
+    assert_eq!(visible_names(&customers), ["x.csv"]);
+    assert_eq!(
+        std::fs::read(customers.join("x.csv")).unwrap(),
+        b"ref,address\n"
+    );
+    // Relative paths resolve from the root too.
+    sftp.rename("customers/x.csv", "customers/y.csv")
+        .await
+        .unwrap();
+    assert_eq!(visible_names(&customers), ["y.csv"]);
+}
+
+#[tokio::test]
+async fn an_upload_over_the_size_limit_fails_clearly_and_publishes_nothing() {
+    let settings = SftpSettings {
+        max_upload_bytes: 1000,
+        ..test_settings()
+    };
+    let (server, _conn, sftp) = alice(settings).await;
+    let customers = server.account_dir("acme").join("customers");
+    let mut file = sftp.create("/customers/huge.csv").await.unwrap();
+    let write = async {
+        file.write_all(&vec![b'x'; 5000]).await?;
+        file.shutdown().await
+    };
+    let err = write.await.unwrap_err();
+    assert!(err.to_string().contains("maximum upload size"), "{err}");
+    drop(file);
+    wait_until("nothing is left", || visible_names(&customers).is_empty()).await;
+
+    // At the limit is fine.
+    let mut ok = sftp.create("/customers/fits.csv").await.unwrap();
+    ok.write_all(&vec![b'x'; 1000]).await.unwrap();
+    ok.shutdown().await.unwrap();
+    assert_eq!(visible_names(&customers), ["fits.csv"]);
+}
+
+#[tokio::test]
+async fn every_escape_attempt_is_refused_and_other_accounts_are_invisible() {
+    let (server, _conn, sftp) = alice(test_settings()).await;
+    // Another account with a secret, and a symlink to it planted in acme's outbox.
+    let secret = server.folder("other", "outbox").join("secret.csv");
+    std::fs::write(&secret, b"secret").unwrap();
+    let outbox = server.account_dir("acme").join("outbox");
+    std::os::unix::fs::symlink(&secret, outbox.join("link.csv")).unwrap();
+    std::os::unix::fs::symlink(server.account_dir("other"), outbox.join("linkdir")).unwrap();
+    std::fs::write(outbox.join("mine.csv"), b"mine").unwrap();
+
+    let secret_abs = secret.display().to_string();
+    let reads = [
+        "/../other/outbox/secret.csv",
+        "../../other/outbox/secret.csv",
+        "/customers/../../other/outbox/secret.csv",
+        "/outbox/../../../../../../etc/passwd",
+        "/etc/passwd",
+        secret_abs.as_str(),
+        "/outbox/link.csv",
+        "/outbox/linkdir/outbox/secret.csv",
+        "/other/outbox/secret.csv",
+    ];
+    for path in reads {
+        assert!(sftp.read(path).await.is_err(), "read {path}");
+        assert!(sftp.metadata(path).await.is_err(), "stat {path}");
+        assert!(sftp.symlink_metadata(path).await.is_err(), "lstat {path}");
+    }
+    for path in ["/..", "/../other", "/outbox/linkdir", "/etc", "/../../"] {
+        let names = sftp
+            .read_dir(path)
+            .await
+            .map(|d| d.map(|e| e.file_name()).collect::<Vec<_>>());
+        match names {
+            Ok(names) => assert_eq!(names.len(), 3, "{path} lists {names:?}"), // `/..` is the root
+            Err(_) => {}
+        }
+    }
+    // Symlinks on disk are never shown.
+    assert_eq!(list(&sftp, "/outbox").await, ["mine.csv"]);
+
+    // Writing anywhere outside /customers, or via escapes, is refused.
+    for path in [
+        "/a.csv",
+        "/../other/customers/a.csv",
+        "/outbox/a.csv",
+        "/archive/a.csv",
+        "/etc/a.csv",
+        "/customers/../a.csv",
+        "/customers/.hidden.csv",
+        "/customers/sub/a.csv",
+    ] {
+        assert!(sftp.create(path).await.is_err(), "create {path}");
+    }
+    // No links, no folders.
+    assert_eq!(
+        status(sftp.symlink("/customers/l.csv", "/outbox/mine.csv").await),
+        StatusCode::PermissionDenied
+    );
+    assert!(!sftp
+        .hardlink("/outbox/mine.csv", "/customers/h.csv")
+        .await
+        .unwrap_or(false));
+    assert_eq!(
+        status(sftp.create_dir("/customers/sub").await),
+        StatusCode::PermissionDenied
+    );
+    assert_eq!(
+        status(sftp.create_dir("/new").await),
+        StatusCode::PermissionDenied
+    );
+    assert_eq!(
+        status(sftp.remove_dir("/customers").await),
+        StatusCode::PermissionDenied
+    );
+    // A rename cannot leave /customers nor rename the folders.
+    std::fs::write(server.account_dir("acme").join("customers/c.csv"), b"c").unwrap();
+    for (from, to) in [
+        ("/customers/c.csv", "/../other/customers/c.csv"),
+        ("/customers/c.csv", "/outbox/c.csv"),
+        ("/customers/c.csv", "/customers/.hidden"),
+        ("/customers", "/x"),
+        ("/outbox/link.csv", "/customers/stolen.csv"),
+    ] {
+        assert!(
+            sftp.rename(from, to).await.is_err(),
+            "rename {from} -> {to}"
+        );
+    }
+    // Nothing moved: the other account still has its file, nothing leaked in.
+    assert!(secret.exists());
+    assert_eq!(
+        visible_names(&server.account_dir("other").join("outbox")),
+        ["secret.csv"]
+    );
+    assert_eq!(
+        visible_names(&server.account_dir("acme").join("customers")),
+        ["c.csv"]
+    );
+    // Error messages never carry server paths.
+    let err = sftp.read("/outbox/nope.csv").await.unwrap_err().to_string();
+    assert!(
+        !err.contains(&server.dir.path().display().to_string()),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn outbox_and_archive_are_read_only_except_deleting_results() {
+    let (server, _conn, sftp) = alice(test_settings()).await;
+    std::fs::write(
+        server.folder("acme", "outbox").join("May.results.csv"),
+        b"results",
+    )
+    .unwrap();
+    std::fs::write(server.folder("acme", "archive").join("May.csv"), b"upload").unwrap();
+
+    assert_eq!(
+        sftp.read("/outbox/May.results.csv").await.unwrap(),
+        b"results"
+    );
+    assert_eq!(sftp.read("/archive/May.csv").await.unwrap(), b"upload");
+    assert_eq!(
+        status(
+            sftp.rename("/outbox/May.results.csv", "/outbox/x.csv")
+                .await
+        ),
+        StatusCode::PermissionDenied
+    );
+    assert_eq!(
+        status(sftp.rename("/archive/May.csv", "/archive/x.csv").await),
+        StatusCode::PermissionDenied
+    );
+    assert_eq!(
+        status(sftp.remove_file("/archive/May.csv").await),
+        StatusCode::PermissionDenied
+    );
+    assert_eq!(
+        status(sftp.create("/outbox/new.csv").await),
+        StatusCode::PermissionDenied
+    );
+    assert_eq!(
+        status(sftp.create("/archive/May.csv").await),
+        StatusCode::PermissionDenied
+    );
+    sftp.remove_file("/outbox/May.results.csv").await.unwrap();
+    assert!(list(&sftp, "/outbox").await.is_empty());
+    assert_eq!(list(&sftp, "/archive").await, ["May.csv"]);
+    assert_eq!(
+        status(sftp.remove_file("/outbox/gone.csv").await),
+        StatusCode::NoSuchFile
+    );
+}
+
+#[tokio::test]
+async fn a_login_without_the_create_scope_cannot_change_customers() {
+    let server = TestSftp::start(test_settings()).await;
+    let key = new_key();
+    let mut u = user("viewer", "acme");
+    u.public_keys = vec![authorized_line(&key)];
+    u.scopes = Scopes {
+        create: false,
+        update: false,
+    };
+    server.users.add(u);
+    std::fs::write(server.folder("acme", "customers").join("a.csv"), b"a").unwrap();
+    std::fs::write(server.folder("acme", "outbox").join("a.results.csv"), b"r").unwrap();
+    let conn = login_key(server.addr, "viewer", &key).await.unwrap();
+    let sftp = open_sftp(&conn).await.unwrap();
+
+    assert_eq!(
+        status(sftp.create("/customers/b.csv").await),
+        StatusCode::PermissionDenied
+    );
+    assert_eq!(
+        status(sftp.remove_file("/customers/a.csv").await),
+        StatusCode::PermissionDenied
+    );
+    assert_eq!(
+        status(sftp.rename("/customers/a.csv", "/customers/b.csv").await),
+        StatusCode::PermissionDenied
+    );
+    assert_eq!(list(&sftp, "/customers").await, ["a.csv"]);
+    assert_eq!(sftp.read("/outbox/a.results.csv").await.unwrap(), b"r");
+    assert_eq!(
+        visible_names(&server.account_dir("acme").join("customers")),
+        ["a.csv"]
+    );
+}
+
+#[tokio::test]
+async fn key_and_password_logins_succeed_and_wrong_credentials_look_alike() {
+    let server = TestSftp::start(test_settings()).await;
+    let key = new_key();
+    let mut u = user("alice", "acme");
+    u.public_keys = vec![format!("# alice's laptop\n{}", authorized_line(&key))];
+    u.password_hash = Some(hash_password("correct horse").unwrap());
+    server.users.add(u);
+    server.users.add(user("nopass", "acme"));
+
+    assert!(login_key(server.addr, "alice", &key).await.is_ok());
+    assert_eq!(
+        login_key(server.addr, "alice", &new_key())
+            .await
+            .err()
+            .as_deref(),
+        Some("refused")
+    );
+    assert_eq!(
+        login_key(server.addr, "mallory", &key)
+            .await
+            .err()
+            .as_deref(),
+        Some("refused")
+    );
+    let conn = login_password(server.addr, "alice", "correct horse")
+        .await
+        .unwrap();
+    assert_eq!(list(&open_sftp(&conn).await.unwrap(), "/").await.len(), 3);
+    for (name, password) in [
+        ("alice", "wrong"),
+        ("mallory", "correct horse"),
+        ("nopass", ""),
+        ("alice", ""),
+    ] {
+        assert_eq!(
+            login_password(server.addr, name, password)
+                .await
+                .err()
+                .as_deref(),
+            Some("refused"),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_source_that_keeps_failing_is_refused_even_with_the_right_password() {
+    let settings = SftpSettings {
+        max_login_failures_per_source: 3,
+        ..test_settings()
+    };
+    let server = TestSftp::start(settings).await;
+    let mut u = user("alice", "acme");
+    u.password_hash = Some(hash_password("right").unwrap());
+    server.users.add(u);
+    for _ in 0..3 {
+        assert!(login_password(server.addr, "alice", "wrong").await.is_err());
+    }
+    assert!(login_password(server.addr, "alice", "right").await.is_err());
+}
+
+#[tokio::test]
+async fn sessions_per_account_and_connections_per_source_are_capped() {
+    let settings = SftpSettings {
+        max_sessions_per_account: 1,
+        max_connections_per_source: 2,
+        ..test_settings()
+    };
+    let (server, conn, _sftp) = alice(settings).await;
+    let key = new_key();
+    let mut bob = user("bob", "acme");
+    bob.public_keys = vec![authorized_line(&key)];
+    server.users.add(bob);
+    // Same account, second session: refused at channel open.
+    let second = login_key(server.addr, "bob", &key).await.unwrap();
+    assert!(open_sftp(&second).await.is_err());
+    // Third connection from the same address: dropped before the handshake.
+    assert!(connect(server.addr).await.is_err());
+    drop(second);
+    drop(conn);
+}
+
+#[tokio::test]
+async fn an_oversized_packet_closes_the_session() {
+    let server = TestSftp::start(test_settings()).await;
+    let key = new_key();
+    let mut u = user("alice", "acme");
+    u.public_keys = vec![authorized_line(&key)];
+    server.users.add(u);
+    let conn = login_key(server.addr, "alice", &key).await.unwrap();
+    let mut channel = conn.channel_open_session().await.unwrap();
+    channel.request_subsystem(true, "sftp").await.unwrap();
+    // SSH_FXP_INIT v3, then a packet announcing 1 MiB.
+    channel
+        .data_bytes(vec![0, 0, 0, 5, 1, 0, 0, 0, 3])
+        .await
+        .unwrap();
+    let mut junk = (1u32 << 20).to_be_bytes().to_vec();
+    junk.extend_from_slice(&[6u8; 1024]);
+    channel.data_bytes(junk).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut exit = None;
+    loop {
+        let msg = tokio::time::timeout_at(deadline.into(), channel.wait())
+            .await
+            .expect("the server closes the channel");
+        match msg {
+            Some(ChannelMsg::ExitStatus { exit_status }) => exit = Some(exit_status),
+            Some(ChannelMsg::Close) | None => break,
+            Some(_) => {}
+        }
+    }
+    assert_eq!(exit, Some(1));
+}
+
+/// Waits for the server's answer to a channel request: true if it said failure.
+async fn refused(channel: &mut russh::Channel<client::Msg>) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline.into(), channel.wait())
+            .await
+            .expect("an answer")
+        {
+            Some(ChannelMsg::Failure) | Some(ChannelMsg::Close) | None => return true,
+            Some(ChannelMsg::Success) => return false,
+            Some(_) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn shell_exec_pty_and_other_subsystems_are_refused() {
+    let server = TestSftp::start(test_settings()).await;
+    let key = new_key();
+    let mut u = user("alice", "acme");
+    u.public_keys = vec![authorized_line(&key)];
+    server.users.add(u);
+    let conn = login_key(server.addr, "alice", &key).await.unwrap();
+    let marker = server.dir.path().join("ran");
+
+    let mut channel = conn.channel_open_session().await.unwrap();
+    channel
+        .exec(true, format!("touch {}", marker.display()))
+        .await
+        .unwrap();
+    assert!(refused(&mut channel).await, "exec");
+    let mut channel = conn.channel_open_session().await.unwrap();
+    channel.request_shell(true).await.unwrap();
+    assert!(refused(&mut channel).await, "shell");
+    let mut channel = conn.channel_open_session().await.unwrap();
+    channel
+        .request_pty(true, "xterm", 80, 24, 0, 0, &[])
+        .await
+        .unwrap();
+    assert!(refused(&mut channel).await, "pty");
+    channel.request_subsystem(true, "not-sftp").await.unwrap();
+    assert!(refused(&mut channel).await, "subsystem");
+    assert!(conn
+        .channel_open_direct_tcpip("127.0.0.1", 22, "127.0.0.1", 5000)
+        .await
+        .is_err());
+    assert!(!marker.exists());
+}
+
+#[tokio::test]
+async fn shutdown_disconnects_sessions_discards_unfinished_uploads_and_returns() {
+    let (mut server, _conn, sftp) = alice(test_settings()).await;
+    let customers = server.account_dir("acme").join("customers");
+    let mut file = sftp.create("/customers/cut.csv").await.unwrap();
+    file.write_all(b"ref,address\n").await.unwrap();
+    file.flush().await.unwrap();
+    assert_eq!(visible_names(&customers).len(), 1);
+    let started = Instant::now();
+    server.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(8));
+    wait_until("the temp file is gone", || {
+        visible_names(&customers).is_empty()
+    })
+    .await;
+    assert!(connect(server.addr).await.is_err());
+}
