@@ -124,8 +124,8 @@ impl Config {
         let config: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(path))
             .merge(Env::prefixed("INTAKE_").split("__").filter(|k| {
-                let top = k.as_str().split('.').next().unwrap_or("");
-                ENV_KEYS.contains(&top)
+                let key = k.as_str().to_ascii_lowercase();
+                ENV_KEYS.contains(&key.split('.').next().unwrap_or(""))
             }))
             .extract()?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -151,5 +151,42 @@ impl Config {
 
     pub fn host_key_path(&self) -> PathBuf {
         self.sftp.host_key.clone().unwrap_or_else(|| self.data_dir.join("ssh_host_ed25519_key"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_variables_override_the_file_and_unrelated_ones_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("config.toml", "data_dir = \"/from/file\"\nmax_rows = 7\n[sftp]\nlisten = \"127.0.0.1:1\"\n")?;
+            jail.set_env("INTAKE_MAX_ROWS", "4");
+            jail.set_env("INTAKE_SFTP__LISTEN", "127.0.0.1:0");
+            jail.set_env("INTAKE_TEST_SOMETHING", "x");
+            let config = Config::load(Path::new("config.toml"), true).map_err(|e| e.to_string())?;
+            assert_eq!(config.max_rows, 4);
+            assert_eq!(config.data_dir, PathBuf::from("/from/file"));
+            assert_eq!(config.sftp.listen, "127.0.0.1:0");
+            assert_eq!(config.database_url(), "sqlite:///from/file/intake.db");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_typo_in_the_config_fails_at_start() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("config.toml", "max_row = 7\n")?;
+            let err = Config::load(Path::new("config.toml"), true).unwrap_err().to_string();
+            assert!(err.contains("max_row"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_database_password_never_shows_in_debug() {
+        let config = Config { database_url: Some("postgres://u:hunter2@h/db".into()), ..Config::default() };
+        assert!(!format!("{config:?}").contains("hunter2"));
     }
 }

@@ -1,2 +1,10 @@
+//! One integration-test binary: real SFTP server and clients, real SQLite and
+//! PostgreSQL (when TEST_DATABASE_URL is set), real files.
+
+mod support;
+
 mod interop_sftp;
 mod sftp;
+mod daemon;
+mod samples;
+mod store;

@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""Generates a realistic customer file for benchmarks: a mix of phones and
+emails, metadata and appdata, about 5% bad rows. Also writes the same valid
+rows in the `customers` table's shape (for the raw-load baseline).
+
+usage: gen_customers.py ROWS OUT.csv RAW.csv ACCOUNT
+"""
+import csv, json, random, sys, uuid
+
+rows, out_path, raw_path, account = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+rnd = random.Random(42)
+cities = ["Oslo", "Lyon", "Austin", "Osaka", "Lima", "Perth", "Turku", "Porto"]
+now = "2026-11-26T10:00:00Z"
+with open(out_path, "w", newline="") as out, open(raw_path, "w", newline="") as raw:
+    w = csv.writer(out, lineterminator="\n")
+    r = csv.writer(raw, lineterminator="\n")
+    w.writerow(["ref", "email", "phone", "metadata.name", "metadata.city", "appdata.crm_id"])
+    for i in range(rows):
+        ref = f"cus-{rnd.getrandbits(48):012x}-{i}"
+        email = f"user{i}@example{i % 97}.com"
+        phone = f"+1555{rnd.randrange(10**7):07d}"
+        kind = rnd.random()
+        bad = rnd.random() < 0.05
+        if bad:
+            if kind < 0.5:
+                phone, email = "+1555", ""
+            else:
+                email, phone = f"user{i}@@example.com", ""
+        elif kind < 0.3:
+            email = ""
+        elif kind < 0.6:
+            phone = ""
+        name, city, crm = f"Customer {i}", cities[i % len(cities)], f"crm-{i}"
+        w.writerow([ref, email, phone, name, city, crm])
+        if not bad:
+            addresses = []
+            if email:
+                addresses.append({"type": "email", "value": email})
+            if phone:
+                addresses.append({"type": "phone", "value": phone})
+            r.writerow([str(uuid.UUID(int=rnd.getrandbits(128))), account, ref, json.dumps(addresses),
+                        json.dumps({"name": name, "city": city}), json.dumps({"crm_id": crm}), now, now])

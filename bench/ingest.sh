@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Benchmark: `intake ingest` of N generated rows on SQLite and PostgreSQL,
+# against a raw load of the same valid rows into the same schema in the same
+# run (sqlite3 .import in one transaction; psql \copy). Prints rows/s, the
+# ratio to the raw load, and intake's peak RSS.
+#
+# usage: bench/ingest.sh [ROWS ...]      (default 1000000)
+# env:   PG_URL (default postgres://postgres@127.0.0.1:5432/postgres), ROUNDS (default 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS_LIST=("${@:-1000000}")
+ROUNDS=${ROUNDS:-3}
+PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+PG_BASE=${PG_URL%/*}
+command -v sqlite3 >/dev/null || { apt-get update -qq && apt-get install -y -qq sqlite3; }
+cargo build --release --quiet
+BIN=$PWD/target/release/intake
+WORK=$(mktemp -d /tmp/intake-bench.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+now() { date +%s.%N; }
+
+for ROWS in "${ROWS_LIST[@]}"; do
+  python3 bench/gen_customers.py "$ROWS" "$WORK/customers.csv" "$WORK/raw.csv" bench
+  VALID=$(wc -l < "$WORK/raw.csv")
+  echo "== $ROWS rows ($VALID valid), $(du -h "$WORK/customers.csv" | cut -f1), $ROUNDS rounds"
+  declare -A R=()
+  for round in $(seq "$ROUNDS"); do
+    for backend in sqlite postgres; do
+      DATA="$WORK/data-$backend-$round"
+      if [ $backend = sqlite ]; then
+        URL="sqlite://$DATA/intake.db"
+      else
+        DB="intake_bench_${round}_$$"
+        psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
+        URL="$PG_BASE/$DB"
+      fi
+      export INTAKE_DATA_DIR=$DATA INTAKE_DATABASE_URL=$URL
+      "$BIN" account add bench >/dev/null
+      t0=$(now)
+      /usr/bin/time -f "%M" -o "$WORK/rss" "$BIN" ingest "$WORK/customers.csv" --account bench >/dev/null
+      t1=$(now)
+      R[$backend-intake]+="$(echo "$ROWS / ($t1 - $t0)" | bc -l) "
+      R[$backend-rss]+="$(cat "$WORK/rss") "
+      # Raw load of the same valid rows into the same schema, fresh database.
+      RAW="$WORK/raw-$backend-$round"
+      if [ $backend = sqlite ]; then
+        INTAKE_DATABASE_URL="sqlite://$RAW.db" INTAKE_DATA_DIR="$RAW" "$BIN" account list >/dev/null
+        t0=$(now)
+        sqlite3 "$RAW.db" "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" ".import --csv $WORK/raw.csv customers" >/dev/null
+        t1=$(now)
+      else
+        RAWDB="intake_raw_${round}_$$"
+        psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $RAWDB" -c "CREATE DATABASE $RAWDB"
+        INTAKE_DATABASE_URL="$PG_BASE/$RAWDB" INTAKE_DATA_DIR="$RAW" "$BIN" account list >/dev/null
+        t0=$(now)
+        psql -q "$PG_BASE/$RAWDB" -c "\\copy customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at) from '$WORK/raw.csv' csv"
+        t1=$(now)
+        psql -q "$PG_URL" -c "DROP DATABASE $RAWDB" -c "DROP DATABASE $DB"
+      fi
+      R[$backend-raw]+="$(echo "$VALID / ($t1 - $t0)" | bc -l) "
+      rm -rf "$DATA" "$RAW" "$RAW.db"
+    done
+  done
+  for backend in sqlite postgres; do
+    intake=$(echo ${R[$backend-intake]} | tr ' ' '\n' | median)
+    raw=$(echo ${R[$backend-raw]} | tr ' ' '\n' | median)
+    rss=$(echo ${R[$backend-rss]} | tr ' ' '\n' | median)
+    printf '%-9s rows=%-8s intake %8.0f rows/s   raw load %8.0f rows/s   ratio %.2f   peak RSS %.1f MiB\n' \
+      "$backend" "$ROWS" "$intake" "$raw" "$(echo "$intake / $raw" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
+  done
+done

@@ -1,0 +1,217 @@
+//! The store's contract, run against SQLite and PostgreSQL alike.
+
+use crate::support::TestDb;
+use intake::domain::user::{Scopes, SftpUser};
+use intake::domain::{
+    AccountSettings, Address, AddressKind, Addresses, CreateCustomer, CustomerRef, JsonObject, PhoneCheck,
+};
+use intake::store::{JobProgress, JobStatus, NewJob, Store, StoreError, UpsertOutcome};
+use serde_json::{json, Map, Value};
+
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!(),
+    }
+}
+
+fn command(r: &str, addresses: &[&str], metadata: Value, appdata: Value) -> CreateCustomer {
+    let addresses = addresses
+        .iter()
+        .map(|a| Address::parse(a, AddressKind::Any, None, PhoneCheck::Possible).unwrap())
+        .collect();
+    CreateCustomer::new(
+        CustomerRef::parse(r).unwrap(),
+        Addresses::new(addresses).unwrap(),
+        JsonObject::metadata(object(metadata)),
+        JsonObject::appdata(object(appdata)),
+    )
+}
+
+fn account(avid: &str) -> AccountSettings {
+    AccountSettings { avid: avid.into(), default_region: None, encoding: Default::default(), phone_check: Default::default() }
+}
+
+async fn upsert(store: &Store, avid: &str, may_update: bool, commands: &[CreateCustomer]) -> Vec<UpsertOutcome> {
+    let mut batch = store.begin_batch(avid).await.unwrap();
+    let refs: Vec<&CreateCustomer> = commands.iter().collect();
+    let outcomes = batch.upsert(avid, may_update, &refs).await.unwrap();
+    batch.commit("no-such-job", &JobProgress::default(), "2026-01-01T00:00:00Z").await.unwrap();
+    outcomes
+}
+
+async fn new_refs_are_created_and_existing_ones_merged(db: TestDb) {
+    let store = db.store().await;
+    store.add_account(&account("acme")).await.unwrap();
+    let first = upsert(
+        &store,
+        "acme",
+        true,
+        &[command("c1", &["+15555001234", "ann@example.com"], json!({"name": "Ann", "city": "Oslo"}), json!({"crm": 1}))],
+    )
+    .await;
+    let UpsertOutcome::Created(id) = &first[0] else { panic!("{first:?}") };
+
+    // Same values, a differently written email domain: unchanged.
+    let again = upsert(&store, "acme", true, &[command("c1", &["+1 555 500 1234", "ann@EXAMPLE.com"], json!({"name": "Ann"}), json!({}))]).await;
+    assert_eq!(again, [UpsertOutcome::Unchanged(id.clone())]);
+
+    // Addresses replaced, metadata merged at top level, absent keys kept.
+    let changed = upsert(&store, "acme", true, &[command("c1", &["bob@example.com"], json!({"city": "Bergen"}), json!({"tier": "gold"}))]).await;
+    assert_eq!(changed, [UpsertOutcome::Updated(id.clone())]);
+    let stored = store.get_customer("acme", "c1").await.unwrap().unwrap();
+    assert_eq!(stored.customer_id, *id);
+    assert_eq!(stored.addresses, json!([{"type": "email", "value": "bob@example.com"}]));
+    assert_eq!(Value::Object(stored.metadata), json!({"name": "Ann", "city": "Bergen"}));
+    assert_eq!(Value::Object(stored.appdata), json!({"crm": 1, "tier": "gold"}));
+}
+
+async fn without_update_scope_an_existing_ref_fails(db: TestDb) {
+    let store = db.store().await;
+    store.add_account(&account("acme")).await.unwrap();
+    upsert(&store, "acme", true, &[command("c1", &["+15555001234"], json!({}), json!({}))]).await;
+    let outcomes = upsert(
+        &store,
+        "acme",
+        false,
+        &[command("c1", &["+15555001299"], json!({}), json!({})), command("c2", &["+15555001299"], json!({}), json!({}))],
+    )
+    .await;
+    assert_eq!(outcomes[0], UpsertOutcome::RefExists);
+    assert!(matches!(outcomes[1], UpsertOutcome::Created(_)));
+    let kept = store.get_customer("acme", "c1").await.unwrap().unwrap();
+    assert_eq!(kept.addresses, json!([{"type": "phone", "value": "+15555001234"}]));
+}
+
+async fn refs_are_per_account(db: TestDb) {
+    let store = db.store().await;
+    for a in ["acme", "globex"] {
+        store.add_account(&account(a)).await.unwrap();
+        let out = upsert(&store, a, false, &[command("same-ref", &["+15555001234"], json!({}), json!({}))]).await;
+        assert!(matches!(out[0], UpsertOutcome::Created(_)), "{a}: {out:?}");
+    }
+    assert_eq!(store.count_customers("acme").await.unwrap(), 1);
+    assert_eq!(store.count_customers("globex").await.unwrap(), 1);
+}
+
+async fn a_batch_that_is_not_committed_leaves_nothing(db: TestDb) {
+    let store = db.store().await;
+    store.add_account(&account("acme")).await.unwrap();
+    {
+        let mut batch = store.begin_batch("acme").await.unwrap();
+        let c = command("c1", &["+15555001234"], json!({}), json!({}));
+        batch.upsert("acme", true, &[&c]).await.unwrap();
+        // dropped: rolled back, as after a crash
+    }
+    assert_eq!(store.count_customers("acme").await.unwrap(), 0);
+}
+
+async fn claimed_refs_report_the_first_line_across_batches(db: TestDb) {
+    let store = db.store().await;
+    store.add_account(&account("acme")).await.unwrap();
+    let job = NewJob {
+        job_id: "job-1".into(),
+        account: "acme".into(),
+        file_name: "x.csv".into(),
+        spool_path: "/nowhere".into(),
+        sha256: String::new(),
+        bytes: 0,
+        received_at: "2026-01-01T00:00:00Z".into(),
+        uploader: None,
+        may_update: true,
+    };
+    store.create_job(&job).await.unwrap();
+    let mut batch = store.begin_batch("acme").await.unwrap();
+    let first = batch.claim_refs("job-1", &[("a".into(), 2), ("b".into(), 3)]).await.unwrap();
+    assert_eq!(first, [None, None]);
+    let progress = JobProgress { records_done: 2, results_offset: 99, created: 2, ..Default::default() };
+    batch.commit("job-1", &progress, "2026-01-01T00:00:01Z").await.unwrap();
+    let mut batch = store.begin_batch("acme").await.unwrap();
+    let second = batch.claim_refs("job-1", &[("b".into(), 7), ("c".into(), 8)]).await.unwrap();
+    assert_eq!(second, [Some(3), None]);
+    // Another job's claims are its own.
+    let other = batch.claim_refs("job-2", &[("a".into(), 2)]).await.unwrap();
+    assert_eq!(other, [None]);
+    drop(batch);
+    let stored = store.get_job("job-1").await.unwrap().unwrap();
+    assert_eq!(stored.progress, progress);
+}
+
+async fn a_job_is_never_claimed_twice(db: TestDb) {
+    let store = db.store().await;
+    for i in 0..6 {
+        let job = NewJob {
+            job_id: format!("job-{i}"),
+            account: format!("acct-{}", i % 3),
+            file_name: "x.csv".into(),
+            spool_path: "/nowhere".into(),
+            sha256: String::new(),
+            bytes: 0,
+            received_at: format!("2026-01-01T00:00:0{i}Z"),
+            uploader: None,
+            may_update: true,
+        };
+        store.create_job(&job).await.unwrap();
+    }
+    // Still arriving: not claimable until the file is in the spool.
+    assert!(store.claim_job("p1", "2026-01-01T00:01:00Z", "2026-01-01T00:00:00Z", &[]).await.unwrap().is_none());
+    for i in 0..6 {
+        store.mark_queued(&format!("job-{i}")).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for owner in ["p1", "p2", "p3"] {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            // As a worker does: its own running jobs' accounts are busy.
+            let (mut mine, mut busy) = (Vec::new(), Vec::new());
+            while let Some(job) = store.claim_job(owner, "2026-01-01T00:01:00Z", "2026-01-01T00:00:00Z", &busy).await.unwrap() {
+                busy.push(job.account);
+                mine.push(job.job_id);
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    assert_eq!(all, (0..6).map(|i| format!("job-{i}")).collect::<Vec<_>>());
+    // A running job with a live owner is not taken over; a stale one is.
+    assert!(store.claim_job("p4", "2026-01-01T00:02:00Z", "2026-01-01T00:00:30Z", &[]).await.unwrap().is_none());
+    let taken = store.claim_job("p4", "2026-01-01T00:09:00Z", "2026-01-01T00:05:00Z", &["acct-0".into()]).await.unwrap().unwrap();
+    assert_ne!(taken.account, "acct-0", "busy accounts are skipped");
+    assert_eq!(store.get_job(&taken.job_id).await.unwrap().unwrap().status, JobStatus::Running);
+}
+
+async fn accounts_and_users_are_managed(db: TestDb) {
+    let store = db.store().await;
+    store.add_account(&account("acme")).await.unwrap();
+    assert!(matches!(store.add_account(&account("acme")).await, Err(StoreError::AlreadyExists(_))));
+    let user = SftpUser {
+        username: "acme-ops".into(),
+        account: "acme".into(),
+        public_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK0 test".into()],
+        password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+        scopes: Scopes { create: true, update: false },
+    };
+    store.add_user(&user).await.unwrap();
+    assert_eq!(store.find_user("acme-ops").await.unwrap(), Some(user.clone()));
+    assert!(matches!(store.add_user(&user).await, Err(StoreError::AlreadyExists(_))));
+    let orphan = SftpUser { username: "x".into(), account: "nope".into(), ..user.clone() };
+    assert!(matches!(store.add_user(&orphan).await, Err(StoreError::NotFound(_))));
+    assert_eq!(store.list_users().await.unwrap().len(), 1);
+    store.remove_account("acme").await.unwrap();
+    assert_eq!(store.find_user("acme-ops").await.unwrap(), None, "users go with their account");
+    assert!(matches!(store.remove_user("acme-ops").await, Err(StoreError::NotFound(_))));
+}
+
+crate::on_both_backends!(
+    new_refs_are_created_and_existing_ones_merged,
+    without_update_scope_an_existing_ref_fails,
+    refs_are_per_account,
+    a_batch_that_is_not_committed_leaves_nothing,
+    claimed_refs_report_the_first_line_across_batches,
+    a_job_is_never_claimed_twice,
+    accounts_and_users_are_managed,
+);

@@ -1,0 +1,302 @@
+//! Shared test fixtures: fresh databases (SQLite always, PostgreSQL when
+//! TEST_DATABASE_URL is set), the real `intake` binary as a daemon, real
+//! OpenSSH clients, and polling with deadlines.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// The variable that names the PostgreSQL server for the PostgreSQL legs.
+pub const PG_ENV: &str = "TEST_DATABASE_URL";
+
+/// A fresh, empty database for one test.
+pub struct TestDb {
+    pub url: String,
+    pub backend: &'static str,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        TestDb { url, backend: "sqlite", _dir: Some(dir) }
+    }
+
+    /// A new database on the server of TEST_DATABASE_URL; `None` (and a
+    /// note) when the variable is not set.
+    pub async fn postgres() -> Option<TestDb> {
+        use sqlx::Connection;
+        let Ok(admin) = std::env::var(PG_ENV) else {
+            eprintln!("skipped: {PG_ENV} is not set, so the PostgreSQL leg of this test did not run");
+            return None;
+        };
+        let name = format!("intake_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to TEST_DATABASE_URL");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        Some(TestDb { url: format!("{base}/{name}"), backend: "postgres", _dir: None })
+    }
+
+    pub async fn store(&self) -> intake::store::Store {
+        intake::store::Store::connect(&self.url).await.unwrap()
+    }
+}
+
+/// Runs one async test body against SQLite and, when configured, PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::support::TestDb::sqlite()).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some(db) = $crate::support::TestDb::postgres().await {
+                        super::$name(db).await
+                    }
+                }
+            }
+        )*
+    };
+}
+
+/// Waits for `check` to return Some, polling; panics with `what` after `limit`.
+pub async fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn intake_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_intake")
+}
+
+/// Runs `intake` with a config file and environment; returns its output.
+pub async fn intake(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
+    let mut cmd = Command::new(intake_bin());
+    cmd.args(args).current_dir(cwd).stdin(Stdio::null()).kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::time::timeout(Duration::from_secs(300), cmd.output()).await.expect("intake finished in time").unwrap()
+}
+
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// An ed25519 client key made by ssh-keygen: (private key path, public line).
+pub fn client_key(dir: &Path) -> (PathBuf, String) {
+    let path = dir.join("id_ed25519");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&path)
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(status.success());
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    (path, public.trim().to_owned())
+}
+
+/// One account of a test daemon, with its SFTP user (same name) and key.
+pub struct TestAccount {
+    pub avid: String,
+    pub scopes: Vec<&'static str>,
+}
+
+impl TestAccount {
+    pub fn new(avid: &str) -> Self {
+        TestAccount { avid: avid.into(), scopes: vec!["customers:create", "customers:update"] }
+    }
+}
+
+/// The real `intake serve` as a child process: a temp data dir, SFTP on a
+/// free loopback port, SQLite in the data dir or a given database.
+pub struct TestDaemon {
+    pub dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+    pub key: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub child: Option<Child>,
+    pub addr: Option<String>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl TestDaemon {
+    /// Writes a config with the accounts (each with a key-login user of the
+    /// same name) and starts the daemon.
+    pub async fn spawn(db: &TestDb, accounts: &[TestAccount], extra_env: &[(&str, &str)]) -> TestDaemon {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        let mut daemon = TestDaemon::prepare(&dir, db, accounts, extra_env);
+        daemon._temp = Some(temp);
+        daemon.start().await;
+        daemon
+    }
+
+    /// The config and key in `dir`, without starting.
+    pub fn prepare(dir: &Path, db: &TestDb, accounts: &[TestAccount], extra_env: &[(&str, &str)]) -> TestDaemon {
+        let (key, public) = if dir.join("id_ed25519").exists() {
+            let public = std::fs::read_to_string(dir.join("id_ed25519.pub")).unwrap();
+            (dir.join("id_ed25519"), public.trim().to_owned())
+        } else {
+            client_key(dir)
+        };
+        let data_dir = dir.join("data");
+        let mut toml = String::from("[sftp]\nlisten = \"127.0.0.1:0\"\nauth_rejection_millis = 0\n");
+        for a in accounts {
+            toml += &format!("\n[[accounts]]\navid = \"{}\"\n", a.avid);
+        }
+        for a in accounts {
+            toml += &format!(
+                "\n[[users]]\nusername = \"{0}\"\naccount = \"{0}\"\nkeys = [\"{1}\"]\nscopes = {2:?}\n",
+                a.avid, public, a.scopes
+            );
+        }
+        let config = dir.join("config.toml");
+        std::fs::write(&config, toml).unwrap();
+        let mut env = vec![
+            ("INTAKE_DATA_DIR".to_owned(), data_dir.display().to_string()),
+            ("INTAKE_DATABASE_URL".to_owned(), db.url.clone()),
+            ("INTAKE_LOG".to_owned(), "info".to_owned()),
+        ];
+        env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        TestDaemon { dir: dir.to_path_buf(), data_dir, config, key, env, child: None, addr: None, _temp: None }
+    }
+
+    pub async fn start(&mut self) {
+        let _ = std::fs::remove_file(self.data_dir.join("sftp.addr"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("serve.log")).unwrap();
+        let mut cmd = Command::new(intake_bin());
+        cmd.arg("serve").arg("--config").arg(&self.config).current_dir(&self.dir);
+        cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).kill_on_drop(true);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("intake serve starts"));
+        let sftp_enabled = !self.env.iter().any(|(k, v)| k == "INTAKE_SFTP__ENABLED" && v == "false");
+        if sftp_enabled {
+            let addr_file = self.data_dir.join("sftp.addr");
+            let log = self.dir.join("serve.log");
+            let addr = eventually(Duration::from_secs(60), "the daemon to listen", || {
+                std::fs::read_to_string(&addr_file).ok().filter(|a| !a.is_empty())
+            })
+            .await;
+            let _ = log;
+            self.addr = Some(addr);
+        } else {
+            let log = self.dir.join("serve.log");
+            eventually(Duration::from_secs(60), "the daemon to watch", || {
+                std::fs::read_to_string(&log).ok().filter(|l| l.contains("watching account upload folders"))
+            })
+            .await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub async fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill().unwrap();
+            child.wait().await.unwrap();
+        }
+    }
+
+    /// SIGTERM; returns the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().unwrap() as i32;
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("stops on SIGTERM").unwrap()
+    }
+
+    pub fn port(&self) -> String {
+        self.addr.as_ref().expect("SFTP enabled").rsplit(':').next().unwrap().to_owned()
+    }
+
+    pub fn outbox(&self, avid: &str) -> PathBuf {
+        self.data_dir.join("accounts").join(avid).join("outbox")
+    }
+
+    pub fn customers(&self, avid: &str) -> PathBuf {
+        self.data_dir.join("accounts").join(avid).join("customers")
+    }
+
+    /// Runs OpenSSH `sftp -b` as `user` with the given batch commands.
+    pub async fn sftp(&self, user: &str, batch: &str) -> Output {
+        let batch_file = self.dir.join(format!("batch-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&batch_file, batch).unwrap();
+        let mut cmd = Command::new("sftp");
+        cmd.args(["-q", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"])
+            .args(["-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR", "-F", "/dev/null", "-i"])
+            .arg(&self.key)
+            .args(["-P", &self.port(), "-b"])
+            .arg(&batch_file)
+            .arg(format!("{user}@127.0.0.1"))
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        tokio::time::timeout(Duration::from_secs(120), cmd.output()).await.expect("sftp finished in time").unwrap()
+    }
+
+    /// Uploads `local` as `/customers/<remote>` with OpenSSH sftp and asserts success.
+    pub async fn upload(&self, user: &str, local: &Path, remote: &str) {
+        let out = self.sftp(user, &format!("put {} /customers/{remote}\n", local.display())).await;
+        assert!(out.status.success(), "upload failed: {}\n{}", describe(&out), self.log());
+    }
+
+    /// Waits for `NAME.summary.json` in the account's outbox and returns it parsed.
+    pub async fn summary(&self, avid: &str, stem: &str, limit: Duration) -> serde_json::Value {
+        let path = self.outbox(avid).join(format!("{stem}.summary.json"));
+        let log = self.dir.join("serve.log");
+        let text = eventually(limit, &format!("{}", path.display()), || std::fs::read_to_string(&path).ok()).await;
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}\n{}", std::fs::read_to_string(log).unwrap_or_default()))
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// Reads a results CSV into rows of strings (header included).
+pub fn read_results(path: &Path) -> Vec<Vec<String>> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_path(path).unwrap();
+    reader.records().map(|r| r.unwrap().iter().map(str::to_owned).collect()).collect()
+}
+
+/// Writes a customer file of `rows` valid rows with refs `{prefix}{i}`.
+pub fn write_customers(path: &Path, prefix: &str, rows: usize) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    writeln!(out, "ref,email,phone,metadata.name").unwrap();
+    for i in 0..rows {
+        writeln!(out, "{prefix}{i},c{i}@example.com,+1555{:07},Customer {i}", i % 10_000_000).unwrap();
+    }
+}
