@@ -139,10 +139,12 @@ async fn a_same_name_upload_during_processing_disturbs_nothing(db: TestDb) {
     assert_eq!(counts, [3, 40_000]);
     let archived = std::fs::read_dir(d.data_dir.join("accounts/acme/archive")).unwrap().count();
     assert_eq!(archived, 2, "both uploads archived under names that do not clash");
-    // The report in the outbox is the one of the job that finished last.
+    // One job per account at a time: the later upload ran second, and its
+    // report replaced the first one's.
     let summary = d.summary("acme", "daily", REPORT).await;
-    let last = jobs.iter().max_by_key(|j| j.finished_at.clone()).unwrap();
-    assert_eq!(summary["job_id"], last.job_id);
+    let later = jobs.iter().find(|j| j.progress.created == 3).unwrap();
+    assert_eq!(summary["job_id"], later.job_id);
+    assert_eq!(read_results(&d.outbox("acme").join("daily.results.csv")).len(), 4);
 }
 
 async fn an_external_sftp_server_writing_the_folders_is_watched(db: TestDb) {
