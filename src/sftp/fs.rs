@@ -323,6 +323,10 @@ impl AccountFs {
             let _ = std::fs::remove_file(&temp);
             return Err(failure(reason));
         }
+        // Who uploaded it decides whether existing refs may be updated.
+        if let Err(e) = crate::layout::set_uploader(&temp, &self.user.username) {
+            tracing::warn!(user = %self.user.username, error = %e, "cannot record the uploader on the file");
+        }
         if let Err(e) = std::fs::rename(&temp, &target) {
             let _ = std::fs::remove_file(&temp);
             return Err(self.io_error("publish", &shown, e));
@@ -387,6 +391,9 @@ impl AccountFs {
             if m.file_type().is_dir() {
                 return Err(failure("A folder has that name"));
             }
+        }
+        if let Err(e) = crate::layout::set_uploader(&src, &self.user.username) {
+            tracing::warn!(user = %self.user.username, error = %e, "cannot record the uploader on the file");
         }
         std::fs::rename(&src, &dst).map_err(|e| self.io_error("rename", &from.display, e))?;
         tracing::info!(

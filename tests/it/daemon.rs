@@ -43,6 +43,23 @@ async fn an_sftp_upload_gets_its_report_and_the_database_agrees(db: TestDb) {
     assert!(listing.contains("May.CSV"), "{listing}");
 }
 
+async fn a_create_only_login_cannot_update_existing_customers(db: TestDb) {
+    let mut create_only = TestAccount::new("acme");
+    create_only.scopes = vec!["customers:create"];
+    let d = TestDaemon::spawn(&db, &[create_only], &[]).await;
+    let file = d.dir.join("c.csv");
+    write_customers(&file, "c-", 3);
+    d.upload("acme", &file, "first.csv").await;
+    assert_eq!(d.summary("acme", "first", REPORT).await["created"], 3);
+    // WinSCP style: a temporary name, then a rename to the final one.
+    let out = d.sftp("acme", &format!("put {} /customers/second.csv.filepart\nrename /customers/second.csv.filepart /customers/second.csv\n", file.display())).await;
+    assert!(out.status.success(), "{}", crate::support::describe(&out));
+    let summary = d.summary("acme", "second", REPORT).await;
+    assert_eq!(summary["failed"], 3, "{summary}");
+    let results = read_results(&d.outbox("acme").join("second.results.csv"));
+    assert!(results.iter().skip(1).all(|r| r[4] == "ref_exists"), "{results:?}");
+}
+
 async fn files_already_waiting_are_processed_at_start(db: TestDb) {
     let dir = tempfile::tempdir().unwrap();
     let mut d = TestDaemon::prepare(dir.path(), &db, &[TestAccount::new("acme")], &[]);
@@ -182,6 +199,7 @@ async fn sigterm_stops_promptly_and_cleanly(db: TestDb) {
 
 crate::on_both_backends!(
     an_sftp_upload_gets_its_report_and_the_database_agrees,
+    a_create_only_login_cannot_update_existing_customers,
     files_already_waiting_are_processed_at_start,
     a_kill_9_at_any_moment_loses_and_doubles_nothing,
     a_small_file_is_not_starved_by_another_accounts_huge_one,
