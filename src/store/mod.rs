@@ -387,21 +387,118 @@ impl StoredCustomer {
     }
 }
 
+/// Decoding of rows, shared by both backends: the columns are selected in
+/// the same order (`JOB_COLUMNS`, ...) and have the same Rust types.
+pub(crate) mod rows {
+    use super::*;
+    use sqlx::{ColumnIndex, Decode, Row, Type};
+
+    pub(crate) const JOB_COLUMNS: &str = "job_id, account, file_name, spool_path, sha256, bytes, status, received_at, \
+        started_at, finished_at, rows_total, records_done, results_offset, created, updated, unchanged, failed, \
+        error_code, error_message, uploader, may_update";
+
+    /// The types every backend decodes.
+    pub(crate) trait Decodes<'r>: Row
+    where
+        usize: ColumnIndex<Self>,
+    {
+        fn text(&'r self, i: usize) -> Result<String>;
+        fn maybe_text(&'r self, i: usize) -> Result<Option<String>>;
+        fn count(&'r self, i: usize) -> Result<u64>;
+        fn flag(&'r self, i: usize) -> Result<bool>;
+    }
+
+    impl<'r, R: Row> Decodes<'r> for R
+    where
+        usize: ColumnIndex<R>,
+        String: Decode<'r, R::Database> + Type<R::Database>,
+        Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+        i64: Decode<'r, R::Database> + Type<R::Database>,
+        bool: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        fn text(&'r self, i: usize) -> Result<String> {
+            Ok(self.try_get(i)?)
+        }
+        fn maybe_text(&'r self, i: usize) -> Result<Option<String>> {
+            Ok(self.try_get(i)?)
+        }
+        fn count(&'r self, i: usize) -> Result<u64> {
+            Ok(self.try_get::<i64, _>(i)? as u64)
+        }
+        fn flag(&'r self, i: usize) -> Result<bool> {
+            Ok(self.try_get(i)?)
+        }
+    }
+
+    pub(crate) fn job<'r, R: Decodes<'r>>(r: &'r R) -> Result<Job>
+    where
+        usize: ColumnIndex<R>,
+    {
+        Ok(Job {
+            job_id: r.text(0)?,
+            account: r.text(1)?,
+            file_name: r.text(2)?,
+            spool_path: r.text(3)?,
+            sha256: r.text(4)?,
+            bytes: r.count(5)?,
+            status: JobStatus::parse(&r.text(6)?)?,
+            received_at: r.text(7)?,
+            started_at: r.maybe_text(8)?,
+            finished_at: r.maybe_text(9)?,
+            rows_total: r.count(10)?,
+            progress: JobProgress {
+                records_done: r.count(11)?,
+                results_offset: r.count(12)?,
+                created: r.count(13)?,
+                updated: r.count(14)?,
+                unchanged: r.count(15)?,
+                failed: r.count(16)?,
+            },
+            error_code: r.maybe_text(17)?,
+            error_message: r.maybe_text(18)?,
+            uploader: r.maybe_text(19)?,
+            may_update: r.flag(20)?,
+        })
+    }
+
+    /// `avid, default_region, encoding, phone_check`
+    pub(crate) fn account<'r, R: Decodes<'r>>(r: &'r R) -> Result<AccountSettings>
+    where
+        usize: ColumnIndex<R>,
+    {
+        Ok(AccountSettings {
+            default_region: r.maybe_text(1)?.map(|c| PhoneRegion::parse(&c)).transpose().map_err(StoreError::Corrupt)?,
+            encoding: FileEncoding::parse(&r.text(2)?).map_err(StoreError::Corrupt)?,
+            phone_check: PhoneCheck::parse(&r.text(3)?).map_err(StoreError::Corrupt)?,
+            avid: r.text(0)?,
+        })
+    }
+
+    /// `username, account, public_keys, password_hash, scopes`
+    pub(crate) fn user<'r, R: Decodes<'r>>(r: &'r R) -> Result<SftpUser>
+    where
+        usize: ColumnIndex<R>,
+    {
+        Ok(SftpUser {
+            username: r.text(0)?,
+            account: r.text(1)?,
+            public_keys: r.text(2)?.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect(),
+            password_hash: r.maybe_text(3)?,
+            scopes: Scopes::parse(r.text(4)?.split_whitespace()).map_err(StoreError::Corrupt)?,
+        })
+    }
+
+    /// `customer_id, ref, addresses, metadata, appdata` (JSON as text)
+    pub(crate) fn customer<'r, R: Decodes<'r>>(r: &'r R) -> Result<StoredCustomer>
+    where
+        usize: ColumnIndex<R>,
+    {
+        StoredCustomer::from_columns(r.text(0)?, r.text(1)?, &r.text(2)?, &r.text(3)?, &r.text(4)?)
+    }
+}
+
 fn scopes_to_text(scopes: Scopes) -> String {
     scopes.names().join(" ")
-}
-
-fn scopes_from_text(text: &str) -> Result<Scopes> {
-    Scopes::parse(text.split_whitespace()).map_err(StoreError::Corrupt)
-}
-
-fn account_from_columns(avid: String, region: Option<String>, encoding: &str, phone_check: &str) -> Result<AccountSettings> {
-    Ok(AccountSettings {
-        default_region: region.map(|r| PhoneRegion::parse(&r)).transpose().map_err(StoreError::Corrupt)?,
-        encoding: FileEncoding::parse(encoding).map_err(StoreError::Corrupt)?,
-        phone_check: PhoneCheck::parse(phone_check).map_err(StoreError::Corrupt)?,
-        avid,
-    })
 }
 
 /// The key a claimed ref is stored under: the ref itself, or a hash for refs

@@ -4,13 +4,11 @@
 //! serialised with a transaction-scoped advisory lock, so several intake
 //! processes can share one database.
 
-use super::{
-    account_from_columns, claim_key, scopes_from_text, scopes_to_text, Job, JobProgress, JobStatus, NewJob, Result,
-    StoreError, StoredCustomer,
-};
+use super::rows::{self, JOB_COLUMNS};
+use super::{claim_key, scopes_to_text, Job, JobProgress, NewJob, Result, StoreError, StoredCustomer};
 use crate::domain::user::SftpUser;
 use crate::domain::{AccountSettings, CreateCustomer};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -64,14 +62,14 @@ impl PgStore {
             .bind(avid)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| account_of(&r)).transpose()
+        row.map(|r| rows::account(&r)).transpose()
     }
 
     pub async fn list_accounts(&self) -> Result<Vec<AccountSettings>> {
         let rows = sqlx::query("SELECT avid, default_region, encoding, phone_check FROM accounts ORDER BY avid")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(account_of).collect()
+        rows.iter().map(rows::account).collect()
     }
 
     pub async fn remove_account(&self, avid: &str) -> Result<()> {
@@ -116,14 +114,14 @@ impl PgStore {
             .bind(username)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| user_of(&r)).transpose()
+        row.map(|r| rows::user(&r)).transpose()
     }
 
     pub async fn list_users(&self) -> Result<Vec<SftpUser>> {
         let rows = sqlx::query("SELECT username, account, public_keys, password_hash, scopes FROM sftp_users ORDER BY username")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(user_of).collect()
+        rows.iter().map(rows::user).collect()
     }
 
     pub async fn remove_user(&self, username: &str) -> Result<()> {
@@ -158,19 +156,18 @@ impl PgStore {
             .bind(job_id)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| job_of(&r)).transpose()
+        row.map(|r| rows::job(&r)).transpose()
     }
 
     pub async fn list_jobs(&self, account: Option<&str>, limit: u32) -> Result<Vec<Job>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE ($1::text IS NULL OR account = $1)
+        let rows = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE ($1::text IS NULL OR account = $1)
              ORDER BY received_at DESC, job_id DESC LIMIT $2"
         ))
         .bind(account)
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(job_of).collect()
+        rows.iter().map(rows::job).collect()
     }
 
     pub async fn start_job(&self, job_id: &str, owner: &str, sha256: &str, bytes: u64, rows_total: u64, started_at: &str) -> Result<()> {
@@ -191,8 +188,7 @@ impl PgStore {
 
     pub async fn claim_job(&self, owner: &str, now: &str, stale_before: &str, busy: &[String]) -> Result<Option<Job>> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs
              WHERE (status = 'queued' OR (status = 'running' AND (owner IS NULL OR owner = $1 OR heartbeat_at < $2)))
                AND NOT (account = ANY($3))
              ORDER BY received_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED"
@@ -203,7 +199,7 @@ impl PgStore {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let job = job_of(&row)?;
+        let job = rows::job(&row)?;
         sqlx::query("UPDATE jobs SET owner = $1, heartbeat_at = $2, status = 'running' WHERE job_id = $3")
             .bind(owner)
             .bind(now)
@@ -281,7 +277,7 @@ impl PgStore {
         let rows = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'arriving'"))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(job_of).collect()
+        rows.iter().map(rows::job).collect()
     }
 
     pub async fn begin_batch(&self, account: &str) -> Result<PgBatch> {
@@ -302,7 +298,7 @@ impl PgStore {
         .bind(customer_ref)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| customer_of(&r)).transpose()
+        row.map(|r| rows::customer(&r)).transpose()
     }
 
     pub async fn count_customers(&self, account: &str) -> Result<u64> {
@@ -363,7 +359,7 @@ impl PgBatch {
         .await?;
         let mut found = HashMap::with_capacity(rows.len());
         for row in rows {
-            let c = customer_of(&row)?;
+            let c = rows::customer(&row)?;
             found.insert(c.customer_ref.clone(), c);
         }
         Ok(found)
@@ -441,54 +437,3 @@ fn columns(rows: &[StoredCustomer]) -> Columns {
     out
 }
 
-const JOB_COLUMNS: &str = "job_id, account, file_name, spool_path, sha256, bytes, status, received_at, started_at, \
-    finished_at, rows_total, records_done, results_offset, created, updated, unchanged, failed, error_code, error_message, \
-    uploader, may_update";
-
-fn job_of(r: &PgRow) -> Result<Job> {
-    let n = |i: usize| -> Result<u64> { Ok(r.try_get::<i64, _>(i)? as u64) };
-    Ok(Job {
-        job_id: r.try_get(0)?,
-        account: r.try_get(1)?,
-        file_name: r.try_get(2)?,
-        spool_path: r.try_get(3)?,
-        sha256: r.try_get(4)?,
-        bytes: n(5)?,
-        status: JobStatus::parse(r.try_get(6)?)?,
-        received_at: r.try_get(7)?,
-        started_at: r.try_get(8)?,
-        finished_at: r.try_get(9)?,
-        rows_total: n(10)?,
-        progress: JobProgress {
-            records_done: n(11)?,
-            results_offset: n(12)?,
-            created: n(13)?,
-            updated: n(14)?,
-            unchanged: n(15)?,
-            failed: n(16)?,
-        },
-        error_code: r.try_get(17)?,
-        error_message: r.try_get(18)?,
-        uploader: r.try_get(19)?,
-        may_update: r.try_get(20)?,
-    })
-}
-
-fn account_of(r: &PgRow) -> Result<AccountSettings> {
-    account_from_columns(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)
-}
-
-fn user_of(r: &PgRow) -> Result<SftpUser> {
-    let keys: String = r.try_get(2)?;
-    Ok(SftpUser {
-        username: r.try_get(0)?,
-        account: r.try_get(1)?,
-        public_keys: keys.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect(),
-        password_hash: r.try_get(3)?,
-        scopes: scopes_from_text(r.try_get(4)?)?,
-    })
-}
-
-fn customer_of(r: &PgRow) -> Result<StoredCustomer> {
-    StoredCustomer::from_columns(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)
-}

@@ -13,7 +13,6 @@ pub const PG_ENV: &str = "TEST_DATABASE_URL";
 /// A fresh, empty database for one test.
 pub struct TestDb {
     pub url: String,
-    pub backend: &'static str,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -21,7 +20,7 @@ impl TestDb {
     pub fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("test.db").display());
-        TestDb { url, backend: "sqlite", _dir: Some(dir) }
+        TestDb { url, _dir: Some(dir) }
     }
 
     /// A new database on the server of TEST_DATABASE_URL; `None` (and a
@@ -36,7 +35,7 @@ impl TestDb {
         let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to TEST_DATABASE_URL");
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
         let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-        Some(TestDb { url: format!("{base}/{name}"), backend: "postgres", _dir: None })
+        Some(TestDb { url: format!("{base}/{name}"), _dir: None })
     }
 
     pub async fn store(&self) -> intake::store::Store {
