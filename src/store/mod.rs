@@ -2,6 +2,8 @@
 //! SQLite (the embedded default) and PostgreSQL. Sees only domain types, never
 //! CSV or SFTP types.
 
+#[macro_use]
+mod shared;
 mod postgres;
 mod sqlite;
 

@@ -1,0 +1,246 @@
+//! Statements whose SQL is the same on both backends (SQLite takes `$N`
+//! parameters too), written once and expanded into each store's `impl`.
+
+/// Expands to the shared methods inside `impl SqliteStore` / `impl PgStore`;
+/// each provides `pool` and `begin_write()`.
+macro_rules! shared_statements {
+    () => {
+        pub async fn add_account(&self, a: &AccountSettings) -> Result<()> {
+            let done = sqlx::query(
+                "INSERT INTO accounts (avid, default_region, encoding, phone_check) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(&a.avid)
+            .bind(a.default_region.map(|r| r.code()))
+            .bind(a.encoding.as_str())
+            .bind(a.phone_check.as_str())
+            .execute(&self.pool)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::AlreadyExists(format!("account `{}`", a.avid)));
+            }
+            Ok(())
+        }
+
+        pub async fn put_account(&self, a: &AccountSettings) -> Result<()> {
+            sqlx::query(
+                "INSERT INTO accounts (avid, default_region, encoding, phone_check) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (avid) DO UPDATE SET default_region = excluded.default_region,
+                   encoding = excluded.encoding, phone_check = excluded.phone_check",
+            )
+            .bind(&a.avid)
+            .bind(a.default_region.map(|r| r.code()))
+            .bind(a.encoding.as_str())
+            .bind(a.phone_check.as_str())
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        pub async fn get_account(&self, avid: &str) -> Result<Option<AccountSettings>> {
+            let row = sqlx::query("SELECT avid, default_region, encoding, phone_check FROM accounts WHERE avid = $1")
+                .bind(avid)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.map(|r| rows::account(&r)).transpose()
+        }
+
+        pub async fn list_accounts(&self) -> Result<Vec<AccountSettings>> {
+            let rows = sqlx::query("SELECT avid, default_region, encoding, phone_check FROM accounts ORDER BY avid")
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(rows::account).collect()
+        }
+
+        pub async fn remove_account(&self, avid: &str) -> Result<()> {
+            let done = sqlx::query("DELETE FROM accounts WHERE avid = $1").bind(avid).execute(&self.pool).await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("account `{avid}`")));
+            }
+            Ok(())
+        }
+
+        pub async fn add_user(&self, u: &SftpUser, replace: bool) -> Result<()> {
+            let sql = if replace {
+                "INSERT INTO sftp_users (username, account, public_keys, password_hash, scopes) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (username) DO UPDATE SET account = excluded.account, public_keys = excluded.public_keys,
+                   password_hash = excluded.password_hash, scopes = excluded.scopes"
+            } else {
+                "INSERT INTO sftp_users (username, account, public_keys, password_hash, scopes) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT DO NOTHING"
+            };
+            let done = sqlx::query(sql)
+                .bind(&u.username)
+                .bind(&u.account)
+                .bind(u.public_keys.join("\n"))
+                .bind(&u.password_hash)
+                .bind(scopes_to_text(u.scopes))
+                .execute(&self.pool)
+                .await
+                .map_err(|e| match &e {
+                    sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                        StoreError::NotFound(format!("account `{}`", u.account))
+                    }
+                    _ => StoreError::Database(e),
+                })?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::AlreadyExists(format!("user `{}`", u.username)));
+            }
+            Ok(())
+        }
+
+        pub async fn find_user(&self, username: &str) -> Result<Option<SftpUser>> {
+            let row = sqlx::query("SELECT username, account, public_keys, password_hash, scopes FROM sftp_users WHERE username = $1")
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.map(|r| rows::user(&r)).transpose()
+        }
+
+        pub async fn list_users(&self) -> Result<Vec<SftpUser>> {
+            let rows = sqlx::query("SELECT username, account, public_keys, password_hash, scopes FROM sftp_users ORDER BY username")
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(rows::user).collect()
+        }
+
+        pub async fn remove_user(&self, username: &str) -> Result<()> {
+            let done = sqlx::query("DELETE FROM sftp_users WHERE username = $1").bind(username).execute(&self.pool).await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("user `{username}`")));
+            }
+            Ok(())
+        }
+
+        pub async fn create_job(&self, j: &NewJob) -> Result<()> {
+            sqlx::query(
+                "INSERT INTO jobs (job_id, account, file_name, spool_path, sha256, bytes, status, received_at, uploader, may_update)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'arriving', $7, $8, $9)",
+            )
+            .bind(&j.job_id)
+            .bind(&j.account)
+            .bind(&j.file_name)
+            .bind(&j.spool_path)
+            .bind(&j.sha256)
+            .bind(j.bytes as i64)
+            .bind(&j.received_at)
+            .bind(&j.uploader)
+            .bind(j.may_update)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        pub async fn get_job(&self, job_id: &str) -> Result<Option<Job>> {
+            let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1"))
+                .bind(job_id)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.map(|r| rows::job(&r)).transpose()
+        }
+
+        pub async fn list_jobs(&self, account: Option<&str>, limit: u32) -> Result<Vec<Job>> {
+            let rows = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE (CAST($1 AS TEXT) IS NULL OR account = $1)
+                 ORDER BY received_at DESC, job_id DESC LIMIT $2"
+            ))
+            .bind(account)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(rows::job).collect()
+        }
+
+        pub async fn start_job(&self, job_id: &str, owner: &str, sha256: &str, bytes: u64, rows_total: u64, started_at: &str) -> Result<()> {
+            sqlx::query(
+                "UPDATE jobs SET status = 'running', owner = $1, rows_total = $2, heartbeat_at = $3,
+                   started_at = COALESCE(started_at, $3), sha256 = $5, bytes = $6 WHERE job_id = $4",
+            )
+            .bind(owner)
+            .bind(rows_total as i64)
+            .bind(started_at)
+            .bind(job_id)
+            .bind(sha256)
+            .bind(bytes as i64)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        pub async fn heartbeat(&self, owner: &str, now: &str) -> Result<()> {
+            sqlx::query("UPDATE jobs SET heartbeat_at = $1 WHERE owner = $2 AND status = 'running'")
+                .bind(now)
+                .bind(owner)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+
+        pub async fn finish_job(&self, j: &Job) -> Result<()> {
+            let mut tx = self.begin_write().await?;
+            sqlx::query(
+                "UPDATE jobs SET status = $1, finished_at = $2, started_at = COALESCE(started_at, $3), rows_total = $4,
+                   records_done = $5, results_offset = $6, created = $7, updated = $8, unchanged = $9, failed = $10,
+                   error_code = $11, error_message = $12, owner = NULL WHERE job_id = $13",
+            )
+            .bind(j.status.as_str())
+            .bind(&j.finished_at)
+            .bind(&j.started_at)
+            .bind(j.rows_total as i64)
+            .bind(j.progress.records_done as i64)
+            .bind(j.progress.results_offset as i64)
+            .bind(j.progress.created as i64)
+            .bind(j.progress.updated as i64)
+            .bind(j.progress.unchanged as i64)
+            .bind(j.progress.failed as i64)
+            .bind(&j.error_code)
+            .bind(&j.error_message)
+            .bind(&j.job_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM job_refs WHERE job_id = $1").bind(&j.job_id).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+
+        pub async fn mark_queued(&self, job_id: &str) -> Result<()> {
+            sqlx::query("UPDATE jobs SET status = 'queued' WHERE job_id = $1 AND status = 'arriving'")
+                .bind(job_id)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+
+        pub async fn delete_job(&self, job_id: &str) -> Result<()> {
+            sqlx::query("DELETE FROM jobs WHERE job_id = $1").bind(job_id).execute(&self.pool).await?;
+            Ok(())
+        }
+
+        pub async fn running_owners(&self) -> Result<Vec<String>> {
+            Ok(sqlx::query_scalar("SELECT DISTINCT owner FROM jobs WHERE status = 'running' AND owner IS NOT NULL")
+                .fetch_all(&self.pool)
+                .await?)
+        }
+
+        pub async fn release_owner(&self, owner: &str) -> Result<()> {
+            sqlx::query("UPDATE jobs SET owner = NULL WHERE owner = $1 AND status = 'running'")
+                .bind(owner)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+
+        pub async fn arriving_jobs(&self) -> Result<Vec<Job>> {
+            let rows = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'arriving'"))
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(rows::job).collect()
+        }
+
+        pub async fn count_customers(&self, account: &str) -> Result<u64> {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers WHERE account = $1")
+                .bind(account)
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(n as u64)
+        }
+    };
+}
