@@ -95,7 +95,7 @@ pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
         owner: worker::owner_name(),
     });
     worker::release_dead_local_owners(&ctx).await;
-    job::recover_arriving(&ctx, &crate::clock::seconds_ago_rfc3339(60)).await?;
+    job::recover_arriving(&ctx, &crate::clock::seconds_ago_rfc3339(worker::STALE_AFTER_SECS)).await?;
 
     let shutdown = CancellationToken::new();
     {

@@ -102,19 +102,25 @@ pub fn set_uploader(path: &Path, username: &str) -> io::Result<()> {
     }
 }
 
-/// The SFTP user who uploaded `path`, if intake's own SFTP server recorded one.
-pub fn uploader(path: &Path) -> Option<String> {
+/// The SFTP user who uploaded `path`: `None` when no login is recorded (a
+/// file placed by an operator or another server); an error when one may be
+/// recorded but cannot be read, so that callers fail closed.
+pub fn uploader(path: &Path) -> io::Result<Option<String>> {
     use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut buf = [0u8; 256];
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut buf = [0u8; 1024];
     // SAFETY: `buf` is writable for its whole length; the name is NUL-terminated.
     let n = unsafe {
         libc::getxattr(c_path.as_ptr(), UPLOADER_XATTR.as_ptr().cast(), buf.as_mut_ptr().cast(), buf.len())
     };
-    if n <= 0 {
-        return None;
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
+            _ => Err(e),
+        };
     }
-    String::from_utf8(buf[..n as usize].to_vec()).ok()
+    String::from_utf8(buf[..n as usize].to_vec()).map(Some).map_err(io::Error::other)
 }
 
 #[cfg(test)]

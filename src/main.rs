@@ -220,7 +220,7 @@ async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool)
         batch_size: config.batch_size,
         owner: format!("ingest-{}", std::process::id()),
     };
-    let job = ingest::job::enqueue(&ctx, avid, file, file_name, None, may_update, true).await?;
+    let job = ingest::job::enqueue(&ctx, avid, file, file_name, ingest::job::Uploader::Operator { may_update }, true).await?;
     let mut runner = JobRunner::open(&ctx, job).await?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(runner.job().rows_total);

@@ -237,7 +237,10 @@ impl JobRunner {
                 .map_err(io_err("while writing the results file"))?;
         }
         progress.results_offset = results.flush().map_err(io_err("while writing the results file"))?;
-        batch.commit(&self.job.job_id, &self.job.progress, &clock::now_rfc3339()).await?;
+        // On disk before the offset is committed: after a power loss the
+        // committed offset never points past the file's end.
+        results.sync().map_err(io_err("while writing the results file"))?;
+        batch.commit(&self.job.job_id, &ctx.owner, &self.job.progress, &clock::now_rfc3339()).await?;
         Ok(())
     }
 
@@ -261,35 +264,54 @@ impl JobRunner {
         } else if job.status != JobStatus::Rejected {
             job.status = JobStatus::Completed;
         }
-        if results_path.exists() {
-            std::fs::rename(&results_path, layout.outbox(&job.account).join(format!("{stem}.results.csv")))
-                .map_err(io_err("while publishing the results file"))?;
-        }
-        let finished_at = clock::now_rfc3339();
-        job.finished_at = Some(finished_at.clone());
-        let summary = Summary {
-            account: job.account.clone(),
-            file: job.file_name.clone(),
-            job_id: job.job_id.clone(),
-            sha256: job.sha256.clone(),
-            bytes: job.bytes,
-            status: job.status.as_str(),
-            rows: job.progress.records_done,
-            created: job.progress.created,
-            updated: job.progress.updated,
-            unchanged: job.progress.unchanged,
-            failed: job.progress.failed,
-            received_at: job.received_at.clone(),
-            started_at: job.started_at.clone().unwrap_or_else(|| finished_at.clone()),
-            finished_at,
-            error: job
-                .error_code
-                .as_ref()
-                .map(|code| SummaryError { code: code.clone(), message: job.error_message.clone().unwrap_or_default() }),
+        let summary_path = layout.outbox(&job.account).join(format!("{stem}.summary.json"));
+        let published = std::fs::read(&summary_path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Summary>(&bytes).ok())
+            .filter(|s| s.job_id == job.job_id);
+        let summary = match published {
+            // A restart after the report was published: it is the record.
+            Some(summary) if rejection.is_none() => {
+                job.status = if summary.status == JobStatus::Rejected.as_str() { JobStatus::Rejected } else { JobStatus::Completed };
+                job.finished_at = Some(summary.finished_at.clone());
+                job.error_code = summary.error.as_ref().map(|e| e.code.clone());
+                job.error_message = summary.error.as_ref().map(|e| e.message.clone());
+                summary
+            }
+            _ => {
+                // An older upload's summary must not stand beside this upload's results.
+                let _ = std::fs::remove_file(&summary_path);
+                if results_path.exists() {
+                    std::fs::rename(&results_path, layout.outbox(&job.account).join(format!("{stem}.results.csv")))
+                        .map_err(io_err("while publishing the results file"))?;
+                }
+                let finished_at = clock::now_rfc3339();
+                job.finished_at = Some(finished_at.clone());
+                let summary = Summary {
+                    account: job.account.clone(),
+                    file: job.file_name.clone(),
+                    job_id: job.job_id.clone(),
+                    sha256: job.sha256.clone(),
+                    bytes: job.bytes,
+                    status: job.status.as_str().to_owned(),
+                    rows: job.progress.records_done,
+                    created: job.progress.created,
+                    updated: job.progress.updated,
+                    unchanged: job.progress.unchanged,
+                    failed: job.progress.failed,
+                    received_at: job.received_at.clone(),
+                    started_at: job.started_at.clone().unwrap_or_else(|| finished_at.clone()),
+                    finished_at,
+                    error: job.error_code.as_ref().map(|code| SummaryError {
+                        code: code.clone(),
+                        message: job.error_message.clone().unwrap_or_default(),
+                    }),
+                };
+                let json = serde_json::to_vec_pretty(&summary).expect("a summary serialises");
+                publish_atomically(&summary_path, &json).map_err(io_err("while publishing the summary"))?;
+                summary
+            }
         };
-        let json = serde_json::to_vec_pretty(&summary).expect("a summary serialises");
-        publish_atomically(&layout.outbox(&job.account).join(format!("{stem}.summary.json")), &json)
-            .map_err(io_err("while publishing the summary"))?;
         let upload = PathBuf::from(&job.spool_path);
         if upload.exists() {
             let archived = format!(
@@ -301,7 +323,7 @@ impl JobRunner {
             std::fs::rename(&upload, layout.archive(&job.account).join(archived))
                 .map_err(io_err("while archiving the upload"))?;
         }
-        ctx.store.finish_job(job).await?;
+        ctx.store.finish_job(job, &ctx.owner).await?;
         let _ = std::fs::remove_dir_all(&spool);
         tracing::info!(account = %job.account, file = %job.file_name, job_id = %job.job_id,
             status = job.status.as_str(), rows = summary.rows, created = summary.created, updated = summary.updated,
@@ -312,17 +334,25 @@ impl JobRunner {
     }
 }
 
-/// Makes a job of a complete upload: records it, then moves (or copies) the
-/// file into the job's spool, so a new upload of the same name never disturbs
-/// it. A job whose file never arrived (a crash in between) is settled by
-/// `recover_arriving` at start.
+/// Who is behind an upload, which decides whether existing refs may be updated.
+pub enum Uploader {
+    /// An operator (`intake ingest`): as given.
+    Operator { may_update: bool },
+    /// A file in `/customers`: the SFTP login recorded on it by intake's SFTP
+    /// server, or none (another server or an operator placed it: may update).
+    Recorded,
+}
+
+/// Makes a job of a complete upload: records it (`arriving`), then moves (or
+/// copies) the file into the job's spool, so a new upload of the same name
+/// never disturbs it, then reads who uploaded it from the spooled file and
+/// queues the job. A crash in between is settled by `recover_arriving`.
 pub async fn enqueue(
     ctx: &Context,
     account: &str,
     source: &std::path::Path,
     file_name: &str,
-    uploader: Option<String>,
-    may_update: bool,
+    uploader: Uploader,
     copy: bool,
 ) -> Result<Job, IngestError> {
     let job_id = uuid::Uuid::now_v7().to_string();
@@ -336,13 +366,17 @@ pub async fn enqueue(
         sha256: String::new(),
         bytes: 0,
         received_at: clock::now_rfc3339(),
-        uploader,
-        may_update,
+        uploader: None,
+        may_update: false,
     };
     ctx.store.create_job(&new).await?;
     let moved = std::fs::create_dir_all(&spool).and_then(|()| {
         if copy {
-            std::fs::copy(source, &upload).map(|_| ())
+            // Copied aside, then renamed: a partial copy never looks complete.
+            let part = spool.join("upload.csv.part");
+            std::fs::copy(source, &part)?;
+            std::fs::File::open(&part)?.sync_all()?;
+            std::fs::rename(&part, &upload)
         } else {
             std::fs::rename(source, &upload)
         }
@@ -352,8 +386,32 @@ pub async fn enqueue(
         ctx.store.delete_job(&job_id).await?;
         return Err(io_err(format!("while taking the upload {file_name}"))(e));
     }
-    ctx.store.mark_queued(&job_id).await?;
+    let (who, may_update) = match uploader {
+        Uploader::Operator { may_update } => (None, may_update),
+        Uploader::Recorded => recorded_uploader(ctx, &upload).await,
+    };
+    ctx.store.mark_queued(&job_id, who.as_deref(), may_update).await?;
     Ok(ctx.store.get_job(&job_id).await?.expect("the job was just created"))
+}
+
+/// The login recorded on a spooled upload and whether it may update;
+/// anything unreadable fails closed (no updates).
+async fn recorded_uploader(ctx: &Context, upload: &std::path::Path) -> (Option<String>, bool) {
+    match crate::layout::uploader(upload) {
+        Ok(None) => (None, true),
+        Ok(Some(username)) => match ctx.store.find_user(&username).await {
+            Ok(Some(user)) => (Some(username), user.scopes.update),
+            Ok(None) => (Some(username), false),
+            Err(e) => {
+                tracing::warn!(user = %username, error = %e, "cannot look up the uploader's scopes; no updates");
+                (Some(username), false)
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read who uploaded a file; no updates");
+            (None, false)
+        }
+    }
 }
 
 /// Settles jobs left `arriving` by a crash between recording a job and moving
@@ -361,9 +419,13 @@ pub async fn enqueue(
 /// (the file is still in `/customers` and is picked up again).
 pub async fn recover_arriving(ctx: &Context, older_than: &str) -> Result<(), IngestError> {
     for job in ctx.store.arriving_jobs().await? {
+        if job.received_at.as_str() >= older_than {
+            continue;
+        }
         if std::path::Path::new(&job.spool_path).exists() {
-            ctx.store.mark_queued(&job.job_id).await?;
-        } else if job.received_at.as_str() < older_than {
+            let (who, may_update) = recorded_uploader(ctx, std::path::Path::new(&job.spool_path)).await;
+            ctx.store.mark_queued(&job.job_id, who.as_deref(), may_update).await?;
+        } else {
             let _ = std::fs::remove_dir_all(ctx.layout.spool(&job.job_id));
             ctx.store.delete_job(&job.job_id).await?;
         }

@@ -2,7 +2,7 @@
 //! and `NAME.summary.json` (written last: its presence means the report is complete).
 
 use crate::domain::{FileError, RowError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::path::Path;
@@ -83,6 +83,11 @@ impl ResultsWriter {
         file.stream_position()
     }
 
+    /// Waits until what was flushed is on disk.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.csv.get_ref().sync_data()
+    }
+
     /// Flushes to disk.
     pub fn finish(mut self) -> io::Result<()> {
         self.csv.flush()?;
@@ -91,14 +96,14 @@ impl ResultsWriter {
 }
 
 /// `NAME.summary.json`, exactly the keys of the spec, in its order.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Summary {
     pub account: String,
     pub file: String,
     pub job_id: String,
     pub sha256: String,
     pub bytes: u64,
-    pub status: &'static str,
+    pub status: String,
     pub rows: u64,
     pub created: u64,
     pub updated: u64,
@@ -110,7 +115,7 @@ pub struct Summary {
     pub error: Option<SummaryError>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SummaryError {
     pub code: String,
     pub message: String,

@@ -416,12 +416,20 @@ fn decode_header(record: &csv::ByteRecord, encoding: FileEncoding) -> Result<Hea
     Header::parse(&names)
 }
 
+/// Decodes a cell; `None` for bytes not valid in the encoding. NUL is not
+/// text in any of them (and no database column takes it).
 fn decode(bytes: &[u8], encoding: FileEncoding) -> Option<Cow<'_, str>> {
+    if bytes.contains(&0) {
+        return None;
+    }
     match encoding {
         FileEncoding::Utf8 => std::str::from_utf8(bytes).ok().map(Cow::Borrowed),
         FileEncoding::Windows1252 => {
-            let (text, _, had_errors) = encoding_rs::WINDOWS_1252.decode(bytes);
-            (!had_errors).then_some(text)
+            // Undefined in windows-1252 (encoding_rs maps them to C1 controls).
+            if bytes.iter().any(|b| matches!(b, 0x81 | 0x8D | 0x8F | 0x90 | 0x9D)) {
+                return None;
+            }
+            Some(encoding_rs::WINDOWS_1252.decode_without_bom_handling(bytes).0)
         }
     }
 }
@@ -466,6 +474,9 @@ impl<R: Read> RowReader<R> {
                 return Ok(false);
             }
             if !is_blank(&self.record) {
+                // Lets the line counter forget what lies before this record.
+                let byte = self.record.position().map(|p| p.byte()).unwrap_or(0);
+                self.csv.get_mut().record_line(byte);
                 return Ok(true);
             }
         }
@@ -554,12 +565,7 @@ fn parse_record(header: &Header, account: &AccountSettings, record: &csv::ByteRe
     let ref_cell = cells[header.ref_index].trim();
     let claim = (!ref_cell.is_empty()).then(|| ref_cell.to_owned());
     let customer_ref = if too_long[header.ref_index] {
-        // A 64 KiB ref is also far over the ref limit: one error says it.
-        errors.push(RowError::new(
-            RowErrorCode::RefTooLong,
-            "ref",
-            format!("ref is {} bytes long; the limit is {} characters", ref_cell.len(), crate::domain::customer::MAX_REF_CHARS),
-        ));
+        field_error(header.ref_index, &mut errors);
         None
     } else {
         match CustomerRef::parse(ref_cell) {
@@ -637,6 +643,11 @@ fn parse_record(header: &Header, account: &AccountSettings, record: &csv::ByteRe
                 continue;
             }
             match serde_json::from_str::<Value>(cell) {
+                Ok(Value::Object(map)) if has_nul(&map) => errors.push(RowError::new(
+                    target.code(),
+                    target.name(),
+                    format!("{} contains a NUL character (\\u0000), which cannot be stored", target.name()),
+                )),
                 Ok(Value::Object(map)) => *object = map,
                 Ok(_) => errors.push(RowError::new(
                     target.code(),
@@ -681,6 +692,18 @@ fn parse_record(header: &Header, account: &AccountSettings, record: &csv::ByteRe
         _ => Err(errors),
     };
     ParsedRow { line, claim, outcome }
+}
+
+fn has_nul(map: &Map<String, Value>) -> bool {
+    fn value_has_nul(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(a) => a.iter().any(value_has_nul),
+            Value::Object(m) => has_nul(m),
+            _ => false,
+        }
+    }
+    map.iter().any(|(k, v)| k.contains('\0') || value_has_nul(v))
 }
 
 fn json_reason(e: &serde_json::Error) -> String {
@@ -792,6 +815,29 @@ mod tests {
         let r = rows_of(b"ref,address\nc\xff1,+15555001234\nc2,+15555001234\n", account());
         assert_eq!(first_error(&r[0]), ("invalid_encoding", String::new()));
         assert!(r[1].outcome.is_ok());
+    }
+
+    #[test]
+    fn nul_characters_fail_the_row_not_the_database() {
+        let r = rows_of(b"ref,address,metadata\nc\x001,+15555001234,\nc2,+15555001234,\"{\"\"a\"\":\"\"x\\u0000\"\"}\"\n", account());
+        assert_eq!(first_error(&r[0]), ("invalid_encoding", String::new()));
+        assert_eq!(r[0].claim, None);
+        assert_eq!(first_error(&r[1]), ("invalid_metadata", "metadata".into()));
+    }
+
+    #[test]
+    fn bytes_undefined_in_windows_1252_fail_the_row() {
+        let mut acct = account();
+        acct.encoding = FileEncoding::Windows1252;
+        let r = rows_of(b"ref;address\nc\x81;+15555001234\nc2;+15555001234\n", acct);
+        assert_eq!(first_error(&r[0]), ("invalid_encoding", String::new()));
+        assert!(r[1].outcome.is_ok());
+    }
+
+    #[test]
+    fn a_ref_cell_over_64_kib_is_field_too_long() {
+        let r = rows(&format!("ref,address\n{},+15555001234\n", "r".repeat(MAX_CELL_BYTES + 1)));
+        assert_eq!(first_error(&r[0]), ("field_too_long", "ref".into()));
     }
 
     #[test]

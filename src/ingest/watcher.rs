@@ -7,8 +7,8 @@
 //! `settle`. A full scan runs at start, when the kernel reports lost events,
 //! and periodically as a safety net. Knows nothing about SFTP.
 
-use super::job::{enqueue, Context};
-use crate::layout::{is_upload_name, uploader};
+use super::job::{enqueue, Context, Uploader};
+use crate::layout::is_upload_name;
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use std::collections::HashMap;
@@ -71,7 +71,11 @@ pub async fn run(ctx: Arc<Context>, settle: Duration, wake: Arc<Notify>, shutdow
     tracing::info!(root = %root.display(), "watching account upload folders");
 
     let mut pending: HashMap<PathBuf, Instant> = HashMap::new();
-    scan(&ctx, &root, None, &wake).await;
+    // Files written in place by another server may still be growing: those
+    // touched within `settle` wait their turn like a fresh create.
+    for path in scan(&ctx, &root, settle, &wake).await {
+        pending.insert(path, Instant::now() + settle);
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut last_scan = Instant::now();
     loop {
@@ -91,7 +95,9 @@ pub async fn run(ctx: Arc<Context>, settle: Duration, wake: Arc<Notify>, shutdow
                     }
                 }
                 Some(Seen::Rescan) => {
-                    scan(&ctx, &root, Some(settle), &wake).await;
+                    for path in scan(&ctx, &root, settle, &wake).await {
+                        pending.entry(path).or_insert_with(|| Instant::now() + settle);
+                    }
                     last_scan = Instant::now();
                 }
             },
@@ -103,7 +109,9 @@ pub async fn run(ctx: Arc<Context>, settle: Duration, wake: Arc<Notify>, shutdow
                     take(&ctx, &path, &wake).await;
                 }
                 if last_scan.elapsed() > Duration::from_secs(30) {
-                    scan(&ctx, &root, Some(settle), &wake).await;
+                    for path in scan(&ctx, &root, settle, &wake).await {
+                        pending.entry(path).or_insert_with(|| Instant::now() + settle);
+                    }
                     last_scan = Instant::now();
                 }
             }
@@ -122,9 +130,11 @@ fn is_in_customers(root: &Path, path: &Path) -> bool {
         && parent.and_then(Path::parent).and_then(Path::parent) == Some(root)
 }
 
-/// Takes every upload already in place; with `quiet`, only files not written for that long.
-async fn scan(ctx: &Arc<Context>, root: &Path, quiet: Option<Duration>, wake: &Notify) {
-    let Ok(accounts) = std::fs::read_dir(root) else { return };
+/// Takes every upload already in place that has not been written for
+/// `quiet`; returns the ones written more recently.
+async fn scan(ctx: &Arc<Context>, root: &Path, quiet: Duration, wake: &Notify) -> Vec<PathBuf> {
+    let mut recent = Vec::new();
+    let Ok(accounts) = std::fs::read_dir(root) else { return recent };
     for account in accounts.flatten() {
         let Ok(files) = std::fs::read_dir(account.path().join("customers")) else { continue };
         for file in files.flatten() {
@@ -132,15 +142,15 @@ async fn scan(ctx: &Arc<Context>, root: &Path, quiet: Option<Duration>, wake: &N
             if !is_in_customers(root, &path) {
                 continue;
             }
-            if let Some(quiet) = quiet {
-                let modified = file.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
-                if modified.elapsed().unwrap_or_default() < quiet {
-                    continue;
-                }
+            let modified = file.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+            if modified.elapsed().unwrap_or_default() < quiet {
+                recent.push(path);
+                continue;
             }
             take(ctx, &path, wake).await;
         }
     }
+    recent
 }
 
 /// Makes a job of one complete upload.
@@ -166,22 +176,10 @@ async fn take(ctx: &Arc<Context>, path: &Path, wake: &Notify) {
             return;
         }
     }
-    let who = uploader(path);
-    let may_update = match &who {
-        None => true,
-        Some(username) => match ctx.store.find_user(username).await {
-            Ok(Some(user)) => user.scopes.update,
-            Ok(None) => false,
-            Err(e) => {
-                tracing::error!(account = %avid, file = %name, error = %e, "cannot look up the uploader; will retry on the next scan");
-                return;
-            }
-        },
-    };
-    match enqueue(ctx, avid, path, name, who.clone(), may_update, false).await {
+    match enqueue(ctx, avid, path, name, Uploader::Recorded, false).await {
         Ok(job) => {
             tracing::info!(account = %avid, file = %name, job_id = %job.job_id,
-                uploader = who.as_deref().unwrap_or("-"), "upload received");
+                uploader = job.uploader.as_deref().unwrap_or("-"), may_update = job.may_update, "upload received");
             wake.notify_waiters();
         }
         Err(e) => {

@@ -44,6 +44,10 @@ pub async fn run(ctx: Arc<Context>, workers: usize, wake: Arc<Notify>, shutdown:
                             tracing::warn!(error = %e, "job heartbeat failed");
                         }
                         release_dead_local_owners(&ctx).await;
+                        let older_than = clock::seconds_ago_rfc3339(STALE_AFTER_SECS);
+                        if let Err(e) = super::job::recover_arriving(&ctx, &older_than).await {
+                            tracing::warn!(error = %e, "cannot settle arriving jobs");
+                        }
                     }
                 }
             }
@@ -91,20 +95,25 @@ async fn work(ctx: Arc<Context>, shared: Arc<Shared>, wake: Arc<Notify>, shutdow
     }
 }
 
-/// Opens claimable jobs while there is room, one per account at a time.
+/// Opens claimable jobs while there is room, one per account at a time. Only
+/// the claim is serialised: opening a job (its first pass over the file) runs
+/// beside the other workers' batches.
 async fn admit(ctx: &Context, shared: &Shared) -> Result<(), IngestError> {
-    let _one_at_a_time = shared.claiming.lock().await;
     loop {
-        let busy = shared.accounts.lock().expect("accounts lock").clone();
-        if busy.len() >= MAX_ACTIVE_JOBS {
-            return Ok(());
-        }
-        let stale = clock::seconds_ago_rfc3339(STALE_AFTER_SECS);
-        let Some(job) = ctx.store.claim_job(&ctx.owner, &clock::now_rfc3339(), &stale, &busy).await? else {
-            return Ok(());
+        let job = {
+            let _one_at_a_time = shared.claiming.lock().await;
+            let busy = shared.accounts.lock().expect("accounts lock").clone();
+            if busy.len() >= MAX_ACTIVE_JOBS {
+                return Ok(());
+            }
+            let stale = clock::seconds_ago_rfc3339(STALE_AFTER_SECS);
+            let Some(job) = ctx.store.claim_job(&ctx.owner, &clock::now_rfc3339(), &stale, &busy).await? else {
+                return Ok(());
+            };
+            shared.accounts.lock().expect("accounts lock").push(job.account.clone());
+            job
         };
         let account = job.account.clone();
-        shared.accounts.lock().expect("accounts lock").push(account.clone());
         match JobRunner::open(ctx, job).await {
             Ok(runner) => shared.queue.lock().expect("queue lock").push_back(runner),
             Err(e) => {
@@ -129,9 +138,10 @@ async fn pause(shutdown: &CancellationToken, how_long: Duration) {
     }
 }
 
-/// This process's name in the jobs table: `host:pid`.
+/// This process's name in the jobs table: `host:pid:nonce`. The nonce keeps
+/// two processes apart even when they share a host name and a PID (containers).
 pub fn owner_name() -> String {
-    format!("{}:{}", hostname(), std::process::id())
+    format!("{}:{}:{}", hostname(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
 fn hostname() -> String {
@@ -146,7 +156,8 @@ pub async fn release_dead_local_owners(ctx: &Context) {
     let Ok(owners) = ctx.store.running_owners().await else { return };
     let host = hostname();
     for owner in owners {
-        let Some((owner_host, pid)) = owner.rsplit_once(':') else { continue };
+        let mut parts = owner.rsplitn(3, ':');
+        let (Some(_nonce), Some(pid), Some(owner_host)) = (parts.next(), parts.next(), parts.next()) else { continue };
         let alive = std::path::Path::new("/proc").join(pid).exists();
         if owner_host == host && !alive && owner != ctx.owner {
             tracing::info!(owner = %owner, "resuming the jobs of an intake process that stopped");

@@ -323,9 +323,12 @@ impl AccountFs {
             let _ = std::fs::remove_file(&temp);
             return Err(failure(reason));
         }
-        // Who uploaded it decides whether existing refs may be updated.
+        // Who uploaded it decides whether existing refs may be updated: an
+        // upload whose login cannot be recorded is refused, not guessed.
         if let Err(e) = crate::layout::set_uploader(&temp, &self.user.username) {
-            tracing::warn!(user = %self.user.username, error = %e, "cannot record the uploader on the file");
+            let _ = std::fs::remove_file(&temp);
+            tracing::error!(user = %self.user.username, error = %e, "cannot record the uploader on the file");
+            return Err(failure("Upload failed: the server could not store it; try again later"));
         }
         if let Err(e) = std::fs::rename(&temp, &target) {
             let _ = std::fs::remove_file(&temp);
@@ -393,7 +396,8 @@ impl AccountFs {
             }
         }
         if let Err(e) = crate::layout::set_uploader(&src, &self.user.username) {
-            tracing::warn!(user = %self.user.username, error = %e, "cannot record the uploader on the file");
+            tracing::error!(user = %self.user.username, error = %e, "cannot record the uploader on the file");
+            return Err(failure("Rename failed: the server could not store it; try again later"));
         }
         std::fs::rename(&src, &dst).map_err(|e| self.io_error("rename", &from.display, e))?;
         tracing::info!(

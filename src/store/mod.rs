@@ -26,6 +26,8 @@ pub enum StoreError {
     AlreadyExists(String),
     #[error("{0} does not exist")]
     NotFound(String),
+    #[error("job {0} is no longer this process's (another process took it over)")]
+    NotOwner(String),
     #[error("the database holds a value intake cannot read: {0}")]
     Corrupt(String),
 }
@@ -229,9 +231,9 @@ impl Store {
         dispatch!(self, s => s.heartbeat(owner, now).await)
     }
 
-    /// Records the end of a job and forgets its claimed refs.
-    pub async fn finish_job(&self, job: &Job) -> Result<()> {
-        dispatch!(self, s => s.finish_job(job).await)
+    /// Records the end of a job owned by `owner` and forgets its claimed refs.
+    pub async fn finish_job(&self, job: &Job, owner: &str) -> Result<()> {
+        dispatch!(self, s => s.finish_job(job, owner).await)
     }
 
     pub async fn delete_job(&self, job_id: &str) -> Result<()> {
@@ -253,9 +255,9 @@ impl Store {
         dispatch!(self, s => s.arriving_jobs().await)
     }
 
-    /// The upload is in the spool: the job may be taken.
-    pub async fn mark_queued(&self, job_id: &str) -> Result<()> {
-        dispatch!(self, s => s.mark_queued(job_id).await)
+    /// The upload is in the spool: the job may be taken, with who uploaded it.
+    pub async fn mark_queued(&self, job_id: &str, uploader: Option<&str>, may_update: bool) -> Result<()> {
+        dispatch!(self, s => s.mark_queued(job_id, uploader, may_update).await)
     }
 
     /// Starts a batch: claims, upserts and progress commit together.
@@ -329,11 +331,12 @@ impl Batch {
         Ok(outcomes)
     }
 
-    /// Saves the job's progress and commits everything of the batch at once.
-    pub async fn commit(self, job_id: &str, progress: &JobProgress, heartbeat_at: &str) -> Result<()> {
+    /// Saves the job's progress and commits everything of the batch at once,
+    /// only while `owner` still owns the job (else nothing is committed).
+    pub async fn commit(self, job_id: &str, owner: &str, progress: &JobProgress, heartbeat_at: &str) -> Result<()> {
         match self {
-            Batch::Sqlite(b) => b.commit(job_id, progress, heartbeat_at).await,
-            Batch::Postgres(b) => b.commit(job_id, progress, heartbeat_at).await,
+            Batch::Sqlite(b) => b.commit(job_id, owner, progress, heartbeat_at).await,
+            Batch::Postgres(b) => b.commit(job_id, owner, progress, heartbeat_at).await,
         }
     }
 }

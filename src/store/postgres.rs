@@ -34,10 +34,12 @@ impl PgStore {
 
     pub async fn claim_job(&self, owner: &str, now: &str, stale_before: &str, busy: &[String]) -> Result<Option<Job>> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs
+        let row = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs
              WHERE (status = 'queued' OR (status = 'running' AND (owner IS NULL OR owner = $1 OR heartbeat_at < $2)))
-               AND NOT (account = ANY($3))
-             ORDER BY received_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED"
+               AND NOT (account = ANY($3)) AND {}
+             ORDER BY received_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED",
+            one_job_per_account!()
         ))
         .bind(owner)
         .bind(stale_before)
@@ -172,10 +174,10 @@ impl PgBatch {
         Ok(())
     }
 
-    pub async fn commit(mut self, job_id: &str, p: &JobProgress, heartbeat_at: &str) -> Result<()> {
-        sqlx::query(
+    pub async fn commit(mut self, job_id: &str, owner: &str, p: &JobProgress, heartbeat_at: &str) -> Result<()> {
+        let done = sqlx::query(
             "UPDATE jobs SET records_done = $1, results_offset = $2, created = $3, updated = $4, unchanged = $5,
-               failed = $6, heartbeat_at = $7 WHERE job_id = $8",
+               failed = $6, heartbeat_at = $7 WHERE job_id = $8 AND owner = $9",
         )
         .bind(p.records_done as i64)
         .bind(p.results_offset as i64)
@@ -185,8 +187,12 @@ impl PgBatch {
         .bind(p.failed as i64)
         .bind(heartbeat_at)
         .bind(job_id)
+        .bind(owner)
         .execute(&mut *self.tx)
         .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotOwner(job_id.to_owned()));
+        }
         self.tx.commit().await?;
         Ok(())
     }

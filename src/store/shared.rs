@@ -1,6 +1,19 @@
 //! Statements whose SQL is the same on both backends (SQLite takes `$N`
 //! parameters too), written once and expanded into each store's `impl`.
 
+/// A claimable job must be its account's oldest unfinished one, and no other
+/// job of the account may be running: an account's files are processed one at
+/// a time, in order, whichever process takes them, so a later upload's report
+/// replaces an earlier one's and never the reverse.
+macro_rules! one_job_per_account {
+    () => {
+        "NOT EXISTS (SELECT 1 FROM jobs AS other WHERE other.account = jobs.account \
+           AND other.job_id <> jobs.job_id AND other.status IN ('arriving', 'queued', 'running') \
+           AND (other.status = 'running' OR other.received_at < jobs.received_at \
+                OR (other.received_at = jobs.received_at AND other.job_id < jobs.job_id)))"
+    };
+}
+
 /// Expands to the shared methods inside `impl SqliteStore` / `impl PgStore`;
 /// each provides `pool` and `begin_write()`.
 macro_rules! shared_statements {
@@ -174,12 +187,12 @@ macro_rules! shared_statements {
             Ok(())
         }
 
-        pub async fn finish_job(&self, j: &Job) -> Result<()> {
+        pub async fn finish_job(&self, j: &Job, owner: &str) -> Result<()> {
             let mut tx = self.begin_write().await?;
-            sqlx::query(
+            let done = sqlx::query(
                 "UPDATE jobs SET status = $1, finished_at = $2, started_at = COALESCE(started_at, $3), rows_total = $4,
                    records_done = $5, results_offset = $6, created = $7, updated = $8, unchanged = $9, failed = $10,
-                   error_code = $11, error_message = $12, owner = NULL WHERE job_id = $13",
+                   error_code = $11, error_message = $12, owner = NULL WHERE job_id = $13 AND owner = $14",
             )
             .bind(j.status.as_str())
             .bind(&j.finished_at)
@@ -194,16 +207,24 @@ macro_rules! shared_statements {
             .bind(&j.error_code)
             .bind(&j.error_message)
             .bind(&j.job_id)
+            .bind(owner)
             .execute(&mut *tx)
             .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotOwner(j.job_id.clone()));
+            }
             sqlx::query("DELETE FROM job_refs WHERE job_id = $1").bind(&j.job_id).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(())
         }
 
-        pub async fn mark_queued(&self, job_id: &str) -> Result<()> {
-            sqlx::query("UPDATE jobs SET status = 'queued' WHERE job_id = $1 AND status = 'arriving'")
+        pub async fn mark_queued(&self, job_id: &str, uploader: Option<&str>, may_update: bool) -> Result<()> {
+            sqlx::query(
+                "UPDATE jobs SET status = 'queued', uploader = $2, may_update = $3 WHERE job_id = $1 AND status = 'arriving'",
+            )
                 .bind(job_id)
+                .bind(uploader)
+                .bind(may_update)
                 .execute(&self.pool)
                 .await?;
             Ok(())

@@ -55,7 +55,7 @@ impl SqliteStore {
             }
             q.push(")");
         }
-        q.push(" ORDER BY received_at, rowid LIMIT 1");
+        q.push(concat!(" AND ", one_job_per_account!(), " ORDER BY received_at, rowid LIMIT 1"));
         let row = q.build().fetch_optional(&mut *tx).await?;
         let Some(row) = row else { return Ok(None) };
         let job = rows::job(&row)?;
@@ -170,10 +170,10 @@ impl SqliteBatch {
         Ok(())
     }
 
-    pub async fn commit(mut self, job_id: &str, p: &JobProgress, heartbeat_at: &str) -> Result<()> {
-        sqlx::query(
+    pub async fn commit(mut self, job_id: &str, owner: &str, p: &JobProgress, heartbeat_at: &str) -> Result<()> {
+        let done = sqlx::query(
             "UPDATE jobs SET records_done = ?, results_offset = ?, created = ?, updated = ?, unchanged = ?, failed = ?,
-               heartbeat_at = ? WHERE job_id = ?",
+               heartbeat_at = ? WHERE job_id = ? AND owner = ?",
         )
         .bind(p.records_done as i64)
         .bind(p.results_offset as i64)
@@ -183,8 +183,12 @@ impl SqliteBatch {
         .bind(p.failed as i64)
         .bind(heartbeat_at)
         .bind(job_id)
+        .bind(owner)
         .execute(&mut *self.tx)
         .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotOwner(job_id.to_owned()));
+        }
         self.tx.commit().await?;
         Ok(())
     }

@@ -32,11 +32,37 @@ fn account(avid: &str) -> AccountSettings {
     AccountSettings { avid: avid.into(), default_region: None, encoding: Default::default(), phone_check: Default::default() }
 }
 
+fn new_job(job_id: &str, account: &str, received_at: &str) -> NewJob {
+    NewJob {
+        job_id: job_id.into(),
+        account: account.into(),
+        file_name: "x.csv".into(),
+        spool_path: "/nowhere".into(),
+        sha256: String::new(),
+        bytes: 0,
+        received_at: received_at.into(),
+        uploader: None,
+        may_update: true,
+    }
+}
+
+/// A job owned by `owner`, as a worker holds one while it applies batches.
+async fn owned_job(store: &Store, owner: &str) -> String {
+    let id = uuid::Uuid::new_v4().to_string();
+    store.create_job(&new_job(&id, &format!("jobs-{id}"), "2026-01-01T00:00:00Z")).await.unwrap();
+    store.mark_queued(&id, None, true).await.unwrap();
+    let job = store.claim_job(owner, "2026-01-01T00:00:01Z", "2000-01-01T00:00:00Z", &[]).await.unwrap().unwrap();
+    assert_eq!(job.job_id, id);
+    id
+}
+
 async fn upsert(store: &Store, avid: &str, may_update: bool, commands: &[CreateCustomer]) -> Vec<UpsertOutcome> {
+    let owner = uuid::Uuid::new_v4().to_string();
+    let job = owned_job(store, &owner).await;
     let mut batch = store.begin_batch(avid).await.unwrap();
     let refs: Vec<&CreateCustomer> = commands.iter().collect();
     let outcomes = batch.upsert(avid, may_update, &refs).await.unwrap();
-    batch.commit("no-such-job", &JobProgress::default(), "2026-01-01T00:00:00Z").await.unwrap();
+    batch.commit(&job, &owner, &JobProgress::default(), "2026-01-01T00:00:00Z").await.unwrap();
     outcomes
 }
 
@@ -109,23 +135,14 @@ async fn a_batch_that_is_not_committed_leaves_nothing(db: TestDb) {
 async fn claimed_refs_report_the_first_line_across_batches(db: TestDb) {
     let store = db.store().await;
     store.add_account(&account("acme")).await.unwrap();
-    let job = NewJob {
-        job_id: "job-1".into(),
-        account: "acme".into(),
-        file_name: "x.csv".into(),
-        spool_path: "/nowhere".into(),
-        sha256: String::new(),
-        bytes: 0,
-        received_at: "2026-01-01T00:00:00Z".into(),
-        uploader: None,
-        may_update: true,
-    };
-    store.create_job(&job).await.unwrap();
+    store.create_job(&new_job("job-1", "acme", "2026-01-01T00:00:00Z")).await.unwrap();
+    store.mark_queued("job-1", None, true).await.unwrap();
+    store.claim_job("me", "2026-01-01T00:00:00Z", "2000-01-01T00:00:00Z", &[]).await.unwrap().unwrap();
     let mut batch = store.begin_batch("acme").await.unwrap();
     let first = batch.claim_refs("job-1", &[("a".into(), 2), ("b".into(), 3)]).await.unwrap();
     assert_eq!(first, [None, None]);
     let progress = JobProgress { records_done: 2, results_offset: 99, created: 2, ..Default::default() };
-    batch.commit("job-1", &progress, "2026-01-01T00:00:01Z").await.unwrap();
+    batch.commit("job-1", "me", &progress, "2026-01-01T00:00:01Z").await.unwrap();
     let mut batch = store.begin_batch("acme").await.unwrap();
     let second = batch.claim_refs("job-1", &[("b".into(), 7), ("c".into(), 8)]).await.unwrap();
     assert_eq!(second, [Some(3), None]);
@@ -140,48 +157,58 @@ async fn claimed_refs_report_the_first_line_across_batches(db: TestDb) {
 async fn a_job_is_never_claimed_twice(db: TestDb) {
     let store = db.store().await;
     for i in 0..6 {
-        let job = NewJob {
-            job_id: format!("job-{i}"),
-            account: format!("acct-{}", i % 3),
-            file_name: "x.csv".into(),
-            spool_path: "/nowhere".into(),
-            sha256: String::new(),
-            bytes: 0,
-            received_at: format!("2026-01-01T00:00:0{i}Z"),
-            uploader: None,
-            may_update: true,
-        };
+        let job = new_job(&format!("job-{i}"), &format!("acct-{}", i % 3), &format!("2026-01-01T00:00:0{i}Z"));
         store.create_job(&job).await.unwrap();
     }
     // Still arriving: not claimable until the file is in the spool.
     assert!(store.claim_job("p1", "2026-01-01T00:01:00Z", "2026-01-01T00:00:00Z", &[]).await.unwrap().is_none());
     for i in 0..6 {
-        store.mark_queued(&format!("job-{i}")).await.unwrap();
+        store.mark_queued(&format!("job-{i}"), None, true).await.unwrap();
     }
     let mut tasks = Vec::new();
     for owner in ["p1", "p2", "p3"] {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            // As a worker does: its own running jobs' accounts are busy.
+            // As a worker does: the accounts of its open jobs are busy.
             let (mut mine, mut busy) = (Vec::new(), Vec::new());
             while let Some(job) = store.claim_job(owner, "2026-01-01T00:01:00Z", "2026-01-01T00:00:00Z", &busy).await.unwrap() {
                 busy.push(job.account);
-                mine.push(job.job_id);
+                mine.push((job.job_id, owner));
             }
             mine
         }));
     }
-    let mut all = Vec::new();
+    let mut claimed: Vec<(String, &str)> = Vec::new();
     for t in tasks {
-        all.extend(t.await.unwrap());
+        claimed.extend(t.await.unwrap());
     }
-    all.sort();
-    assert_eq!(all, (0..6).map(|i| format!("job-{i}")).collect::<Vec<_>>());
+    claimed.sort();
+    // One job per account at a time, oldest first, whoever claims.
+    let ids: Vec<&str> = claimed.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["job-0", "job-1", "job-2"]);
+    let owner_of = |id: &str| claimed.iter().find(|(j, _)| j == id).unwrap().1;
+
     // A running job with a live owner is not taken over; a stale one is.
     assert!(store.claim_job("p4", "2026-01-01T00:02:00Z", "2026-01-01T00:00:30Z", &[]).await.unwrap().is_none());
     let taken = store.claim_job("p4", "2026-01-01T00:09:00Z", "2026-01-01T00:05:00Z", &["acct-0".into()]).await.unwrap().unwrap();
-    assert_ne!(taken.account, "acct-0", "busy accounts are skipped");
+    assert!(["job-1", "job-2"].contains(&taken.job_id.as_str()), "busy accounts are skipped: {}", taken.job_id);
     assert_eq!(store.get_job(&taken.job_id).await.unwrap().unwrap().status, JobStatus::Running);
+
+    // Its former owner can no longer commit: nothing of its batch lands.
+    let mut batch = store.begin_batch(&taken.account).await.unwrap();
+    let c = command("late", &["+15555001234"], json!({}), json!({}));
+    batch.upsert(&taken.account, true, &[&c]).await.unwrap();
+    let err = batch.commit(&taken.job_id, owner_of(&taken.job_id), &JobProgress::default(), "2026-01-01T00:09:01Z").await.unwrap_err();
+    assert!(matches!(err, StoreError::NotOwner(_)), "{err}");
+    assert_eq!(store.count_customers(&taken.account).await.unwrap(), 0, "a fenced-off batch commits nothing");
+
+    // When an account's job finishes, its next one can be claimed.
+    let mut done = store.get_job("job-0").await.unwrap().unwrap();
+    done.status = JobStatus::Completed;
+    assert!(matches!(store.finish_job(&done, "not-the-owner").await, Err(StoreError::NotOwner(_))));
+    store.finish_job(&done, owner_of("job-0")).await.unwrap();
+    let next = store.claim_job("p5", "2026-01-01T00:09:00Z", "2026-01-01T00:00:00Z", &[]).await.unwrap().unwrap();
+    assert_eq!(next.job_id, "job-3");
 }
 
 async fn accounts_and_users_are_managed(db: TestDb) {
