@@ -296,37 +296,49 @@ impl Batch {
     }
 
     /// Creates or updates customers (refs distinct) under the rules of spec §3.
+    /// Inserts first (most rows of a file are new), then looks at the refs
+    /// that exist: replaced/merged, `unchanged`, or `ref_exists`.
     pub async fn upsert(&mut self, account: &str, may_update: bool, commands: &[&CreateCustomer]) -> Result<Vec<UpsertOutcome>> {
-        let existing = match self {
-            Batch::Sqlite(b) => b.existing(account, commands).await?,
-            Batch::Postgres(b) => b.existing(account, commands).await?,
-        };
         let now = crate::clock::now_rfc3339();
+        let fresh: Vec<StoredCustomer> = commands.iter().map(|c| StoredCustomer::new(c)).collect();
+        let inserted = match self {
+            Batch::Sqlite(b) => b.insert_new(account, &fresh, &now).await?,
+            Batch::Postgres(b) => b.insert_new(account, &fresh, &now).await?,
+        };
+        let conflicted: Vec<&str> = fresh
+            .iter()
+            .map(|c| c.customer_ref.as_str())
+            .filter(|r| !inserted.contains(*r))
+            .collect();
+        let existing = match self {
+            Batch::Sqlite(b) => b.existing(account, &conflicted).await?,
+            Batch::Postgres(b) => b.existing(account, &conflicted).await?,
+        };
         let mut outcomes = Vec::with_capacity(commands.len());
-        let mut inserts = Vec::new();
         let mut updates = Vec::new();
-        for command in commands {
-            match existing.get(command.customer_ref().as_str()) {
-                None => {
-                    let row = StoredCustomer::new(command);
-                    outcomes.push(UpsertOutcome::Created(row.customer_id.clone()));
-                    inserts.push(row);
-                }
-                Some(_) if !may_update => outcomes.push(UpsertOutcome::RefExists),
-                Some(current) => {
-                    let merged = current.merged_with(command);
-                    if merged == *current {
-                        outcomes.push(UpsertOutcome::Unchanged(current.customer_id.clone()));
-                    } else {
-                        outcomes.push(UpsertOutcome::Updated(current.customer_id.clone()));
-                        updates.push(merged);
-                    }
-                }
+        for (command, row) in commands.iter().zip(fresh) {
+            if inserted.contains(&row.customer_ref) {
+                outcomes.push(UpsertOutcome::Created(row.customer_id));
+                continue;
+            }
+            let current = existing.get(&row.customer_ref).ok_or_else(|| {
+                StoreError::Corrupt(format!("customer `{}` neither inserted nor found", row.customer_ref))
+            })?;
+            if !may_update {
+                outcomes.push(UpsertOutcome::RefExists);
+                continue;
+            }
+            let merged = current.merged_with(command);
+            if merged == *current {
+                outcomes.push(UpsertOutcome::Unchanged(current.customer_id.clone()));
+            } else {
+                outcomes.push(UpsertOutcome::Updated(current.customer_id.clone()));
+                updates.push(merged);
             }
         }
         match self {
-            Batch::Sqlite(b) => b.write(account, &inserts, &updates, &now).await?,
-            Batch::Postgres(b) => b.write(account, &inserts, &updates, &now).await?,
+            Batch::Sqlite(b) => b.update(&updates, &now).await?,
+            Batch::Postgres(b) => b.update(&updates, &now).await?,
         }
         Ok(outcomes)
     }
@@ -361,6 +373,16 @@ impl StoredCustomer {
             metadata: command.metadata().as_map().clone(),
             appdata: command.appdata().as_map().clone(),
         }
+    }
+
+    /// The stored text of `addresses`, `metadata` and `appdata`.
+    fn json_columns(&self) -> (String, String, String) {
+        let text = |r: serde_json::Result<String>| r.expect("JSON values serialise");
+        (
+            text(serde_json::to_string(&self.addresses)),
+            text(serde_json::to_string(&self.metadata)),
+            text(serde_json::to_string(&self.appdata)),
+        )
     }
 
     /// Addresses replaced; metadata and appdata keys of the row set, others kept.

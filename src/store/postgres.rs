@@ -7,10 +7,10 @@
 use super::rows::{self, JOB_COLUMNS};
 use super::{claim_key, scopes_to_text, Job, JobProgress, NewJob, Result, StoreError, StoredCustomer};
 use crate::domain::user::SftpUser;
-use crate::domain::{AccountSettings, CreateCustomer};
+use crate::domain::AccountSettings;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 #[derive(Clone)]
@@ -89,43 +89,68 @@ impl PgBatch {
     pub async fn claim_refs(&mut self, job_id: &str, claims: &[(String, u64)]) -> Result<Vec<Option<u64>>> {
         let keys: Vec<String> = claims.iter().map(|(c, _)| claim_key(c)).collect();
         let lines: Vec<i64> = claims.iter().map(|(_, l)| *l as i64).collect();
-        let rows = sqlx::query("SELECT ref_key, line FROM job_refs WHERE job_id = $1 AND ref_key = ANY($2)")
-            .bind(job_id)
-            .bind(&keys)
-            .fetch_all(&mut *self.tx)
-            .await?;
-        let mut earlier: HashMap<String, u64> = HashMap::with_capacity(rows.len());
-        for row in rows {
-            earlier.insert(row.try_get(0)?, row.try_get::<i64, _>(1)? as u64);
-        }
-        let (fresh_keys, fresh_lines): (Vec<&String>, Vec<i64>) = keys
-            .iter()
-            .zip(&lines)
-            .filter(|(k, _)| !earlier.contains_key(*k))
-            .map(|(k, l)| (k, *l))
-            .unzip();
-        if !fresh_keys.is_empty() {
-            sqlx::query(
-                "INSERT INTO job_refs (job_id, ref_key, line)
-                 SELECT $1, k, l FROM UNNEST($2::text[], $3::bigint[]) AS u(k, l)",
-            )
-            .bind(job_id)
-            .bind(&fresh_keys)
-            .bind(&fresh_lines)
-            .execute(&mut *self.tx)
-            .await?;
+        // Insert first: the common case (a ref not seen before) costs one statement.
+        let claimed: HashSet<String> = sqlx::query_scalar(
+            "INSERT INTO job_refs (job_id, ref_key, line)
+             SELECT $1, k, l FROM UNNEST($2::text[], $3::bigint[]) AS u(k, l)
+             ON CONFLICT DO NOTHING RETURNING ref_key",
+        )
+        .bind(job_id)
+        .bind(&keys)
+        .bind(&lines)
+        .fetch_all(&mut *self.tx)
+        .await?
+        .into_iter()
+        .collect();
+        let taken: Vec<&String> = keys.iter().filter(|k| !claimed.contains(*k)).collect();
+        let mut earlier: HashMap<String, u64> = HashMap::with_capacity(taken.len());
+        if !taken.is_empty() {
+            let rows = sqlx::query("SELECT ref_key, line FROM job_refs WHERE job_id = $1 AND ref_key = ANY($2)")
+                .bind(job_id)
+                .bind(&taken)
+                .fetch_all(&mut *self.tx)
+                .await?;
+            for row in rows {
+                earlier.insert(row.try_get(0)?, row.try_get::<i64, _>(1)? as u64);
+            }
         }
         Ok(keys.iter().map(|k| earlier.get(k).copied()).collect())
     }
 
-    pub async fn existing(&mut self, account: &str, commands: &[&CreateCustomer]) -> Result<HashMap<String, StoredCustomer>> {
-        let refs: Vec<&str> = commands.iter().map(|c| c.customer_ref().as_str()).collect();
+    pub async fn insert_new(&mut self, account: &str, rows: &[StoredCustomer], now: &str) -> Result<HashSet<String>> {
+        if rows.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let (ids, refs, addresses, metadata, appdata) = columns(rows);
+        let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at)
+             SELECT u.id, $1, u.ref, u.addr::jsonb, u.meta::jsonb, u.app::jsonb, $7::timestamptz, $7::timestamptz
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS u(id, ref, addr, meta, app)
+             ORDER BY u.ref
+             ON CONFLICT (account, ref) DO NOTHING RETURNING ref",
+        )
+        .bind(account)
+        .bind(ids)
+        .bind(refs)
+        .bind(addresses)
+        .bind(metadata)
+        .bind(appdata)
+        .bind(now)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(inserted.into_iter().collect())
+    }
+
+    pub async fn existing(&mut self, account: &str, refs: &[&str]) -> Result<HashMap<String, StoredCustomer>> {
+        if refs.is_empty() {
+            return Ok(HashMap::new());
+        }
         let rows = sqlx::query(
             "SELECT customer_id, ref, addresses::text, metadata::text, appdata::text FROM customers
              WHERE account = $1 AND ref = ANY($2)",
         )
         .bind(account)
-        .bind(&refs)
+        .bind(refs)
         .fetch_all(&mut *self.tx)
         .await?;
         let mut found = HashMap::with_capacity(rows.len());
@@ -136,41 +161,24 @@ impl PgBatch {
         Ok(found)
     }
 
-    pub async fn write(&mut self, account: &str, inserts: &[StoredCustomer], updates: &[StoredCustomer], now: &str) -> Result<()> {
-        if !inserts.is_empty() {
-            let (ids, refs, addresses, metadata, appdata) = columns(inserts);
-            sqlx::query(
-                "INSERT INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at)
-                 SELECT u.id, $1, u.ref, u.addr::jsonb, u.meta::jsonb, u.app::jsonb, $7::timestamptz, $7::timestamptz
-                 FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS u(id, ref, addr, meta, app)
-                 ORDER BY u.ref",
-            )
-            .bind(account)
-            .bind(ids)
-            .bind(refs)
-            .bind(addresses)
-            .bind(metadata)
-            .bind(appdata)
-            .bind(now)
-            .execute(&mut *self.tx)
-            .await?;
+    pub async fn update(&mut self, updates: &[StoredCustomer], now: &str) -> Result<()> {
+        if updates.is_empty() {
+            return Ok(());
         }
-        if !updates.is_empty() {
-            let (ids, _, addresses, metadata, appdata) = columns(updates);
-            sqlx::query(
-                "UPDATE customers AS c SET addresses = u.addr::jsonb, metadata = u.meta::jsonb, appdata = u.app::jsonb,
-                   updated_at = $5::timestamptz
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS u(id, addr, meta, app)
-                 WHERE c.customer_id = u.id",
-            )
-            .bind(ids)
-            .bind(addresses)
-            .bind(metadata)
-            .bind(appdata)
-            .bind(now)
-            .execute(&mut *self.tx)
-            .await?;
-        }
+        let (ids, _, addresses, metadata, appdata) = columns(updates);
+        sqlx::query(
+            "UPDATE customers AS c SET addresses = u.addr::jsonb, metadata = u.meta::jsonb, appdata = u.app::jsonb,
+               updated_at = $5::timestamptz
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS u(id, addr, meta, app)
+             WHERE c.customer_id = u.id",
+        )
+        .bind(ids)
+        .bind(addresses)
+        .bind(metadata)
+        .bind(appdata)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 
@@ -203,11 +211,12 @@ type Columns = (Vec<String>, Vec<String>, Vec<String>, Vec<String>, Vec<String>)
 fn columns(rows: &[StoredCustomer]) -> Columns {
     let mut out: Columns = Default::default();
     for c in rows {
+        let (addresses, metadata, appdata) = c.json_columns();
         out.0.push(c.customer_id.clone());
         out.1.push(c.customer_ref.clone());
-        out.2.push(c.addresses.to_string());
-        out.3.push(serde_json::Value::Object(c.metadata.clone()).to_string());
-        out.4.push(serde_json::Value::Object(c.appdata.clone()).to_string());
+        out.2.push(addresses);
+        out.3.push(metadata);
+        out.4.push(appdata);
     }
     out
 }

@@ -4,10 +4,10 @@
 use super::rows::{self, JOB_COLUMNS};
 use super::{claim_key, scopes_to_text, Job, JobProgress, NewJob, Result, StoreError, StoredCustomer};
 use crate::domain::user::SftpUser;
-use crate::domain::{AccountSettings, CreateCustomer};
+use crate::domain::AccountSettings;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -92,44 +92,71 @@ pub struct SqliteBatch {
 
 impl SqliteBatch {
     pub async fn claim_refs(&mut self, job_id: &str, claims: &[(String, u64)]) -> Result<Vec<Option<u64>>> {
-        let mut earlier: HashMap<String, u64> = HashMap::new();
-        for chunk in claims.chunks(ROWS_PER_STATEMENT) {
+        let keys: Vec<(String, u64)> = claims.iter().map(|(c, line)| (claim_key(c), *line)).collect();
+        // Insert first: the common case (a ref not seen before) costs one statement.
+        let mut claimed: HashSet<String> = HashSet::with_capacity(keys.len());
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO job_refs (job_id, ref_key, line) ");
+            q.push_values(chunk, |mut b, (key, line)| {
+                b.push_bind(job_id).push_bind(key.as_str()).push_bind(*line as i64);
+            });
+            q.push(" ON CONFLICT DO NOTHING RETURNING ref_key");
+            for row in q.build().fetch_all(&mut *self.tx).await? {
+                claimed.insert(row.try_get(0)?);
+            }
+        }
+        let taken: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).filter(|k| !claimed.contains(*k)).collect();
+        let mut earlier: HashMap<String, u64> = HashMap::with_capacity(taken.len());
+        for chunk in taken.chunks(ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new("SELECT ref_key, line FROM job_refs WHERE job_id = ");
             q.push_bind(job_id).push(" AND ref_key IN (");
             let mut list = q.separated(", ");
-            for (claim, _) in chunk {
-                list.push_bind(claim_key(claim));
+            for key in chunk {
+                list.push_bind(*key);
             }
             q.push(")");
             for row in q.build().fetch_all(&mut *self.tx).await? {
                 earlier.insert(row.try_get(0)?, row.try_get::<i64, _>(1)? as u64);
             }
         }
-        let fresh: Vec<(String, u64)> = claims
-            .iter()
-            .map(|(c, line)| (claim_key(c), *line))
-            .filter(|(key, _)| !earlier.contains_key(key))
-            .collect();
-        for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO job_refs (job_id, ref_key, line) ");
-            q.push_values(chunk, |mut b, (key, line)| {
-                b.push_bind(job_id).push_bind(key.as_str()).push_bind(*line as i64);
-            });
-            q.build().execute(&mut *self.tx).await?;
-        }
-        Ok(claims.iter().map(|(c, _)| earlier.get(&claim_key(c)).copied()).collect())
+        Ok(keys.iter().map(|(k, _)| earlier.get(k).copied()).collect())
     }
 
-    pub async fn existing(&mut self, account: &str, commands: &[&CreateCustomer]) -> Result<HashMap<String, StoredCustomer>> {
+    pub async fn insert_new(&mut self, account: &str, rows: &[StoredCustomer], now: &str) -> Result<HashSet<String>> {
+        let mut inserted = HashSet::with_capacity(rows.len());
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at) ",
+            );
+            q.push_values(chunk, |mut b, c| {
+                let (addresses, metadata, appdata) = c.json_columns();
+                b.push_bind(&c.customer_id)
+                    .push_bind(account)
+                    .push_bind(&c.customer_ref)
+                    .push_bind(addresses)
+                    .push_bind(metadata)
+                    .push_bind(appdata)
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            q.push(" ON CONFLICT (account, ref) DO NOTHING RETURNING ref");
+            for row in q.build().fetch_all(&mut *self.tx).await? {
+                inserted.insert(row.try_get(0)?);
+            }
+        }
+        Ok(inserted)
+    }
+
+    pub async fn existing(&mut self, account: &str, refs: &[&str]) -> Result<HashMap<String, StoredCustomer>> {
         let mut found = HashMap::new();
-        for chunk in commands.chunks(ROWS_PER_STATEMENT) {
+        for chunk in refs.chunks(ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "SELECT customer_id, ref, addresses, metadata, appdata FROM customers WHERE account = ",
             );
             q.push_bind(account).push(" AND ref IN (");
             let mut list = q.separated(", ");
-            for c in chunk {
-                list.push_bind(c.customer_ref().as_str());
+            for r in chunk {
+                list.push_bind(*r);
             }
             q.push(")");
             for row in q.build().fetch_all(&mut *self.tx).await? {
@@ -140,28 +167,13 @@ impl SqliteBatch {
         Ok(found)
     }
 
-    pub async fn write(&mut self, account: &str, inserts: &[StoredCustomer], updates: &[StoredCustomer], now: &str) -> Result<()> {
-        for chunk in inserts.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at) ",
-            );
-            q.push_values(chunk, |mut b, c| {
-                b.push_bind(&c.customer_id)
-                    .push_bind(account)
-                    .push_bind(&c.customer_ref)
-                    .push_bind(c.addresses.to_string())
-                    .push_bind(serde_json::Value::Object(c.metadata.clone()).to_string())
-                    .push_bind(serde_json::Value::Object(c.appdata.clone()).to_string())
-                    .push_bind(now)
-                    .push_bind(now);
-            });
-            q.build().execute(&mut *self.tx).await?;
-        }
+    pub async fn update(&mut self, updates: &[StoredCustomer], now: &str) -> Result<()> {
         for c in updates {
+            let (addresses, metadata, appdata) = c.json_columns();
             sqlx::query("UPDATE customers SET addresses = ?, metadata = ?, appdata = ?, updated_at = ? WHERE customer_id = ?")
-                .bind(c.addresses.to_string())
-                .bind(serde_json::Value::Object(c.metadata.clone()).to_string())
-                .bind(serde_json::Value::Object(c.appdata.clone()).to_string())
+                .bind(addresses)
+                .bind(metadata)
+                .bind(appdata)
                 .bind(now)
                 .bind(&c.customer_id)
                 .execute(&mut *self.tx)
