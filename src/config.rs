@@ -85,7 +85,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             workers: 4,
-            batch_size: 10_000,
+            batch_size: 5_000,
             max_file_bytes: 5 * 1024 * 1024 * 1024,
             max_rows: 50_000_000,
             log_format: LogFormat::Text,

@@ -31,6 +31,9 @@ CREATE TABLE customers (
     appdata         JSONB NOT NULL DEFAULT '{}',
     created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
+    -- The upload (job) and line that last created or updated the customer.
+    last_job_id     TEXT,
+    last_line       BIGINT,
     UNIQUE (account, ref)
 );
 
@@ -68,7 +71,10 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_status ON jobs (status, received_at);
 CREATE INDEX jobs_account ON jobs (account, received_at);
 
--- Refs claimed by each job's file so far, for duplicate_ref; emptied when the job ends.
+-- Refs claimed by each job's file so far that left no trace in `customers`
+-- (rows that failed, were unchanged or hit ref_exists), for duplicate_ref;
+-- emptied when the job ends. Created and updated rows are claimed through
+-- customers.last_job_id / last_line.
 CREATE TABLE job_refs (
     job_id          TEXT NOT NULL,
     ref_key         TEXT NOT NULL,

@@ -8,8 +8,7 @@ use super::rows::{scan, FileLimits, ParsedRow, RowReader};
 use crate::clock;
 use crate::domain::{AccountSettings, FileEncoding, FileError, PhoneCheck};
 use crate::layout::{publish_atomically, report_stem, Layout};
-use crate::store::{Job, JobStatus, Store, StoreError, UpsertOutcome};
-use std::collections::HashMap;
+use crate::store::{BatchRecord, Job, JobStatus, RecordOutcome, Store, StoreError, UpsertOutcome};
 use std::fs::File;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -175,64 +174,39 @@ impl JobRunner {
     async fn apply(&mut self, ctx: &Context, mut rows: Vec<ParsedRow>, results: &mut ResultsWriter) -> Result<(), IngestError> {
         let started = Instant::now();
         let mut batch = ctx.store.begin_batch(&self.job.account).await?;
-
-        // The first record carrying a ref claims it, in this batch or an earlier one.
-        let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
-        let mut claims = Vec::new();
-        let mut later: Vec<(usize, usize)> = Vec::new();
-        for (i, row) in rows.iter().enumerate() {
-            let Some(claim) = row.claim.as_deref() else { continue };
-            match first_in_batch.get(claim) {
-                Some(&first) => later.push((i, first)),
-                None => {
-                    first_in_batch.insert(claim, i);
-                    claims.push((claim.to_owned(), row.line, i));
-                }
-            }
-        }
-        let pairs: Vec<(String, u64)> = claims.iter().map(|(c, l, _)| (c.clone(), *l)).collect();
-        let earlier = batch.claim_refs(&self.job.job_id, &pairs).await?;
-        let claimed = Instant::now();
-        let mut first_line: HashMap<usize, u64> = HashMap::new();
-        for ((_, line, i), earlier) in claims.iter().zip(&earlier) {
-            first_line.insert(*i, earlier.unwrap_or(*line));
-        }
-        drop(first_in_batch);
-        for (i, first) in later {
-            rows[i].mark_duplicate(first_line[&first]);
-        }
-        for ((_, _, i), earlier) in claims.iter().zip(&earlier) {
-            if let Some(line) = earlier {
-                rows[*i].mark_duplicate(*line);
-            }
-        }
-
-        let commands: Vec<_> = rows.iter().filter_map(|r| r.outcome.as_ref().ok()).collect();
-        let outcomes = batch.upsert(&self.job.account, self.job.may_update, &commands).await?;
-        let upserted = Instant::now();
-        let mut outcomes = outcomes.into_iter();
+        let records: Vec<BatchRecord<'_>> = rows
+            .iter()
+            .map(|r| BatchRecord { line: r.line, claim: r.claim.as_deref(), command: r.outcome.as_ref().ok() })
+            .collect();
+        let outcomes = batch.apply(&self.job.job_id, &self.job.account, self.job.may_update, &records).await?;
+        drop(records);
+        let applied = Instant::now();
         let progress = &mut self.job.progress;
-        for row in rows {
+        for (row, outcome) in rows.iter_mut().zip(&outcomes) {
+            if let RecordOutcome::Duplicate(first) = outcome {
+                row.mark_duplicate(*first);
+            }
+        }
+        for (row, outcome) in rows.into_iter().zip(outcomes) {
             let customer_ref = row.claim.clone().unwrap_or_default();
-            let (status, customer_id, errors) = match row.outcome {
-                Err(errors) => (RowStatus::Failed, String::new(), errors),
-                Ok(command) => match outcomes.next().expect("one outcome per command") {
-                    UpsertOutcome::Created(id) => (RowStatus::Created, id, vec![]),
-                    UpsertOutcome::Updated(id) => (RowStatus::Updated, id, vec![]),
-                    UpsertOutcome::Unchanged(id) => (RowStatus::Unchanged, id, vec![]),
-                    UpsertOutcome::RefExists => (
-                        RowStatus::Failed,
-                        String::new(),
-                        vec![crate::domain::RowError::new(
-                            crate::domain::RowErrorCode::RefExists,
-                            "ref",
-                            format!(
-                                "a customer with ref {} already exists and this login may not update customers",
-                                crate::domain::customer::quote(command.customer_ref().as_str())
-                            ),
-                        )],
-                    ),
-                },
+            let (status, customer_id, errors) = match (row.outcome, outcome) {
+                (Err(errors), _) => (RowStatus::Failed, String::new(), errors),
+                (Ok(_), RecordOutcome::Applied(UpsertOutcome::Created(id))) => (RowStatus::Created, id, vec![]),
+                (Ok(_), RecordOutcome::Applied(UpsertOutcome::Updated(id))) => (RowStatus::Updated, id, vec![]),
+                (Ok(_), RecordOutcome::Applied(UpsertOutcome::Unchanged(id))) => (RowStatus::Unchanged, id, vec![]),
+                (Ok(command), RecordOutcome::Applied(UpsertOutcome::RefExists)) => (
+                    RowStatus::Failed,
+                    String::new(),
+                    vec![crate::domain::RowError::new(
+                        crate::domain::RowErrorCode::RefExists,
+                        "ref",
+                        format!(
+                            "a customer with ref {} already exists and this login may not update customers",
+                            crate::domain::customer::quote(command.customer_ref().as_str())
+                        ),
+                    )],
+                ),
+                (Ok(_), other) => unreachable!("a valid record that is not a duplicate is applied: {other:?}"),
             };
             match status {
                 RowStatus::Created => progress.created += 1,
@@ -252,9 +226,8 @@ impl JobRunner {
         let written = Instant::now();
         batch.commit(&self.job.job_id, &ctx.owner, &self.job.progress, &clock::now_rfc3339()).await?;
         tracing::debug!(job_id = %self.job.job_id, records = self.job.progress.records_done,
-            claims_ms = (claimed - started).as_millis() as u64, upsert_ms = (upserted - claimed).as_millis() as u64,
-            results_ms = (written - upserted).as_millis() as u64, commit_ms = written.elapsed().as_millis() as u64,
-            "batch committed");
+            apply_ms = (applied - started).as_millis() as u64, results_ms = (written - applied).as_millis() as u64,
+            commit_ms = written.elapsed().as_millis() as u64, "batch committed");
         Ok(())
     }
 

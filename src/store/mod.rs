@@ -8,6 +8,7 @@ mod postgres;
 mod sqlite;
 
 use crate::domain::{AccountSettings, CreateCustomer, FileEncoding, PhoneCheck, PhoneRegion};
+use std::collections::HashMap;
 use crate::domain::user::{Scopes, SftpUser};
 use serde_json::{Map, Value};
 
@@ -284,72 +285,138 @@ pub enum Batch {
     Postgres(postgres::PgBatch),
 }
 
-impl Batch {
-    /// Claims refs for the job, in order. Returns, per claim, the line of an
-    /// earlier claim of the same ref by this job (then this one is a duplicate).
-    /// Claims within `claims` must be distinct.
-    pub async fn claim_refs(&mut self, job_id: &str, claims: &[(String, u64)]) -> Result<Vec<Option<u64>>> {
-        match self {
-            Batch::Sqlite(b) => b.claim_refs(job_id, claims).await,
-            Batch::Postgres(b) => b.claim_refs(job_id, claims).await,
-        }
-    }
+/// One record of a batch, as the store needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRecord<'a> {
+    pub line: u64,
+    /// The trimmed ref the record carries (valid or not): the first record
+    /// of a file carrying a ref claims it.
+    pub claim: Option<&'a str>,
+    /// The command, when the record is valid.
+    pub command: Option<&'a CreateCustomer>,
+}
 
-    /// Creates or updates customers (refs distinct) under the rules of spec §3.
-    /// Inserts first (most rows of a file are new), then looks at the refs
-    /// that exist: replaced/merged, `unchanged`, or `ref_exists`.
-    pub async fn upsert(&mut self, account: &str, may_update: bool, commands: &[&CreateCustomer]) -> Result<Vec<UpsertOutcome>> {
-        let now = crate::clock::now_rfc3339();
-        let fresh: Vec<StoredCustomer> = commands.iter().map(|c| StoredCustomer::new(c)).collect();
-        let inserted = match self {
-            Batch::Sqlite(b) => b.insert_new(account, &fresh, &now).await?,
-            Batch::Postgres(b) => b.insert_new(account, &fresh, &now).await?,
-        };
-        let conflicted: Vec<&str> = fresh
+/// What became of one record of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// An earlier record of the file (this line) carries the same ref.
+    Duplicate(u64),
+    /// Invalid; its ref (if any) is now claimed.
+    Invalid,
+    Applied(UpsertOutcome),
+}
+
+macro_rules! on_batch {
+    ($self:expr, $b:ident => $body:expr) => {
+        match $self {
+            Batch::Sqlite($b) => $body,
+            Batch::Postgres($b) => $body,
+        }
+    };
+}
+
+impl Batch {
+    /// Applies a batch of records of job `job_id` under the rules of spec §3:
+    /// duplicate refs within the file (across batches too), then creates,
+    /// updates, `unchanged` and `ref_exists`.
+    ///
+    /// A claim leaves a trace: created and updated customers carry the job
+    /// and line in `last_job_id`/`last_line`; other claims go to `job_refs`.
+    /// Both commit with the batch, so a resumed job sees every earlier claim.
+    pub async fn apply(
+        &mut self,
+        job_id: &str,
+        account: &str,
+        may_update: bool,
+        records: &[BatchRecord<'_>],
+    ) -> Result<Vec<RecordOutcome>> {
+        // The first record of the batch carrying each ref; later ones follow it.
+        let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
+        let mut follows: Vec<Option<usize>> = vec![None; records.len()];
+        let mut firsts: Vec<usize> = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            let Some(claim) = r.claim else { continue };
+            match first_in_batch.get(claim) {
+                Some(&first) => follows[i] = Some(first),
+                None => {
+                    first_in_batch.insert(claim, i);
+                    firsts.push(i);
+                }
+            }
+        }
+        let keys: Vec<String> = firsts.iter().map(|&i| claim_key(records[i].claim.unwrap_or_default())).collect();
+        let refs: Vec<&str> = firsts
             .iter()
-            .map(|c| c.customer_ref.as_str())
-            .filter(|r| !inserted.contains(*r))
+            .filter_map(|&i| records[i].claim)
+            .filter(|c| c.chars().count() <= crate::domain::customer::MAX_REF_CHARS)
             .collect();
-        let existing = match self {
-            Batch::Sqlite(b) => b.existing(account, &conflicted).await?,
-            Batch::Postgres(b) => b.existing(account, &conflicted).await?,
-        };
-        let mut outcomes = Vec::with_capacity(commands.len());
-        let mut updates = Vec::new();
-        for (command, row) in commands.iter().zip(fresh) {
-            if inserted.contains(&row.customer_ref) {
-                outcomes.push(UpsertOutcome::Created(row.customer_id));
-                continue;
-            }
-            let current = existing.get(&row.customer_ref).ok_or_else(|| {
-                StoreError::Corrupt(format!("customer `{}` neither inserted nor found", row.customer_ref))
-            })?;
-            if !may_update {
-                outcomes.push(UpsertOutcome::RefExists);
-                continue;
-            }
-            let merged = current.merged_with(command);
-            if merged == *current {
-                outcomes.push(UpsertOutcome::Unchanged(current.customer_id.clone()));
-            } else {
-                outcomes.push(UpsertOutcome::Updated(current.customer_id.clone()));
-                updates.push(merged);
-            }
+        let claimed = on_batch!(self, b => b.claimed_refs(job_id, &keys).await?);
+        let existing = on_batch!(self, b => b.existing(account, &refs).await?);
+
+        let now = crate::clock::now_rfc3339();
+        let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
+        let (mut inserts, mut updates, mut claims) = (Vec::new(), Vec::new(), Vec::new());
+        for (&i, key) in firsts.iter().zip(keys) {
+            let record = &records[i];
+            let claim = record.claim.unwrap_or_default();
+            let current = existing.get(claim);
+            let earlier = claimed.get(&key).copied().or_else(|| {
+                current.and_then(|c| c.last_job.as_ref()).filter(|(job, _)| job == job_id).map(|(_, line)| *line)
+            });
+            let outcome = match (earlier, record.command, current) {
+                (Some(line), _, _) => RecordOutcome::Duplicate(line),
+                (None, None, _) => {
+                    claims.push((key, record.line));
+                    RecordOutcome::Invalid
+                }
+                (None, Some(command), None) => {
+                    let mut row = StoredCustomer::new(command);
+                    row.last_job = Some((job_id.to_owned(), record.line));
+                    let id = row.customer_id.clone();
+                    inserts.push(row);
+                    RecordOutcome::Applied(UpsertOutcome::Created(id))
+                }
+                (None, Some(_), Some(_)) if !may_update => {
+                    claims.push((key, record.line));
+                    RecordOutcome::Applied(UpsertOutcome::RefExists)
+                }
+                (None, Some(command), Some(current)) => {
+                    let mut merged = current.merged_with(command);
+                    if merged.same_content(current) {
+                        claims.push((key, record.line));
+                        RecordOutcome::Applied(UpsertOutcome::Unchanged(current.customer_id.clone()))
+                    } else {
+                        merged.last_job = Some((job_id.to_owned(), record.line));
+                        updates.push(merged);
+                        RecordOutcome::Applied(UpsertOutcome::Updated(current.customer_id.clone()))
+                    }
+                }
+            };
+            outcomes[i] = Some(outcome);
         }
-        match self {
-            Batch::Sqlite(b) => b.update(&updates, &now).await?,
-            Batch::Postgres(b) => b.update(&updates, &now).await?,
+        on_batch!(self, b => b.insert_customers(account, &inserts, &now).await?);
+        on_batch!(self, b => b.update_customers(&updates, &now).await?);
+        on_batch!(self, b => b.record_claims(job_id, &claims).await?);
+
+        let mut result = Vec::with_capacity(records.len());
+        for (i, record) in records.iter().enumerate() {
+            let outcome = match follows[i] {
+                Some(first) => RecordOutcome::Duplicate(match &outcomes[first] {
+                    Some(RecordOutcome::Duplicate(line)) => *line,
+                    _ => records[first].line,
+                }),
+                None => outcomes[i].take().unwrap_or(RecordOutcome::Invalid),
+            };
+            let _ = record;
+            result.push(outcome);
         }
-        Ok(outcomes)
+        Ok(result)
     }
 
     /// Saves the job's progress and commits everything of the batch at once,
     /// only while `owner` still owns the job (else nothing is committed).
     pub async fn commit(self, job_id: &str, owner: &str, progress: &JobProgress, heartbeat_at: &str) -> Result<()> {
-        match self {
-            Batch::Sqlite(b) => b.commit(job_id, owner, progress, heartbeat_at).await,
-            Batch::Postgres(b) => b.commit(job_id, owner, progress, heartbeat_at).await,
-        }
+        on_batch!(self, b => b.commit(job_id, owner, progress, heartbeat_at).await)
     }
 }
 
@@ -362,6 +429,8 @@ pub struct StoredCustomer {
     pub addresses: Value,
     pub metadata: Map<String, Value>,
     pub appdata: Map<String, Value>,
+    /// The job and line that last created or updated it.
+    pub last_job: Option<(String, u64)>,
 }
 
 impl StoredCustomer {
@@ -372,7 +441,13 @@ impl StoredCustomer {
             addresses: command.addresses().to_json(),
             metadata: command.metadata().as_map().clone(),
             appdata: command.appdata().as_map().clone(),
+            last_job: None,
         }
+    }
+
+    /// Equal as the merchant sees it (normalised values; where it came from aside).
+    fn same_content(&self, other: &StoredCustomer) -> bool {
+        self.addresses == other.addresses && self.metadata == other.metadata && self.appdata == other.appdata
     }
 
     /// The stored text of `addresses`, `metadata` and `appdata`.
@@ -398,7 +473,14 @@ impl StoredCustomer {
         merged
     }
 
-    fn from_columns(customer_id: String, customer_ref: String, addresses: &str, metadata: &str, appdata: &str) -> Result<Self> {
+    fn from_columns(
+        customer_id: String,
+        customer_ref: String,
+        addresses: &str,
+        metadata: &str,
+        appdata: &str,
+        last_job: Option<(String, u64)>,
+    ) -> Result<Self> {
         let object = |text: &str, what: &str| match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(map)) => Ok(map),
             _ => Err(StoreError::Corrupt(format!("{what} of customer {customer_id} is not a JSON object"))),
@@ -410,6 +492,7 @@ impl StoredCustomer {
             appdata: object(appdata, "appdata")?,
             customer_ref,
             customer_id,
+            last_job,
         })
     }
 }
@@ -419,6 +502,11 @@ impl StoredCustomer {
 pub(crate) mod rows {
     use super::*;
     use sqlx::{ColumnIndex, Decode, Row, Type};
+
+    pub(crate) const CUSTOMER_COLUMNS_SQLITE: &str =
+        "customer_id, ref, addresses, metadata, appdata, last_job_id, last_line";
+    pub(crate) const CUSTOMER_COLUMNS_PG: &str =
+        "customer_id, ref, addresses::text, metadata::text, appdata::text, last_job_id, last_line";
 
     pub(crate) const JOB_COLUMNS: &str = "job_id, account, file_name, spool_path, sha256, bytes, status, received_at, \
         started_at, finished_at, rows_total, records_done, results_offset, created, updated, unchanged, failed, \
@@ -432,6 +520,7 @@ pub(crate) mod rows {
         fn text(&'r self, i: usize) -> Result<String>;
         fn maybe_text(&'r self, i: usize) -> Result<Option<String>>;
         fn count(&'r self, i: usize) -> Result<u64>;
+        fn maybe_count(&'r self, i: usize) -> Result<Option<u64>>;
         fn flag(&'r self, i: usize) -> Result<bool>;
     }
 
@@ -441,6 +530,7 @@ pub(crate) mod rows {
         String: Decode<'r, R::Database> + Type<R::Database>,
         Option<String>: Decode<'r, R::Database> + Type<R::Database>,
         i64: Decode<'r, R::Database> + Type<R::Database>,
+        Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
         bool: Decode<'r, R::Database> + Type<R::Database>,
     {
         fn text(&'r self, i: usize) -> Result<String> {
@@ -454,6 +544,9 @@ pub(crate) mod rows {
         }
         fn flag(&'r self, i: usize) -> Result<bool> {
             Ok(self.try_get(i)?)
+        }
+        fn maybe_count(&'r self, i: usize) -> Result<Option<u64>> {
+            Ok(self.try_get::<Option<i64>, _>(i)?.map(|n| n as u64))
         }
     }
 
@@ -515,12 +608,16 @@ pub(crate) mod rows {
         })
     }
 
-    /// `customer_id, ref, addresses, metadata, appdata` (JSON as text)
+    /// `CUSTOMER_COLUMNS` (JSON as text)
     pub(crate) fn customer<'r, R: Decodes<'r>>(r: &'r R) -> Result<StoredCustomer>
     where
         usize: ColumnIndex<R>,
     {
-        StoredCustomer::from_columns(r.text(0)?, r.text(1)?, &r.text(2)?, &r.text(3)?, &r.text(4)?)
+        let last_job = match (r.maybe_text(5)?, r.maybe_count(6)?) {
+            (Some(job), Some(line)) => Some((job, line)),
+            _ => None,
+        };
+        StoredCustomer::from_columns(r.text(0)?, r.text(1)?, &r.text(2)?, &r.text(3)?, &r.text(4)?, last_job)
     }
 }
 

@@ -4,13 +4,13 @@
 //! serialised with a transaction-scoped advisory lock, so several intake
 //! processes can share one database.
 
-use super::rows::{self, JOB_COLUMNS};
-use super::{claim_key, scopes_to_text, Job, JobProgress, NewJob, Result, StoreError, StoredCustomer};
+use super::rows::{self, CUSTOMER_COLUMNS_PG, JOB_COLUMNS};
+use super::{scopes_to_text, Job, JobProgress, NewJob, Result, StoreError, StoredCustomer};
 use crate::domain::user::SftpUser;
 use crate::domain::AccountSettings;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::str::FromStr;
 
 #[derive(Clone)]
@@ -68,10 +68,7 @@ impl PgStore {
     }
 
     pub async fn get_customer(&self, account: &str, customer_ref: &str) -> Result<Option<StoredCustomer>> {
-        let row = sqlx::query(
-            "SELECT customer_id, ref, addresses::text, metadata::text, appdata::text FROM customers
-             WHERE account = $1 AND ref = $2",
-        )
+        let row = sqlx::query(&format!("SELECT {CUSTOMER_COLUMNS_PG} FROM customers WHERE account = $1 AND ref = $2"))
         .bind(account)
         .bind(customer_ref)
         .fetch_optional(&self.pool)
@@ -86,73 +83,45 @@ pub struct PgBatch {
 }
 
 impl PgBatch {
-    pub async fn claim_refs(&mut self, job_id: &str, claims: &[(String, u64)]) -> Result<Vec<Option<u64>>> {
-        let keys: Vec<String> = claims.iter().map(|(c, _)| claim_key(c)).collect();
-        let lines: Vec<i64> = claims.iter().map(|(_, l)| *l as i64).collect();
-        // Insert first: the common case (a ref not seen before) costs one statement.
-        let claimed: HashSet<String> = sqlx::query_scalar(
-            "INSERT INTO job_refs (job_id, ref_key, line)
-             SELECT $1, k, l FROM UNNEST($2::text[], $3::bigint[]) AS u(k, l)
-             ON CONFLICT DO NOTHING RETURNING ref_key",
+    /// Earlier claims of `keys` by this job recorded in `job_refs`.
+    pub async fn claimed_refs(&mut self, job_id: &str, keys: &[String]) -> Result<HashMap<String, u64>> {
+        let rows = sqlx::query("SELECT ref_key, line FROM job_refs WHERE job_id = $1 AND ref_key = ANY($2)")
+            .bind(job_id)
+            .bind(keys)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        let mut earlier = HashMap::with_capacity(rows.len());
+        for row in rows {
+            earlier.insert(row.try_get(0)?, row.try_get::<i64, _>(1)? as u64);
+        }
+        Ok(earlier)
+    }
+
+    pub async fn record_claims(&mut self, job_id: &str, claims: &[(String, u64)]) -> Result<()> {
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let (keys, lines): (Vec<&str>, Vec<i64>) = claims.iter().map(|(k, l)| (k.as_str(), *l as i64)).unzip();
+        sqlx::query(
+            "INSERT INTO job_refs (job_id, ref_key, line) SELECT $1, k, l FROM UNNEST($2::text[], $3::bigint[]) AS u(k, l)",
         )
         .bind(job_id)
         .bind(&keys)
         .bind(&lines)
-        .fetch_all(&mut *self.tx)
-        .await?
-        .into_iter()
-        .collect();
-        let taken: Vec<&String> = keys.iter().filter(|k| !claimed.contains(*k)).collect();
-        let mut earlier: HashMap<String, u64> = HashMap::with_capacity(taken.len());
-        if !taken.is_empty() {
-            let rows = sqlx::query("SELECT ref_key, line FROM job_refs WHERE job_id = $1 AND ref_key = ANY($2)")
-                .bind(job_id)
-                .bind(&taken)
-                .fetch_all(&mut *self.tx)
-                .await?;
-            for row in rows {
-                earlier.insert(row.try_get(0)?, row.try_get::<i64, _>(1)? as u64);
-            }
-        }
-        Ok(keys.iter().map(|k| earlier.get(k).copied()).collect())
-    }
-
-    pub async fn insert_new(&mut self, account: &str, rows: &[StoredCustomer], now: &str) -> Result<HashSet<String>> {
-        if rows.is_empty() {
-            return Ok(HashSet::new());
-        }
-        let (ids, refs, addresses, metadata, appdata) = columns(rows);
-        let inserted: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at)
-             SELECT u.id, $1, u.ref, u.addr::jsonb, u.meta::jsonb, u.app::jsonb, $7::timestamptz, $7::timestamptz
-             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS u(id, ref, addr, meta, app)
-             ORDER BY u.ref
-             ON CONFLICT (account, ref) DO NOTHING RETURNING ref",
-        )
-        .bind(account)
-        .bind(ids)
-        .bind(refs)
-        .bind(addresses)
-        .bind(metadata)
-        .bind(appdata)
-        .bind(now)
-        .fetch_all(&mut *self.tx)
+        .execute(&mut *self.tx)
         .await?;
-        Ok(inserted.into_iter().collect())
+        Ok(())
     }
 
     pub async fn existing(&mut self, account: &str, refs: &[&str]) -> Result<HashMap<String, StoredCustomer>> {
         if refs.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows = sqlx::query(
-            "SELECT customer_id, ref, addresses::text, metadata::text, appdata::text FROM customers
-             WHERE account = $1 AND ref = ANY($2)",
-        )
-        .bind(account)
-        .bind(refs)
-        .fetch_all(&mut *self.tx)
-        .await?;
+        let rows = sqlx::query(&format!("SELECT {CUSTOMER_COLUMNS_PG} FROM customers WHERE account = $1 AND ref = ANY($2)"))
+            .bind(account)
+            .bind(refs)
+            .fetch_all(&mut *self.tx)
+            .await?;
         let mut found = HashMap::with_capacity(rows.len());
         for row in rows {
             let c = rows::customer(&row)?;
@@ -161,22 +130,52 @@ impl PgBatch {
         Ok(found)
     }
 
-    pub async fn update(&mut self, updates: &[StoredCustomer], now: &str) -> Result<()> {
+    pub async fn insert_customers(&mut self, account: &str, rows: &[StoredCustomer], now: &str) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let c = columns(rows);
+        sqlx::query(
+            "INSERT INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at,
+               last_job_id, last_line)
+             SELECT u.id, $1, u.ref, u.addr::jsonb, u.meta::jsonb, u.app::jsonb, $7::timestamptz, $7::timestamptz, u.job, u.line
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $8::text[], $9::bigint[])
+               AS u(id, ref, addr, meta, app, job, line)
+             ORDER BY u.ref",
+        )
+        .bind(account)
+        .bind(c.ids)
+        .bind(c.refs)
+        .bind(c.addresses)
+        .bind(c.metadata)
+        .bind(c.appdata)
+        .bind(now)
+        .bind(c.jobs)
+        .bind(c.lines)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn update_customers(&mut self, updates: &[StoredCustomer], now: &str) -> Result<()> {
         if updates.is_empty() {
             return Ok(());
         }
-        let (ids, _, addresses, metadata, appdata) = columns(updates);
+        let c = columns(updates);
         sqlx::query(
             "UPDATE customers AS c SET addresses = u.addr::jsonb, metadata = u.meta::jsonb, appdata = u.app::jsonb,
-               updated_at = $5::timestamptz
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS u(id, addr, meta, app)
+               updated_at = $5::timestamptz, last_job_id = u.job, last_line = u.line
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $6::text[], $7::bigint[])
+               AS u(id, addr, meta, app, job, line)
              WHERE c.customer_id = u.id",
         )
-        .bind(ids)
-        .bind(addresses)
-        .bind(metadata)
-        .bind(appdata)
+        .bind(c.ids)
+        .bind(c.addresses)
+        .bind(c.metadata)
+        .bind(c.appdata)
         .bind(now)
+        .bind(c.jobs)
+        .bind(c.lines)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -206,17 +205,29 @@ impl PgBatch {
     }
 }
 
-type Columns = (Vec<String>, Vec<String>, Vec<String>, Vec<String>, Vec<String>);
+/// Customers as column arrays, for `UNNEST`.
+#[derive(Default)]
+struct Columns {
+    ids: Vec<String>,
+    refs: Vec<String>,
+    addresses: Vec<String>,
+    metadata: Vec<String>,
+    appdata: Vec<String>,
+    jobs: Vec<Option<String>>,
+    lines: Vec<Option<i64>>,
+}
 
 fn columns(rows: &[StoredCustomer]) -> Columns {
-    let mut out: Columns = Default::default();
+    let mut out = Columns::default();
     for c in rows {
         let (addresses, metadata, appdata) = c.json_columns();
-        out.0.push(c.customer_id.clone());
-        out.1.push(c.customer_ref.clone());
-        out.2.push(addresses);
-        out.3.push(metadata);
-        out.4.push(appdata);
+        out.ids.push(c.customer_id.clone());
+        out.refs.push(c.customer_ref.clone());
+        out.addresses.push(addresses);
+        out.metadata.push(metadata);
+        out.appdata.push(appdata);
+        out.jobs.push(c.last_job.as_ref().map(|(j, _)| j.clone()));
+        out.lines.push(c.last_job.as_ref().map(|(_, l)| *l as i64));
     }
     out
 }

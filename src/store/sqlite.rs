@@ -1,13 +1,13 @@
 //! SQLite: the embedded default. WAL, one writer at a time (`BEGIN IMMEDIATE`),
 //! a large page cache; batches stay far under the 32,766 bind limit.
 
-use super::rows::{self, JOB_COLUMNS};
-use super::{claim_key, scopes_to_text, Job, JobProgress, NewJob, Result, StoreError, StoredCustomer};
+use super::rows::{self, CUSTOMER_COLUMNS_SQLITE, JOB_COLUMNS};
+use super::{scopes_to_text, Job, JobProgress, NewJob, Result, StoreError, StoredCustomer};
 use crate::domain::user::SftpUser;
 use crate::domain::AccountSettings;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -34,10 +34,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30))
-            .pragma("cache_size", "-65536")
+            .pragma("cache_size", "-32768")
             .pragma("wal_autocheckpoint", "10000")
             .pragma("temp_store", "memory");
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new().max_connections(2).connect_with(options).await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(SqliteStore { pool })
     }
@@ -56,7 +56,7 @@ impl SqliteStore {
             q.push(")");
         }
         q.push(concat!(" AND ", one_job_per_account!(), " ORDER BY received_at, rowid LIMIT 1"));
-        let row = q.build().fetch_optional(&mut *tx).await?;
+        let row = q.build().persistent(false).fetch_optional(&mut *tx).await?;
         let Some(row) = row else { return Ok(None) };
         let job = rows::job(&row)?;
         sqlx::query("UPDATE jobs SET owner = ?, heartbeat_at = ?, status = 'running' WHERE job_id = ?")
@@ -74,9 +74,7 @@ impl SqliteStore {
     }
 
     pub async fn get_customer(&self, account: &str, customer_ref: &str) -> Result<Option<StoredCustomer>> {
-        let row = sqlx::query(
-            "SELECT customer_id, ref, addresses, metadata, appdata FROM customers WHERE account = ? AND ref = ?",
-        )
+        let row = sqlx::query(&format!("SELECT {CUSTOMER_COLUMNS_SQLITE} FROM customers WHERE account = ? AND ref = ?"))
         .bind(account)
         .bind(customer_ref)
         .fetch_optional(&self.pool)
@@ -91,75 +89,46 @@ pub struct SqliteBatch {
 }
 
 impl SqliteBatch {
-    pub async fn claim_refs(&mut self, job_id: &str, claims: &[(String, u64)]) -> Result<Vec<Option<u64>>> {
-        let keys: Vec<(String, u64)> = claims.iter().map(|(c, line)| (claim_key(c), *line)).collect();
-        // Insert first: the common case (a ref not seen before) costs one statement.
-        let mut claimed: HashSet<String> = HashSet::with_capacity(keys.len());
+    /// Earlier claims of `keys` by this job recorded in `job_refs`.
+    pub async fn claimed_refs(&mut self, job_id: &str, keys: &[String]) -> Result<HashMap<String, u64>> {
+        let mut earlier = HashMap::new();
         for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO job_refs (job_id, ref_key, line) ");
-            q.push_values(chunk, |mut b, (key, line)| {
-                b.push_bind(job_id).push_bind(key.as_str()).push_bind(*line as i64);
-            });
-            q.push(" ON CONFLICT DO NOTHING RETURNING ref_key");
-            for row in q.build().fetch_all(&mut *self.tx).await? {
-                claimed.insert(row.try_get(0)?);
-            }
-        }
-        let taken: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).filter(|k| !claimed.contains(*k)).collect();
-        let mut earlier: HashMap<String, u64> = HashMap::with_capacity(taken.len());
-        for chunk in taken.chunks(ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new("SELECT ref_key, line FROM job_refs WHERE job_id = ");
             q.push_bind(job_id).push(" AND ref_key IN (");
             let mut list = q.separated(", ");
             for key in chunk {
-                list.push_bind(*key);
+                list.push_bind(key.as_str());
             }
             q.push(")");
-            for row in q.build().fetch_all(&mut *self.tx).await? {
+            for row in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
                 earlier.insert(row.try_get(0)?, row.try_get::<i64, _>(1)? as u64);
             }
         }
-        Ok(keys.iter().map(|(k, _)| earlier.get(k).copied()).collect())
+        Ok(earlier)
     }
 
-    pub async fn insert_new(&mut self, account: &str, rows: &[StoredCustomer], now: &str) -> Result<HashSet<String>> {
-        let mut inserted = HashSet::with_capacity(rows.len());
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at) ",
-            );
-            q.push_values(chunk, |mut b, c| {
-                let (addresses, metadata, appdata) = c.json_columns();
-                b.push_bind(&c.customer_id)
-                    .push_bind(account)
-                    .push_bind(&c.customer_ref)
-                    .push_bind(addresses)
-                    .push_bind(metadata)
-                    .push_bind(appdata)
-                    .push_bind(now)
-                    .push_bind(now);
+    pub async fn record_claims(&mut self, job_id: &str, claims: &[(String, u64)]) -> Result<()> {
+        for chunk in claims.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO job_refs (job_id, ref_key, line) ");
+            q.push_values(chunk, |mut b, (key, line)| {
+                b.push_bind(job_id).push_bind(key.as_str()).push_bind(*line as i64);
             });
-            q.push(" ON CONFLICT (account, ref) DO NOTHING RETURNING ref");
-            for row in q.build().fetch_all(&mut *self.tx).await? {
-                inserted.insert(row.try_get(0)?);
-            }
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
-        Ok(inserted)
+        Ok(())
     }
 
     pub async fn existing(&mut self, account: &str, refs: &[&str]) -> Result<HashMap<String, StoredCustomer>> {
         let mut found = HashMap::new();
         for chunk in refs.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT customer_id, ref, addresses, metadata, appdata FROM customers WHERE account = ",
-            );
+            let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {CUSTOMER_COLUMNS_SQLITE} FROM customers WHERE account = "));
             q.push_bind(account).push(" AND ref IN (");
             let mut list = q.separated(", ");
             for r in chunk {
                 list.push_bind(*r);
             }
             q.push(")");
-            for row in q.build().fetch_all(&mut *self.tx).await? {
+            for row in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
                 let c = rows::customer(&row)?;
                 found.insert(c.customer_ref.clone(), c);
             }
@@ -167,17 +136,48 @@ impl SqliteBatch {
         Ok(found)
     }
 
-    pub async fn update(&mut self, updates: &[StoredCustomer], now: &str) -> Result<()> {
+    pub async fn insert_customers(&mut self, account: &str, rows: &[StoredCustomer], now: &str) -> Result<()> {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at, \
+                 last_job_id, last_line) ",
+            );
+            q.push_values(chunk, |mut b, c| {
+                let (addresses, metadata, appdata) = c.json_columns();
+                let (job, line) = c.last_job.as_ref().map(|(j, l)| (Some(j.as_str()), Some(*l as i64))).unwrap_or((None, None));
+                b.push_bind(&c.customer_id)
+                    .push_bind(account)
+                    .push_bind(&c.customer_ref)
+                    .push_bind(addresses)
+                    .push_bind(metadata)
+                    .push_bind(appdata)
+                    .push_bind(now)
+                    .push_bind(now)
+                    .push_bind(job)
+                    .push_bind(line);
+            });
+            q.build().persistent(false).execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn update_customers(&mut self, updates: &[StoredCustomer], now: &str) -> Result<()> {
         for c in updates {
             let (addresses, metadata, appdata) = c.json_columns();
-            sqlx::query("UPDATE customers SET addresses = ?, metadata = ?, appdata = ?, updated_at = ? WHERE customer_id = ?")
-                .bind(addresses)
-                .bind(metadata)
-                .bind(appdata)
-                .bind(now)
-                .bind(&c.customer_id)
-                .execute(&mut *self.tx)
-                .await?;
+            let (job, line) = c.last_job.as_ref().map(|(j, l)| (Some(j.as_str()), Some(*l as i64))).unwrap_or((None, None));
+            sqlx::query(
+                "UPDATE customers SET addresses = ?, metadata = ?, appdata = ?, updated_at = ?, last_job_id = ?, last_line = ?
+                 WHERE customer_id = ?",
+            )
+            .bind(addresses)
+            .bind(metadata)
+            .bind(appdata)
+            .bind(now)
+            .bind(job)
+            .bind(line)
+            .bind(&c.customer_id)
+            .execute(&mut *self.tx)
+            .await?;
         }
         Ok(())
     }

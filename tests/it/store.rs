@@ -5,7 +5,7 @@ use intake::domain::user::{Scopes, SftpUser};
 use intake::domain::{
     AccountSettings, Address, AddressKind, Addresses, CreateCustomer, CustomerRef, JsonObject, PhoneCheck,
 };
-use intake::store::{JobProgress, JobStatus, NewJob, Store, StoreError, UpsertOutcome};
+use intake::store::{BatchRecord, JobProgress, JobStatus, NewJob, RecordOutcome, Store, StoreError, UpsertOutcome};
 use serde_json::{json, Map, Value};
 
 fn object(v: Value) -> Map<String, Value> {
@@ -56,14 +56,28 @@ async fn owned_job(store: &Store, owner: &str) -> String {
     id
 }
 
+fn records(commands: &[CreateCustomer]) -> Vec<BatchRecord<'_>> {
+    commands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| BatchRecord { line: i as u64 + 2, claim: Some(c.customer_ref().as_str()), command: Some(c) })
+        .collect()
+}
+
+/// Applies valid commands as one batch of a new job and commits.
 async fn upsert(store: &Store, avid: &str, may_update: bool, commands: &[CreateCustomer]) -> Vec<UpsertOutcome> {
     let owner = uuid::Uuid::new_v4().to_string();
     let job = owned_job(store, &owner).await;
     let mut batch = store.begin_batch(avid).await.unwrap();
-    let refs: Vec<&CreateCustomer> = commands.iter().collect();
-    let outcomes = batch.upsert(avid, may_update, &refs).await.unwrap();
+    let outcomes = batch.apply(&job, avid, may_update, &records(commands)).await.unwrap();
     batch.commit(&job, &owner, &JobProgress::default(), "2026-01-01T00:00:00Z").await.unwrap();
     outcomes
+        .into_iter()
+        .map(|o| match o {
+            RecordOutcome::Applied(u) => u,
+            other => panic!("{other:?}"),
+        })
+        .collect()
 }
 
 async fn new_refs_are_created_and_existing_ones_merged(db: TestDb) {
@@ -125,30 +139,48 @@ async fn a_batch_that_is_not_committed_leaves_nothing(db: TestDb) {
     store.add_account(&account("acme")).await.unwrap();
     {
         let mut batch = store.begin_batch("acme").await.unwrap();
-        let c = command("c1", &["+15555001234"], json!({}), json!({}));
-        batch.upsert("acme", true, &[&c]).await.unwrap();
+        let c = [command("c1", &["+15555001234"], json!({}), json!({}))];
+        batch.apply("some-job", "acme", true, &records(&c)).await.unwrap();
         // dropped: rolled back, as after a crash
     }
     assert_eq!(store.count_customers("acme").await.unwrap(), 0);
 }
 
-async fn claimed_refs_report_the_first_line_across_batches(db: TestDb) {
+async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
     let store = db.store().await;
     store.add_account(&account("acme")).await.unwrap();
+    upsert(&store, "acme", true, &[command("old", &["+15555001234"], json!({}), json!({}))]).await;
     store.create_job(&new_job("job-1", "acme", "2026-01-01T00:00:00Z")).await.unwrap();
     store.mark_queued("job-1", None, true).await.unwrap();
     store.claim_job("me", "2026-01-01T00:00:00Z", "2000-01-01T00:00:00Z", &[]).await.unwrap().unwrap();
+    let valid = |r: &str| command(r, &["+15555001234"], json!({}), json!({}));
+    let (a, old, b) = (valid("a"), valid("old"), valid("b"));
+    let rec = |line, claim, command| BatchRecord { line, claim, command };
+    // Batch 1: `a` created; `bad` invalid (claims it anyway); `old` unchanged; `a` again.
     let mut batch = store.begin_batch("acme").await.unwrap();
-    let first = batch.claim_refs("job-1", &[("a".into(), 2), ("b".into(), 3)]).await.unwrap();
-    assert_eq!(first, [None, None]);
-    let progress = JobProgress { records_done: 2, results_offset: 99, created: 2, ..Default::default() };
+    let first = batch
+        .apply("job-1", "acme", true, &[rec(2, Some("a"), Some(&a)), rec(3, Some("bad"), None), rec(4, Some("old"), Some(&old)), rec(5, Some("a"), Some(&a)), rec(6, None, None)])
+        .await
+        .unwrap();
+    assert!(matches!(first[0], RecordOutcome::Applied(UpsertOutcome::Created(_))), "{first:?}");
+    assert_eq!(first[1], RecordOutcome::Invalid);
+    assert!(matches!(first[2], RecordOutcome::Applied(UpsertOutcome::Unchanged(_))), "{first:?}");
+    assert_eq!(first[3], RecordOutcome::Duplicate(2));
+    assert_eq!(first[4], RecordOutcome::Invalid);
+    let progress = JobProgress { records_done: 5, results_offset: 99, created: 1, ..Default::default() };
     batch.commit("job-1", "me", &progress, "2026-01-01T00:00:01Z").await.unwrap();
+    // Batch 2: every earlier claim is seen, whatever became of its record.
     let mut batch = store.begin_batch("acme").await.unwrap();
-    let second = batch.claim_refs("job-1", &[("b".into(), 7), ("c".into(), 8)]).await.unwrap();
-    assert_eq!(second, [Some(3), None]);
+    let bad_now_valid = valid("bad");
+    let second = batch
+        .apply("job-1", "acme", true, &[rec(7, Some("a"), None), rec(8, Some("bad"), Some(&bad_now_valid)), rec(9, Some("old"), Some(&old)), rec(10, Some("b"), Some(&b))])
+        .await
+        .unwrap();
+    assert_eq!(second[..3], [RecordOutcome::Duplicate(2), RecordOutcome::Duplicate(3), RecordOutcome::Duplicate(4)]);
+    assert!(matches!(second[3], RecordOutcome::Applied(UpsertOutcome::Created(_))));
     // Another job's claims are its own.
-    let other = batch.claim_refs("job-2", &[("a".into(), 2)]).await.unwrap();
-    assert_eq!(other, [None]);
+    let other = batch.apply("job-2", "acme", true, &[rec(2, Some("zzz"), None)]).await.unwrap();
+    assert_eq!(other, [RecordOutcome::Invalid]);
     drop(batch);
     let stored = store.get_job("job-1").await.unwrap().unwrap();
     assert_eq!(stored.progress, progress);
@@ -196,8 +228,8 @@ async fn a_job_is_never_claimed_twice(db: TestDb) {
 
     // Its former owner can no longer commit: nothing of its batch lands.
     let mut batch = store.begin_batch(&taken.account).await.unwrap();
-    let c = command("late", &["+15555001234"], json!({}), json!({}));
-    batch.upsert(&taken.account, true, &[&c]).await.unwrap();
+    let c = [command("late", &["+15555001234"], json!({}), json!({}))];
+    batch.apply(&taken.job_id, &taken.account, true, &records(&c)).await.unwrap();
     let err = batch.commit(&taken.job_id, owner_of(&taken.job_id), &JobProgress::default(), "2026-01-01T00:09:01Z").await.unwrap_err();
     assert!(matches!(err, StoreError::NotOwner(_)), "{err}");
     assert_eq!(store.count_customers(&taken.account).await.unwrap(), 0, "a fenced-off batch commits nothing");
@@ -238,7 +270,7 @@ crate::on_both_backends!(
     without_update_scope_an_existing_ref_fails,
     refs_are_per_account,
     a_batch_that_is_not_committed_leaves_nothing,
-    claimed_refs_report_the_first_line_across_batches,
+    the_first_record_of_a_ref_claims_it_across_batches,
     a_job_is_never_claimed_twice,
     accounts_and_users_are_managed,
 );
