@@ -39,4 +39,5 @@ with open(out_path, "w", newline="") as out, open(raw_path, "w", newline="") as 
             if phone:
                 addresses.append({"type": "phone", "value": phone})
             r.writerow([str(uuid.UUID(int=rnd.getrandbits(128))), account, ref, json.dumps(addresses),
-                        json.dumps({"name": name, "city": city}), json.dumps({"crm_id": crm}), now, now])
+                        json.dumps({"name": name, "city": city}), json.dumps({"crm_id": crm}), now, now,
+                        "raw-load", i + 2])

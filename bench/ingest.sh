@@ -38,6 +38,7 @@ for ROWS in "${ROWS_LIST[@]}"; do
       fi
       export INTAKE_DATA_DIR=$DATA INTAKE_DATABASE_URL=$URL
       "$BIN" account add bench >/dev/null
+      sync
       t0=$(now)
       /usr/bin/time -f "%M" -o "$WORK/rss" "$BIN" ingest "$WORK/customers.csv" --account bench >/dev/null
       t1=$(now)
@@ -55,7 +56,7 @@ for ROWS in "${ROWS_LIST[@]}"; do
         psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $RAWDB" -c "CREATE DATABASE $RAWDB"
         INTAKE_DATABASE_URL="$PG_BASE/$RAWDB" INTAKE_DATA_DIR="$RAW" "$BIN" account list >/dev/null
         t0=$(now)
-        psql -q "$PG_BASE/$RAWDB" -c "\\copy customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at) from '$WORK/raw.csv' csv"
+        psql -q "$PG_BASE/$RAWDB" -c "\\copy customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at, last_job_id, last_line) from '$WORK/raw.csv' csv"
         t1=$(now)
         psql -q "$PG_URL" -c "DROP DATABASE $RAWDB" -c "DROP DATABASE $DB"
       fi

@@ -85,7 +85,12 @@ pub struct PgBatch {
 impl PgBatch {
     /// Earlier claims of `keys` by this job recorded in `job_refs`.
     pub async fn claimed_refs(&mut self, job_id: &str, keys: &[String]) -> Result<HashMap<String, u64>> {
-        let rows = sqlx::query("SELECT ref_key, line FROM job_refs WHERE job_id = $1 AND ref_key = ANY($2)")
+        // A join, not `= ANY($2)`: on a table without statistics yet the
+        // planner turns ANY into a scan comparing every row with every key.
+        let rows = sqlx::query(
+            "SELECT j.ref_key, j.line FROM UNNEST($2::text[]) AS k(key)
+             JOIN job_refs AS j ON j.job_id = $1 AND j.ref_key = k.key",
+        )
             .bind(job_id)
             .bind(keys)
             .fetch_all(&mut *self.tx)
@@ -117,7 +122,10 @@ impl PgBatch {
         if refs.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows = sqlx::query(&format!("SELECT {CUSTOMER_COLUMNS_PG} FROM customers WHERE account = $1 AND ref = ANY($2)"))
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM UNNEST($2::text[]) AS k(key) JOIN customers ON customers.account = $1 AND customers.ref = k.key",
+            CUSTOMER_COLUMNS_PG.replace("customer_id", "customers.customer_id").replace(", ref,", ", customers.ref,")
+        ))
             .bind(account)
             .bind(refs)
             .fetch_all(&mut *self.tx)
