@@ -36,7 +36,8 @@ class Daemon:
     def __init__(self, work, accounts, db_url):
         self.work = work
         self.data = os.path.join(work, "data")
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(work, "key")], check=True)
+        if not os.path.exists(os.path.join(work, "key")):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(work, "key")], check=True)
         public = open(os.path.join(work, "key.pub")).read().strip()
         cfg = '[sftp]\nlisten = "127.0.0.1:0"\n'
         for a in accounts:
@@ -57,8 +58,9 @@ class Daemon:
 
     def sftp(self, user, batch):
         subprocess.run(["sftp", "-q", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                        "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-i", os.path.join(self.work, "key"),
-                        "-P", self.port, "-b", "-", f"{user}@127.0.0.1"], input=batch.encode(), check=True)
+                        "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-q", "-i", os.path.join(self.work, "key"),
+                        "-P", self.port, "-b", "-", f"{user}@127.0.0.1"], input=batch.encode(), check=True,
+                       stdout=subprocess.DEVNULL)
 
     def summary_path(self, avid, stem):
         return os.path.join(self.data, "accounts", avid, "outbox", f"{stem}.summary.json")

@@ -225,6 +225,11 @@ impl JobRunner {
         results.sync().map_err(io_err("while writing the results file"))?;
         let written = Instant::now();
         batch.commit(&self.job.job_id, &ctx.owner, &self.job.progress, &clock::now_rfc3339()).await?;
+        // After batches 1, 2, 4, 8, ...: statistics within 2x of the tables' size.
+        let batches = self.job.progress.records_done.div_ceil(ctx.batch_size.max(1) as u64);
+        if batches.is_power_of_two() {
+            ctx.store.refresh_statistics().await?;
+        }
         tracing::debug!(job_id = %self.job.job_id, records = self.job.progress.records_done,
             apply_ms = (applied - started).as_millis() as u64, results_ms = (written - applied).as_millis() as u64,
             commit_ms = written.elapsed().as_millis() as u64, "batch committed");

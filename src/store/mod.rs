@@ -261,6 +261,15 @@ impl Store {
         dispatch!(self, s => s.mark_queued(job_id, uploader, may_update).await)
     }
 
+    /// Keeps the planner's statistics current while a job grows the tables
+    /// (PostgreSQL; SQLite's planner needs none for key lookups).
+    pub async fn refresh_statistics(&self) -> Result<()> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Postgres(s) => s.refresh_statistics().await,
+        }
+    }
+
     /// Starts a batch: claims, upserts and progress commit together.
     pub async fn begin_batch(&self, account: &str) -> Result<Batch> {
         Ok(match self {

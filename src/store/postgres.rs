@@ -58,6 +58,16 @@ impl PgStore {
         Ok(Some(job))
     }
 
+    /// Refreshes the planner's statistics of the tables a batch reads. A
+    /// table that grew from a few rows to millions within one upload still
+    /// carries the plan for a few rows (scanning every row of the account
+    /// for each batch) until autovacuum's next ANALYZE.
+    pub async fn refresh_statistics(&self) -> Result<()> {
+        sqlx::query("ANALYZE customers").execute(&self.pool).await?;
+        sqlx::query("ANALYZE job_refs").execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn begin_batch(&self, account: &str) -> Result<PgBatch> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('intake.customers'), hashtext($1))")
@@ -85,12 +95,7 @@ pub struct PgBatch {
 impl PgBatch {
     /// Earlier claims of `keys` by this job recorded in `job_refs`.
     pub async fn claimed_refs(&mut self, job_id: &str, keys: &[String]) -> Result<HashMap<String, u64>> {
-        // A join, not `= ANY($2)`: on a table without statistics yet the
-        // planner turns ANY into a scan comparing every row with every key.
-        let rows = sqlx::query(
-            "SELECT j.ref_key, j.line FROM UNNEST($2::text[]) AS k(key)
-             JOIN job_refs AS j ON j.job_id = $1 AND j.ref_key = k.key",
-        )
+        let rows = sqlx::query("SELECT ref_key, line FROM job_refs WHERE job_id = $1 AND ref_key = ANY($2)")
             .bind(job_id)
             .bind(keys)
             .fetch_all(&mut *self.tx)
@@ -122,10 +127,7 @@ impl PgBatch {
         if refs.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows = sqlx::query(&format!(
-            "SELECT {} FROM UNNEST($2::text[]) AS k(key) JOIN customers ON customers.account = $1 AND customers.ref = k.key",
-            CUSTOMER_COLUMNS_PG.replace("customer_id", "customers.customer_id").replace(", ref,", ", customers.ref,")
-        ))
+        let rows = sqlx::query(&format!("SELECT {CUSTOMER_COLUMNS_PG} FROM customers WHERE account = $1 AND ref = ANY($2)"))
             .bind(account)
             .bind(refs)
             .fetch_all(&mut *self.tx)
