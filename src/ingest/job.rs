@@ -225,9 +225,10 @@ impl JobRunner {
         results.sync().map_err(io_err("while writing the results file"))?;
         let written = Instant::now();
         batch.commit(&self.job.job_id, &ctx.owner, &self.job.progress, &clock::now_rfc3339()).await?;
-        // After batches 1, 2, 4, 8, ...: statistics within 2x of the tables' size.
+        // After batches 4, 8, 16, ...: statistics within 2x of what a large
+        // upload has grown the tables to; small uploads never pay for it.
         let batches = self.job.progress.records_done.div_ceil(ctx.batch_size.max(1) as u64);
-        if batches.is_power_of_two() {
+        if batches >= 4 && batches.is_power_of_two() {
             ctx.store.refresh_statistics().await?;
         }
         tracing::debug!(job_id = %self.job.job_id, records = self.job.progress.records_done,
