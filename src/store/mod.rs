@@ -160,12 +160,12 @@ impl Store {
     }
 
     pub async fn add_account(&self, account: &AccountSettings) -> Result<()> {
-        dispatch!(self, s => s.add_account(account).await)
+        dispatch!(self, s => s.add_account(account, false).await)
     }
 
     /// Creates or updates an account (used for accounts declared in config).
     pub async fn put_account(&self, account: &AccountSettings) -> Result<()> {
-        dispatch!(self, s => s.put_account(account).await)
+        dispatch!(self, s => s.add_account(account, true).await)
     }
 
     pub async fn get_account(&self, avid: &str) -> Result<Option<AccountSettings>> {

@@ -18,34 +18,26 @@ macro_rules! one_job_per_account {
 /// each provides `pool` and `begin_write()`.
 macro_rules! shared_statements {
     () => {
-        pub async fn add_account(&self, a: &AccountSettings) -> Result<()> {
-            let done = sqlx::query(
-                "INSERT INTO accounts (avid, default_region, encoding, phone_check) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            )
-            .bind(&a.avid)
-            .bind(a.default_region.map(|r| r.code()))
-            .bind(a.encoding.as_str())
-            .bind(a.phone_check.as_str())
-            .execute(&self.pool)
-            .await?;
+        /// Creates an account; with `replace`, an existing one takes the new settings.
+        pub async fn add_account(&self, a: &AccountSettings, replace: bool) -> Result<()> {
+            let sql = if replace {
+                "INSERT INTO accounts (avid, default_region, encoding, phone_check) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (avid) DO UPDATE SET default_region = excluded.default_region,
+                   encoding = excluded.encoding, phone_check = excluded.phone_check"
+            } else {
+                "INSERT INTO accounts (avid, default_region, encoding, phone_check) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING"
+            };
+            let done = sqlx::query(sql)
+                .bind(&a.avid)
+                .bind(a.default_region.map(|r| r.code()))
+                .bind(a.encoding.as_str())
+                .bind(a.phone_check.as_str())
+                .execute(&self.pool)
+                .await?;
             if done.rows_affected() == 0 {
                 return Err(StoreError::AlreadyExists(format!("account `{}`", a.avid)));
             }
-            Ok(())
-        }
-
-        pub async fn put_account(&self, a: &AccountSettings) -> Result<()> {
-            sqlx::query(
-                "INSERT INTO accounts (avid, default_region, encoding, phone_check) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (avid) DO UPDATE SET default_region = excluded.default_region,
-                   encoding = excluded.encoding, phone_check = excluded.phone_check",
-            )
-            .bind(&a.avid)
-            .bind(a.default_region.map(|r| r.code()))
-            .bind(a.encoding.as_str())
-            .bind(a.phone_check.as_str())
-            .execute(&self.pool)
-            .await?;
             Ok(())
         }
 
