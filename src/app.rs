@@ -109,6 +109,7 @@ pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
 
     let mut tasks = tokio::task::JoinSet::new();
     if config.sftp.enabled {
+        check_uploader_records(&layout)?;
         let server = SftpServer::bind(&config.sftp, &config.host_key_path(), layout.accounts_root(), Arc::new(StoreUsers(store.clone())))
             .await
             .context("while starting the SFTP server")?;
@@ -148,6 +149,22 @@ pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The SFTP server records who uploaded each file in an extended attribute
+/// and refuses uploads it cannot label; say so at start, not at the first upload.
+fn check_uploader_records(layout: &Layout) -> Result<()> {
+    let probe = layout.accounts_root().join(format!(".intake-xattr-probe.{}", std::process::id()));
+    std::fs::write(&probe, b"").with_context(|| format!("while writing {}", probe.display()))?;
+    let labelled = crate::layout::set_uploader(&probe, "probe");
+    let _ = std::fs::remove_file(&probe);
+    labelled.with_context(|| {
+        format!(
+            "the file system of {} does not take user extended attributes, which intake's SFTP server \
+             needs to record who uploaded a file; put data_dir on ext4, xfs, btrfs or tmpfs (Linux >= 6.6)",
+            layout.data_dir().display()
+        )
+    })
 }
 
 async fn wait_for_signal() {
