@@ -408,15 +408,14 @@ impl Batch {
         on_batch!(self, b => b.record_claims(job_id, &claims).await?);
 
         let mut result = Vec::with_capacity(records.len());
-        for (i, record) in records.iter().enumerate() {
+        for i in 0..records.len() {
             let outcome = match follows[i] {
                 Some(first) => RecordOutcome::Duplicate(match &outcomes[first] {
                     Some(RecordOutcome::Duplicate(line)) => *line,
                     _ => records[first].line,
                 }),
-                None => outcomes[i].take().unwrap_or(RecordOutcome::Invalid),
+                None => outcomes[i].clone().unwrap_or(RecordOutcome::Invalid),
             };
-            let _ = record;
             result.push(outcome);
         }
         Ok(result)

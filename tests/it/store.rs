@@ -173,11 +173,13 @@ async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
     let mut batch = store.begin_batch("acme").await.unwrap();
     let bad_now_valid = valid("bad");
     let second = batch
-        .apply("job-1", "acme", true, &[rec(7, Some("a"), None), rec(8, Some("bad"), Some(&bad_now_valid)), rec(9, Some("old"), Some(&old)), rec(10, Some("b"), Some(&b))])
+        .apply("job-1", "acme", true, &[rec(7, Some("a"), None), rec(8, Some("bad"), Some(&bad_now_valid)), rec(9, Some("old"), Some(&old)), rec(10, Some("b"), Some(&b)), rec(11, Some("a"), Some(&a))])
         .await
         .unwrap();
     assert_eq!(second[..3], [RecordOutcome::Duplicate(2), RecordOutcome::Duplicate(3), RecordOutcome::Duplicate(4)]);
     assert!(matches!(second[3], RecordOutcome::Applied(UpsertOutcome::Created(_))));
+    // A second duplicate in the same batch names the file's first line too, not the batch's.
+    assert_eq!(second[4], RecordOutcome::Duplicate(2));
     // Another job's claims are its own.
     let other = batch.apply("job-2", "acme", true, &[rec(2, Some("zzz"), None)]).await.unwrap();
     assert_eq!(other, [RecordOutcome::Invalid]);
