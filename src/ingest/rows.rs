@@ -625,6 +625,19 @@ fn parse_record(header: &Header, account: &AccountSettings, record: &csv::ByteRe
         }
     };
 
+    // A cell worth reading: not empty, and not over the size limit (that is its error).
+    let usable = |i: usize, errors: &mut Vec<RowError>| {
+        let cell = cells[i].trim();
+        if cell.is_empty() {
+            None
+        } else if too_long[i] {
+            field_error(i, errors);
+            None
+        } else {
+            Some(cell)
+        }
+    };
+
     // metadata, then appdata
     let mut objects = [Map::new(), Map::new()];
     for target in [Target::Metadata, Target::Appdata] {
@@ -634,14 +647,7 @@ fn parse_record(header: &Header, account: &AccountSettings, record: &csv::ByteRe
             if *column != Column::Object(target) {
                 continue;
             }
-            let cell = cells[i].trim();
-            if cell.is_empty() {
-                continue;
-            }
-            if too_long[i] {
-                field_error(i, &mut errors);
-                continue;
-            }
+            let Some(cell) = usable(i, &mut errors) else { continue };
             match serde_json::from_str::<Value>(cell) {
                 Ok(Value::Object(map)) if has_nul(&map) => errors.push(RowError::new(
                     target.code(),
@@ -666,14 +672,7 @@ fn parse_record(header: &Header, account: &AccountSettings, record: &csv::ByteRe
             if *t != target {
                 continue;
             }
-            let cell = cells[i].trim();
-            if cell.is_empty() {
-                continue;
-            }
-            if too_long[i] {
-                field_error(i, &mut errors);
-                continue;
-            }
+            let Some(cell) = usable(i, &mut errors) else { continue };
             if !insert_path(object, keys, Value::String(cell.to_owned())) {
                 errors.push(RowError::new(
                     target.code(),

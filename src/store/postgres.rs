@@ -4,7 +4,7 @@
 //! serialised with a transaction-scoped advisory lock, so several intake
 //! processes can share one database.
 
-use super::rows::{self, CUSTOMER_COLUMNS_PG, JOB_COLUMNS};
+use super::rows::{self, CUSTOMER_COLUMNS_PG as CUSTOMER_COLUMNS, JOB_COLUMNS};
 use super::{scopes_to_text, Job, JobProgress, NewJob, Result, StoreError, StoredCustomer};
 use crate::domain::user::SftpUser;
 use crate::domain::AccountSettings;
@@ -77,14 +77,6 @@ impl PgStore {
         Ok(PgBatch { tx })
     }
 
-    pub async fn get_customer(&self, account: &str, customer_ref: &str) -> Result<Option<StoredCustomer>> {
-        let row = sqlx::query(&format!("SELECT {CUSTOMER_COLUMNS_PG} FROM customers WHERE account = $1 AND ref = $2"))
-        .bind(account)
-        .bind(customer_ref)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| rows::customer(&r)).transpose()
-    }
 
 }
 
@@ -127,7 +119,7 @@ impl PgBatch {
         if refs.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows = sqlx::query(&format!("SELECT {CUSTOMER_COLUMNS_PG} FROM customers WHERE account = $1 AND ref = ANY($2)"))
+        let rows = sqlx::query(&format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE account = $1 AND ref = ANY($2)"))
             .bind(account)
             .bind(refs)
             .fetch_all(&mut *self.tx)

@@ -248,6 +248,16 @@ macro_rules! shared_statements {
             rows.iter().map(rows::job).collect()
         }
 
+        /// `CUSTOMER_COLUMNS` is each backend's column list (JSON as text).
+        pub async fn get_customer(&self, account: &str, customer_ref: &str) -> Result<Option<StoredCustomer>> {
+            let row = sqlx::query(&format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE account = $1 AND ref = $2"))
+                .bind(account)
+                .bind(customer_ref)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.map(|r| rows::customer(&r)).transpose()
+        }
+
         pub async fn count_customers(&self, account: &str) -> Result<u64> {
             let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers WHERE account = $1")
                 .bind(account)

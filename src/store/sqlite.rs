@@ -1,7 +1,7 @@
 //! SQLite: the embedded default. WAL, one writer at a time (`BEGIN IMMEDIATE`),
 //! a large page cache; batches stay far under the 32,766 bind limit.
 
-use super::rows::{self, CUSTOMER_COLUMNS_SQLITE, JOB_COLUMNS};
+use super::rows::{self, CUSTOMER_COLUMNS_SQLITE as CUSTOMER_COLUMNS, JOB_COLUMNS};
 use super::{scopes_to_text, Job, JobProgress, NewJob, Result, StoreError, StoredCustomer};
 use crate::domain::user::SftpUser;
 use crate::domain::AccountSettings;
@@ -73,14 +73,6 @@ impl SqliteStore {
         Ok(SqliteBatch { tx: self.pool.begin_with("BEGIN IMMEDIATE").await? })
     }
 
-    pub async fn get_customer(&self, account: &str, customer_ref: &str) -> Result<Option<StoredCustomer>> {
-        let row = sqlx::query(&format!("SELECT {CUSTOMER_COLUMNS_SQLITE} FROM customers WHERE account = ? AND ref = ?"))
-        .bind(account)
-        .bind(customer_ref)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| rows::customer(&r)).transpose()
-    }
 
 }
 
@@ -121,7 +113,7 @@ impl SqliteBatch {
     pub async fn existing(&mut self, account: &str, refs: &[&str]) -> Result<HashMap<String, StoredCustomer>> {
         let mut found = HashMap::new();
         for chunk in refs.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {CUSTOMER_COLUMNS_SQLITE} FROM customers WHERE account = "));
+            let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE account = "));
             q.push_bind(account).push(" AND ref IN (");
             let mut list = q.separated(", ");
             for r in chunk {

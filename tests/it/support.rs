@@ -195,12 +195,10 @@ impl TestDaemon {
         let sftp_enabled = !self.env.iter().any(|(k, v)| k == "INTAKE_SFTP__ENABLED" && v == "false");
         if sftp_enabled {
             let addr_file = self.data_dir.join("sftp.addr");
-            let log = self.dir.join("serve.log");
             let addr = eventually(Duration::from_secs(60), "the daemon to listen", || {
                 std::fs::read_to_string(&addr_file).ok().filter(|a| !a.is_empty())
             })
             .await;
-            let _ = log;
             self.addr = Some(addr);
         } else {
             let log = self.dir.join("serve.log");
