@@ -28,9 +28,7 @@ impl UserDirectory for Users {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let mut settings = SftpSettings::default();
     let mut data = PathBuf::from("./sftp-data");
@@ -45,8 +43,7 @@ async fn main() -> anyhow::Result<()> {
             "--account" => account = Some(value()?),
             "--authorized-keys" => {
                 let path = value()?;
-                let text =
-                    std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
                 keys.extend(text.lines().map(str::to_owned));
             }
             "--password" => password = Some(value()?),
@@ -58,30 +55,16 @@ async fn main() -> anyhow::Result<()> {
     let password_hash = password.as_deref().map(hash_password).transpose()?;
     let users = Users(HashMap::from([(
         username.clone(),
-        SftpUser {
-            username,
-            account,
-            public_keys: keys,
-            password_hash,
-            scopes: Scopes {
-                create: true,
-                update: true,
-            },
-        },
+        SftpUser { username, account, public_keys: keys, password_hash, scopes: Scopes { create: true, update: true } },
     )]));
-    let server = SftpServer::bind(
-        &settings,
-        &data.join("ssh_host_ed25519_key"),
-        data.join("accounts"),
-        Arc::new(users),
-    )
-    .await?;
+    let server =
+        SftpServer::bind(&settings, &data.join("ssh_host_ed25519_key"), data.join("accounts"), Arc::new(users)).await?;
     println!("listening on {}", server.local_addr());
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

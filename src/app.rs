@@ -37,9 +37,7 @@ pub async fn open_store(config: &Config) -> Result<Store> {
             std::fs::create_dir_all(dir).with_context(|| format!("while creating {}", dir.display()))?;
         }
     }
-    Store::connect(&url)
-        .await
-        .with_context(|| format!("while opening the database {}", crate::store::redact_url(&url)))
+    Store::connect(&url).await.with_context(|| format!("while opening the database {}", crate::store::redact_url(&url)))
 }
 
 /// Creates or updates the accounts and users that `config.toml` declares.
@@ -48,9 +46,26 @@ pub async fn apply_declared(config: &Config, store: &Store) -> Result<()> {
         AccountSettings::validate_avid(&a.avid).map_err(anyhow::Error::msg)?;
         let settings = AccountSettings {
             avid: a.avid.clone(),
-            default_region: a.default_region.as_deref().map(PhoneRegion::parse).transpose().map_err(anyhow::Error::msg)?,
-            encoding: a.encoding.as_deref().map(FileEncoding::parse).transpose().map_err(anyhow::Error::msg)?.unwrap_or_default(),
-            phone_check: a.phone_check.as_deref().map(PhoneCheck::parse).transpose().map_err(anyhow::Error::msg)?.unwrap_or_default(),
+            default_region: a
+                .default_region
+                .as_deref()
+                .map(PhoneRegion::parse)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+            encoding: a
+                .encoding
+                .as_deref()
+                .map(FileEncoding::parse)
+                .transpose()
+                .map_err(anyhow::Error::msg)?
+                .unwrap_or_default(),
+            phone_check: a
+                .phone_check
+                .as_deref()
+                .map(PhoneCheck::parse)
+                .transpose()
+                .map_err(anyhow::Error::msg)?
+                .unwrap_or_default(),
         };
         store.put_account(&settings).await.with_context(|| format!("while applying account {}", a.avid))?;
     }
@@ -65,7 +80,8 @@ fn declared_user(u: &UserDecl) -> Result<SftpUser> {
     let mut public_keys = u.keys.clone();
     for file in &u.key_files {
         let text = std::fs::read_to_string(file).with_context(|| format!("while reading {}", file.display()))?;
-        public_keys.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned));
+        public_keys
+            .extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned));
     }
     let password_hash = match (&u.password_hash, &u.password) {
         (Some(hash), _) => Some(hash.clone()),
@@ -84,7 +100,9 @@ pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
     apply_declared(&config, &store).await?;
     let layout = Layout::new(&config.data_dir);
     for account in store.list_accounts().await? {
-        layout.ensure_account(&account.avid).with_context(|| format!("while creating the folders of {}", account.avid))?;
+        layout
+            .ensure_account(&account.avid)
+            .with_context(|| format!("while creating the folders of {}", account.avid))?;
     }
     std::fs::create_dir_all(layout.accounts_root()).context("while creating the accounts folder")?;
     let ctx = Arc::new(Context {
@@ -110,9 +128,14 @@ pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     if config.sftp.enabled {
         check_uploader_records(&layout)?;
-        let server = SftpServer::bind(&config.sftp, &config.host_key_path(), layout.accounts_root(), Arc::new(StoreUsers(store.clone())))
-            .await
-            .context("while starting the SFTP server")?;
+        let server = SftpServer::bind(
+            &config.sftp,
+            &config.host_key_path(),
+            layout.accounts_root(),
+            Arc::new(StoreUsers(store.clone())),
+        )
+        .await
+        .context("while starting the SFTP server")?;
         let addr = server.local_addr();
         tracing::info!(%addr, database = store.backend(), data_dir = %config.data_dir.display(), "intake is serving SFTP");
         let _ = std::fs::write(config.data_dir.join("sftp.addr"), addr.to_string());

@@ -144,9 +144,7 @@ impl Config {
     }
 
     pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("intake.db").display()))
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("intake.db").display()))
     }
 
     pub fn host_key_path(&self) -> PathBuf {
@@ -161,7 +159,10 @@ mod tests {
     #[test]
     fn environment_variables_override_the_file_and_unrelated_ones_are_ignored() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("config.toml", "data_dir = \"/from/file\"\nmax_rows = 7\n[sftp]\nlisten = \"127.0.0.1:1\"\n")?;
+            jail.create_file(
+                "config.toml",
+                "data_dir = \"/from/file\"\nmax_rows = 7\n[sftp]\nlisten = \"127.0.0.1:1\"\n",
+            )?;
             jail.set_env("INTAKE_MAX_ROWS", "4");
             jail.set_env("INTAKE_SFTP__LISTEN", "127.0.0.1:0");
             jail.set_env("INTAKE_TEST_SOMETHING", "x");

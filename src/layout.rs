@@ -87,13 +87,7 @@ pub fn set_uploader(path: &Path, username: &str) -> io::Result<()> {
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
     // SAFETY: both pointers are valid NUL-terminated or length-delimited buffers for the call.
     let rc = unsafe {
-        libc::setxattr(
-            c_path.as_ptr(),
-            UPLOADER_XATTR.as_ptr().cast(),
-            username.as_ptr().cast(),
-            username.len(),
-            0,
-        )
+        libc::setxattr(c_path.as_ptr(), UPLOADER_XATTR.as_ptr().cast(), username.as_ptr().cast(), username.len(), 0)
     };
     if rc == 0 {
         Ok(())
@@ -110,9 +104,8 @@ pub fn uploader(path: &Path) -> io::Result<Option<String>> {
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
     let mut buf = [0u8; 1024];
     // SAFETY: `buf` is writable for its whole length; the name is NUL-terminated.
-    let n = unsafe {
-        libc::getxattr(c_path.as_ptr(), UPLOADER_XATTR.as_ptr().cast(), buf.as_mut_ptr().cast(), buf.len())
-    };
+    let n =
+        unsafe { libc::getxattr(c_path.as_ptr(), UPLOADER_XATTR.as_ptr().cast(), buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {
         let e = io::Error::last_os_error();
         return match e.raw_os_error() {

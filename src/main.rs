@@ -14,7 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "intake", version, about = "Bulk customer onboarding: CSV files over SFTP into SQL, with per-row results")]
+#[command(
+    name = "intake",
+    version,
+    about = "Bulk customer onboarding: CSV files over SFTP into SQL, with per-row results"
+)]
 struct Cli {
     /// Configuration file; INTAKE_* environment variables override it.
     #[arg(long, global = true, default_value = "config.toml")]
@@ -73,7 +77,9 @@ enum AccountCommand {
     Add(AccountArgs),
     List,
     /// Remove an account and its SFTP users; its customers stay in the store.
-    Remove { avid: String },
+    Remove {
+        avid: String,
+    },
 }
 
 #[derive(Args)]
@@ -105,7 +111,9 @@ enum UserCommand {
         scopes: Vec<String>,
     },
     List,
-    Remove { username: String },
+    Remove {
+        username: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -165,7 +173,12 @@ async fn open_store(config: &Config) -> Result<Store> {
     intake::app::open_store(config).await
 }
 
-fn account_settings(avid: &str, region: Option<&str>, encoding: Option<&str>, check: Option<&str>) -> Result<AccountSettings> {
+fn account_settings(
+    avid: &str,
+    region: Option<&str>,
+    encoding: Option<&str>,
+    check: Option<&str>,
+) -> Result<AccountSettings> {
     Ok(AccountSettings {
         avid: avid.to_owned(),
         default_region: region.map(PhoneRegion::parse).transpose().map_err(anyhow::Error::msg)?,
@@ -178,13 +191,20 @@ fn limits(config: &Config) -> FileLimits {
     FileLimits { max_file_bytes: config.max_file_bytes, max_rows: config.max_rows }
 }
 
-fn check(file: &Path, region: Option<String>, encoding: Option<String>, phone_check: Option<String>, config: &Config) -> Result<ExitCode> {
+fn check(
+    file: &Path,
+    region: Option<String>,
+    encoding: Option<String>,
+    phone_check: Option<String>,
+    config: &Config,
+) -> Result<ExitCode> {
     let account = account_settings("check", region.as_deref(), encoding.as_deref(), phone_check.as_deref())?;
     let mut out = std::io::stdout().lock();
     let outcome = ingest::check::check_file(file, &account, limits(config), |row| {
         if let Err(errors) = &row.outcome {
             for (i, e) in errors.iter().enumerate() {
-                let lead = if i == 0 { format!("line {}", row.line) } else { " ".repeat(format!("line {}", row.line).len()) };
+                let lead =
+                    if i == 0 { format!("line {}", row.line) } else { " ".repeat(format!("line {}", row.line).len()) };
                 let field = if e.field.is_empty() { String::new() } else { format!(" [{}]", e.field) };
                 let _ = writeln!(out, "{lead}: {}{field}: {}", e.code, e.message);
             }
@@ -220,13 +240,16 @@ async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool)
         batch_size: config.batch_size,
         owner: format!("ingest-{}", std::process::id()),
     };
-    let job = ingest::job::enqueue(&ctx, avid, file, file_name, ingest::job::Uploader::Operator { may_update }, true).await?;
+    let job =
+        ingest::job::enqueue(&ctx, avid, file, file_name, ingest::job::Uploader::Operator { may_update }, true).await?;
     let mut runner = JobRunner::open(&ctx, job).await?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(runner.job().rows_total);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rows ({per_sec}, {eta} left)")
-                .expect("a valid template"),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rows ({per_sec}, {eta} left)",
+            )
+            .expect("a valid template"),
         );
         bar
     });
@@ -262,7 +285,12 @@ async fn account(config: &Config, cmd: AccountCommand) -> Result<ExitCode> {
     match cmd {
         AccountCommand::Add(a) => {
             intake::domain::AccountSettings::validate_avid(&a.avid).map_err(anyhow::Error::msg)?;
-            let settings = account_settings(&a.avid, a.default_region.as_deref(), a.encoding.as_deref(), a.phone_check.as_deref())?;
+            let settings = account_settings(
+                &a.avid,
+                a.default_region.as_deref(),
+                a.encoding.as_deref(),
+                a.phone_check.as_deref(),
+            )?;
             store.add_account(&settings).await?;
             Layout::new(&config.data_dir).ensure_account(&a.avid).context("while creating the account's folders")?;
             println!("added account {}", a.avid);
@@ -309,14 +337,23 @@ async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
             } else {
                 Scopes::parse(scopes.iter().map(String::as_str)).map_err(anyhow::Error::msg)?
             };
-            store.add_user(&SftpUser { username: username.clone(), account, public_keys, password_hash, scopes }).await?;
+            store
+                .add_user(&SftpUser { username: username.clone(), account, public_keys, password_hash, scopes })
+                .await?;
             println!("added user {username}");
         }
         UserCommand::List => {
             println!("{:<24} {:<24} {:<5} {:<9} {}", "USERNAME", "ACCOUNT", "KEYS", "PASSWORD", "SCOPES");
             for u in store.list_users().await? {
                 let password = if u.password_hash.is_some() { "yes" } else { "no" };
-                println!("{:<24} {:<24} {:<5} {:<9} {}", u.username, u.account, u.public_keys.len(), password, u.scopes.names().join(" "));
+                println!(
+                    "{:<24} {:<24} {:<5} {:<9} {}",
+                    u.username,
+                    u.account,
+                    u.public_keys.len(),
+                    password,
+                    u.scopes.names().join(" ")
+                );
             }
         }
         UserCommand::Remove { username } => {
@@ -329,15 +366,13 @@ async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
 
 /// Reads OpenSSH public keys (authorized_keys lines) from a file.
 pub fn read_key_file(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("while reading the key file {}", path.display()))?;
-    let keys: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_owned)
-        .collect();
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("while reading the key file {}", path.display()))?;
+    let keys: Vec<String> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect();
     for key in &keys {
-        russh::keys::PublicKey::from_openssh(key).with_context(|| format!("{} holds a line that is not an OpenSSH public key", path.display()))?;
+        russh::keys::PublicKey::from_openssh(key)
+            .with_context(|| format!("{} holds a line that is not an OpenSSH public key", path.display()))?;
     }
     if keys.is_empty() {
         bail!("{} holds no public key", path.display());
@@ -359,7 +394,16 @@ async fn jobs(config: &Config, account: Option<&str>, limit: u32) -> Result<Exit
         };
         println!(
             "{:<36} {:<16} {:<10} {:>9} {:>8} {:>8} {:>9} {:>7}  {:<20} {}",
-            j.job_id, j.account, status, p.records_done, p.created, p.updated, p.unchanged, p.failed, j.received_at, j.file_name
+            j.job_id,
+            j.account,
+            status,
+            p.records_done,
+            p.created,
+            p.updated,
+            p.unchanged,
+            p.failed,
+            j.received_at,
+            j.file_name
         );
     }
     Ok(ExitCode::SUCCESS)

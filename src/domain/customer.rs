@@ -127,10 +127,7 @@ impl PhoneNumber {
         if value.is_empty() {
             return Err(bad("it is empty"));
         }
-        if !value
-            .chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '(' | ')'))
-        {
+        if !value.chars().all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '(' | ')')) {
             return Err(bad("only digits, a leading +, spaces, dashes, dots and parentheses are allowed"));
         }
         let international = value.starts_with('+');
@@ -140,13 +137,9 @@ impl PhoneNumber {
         let region = match (international, region) {
             (true, _) => None,
             (false, Some(region)) => Some(region.0),
-            (false, None) => {
-                return Err(bad("it must start with + and the country code (E.164), e.g. +15555001234"))
-            }
+            (false, None) => return Err(bad("it must start with + and the country code (E.164), e.g. +15555001234")),
         };
-        let number = PHONE_NUMBER_UTIL
-            .parse(value, region)
-            .map_err(|e| bad(&format!("{e}").to_lowercase()))?;
+        let number = PHONE_NUMBER_UTIL.parse(value, region).map_err(|e| bad(&format!("{e}").to_lowercase()))?;
         match PHONE_NUMBER_UTIL.is_possible_number_with_reason(&number) {
             Ok(NumberLengthType::IsPossible) => {}
             Ok(NumberLengthType::IsPossibleLocalOnly) => {
@@ -230,7 +223,12 @@ pub enum AddressKind {
 
 impl Address {
     /// Parses one address. A value containing `@` is an email; anything else a phone number.
-    pub fn parse(raw: &str, kind: AddressKind, region: Option<PhoneRegion>, check: PhoneCheck) -> Result<Self, Invalid> {
+    pub fn parse(
+        raw: &str,
+        kind: AddressKind,
+        region: Option<PhoneRegion>,
+        check: PhoneCheck,
+    ) -> Result<Self, Invalid> {
         let value = raw.trim();
         let is_email = value.contains('@');
         match (kind, is_email) {
@@ -404,9 +402,7 @@ impl AccountSettings {
         if ok {
             Ok(())
         } else {
-            Err(format!(
-                "invalid account id `{avid}`: use 1 to 64 letters, digits, `-`, `_` or `.` (not first)"
-            ))
+            Err(format!("invalid account id `{avid}`: use 1 to 64 letters, digits, `-`, `_` or `.` (not first)"))
         }
     }
 }
@@ -526,7 +522,9 @@ mod tests {
         let a = Addresses::new(many.clone()).unwrap();
         assert_eq!(a.len(), 1);
         for i in 0..10 {
-            many.push(Address::parse(&format!("a{i}@example.com"), AddressKind::Any, None, PhoneCheck::Possible).unwrap());
+            many.push(
+                Address::parse(&format!("a{i}@example.com"), AddressKind::Any, None, PhoneCheck::Possible).unwrap(),
+            );
         }
         assert_eq!(Addresses::new(many).unwrap_err().code, RowErrorCode::TooManyAddresses);
         assert_eq!(Addresses::new(vec![]).unwrap_err().code, RowErrorCode::MissingAddress);

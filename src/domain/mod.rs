@@ -6,7 +6,7 @@ pub mod errors;
 pub mod user;
 
 pub use customer::{
-    AccountSettings, Address, AddressKind, Addresses, CreateCustomer, CustomerRef, EmailAddress, FileEncoding,
-    Invalid, JsonObject, PhoneCheck, PhoneNumber, PhoneRegion,
+    AccountSettings, Address, AddressKind, Addresses, CreateCustomer, CustomerRef, EmailAddress, FileEncoding, Invalid,
+    JsonObject, PhoneCheck, PhoneNumber, PhoneRegion,
 };
 pub use errors::{FileError, FileErrorCode, RowError, RowErrorCode};

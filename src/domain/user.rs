@@ -20,13 +20,7 @@ impl Scopes {
             match name.trim() {
                 Self::CREATE => scopes.create = true,
                 Self::UPDATE => scopes.update = true,
-                other => {
-                    return Err(format!(
-                        "unknown scope `{other}` (known: {}, {})",
-                        Self::CREATE,
-                        Self::UPDATE
-                    ))
-                }
+                other => return Err(format!("unknown scope `{other}` (known: {}, {})", Self::CREATE, Self::UPDATE)),
             }
         }
         Ok(scopes)

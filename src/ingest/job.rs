@@ -65,7 +65,10 @@ fn read_batch(mut reader: Box<RowReader<File>>, batch_size: usize) -> NextBatch 
 }
 
 enum State {
-    Rows { next: NextBatch, results: ResultsWriter },
+    Rows {
+        next: NextBatch,
+        results: ResultsWriter,
+    },
     /// Every row is done (possibly before a restart): publish the report.
     Finishing,
     Rejected(FileError),
@@ -116,7 +119,8 @@ impl JobRunner {
             rows = job.rows_total, resumed_at = job.progress.records_done, "job started");
         let state = if let Some(error) = rejection {
             State::Rejected(error)
-        } else if !upload.exists() || (job.progress.records_done >= job.rows_total && !results_path.exists() && !fresh) {
+        } else if !upload.exists() || (job.progress.records_done >= job.rows_total && !results_path.exists() && !fresh)
+        {
             State::Finishing
         } else {
             let (path, acct, skip) = (upload.clone(), account.clone(), job.progress.records_done);
@@ -171,7 +175,12 @@ impl JobRunner {
     }
 
     /// One batch in one transaction: claims, upserts, results, progress.
-    async fn apply(&mut self, ctx: &Context, mut rows: Vec<ParsedRow>, results: &mut ResultsWriter) -> Result<(), IngestError> {
+    async fn apply(
+        &mut self,
+        ctx: &Context,
+        mut rows: Vec<ParsedRow>,
+        results: &mut ResultsWriter,
+    ) -> Result<(), IngestError> {
         let started = Instant::now();
         let mut batch = ctx.store.begin_batch(&self.job.account).await?;
         let records: Vec<BatchRecord<'_>> = rows
@@ -265,7 +274,11 @@ impl JobRunner {
         let summary = match published {
             // A restart after the report was published: it is the record.
             Some(summary) if rejection.is_none() => {
-                job.status = if summary.status == JobStatus::Rejected.as_str() { JobStatus::Rejected } else { JobStatus::Completed };
+                job.status = if summary.status == JobStatus::Rejected.as_str() {
+                    JobStatus::Rejected
+                } else {
+                    JobStatus::Completed
+                };
                 job.finished_at = Some(summary.finished_at.clone());
                 job.error_code = summary.error.as_ref().map(|e| e.code.clone());
                 job.error_message = summary.error.as_ref().map(|e| e.message.clone());

@@ -7,7 +7,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::path::Path;
 
-pub const RESULTS_HEADER: [&str; 7] = ["line", "ref", "status", "customer_id", "error_code", "error_field", "error_message"];
+pub const RESULTS_HEADER: [&str; 7] =
+    ["line", "ref", "status", "customer_id", "error_code", "error_field", "error_message"];
 
 /// A record's status in the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -120,9 +120,10 @@ impl Header {
             ));
         }
         let columns: Vec<Column> = columns.into_iter().map(Option::unwrap).collect();
-        let ref_index = columns.iter().position(|c| *c == Column::Ref).ok_or_else(|| {
-            FileError::new(FileErrorCode::MissingRefColumn, "the header has no `ref` column")
-        })?;
+        let ref_index = columns
+            .iter()
+            .position(|c| *c == Column::Ref)
+            .ok_or_else(|| FileError::new(FileErrorCode::MissingRefColumn, "the header has no `ref` column"))?;
         if !columns.iter().any(|c| matches!(c, Column::Address(_) | Column::AddressList)) {
             return Err(FileError::new(
                 FileErrorCode::MissingAddressColumn,
@@ -271,10 +272,7 @@ fn prepare<R: Read>(inner: R) -> io::Result<(BufReader<R>, u8)> {
     let skip = if buf.starts_with(BOM) { BOM.len() } else { 0 };
     reader.consume(skip);
     let buf = reader.fill_buf()?;
-    let first_line = buf
-        .split(|&b| b == b'\n')
-        .find(|line| !line.iter().all(u8::is_ascii_whitespace))
-        .unwrap_or(&[]);
+    let first_line = buf.split(|&b| b == b'\n').find(|line| !line.iter().all(u8::is_ascii_whitespace)).unwrap_or(&[]);
     let delimiter = detect_delimiter(first_line);
     Ok((reader, delimiter))
 }
@@ -501,11 +499,7 @@ impl<R: Read> RowReader<R> {
 /// Turns one record into a command or its errors, in header order.
 fn parse_record(header: &Header, account: &AccountSettings, record: &csv::ByteRecord, line: u64) -> ParsedRow {
     let claim_of = |i: usize| {
-        record
-            .get(i)
-            .and_then(|f| decode(f, account.encoding))
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
+        record.get(i).and_then(|f| decode(f, account.encoding)).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
     };
     if record.len() != header.len() {
         return ParsedRow {
@@ -686,7 +680,12 @@ fn parse_record(header: &Header, account: &AccountSettings, record: &csv::ByteRe
     let outcome = match (errors.is_empty(), customer_ref, addresses) {
         (true, Some(customer_ref), Some(addresses)) => {
             let [metadata, appdata] = objects;
-            Ok(CreateCustomer::new(customer_ref, addresses, JsonObject::metadata(metadata), JsonObject::appdata(appdata)))
+            Ok(CreateCustomer::new(
+                customer_ref,
+                addresses,
+                JsonObject::metadata(metadata),
+                JsonObject::appdata(appdata),
+            ))
         }
         _ => Err(errors),
     };
@@ -818,7 +817,10 @@ mod tests {
 
     #[test]
     fn nul_characters_fail_the_row_not_the_database() {
-        let r = rows_of(b"ref,address,metadata\nc\x001,+15555001234,\nc2,+15555001234,\"{\"\"a\"\":\"\"x\\u0000\"\"}\"\n", account());
+        let r = rows_of(
+            b"ref,address,metadata\nc\x001,+15555001234,\nc2,+15555001234,\"{\"\"a\"\":\"\"x\\u0000\"\"}\"\n",
+            account(),
+        );
         assert_eq!(first_error(&r[0]), ("invalid_encoding", String::new()));
         assert_eq!(r[0].claim, None);
         assert_eq!(first_error(&r[1]), ("invalid_metadata", "metadata".into()));
@@ -854,7 +856,12 @@ mod tests {
         let codes: Vec<(&str, &str)> = errors.iter().map(|e| (e.code.code(), e.field.as_str())).collect();
         assert_eq!(
             codes,
-            [("missing_ref", "ref"), ("invalid_email", "email"), ("invalid_phone", "phone"), ("invalid_metadata", "metadata")]
+            [
+                ("missing_ref", "ref"),
+                ("invalid_email", "email"),
+                ("invalid_phone", "phone"),
+                ("invalid_metadata", "metadata")
+            ]
         );
     }
 

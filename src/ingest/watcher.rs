@@ -29,7 +29,12 @@ enum Seen {
 
 /// Watches the accounts' upload folders until `shutdown`; `wake` is notified
 /// after each new job.
-pub async fn run(ctx: Arc<Context>, settle: Duration, wake: Arc<Notify>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    ctx: Arc<Context>,
+    settle: Duration,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let root = ctx.layout.accounts_root();
     std::fs::create_dir_all(&root)?;
     // Events name absolute paths; compare like with like.

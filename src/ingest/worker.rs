@@ -27,11 +27,7 @@ struct Shared {
 /// Runs `workers` workers until `shutdown`; a batch in flight is finished
 /// (committed) first, so a stop loses nothing.
 pub async fn run(ctx: Arc<Context>, workers: usize, wake: Arc<Notify>, shutdown: CancellationToken) {
-    let shared = Arc::new(Shared {
-        queue: Default::default(),
-        accounts: Default::default(),
-        claiming: Mutex::new(()),
-    });
+    let shared = Arc::new(Shared { queue: Default::default(), accounts: Default::default(), claiming: Mutex::new(()) });
     let heartbeat = {
         let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
         tokio::spawn(async move {

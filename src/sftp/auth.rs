@@ -40,9 +40,7 @@ fn decoy_hash() -> &'static str {
 
 impl PasswordChecker {
     pub(crate) fn new(max_concurrent: usize) -> Arc<Self> {
-        Arc::new(Self {
-            permits: Semaphore::new(max_concurrent.max(1)),
-        })
+        Arc::new(Self { permits: Semaphore::new(max_concurrent.max(1)) })
     }
 
     /// True if `password` matches `hash`. `None` (unknown user, or no
@@ -59,9 +57,7 @@ impl PasswordChecker {
         tokio::task::spawn_blocking(move || {
             let hash = if real { hash.as_str() } else { decoy_hash() };
             let ok = match PasswordHash::new(hash) {
-                Ok(parsed) => Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok(),
+                Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
                 Err(_) => {
                     tracing::error!("a stored password hash is not a valid PHC string");
                     false

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use rand::RngCore;
 use russh_sftp::protocol::{
-    Attrs, Data, ExtendedReply, File, FileAttributes, FileMode, Handle, Name, OpenFlags, Packet,
-    Status, StatusCode, Version,
+    Attrs, Data, ExtendedReply, File, FileAttributes, FileMode, Handle, Name, OpenFlags, Packet, Status, StatusCode,
+    Version,
 };
 use russh_sftp::server::StatusReply;
 
@@ -48,12 +48,7 @@ fn failure(message: &str) -> StatusReply {
     StatusCode::Failure.with_message(message)
 }
 fn ok(id: u32) -> Status {
-    Status {
-        id,
-        status_code: StatusCode::Ok,
-        error_message: "Ok".to_owned(),
-        language_tag: "en-US".to_owned(),
-    }
+    Status { id, status_code: StatusCode::Ok, error_message: "Ok".to_owned(), language_tag: "en-US".to_owned() }
 }
 
 /// Who is logged in to this session and what they may do.
@@ -93,13 +88,7 @@ const TOO_LARGE: &str = "File too large: over the maximum upload size";
 
 impl AccountFs {
     pub(crate) fn new(root: PathBuf, user: SessionUser, max_upload_bytes: u64) -> Self {
-        Self {
-            root,
-            user,
-            max_upload_bytes,
-            handles: HashMap::new(),
-            next_handle: 0,
-        }
+        Self { root, user, max_upload_bytes, handles: HashMap::new(), next_handle: 0 }
     }
 
     fn resolve(&self, path: &str) -> Reply<VirtualPath> {
@@ -117,9 +106,9 @@ impl AccountFs {
         let parents: Vec<&str> = match &v.place {
             Place::Root => return Ok(dir),
             Place::Folder(_) => vec![],
-            Place::Entry { folder, rel } => std::iter::once(folder.name())
-                .chain(rel[..rel.len() - 1].iter().map(String::as_str))
-                .collect(),
+            Place::Entry { folder, rel } => {
+                std::iter::once(folder.name()).chain(rel[..rel.len() - 1].iter().map(String::as_str)).collect()
+            }
         };
         for name in parents {
             dir.push(name);
@@ -169,8 +158,7 @@ impl AccountFs {
     /// must not see (symlinks, devices, hidden names).
     fn attrs_of(&self, v: &VirtualPath) -> Reply<FileAttributes> {
         let path = self.disk_path(v)?;
-        let meta =
-            std::fs::symlink_metadata(&path).map_err(|e| self.io_error("lstat", &v.display, e))?;
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| self.io_error("lstat", &v.display, e))?;
         let writable = match &v.place {
             Place::Root => false,
             Place::Folder(f) | Place::Entry { folder: f, .. } => self.writable(*f),
@@ -196,17 +184,11 @@ impl AccountFs {
             Place::Root => false,
         };
         let path = self.disk_path(v)?;
-        let meta =
-            std::fs::symlink_metadata(&path).map_err(|e| self.io_error("lstat", &v.display, e))?;
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| self.io_error("lstat", &v.display, e))?;
         if !meta.file_type().is_dir() {
-            return Err(if meta.file_type().is_file() {
-                failure("Not a folder")
-            } else {
-                no_such_file()
-            });
+            return Err(if meta.file_type().is_file() { failure("Not a folder") } else { no_such_file() });
         }
-        let reader =
-            std::fs::read_dir(&path).map_err(|e| self.io_error("opendir", &v.display, e))?;
+        let reader = std::fs::read_dir(&path).map_err(|e| self.io_error("opendir", &v.display, e))?;
         let mut entries = Vec::new();
         for entry in reader {
             let entry = entry.map_err(|e| self.io_error("readdir", &v.display, e))?;
@@ -229,23 +211,15 @@ impl AccountFs {
     /// Checks that `v` may receive an upload and returns (folder on disk, name).
     fn upload_target(&self, v: &VirtualPath) -> Reply<(PathBuf, String)> {
         match &v.place {
-            Place::Entry {
-                folder: Folder::Customers,
-                rel,
-            } if rel.len() == 1 => {
+            Place::Entry { folder: Folder::Customers, rel } if rel.len() == 1 => {
                 if !self.user.can_upload {
-                    return Err(denied(
-                        "Permission denied: this login may not upload (scope customers:create)",
-                    ));
+                    return Err(denied("Permission denied: this login may not upload (scope customers:create)"));
                 }
                 let target = self.disk_path(v)?;
                 let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
                 Ok((dir, rel[0].clone()))
             }
-            Place::Entry {
-                folder: Folder::Customers,
-                ..
-            } => Err(no_such_file()),
+            Place::Entry { folder: Folder::Customers, .. } => Err(no_such_file()),
             _ => Err(denied("Permission denied: uploads go into /customers")),
         }
     }
@@ -253,16 +227,12 @@ impl AccountFs {
     fn open_upload(&mut self, v: &VirtualPath, pflags: OpenFlags) -> Reply<String> {
         let (dir, name) = self.upload_target(v)?;
         if pflags.contains(OpenFlags::APPEND) {
-            return Err(unsupported(
-                "Appending to or resuming an upload is not supported",
-            ));
+            return Err(unsupported("Appending to or resuming an upload is not supported"));
         }
         let target = dir.join(&name);
         match std::fs::symlink_metadata(&target) {
             Ok(m) if m.file_type().is_dir() => return Err(failure("A folder has that name")),
-            Ok(_) if pflags.contains(OpenFlags::EXCLUDE) => {
-                return Err(failure("File already exists"))
-            }
+            Ok(_) if pflags.contains(OpenFlags::EXCLUDE) => return Err(failure("File already exists")),
             _ => {}
         }
         let mut random = [0u8; 8];
@@ -297,9 +267,7 @@ impl AccountFs {
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(&path)
             .map_err(|e| self.io_error("open", &v.display, e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| self.io_error("fstat", &v.display, e))?;
+        let meta = file.metadata().map_err(|e| self.io_error("fstat", &v.display, e))?;
         if meta.file_type().is_dir() {
             return Err(failure("Is a folder"));
         }
@@ -310,14 +278,7 @@ impl AccountFs {
     }
 
     fn finish_upload(&self, upload: Upload) -> Reply<()> {
-        let Upload {
-            file,
-            temp,
-            target,
-            display: shown,
-            size,
-            failed,
-        } = upload;
+        let Upload { file, temp, target, display: shown, size, failed } = upload;
         drop(file);
         if let Some(reason) = failed {
             let _ = std::fs::remove_file(&temp);
@@ -343,9 +304,7 @@ impl AccountFs {
 
     fn do_rename(&self, oldpath: &str, newpath: &str) -> Reply<()> {
         let reserved = |e| match e {
-            JailError::Reserved => {
-                denied("Permission denied: names starting with '.' are reserved")
-            }
+            JailError::Reserved => denied("Permission denied: names starting with '.' are reserved"),
             JailError::NotFound => no_such_file(),
             JailError::Invalid => failure("Invalid file name"),
         };
@@ -356,22 +315,13 @@ impl AccountFs {
         let to = jail::resolve(newpath).map_err(reserved)?;
         for v in [&from, &to] {
             match &v.place {
-                Place::Entry {
-                    folder: Folder::Customers,
-                    ..
-                } => {}
-                Place::Entry {
-                    folder: Folder::Outbox,
-                    ..
-                } => {
-                    return Err(denied(
-                        "Permission denied: files in /outbox cannot be renamed",
-                    ))
+                Place::Entry { folder: Folder::Customers, .. } => {}
+                Place::Entry { folder: Folder::Outbox, .. } => {
+                    return Err(denied("Permission denied: files in /outbox cannot be renamed"))
                 }
-                Place::Entry {
-                    folder: Folder::Archive,
-                    ..
-                } => return Err(denied("Permission denied: /archive is read-only")),
+                Place::Entry { folder: Folder::Archive, .. } => {
+                    return Err(denied("Permission denied: /archive is read-only"))
+                }
                 _ => return Err(denied("Permission denied: folders cannot be renamed")),
             }
         }
@@ -381,14 +331,9 @@ impl AccountFs {
         }
         let src = self.disk_path(&from)?;
         let dst = self.disk_path(&to)?;
-        let meta = std::fs::symlink_metadata(&src)
-            .map_err(|e| self.io_error("lstat", &from.display, e))?;
+        let meta = std::fs::symlink_metadata(&src).map_err(|e| self.io_error("lstat", &from.display, e))?;
         if !meta.file_type().is_file() {
-            return Err(if meta.file_type().is_dir() {
-                failure("Is a folder")
-            } else {
-                no_such_file()
-            });
+            return Err(if meta.file_type().is_dir() { failure("Is a folder") } else { no_such_file() });
         }
         if let Ok(m) = std::fs::symlink_metadata(&dst) {
             if m.file_type().is_dir() {
@@ -433,43 +378,26 @@ impl russh_sftp::server::Handler for AccountFs {
         unsupported("Operation not supported")
     }
 
-    async fn init(
-        &mut self,
-        _version: u32,
-        _extensions: HashMap<String, String>,
-    ) -> Reply<Version> {
+    async fn init(&mut self, _version: u32, _extensions: HashMap<String, String>) -> Reply<Version> {
         let mut version = Version::new();
-        version
-            .extensions
-            .insert("limits@openssh.com".to_owned(), "1".to_owned());
-        version
-            .extensions
-            .insert("posix-rename@openssh.com".to_owned(), "1".to_owned());
+        version.extensions.insert("limits@openssh.com".to_owned(), "1".to_owned());
+        version.extensions.insert("posix-rename@openssh.com".to_owned(), "1".to_owned());
         Ok(version)
     }
 
     async fn realpath(&mut self, id: u32, path: String) -> Reply<Name> {
         let v = self.resolve(&path)?;
-        Ok(Name {
-            id,
-            files: vec![File::dummy(v.display)],
-        })
+        Ok(Name { id, files: vec![File::dummy(v.display)] })
     }
 
     async fn stat(&mut self, id: u32, path: String) -> Reply<Attrs> {
         let v = self.resolve(&path)?;
-        Ok(Attrs {
-            id,
-            attrs: self.attrs_of(&v)?,
-        })
+        Ok(Attrs { id, attrs: self.attrs_of(&v)? })
     }
 
     async fn lstat(&mut self, id: u32, path: String) -> Reply<Attrs> {
         let v = self.resolve(&path)?;
-        Ok(Attrs {
-            id,
-            attrs: self.attrs_of(&v)?,
-        })
+        Ok(Attrs { id, attrs: self.attrs_of(&v)? })
     }
 
     async fn fstat(&mut self, id: u32, handle: String) -> Reply<Attrs> {
@@ -480,37 +408,18 @@ impl russh_sftp::server::Handler for AccountFs {
             None => return Err(failure("Invalid handle")),
         };
         let meta = meta.map_err(|e| self.io_error("fstat", "handle", e))?;
-        Ok(Attrs {
-            id,
-            attrs: visible_attrs(&meta, writable).ok_or_else(no_such_file)?,
-        })
+        Ok(Attrs { id, attrs: visible_attrs(&meta, writable).ok_or_else(no_such_file)? })
     }
 
-    async fn open(
-        &mut self,
-        _id: u32,
-        filename: String,
-        pflags: OpenFlags,
-        _attrs: FileAttributes,
-    ) -> Reply<Handle> {
-        let writes = pflags.intersects(
-            OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE,
-        );
+    async fn open(&mut self, _id: u32, filename: String, pflags: OpenFlags, _attrs: FileAttributes) -> Reply<Handle> {
+        let writes = pflags.intersects(OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE);
         let v = jail::resolve(&filename).map_err(|e| match e {
-            JailError::Reserved if writes => {
-                denied("Permission denied: names starting with '.' are reserved")
-            }
-            JailError::NotFound if writes => {
-                denied("Permission denied: uploads go into /customers")
-            }
+            JailError::Reserved if writes => denied("Permission denied: names starting with '.' are reserved"),
+            JailError::NotFound if writes => denied("Permission denied: uploads go into /customers"),
             JailError::NotFound | JailError::Reserved => no_such_file(),
             JailError::Invalid => failure("Invalid file name"),
         })?;
-        let handle = if writes {
-            self.open_upload(&v, pflags)?
-        } else {
-            self.open_read(&v)?
-        };
+        let handle = if writes { self.open_upload(&v, pflags)? } else { self.open_read(&v)? };
         Ok(Handle { id: _id, handle })
     }
 
@@ -545,13 +454,7 @@ impl russh_sftp::server::Handler for AccountFs {
         Ok(Data { id, data: buf })
     }
 
-    async fn write(
-        &mut self,
-        id: u32,
-        handle: String,
-        offset: u64,
-        data: Vec<u8>,
-    ) -> Reply<Status> {
+    async fn write(&mut self, id: u32, handle: String, offset: u64, data: Vec<u8>) -> Reply<Status> {
         let max = self.max_upload_bytes;
         let upload = match self.handles.get_mut(&handle) {
             Some(OpenHandle::Upload(upload)) => upload,
@@ -593,9 +496,7 @@ impl russh_sftp::server::Handler for AccountFs {
                 }
                 Ok(ok(id))
             }
-            Some(OpenHandle::Read(_)) if attrs.size.is_some() => {
-                Err(denied("Permission denied: not open for writing"))
-            }
+            Some(OpenHandle::Read(_)) if attrs.size.is_some() => Err(denied("Permission denied: not open for writing")),
             Some(_) => Ok(ok(id)),
             None => Err(failure("Invalid handle")),
         }
@@ -637,27 +538,17 @@ impl russh_sftp::server::Handler for AccountFs {
     async fn remove(&mut self, id: u32, filename: String) -> Reply<Status> {
         let v = self.resolve(&filename)?;
         match &v.place {
-            Place::Entry {
-                folder: Folder::Customers,
-                ..
-            } if !self.user.can_upload => {
-                return Err(denied(
-                    "Permission denied: this login may not change /customers",
-                ))
+            Place::Entry { folder: Folder::Customers, .. } if !self.user.can_upload => {
+                return Err(denied("Permission denied: this login may not change /customers"))
             }
-            Place::Entry {
-                folder: Folder::Customers | Folder::Outbox,
-                ..
-            } => {}
-            Place::Entry {
-                folder: Folder::Archive,
-                ..
-            } => return Err(denied("Permission denied: /archive is read-only")),
+            Place::Entry { folder: Folder::Customers | Folder::Outbox, .. } => {}
+            Place::Entry { folder: Folder::Archive, .. } => {
+                return Err(denied("Permission denied: /archive is read-only"))
+            }
             _ => return Err(denied("Permission denied: folders cannot be removed")),
         }
         let path = self.disk_path(&v)?;
-        let meta =
-            std::fs::symlink_metadata(&path).map_err(|e| self.io_error("lstat", &v.display, e))?;
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| self.io_error("lstat", &v.display, e))?;
         if meta.file_type().is_dir() {
             return Err(failure("Is a folder"));
         }
@@ -705,8 +596,7 @@ impl russh_sftp::server::Handler for AccountFs {
             }
             "posix-rename@openssh.com" => {
                 let mut rest = data.as_slice();
-                let (Some(old), Some(new)) = (take_string(&mut rest), take_string(&mut rest))
-                else {
+                let (Some(old), Some(new)) = (take_string(&mut rest), take_string(&mut rest)) else {
                     return Err(StatusCode::BadMessage.with_message("Malformed request"));
                 };
                 self.do_rename(&old, &new).map(|()| Packet::Status(ok(id)))
@@ -760,11 +650,7 @@ fn clamp_time(t: i64) -> u32 {
 /// A directory entry with an `ls -l` style long name, as OpenSSH prints it.
 fn named(name: &str, attrs: FileAttributes, user: &str, group: &str) -> File {
     let longname = long_name(name, &attrs, user, group);
-    File {
-        filename: name.to_owned(),
-        longname,
-        attrs,
-    }
+    File { filename: name.to_owned(), longname, attrs }
 }
 
 fn long_name(name: &str, attrs: &FileAttributes, user: &str, group: &str) -> String {
@@ -785,9 +671,7 @@ fn long_name(name: &str, attrs: &FileAttributes, user: &str, group: &str) -> Str
 
 /// `ls -l` date: `Nov 26 10:00` within six months, `Nov 26  2025` otherwise.
 fn ls_date(mtime: i64) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let Ok(t) = time::OffsetDateTime::from_unix_timestamp(mtime) else {
         return "Jan  1  1970".to_owned();
     };
@@ -813,10 +697,7 @@ mod tests {
             ..Default::default()
         };
         let line = long_name("May.csv", &attrs, "acme", "acme");
-        assert_eq!(
-            line,
-            "-rw-r--r--   1 acme     acme         1234 Jan  1  1970 May.csv"
-        );
+        assert_eq!(line, "-rw-r--r--   1 acme     acme         1234 Jan  1  1970 May.csv");
     }
 
     #[test]

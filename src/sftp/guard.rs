@@ -22,10 +22,7 @@ pub(crate) struct Slot<K: Eq + Hash + Clone + Send + 'static> {
 
 impl<K: Eq + Hash + Clone + Send + 'static> Counter<K> {
     pub(crate) fn new(max: usize) -> Arc<Self> {
-        Arc::new(Self {
-            max,
-            counts: Mutex::new(HashMap::new()),
-        })
+        Arc::new(Self { max, counts: Mutex::new(HashMap::new()) })
     }
 
     /// Takes a slot for `key`, or `None` when `key` already holds the maximum.
@@ -36,20 +33,13 @@ impl<K: Eq + Hash + Clone + Send + 'static> Counter<K> {
             return None;
         }
         *count += 1;
-        Some(Slot {
-            counter: Arc::clone(self),
-            key,
-        })
+        Some(Slot { counter: Arc::clone(self), key })
     }
 }
 
 impl<K: Eq + Hash + Clone + Send + 'static> Drop for Slot<K> {
     fn drop(&mut self) {
-        let mut counts = self
-            .counter
-            .counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut counts = self.counter.counts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(count) = counts.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
@@ -76,11 +66,7 @@ struct Failures {
 
 impl Penalties {
     pub(crate) fn new(max_failures: u32, window: Duration) -> Self {
-        Self {
-            max_failures,
-            window,
-            sources: Mutex::new(HashMap::new()),
-        }
+        Self { max_failures, window, sources: Mutex::new(HashMap::new()) }
     }
 
     /// Whether `ip` is currently refused.
@@ -111,15 +97,9 @@ impl Penalties {
             sources.retain(|_, f| f.since.elapsed() < window);
         }
         let now = Instant::now();
-        let entry = sources.entry(ip).or_insert(Failures {
-            count: 0,
-            since: now,
-        });
+        let entry = sources.entry(ip).or_insert(Failures { count: 0, since: now });
         if entry.since.elapsed() >= self.window {
-            *entry = Failures {
-                count: 0,
-                since: now,
-            };
+            *entry = Failures { count: 0, since: now };
         }
         entry.count += 1;
         if entry.count == self.max_failures {

@@ -16,10 +16,8 @@ use super::SftpError;
 pub(crate) fn load_or_generate(path: &Path) -> Result<PrivateKey, SftpError> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
-            let key = PrivateKey::from_openssh(&text).map_err(|e| SftpError::HostKey {
-                path: path.display().to_string(),
-                detail: e.to_string(),
-            })?;
+            let key = PrivateKey::from_openssh(&text)
+                .map_err(|e| SftpError::HostKey { path: path.display().to_string(), detail: e.to_string() })?;
             // Tighten a key left readable by others (e.g. restored from a backup).
             if let Ok(meta) = std::fs::metadata(path) {
                 if meta.permissions().mode() & 0o077 != 0 {
@@ -30,27 +28,18 @@ pub(crate) fn load_or_generate(path: &Path) -> Result<PrivateKey, SftpError> {
             Ok(key)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => generate(path),
-        Err(e) => Err(SftpError::HostKey {
-            path: path.display().to_string(),
-            detail: e.to_string(),
-        }),
+        Err(e) => Err(SftpError::HostKey { path: path.display().to_string(), detail: e.to_string() }),
     }
 }
 
 fn generate(path: &Path) -> Result<PrivateKey, SftpError> {
-    let write_err = |source| SftpError::HostKeyWrite {
-        path: path.display().to_string(),
-        source,
-    };
+    let write_err = |source| SftpError::HostKeyWrite { path: path.display().to_string(), source };
     let mut seed = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut seed);
     let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
     let pem = key
         .to_openssh(LineEnding::LF)
-        .map_err(|e| SftpError::HostKey {
-            path: path.display().to_string(),
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| SftpError::HostKey { path: path.display().to_string(), detail: e.to_string() })?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(write_err)?;
     }
@@ -83,9 +72,6 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let second = load_or_generate(&path).unwrap();
-        assert_eq!(
-            first.public_key().key_data(),
-            second.public_key().key_data()
-        );
+        assert_eq!(first.public_key().key_data(), second.public_key().key_data());
     }
 }

@@ -131,10 +131,7 @@ mod tests {
     use super::*;
 
     fn entry(folder: Folder, names: &[&str]) -> Place {
-        Place::Entry {
-            folder,
-            rel: names.iter().map(|s| s.to_string()).collect(),
-        }
+        Place::Entry { folder, rel: names.iter().map(|s| s.to_string()).collect() }
     }
 
     #[test]
@@ -143,67 +140,40 @@ mod tests {
             assert_eq!(resolve(p).unwrap().place, Place::Root, "{p:?}");
             assert_eq!(resolve(p).unwrap().display, "/");
         }
-        assert_eq!(
-            resolve("customers").unwrap().place,
-            Place::Folder(Folder::Customers)
-        );
-        assert_eq!(
-            resolve("/outbox/").unwrap().place,
-            Place::Folder(Folder::Outbox)
-        );
+        assert_eq!(resolve("customers").unwrap().place, Place::Folder(Folder::Customers));
+        assert_eq!(resolve("/outbox/").unwrap().place, Place::Folder(Folder::Outbox));
         assert_eq!(resolve("/archive/..//archive").unwrap().display, "/archive");
     }
 
     #[test]
     fn dot_dot_never_climbs_above_the_account_root() {
-        for p in [
-            "/../etc/passwd",
-            "../../../../etc/passwd",
-            "/customers/../../etc/passwd",
-        ] {
+        for p in ["/../etc/passwd", "../../../../etc/passwd", "/customers/../../etc/passwd"] {
             assert_eq!(resolve(p), Err(JailError::NotFound), "{p:?}");
         }
-        assert_eq!(
-            resolve("/customers/../../../customers/a.csv")
-                .unwrap()
-                .place,
-            entry(Folder::Customers, &["a.csv"])
-        );
+        assert_eq!(resolve("/customers/../../../customers/a.csv").unwrap().place, entry(Folder::Customers, &["a.csv"]));
     }
 
     #[test]
     fn another_accounts_path_names_nothing() {
-        assert_eq!(
-            resolve("/../other/customers/a.csv"),
-            Err(JailError::NotFound)
-        );
+        assert_eq!(resolve("/../other/customers/a.csv"), Err(JailError::NotFound));
         assert_eq!(resolve("/accounts/other"), Err(JailError::NotFound));
     }
 
     #[test]
     fn hidden_names_are_reserved() {
-        assert_eq!(
-            resolve("/customers/.intake-upload.abc.a.csv"),
-            Err(JailError::Reserved)
-        );
+        assert_eq!(resolve("/customers/.intake-upload.abc.a.csv"), Err(JailError::Reserved));
         assert_eq!(resolve("/outbox/.tmp"), Err(JailError::Reserved));
     }
 
     #[test]
     fn nul_bytes_and_long_names_are_invalid() {
         assert_eq!(resolve("/customers/a\0b"), Err(JailError::Invalid));
-        assert_eq!(
-            resolve(&format!("/customers/{}", "x".repeat(256))),
-            Err(JailError::Invalid)
-        );
+        assert_eq!(resolve(&format!("/customers/{}", "x".repeat(256))), Err(JailError::Invalid));
     }
 
     #[test]
     fn an_entry_maps_under_the_root_on_disk() {
         let v = resolve("/customers/a.csv").unwrap();
-        assert_eq!(
-            v.on_disk(Path::new("/data/acme")),
-            PathBuf::from("/data/acme/customers/a.csv")
-        );
+        assert_eq!(v.on_disk(Path::new("/data/acme")), PathBuf::from("/data/acme/customers/a.csv"));
     }
 }

@@ -29,10 +29,7 @@ pub const UPLOAD_TEMP_PREFIX: &str = ".intake-upload.";
 /// runs work at once.
 #[async_trait::async_trait]
 pub trait UserDirectory: Send + Sync + 'static {
-    async fn find_user(
-        &self,
-        username: &str,
-    ) -> anyhow::Result<Option<crate::domain::user::SftpUser>>;
+    async fn find_user(&self, username: &str) -> anyhow::Result<Option<crate::domain::user::SftpUser>>;
 }
 
 /// Errors of the SFTP front-end that reach its caller (start-up problems).
@@ -40,27 +37,15 @@ pub trait UserDirectory: Send + Sync + 'static {
 #[derive(Debug, thiserror::Error)]
 pub enum SftpError {
     #[error("invalid SFTP listen address `{addr}`: {source}")]
-    ListenAddress {
-        addr: String,
-        source: std::io::Error,
-    },
+    ListenAddress { addr: String, source: std::io::Error },
     #[error("cannot bind the SFTP listener on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     #[error("cannot read the SSH host key {path}: {detail}")]
     HostKey { path: String, detail: String },
     #[error("cannot write the SSH host key {path}: {source}")]
-    HostKeyWrite {
-        path: String,
-        source: std::io::Error,
-    },
+    HostKeyWrite { path: String, source: std::io::Error },
     #[error("cannot prepare the accounts directory {path}: {source}")]
-    AccountsRoot {
-        path: String,
-        source: std::io::Error,
-    },
+    AccountsRoot { path: String, source: std::io::Error },
     #[error("password hashing failed: {0}")]
     PasswordHash(String),
     #[error("SFTP listener failed: {0}")]

@@ -61,22 +61,15 @@ impl SftpServer {
         users: Arc<dyn UserDirectory>,
     ) -> Result<Self, SftpError> {
         let host_key = host_key::load_or_generate(host_key_path)?;
-        std::fs::create_dir_all(&accounts_root).map_err(|source| SftpError::AccountsRoot {
-            path: accounts_root.display().to_string(),
-            source,
-        })?;
+        std::fs::create_dir_all(&accounts_root)
+            .map_err(|source| SftpError::AccountsRoot { path: accounts_root.display().to_string(), source })?;
         remove_stale_uploads(&accounts_root);
 
         let listener = TcpListener::bind(settings.listen.as_str())
             .await
-            .map_err(|source| SftpError::Bind {
-                addr: settings.listen.clone(),
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| SftpError::Bind {
-            addr: settings.listen.clone(),
-            source,
-        })?;
+            .map_err(|source| SftpError::Bind { addr: settings.listen.clone(), source })?;
+        let local_addr =
+            listener.local_addr().map_err(|source| SftpError::Bind { addr: settings.listen.clone(), source })?;
 
         let mut methods = MethodSet::empty();
         methods.push(MethodKind::PublicKey);
@@ -85,14 +78,8 @@ impl SftpServer {
         // server-sig-algs is derived from this list: advertise ssh-rsa (SHA-1)
         // only when it is allowed.
         if !settings.allow_ssh_rsa_sha1 {
-            preferred.key = Cow::Owned(
-                preferred
-                    .key
-                    .iter()
-                    .filter(|a| **a != Algorithm::Rsa { hash: None })
-                    .cloned()
-                    .collect(),
-            );
+            preferred.key =
+                Cow::Owned(preferred.key.iter().filter(|a| **a != Algorithm::Rsa { hash: None }).cloned().collect());
         }
         preferred.compression = Cow::Borrowed(&[russh::compression::NONE]);
         let config = russh::server::Config {
@@ -106,8 +93,7 @@ impl SftpServer {
             channel_buffer_size: 1024,
             max_auth_attempts: 6,
             inactivity_timeout: Some(Duration::from_secs(settings.idle_timeout_secs.max(1))),
-            keepalive_interval: (settings.keepalive_secs > 0)
-                .then(|| Duration::from_secs(settings.keepalive_secs)),
+            keepalive_interval: (settings.keepalive_secs > 0).then(|| Duration::from_secs(settings.keepalive_secs)),
             keepalive_max: 3,
             // Without it libssh2/curl uploads crawl at ~1.5 MB/s.
             nodelay: true,
@@ -129,12 +115,7 @@ impl SftpServer {
             per_account: Counter::new(settings.max_sessions_per_account.max(1)),
         });
         tracing::info!(listen = %local_addr, "SFTP server listening");
-        Ok(Self {
-            listener,
-            local_addr,
-            config: Arc::new(config),
-            shared,
-        })
+        Ok(Self { listener, local_addr, config: Arc::new(config), shared })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -146,12 +127,7 @@ impl SftpServer {
     /// Open sessions are disconnected at shutdown; their unfinished uploads
     /// are discarded (clients retry), finished ones are already published.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), SftpError> {
-        let Self {
-            listener,
-            config,
-            shared,
-            ..
-        } = self;
+        let Self { listener, config, shared, .. } = self;
         let mut connections = JoinSet::new();
         loop {
             tokio::select! {
@@ -188,10 +164,8 @@ impl SftpServer {
         }
         drop(listener);
         tracing::info!(sessions = connections.len(), "SFTP server stopping");
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(SHUTDOWN_GRACE, async { while connections.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             connections.abort_all();
             while connections.join_next().await.is_some() {}
@@ -250,10 +224,7 @@ fn remove_stale_uploads(accounts_root: &Path) {
             continue;
         };
         for entry in entries.flatten() {
-            let is_temp = entry
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(UPLOAD_TEMP_PREFIX));
+            let is_temp = entry.file_name().to_str().is_some_and(|n| n.starts_with(UPLOAD_TEMP_PREFIX));
             if is_temp && entry.file_type().is_ok_and(|t| t.is_file()) {
                 let _ = std::fs::remove_file(entry.path());
             }
@@ -291,22 +262,12 @@ struct SshSession {
 }
 
 fn reject() -> Auth {
-    Auth::Reject {
-        proceed_with_methods: None,
-        partial_success: false,
-    }
+    Auth::Reject { proceed_with_methods: None, partial_success: false }
 }
 
 impl SshSession {
     fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
-        Self {
-            shared,
-            peer,
-            logged_in: None,
-            account_slot: None,
-            channels: HashMap::new(),
-            key_refused: false,
-        }
+        Self { shared, peer, logged_in: None, account_slot: None, channels: HashMap::new(), key_refused: false }
     }
 
     async fn lookup(&self, username: &str) -> Option<SftpUser> {
@@ -366,11 +327,7 @@ impl Drop for SshSession {
 impl russh::server::Handler for SshSession {
     type Error = russh::Error;
 
-    async fn auth_publickey_offered(
-        &mut self,
-        user: &str,
-        offer: PublicKeyOffer<'_>,
-    ) -> Result<Auth, Self::Error> {
+    async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
         if self.shared.penalties.is_penalised(self.peer.ip()) {
             return Ok(reject());
         }
@@ -387,18 +344,12 @@ impl russh::server::Handler for SshSession {
         Ok(reject())
     }
 
-    async fn auth_publickey(
-        &mut self,
-        user: &str,
-        key: VerifiedPublicKey<'_>,
-    ) -> Result<Auth, Self::Error> {
+    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
         if self.shared.penalties.is_penalised(self.peer.ip()) {
             return Ok(reject());
         }
         match self.lookup(user).await {
-            Some(u) if self.key_accepted(&u, key.public_key, key.algorithm) => {
-                Ok(self.log_in(u, "publickey"))
-            }
+            Some(u) if self.key_accepted(&u, key.public_key, key.algorithm) => Ok(self.log_in(u, "publickey")),
             _ => {
                 self.key_refused = true;
                 Ok(reject())
@@ -435,9 +386,7 @@ impl russh::server::Handler for SshSession {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let Some(logged_in) = &self.logged_in else {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
+            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
             return Ok(());
         };
         if self.account_slot.is_none() {
@@ -482,14 +431,9 @@ impl russh::server::Handler for SshSession {
             can_upload: logged_in.user.scopes.create,
         };
         let fs = AccountFs::new(logged_in.root.clone(), user, self.shared.max_upload_bytes);
-        let end = ChannelEnd {
-            handle: session.handle(),
-            channel: channel_id,
-        };
+        let end = ChannelEnd { handle: session.handle(), channel: channel_id };
         let stream = PacketGuard::new(channel.into_stream(), MAX_CLIENT_PACKET, Some(end));
-        let sftp_config = russh_sftp::server::Config {
-            max_client_packet_len: MAX_CLIENT_PACKET,
-        };
+        let sftp_config = russh_sftp::server::Config { max_client_packet_len: MAX_CLIENT_PACKET };
         russh_sftp::server::run_with_config(stream, fs, sftp_config).await;
         Ok(())
     }
@@ -504,11 +448,7 @@ impl russh::server::Handler for SshSession {
         self.refuse(channel, session)
     }
 
-    async fn shell_request(
-        &mut self,
-        channel: ChannelId,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
+    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
         tracing::info!(peer = %self.peer, "shell refused: this server only provides SFTP");
         self.refuse(channel, session)
     }
@@ -552,11 +492,7 @@ impl russh::server::Handler for SshSession {
         Ok(())
     }
 
-    async fn channel_eof(
-        &mut self,
-        channel: ChannelId,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
+    async fn channel_eof(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
         // A channel that never started SFTP: nothing more will happen on it.
         if self.channels.remove(&channel).is_some() {
             session.close(channel)?;
@@ -564,11 +500,7 @@ impl russh::server::Handler for SshSession {
         Ok(())
     }
 
-    async fn channel_close(
-        &mut self,
-        channel: ChannelId,
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
+    async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
         self.channels.remove(&channel);
         Ok(())
     }
@@ -611,15 +543,7 @@ struct PacketGuard<S: Send + 'static> {
 
 impl<S: Send + 'static> PacketGuard<S> {
     fn new(inner: S, max_len: u32, end: Option<ChannelEnd>) -> Self {
-        Self {
-            inner: Some(inner),
-            max_len,
-            header: [0; 4],
-            header_len: 0,
-            body_left: 0,
-            poisoned: false,
-            end,
-        }
+        Self { inner: Some(inner), max_len, header: [0; 4], header_len: 0, body_left: 0, poisoned: false, end }
     }
 
     fn inner(&mut self) -> Pin<&mut S>
@@ -633,9 +557,7 @@ impl<S: Send + 'static> PacketGuard<S> {
     fn track(&mut self, mut bytes: &[u8]) -> bool {
         while !bytes.is_empty() {
             if self.body_left > 0 {
-                let take = bytes
-                    .len()
-                    .min(usize::try_from(self.body_left).unwrap_or(usize::MAX));
+                let take = bytes.len().min(usize::try_from(self.body_left).unwrap_or(usize::MAX));
                 bytes = &bytes[take..];
                 self.body_left -= take as u64;
                 continue;
@@ -675,11 +597,7 @@ impl<S: Send + 'static> Drop for PacketGuard<S> {
 }
 
 impl<S: AsyncRead + Unpin + Send + 'static> AsyncRead for PacketGuard<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if self.poisoned {
             return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
         }
@@ -702,11 +620,7 @@ impl<S: AsyncRead + Unpin + Send + 'static> AsyncRead for PacketGuard<S> {
 }
 
 impl<S: AsyncWrite + Unpin + Send + 'static> AsyncWrite for PacketGuard<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.inner().poll_write(cx, buf)
     }
 

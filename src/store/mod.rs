@@ -7,10 +7,10 @@ mod shared;
 mod postgres;
 mod sqlite;
 
-use crate::domain::{AccountSettings, CreateCustomer, FileEncoding, PhoneCheck, PhoneRegion};
-use std::collections::HashMap;
 use crate::domain::user::{Scopes, SftpUser};
+use crate::domain::{AccountSettings, CreateCustomer, FileEncoding, PhoneCheck, PhoneRegion};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -216,7 +216,15 @@ impl Store {
     }
 
     /// Marks a job running (owned by `owner`) with what the first pass learnt.
-    pub async fn start_job(&self, job_id: &str, owner: &str, sha256: &str, bytes: u64, rows_total: u64, started_at: &str) -> Result<()> {
+    pub async fn start_job(
+        &self,
+        job_id: &str,
+        owner: &str,
+        sha256: &str,
+        bytes: u64,
+        rows_total: u64,
+        started_at: &str,
+    ) -> Result<()> {
         dispatch!(self, s => s.start_job(job_id, owner, sha256, bytes, rows_total, started_at).await)
     }
 
@@ -224,7 +232,13 @@ impl Store {
     /// heartbeating before `stale_before`, for `owner`; never two processes the
     /// same job. Accounts in `busy_accounts` are skipped, so one account's
     /// files never hold every worker.
-    pub async fn claim_job(&self, owner: &str, now: &str, stale_before: &str, busy_accounts: &[String]) -> Result<Option<Job>> {
+    pub async fn claim_job(
+        &self,
+        owner: &str,
+        now: &str,
+        stale_before: &str,
+        busy_accounts: &[String],
+    ) -> Result<Option<Job>> {
         dispatch!(self, s => s.claim_job(owner, now, stale_before, busy_accounts).await)
     }
 
@@ -595,7 +609,11 @@ pub(crate) mod rows {
         usize: ColumnIndex<R>,
     {
         Ok(AccountSettings {
-            default_region: r.maybe_text(1)?.map(|c| PhoneRegion::parse(&c)).transpose().map_err(StoreError::Corrupt)?,
+            default_region: r
+                .maybe_text(1)?
+                .map(|c| PhoneRegion::parse(&c))
+                .transpose()
+                .map_err(StoreError::Corrupt)?,
             encoding: FileEncoding::parse(&r.text(2)?).map_err(StoreError::Corrupt)?,
             phone_check: PhoneCheck::parse(&r.text(3)?).map_err(StoreError::Corrupt)?,
             avid: r.text(0)?,

@@ -76,8 +76,6 @@ impl PgStore {
             .await?;
         Ok(PgBatch { tx })
     }
-
-
 }
 
 pub struct PgBatch {
@@ -119,11 +117,12 @@ impl PgBatch {
         if refs.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows = sqlx::query(&format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE account = $1 AND ref = ANY($2)"))
-            .bind(account)
-            .bind(refs)
-            .fetch_all(&mut *self.tx)
-            .await?;
+        let rows =
+            sqlx::query(&format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE account = $1 AND ref = ANY($2)"))
+                .bind(account)
+                .bind(refs)
+                .fetch_all(&mut *self.tx)
+                .await?;
         let mut found = HashMap::with_capacity(rows.len());
         for row in rows {
             let c = rows::customer(&row)?;
@@ -233,4 +232,3 @@ fn columns(rows: &[StoredCustomer]) -> Columns {
     }
     out
 }
-

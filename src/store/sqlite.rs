@@ -72,8 +72,6 @@ impl SqliteStore {
     pub async fn begin_batch(&self) -> Result<SqliteBatch> {
         Ok(SqliteBatch { tx: self.pool.begin_with("BEGIN IMMEDIATE").await? })
     }
-
-
 }
 
 pub struct SqliteBatch {
@@ -113,7 +111,8 @@ impl SqliteBatch {
     pub async fn existing(&mut self, account: &str, refs: &[&str]) -> Result<HashMap<String, StoredCustomer>> {
         let mut found = HashMap::new();
         for chunk in refs.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE account = "));
+            let mut q =
+                QueryBuilder::<Sqlite>::new(format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE account = "));
             q.push_bind(account).push(" AND ref IN (");
             let mut list = q.separated(", ");
             for r in chunk {
@@ -136,7 +135,8 @@ impl SqliteBatch {
             );
             q.push_values(chunk, |mut b, c| {
                 let (addresses, metadata, appdata) = c.json_columns();
-                let (job, line) = c.last_job.as_ref().map(|(j, l)| (Some(j.as_str()), Some(*l as i64))).unwrap_or((None, None));
+                let (job, line) =
+                    c.last_job.as_ref().map(|(j, l)| (Some(j.as_str()), Some(*l as i64))).unwrap_or((None, None));
                 b.push_bind(&c.customer_id)
                     .push_bind(account)
                     .push_bind(&c.customer_ref)
@@ -156,7 +156,8 @@ impl SqliteBatch {
     pub async fn update_customers(&mut self, updates: &[StoredCustomer], now: &str) -> Result<()> {
         for c in updates {
             let (addresses, metadata, appdata) = c.json_columns();
-            let (job, line) = c.last_job.as_ref().map(|(j, l)| (Some(j.as_str()), Some(*l as i64))).unwrap_or((None, None));
+            let (job, line) =
+                c.last_job.as_ref().map(|(j, l)| (Some(j.as_str()), Some(*l as i64))).unwrap_or((None, None));
             sqlx::query(
                 "UPDATE customers SET addresses = ?, metadata = ?, appdata = ?, updated_at = ?, last_job_id = ?, last_line = ?
                  WHERE customer_id = ?",
@@ -197,5 +198,3 @@ impl SqliteBatch {
         Ok(())
     }
 }
-
-

@@ -18,7 +18,8 @@ async fn assert_report_matches_database(d: &TestDaemon, db: &TestDb, avid: &str,
     for (i, row) in results.iter().skip(1).enumerate() {
         assert_eq!(row[0], (i + 2).to_string(), "lines in input order");
         assert_eq!(row[2], "created", "{row:?}");
-        let stored = store.get_customer(avid, &row[1]).await.unwrap().unwrap_or_else(|| panic!("{} not stored", row[1]));
+        let stored =
+            store.get_customer(avid, &row[1]).await.unwrap().unwrap_or_else(|| panic!("{} not stored", row[1]));
         assert_eq!(stored.customer_id, row[3]);
     }
     assert_eq!(store.count_customers(avid).await.unwrap(), rows as u64, "the database holds exactly the report");
@@ -37,7 +38,10 @@ async fn an_sftp_upload_gets_its_report_and_the_database_agrees(db: TestDb) {
     // The merchant downloads the report and sees the upload archived.
     let out = d.sftp("acme", "get /outbox/May.results.csv got.csv\nls -l /archive\nls /customers\n").await;
     assert!(out.status.success(), "{}", crate::support::describe(&out));
-    assert_eq!(std::fs::read(d.dir.join("got.csv")).unwrap(), std::fs::read(d.outbox("acme").join("May.results.csv")).unwrap());
+    assert_eq!(
+        std::fs::read(d.dir.join("got.csv")).unwrap(),
+        std::fs::read(d.outbox("acme").join("May.results.csv")).unwrap()
+    );
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(listing.contains("May.CSV"), "{listing}");
 }
@@ -51,7 +55,15 @@ async fn a_create_only_login_cannot_update_existing_customers(db: TestDb) {
     d.upload("acme", &file, "first.csv").await;
     assert_eq!(d.summary("acme", "first", REPORT).await["created"], 3);
     // WinSCP style: a temporary name, then a rename to the final one.
-    let out = d.sftp("acme", &format!("put {} /customers/second.csv.filepart\nrename /customers/second.csv.filepart /customers/second.csv\n", file.display())).await;
+    let out = d
+        .sftp(
+            "acme",
+            &format!(
+                "put {} /customers/second.csv.filepart\nrename /customers/second.csv.filepart /customers/second.csv\n",
+                file.display()
+            ),
+        )
+        .await;
     assert!(out.status.success(), "{}", crate::support::describe(&out));
     let summary = d.summary("acme", "second", REPORT).await;
     assert_eq!(summary["failed"], 3, "{summary}");
@@ -108,7 +120,9 @@ fn futures_lite_block<T>(f: impl std::future::Future<Output = Result<T, intake::
 }
 
 async fn a_small_file_is_not_starved_by_another_accounts_huge_one(db: TestDb) {
-    let d = TestDaemon::spawn(&db, &[TestAccount::new("big"), TestAccount::new("small")], &[("INTAKE_BATCH_SIZE", "2000")]).await;
+    let d =
+        TestDaemon::spawn(&db, &[TestAccount::new("big"), TestAccount::new("small")], &[("INTAKE_BATCH_SIZE", "2000")])
+            .await;
     let big = d.dir.join("huge.csv");
     write_customers(&big, "h-", 150_000);
     let small = d.dir.join("tiny.csv");

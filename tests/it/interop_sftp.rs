@@ -106,12 +106,7 @@ impl Fixture {
         let batch_file = self.work.path().join("batch");
         std::fs::write(&batch_file, batch).unwrap();
         let mut args = ssh_options(key);
-        args.extend([
-            "-P".to_owned(),
-            self.port(),
-            "-b".to_owned(),
-            batch_file.display().to_string(),
-        ]);
+        args.extend(["-P".to_owned(), self.port(), "-b".to_owned(), batch_file.display().to_string()]);
         args.extend(extra.iter().map(|s| s.to_string()));
         args.push("acme@127.0.0.1".to_owned());
         run("sftp", &args, self.work.path()).await
@@ -124,16 +119,8 @@ async fn openssh_sftp_puts_lists_gets_renames_and_removes() {
         return;
     }
     let f = Fixture::start().await;
-    std::fs::write(
-        f.work.path().join("May.csv"),
-        "ref,address\na1,+15555001234\n",
-    )
-    .unwrap();
-    std::fs::write(
-        f.server.folder("acme", "outbox").join("May.results.csv"),
-        "line,ref\n",
-    )
-    .unwrap();
+    std::fs::write(f.work.path().join("May.csv"), "ref,address\na1,+15555001234\n").unwrap();
+    std::fs::write(f.server.folder("acme", "outbox").join("May.results.csv"), "line,ref\n").unwrap();
     let out = f
         .sftp_batch(
             &f.key,
@@ -158,30 +145,16 @@ async fn openssh_sftp_puts_lists_gets_renames_and_removes() {
     let all = text(&out);
     assert!(out.status.success(), "{all}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("-rw-r--r--   1 acme     acme           28 "),
-        "{all}"
-    );
+    assert!(stdout.contains("-rw-r--r--   1 acme     acme           28 "), "{all}");
     assert!(stdout.contains(" May.csv"), "{all}");
+    assert!(stdout.contains("drwxr-xr-x   2 acme     acme         4096 ") && stdout.contains(" customers"), "{all}");
+    assert!(stdout.contains("dr-xr-xr-x") && stdout.contains(" archive"), "{all}");
     assert!(
-        stdout.contains("drwxr-xr-x   2 acme     acme         4096 ")
-            && stdout.contains(" customers"),
-        "{all}"
-    );
-    assert!(
-        stdout.contains("dr-xr-xr-x") && stdout.contains(" archive"),
-        "{all}"
-    );
-    assert!(
-        stdout.contains("-r--r--r--   1 acme     acme            9 ")
-            && stdout.contains("May.results.csv"),
+        stdout.contains("-r--r--r--   1 acme     acme            9 ") && stdout.contains("May.results.csv"),
         "{all}"
     );
     assert!(stdout.contains("June.csv"), "{all}");
-    assert_eq!(
-        std::fs::read(f.work.path().join("results.csv")).unwrap(),
-        b"line,ref\n"
-    );
+    assert_eq!(std::fs::read(f.work.path().join("results.csv")).unwrap(), b"line,ref\n");
     assert_eq!(
         std::fs::read(f.work.path().join("back.csv")).unwrap(),
         std::fs::read(f.work.path().join("May.csv")).unwrap()
@@ -189,22 +162,9 @@ async fn openssh_sftp_puts_lists_gets_renames_and_removes() {
     // Refused operations said so, and changed nothing.
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Permission denied"), "{all}");
-    assert!(
-        !stderr.contains(&f.server.dir.path().display().to_string()),
-        "{all}"
-    );
-    assert_eq!(
-        std::fs::read_dir(f.customers()).unwrap().count(),
-        0,
-        "{all}"
-    );
-    assert_eq!(
-        std::fs::read_dir(f.server.folder("acme", "outbox"))
-            .unwrap()
-            .count(),
-        0,
-        "{all}"
-    );
+    assert!(!stderr.contains(&f.server.dir.path().display().to_string()), "{all}");
+    assert_eq!(std::fs::read_dir(f.customers()).unwrap().count(), 0, "{all}");
+    assert_eq!(std::fs::read_dir(f.server.folder("acme", "outbox")).unwrap().count(), 0, "{all}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,18 +176,10 @@ async fn scp_uploads_exit_zero_and_publish_the_file() {
     let data = "ref,address\n".repeat(50_000);
     std::fs::write(f.work.path().join("up.csv"), &data).unwrap();
     let mut args = ssh_options(&f.key);
-    args.extend([
-        "-P".to_owned(),
-        f.port(),
-        "up.csv".to_owned(),
-        "acme@127.0.0.1:/customers/scp.csv".to_owned(),
-    ]);
+    args.extend(["-P".to_owned(), f.port(), "up.csv".to_owned(), "acme@127.0.0.1:/customers/scp.csv".to_owned()]);
     let out = run("scp", &args, f.work.path()).await;
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(
-        std::fs::read_to_string(f.customers().join("scp.csv")).unwrap(),
-        data
-    );
+    assert_eq!(std::fs::read_to_string(f.customers().join("scp.csv")).unwrap(), data);
     // scp -p sends times and modes: accepted, and still exit 0.
     let mut args = ssh_options(&f.key);
     args.extend([
@@ -250,11 +202,7 @@ async fn curl_uploads_with_a_key_and_with_a_password() {
     let f = Fixture::start().await;
     // libssh2 wants a PEM key; ssh-keygen -m PEM for ed25519 still writes OpenSSH
     // format, which libssh2 1.10 with OpenSSL reads.
-    std::fs::write(
-        f.work.path().join("up.csv"),
-        "ref,address\na1,+15555001234\n",
-    )
-    .unwrap();
+    std::fs::write(f.work.path().join("up.csv"), "ref,address\na1,+15555001234\n").unwrap();
     let url = |name: &str| format!("sftp://127.0.0.1:{}/customers/{name}", f.port());
     let key_args: Vec<String> = vec![
         "-sS".into(),
@@ -293,10 +241,8 @@ async fn curl_uploads_with_a_key_and_with_a_password() {
     ];
     let out = run("curl", &wrong, f.work.path()).await;
     assert!(!out.status.success(), "{}", text(&out));
-    let mut names: Vec<_> = std::fs::read_dir(f.customers())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut names: Vec<_> =
+        std::fs::read_dir(f.customers()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["by-key.csv", "by-password.csv"]);
 }
@@ -309,21 +255,11 @@ async fn ssh_commands_and_forwarding_run_nothing() {
     let f = Fixture::start().await;
     let marker = f.work.path().join("ran");
     let mut args = ssh_options(&f.key);
-    args.extend([
-        "-p".to_owned(),
-        f.port(),
-        "acme@127.0.0.1".to_owned(),
-        format!("touch {}", marker.display()),
-    ]);
+    args.extend(["-p".to_owned(), f.port(), "acme@127.0.0.1".to_owned(), format!("touch {}", marker.display())]);
     let out = run("ssh", &args, f.work.path()).await;
     assert!(!out.status.success(), "{}", text(&out));
     let mut args = ssh_options(&f.key);
-    args.extend([
-        "-T".to_owned(),
-        "-p".to_owned(),
-        f.port(),
-        "acme@127.0.0.1".to_owned(),
-    ]);
+    args.extend(["-T".to_owned(), "-p".to_owned(), f.port(), "acme@127.0.0.1".to_owned()]);
     let out = run("ssh", &args, f.work.path()).await;
     assert!(!out.status.success(), "{}", text(&out));
     assert!(!marker.exists());
@@ -344,9 +280,7 @@ async fn ecdsa_and_rsa_sha2_keys_log_in_and_ssh_rsa_sha1_is_refused() {
         let out = f.sftp_batch(key, &[], "ls /\n").await;
         assert!(out.status.success(), "{}", text(&out));
     }
-    let out = f
-        .sftp_batch(&rsa, &["-o", "PubkeyAcceptedAlgorithms=ssh-rsa"], "ls /\n")
-        .await;
+    let out = f.sftp_batch(&rsa, &["-o", "PubkeyAcceptedAlgorithms=ssh-rsa"], "ls /\n").await;
     assert!(!out.status.success(), "{}", text(&out));
 }
 
@@ -365,13 +299,8 @@ async fn a_64_mb_download_completes_with_default_and_255_kib_reads() {
         chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
     }
     std::fs::write(f.server.folder("acme", "outbox").join("big.bin"), &data).unwrap();
-    for (extra, local) in [
-        (&[][..], "default.bin"),
-        (&["-B", "261120"][..], "big-reads.bin"),
-    ] {
-        let out = f
-            .sftp_batch(&f.key, extra, &format!("get /outbox/big.bin {local}\n"))
-            .await;
+    for (extra, local) in [(&[][..], "default.bin"), (&["-B", "261120"][..], "big-reads.bin")] {
+        let out = f.sftp_batch(&f.key, extra, &format!("get /outbox/big.bin {local}\n")).await;
         assert!(out.status.success(), "{}", text(&out));
         let got = std::fs::read(f.work.path().join(local)).unwrap();
         assert!(got == data, "{local} differs ({} bytes)", got.len());

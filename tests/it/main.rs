@@ -3,8 +3,8 @@
 
 mod support;
 
-mod interop_sftp;
-mod sftp;
 mod daemon;
+mod interop_sftp;
 mod samples;
+mod sftp;
 mod store;

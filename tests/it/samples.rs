@@ -79,8 +79,23 @@ async fn every_sample_gives_its_expected_report(db: TestDb) {
         let keys: Vec<&String> = summary.as_object().unwrap().keys().collect();
         assert_eq!(
             keys,
-            ["account", "file", "job_id", "sha256", "bytes", "status", "rows", "created", "updated", "unchanged", "failed",
-             "received_at", "started_at", "finished_at", "error"]
+            [
+                "account",
+                "file",
+                "job_id",
+                "sha256",
+                "bytes",
+                "status",
+                "rows",
+                "created",
+                "updated",
+                "unchanged",
+                "failed",
+                "received_at",
+                "started_at",
+                "finished_at",
+                "error"
+            ]
         );
     }
 }

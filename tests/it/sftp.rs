@@ -42,20 +42,13 @@ pub(crate) fn user(name: &str, account: &str) -> SftpUser {
         account: account.to_owned(),
         public_keys: vec![],
         password_hash: None,
-        scopes: Scopes {
-            create: true,
-            update: true,
-        },
+        scopes: Scopes { create: true, update: true },
     }
 }
 
 /// Settings for tests: ephemeral port, fast rejections.
 pub(crate) fn test_settings() -> SftpSettings {
-    SftpSettings {
-        listen: "127.0.0.1:0".to_owned(),
-        auth_rejection_millis: 10,
-        ..SftpSettings::default()
-    }
+    SftpSettings { listen: "127.0.0.1:0".to_owned(), auth_rejection_millis: 10, ..SftpSettings::default() }
 }
 
 /// A running in-process SFTP server over a temp dir.
@@ -83,13 +76,7 @@ impl TestSftp {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let task = tokio::spawn(async move { server.run(token).await.unwrap() });
-        Self {
-            addr,
-            dir,
-            users,
-            shutdown,
-            task: Some(task),
-        }
+        Self { addr, dir, users, shutdown, task: Some(task) }
     }
 
     pub(crate) fn account_dir(&self, account: &str) -> PathBuf {
@@ -106,10 +93,7 @@ impl TestSftp {
     pub(crate) async fn stop(&mut self) {
         self.shutdown.cancel();
         let task = self.task.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .expect("server stops within its grace")
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task).await.expect("server stops within its grace").unwrap();
     }
 }
 
@@ -134,10 +118,7 @@ struct Client;
 impl client::Handler for Client {
     type Error = russh::Error;
 
-    async fn check_server_key(
-        &mut self,
-        _key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
+    async fn check_server_key(&mut self, _key: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
         Ok(true)
     }
 }
@@ -151,10 +132,7 @@ async fn connect(addr: SocketAddr) -> Result<Conn, russh::Error> {
 async fn login_key(addr: SocketAddr, name: &str, key: &PrivateKey) -> Result<Conn, String> {
     let mut conn = connect(addr).await.map_err(|e| e.to_string())?;
     let auth = conn
-        .authenticate_publickey(
-            name,
-            PrivateKeyWithHashAlg::new(Arc::new(key.clone()), None),
-        )
+        .authenticate_publickey(name, PrivateKeyWithHashAlg::new(Arc::new(key.clone()), None))
         .await
         .map_err(|e| e.to_string())?;
     if auth.success() {
@@ -166,10 +144,7 @@ async fn login_key(addr: SocketAddr, name: &str, key: &PrivateKey) -> Result<Con
 
 async fn login_password(addr: SocketAddr, name: &str, password: &str) -> Result<Conn, String> {
     let mut conn = connect(addr).await.map_err(|e| e.to_string())?;
-    let auth = conn
-        .authenticate_password(name, password)
-        .await
-        .map_err(|e| e.to_string())?;
+    let auth = conn.authenticate_password(name, password).await.map_err(|e| e.to_string())?;
     if auth.success() {
         Ok(conn)
     } else {
@@ -178,17 +153,9 @@ async fn login_password(addr: SocketAddr, name: &str, password: &str) -> Result<
 }
 
 async fn open_sftp(conn: &Conn) -> Result<SftpSession, String> {
-    let channel = conn
-        .channel_open_session()
-        .await
-        .map_err(|e| e.to_string())?;
-    channel
-        .request_subsystem(true, "sftp")
-        .await
-        .map_err(|e| e.to_string())?;
-    SftpSession::new(channel.into_stream())
-        .await
-        .map_err(|e| e.to_string())
+    let channel = conn.channel_open_session().await.map_err(|e| e.to_string())?;
+    channel.request_subsystem(true, "sftp").await.map_err(|e| e.to_string())?;
+    SftpSession::new(channel.into_stream()).await.map_err(|e| e.to_string())
 }
 
 /// A server with user `alice` (account `acme`, key) and returns her session.
@@ -213,21 +180,14 @@ fn status<T>(result: Result<T, russh_sftp::client::error::Error>) -> StatusCode 
 }
 
 fn visible_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     names
 }
 
 async fn list(sftp: &SftpSession, path: &str) -> Vec<String> {
-    let mut names: Vec<String> = sftp
-        .read_dir(path)
-        .await
-        .unwrap()
-        .map(|e| e.file_name())
-        .collect();
+    let mut names: Vec<String> = sftp.read_dir(path).await.unwrap().map(|e| e.file_name()).collect();
     names.sort();
     names
 }
@@ -244,10 +204,7 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 async fn a_login_lands_in_the_account_root_with_exactly_three_folders() {
     let (server, _conn, sftp) = alice(test_settings()).await;
     assert_eq!(sftp.canonicalize(".").await.unwrap(), "/");
-    assert_eq!(
-        sftp.canonicalize("/customers/../outbox").await.unwrap(),
-        "/outbox"
-    );
+    assert_eq!(sftp.canonicalize("/customers/../outbox").await.unwrap(), "/outbox");
     assert_eq!(list(&sftp, "/").await, ["archive", "customers", "outbox"]);
     assert_eq!(list(&sftp, ".").await, ["archive", "customers", "outbox"]);
     let meta = sftp.metadata("/customers").await.unwrap();
@@ -267,28 +224,16 @@ async fn an_upload_is_published_under_its_name_only_when_closed() {
     // While open: only the hidden temp file exists, and no listing shows it.
     let names = visible_names(&customers);
     assert_eq!(names.len(), 1, "{names:?}");
-    assert!(
-        names[0].starts_with(".intake-upload.") && names[0].ends_with(".May.csv"),
-        "{names:?}"
-    );
+    assert!(names[0].starts_with(".intake-upload.") && names[0].ends_with(".May.csv"), "{names:?}");
     assert!(list(&sftp, "/customers").await.is_empty());
     let hidden = format!("/customers/{}", names[0]);
-    assert_eq!(
-        status(sftp.metadata(hidden.as_str()).await),
-        StatusCode::NoSuchFile
-    );
-    assert_eq!(
-        status(sftp.open(hidden.as_str()).await),
-        StatusCode::NoSuchFile
-    );
+    assert_eq!(status(sftp.metadata(hidden.as_str()).await), StatusCode::NoSuchFile);
+    assert_eq!(status(sftp.open(hidden.as_str()).await), StatusCode::NoSuchFile);
 
     file.write_all(b"a1,+15555001234\n").await.unwrap();
     file.shutdown().await.unwrap();
     assert_eq!(visible_names(&customers), ["May.csv"]);
-    assert_eq!(
-        std::fs::read(customers.join("May.csv")).unwrap(),
-        b"ref,address\na1,+15555001234\n"
-    );
+    assert_eq!(std::fs::read(customers.join("May.csv")).unwrap(), b"ref,address\na1,+15555001234\n");
     let meta = sftp.metadata("/customers/May.csv").await.unwrap();
     assert_eq!(meta.size, Some(28));
     assert_eq!(sftp.read("/customers/May.csv").await.unwrap().len(), 28);
@@ -299,10 +244,7 @@ async fn an_upload_is_published_under_its_name_only_when_closed() {
     again.flush().await.unwrap();
     assert_eq!(std::fs::read(customers.join("May.csv")).unwrap().len(), 28);
     again.shutdown().await.unwrap();
-    assert_eq!(
-        std::fs::read(customers.join("May.csv")).unwrap(),
-        b"ref,address\n"
-    );
+    assert_eq!(std::fs::read(customers.join("May.csv")).unwrap(), b"ref,address\n");
 }
 
 #[tokio::test]
@@ -313,15 +255,10 @@ async fn a_disconnect_mid_upload_leaves_nothing_behind() {
     file.write_all(&vec![b'x'; 100_000]).await.unwrap();
     file.flush().await.unwrap();
     assert_eq!(visible_names(&customers).len(), 1);
-    conn.disconnect(russh::Disconnect::ByApplication, "bye", "en")
-        .await
-        .unwrap();
+    conn.disconnect(russh::Disconnect::ByApplication, "bye", "en").await.unwrap();
     drop(file);
     drop(sftp);
-    wait_until("the temp file is gone", || {
-        visible_names(&customers).is_empty()
-    })
-    .await;
+    wait_until("the temp file is gone", || visible_names(&customers).is_empty()).await;
 }
 
 #[tokio::test]
@@ -333,27 +270,17 @@ async fn an_upload_to_a_temp_name_is_published_by_the_rename() {
     file.write_all(b"ref,address\n").await.unwrap();
     file.shutdown().await.unwrap();
     assert_eq!(visible_names(&customers), ["x.csv", "x.csv.filepart"]);
-    sftp.rename("/customers/x.csv.filepart", "/customers/x.csv")
-        .await
-        .unwrap();
+    sftp.rename("/customers/x.csv.filepart", "/customers/x.csv").await.unwrap();
     assert_eq!(visible_names(&customers), ["x.csv"]);
-    assert_eq!(
-        std::fs::read(customers.join("x.csv")).unwrap(),
-        b"ref,address\n"
-    );
+    assert_eq!(std::fs::read(customers.join("x.csv")).unwrap(), b"ref,address\n");
     // Relative paths resolve from the root too.
-    sftp.rename("customers/x.csv", "customers/y.csv")
-        .await
-        .unwrap();
+    sftp.rename("customers/x.csv", "customers/y.csv").await.unwrap();
     assert_eq!(visible_names(&customers), ["y.csv"]);
 }
 
 #[tokio::test]
 async fn an_upload_over_the_size_limit_fails_clearly_and_publishes_nothing() {
-    let settings = SftpSettings {
-        max_upload_bytes: 1000,
-        ..test_settings()
-    };
+    let settings = SftpSettings { max_upload_bytes: 1000, ..test_settings() };
     let (server, _conn, sftp) = alice(settings).await;
     let customers = server.account_dir("acme").join("customers");
     let mut file = sftp.create("/customers/huge.csv").await.unwrap();
@@ -402,10 +329,7 @@ async fn every_escape_attempt_is_refused_and_other_accounts_are_invisible() {
         assert!(sftp.symlink_metadata(path).await.is_err(), "lstat {path}");
     }
     for path in ["/..", "/../other", "/outbox/linkdir", "/etc", "/../../"] {
-        let names = sftp
-            .read_dir(path)
-            .await
-            .map(|d| d.map(|e| e.file_name()).collect::<Vec<_>>());
+        let names = sftp.read_dir(path).await.map(|d| d.map(|e| e.file_name()).collect::<Vec<_>>());
         // `/..` and `/../../` are the root itself; everything else is refused.
         if let Ok(names) = names {
             assert_eq!(names.len(), 3, "{path} lists {names:?}");
@@ -428,26 +352,11 @@ async fn every_escape_attempt_is_refused_and_other_accounts_are_invisible() {
         assert!(sftp.create(path).await.is_err(), "create {path}");
     }
     // No links, no folders.
-    assert_eq!(
-        status(sftp.symlink("/customers/l.csv", "/outbox/mine.csv").await),
-        StatusCode::PermissionDenied
-    );
-    assert!(!sftp
-        .hardlink("/outbox/mine.csv", "/customers/h.csv")
-        .await
-        .unwrap_or(false));
-    assert_eq!(
-        status(sftp.create_dir("/customers/sub").await),
-        StatusCode::PermissionDenied
-    );
-    assert_eq!(
-        status(sftp.create_dir("/new").await),
-        StatusCode::PermissionDenied
-    );
-    assert_eq!(
-        status(sftp.remove_dir("/customers").await),
-        StatusCode::PermissionDenied
-    );
+    assert_eq!(status(sftp.symlink("/customers/l.csv", "/outbox/mine.csv").await), StatusCode::PermissionDenied);
+    assert!(!sftp.hardlink("/outbox/mine.csv", "/customers/h.csv").await.unwrap_or(false));
+    assert_eq!(status(sftp.create_dir("/customers/sub").await), StatusCode::PermissionDenied);
+    assert_eq!(status(sftp.create_dir("/new").await), StatusCode::PermissionDenied);
+    assert_eq!(status(sftp.remove_dir("/customers").await), StatusCode::PermissionDenied);
     // A rename cannot leave /customers nor rename the folders.
     std::fs::write(server.account_dir("acme").join("customers/c.csv"), b"c").unwrap();
     for (from, to) in [
@@ -457,74 +366,34 @@ async fn every_escape_attempt_is_refused_and_other_accounts_are_invisible() {
         ("/customers", "/x"),
         ("/outbox/link.csv", "/customers/stolen.csv"),
     ] {
-        assert!(
-            sftp.rename(from, to).await.is_err(),
-            "rename {from} -> {to}"
-        );
+        assert!(sftp.rename(from, to).await.is_err(), "rename {from} -> {to}");
     }
     // Nothing moved: the other account still has its file, nothing leaked in.
     assert!(secret.exists());
-    assert_eq!(
-        visible_names(&server.account_dir("other").join("outbox")),
-        ["secret.csv"]
-    );
-    assert_eq!(
-        visible_names(&server.account_dir("acme").join("customers")),
-        ["c.csv"]
-    );
+    assert_eq!(visible_names(&server.account_dir("other").join("outbox")), ["secret.csv"]);
+    assert_eq!(visible_names(&server.account_dir("acme").join("customers")), ["c.csv"]);
     // Error messages never carry server paths.
     let err = sftp.read("/outbox/nope.csv").await.unwrap_err().to_string();
-    assert!(
-        !err.contains(&server.dir.path().display().to_string()),
-        "{err}"
-    );
+    assert!(!err.contains(&server.dir.path().display().to_string()), "{err}");
 }
 
 #[tokio::test]
 async fn outbox_and_archive_are_read_only_except_deleting_results() {
     let (server, _conn, sftp) = alice(test_settings()).await;
-    std::fs::write(
-        server.folder("acme", "outbox").join("May.results.csv"),
-        b"results",
-    )
-    .unwrap();
+    std::fs::write(server.folder("acme", "outbox").join("May.results.csv"), b"results").unwrap();
     std::fs::write(server.folder("acme", "archive").join("May.csv"), b"upload").unwrap();
 
-    assert_eq!(
-        sftp.read("/outbox/May.results.csv").await.unwrap(),
-        b"results"
-    );
+    assert_eq!(sftp.read("/outbox/May.results.csv").await.unwrap(), b"results");
     assert_eq!(sftp.read("/archive/May.csv").await.unwrap(), b"upload");
-    assert_eq!(
-        status(
-            sftp.rename("/outbox/May.results.csv", "/outbox/x.csv")
-                .await
-        ),
-        StatusCode::PermissionDenied
-    );
-    assert_eq!(
-        status(sftp.rename("/archive/May.csv", "/archive/x.csv").await),
-        StatusCode::PermissionDenied
-    );
-    assert_eq!(
-        status(sftp.remove_file("/archive/May.csv").await),
-        StatusCode::PermissionDenied
-    );
-    assert_eq!(
-        status(sftp.create("/outbox/new.csv").await),
-        StatusCode::PermissionDenied
-    );
-    assert_eq!(
-        status(sftp.create("/archive/May.csv").await),
-        StatusCode::PermissionDenied
-    );
+    assert_eq!(status(sftp.rename("/outbox/May.results.csv", "/outbox/x.csv").await), StatusCode::PermissionDenied);
+    assert_eq!(status(sftp.rename("/archive/May.csv", "/archive/x.csv").await), StatusCode::PermissionDenied);
+    assert_eq!(status(sftp.remove_file("/archive/May.csv").await), StatusCode::PermissionDenied);
+    assert_eq!(status(sftp.create("/outbox/new.csv").await), StatusCode::PermissionDenied);
+    assert_eq!(status(sftp.create("/archive/May.csv").await), StatusCode::PermissionDenied);
     sftp.remove_file("/outbox/May.results.csv").await.unwrap();
     assert!(list(&sftp, "/outbox").await.is_empty());
     assert_eq!(list(&sftp, "/archive").await, ["May.csv"]);
-    assert_eq!(
-        status(sftp.remove_file("/outbox/gone.csv").await),
-        StatusCode::NoSuchFile
-    );
+    assert_eq!(status(sftp.remove_file("/outbox/gone.csv").await), StatusCode::NoSuchFile);
 }
 
 #[tokio::test]
@@ -533,34 +402,19 @@ async fn a_login_without_the_create_scope_cannot_change_customers() {
     let key = new_key();
     let mut u = user("viewer", "acme");
     u.public_keys = vec![authorized_line(&key)];
-    u.scopes = Scopes {
-        create: false,
-        update: false,
-    };
+    u.scopes = Scopes { create: false, update: false };
     server.users.add(u);
     std::fs::write(server.folder("acme", "customers").join("a.csv"), b"a").unwrap();
     std::fs::write(server.folder("acme", "outbox").join("a.results.csv"), b"r").unwrap();
     let conn = login_key(server.addr, "viewer", &key).await.unwrap();
     let sftp = open_sftp(&conn).await.unwrap();
 
-    assert_eq!(
-        status(sftp.create("/customers/b.csv").await),
-        StatusCode::PermissionDenied
-    );
-    assert_eq!(
-        status(sftp.remove_file("/customers/a.csv").await),
-        StatusCode::PermissionDenied
-    );
-    assert_eq!(
-        status(sftp.rename("/customers/a.csv", "/customers/b.csv").await),
-        StatusCode::PermissionDenied
-    );
+    assert_eq!(status(sftp.create("/customers/b.csv").await), StatusCode::PermissionDenied);
+    assert_eq!(status(sftp.remove_file("/customers/a.csv").await), StatusCode::PermissionDenied);
+    assert_eq!(status(sftp.rename("/customers/a.csv", "/customers/b.csv").await), StatusCode::PermissionDenied);
     assert_eq!(list(&sftp, "/customers").await, ["a.csv"]);
     assert_eq!(sftp.read("/outbox/a.results.csv").await.unwrap(), b"r");
-    assert_eq!(
-        visible_names(&server.account_dir("acme").join("customers")),
-        ["a.csv"]
-    );
+    assert_eq!(visible_names(&server.account_dir("acme").join("customers")), ["a.csv"]);
 }
 
 #[tokio::test]
@@ -574,47 +428,18 @@ async fn key_and_password_logins_succeed_and_wrong_credentials_look_alike() {
     server.users.add(user("nopass", "acme"));
 
     assert!(login_key(server.addr, "alice", &key).await.is_ok());
-    assert_eq!(
-        login_key(server.addr, "alice", &new_key())
-            .await
-            .err()
-            .as_deref(),
-        Some("refused")
-    );
-    assert_eq!(
-        login_key(server.addr, "mallory", &key)
-            .await
-            .err()
-            .as_deref(),
-        Some("refused")
-    );
-    let conn = login_password(server.addr, "alice", "correct horse")
-        .await
-        .unwrap();
+    assert_eq!(login_key(server.addr, "alice", &new_key()).await.err().as_deref(), Some("refused"));
+    assert_eq!(login_key(server.addr, "mallory", &key).await.err().as_deref(), Some("refused"));
+    let conn = login_password(server.addr, "alice", "correct horse").await.unwrap();
     assert_eq!(list(&open_sftp(&conn).await.unwrap(), "/").await.len(), 3);
-    for (name, password) in [
-        ("alice", "wrong"),
-        ("mallory", "correct horse"),
-        ("nopass", ""),
-        ("alice", ""),
-    ] {
-        assert_eq!(
-            login_password(server.addr, name, password)
-                .await
-                .err()
-                .as_deref(),
-            Some("refused"),
-            "{name}"
-        );
+    for (name, password) in [("alice", "wrong"), ("mallory", "correct horse"), ("nopass", ""), ("alice", "")] {
+        assert_eq!(login_password(server.addr, name, password).await.err().as_deref(), Some("refused"), "{name}");
     }
 }
 
 #[tokio::test]
 async fn a_source_that_keeps_failing_is_refused_even_with_the_right_password() {
-    let settings = SftpSettings {
-        max_login_failures_per_source: 3,
-        ..test_settings()
-    };
+    let settings = SftpSettings { max_login_failures_per_source: 3, ..test_settings() };
     let server = TestSftp::start(settings).await;
     let mut u = user("alice", "acme");
     u.password_hash = Some(hash_password("right").unwrap());
@@ -627,11 +452,7 @@ async fn a_source_that_keeps_failing_is_refused_even_with_the_right_password() {
 
 #[tokio::test]
 async fn sessions_per_account_and_connections_per_source_are_capped() {
-    let settings = SftpSettings {
-        max_sessions_per_account: 1,
-        max_connections_per_source: 2,
-        ..test_settings()
-    };
+    let settings = SftpSettings { max_sessions_per_account: 1, max_connections_per_source: 2, ..test_settings() };
     let (server, conn, _sftp) = alice(settings).await;
     let key = new_key();
     let mut bob = user("bob", "acme");
@@ -657,19 +478,15 @@ async fn an_oversized_packet_closes_the_session() {
     let mut channel = conn.channel_open_session().await.unwrap();
     channel.request_subsystem(true, "sftp").await.unwrap();
     // SSH_FXP_INIT v3, then a packet announcing 1 MiB.
-    channel
-        .data_bytes(vec![0, 0, 0, 5, 1, 0, 0, 0, 3])
-        .await
-        .unwrap();
+    channel.data_bytes(vec![0, 0, 0, 5, 1, 0, 0, 0, 3]).await.unwrap();
     let mut junk = (1u32 << 20).to_be_bytes().to_vec();
     junk.extend_from_slice(&[6u8; 1024]);
     channel.data_bytes(junk).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut exit = None;
     loop {
-        let msg = tokio::time::timeout_at(deadline.into(), channel.wait())
-            .await
-            .expect("the server closes the channel");
+        let msg =
+            tokio::time::timeout_at(deadline.into(), channel.wait()).await.expect("the server closes the channel");
         match msg {
             Some(ChannelMsg::ExitStatus { exit_status }) => exit = Some(exit_status),
             Some(ChannelMsg::Close) | None => break,
@@ -683,10 +500,7 @@ async fn an_oversized_packet_closes_the_session() {
 async fn refused(channel: &mut russh::Channel<client::Msg>) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match tokio::time::timeout_at(deadline.into(), channel.wait())
-            .await
-            .expect("an answer")
-        {
+        match tokio::time::timeout_at(deadline.into(), channel.wait()).await.expect("an answer") {
             Some(ChannelMsg::Failure) | Some(ChannelMsg::Close) | None => return true,
             Some(ChannelMsg::Success) => return false,
             Some(_) => {}
@@ -705,26 +519,17 @@ async fn shell_exec_pty_and_other_subsystems_are_refused() {
     let marker = server.dir.path().join("ran");
 
     let mut channel = conn.channel_open_session().await.unwrap();
-    channel
-        .exec(true, format!("touch {}", marker.display()))
-        .await
-        .unwrap();
+    channel.exec(true, format!("touch {}", marker.display())).await.unwrap();
     assert!(refused(&mut channel).await, "exec");
     let mut channel = conn.channel_open_session().await.unwrap();
     channel.request_shell(true).await.unwrap();
     assert!(refused(&mut channel).await, "shell");
     let mut channel = conn.channel_open_session().await.unwrap();
-    channel
-        .request_pty(true, "xterm", 80, 24, 0, 0, &[])
-        .await
-        .unwrap();
+    channel.request_pty(true, "xterm", 80, 24, 0, 0, &[]).await.unwrap();
     assert!(refused(&mut channel).await, "pty");
     channel.request_subsystem(true, "not-sftp").await.unwrap();
     assert!(refused(&mut channel).await, "subsystem");
-    assert!(conn
-        .channel_open_direct_tcpip("127.0.0.1", 22, "127.0.0.1", 5000)
-        .await
-        .is_err());
+    assert!(conn.channel_open_direct_tcpip("127.0.0.1", 22, "127.0.0.1", 5000).await.is_err());
     assert!(!marker.exists());
 }
 
@@ -739,9 +544,6 @@ async fn shutdown_disconnects_sessions_discards_unfinished_uploads_and_returns()
     let started = Instant::now();
     server.stop().await;
     assert!(started.elapsed() < Duration::from_secs(8));
-    wait_until("the temp file is gone", || {
-        visible_names(&customers).is_empty()
-    })
-    .await;
+    wait_until("the temp file is gone", || visible_names(&customers).is_empty()).await;
     assert!(connect(server.addr).await.is_err());
 }

@@ -16,10 +16,8 @@ fn object(v: Value) -> Map<String, Value> {
 }
 
 fn command(r: &str, addresses: &[&str], metadata: Value, appdata: Value) -> CreateCustomer {
-    let addresses = addresses
-        .iter()
-        .map(|a| Address::parse(a, AddressKind::Any, None, PhoneCheck::Possible).unwrap())
-        .collect();
+    let addresses =
+        addresses.iter().map(|a| Address::parse(a, AddressKind::Any, None, PhoneCheck::Possible).unwrap()).collect();
     CreateCustomer::new(
         CustomerRef::parse(r).unwrap(),
         Addresses::new(addresses).unwrap(),
@@ -29,7 +27,12 @@ fn command(r: &str, addresses: &[&str], metadata: Value, appdata: Value) -> Crea
 }
 
 fn account(avid: &str) -> AccountSettings {
-    AccountSettings { avid: avid.into(), default_region: None, encoding: Default::default(), phone_check: Default::default() }
+    AccountSettings {
+        avid: avid.into(),
+        default_region: None,
+        encoding: Default::default(),
+        phone_check: Default::default(),
+    }
 }
 
 fn new_job(job_id: &str, account: &str, received_at: &str) -> NewJob {
@@ -87,17 +90,34 @@ async fn new_refs_are_created_and_existing_ones_merged(db: TestDb) {
         &store,
         "acme",
         true,
-        &[command("c1", &["+15555001234", "ann@example.com"], json!({"name": "Ann", "city": "Oslo"}), json!({"crm": 1}))],
+        &[command(
+            "c1",
+            &["+15555001234", "ann@example.com"],
+            json!({"name": "Ann", "city": "Oslo"}),
+            json!({"crm": 1}),
+        )],
     )
     .await;
     let UpsertOutcome::Created(id) = &first[0] else { panic!("{first:?}") };
 
     // Same values, a differently written email domain: unchanged.
-    let again = upsert(&store, "acme", true, &[command("c1", &["+1 555 500 1234", "ann@EXAMPLE.com"], json!({"name": "Ann"}), json!({}))]).await;
+    let again = upsert(
+        &store,
+        "acme",
+        true,
+        &[command("c1", &["+1 555 500 1234", "ann@EXAMPLE.com"], json!({"name": "Ann"}), json!({}))],
+    )
+    .await;
     assert_eq!(again, [UpsertOutcome::Unchanged(id.clone())]);
 
     // Addresses replaced, metadata merged at top level, absent keys kept.
-    let changed = upsert(&store, "acme", true, &[command("c1", &["bob@example.com"], json!({"city": "Bergen"}), json!({"tier": "gold"}))]).await;
+    let changed = upsert(
+        &store,
+        "acme",
+        true,
+        &[command("c1", &["bob@example.com"], json!({"city": "Bergen"}), json!({"tier": "gold"}))],
+    )
+    .await;
     assert_eq!(changed, [UpsertOutcome::Updated(id.clone())]);
     let stored = store.get_customer("acme", "c1").await.unwrap().unwrap();
     assert_eq!(stored.customer_id, *id);
@@ -114,7 +134,10 @@ async fn without_update_scope_an_existing_ref_fails(db: TestDb) {
         &store,
         "acme",
         false,
-        &[command("c1", &["+15555001299"], json!({}), json!({})), command("c2", &["+15555001299"], json!({}), json!({}))],
+        &[
+            command("c1", &["+15555001299"], json!({}), json!({})),
+            command("c2", &["+15555001299"], json!({}), json!({})),
+        ],
     )
     .await;
     assert_eq!(outcomes[0], UpsertOutcome::RefExists);
@@ -159,7 +182,18 @@ async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
     // Batch 1: `a` created; `bad` invalid (claims it anyway); `old` unchanged; `a` again.
     let mut batch = store.begin_batch("acme").await.unwrap();
     let first = batch
-        .apply("job-1", "acme", true, &[rec(2, Some("a"), Some(&a)), rec(3, Some("bad"), None), rec(4, Some("old"), Some(&old)), rec(5, Some("a"), Some(&a)), rec(6, None, None)])
+        .apply(
+            "job-1",
+            "acme",
+            true,
+            &[
+                rec(2, Some("a"), Some(&a)),
+                rec(3, Some("bad"), None),
+                rec(4, Some("old"), Some(&old)),
+                rec(5, Some("a"), Some(&a)),
+                rec(6, None, None),
+            ],
+        )
         .await
         .unwrap();
     assert!(matches!(first[0], RecordOutcome::Applied(UpsertOutcome::Created(_))), "{first:?}");
@@ -173,7 +207,18 @@ async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
     let mut batch = store.begin_batch("acme").await.unwrap();
     let bad_now_valid = valid("bad");
     let second = batch
-        .apply("job-1", "acme", true, &[rec(7, Some("a"), None), rec(8, Some("bad"), Some(&bad_now_valid)), rec(9, Some("old"), Some(&old)), rec(10, Some("b"), Some(&b)), rec(11, Some("a"), Some(&a))])
+        .apply(
+            "job-1",
+            "acme",
+            true,
+            &[
+                rec(7, Some("a"), None),
+                rec(8, Some("bad"), Some(&bad_now_valid)),
+                rec(9, Some("old"), Some(&old)),
+                rec(10, Some("b"), Some(&b)),
+                rec(11, Some("a"), Some(&a)),
+            ],
+        )
         .await
         .unwrap();
     assert_eq!(second[..3], [RecordOutcome::Duplicate(2), RecordOutcome::Duplicate(3), RecordOutcome::Duplicate(4)]);
@@ -205,7 +250,9 @@ async fn a_job_is_never_claimed_twice(db: TestDb) {
         tasks.push(tokio::spawn(async move {
             // As a worker does: the accounts of its open jobs are busy.
             let (mut mine, mut busy) = (Vec::new(), Vec::new());
-            while let Some(job) = store.claim_job(owner, "2026-01-01T00:01:00Z", "2026-01-01T00:00:00Z", &busy).await.unwrap() {
+            while let Some(job) =
+                store.claim_job(owner, "2026-01-01T00:01:00Z", "2026-01-01T00:00:00Z", &busy).await.unwrap()
+            {
                 busy.push(job.account);
                 mine.push((job.job_id, owner));
             }
@@ -224,7 +271,11 @@ async fn a_job_is_never_claimed_twice(db: TestDb) {
 
     // A running job with a live owner is not taken over; a stale one is.
     assert!(store.claim_job("p4", "2026-01-01T00:02:00Z", "2026-01-01T00:00:30Z", &[]).await.unwrap().is_none());
-    let taken = store.claim_job("p4", "2026-01-01T00:09:00Z", "2026-01-01T00:05:00Z", &["acct-0".into()]).await.unwrap().unwrap();
+    let taken = store
+        .claim_job("p4", "2026-01-01T00:09:00Z", "2026-01-01T00:05:00Z", &["acct-0".into()])
+        .await
+        .unwrap()
+        .unwrap();
     assert!(["job-1", "job-2"].contains(&taken.job_id.as_str()), "busy accounts are skipped: {}", taken.job_id);
     assert_eq!(store.get_job(&taken.job_id).await.unwrap().unwrap().status, JobStatus::Running);
 
@@ -232,7 +283,10 @@ async fn a_job_is_never_claimed_twice(db: TestDb) {
     let mut batch = store.begin_batch(&taken.account).await.unwrap();
     let c = [command("late", &["+15555001234"], json!({}), json!({}))];
     batch.apply(&taken.job_id, &taken.account, true, &records(&c)).await.unwrap();
-    let err = batch.commit(&taken.job_id, owner_of(&taken.job_id), &JobProgress::default(), "2026-01-01T00:09:01Z").await.unwrap_err();
+    let err = batch
+        .commit(&taken.job_id, owner_of(&taken.job_id), &JobProgress::default(), "2026-01-01T00:09:01Z")
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotOwner(_)), "{err}");
     assert_eq!(store.count_customers(&taken.account).await.unwrap(), 0, "a fenced-off batch commits nothing");
 

@@ -270,7 +270,8 @@ impl TestDaemon {
         let path = self.outbox(avid).join(format!("{stem}.summary.json"));
         let log = self.dir.join("serve.log");
         let text = eventually(limit, &format!("{}", path.display()), || std::fs::read_to_string(&path).ok()).await;
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}\n{}", std::fs::read_to_string(log).unwrap_or_default()))
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{e}: {text}\n{}", std::fs::read_to_string(log).unwrap_or_default()))
     }
 }
 
