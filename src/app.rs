@@ -5,9 +5,8 @@
 use crate::config::{Config, UserDecl};
 use crate::domain::user::{Scopes, SftpUser};
 use crate::domain::{AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
-use crate::ingest::rows::FileLimits;
 use crate::ingest::{job, watcher, worker, Context};
-use crate::layout::Layout;
+use crate::mailbox::Layout;
 use crate::sftp::{SftpServer, UserDirectory};
 use crate::store::Store;
 use anyhow::{Context as _, Result};
@@ -105,13 +104,8 @@ pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
             .with_context(|| format!("while creating the folders of {}", account.avid))?;
     }
     std::fs::create_dir_all(layout.accounts_root()).context("while creating the accounts folder")?;
-    let ctx = Arc::new(Context {
-        store: store.clone(),
-        layout: layout.clone(),
-        limits: FileLimits { max_file_bytes: config.max_file_bytes, max_rows: config.max_rows },
-        batch_size: config.batch_size,
-        owner: worker::owner_name(),
-    });
+    raise_open_file_limit();
+    let ctx = Arc::new(Context::new(&config, store.clone(), worker::owner_name()));
     worker::release_dead_local_owners(&ctx).await;
     job::recover_arriving(&ctx, &crate::clock::seconds_ago_rfc3339(worker::STALE_AFTER_SECS)).await?;
 
@@ -147,12 +141,15 @@ pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
     let wake = Arc::new(Notify::new());
     {
         let (ctx, wake, shutdown) = (ctx.clone(), wake.clone(), shutdown.clone());
-        tasks.spawn(async move { watcher::run(ctx, Duration::from_secs(3), wake, shutdown).await });
+        tasks.spawn(supervised("watcher", shutdown.clone(), move || {
+            let (ctx, wake, shutdown) = (ctx.clone(), wake.clone(), shutdown.clone());
+            async move { watcher::run(ctx, Duration::from_secs(3), wake, shutdown).await }
+        }));
     }
     {
-        let (ctx, shutdown, workers) = (ctx.clone(), shutdown.clone(), config.workers);
+        let (ctx, shutdown, workers, keep) = (ctx.clone(), shutdown.clone(), config.workers, config.keep_visible_secs);
         tasks.spawn(async move {
-            worker::run(ctx, workers, wake, shutdown).await;
+            worker::run(ctx, workers, keep, wake, shutdown).await;
             Ok(())
         });
     }
@@ -174,12 +171,48 @@ pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
     }
 }
 
+/// Runs a part of the daemon until `shutdown`, starting it again (after a
+/// pause) whenever it fails or panics: one bad event never stops the daemon.
+async fn supervised<F, Fut>(name: &'static str, shutdown: CancellationToken, start: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    while !shutdown.is_cancelled() {
+        let failure = match tokio::spawn(start()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(e) => format!("{e}"),
+        };
+        tracing::error!(part = name, error = %failure, "a part of the daemon failed; starting it again");
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Raises the soft limit of open files to the hard limit: every SFTP
+/// session, upload and job holds file descriptors.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!(limit = ?limit.maximum, "raised the open-file limit"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        }
+    }
+}
+
 /// The SFTP server records who uploaded each file in an extended attribute
 /// and refuses uploads it cannot label; say so at start, not at the first upload.
 fn check_uploader_records(layout: &Layout) -> Result<()> {
     let probe = layout.accounts_root().join(format!(".intake-xattr-probe.{}", std::process::id()));
     std::fs::write(&probe, b"").with_context(|| format!("while writing {}", probe.display()))?;
-    let labelled = crate::layout::set_uploader(&probe, "probe");
+    let labelled = crate::mailbox::set_uploader(&probe, "probe");
     let _ = std::fs::remove_file(&probe);
     labelled.with_context(|| {
         format!(

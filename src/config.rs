@@ -23,6 +23,22 @@ pub struct Config {
     pub max_file_bytes: u64,
     /// Files with more records are rejected with `too_many_rows`.
     pub max_rows: u64,
+    /// A record (one CSV row with all its cells) over this many bytes
+    /// rejects the file with `record_too_large`.
+    pub max_record_bytes: usize,
+    /// A header with more columns rejects the file with `too_many_columns`.
+    pub max_columns: usize,
+    /// Bytes of records per batch (besides `batch_size` records).
+    pub batch_max_bytes: usize,
+    /// Starts of a job's processing without progress in between (each
+    /// ended by a crash) after which the job is aborted, not resumed.
+    pub max_job_attempts: u32,
+    /// Transient failures in a row (retried with exponential backoff up to
+    /// 5 minutes) after which the job is aborted.
+    pub max_job_retries: u32,
+    /// Seconds an upload stays visible in /customers after it was published
+    /// (at least; it stays until its report is out).
+    pub keep_visible_secs: u64,
     /// Log lines as `text` or `json`.
     pub log_format: LogFormat,
     pub sftp: SftpSettings,
@@ -88,6 +104,12 @@ impl Default for Config {
             batch_size: 5_000,
             max_file_bytes: 5 * 1024 * 1024 * 1024,
             max_rows: 50_000_000,
+            max_record_bytes: 1024 * 1024,
+            max_columns: 1000,
+            batch_max_bytes: 2 * 1024 * 1024,
+            max_job_attempts: 3,
+            max_job_retries: 12,
+            keep_visible_secs: 10,
             log_format: LogFormat::Text,
             sftp: SftpSettings::default(),
             accounts: Vec::new(),
@@ -111,8 +133,22 @@ impl fmt::Debug for Config {
 
 /// Top-level keys the environment may set; others with the prefix are ignored
 /// (so `INTAKE_TEST_*` variables of a test run never break the config).
-const ENV_KEYS: [&str; 8] =
-    ["data_dir", "database_url", "workers", "batch_size", "max_file_bytes", "max_rows", "log_format", "sftp"];
+const ENV_KEYS: [&str; 14] = [
+    "data_dir",
+    "database_url",
+    "workers",
+    "batch_size",
+    "max_file_bytes",
+    "max_rows",
+    "max_record_bytes",
+    "max_columns",
+    "batch_max_bytes",
+    "max_job_attempts",
+    "max_job_retries",
+    "keep_visible_secs",
+    "log_format",
+    "sftp",
+];
 
 impl Config {
     /// Loads defaults, then the file (if it exists, or fails if it was named
@@ -145,6 +181,16 @@ impl Config {
 
     pub fn database_url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("intake.db").display()))
+    }
+
+    /// The limits every file is read within.
+    pub fn file_limits(&self) -> crate::ingest::rows::FileLimits {
+        crate::ingest::rows::FileLimits {
+            max_file_bytes: self.max_file_bytes,
+            max_rows: self.max_rows,
+            max_record_bytes: self.max_record_bytes.max(1024),
+            max_columns: self.max_columns.max(2),
+        }
     }
 
     pub fn host_key_path(&self) -> PathBuf {

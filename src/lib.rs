@@ -9,6 +9,6 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod ingest;
-pub mod layout;
+pub mod mailbox;
 pub mod sftp;
 pub mod store;

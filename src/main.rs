@@ -5,9 +5,8 @@ use clap::{Args, Parser, Subcommand};
 use intake::config::{Config, LogFormat};
 use intake::domain::user::{Scopes, SftpUser};
 use intake::domain::{AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
-use intake::ingest::rows::FileLimits;
 use intake::ingest::{self, Context, JobRunner, Step};
-use intake::layout::Layout;
+use intake::mailbox::Layout;
 use intake::store::Store;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -187,10 +186,6 @@ fn account_settings(
     })
 }
 
-fn limits(config: &Config) -> FileLimits {
-    FileLimits { max_file_bytes: config.max_file_bytes, max_rows: config.max_rows }
-}
-
 fn check(
     file: &Path,
     region: Option<String>,
@@ -200,7 +195,7 @@ fn check(
 ) -> Result<ExitCode> {
     let account = account_settings("check", region.as_deref(), encoding.as_deref(), phone_check.as_deref())?;
     let mut out = std::io::stdout().lock();
-    let outcome = ingest::check::check_file(file, &account, limits(config), |row| {
+    let outcome = ingest::check::check_file(file, &account, config.file_limits(), |row| {
         if let Err(errors) = &row.outcome {
             for (i, e) in errors.iter().enumerate() {
                 let lead =
@@ -233,15 +228,27 @@ async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool)
     if !file.is_file() {
         bail!("{} is not a file", file.display());
     }
-    let ctx = Context {
-        store,
-        layout: layout.clone(),
-        limits: limits(config),
-        batch_size: config.batch_size,
-        owner: format!("ingest-{}", std::process::id()),
+    let ctx = Context::new(config, store, ingest::worker::owner_name());
+    let job = ingest::job::enqueue(
+        &ctx,
+        avid,
+        file,
+        file_name,
+        ingest::job::Uploader::Operator { may_update },
+        ingest::job::Take::Copy,
+        Some(&ctx.owner),
+    )
+    .await?;
+    // The job is this process's: keep saying so, so no daemon takes it over.
+    let heartbeat = {
+        let (store, owner) = (ctx.store.clone(), ctx.owner.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                let _ = store.heartbeat(&owner, &intake::clock::now_rfc3339()).await;
+            }
+        })
     };
-    let job =
-        ingest::job::enqueue(&ctx, avid, file, file_name, ingest::job::Uploader::Operator { may_update }, true).await?;
     let mut runner = JobRunner::open(&ctx, job).await?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(runner.job().rows_total);
@@ -263,13 +270,14 @@ async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool)
             Step::Done(summary) => break summary,
         }
     };
+    heartbeat.abort();
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let stem = intake::layout::report_stem(file_name);
+    let stem = intake::mailbox::report_stem(file_name);
     let outbox = layout.outbox(avid);
     match &summary.error {
-        Some(e) => println!("{}: rejected: {}: {}", summary.file, e.code, e.message),
+        Some(e) => println!("{}: {}: {}: {}", summary.file, summary.status, e.code, e.message),
         None => println!(
             "{}: {} rows: {} created, {} updated, {} unchanged, {} failed",
             summary.file, summary.rows, summary.created, summary.updated, summary.unchanged, summary.failed

@@ -89,6 +89,8 @@ pub enum FileErrorCode {
     FileTooLarge,
     TooManyRows,
     NotText,
+    RecordTooLarge,
+    TooManyColumns,
 }
 
 impl FileErrorCode {
@@ -103,23 +105,9 @@ impl FileErrorCode {
             Self::FileTooLarge => "file_too_large",
             Self::TooManyRows => "too_many_rows",
             Self::NotText => "not_text",
+            Self::RecordTooLarge => "record_too_large",
+            Self::TooManyColumns => "too_many_columns",
         }
-    }
-
-    pub fn parse(code: &str) -> Option<Self> {
-        [
-            Self::EmptyFile,
-            Self::MissingHeader,
-            Self::MissingRefColumn,
-            Self::MissingAddressColumn,
-            Self::UnknownColumn,
-            Self::DuplicateColumn,
-            Self::FileTooLarge,
-            Self::TooManyRows,
-            Self::NotText,
-        ]
-        .into_iter()
-        .find(|c| c.code() == code)
     }
 }
 

@@ -27,7 +27,7 @@ pub fn check_file(
     if let Some(rejection) = scanned.rejection {
         return Ok(CheckOutcome { rejection: Some(rejection), ..Default::default() });
     }
-    let mut reader = match RowReader::open(File::open(path)?, account.clone())? {
+    let mut reader = match RowReader::open(File::open(path)?, account.clone(), limits)? {
         Ok(reader) => reader,
         Err(rejection) => return Ok(CheckOutcome { rejection: Some(rejection), ..Default::default() }),
     };

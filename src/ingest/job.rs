@@ -1,16 +1,19 @@
 //! Runs one upload job, one batch at a time: parse records, claim refs, upsert,
 //! append the results, and commit the batch's upserts together with the job's
 //! progress, so a job resumed after a crash neither redoes nor miscounts rows.
-//! Then publishes the report and archives the upload.
+//! Where a job stands is stored with it (`JobPhase`): a resumed job reads
+//! that, it never guesses from which files exist. How it ends is `publish`'s.
 
-use super::report::{ResultsWriter, RowResult, RowStatus, Summary, SummaryError};
+use super::publish::{self, Ending};
+use super::report::{ResultsWriter, RowResult, RowStatus, Summary};
 use super::rows::{scan, FileLimits, ParsedRow, RowReader};
 use crate::clock;
+use crate::config::Config;
 use crate::domain::{AccountSettings, FileEncoding, FileError, PhoneCheck};
-use crate::layout::{publish_atomically, report_stem, Layout};
-use crate::store::{BatchRecord, Job, JobStatus, RecordOutcome, Store, StoreError, UpsertOutcome};
+use crate::mailbox::Layout;
+use crate::store::{BatchRecord, Job, JobPhase, RecordOutcome, Store, StoreError, UpsertOutcome};
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,11 +24,59 @@ pub enum IngestError {
     Io { what: String, source: std::io::Error },
     #[error("a worker task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("a bug in intake: {0}")]
+    Panic(String),
 }
 
-fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> IngestError {
+/// What a failure means for the job it happened to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Another process owns the job now: leave it alone.
+    LostOwnership,
+    /// Worth another try later (the database is unreachable, the disk full).
+    Transient,
+    /// Will fail the same way every time: end the job as `aborted`.
+    Deterministic,
+}
+
+impl IngestError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            IngestError::Store(StoreError::NotOwner(_)) => Fault::LostOwnership,
+            IngestError::Store(StoreError::Database(_)) => Fault::Transient,
+            IngestError::Store(_) | IngestError::Task(_) | IngestError::Panic(_) => Fault::Deterministic,
+            IngestError::Io { source, .. } => match source.raw_os_error() {
+                Some(libc::ENOSPC | libc::EDQUOT | libc::EAGAIN | libc::EINTR | libc::ENOMEM | libc::EMFILE) => {
+                    Fault::Transient
+                }
+                Some(libc::ENFILE | libc::ETIMEDOUT | libc::EBUSY) => Fault::Transient,
+                _ => Fault::Deterministic,
+            },
+        }
+    }
+}
+
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> IngestError {
     let what = what.into();
     move |source| IngestError::Io { what, source }
+}
+
+/// How often a job is tried before it is given up as `aborted`.
+#[derive(Debug, Clone, Copy)]
+pub struct JobPolicy {
+    /// Starts of processing without committed progress in between (each
+    /// one ended by a crash) after which the job is aborted, not resumed.
+    pub max_attempts: u32,
+    /// Transient failures in a row (retried with exponential backoff)
+    /// after which the job is aborted.
+    pub max_retries: u32,
+}
+
+/// How a batch is bounded: by records and by their bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub rows: usize,
+    pub bytes: usize,
 }
 
 /// What every job needs.
@@ -34,10 +85,24 @@ pub struct Context {
     pub store: Store,
     pub layout: Layout,
     pub limits: FileLimits,
-    /// Records per batch (one transaction each).
-    pub batch_size: usize,
+    /// One transaction each.
+    pub batch: BatchLimits,
+    pub policy: JobPolicy,
     /// This process's name in the jobs table.
     pub owner: String,
+}
+
+impl Context {
+    pub fn new(config: &Config, store: Store, owner: String) -> Context {
+        Context {
+            store,
+            layout: Layout::new(&config.data_dir),
+            limits: config.file_limits(),
+            batch: BatchLimits { rows: config.batch_size.max(1), bytes: config.batch_max_bytes.max(1) },
+            policy: JobPolicy { max_attempts: config.max_job_attempts.max(1), max_retries: config.max_job_retries },
+            owner,
+        }
+    }
 }
 
 /// What a step left to do.
@@ -50,12 +115,16 @@ pub enum Step {
 /// is written to the database.
 type NextBatch = tokio::task::JoinHandle<(Box<RowReader<File>>, std::io::Result<Vec<ParsedRow>>)>;
 
-fn read_batch(mut reader: Box<RowReader<File>>, batch_size: usize) -> NextBatch {
+fn read_batch(mut reader: Box<RowReader<File>>, limits: BatchLimits) -> NextBatch {
     tokio::task::spawn_blocking(move || {
-        let mut rows = Vec::with_capacity(batch_size);
-        while rows.len() < batch_size {
+        let mut rows = Vec::with_capacity(limits.rows.min(8192));
+        let mut bytes = 0;
+        while rows.len() < limits.rows && bytes < limits.bytes {
             match reader.next_row() {
-                Ok(Some(row)) => rows.push(row),
+                Ok(Some(row)) => {
+                    bytes += row.bytes;
+                    rows.push(row);
+                }
                 Ok(None) => break,
                 Err(e) => return (reader, Err(e)),
             }
@@ -69,104 +138,102 @@ enum State {
         next: NextBatch,
         results: ResultsWriter,
     },
-    /// Every row is done (possibly before a restart): publish the report.
-    Finishing,
-    Rejected(FileError),
+    /// No record is left, or the file is rejected: decide, then publish.
+    Ending(Ending),
+    /// Decided (possibly before a restart): publish.
+    Publishing(Summary),
 }
 
 /// One job in progress.
 pub struct JobRunner {
     job: Job,
     state: Option<State>,
-    started: Instant,
+}
+
+/// Runs blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(
+    what: String,
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, IngestError> {
+    tokio::task::spawn_blocking(work).await?.map_err(io_err(what))
 }
 
 impl JobRunner {
-    /// Opens a claimed job: on its first run, the first pass (hash, size,
-    /// record count, rejection); on a resumed one, skips the records already
-    /// committed and truncates the results to what was committed with them.
+    /// Opens a claimed job where it stands: a decided one is published; on
+    /// its first run, the first pass (hash, size, record count, rejection);
+    /// a resumed one skips the records already committed and truncates the
+    /// results to what was committed with them.
     pub async fn open(ctx: &Context, mut job: Job) -> Result<JobRunner, IngestError> {
-        let started = Instant::now();
+        if job.phase == JobPhase::Publishing {
+            let summary = publish::decided(&job)?;
+            return Ok(JobRunner { job, state: Some(State::Publishing(summary)) });
+        }
         let account = ctx.store.get_account(&job.account).await?.unwrap_or_else(|| AccountSettings {
             avid: job.account.clone(),
             default_region: None,
             encoding: FileEncoding::Utf8,
             phone_check: PhoneCheck::Possible,
         });
-        let spool = ctx.layout.spool(&job.job_id);
         let upload = PathBuf::from(&job.spool_path);
-        let results_path = spool.join("results.csv");
-        let now = clock::now_rfc3339();
-        let fresh = job.progress.records_done == 0;
-        let mut rejection = None;
-        if fresh && upload.exists() {
+        let reading = format!("while reading upload {} of job {}", job.file_name, job.job_id);
+        if job.progress.records_done == 0 {
             let (path, acct, limits) = (upload.clone(), account.clone(), ctx.limits);
-            let scanned = tokio::task::spawn_blocking(move || {
-                let file = File::open(&path)?;
-                scan(file, &acct, limits)
-            })
-            .await?
-            .map_err(io_err(format!("while reading upload {}", job.file_name)))?;
+            let scanned = blocking(reading.clone(), move || scan(File::open(&path)?, &acct, limits)).await?;
+            let now = clock::now_rfc3339();
             ctx.store.start_job(&job.job_id, &ctx.owner, &scanned.sha256, scanned.bytes, scanned.records, &now).await?;
             job.sha256 = scanned.sha256;
             job.bytes = scanned.bytes;
             job.rows_total = scanned.records;
             job.started_at.get_or_insert(now);
-            job.status = JobStatus::Running;
-            rejection = scanned.rejection;
+            if let Some(error) = scanned.rejection {
+                return Ok(JobRunner::ending(job, Ending::Rejected(error)));
+            }
         }
         tracing::info!(account = %job.account, file = %job.file_name, job_id = %job.job_id,
-            rows = job.rows_total, resumed_at = job.progress.records_done, "job started");
-        let state = if let Some(error) = rejection {
-            State::Rejected(error)
-        } else if !upload.exists() || (job.progress.records_done >= job.rows_total && !results_path.exists() && !fresh)
-        {
-            State::Finishing
-        } else {
-            let (path, acct, skip) = (upload.clone(), account.clone(), job.progress.records_done);
-            let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-                let file = File::open(&path)?;
-                let mut reader = match RowReader::open(file, acct)? {
-                    Ok(reader) => reader,
-                    Err(e) => return Ok(Err(e)),
-                };
-                for _ in 0..skip {
-                    reader.skip_row()?;
-                }
-                Ok(Ok(reader))
-            })
-            .await?
-            .map_err(io_err(format!("while reading upload {}", job.file_name)))?;
-            match opened {
-                Err(e) => State::Rejected(e),
-                Ok(reader) => {
-                    std::fs::create_dir_all(&spool).map_err(io_err("while creating the job's spool"))?;
-                    let results = ResultsWriter::open(&results_path, job.progress.results_offset)
-                        .map_err(io_err("while opening the results file"))?;
-                    State::Rows { next: read_batch(Box::new(reader), ctx.batch_size.max(1)), results }
-                }
-            }
+            rows = job.rows_total, resumed_at = job.progress.records_done, attempt = job.attempts, "job started");
+        let (path, acct, skip, limits) = (upload, account, job.progress.records_done, ctx.limits);
+        let opened = blocking(reading, move || open_reader(&path, acct, limits, skip)).await?;
+        let reader = match opened {
+            Ok(reader) => reader,
+            Err(rejection) => return Ok(JobRunner::ending(job, Ending::Rejected(rejection))),
         };
-        Ok(JobRunner { job, state: Some(state), started })
+        let spool = ctx.layout.spool(&job.job_id);
+        std::fs::create_dir_all(&spool).map_err(io_err("while creating the job's spool"))?;
+        let results = ResultsWriter::open(&publish::results_path(ctx, &job), job.progress.results_offset)
+            .map_err(io_err("while opening the results file"))?;
+        let next = read_batch(Box::new(reader), ctx.batch);
+        Ok(JobRunner { job, state: Some(State::Rows { next, results }) })
+    }
+
+    fn ending(job: Job, ending: Ending) -> JobRunner {
+        JobRunner { job, state: Some(State::Ending(ending)) }
     }
 
     pub fn job(&self) -> &Job {
         &self.job
     }
 
-    /// Processes one batch, or publishes the report when no record is left.
+    /// Processes one batch, or ends the job when no record is left.
     pub async fn step(&mut self, ctx: &Context) -> Result<Step, IngestError> {
         match self.state.take().expect("a finished job is not stepped again") {
-            State::Rejected(error) => self.finish(ctx, Some(error)).await.map(Step::Done),
-            State::Finishing => self.finish(ctx, None).await.map(Step::Done),
+            State::Ending(ending) => {
+                let summary = publish::decide(ctx, &mut self.job, ending).await?;
+                self.state = Some(State::Publishing(summary));
+                Ok(Step::More)
+            }
+            State::Publishing(summary) => {
+                publish::publish(ctx, &mut self.job, &summary).await?;
+                Ok(Step::Done(summary))
+            }
             State::Rows { next, mut results } => {
                 let (reader, rows) = next.await?;
                 let rows = rows.map_err(io_err(format!("while reading upload {}", self.job.file_name)))?;
                 if rows.is_empty() {
                     results.finish().map_err(io_err("while writing the results file"))?;
-                    return self.finish(ctx, None).await.map(Step::Done);
+                    self.state = Some(State::Ending(Ending::Completed));
+                    return Ok(Step::More);
                 }
-                let next = read_batch(reader, ctx.batch_size.max(1));
+                let next = read_batch(reader, ctx.batch);
                 self.apply(ctx, rows, &mut results).await?;
                 self.state = Some(State::Rows { next, results });
                 Ok(Step::More)
@@ -190,154 +257,106 @@ impl JobRunner {
         let outcomes = batch.apply(&self.job.job_id, &self.job.account, self.job.may_update, &records).await?;
         drop(records);
         let applied = Instant::now();
-        let progress = &mut self.job.progress;
         for (row, outcome) in rows.iter_mut().zip(&outcomes) {
             if let RecordOutcome::Duplicate(first) = outcome {
                 row.mark_duplicate(*first);
             }
         }
+        // Committed progress only changes once the batch commits.
+        let mut progress = self.job.progress;
         for (row, outcome) in rows.into_iter().zip(outcomes) {
-            let customer_ref = row.claim.clone().unwrap_or_default();
-            let (status, customer_id, errors) = match (row.outcome, outcome) {
-                (Err(errors), _) => (RowStatus::Failed, String::new(), errors),
-                (Ok(_), RecordOutcome::Applied(UpsertOutcome::Created(id))) => (RowStatus::Created, id, vec![]),
-                (Ok(_), RecordOutcome::Applied(UpsertOutcome::Updated(id))) => (RowStatus::Updated, id, vec![]),
-                (Ok(_), RecordOutcome::Applied(UpsertOutcome::Unchanged(id))) => (RowStatus::Unchanged, id, vec![]),
-                (Ok(command), RecordOutcome::Applied(UpsertOutcome::RefExists)) => (
-                    RowStatus::Failed,
-                    String::new(),
-                    vec![crate::domain::RowError::new(
-                        crate::domain::RowErrorCode::RefExists,
-                        "ref",
-                        format!(
-                            "a customer with ref {} already exists and this login may not update customers",
-                            crate::domain::customer::quote(command.customer_ref().as_str())
-                        ),
-                    )],
-                ),
-                (Ok(_), other) => unreachable!("a valid record that is not a duplicate is applied: {other:?}"),
-            };
-            match status {
+            fault_injection::at_ref(row.claim.as_deref());
+            let result = row_result(row, outcome);
+            match result.status {
                 RowStatus::Created => progress.created += 1,
                 RowStatus::Updated => progress.updated += 1,
                 RowStatus::Unchanged => progress.unchanged += 1,
                 RowStatus::Failed => progress.failed += 1,
             }
             progress.records_done += 1;
-            results
-                .write(&RowResult { line: row.line, customer_ref, status, customer_id, errors })
-                .map_err(io_err("while writing the results file"))?;
+            results.write(&result).map_err(io_err("while writing the results file"))?;
         }
         progress.results_offset = results.flush().map_err(io_err("while writing the results file"))?;
         // On disk before the offset is committed: after a power loss the
         // committed offset never points past the file's end.
         results.sync().map_err(io_err("while writing the results file"))?;
         let written = Instant::now();
-        batch.commit(&self.job.job_id, &ctx.owner, &self.job.progress, &clock::now_rfc3339()).await?;
+        batch.commit(&self.job.job_id, &ctx.owner, &progress, &clock::now_rfc3339()).await?;
+        self.job.progress = progress;
         // After batches 4, 8, 16, ...: statistics within 2x of what a large
         // upload has grown the tables to; small uploads never pay for it.
-        let batches = self.job.progress.records_done.div_ceil(ctx.batch_size.max(1) as u64);
+        let batches = progress.records_done.div_ceil(ctx.batch.rows as u64);
         if batches >= 4 && batches.is_power_of_two() {
             ctx.store.refresh_statistics().await?;
         }
-        tracing::debug!(job_id = %self.job.job_id, records = self.job.progress.records_done,
+        tracing::debug!(job_id = %self.job.job_id, records = progress.records_done,
             apply_ms = (applied - started).as_millis() as u64, results_ms = (written - applied).as_millis() as u64,
             commit_ms = written.elapsed().as_millis() as u64, "batch committed");
         Ok(())
     }
+}
 
-    /// Publishes the results, then the summary, archives the upload and
-    /// records the end. Every step can be redone after a crash.
-    async fn finish(&mut self, ctx: &Context, rejection: Option<FileError>) -> Result<Summary, IngestError> {
-        let layout = &ctx.layout;
-        let job = &mut self.job;
-        let spool = layout.spool(&job.job_id);
-        let results_path = spool.join("results.csv");
-        let stem = report_stem(&job.file_name).to_owned();
-        layout.ensure_account(&job.account).map_err(io_err("while creating the account's folders"))?;
-        if let Some(error) = &rejection {
-            std::fs::create_dir_all(&spool).map_err(io_err("while creating the job's spool"))?;
-            let results = ResultsWriter::open(&results_path, 0).map_err(io_err("while writing the results file"))?;
-            results.finish().map_err(io_err("while writing the results file"))?;
-            job.status = JobStatus::Rejected;
-            job.progress = Default::default();
-            job.error_code = Some(error.code.code().to_owned());
-            job.error_message = Some(error.message.clone());
-        } else if job.status != JobStatus::Rejected {
-            job.status = JobStatus::Completed;
-        }
-        let summary_path = layout.outbox(&job.account).join(format!("{stem}.summary.json"));
-        let published = std::fs::read(&summary_path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<Summary>(&bytes).ok())
-            .filter(|s| s.job_id == job.job_id);
-        let summary = match published {
-            // A restart after the report was published: it is the record.
-            Some(summary) if rejection.is_none() => {
-                job.status = if summary.status == JobStatus::Rejected.as_str() {
-                    JobStatus::Rejected
-                } else {
-                    JobStatus::Completed
-                };
-                job.finished_at = Some(summary.finished_at.clone());
-                job.error_code = summary.error.as_ref().map(|e| e.code.clone());
-                job.error_message = summary.error.as_ref().map(|e| e.message.clone());
-                summary
-            }
-            _ => {
-                // An older upload's summary must not stand beside this upload's results.
-                let _ = std::fs::remove_file(&summary_path);
-                if results_path.exists() {
-                    std::fs::rename(&results_path, layout.outbox(&job.account).join(format!("{stem}.results.csv")))
-                        .map_err(io_err("while publishing the results file"))?;
-                }
-                let finished_at = clock::now_rfc3339();
-                job.finished_at = Some(finished_at.clone());
-                let summary = Summary {
-                    account: job.account.clone(),
-                    file: job.file_name.clone(),
-                    job_id: job.job_id.clone(),
-                    sha256: job.sha256.clone(),
-                    bytes: job.bytes,
-                    status: job.status.as_str().to_owned(),
-                    rows: job.progress.records_done,
-                    created: job.progress.created,
-                    updated: job.progress.updated,
-                    unchanged: job.progress.unchanged,
-                    failed: job.progress.failed,
-                    received_at: job.received_at.clone(),
-                    started_at: job.started_at.clone().unwrap_or_else(|| finished_at.clone()),
-                    finished_at,
-                    error: job.error_code.as_ref().map(|code| SummaryError {
-                        code: code.clone(),
-                        message: job.error_message.clone().unwrap_or_default(),
-                    }),
-                };
-                let json = serde_json::to_vec_pretty(&summary).expect("a summary serialises");
-                publish_atomically(&summary_path, &json).map_err(io_err("while publishing the summary"))?;
-                summary
-            }
-        };
-        let upload = PathBuf::from(&job.spool_path);
-        if upload.exists() {
-            let archived = format!(
-                "{}-{}-{}",
-                clock::compact(&job.received_at),
-                &job.job_id[job.job_id.len().saturating_sub(8)..],
-                job.file_name
-            );
-            std::fs::rename(&upload, layout.archive(&job.account).join(archived))
-                .map_err(io_err("while archiving the upload"))?;
-        }
-        ctx.store.finish_job(job, &ctx.owner).await?;
-        let _ = std::fs::remove_dir_all(&spool);
-        tracing::info!(account = %job.account, file = %job.file_name, job_id = %job.job_id,
-            status = job.status.as_str(), rows = summary.rows, created = summary.created, updated = summary.updated,
-            unchanged = summary.unchanged, failed = summary.failed,
-            error = job.error_code.as_deref().unwrap_or(""),
-            duration_ms = self.started.elapsed().as_millis() as u64, "job finished");
-        Ok(summary)
+/// Opens the upload for reading rows, past the `skip` records already done.
+fn open_reader(
+    path: &Path,
+    account: AccountSettings,
+    limits: FileLimits,
+    skip: u64,
+) -> std::io::Result<Result<RowReader<File>, FileError>> {
+    let mut reader = match RowReader::open(File::open(path)?, account, limits)? {
+        Ok(reader) => reader,
+        Err(e) => return Ok(Err(e)),
+    };
+    for _ in 0..skip {
+        reader.skip_row()?;
     }
+    Ok(Ok(reader))
+}
+
+/// A record's line in the results.
+fn row_result(row: ParsedRow, outcome: RecordOutcome) -> RowResult {
+    let customer_ref = row.claim.clone().unwrap_or_default();
+    let (status, customer_id, errors) = match (row.outcome, outcome) {
+        (Err(errors), _) => (RowStatus::Failed, String::new(), errors),
+        (Ok(_), RecordOutcome::Applied(UpsertOutcome::Created(id))) => (RowStatus::Created, id, vec![]),
+        (Ok(_), RecordOutcome::Applied(UpsertOutcome::Updated(id))) => (RowStatus::Updated, id, vec![]),
+        (Ok(_), RecordOutcome::Applied(UpsertOutcome::Unchanged(id))) => (RowStatus::Unchanged, id, vec![]),
+        (Ok(command), RecordOutcome::Applied(UpsertOutcome::RefExists)) => (
+            RowStatus::Failed,
+            String::new(),
+            vec![crate::domain::RowError::new(
+                crate::domain::RowErrorCode::RefExists,
+                "ref",
+                format!(
+                    "a customer with ref {} already exists and this login may not update customers",
+                    crate::domain::customer::quote(command.customer_ref().as_str())
+                ),
+            )],
+        ),
+        (Ok(_), other) => unreachable!("a valid record that is not a duplicate is applied: {other:?}"),
+    };
+    RowResult { line: row.line, customer_ref, status, customer_id, errors }
+}
+
+/// A test-only fault: debug builds panic (or abort the process) at the row
+/// whose ref is named in `INTAKE_TEST_PANIC_AT_REF` (`INTAKE_TEST_ABORT_AT_REF`),
+/// so tests can prove that one job's fault stays in that job. Release
+/// builds have no such hook.
+mod fault_injection {
+    #[cfg(debug_assertions)]
+    pub(super) fn at_ref(claim: Option<&str>) {
+        let Some(claim) = claim else { return };
+        if std::env::var("INTAKE_TEST_PANIC_AT_REF").is_ok_and(|r| r == claim) {
+            panic!("fault injected at ref {claim}");
+        }
+        if std::env::var("INTAKE_TEST_ABORT_AT_REF").is_ok_and(|r| r == claim) {
+            eprintln!("fault injected at ref {claim}: aborting the process");
+            std::process::abort();
+        }
+    }
+
+    #[cfg(not(debug_assertions))]
+    pub(super) fn at_ref(_claim: Option<&str>) {}
 }
 
 /// Who is behind an upload, which decides whether existing refs may be updated.
@@ -349,17 +368,32 @@ pub enum Uploader {
     Recorded,
 }
 
-/// Makes a job of a complete upload: records it (`arriving`), then moves (or
-/// copies) the file into the job's spool, so a new upload of the same name
-/// never disturbs it, then reads who uploaded it from the spooled file and
-/// queues the job. A crash in between is settled by `recover_arriving`.
+/// How an upload gets into its job's spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// Copied (an operator's file, which stays theirs).
+    Copy,
+    /// Moved: the upload leaves `/customers` at once (files placed by another server).
+    Move,
+    /// Hard-linked: the upload stays visible in `/customers` until its report
+    /// is out (clients stat and timestamp a file right after uploading it),
+    /// marked as taken so that it is never taken twice.
+    Link,
+}
+
+/// Makes a job of a complete upload: records it (`arriving`), then brings
+/// the file into the job's spool, so a new upload of the same name never
+/// disturbs it, then reads who uploaded it from the spooled file and queues
+/// the job — or, with `owner`, runs it as that owner's at once. A crash in
+/// between is settled by `recover_arriving`.
 pub async fn enqueue(
     ctx: &Context,
     account: &str,
-    source: &std::path::Path,
+    source: &Path,
     file_name: &str,
     uploader: Uploader,
-    copy: bool,
+    take: Take,
+    owner: Option<&str>,
 ) -> Result<Job, IngestError> {
     let job_id = uuid::Uuid::now_v7().to_string();
     let spool = ctx.layout.spool(&job_id);
@@ -374,17 +408,27 @@ pub async fn enqueue(
         received_at: clock::now_rfc3339(),
         uploader: None,
         may_update: false,
+        source_key: if take == Take::Link {
+            Some(source_key(source).map_err(io_err("while taking the upload"))?)
+        } else {
+            None
+        },
     };
     ctx.store.create_job(&new).await?;
-    let moved = std::fs::create_dir_all(&spool).and_then(|()| {
-        if copy {
+    let moved = std::fs::create_dir_all(&spool).and_then(|()| match take {
+        Take::Copy => {
             // Copied aside, then renamed: a partial copy never looks complete.
             let part = spool.join("upload.csv.part");
             std::fs::copy(source, &part)?;
-            std::fs::File::open(&part)?.sync_all()?;
+            File::open(&part)?.sync_all()?;
             std::fs::rename(&part, &upload)
-        } else {
-            std::fs::rename(source, &upload)
+        }
+        Take::Move => std::fs::rename(source, &upload),
+        Take::Link => {
+            // Marked first: a crash before the link leaves a mark naming a
+            // job that `recover_arriving` forgets, and the file is taken again.
+            crate::mailbox::set_taken_by(source, &job_id)?;
+            std::fs::hard_link(source, &upload)
         }
     });
     if let Err(e) = moved {
@@ -392,18 +436,34 @@ pub async fn enqueue(
         ctx.store.delete_job(&job_id).await?;
         return Err(io_err(format!("while taking the upload {file_name}"))(e));
     }
+    if take == Take::Link {
+        ctx.store.set_visible(&job_id, Some(&source.to_string_lossy())).await?;
+    }
     let (who, may_update) = match uploader {
         Uploader::Operator { may_update } => (None, may_update),
         Uploader::Recorded => recorded_uploader(ctx, &upload).await,
     };
-    ctx.store.mark_queued(&job_id, who.as_deref(), may_update).await?;
-    Ok(ctx.store.get_job(&job_id).await?.expect("the job was just created"))
+    match owner {
+        None => ctx.store.mark_queued(&job_id, who.as_deref(), may_update).await?,
+        Some(owner) => {
+            ctx.store.mark_running(&job_id, owner, &clock::now_rfc3339(), who.as_deref(), may_update).await?
+        }
+    }
+    Ok(ctx.store.get_job(&job_id).await?.ok_or_else(|| StoreError::NotFound(format!("job {job_id}")))?)
+}
+
+/// What identifies one visible upload: another upload under the same name
+/// is another file (intake's SFTP server publishes by renaming a new file).
+fn source_key(path: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path)?;
+    Ok(format!("{}:{}:{}.{}:{}", m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
 }
 
 /// The login recorded on a spooled upload and whether it may update;
 /// anything unreadable fails closed (no updates).
-async fn recorded_uploader(ctx: &Context, upload: &std::path::Path) -> (Option<String>, bool) {
-    match crate::layout::uploader(upload) {
+async fn recorded_uploader(ctx: &Context, upload: &Path) -> (Option<String>, bool) {
+    match crate::mailbox::uploader(upload) {
         Ok(None) => (None, true),
         Ok(Some(username)) => match ctx.store.find_user(&username).await {
             Ok(Some(user)) => (Some(username), user.scopes.update),
@@ -428,12 +488,28 @@ pub async fn recover_arriving(ctx: &Context, older_than: &str) -> Result<(), Ing
         if job.received_at.as_str() >= older_than {
             continue;
         }
-        if std::path::Path::new(&job.spool_path).exists() {
-            let (who, may_update) = recorded_uploader(ctx, std::path::Path::new(&job.spool_path)).await;
+        if Path::new(&job.spool_path).exists() {
+            let (who, may_update) = recorded_uploader(ctx, Path::new(&job.spool_path)).await;
             ctx.store.mark_queued(&job.job_id, who.as_deref(), may_update).await?;
         } else {
             let _ = std::fs::remove_dir_all(ctx.layout.spool(&job.job_id));
             ctx.store.delete_job(&job.job_id).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the visible copies of finished jobs' uploads once they have been
+/// visible for `keep_visible_secs`: only the copy a job took, never a newer
+/// upload that took its name meanwhile.
+pub async fn remove_visible_uploads(ctx: &Context, keep_visible_secs: u64) -> Result<(), IngestError> {
+    let before = clock::seconds_ago_rfc3339(keep_visible_secs as i64);
+    for job in ctx.store.visible_uploads(&before).await? {
+        let Some(path) = job.visible_path.as_deref() else { continue };
+        match crate::mailbox::remove_if_taken_by(Path::new(path), &job.job_id) {
+            Ok(_) => ctx.store.set_visible(&job.job_id, None).await?,
+            Err(e) => tracing::warn!(account = %job.account, file = %job.file_name, job_id = %job.job_id,
+                error = %e, "cannot remove the visible copy of a processed upload"),
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod job;
+pub mod publish;
 pub mod report;
 pub mod rows;
 pub mod watcher;

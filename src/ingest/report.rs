@@ -63,7 +63,7 @@ impl ResultsWriter {
     pub fn write(&mut self, r: &RowResult) -> io::Result<()> {
         let line = r.line.to_string();
         let (code, field) = r.errors.first().map(|e| (e.code.code(), e.field.as_str())).unwrap_or(("", ""));
-        let message = r.errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; ");
+        let message = listed_messages(&r.errors);
         self.csv.write_record([
             line.as_str(),
             r.customer_ref.as_str(),
@@ -94,6 +94,17 @@ impl ResultsWriter {
         self.csv.flush()?;
         self.csv.get_ref().sync_data()
     }
+}
+
+/// A record's error messages, `; `-separated: the first few and how many more,
+/// so a report stays in proportion to its upload.
+pub fn listed_messages(errors: &[RowError]) -> String {
+    use super::rows::MAX_LISTED_ERRORS;
+    let mut message = errors.iter().take(MAX_LISTED_ERRORS).map(|e| e.message.as_str()).collect::<Vec<_>>().join("; ");
+    if errors.len() > MAX_LISTED_ERRORS {
+        message += &format!("; and {} more errors", errors.len() - MAX_LISTED_ERRORS);
+    }
+    message
 }
 
 /// `NAME.summary.json`, exactly the keys of the spec, in its order.

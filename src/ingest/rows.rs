@@ -14,6 +14,14 @@ use std::io::{self, BufRead, BufReader, Read};
 
 /// The largest cell, in bytes; a longer one fails its row with `field_too_long`.
 pub const MAX_CELL_BYTES: usize = 64 * 1024;
+/// The longest header name, in bytes.
+pub const MAX_HEADER_NAME_BYTES: usize = 1024;
+/// How deep `metadata.a.b...` columns and JSON objects in a cell may nest.
+pub const MAX_NESTING: usize = 32;
+/// The errors a row's report lists; more are counted ("and N more").
+pub const MAX_LISTED_ERRORS: usize = 10;
+/// Values of one `addresses` cell checked after it already failed this often.
+const MAX_ERRORS_PER_CELL: usize = 5;
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// What a header column means.
@@ -89,7 +97,23 @@ pub struct Header {
 
 impl Header {
     /// Checks a header line's names (already decoded).
-    pub fn parse(raw_names: &[String]) -> Result<Header, FileError> {
+    pub fn parse(raw_names: &[String], max_columns: usize) -> Result<Header, FileError> {
+        if raw_names.len() > max_columns {
+            return Err(FileError::new(
+                FileErrorCode::TooManyColumns,
+                format!("the header has {} columns; the limit is {max_columns}", raw_names.len()),
+            ));
+        }
+        if let Some((i, name)) = raw_names.iter().enumerate().find(|(_, n)| n.len() > MAX_HEADER_NAME_BYTES) {
+            return Err(FileError::new(
+                FileErrorCode::UnknownColumn,
+                format!(
+                    "the name of column {} is {} bytes long; the limit is {MAX_HEADER_NAME_BYTES}",
+                    i + 1,
+                    name.len()
+                ),
+            ));
+        }
         let names: Vec<String> = raw_names.iter().map(|n| n.trim().to_lowercase()).collect();
         let columns: Vec<Option<Column>> = names.iter().map(|n| column_of(n)).collect();
         if columns.iter().all(Option::is_none) {
@@ -101,8 +125,9 @@ impl Header {
                 ),
             ));
         }
-        for (i, name) in names.iter().enumerate() {
-            if names[..i].contains(name) {
+        let mut seen = std::collections::HashSet::with_capacity(names.len());
+        for name in &names {
+            if !seen.insert(name.as_str()) {
                 return Err(FileError::new(
                     FileErrorCode::DuplicateColumn,
                     format!("the column {} appears more than once in the header", quote(name)),
@@ -120,6 +145,16 @@ impl Header {
             ));
         }
         let columns: Vec<Column> = columns.into_iter().map(Option::unwrap).collect();
+        if let Some(i) = columns.iter().position(|c| matches!(c, Column::Key(_, keys) if keys.len() > MAX_NESTING)) {
+            return Err(FileError::new(
+                FileErrorCode::UnknownColumn,
+                format!(
+                    "the column {} nests {} levels deep; the limit is {MAX_NESTING}",
+                    quote(&names[i].chars().take(64).collect::<String>()),
+                    names[i].split('.').count() - 1
+                ),
+            ));
+        }
         let ref_index = columns
             .iter()
             .position(|c| *c == Column::Ref)
@@ -131,6 +166,10 @@ impl Header {
             ));
         }
         Ok(Header { names, columns, ref_index })
+    }
+
+    fn empty() -> Header {
+        Header { names: Vec::new(), columns: Vec::new(), ref_index: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -159,6 +198,8 @@ pub struct ParsedRow {
     /// carrying a ref claims it within the file.
     pub claim: Option<String>,
     pub outcome: Result<CreateCustomer, Vec<RowError>>,
+    /// The record's size in the file, in bytes (batches are bounded by it).
+    pub bytes: usize,
 }
 
 impl ParsedRow {
@@ -205,63 +246,87 @@ pub fn detect_delimiter(first_line: &[u8]) -> u8 {
     }
 }
 
-/// Remembers where lines break and where content starts in the stream the CSV
-/// reader consumes, so a record's byte offset gives the physical line its
-/// content starts on (after any blank lines the CSV reader skipped; quoted
-/// line breaks counted). Only offsets not yet asked about are kept.
+/// Sits under the CSV reader and sees every byte it consumes: remembers
+/// where lines start with content, so a record's byte offset gives the
+/// physical line its content starts on (after any blank lines the CSV reader
+/// skipped; quoted line breaks counted), and stops a record that grows past
+/// the record limit before the CSV reader holds it whole. Only what lies
+/// ahead of the last record asked about is kept: memory stays bounded by
+/// the reader's look-ahead, whatever runs of blank lines a file holds.
 struct LineCounter<R> {
     inner: R,
     offset: u64,
-    newlines: std::collections::VecDeque<u64>,
-    /// Offsets of bytes that follow a line break (or start the stream) and are not one.
-    content_starts: std::collections::VecDeque<u64>,
+    newlines: u64,
+    /// Offsets of bytes that follow a line break (or start the stream) and
+    /// are not one, with the number of line breaks before each.
+    content_starts: std::collections::VecDeque<(u64, u64)>,
     after_break: bool,
-    lines_before: u64,
+    /// Where the record being read starts, and how far it may grow.
+    record_start: u64,
+    max_record_bytes: u64,
 }
 
+/// The io error a [`LineCounter`] stops a record with.
+#[derive(Debug, thiserror::Error)]
+#[error("a record is over {limit} bytes")]
+struct RecordTooLarge {
+    limit: u64,
+}
+
+/// What the CSV reader may read beyond the record it returns.
+const LOOK_AHEAD: u64 = 64 * 1024;
+
 impl<R> LineCounter<R> {
-    fn new(inner: R) -> Self {
+    fn new(inner: R, max_record_bytes: usize) -> Self {
         LineCounter {
             inner,
             offset: 0,
-            newlines: Default::default(),
+            newlines: 0,
             content_starts: Default::default(),
             after_break: true,
-            lines_before: 0,
+            record_start: 0,
+            max_record_bytes: max_record_bytes as u64,
         }
     }
 
     /// The 1-based line of the first content byte at or after `offset`, the
-    /// position the CSV reader gives for a record; offsets must not go backwards.
+    /// position the CSV reader gives for a record; offsets must not go
+    /// backwards. Also marks `offset` as where the record being read starts.
     fn record_line(&mut self, offset: u64) -> u64 {
-        while self.content_starts.front().is_some_and(|&c| c < offset) {
+        self.record_start = self.record_start.max(offset);
+        while self.content_starts.front().is_some_and(|&(c, _)| c < offset) {
             self.content_starts.pop_front();
         }
-        let start = self.content_starts.front().copied().unwrap_or(offset).max(offset);
-        while self.newlines.front().is_some_and(|&n| n < start) {
-            self.newlines.pop_front();
-            self.lines_before += 1;
+        match self.content_starts.front() {
+            Some(&(_, before)) => before + 1,
+            None => self.newlines + 1,
         }
-        self.lines_before + 1
     }
 }
 
 impl<R: Read> Read for LineCounter<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.offset.saturating_sub(self.record_start) > self.max_record_bytes + LOOK_AHEAD {
+            return Err(io::Error::other(RecordTooLarge { limit: self.max_record_bytes }));
+        }
         let n = self.inner.read(buf)?;
         for (i, &b) in buf[..n].iter().enumerate() {
-            let at = self.offset + i as u64;
             let is_break = b == b'\n' || b == b'\r';
             if b == b'\n' {
-                self.newlines.push_back(at);
+                self.newlines += 1;
             } else if !is_break && self.after_break {
-                self.content_starts.push_back(at);
+                self.content_starts.push_back((self.offset + i as u64, self.newlines));
             }
             self.after_break = is_break;
         }
         self.offset += n as u64;
         Ok(n)
     }
+}
+
+/// Whether a CSV error is a [`LineCounter`] stopping a record.
+fn is_record_too_large(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<RecordTooLarge>())
 }
 
 /// Opens a byte stream for CSV reading: drops a UTF-8 BOM and detects the
@@ -313,11 +378,20 @@ pub struct FileScan {
 pub struct FileLimits {
     pub max_file_bytes: u64,
     pub max_rows: u64,
+    /// One record's bytes; more rejects the file (`record_too_large`).
+    pub max_record_bytes: usize,
+    /// Header columns; more rejects the file (`too_many_columns`).
+    pub max_columns: usize,
 }
 
 impl Default for FileLimits {
     fn default() -> Self {
-        FileLimits { max_file_bytes: 5 * 1024 * 1024 * 1024, max_rows: 50_000_000 }
+        FileLimits {
+            max_file_bytes: 5 * 1024 * 1024 * 1024,
+            max_rows: 50_000_000,
+            max_record_bytes: 1024 * 1024,
+            max_columns: 1000,
+        }
     }
 }
 
@@ -345,31 +419,47 @@ impl<R: Read> Read for Hashing<R> {
 }
 
 /// Reads the whole file once: its hash, size, record count, and whether it is
-/// to be rejected (empty, not text, no valid header, too large, too many rows).
+/// to be rejected (empty, not text, no valid header, too large, too many
+/// rows, a record over the limit). Memory stays bounded by the record limit.
 pub fn scan(file: impl Read, account: &AccountSettings, limits: FileLimits) -> io::Result<FileScan> {
     use sha2::Digest;
     let mut hashing = Hashing { inner: file, hasher: sha2::Sha256::new(), bytes: 0, head: Vec::new() };
     let (prepared, delimiter) = prepare(&mut hashing)?;
-    let mut csv = csv_reader(prepared, delimiter);
+    let mut csv = csv_reader(LineCounter::new(prepared, limits.max_record_bytes), delimiter);
     let mut record = csv::ByteRecord::new();
     let mut header: Option<Result<Header, FileError>> = None;
     let mut records = 0u64;
     let mut too_large = false;
-    loop {
+    let mut record_too_large = None;
+    // Binary content is known from the first bytes: no need to parse it.
+    let binary = csv.get_ref().inner.get_ref().head.contains(&0);
+    while !binary {
         match csv.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
-            Err(e) => return Err(csv_io_error(e)),
+            Err(e) => {
+                let e = csv_io_error(e);
+                if !is_record_too_large(&e) {
+                    return Err(e);
+                }
+                let next = csv.position().byte();
+                record_too_large = Some(csv.get_mut().record_line(next));
+                break;
+            }
         }
         if csv.position().byte() > limits.max_file_bytes {
             too_large = true;
             break;
         }
+        let start = record.position().map(|p| p.byte()).unwrap_or(0);
+        csv.get_mut().record_line(start);
+        let next = csv.position().byte();
+        csv.get_mut().record_start = next;
         if is_blank(&record) {
             continue;
         }
         if header.is_none() {
-            header = Some(decode_header(&record, account.encoding));
+            header = Some(decode_header(&record, account.encoding, limits.max_columns));
         } else {
             records += 1;
         }
@@ -384,6 +474,15 @@ pub fn scan(file: impl Read, account: &AccountSettings, limits: FileLimits) -> i
         ))
     } else if head.contains(&0) {
         Some(FileError::new(FileErrorCode::NotText, "the file is not text (it contains NUL bytes); upload a CSV file"))
+    } else if let Some(line) = record_too_large {
+        Some(FileError::new(
+            FileErrorCode::RecordTooLarge,
+            format!(
+                "the record on line {line} is over {} bytes, the limit for one record (a missing closing quote \
+                 makes the rest of the file one record)",
+                limits.max_record_bytes
+            ),
+        ))
     } else {
         match header {
             None => Some(FileError::new(FileErrorCode::EmptyFile, "the file is empty")),
@@ -398,7 +497,7 @@ pub fn scan(file: impl Read, account: &AccountSettings, limits: FileLimits) -> i
     Ok(FileScan { sha256: hex::encode(hashing.hasher.finalize()), bytes: hashing.bytes, records, rejection })
 }
 
-fn decode_header(record: &csv::ByteRecord, encoding: FileEncoding) -> Result<Header, FileError> {
+fn decode_header(record: &csv::ByteRecord, encoding: FileEncoding, max_columns: usize) -> Result<Header, FileError> {
     let mut names = Vec::with_capacity(record.len());
     for field in record.iter() {
         match decode(field, encoding) {
@@ -411,7 +510,7 @@ fn decode_header(record: &csv::ByteRecord, encoding: FileEncoding) -> Result<Hea
             }
         }
     }
-    Header::parse(&names)
+    Header::parse(&names, max_columns)
 }
 
 /// Decodes a cell; `None` for bytes not valid in the encoding. NUL is not
@@ -442,223 +541,256 @@ pub struct RowReader<R: Read> {
 
 impl<R: Read> RowReader<R> {
     /// Reads up to and including the header line.
-    pub fn open(file: R, account: AccountSettings) -> io::Result<Result<Self, FileError>> {
+    pub fn open(file: R, account: AccountSettings, limits: FileLimits) -> io::Result<Result<Self, FileError>> {
         let (prepared, delimiter) = prepare(file)?;
-        let mut csv = csv_reader(LineCounter::new(prepared), delimiter);
-        let mut record = csv::ByteRecord::new();
-        loop {
-            if !csv.read_byte_record(&mut record).map_err(csv_io_error)? {
-                return Ok(Err(FileError::new(FileErrorCode::EmptyFile, "the file is empty")));
-            }
-            if !is_blank(&record) {
-                break;
-            }
+        let csv = csv_reader(LineCounter::new(prepared, limits.max_record_bytes), delimiter);
+        let mut reader = RowReader { csv, header: Header::empty(), account, record: csv::ByteRecord::new() };
+        if reader.next_record()?.is_none() {
+            return Ok(Err(FileError::new(FileErrorCode::EmptyFile, "the file is empty")));
         }
-        let header = match decode_header(&record, account.encoding) {
+        reader.header = match decode_header(&reader.record, reader.account.encoding, limits.max_columns) {
             Ok(header) => header,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(Ok(RowReader { csv, header, account, record }))
+        Ok(Ok(reader))
     }
 
-    pub fn header(&self) -> &Header {
-        &self.header
-    }
-
-    /// Passes over the next non-blank record (one already done before a restart).
-    pub fn skip_row(&mut self) -> io::Result<bool> {
-        loop {
-            if !self.csv.read_byte_record(&mut self.record).map_err(csv_io_error)? {
-                return Ok(false);
-            }
-            if !is_blank(&self.record) {
-                // Lets the line counter forget what lies before this record.
-                let byte = self.record.position().map(|p| p.byte()).unwrap_or(0);
-                self.csv.get_mut().record_line(byte);
-                return Ok(true);
-            }
-        }
-    }
-
-    /// The next non-blank record, parsed; `None` at the end of the file.
-    pub fn next_row(&mut self) -> io::Result<Option<ParsedRow>> {
+    /// Reads the next non-blank record into `self.record`; returns its line.
+    fn next_record(&mut self) -> io::Result<Option<u64>> {
         loop {
             if !self.csv.read_byte_record(&mut self.record).map_err(csv_io_error)? {
                 return Ok(None);
             }
-            if is_blank(&self.record) {
-                continue;
-            }
+            // Lets the line counter forget what lies before this record.
             let byte = self.record.position().map(|p| p.byte()).unwrap_or(0);
             let line = self.csv.get_mut().record_line(byte);
-            return Ok(Some(parse_record(&self.header, &self.account, &self.record, line)));
+            let next = self.csv.position().byte();
+            self.csv.get_mut().record_start = next;
+            if !is_blank(&self.record) {
+                return Ok(Some(line));
+            }
         }
+    }
+
+    /// Passes over the next non-blank record (one already done before a restart).
+    pub fn skip_row(&mut self) -> io::Result<bool> {
+        Ok(self.next_record()?.is_some())
+    }
+
+    /// The next non-blank record, parsed; `None` at the end of the file.
+    pub fn next_row(&mut self) -> io::Result<Option<ParsedRow>> {
+        let Some(line) = self.next_record()? else { return Ok(None) };
+        let mut row = parse_record(&self.header, &self.account, &self.record, line);
+        row.bytes = self.record.as_slice().len() + self.record.len();
+        Ok(Some(row))
     }
 }
 
-/// Turns one record into a command or its errors, in header order.
+/// Turns one record into a command or its errors, in header order: the
+/// record as a whole (field count, encoding), then `ref`, then the address
+/// columns, then metadata and appdata.
 fn parse_record(header: &Header, account: &AccountSettings, record: &csv::ByteRecord, line: u64) -> ParsedRow {
-    let claim_of = |i: usize| {
-        record.get(i).and_then(|f| decode(f, account.encoding)).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+    let cells = match decode_cells(header, account, record) {
+        Ok(cells) => cells,
+        Err(error) => {
+            let claim = record
+                .get(header.ref_index)
+                .and_then(|f| decode(f, account.encoding))
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty());
+            return ParsedRow { line, claim, outcome: Err(vec![error]), bytes: 0 };
+        }
     };
+    let mut row = Cells { header, cells, errors: Vec::new() };
+    let ref_cell = row.cells[header.ref_index].trim();
+    let claim = (!ref_cell.is_empty()).then(|| ref_cell.to_owned());
+    let customer_ref = row.parse_ref();
+    let addresses = row.parse_addresses(account);
+    let [metadata, appdata] = [Target::Metadata, Target::Appdata].map(|target| row.parse_object(target));
+    let outcome = match (row.errors.is_empty(), customer_ref, addresses) {
+        (true, Some(customer_ref), Some(addresses)) => Ok(CreateCustomer::new(
+            customer_ref,
+            addresses,
+            JsonObject::metadata(metadata),
+            JsonObject::appdata(appdata),
+        )),
+        _ => Err(row.errors),
+    };
+    ParsedRow { line, claim, outcome, bytes: 0 }
+}
+
+/// The record's cells as text, or the one record-level error that stops it.
+fn decode_cells<'r>(
+    header: &Header,
+    account: &AccountSettings,
+    record: &'r csv::ByteRecord,
+) -> Result<Vec<Cow<'r, str>>, RowError> {
     if record.len() != header.len() {
-        return ParsedRow {
-            line,
-            claim: claim_of(header.ref_index),
-            outcome: Err(vec![RowError::new(
-                RowErrorCode::WrongFieldCount,
-                "",
-                format!("the record has {} fields; the header has {}", record.len(), header.len()),
-            )]),
-        };
+        return Err(RowError::new(
+            RowErrorCode::WrongFieldCount,
+            "",
+            format!("the record has {} fields; the header has {}", record.len(), header.len()),
+        ));
     }
-    let mut cells: Vec<Cow<'_, str>> = Vec::with_capacity(record.len());
+    let mut cells = Vec::with_capacity(record.len());
     let mut undecodable = Vec::new();
     for (i, field) in record.iter().enumerate() {
         match decode(field, account.encoding) {
             Some(text) => cells.push(text),
-            None => {
-                undecodable.push(header.names[i].as_str());
-                cells.push(Cow::Borrowed(""));
-            }
+            None => undecodable.push(quote(&header.names[i])),
         }
     }
-    if !undecodable.is_empty() {
-        return ParsedRow {
-            line,
-            claim: claim_of(header.ref_index),
-            outcome: Err(vec![RowError::new(
-                RowErrorCode::InvalidEncoding,
-                "",
-                format!(
-                    "{} not valid {} text",
-                    undecodable.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", ")
-                        + if undecodable.len() == 1 { " is" } else { " are" },
-                    account.encoding.as_str()
-                ),
-            )]),
-        };
+    if undecodable.is_empty() {
+        return Ok(cells);
     }
+    let verb = if undecodable.len() == 1 { " is" } else { " are" };
+    Err(RowError::new(
+        RowErrorCode::InvalidEncoding,
+        "",
+        format!("{}{verb} not valid {} text", undecodable.join(", "), account.encoding.as_str()),
+    ))
+}
 
-    let mut errors: Vec<RowError> = Vec::new();
-    let mut too_long = vec![false; cells.len()];
-    for (i, cell) in cells.iter().enumerate() {
+/// A record's decoded cells and the errors found in them so far.
+struct Cells<'h, 'r> {
+    header: &'h Header,
+    cells: Vec<Cow<'r, str>>,
+    errors: Vec<RowError>,
+}
+
+impl Cells<'_, '_> {
+    /// The trimmed cell `i` when it is worth reading: not empty, and not
+    /// over the size limit (that is its error).
+    fn usable(&mut self, i: usize) -> Option<&str> {
+        let cell = self.cells[i].trim();
+        if cell.is_empty() {
+            return None;
+        }
         if cell.len() > MAX_CELL_BYTES {
-            too_long[i] = true;
+            let name = &self.header.names[i];
+            let message = format!("{name} is {} bytes long; the limit is {MAX_CELL_BYTES}", self.cells[i].len());
+            self.errors.push(RowError::new(RowErrorCode::FieldTooLong, name.clone(), message));
+            return None;
         }
+        Some(self.cells[i].trim())
     }
-    let field_error = |i: usize, errors: &mut Vec<RowError>| {
-        errors.push(RowError::new(
-            RowErrorCode::FieldTooLong,
-            header.names[i].clone(),
-            format!("{} is {} bytes long; the limit is {MAX_CELL_BYTES}", header.names[i], cells[i].len()),
-        ));
-    };
 
-    // ref
-    let ref_cell = cells[header.ref_index].trim();
-    let claim = (!ref_cell.is_empty()).then(|| ref_cell.to_owned());
-    let customer_ref = if too_long[header.ref_index] {
-        field_error(header.ref_index, &mut errors);
-        None
-    } else {
-        match CustomerRef::parse(ref_cell) {
+    fn parse_ref(&mut self) -> Option<CustomerRef> {
+        let i = self.header.ref_index;
+        if self.cells[i].trim().len() > MAX_CELL_BYTES {
+            self.usable(i);
+            return None;
+        }
+        match CustomerRef::parse(self.cells[i].trim()) {
             Ok(r) => Some(r),
             Err(Invalid { code, message }) => {
-                errors.push(RowError::new(code, "ref", message));
+                self.errors.push(RowError::new(code, "ref", message));
                 None
             }
         }
-    };
+    }
 
-    // addresses, in column order
-    let mut addresses = Vec::new();
-    let mut any_address_value = false;
-    for (i, column) in header.columns.iter().enumerate() {
-        let kind = match column {
-            Column::Address(kind) => Some(*kind),
-            Column::AddressList => None,
-            _ => continue,
-        };
-        let cell = cells[i].trim();
-        if cell.is_empty() {
-            continue;
-        }
-        any_address_value = true;
-        if too_long[i] {
-            field_error(i, &mut errors);
-            continue;
-        }
-        let values: Vec<&str> = match kind {
-            Some(_) => vec![cell],
-            None => cell.split([',', ';']).map(str::trim).filter(|v| !v.is_empty()).collect(),
-        };
-        for value in values {
-            match Address::parse(value, kind.unwrap_or(AddressKind::Any), account.default_region, account.phone_check) {
-                Ok(address) => addresses.push(address),
-                Err(Invalid { code, message }) => errors.push(RowError::new(code, header.names[i].clone(), message)),
+    /// The addresses of every address column, in column order. An
+    /// `addresses` list is read only as far as it can still be valid: past
+    /// 10 distinct addresses, or past a few errors, the rest is not checked.
+    fn parse_addresses(&mut self, account: &AccountSettings) -> Option<Addresses> {
+        let header = self.header;
+        let mut addresses: Vec<Address> = Vec::new();
+        let mut distinct = std::collections::HashSet::new();
+        let mut any_value = false;
+        for (i, column) in header.columns.iter().enumerate() {
+            let kind = match column {
+                Column::Address(kind) => Some(*kind),
+                Column::AddressList => None,
+                _ => continue,
+            };
+            any_value |= !self.cells[i].trim().is_empty();
+            let Some(cell) = self.usable(i).map(str::to_owned) else { continue };
+            let values: Vec<&str> = match kind {
+                Some(_) => vec![cell.as_str()],
+                None => cell.split([',', ';']).map(str::trim).filter(|v| !v.is_empty()).collect(),
+            };
+            let mut seen_raw = std::collections::HashSet::new();
+            let (mut cell_errors, mut unchecked) = (0, 0usize);
+            for value in values {
+                if cell_errors >= MAX_ERRORS_PER_CELL || distinct.len() > crate::domain::customer::MAX_ADDRESSES {
+                    unchecked += 1;
+                    continue;
+                }
+                if !seen_raw.insert(value) {
+                    continue;
+                }
+                match Address::parse(
+                    value,
+                    kind.unwrap_or(AddressKind::Any),
+                    account.default_region,
+                    account.phone_check,
+                ) {
+                    Ok(address) => {
+                        if distinct.insert(address.as_str().to_owned()) {
+                            addresses.push(address);
+                        }
+                    }
+                    Err(Invalid { code, message }) => {
+                        cell_errors += 1;
+                        self.errors.push(RowError::new(code, header.names[i].clone(), message));
+                    }
+                }
+            }
+            if unchecked > 0 && cell_errors >= MAX_ERRORS_PER_CELL {
+                if let Some(last) = self.errors.last_mut() {
+                    last.message += &format!(" (and {unchecked} more values of {} not checked)", header.names[i]);
+                }
             }
         }
-    }
-    let addresses = if !any_address_value {
-        errors.push(RowError::new(
-            RowErrorCode::MissingAddress,
-            header.first_address_name(),
-            "the customer has no address (a phone number or an email)",
-        ));
-        None
-    } else if addresses.is_empty() {
-        None
-    } else {
+        if !any_value {
+            self.errors.push(RowError::new(
+                RowErrorCode::MissingAddress,
+                header.first_address_name(),
+                "the customer has no address (a phone number or an email)",
+            ));
+            return None;
+        }
+        if addresses.is_empty() {
+            return None;
+        }
         match Addresses::new(addresses) {
             Ok(a) => Some(a),
             Err(Invalid { code, message }) => {
-                errors.push(RowError::new(code, header.first_address_name(), message));
+                self.errors.push(RowError::new(code, header.first_address_name(), message));
                 None
             }
         }
-    };
+    }
 
-    // A cell worth reading: not empty, and not over the size limit (that is its error).
-    let usable = |i: usize, errors: &mut Vec<RowError>| {
-        let cell = cells[i].trim();
-        if cell.is_empty() {
-            None
-        } else if too_long[i] {
-            field_error(i, errors);
-            None
-        } else {
-            Some(cell)
-        }
-    };
-
-    // metadata, then appdata
-    let mut objects = [Map::new(), Map::new()];
-    for target in [Target::Metadata, Target::Appdata] {
-        let object = &mut objects[target as usize];
-        // The whole-object cell first, then the dotted keys merge into it.
+    /// `metadata` or `appdata`: the whole-object cell first, then the
+    /// dotted keys merged into it.
+    fn parse_object(&mut self, target: Target) -> Map<String, Value> {
+        let header = self.header;
+        let mut object = Map::new();
         for (i, column) in header.columns.iter().enumerate() {
             if *column != Column::Object(target) {
                 continue;
             }
-            let Some(cell) = usable(i, &mut errors) else { continue };
-            match serde_json::from_str::<Value>(cell) {
-                Ok(Value::Object(map)) if has_nul(&map) => errors.push(RowError::new(
-                    target.code(),
-                    target.name(),
-                    format!("{} contains a NUL character (\\u0000), which cannot be stored", target.name()),
-                )),
-                Ok(Value::Object(map)) => *object = map,
-                Ok(_) => errors.push(RowError::new(
-                    target.code(),
-                    target.name(),
-                    format!("{} must be a JSON object such as {{\"key\": \"value\"}}", target.name()),
-                )),
-                Err(e) => errors.push(RowError::new(
-                    target.code(),
-                    target.name(),
-                    format!("{} is not valid JSON ({})", target.name(), json_reason(&e)),
-                )),
+            let Some(cell) = self.usable(i) else { continue };
+            let problem = match json_depth(cell) {
+                depth if depth > MAX_NESTING => {
+                    Some(format!("{} nests {depth} levels deep; the limit is {MAX_NESTING}", target.name()))
+                }
+                _ => match serde_json::from_str::<Value>(cell) {
+                    Ok(Value::Object(map)) if has_nul(&map) => {
+                        Some(format!("{} contains a NUL character (\\u0000), which cannot be stored", target.name()))
+                    }
+                    Ok(Value::Object(map)) => {
+                        object = map;
+                        None
+                    }
+                    Ok(_) => Some(format!("{} must be a JSON object such as {{\"key\": \"value\"}}", target.name())),
+                    Err(e) => Some(format!("{} is not valid JSON ({})", target.name(), json_reason(&e))),
+                },
+            };
+            if let Some(message) = problem {
+                self.errors.push(RowError::new(target.code(), target.name(), message));
             }
         }
         for (i, column) in header.columns.iter().enumerate() {
@@ -666,30 +798,44 @@ fn parse_record(header: &Header, account: &AccountSettings, record: &csv::ByteRe
             if *t != target {
                 continue;
             }
-            let Some(cell) = usable(i, &mut errors) else { continue };
-            if !insert_path(object, keys, Value::String(cell.to_owned())) {
-                errors.push(RowError::new(
+            let Some(cell) = self.usable(i).map(str::to_owned) else { continue };
+            if !insert_path(&mut object, keys, Value::String(cell)) {
+                self.errors.push(RowError::new(
                     target.code(),
                     header.names[i].clone(),
                     format!("{} sets a key that this row already sets", header.names[i]),
                 ));
             }
         }
+        object
     }
+}
 
-    let outcome = match (errors.is_empty(), customer_ref, addresses) {
-        (true, Some(customer_ref), Some(addresses)) => {
-            let [metadata, appdata] = objects;
-            Ok(CreateCustomer::new(
-                customer_ref,
-                addresses,
-                JsonObject::metadata(metadata),
-                JsonObject::appdata(appdata),
-            ))
+/// How deep the arrays and objects of a JSON text nest (strings skipped),
+/// counted without parsing, so that no parser recurses over it.
+fn json_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
         }
-        _ => Err(errors),
-    };
-    ParsedRow { line, claim, outcome }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn has_nul(map: &Map<String, Value>) -> bool {
@@ -743,7 +889,7 @@ mod tests {
     }
 
     fn rows_of(text: &[u8], account: AccountSettings) -> Vec<ParsedRow> {
-        let mut reader = RowReader::open(text, account).unwrap().unwrap();
+        let mut reader = RowReader::open(text, account, FileLimits::default()).unwrap().unwrap();
         let mut rows = Vec::new();
         while let Some(row) = reader.next_row().unwrap() {
             rows.push(row);
@@ -933,10 +1079,10 @@ mod tests {
         assert_eq!(reject(b"ref,address,Address\n"), FileErrorCode::DuplicateColumn);
         assert_eq!(reject(b"ref,address\n\x00\x01\x02"), FileErrorCode::NotText);
         assert_eq!(reject(b"ref,address_11\n"), FileErrorCode::UnknownColumn);
-        let limits = FileLimits { max_file_bytes: 20, max_rows: 1 };
+        let limits = FileLimits { max_file_bytes: 20, max_rows: 1, ..FileLimits::default() };
         let s = scan(&b"ref,address\nc1,+15555001234\n"[..], &account(), limits).unwrap();
         assert_eq!(s.rejection.unwrap().code, FileErrorCode::FileTooLarge);
-        let limits = FileLimits { max_file_bytes: 1000, max_rows: 1 };
+        let limits = FileLimits { max_file_bytes: 1000, max_rows: 1, ..FileLimits::default() };
         let s = scan(&b"ref,address\nc1,+15555001234\n\nc2,+15555001234\n"[..], &account(), limits).unwrap();
         assert_eq!(s.records, 2);
         assert_eq!(s.rejection.unwrap().code, FileErrorCode::TooManyRows);

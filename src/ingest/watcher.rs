@@ -7,8 +7,10 @@
 //! `settle`. A full scan runs at start, when the kernel reports lost events,
 //! and periodically as a safety net. Knows nothing about SFTP.
 
-use super::job::{enqueue, Context, Uploader};
-use crate::layout::is_upload_name;
+use super::job::{enqueue, Context, IngestError, Take, Uploader};
+use super::worker::contained;
+use crate::mailbox::{is_upload_name, Folder};
+use crate::store::StoreError;
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use std::collections::HashMap;
@@ -91,7 +93,7 @@ pub async fn run(
                 Some(Seen::Complete(path)) => {
                     pending.remove(&path);
                     if is_in_customers(&root, &path) {
-                        take(&ctx, &path, &wake).await;
+                        take_contained(&ctx, &path, &wake).await;
                     }
                 }
                 Some(Seen::Touched(path)) => {
@@ -111,7 +113,7 @@ pub async fn run(
                 let due: Vec<PathBuf> = pending.iter().filter(|(_, at)| **at <= now).map(|(p, _)| p.clone()).collect();
                 for path in due {
                     pending.remove(&path);
-                    take(&ctx, &path, &wake).await;
+                    take_contained(&ctx, &path, &wake).await;
                 }
                 if last_scan.elapsed() > Duration::from_secs(30) {
                     for path in scan(&ctx, &root, settle, &wake).await {
@@ -126,18 +128,19 @@ pub async fn run(
     Ok(())
 }
 
-/// `accounts/<AVID>/customers/<name.csv>`, a visible upload name.
+/// `accounts/<AVID>/customers/<name.csv>`, a visible upload name. A name
+/// that is not UTF-8 (only another server can write one) is read lossily.
 fn is_in_customers(root: &Path, path: &Path) -> bool {
-    let name_ok = path.file_name().and_then(|n| n.to_str()).is_some_and(is_upload_name);
+    let name_ok = path.file_name().is_some_and(|n| is_upload_name(&n.to_string_lossy()));
     let parent = path.parent();
     name_ok
-        && parent.and_then(|p| p.file_name()).is_some_and(|n| n == "customers")
+        && parent.and_then(|p| p.file_name()).is_some_and(|n| n == Folder::Customers.name())
         && parent.and_then(Path::parent).and_then(Path::parent) == Some(root)
 }
 
 /// Takes every upload already in place that has not been written for
 /// `quiet`; returns the ones written more recently.
-async fn scan(ctx: &Arc<Context>, root: &Path, quiet: Duration, wake: &Notify) -> Vec<PathBuf> {
+async fn scan(ctx: &Arc<Context>, root: &Path, quiet: Duration, wake: &Arc<Notify>) -> Vec<PathBuf> {
     let mut recent = Vec::new();
     let Ok(accounts) = std::fs::read_dir(root) else { return recent };
     for account in accounts.flatten() {
@@ -152,10 +155,19 @@ async fn scan(ctx: &Arc<Context>, root: &Path, quiet: Duration, wake: &Notify) -
                 recent.push(path);
                 continue;
             }
-            take(ctx, &path, wake).await;
+            take_contained(ctx, &path, wake).await;
         }
     }
     recent
+}
+
+/// Takes one upload in a task of its own: a fault in it (a bug met by one
+/// strange file) is logged and ends that one attempt, never the watcher.
+async fn take_contained(ctx: &Arc<Context>, path: &Path, wake: &Arc<Notify>) {
+    let (ctx, owned, wake) = (ctx.clone(), path.to_path_buf(), wake.clone());
+    if let Err(e) = contained(async move { take(&ctx, &owned, &wake).await }).await {
+        tracing::error!(file = %path.display(), error = %e, "taking an upload failed; the watcher goes on");
+    }
 }
 
 /// Makes a job of one complete upload.
@@ -165,11 +177,14 @@ async fn take(ctx: &Arc<Context>, path: &Path, wake: &Notify) {
         return;
     }
     let (Some(name), Some(avid)) = (
-        path.file_name().and_then(|n| n.to_str()),
+        path.file_name().map(|n| n.to_string_lossy().into_owned()),
         path.parent().and_then(Path::parent).and_then(Path::file_name).and_then(|n| n.to_str()),
     ) else {
         return;
     };
+    if already_taken(ctx, path).await {
+        return;
+    }
     match ctx.store.get_account(avid).await {
         Ok(Some(_)) => {}
         Ok(None) => {
@@ -181,17 +196,45 @@ async fn take(ctx: &Arc<Context>, path: &Path, wake: &Notify) {
             return;
         }
     }
-    match enqueue(ctx, avid, path, name, Uploader::Recorded, false).await {
+    // Uploads through intake's SFTP server (they carry their uploader) stay
+    // visible until their report is out; another server's files move at once.
+    let how = match crate::mailbox::uploader(path) {
+        Ok(Some(_)) => Take::Link,
+        _ => Take::Move,
+    };
+    match enqueue(ctx, avid, path, &name, Uploader::Recorded, how, None).await {
         Ok(job) => {
             tracing::info!(account = %avid, file = %name, job_id = %job.job_id,
                 uploader = job.uploader.as_deref().unwrap_or("-"), may_update = job.may_update, "upload received");
             wake.notify_waiters();
         }
+        // Another intake process sharing the folder took it first.
+        Err(IngestError::Store(StoreError::AlreadyExists(_))) => {}
         Err(e) => {
-            // Another intake process sharing the folder took it first, or it was removed.
-            if path.exists() {
+            // Or it was moved by one, or removed.
+            if path.exists() && !already_taken(ctx, path).await {
                 tracing::error!(account = %avid, file = %name, error = %e, "cannot take the upload; will retry on the next scan");
             }
+        }
+    }
+}
+
+/// Whether a job took the visible upload at `path` already. A mark naming
+/// a job that does not exist (a crash before the upload reached the spool)
+/// does not count.
+async fn already_taken(ctx: &Context, path: &Path) -> bool {
+    match crate::mailbox::taken_by(path) {
+        Ok(None) => false,
+        Ok(Some(job_id)) => match ctx.store.get_job(&job_id).await {
+            Ok(found) => found.is_some(),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot look up the job that took an upload");
+                true
+            }
+        },
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot read whether an upload was taken");
+            true
         }
     }
 }

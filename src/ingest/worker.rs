@@ -1,9 +1,17 @@
 //! Workers: take jobs from the database and process them one batch at a time,
 //! round-robin across jobs (one job per account at a time), so one account's
 //! huge upload never starves another account's small one.
+//!
+//! A fault stays in its job: every step runs in its own task, so a panic
+//! ends that job (`aborted`), never a worker; a transient error puts the job
+//! aside (`retrying`, exponential backoff) without holding up other accounts;
+//! a job whose processing keeps killing the process is aborted after
+//! `max_attempts` starts instead of being resumed forever.
 
-use super::job::{Context, IngestError, JobRunner, Step};
+use super::job::{Context, Fault, IngestError, JobRunner, Step};
+use super::publish;
 use crate::clock;
+use crate::store::Job;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +23,10 @@ const MAX_ACTIVE_JOBS: usize = 64;
 /// A job whose owner has not heartbeated for this long may be taken over.
 pub const STALE_AFTER_SECS: i64 = 60;
 const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How often visible uploads of finished jobs are looked for.
+const HOUSEKEEPING: Duration = Duration::from_secs(2);
+/// The longest wait before a transient failure is retried.
+const MAX_BACKOFF_SECS: u64 = 300;
 
 struct Shared {
     /// Jobs waiting for their next batch.
@@ -26,38 +38,78 @@ struct Shared {
 
 /// Runs `workers` workers until `shutdown`; a batch in flight is finished
 /// (committed) first, so a stop loses nothing.
-pub async fn run(ctx: Arc<Context>, workers: usize, wake: Arc<Notify>, shutdown: CancellationToken) {
+pub async fn run(
+    ctx: Arc<Context>,
+    workers: usize,
+    keep_visible_secs: u64,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     let shared = Arc::new(Shared { queue: Default::default(), accounts: Default::default(), claiming: Mutex::new(()) });
-    let heartbeat = {
-        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(HEARTBEAT);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tick.tick() => {
-                        if let Err(e) = ctx.store.heartbeat(&ctx.owner, &clock::now_rfc3339()).await {
-                            tracing::warn!(error = %e, "job heartbeat failed");
-                        }
-                        release_dead_local_owners(&ctx).await;
-                        let older_than = clock::seconds_ago_rfc3339(STALE_AFTER_SECS);
-                        if let Err(e) = super::job::recover_arriving(&ctx, &older_than).await {
-                            tracing::warn!(error = %e, "cannot settle arriving jobs");
-                        }
-                    }
-                }
-            }
-        })
-    };
+    let housekeeping = tokio::spawn(housekeeping(ctx.clone(), keep_visible_secs, shutdown.clone()));
     let mut tasks = Vec::new();
     for _ in 0..workers.max(1) {
         let (ctx, shared, wake, shutdown) = (ctx.clone(), shared.clone(), wake.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move { work(ctx, shared, wake, shutdown).await }));
     }
     for task in tasks {
-        let _ = task.await;
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "a worker stopped with a fault");
+        }
     }
-    let _ = heartbeat.await;
+    let _ = housekeeping.await;
+    // Jobs opened but not finished are resumed by the next start (or another
+    // process) at once; a clean stop is no failed attempt.
+    if let Err(e) = ctx.store.release_owner(&ctx.owner, true).await {
+        tracing::warn!(error = %e, "cannot release this process's jobs; they resume after the heartbeat timeout");
+    }
+}
+
+/// Heartbeats, releases the jobs of dead local processes, settles arriving
+/// jobs, removes visible copies of processed uploads.
+async fn housekeeping(ctx: Arc<Context>, keep_visible_secs: u64, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING);
+    let mut last_heartbeat = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = super::job::remove_visible_uploads(&ctx, keep_visible_secs).await {
+            tracing::warn!(error = %e, "cannot remove the visible copies of processed uploads");
+        }
+        if last_heartbeat.elapsed() < HEARTBEAT {
+            continue;
+        }
+        last_heartbeat = tokio::time::Instant::now();
+        if let Err(e) = ctx.store.heartbeat(&ctx.owner, &clock::now_rfc3339()).await {
+            tracing::warn!(error = %e, "job heartbeat failed");
+        }
+        release_dead_local_owners(&ctx).await;
+        let older_than = clock::seconds_ago_rfc3339(STALE_AFTER_SECS);
+        if let Err(e) = super::job::recover_arriving(&ctx, &older_than).await {
+            tracing::warn!(error = %e, "cannot settle arriving jobs");
+        }
+    }
+}
+
+/// Runs `work` in a task of its own, so that a panic in it becomes an error
+/// of this one unit of work.
+pub(crate) async fn contained<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, IngestError> {
+    tokio::spawn(work).await.map_err(|e| match e.try_into_panic() {
+        Ok(panic) => IngestError::Panic(panic_message(&*panic)),
+        Err(e) => IngestError::Task(e),
+    })
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
 }
 
 async fn work(ctx: Arc<Context>, shared: Arc<Shared>, wake: Arc<Notify>, shutdown: CancellationToken) {
@@ -77,15 +129,19 @@ async fn work(ctx: Arc<Context>, shared: Arc<Shared>, wake: Arc<Notify>, shutdow
             }
             continue;
         };
-        match runner.step(&ctx).await {
-            Ok(Step::More) => shared.queue.lock().expect("queue lock").push_back(runner),
-            Ok(Step::Done(_)) => release_account(&shared, &runner.job().account),
-            Err(e) => {
-                let job = runner.job();
-                tracing::error!(account = %job.account, file = %job.file_name, job_id = %job.job_id, error = %e,
-                    "job interrupted; it resumes from its last committed batch");
-                release_account(&shared, &job.account.clone());
-                pause(&shutdown, Duration::from_secs(2)).await;
+        let job = runner.job().clone();
+        let step_ctx = ctx.clone();
+        let stepped = contained(async move {
+            let step = runner.step(&step_ctx).await;
+            (runner, step)
+        })
+        .await;
+        match stepped {
+            Ok((runner, Ok(Step::More))) => shared.queue.lock().expect("queue lock").push_back(runner),
+            Ok((_, Ok(Step::Done(_)))) => release_account(&shared, &job.account),
+            Ok((_, Err(e))) | Err(e) => {
+                release_account(&shared, &job.account);
+                handle_failure(&ctx, &job, e).await;
             }
         }
     }
@@ -93,8 +149,9 @@ async fn work(ctx: Arc<Context>, shared: Arc<Shared>, wake: Arc<Notify>, shutdow
 
 /// Opens claimable jobs while there is room, one per account at a time. Only
 /// the claim is serialised: opening a job (its first pass over the file) runs
-/// beside the other workers' batches.
-async fn admit(ctx: &Context, shared: &Shared) -> Result<(), IngestError> {
+/// beside the other workers' batches. A job that cannot be opened is handled
+/// as its own failure; the jobs after it are still admitted.
+async fn admit(ctx: &Arc<Context>, shared: &Shared) -> Result<(), IngestError> {
     loop {
         let job = {
             let _one_at_a_time = shared.claiming.lock().await;
@@ -109,14 +166,56 @@ async fn admit(ctx: &Context, shared: &Shared) -> Result<(), IngestError> {
             shared.accounts.lock().expect("accounts lock").push(job.account.clone());
             job
         };
-        let account = job.account.clone();
-        match JobRunner::open(ctx, job).await {
-            Ok(runner) => shared.queue.lock().expect("queue lock").push_back(runner),
-            Err(e) => {
-                release_account(shared, &account);
-                return Err(e);
+        if job.attempts > ctx.policy.max_attempts {
+            let reason = format!(
+                "its processing was started {} times without getting further (each start ended the process)",
+                job.attempts - 1
+            );
+            end_aborted(ctx, &job, &reason).await;
+            release_account(shared, &job.account);
+            continue;
+        }
+        let (open_ctx, claimed) = (ctx.clone(), job.clone());
+        match contained(async move { JobRunner::open(&open_ctx, claimed).await }).await {
+            Ok(Ok(runner)) => shared.queue.lock().expect("queue lock").push_back(runner),
+            Ok(Err(e)) | Err(e) => {
+                release_account(shared, &job.account);
+                handle_failure(ctx, &job, e).await;
             }
         }
+    }
+}
+
+/// Decides what a failed step or open means for its job.
+async fn handle_failure(ctx: &Context, job: &Job, error: IngestError) {
+    let (account, file, job_id) = (&job.account, &job.file_name, &job.job_id);
+    match error.fault() {
+        Fault::LostOwnership => {
+            tracing::info!(account = %account, file = %file, job_id = %job_id, "another process took the job over");
+        }
+        Fault::Transient if job.retries < ctx.policy.max_retries => {
+            let retries = job.retries + 1;
+            let wait = 2u64.saturating_pow(retries).min(MAX_BACKOFF_SECS);
+            let retry_at = clock::seconds_ago_rfc3339(-(wait as i64));
+            let message = format!("{error}");
+            tracing::warn!(account = %account, file = %file, job_id = %job_id, error = %message, retries, wait_secs = wait,
+                "job interrupted by a transient fault; it resumes from its last committed batch");
+            if let Err(e) = ctx.store.retry_job(job_id, &ctx.owner, retries, &retry_at, &message).await {
+                tracing::warn!(job_id = %job_id, error = %e, "cannot record the retry; the job resumes after its heartbeat times out");
+            }
+        }
+        Fault::Transient => {
+            let reason = format!("gave up after {} retries; the last error: {error}", job.retries);
+            end_aborted(ctx, job, &reason).await;
+        }
+        Fault::Deterministic => end_aborted(ctx, job, &format!("{error}")).await,
+    }
+}
+
+async fn end_aborted(ctx: &Context, job: &Job, reason: &str) {
+    if let Err(e) = publish::abort(ctx, &job.job_id, reason).await {
+        tracing::error!(account = %job.account, file = %job.file_name, job_id = %job.job_id, error = %e,
+            "the aborted job's report could not be published");
     }
 }
 
@@ -157,7 +256,7 @@ pub async fn release_dead_local_owners(ctx: &Context) {
         let alive = std::path::Path::new("/proc").join(pid).exists();
         if owner_host == host && !alive && owner != ctx.owner {
             tracing::info!(owner = %owner, "resuming the jobs of an intake process that stopped");
-            let _ = ctx.store.release_owner(&owner).await;
+            let _ = ctx.store.release_owner(&owner, false).await;
         }
     }
 }

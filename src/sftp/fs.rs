@@ -286,7 +286,7 @@ impl AccountFs {
         }
         // Who uploaded it decides whether existing refs may be updated: an
         // upload whose login cannot be recorded is refused, not guessed.
-        if let Err(e) = crate::layout::set_uploader(&temp, &self.user.username) {
+        if let Err(e) = crate::mailbox::set_uploader(&temp, &self.user.username) {
             let _ = std::fs::remove_file(&temp);
             tracing::error!(user = %self.user.username, error = %e, "cannot record the uploader on the file");
             return Err(failure("Upload failed: the server could not store it; try again later"));
@@ -340,7 +340,7 @@ impl AccountFs {
                 return Err(failure("A folder has that name"));
             }
         }
-        if let Err(e) = crate::layout::set_uploader(&src, &self.user.username) {
+        if let Err(e) = crate::mailbox::set_uploader(&src, &self.user.username) {
             tracing::error!(user = %self.user.username, error = %e, "cannot record the uploader on the file");
             return Err(failure("Rename failed: the server could not store it; try again later"));
         }

@@ -7,32 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// The three folders of an account root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Folder {
-    /// Uploads: write, rename, delete (with scope `customers:create`).
-    Customers,
-    /// Results: list, download, delete.
-    Outbox,
-    /// Processed uploads: list, download.
-    Archive,
-}
-
-impl Folder {
-    pub(crate) const ALL: [Folder; 3] = [Folder::Customers, Folder::Outbox, Folder::Archive];
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Folder::Customers => "customers",
-            Folder::Outbox => "outbox",
-            Folder::Archive => "archive",
-        }
-    }
-
-    fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|f| f.name() == name)
-    }
-}
+pub(crate) use crate::mailbox::Folder;
 
 /// What a client path names.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,9 +19,7 @@ pub use auth::hash_password;
 pub use config::SftpSettings;
 pub use server::SftpServer;
 
-/// Prefix of the hidden temp file an upload is written to before it is
-/// published (renamed to its final name) on a successful close.
-pub const UPLOAD_TEMP_PREFIX: &str = ".intake-upload.";
+pub use crate::mailbox::UPLOAD_TEMP_PREFIX;
 
 /// Where the SFTP server looks users up; the daemon implements it over the database.
 ///

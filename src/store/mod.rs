@@ -75,6 +75,17 @@ pub struct Job {
     pub error_message: Option<String>,
     pub uploader: Option<String>,
     pub may_update: bool,
+    pub phase: JobPhase,
+    /// The summary (JSON) once the outcome is decided: what is published.
+    pub outcome: Option<String>,
+    /// Starts of processing since progress was last committed.
+    pub attempts: u32,
+    /// Transient failures in a row.
+    pub retries: u32,
+    pub retry_at: Option<String>,
+    pub last_error: Option<String>,
+    /// The upload's name in `/customers` while it stays visible there.
+    pub visible_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +94,42 @@ pub enum JobStatus {
     Arriving,
     Queued,
     Running,
+    /// A transient fault; taken again at `retry_at`.
+    Retrying,
     Completed,
     Rejected,
+    /// Could not be finished: the rows committed so far are reported.
+    Aborted,
+}
+
+/// Where a running job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobPhase {
+    /// Batches of rows are being applied.
+    Rows,
+    /// The outcome is decided (`Job::outcome`); the report is being published.
+    Publishing,
+    /// Finished: the report is out and the upload archived.
+    Done,
+}
+
+impl JobPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rows => "rows",
+            Self::Publishing => "publishing",
+            Self::Done => "done",
+        }
+    }
+
+    fn parse(raw: &str) -> Result<Self> {
+        Ok(match raw {
+            "rows" => Self::Rows,
+            "publishing" => Self::Publishing,
+            "done" => Self::Done,
+            other => return Err(StoreError::Corrupt(format!("job phase `{other}`"))),
+        })
+    }
 }
 
 impl JobStatus {
@@ -93,18 +138,26 @@ impl JobStatus {
             Self::Arriving => "arriving",
             Self::Queued => "queued",
             Self::Running => "running",
+            Self::Retrying => "retrying",
             Self::Completed => "completed",
             Self::Rejected => "rejected",
+            Self::Aborted => "aborted",
         }
     }
 
-    fn parse(raw: &str) -> Result<Self> {
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::Rejected | Self::Aborted)
+    }
+
+    pub fn parse(raw: &str) -> Result<Self> {
         Ok(match raw {
             "arriving" => Self::Arriving,
             "queued" => Self::Queued,
             "running" => Self::Running,
+            "retrying" => Self::Retrying,
             "completed" => Self::Completed,
             "rejected" => Self::Rejected,
+            "aborted" => Self::Aborted,
             other => return Err(StoreError::Corrupt(format!("job status `{other}`"))),
         })
     }
@@ -122,6 +175,8 @@ pub struct NewJob {
     pub received_at: String,
     pub uploader: Option<String>,
     pub may_update: bool,
+    /// Identifies a visible upload that stays in place; no two jobs take the same.
+    pub source_key: Option<String>,
 }
 
 /// The store: SQLite or PostgreSQL behind one interface.
@@ -215,7 +270,7 @@ impl Store {
         dispatch!(self, s => s.list_jobs(account, limit).await)
     }
 
-    /// Marks a job running (owned by `owner`) with what the first pass learnt.
+    /// Records what the first pass learnt about a job `owner` runs.
     pub async fn start_job(
         &self,
         job_id: &str,
@@ -246,9 +301,45 @@ impl Store {
         dispatch!(self, s => s.heartbeat(owner, now).await)
     }
 
-    /// Records the end of a job owned by `owner` and forgets its claimed refs.
+    /// Records the end of a job owned by `owner` (its status, counts and
+    /// `finished_at` as in `job`) and forgets its claimed refs.
     pub async fn finish_job(&self, job: &Job, owner: &str) -> Result<()> {
         dispatch!(self, s => s.finish_job(job, owner).await)
+    }
+
+    /// Stores the decided outcome (the summary to publish) of a job `owner`
+    /// runs: from now on it is only published, never processed again.
+    pub async fn decide_job(&self, job_id: &str, owner: &str, outcome: &str) -> Result<()> {
+        dispatch!(self, s => s.decide_job(job_id, owner, outcome).await)
+    }
+
+    /// Puts a job `owner` runs aside after a transient fault, to be taken
+    /// again (by any process) at `retry_at`.
+    pub async fn retry_job(&self, job_id: &str, owner: &str, retries: u32, retry_at: &str, error: &str) -> Result<()> {
+        dispatch!(self, s => s.retry_job(job_id, owner, retries, retry_at, error).await)
+    }
+
+    /// Takes an arriving job straight to running for `owner` (an operator's
+    /// `intake ingest`), so no other process can claim it.
+    pub async fn mark_running(
+        &self,
+        job_id: &str,
+        owner: &str,
+        now: &str,
+        uploader: Option<&str>,
+        may_update: bool,
+    ) -> Result<()> {
+        dispatch!(self, s => s.mark_running(job_id, owner, now, uploader, may_update).await)
+    }
+
+    /// Records (or clears) the upload's visible name in `/customers`.
+    pub async fn set_visible(&self, job_id: &str, path: Option<&str>) -> Result<()> {
+        dispatch!(self, s => s.set_visible(job_id, path).await)
+    }
+
+    /// Finished jobs whose upload is still visible, received before `before`.
+    pub async fn visible_uploads(&self, before: &str) -> Result<Vec<Job>> {
+        dispatch!(self, s => s.visible_uploads(before).await)
     }
 
     pub async fn delete_job(&self, job_id: &str) -> Result<()> {
@@ -260,9 +351,10 @@ impl Store {
         dispatch!(self, s => s.running_owners().await)
     }
 
-    /// Lets any process resume the running jobs of an owner that is gone.
-    pub async fn release_owner(&self, owner: &str) -> Result<()> {
-        dispatch!(self, s => s.release_owner(owner).await)
+    /// Lets any process resume the running jobs of an owner that is gone;
+    /// `stopped_cleanly` (a graceful stop, not a crash) forgets their attempts.
+    pub async fn release_owner(&self, owner: &str, stopped_cleanly: bool) -> Result<()> {
+        dispatch!(self, s => s.release_owner(owner, stopped_cleanly).await)
     }
 
     /// Jobs recorded whose upload may not have reached the spool (a crash in between).
@@ -532,7 +624,8 @@ pub(crate) mod rows {
 
     pub(crate) const JOB_COLUMNS: &str = "job_id, account, file_name, spool_path, sha256, bytes, status, received_at, \
         started_at, finished_at, rows_total, records_done, results_offset, created, updated, unchanged, failed, \
-        error_code, error_message, uploader, may_update";
+        error_code, error_message, uploader, may_update, phase, outcome, attempts, retries, retry_at, last_error, \
+        visible_path";
 
     /// The types every backend decodes.
     pub(crate) trait Decodes<'r>: Row
@@ -600,6 +693,13 @@ pub(crate) mod rows {
             error_message: r.maybe_text(18)?,
             uploader: r.maybe_text(19)?,
             may_update: r.flag(20)?,
+            phase: JobPhase::parse(&r.text(21)?)?,
+            outcome: r.maybe_text(22)?,
+            attempts: r.count(23)? as u32,
+            retries: r.count(24)? as u32,
+            retry_at: r.maybe_text(25)?,
+            last_error: r.maybe_text(26)?,
+            visible_path: r.maybe_text(27)?,
         })
     }
 
@@ -645,6 +745,14 @@ pub(crate) mod rows {
         };
         StoredCustomer::from_columns(r.text(0)?, r.text(1)?, &r.text(2)?, &r.text(3)?, &r.text(4)?, last_job)
     }
+}
+
+/// A fenced write changed no row: the job is no longer this owner's.
+fn fenced(rows_affected: u64, job_id: &str) -> Result<()> {
+    if rows_affected == 0 {
+        return Err(StoreError::NotOwner(job_id.to_owned()));
+    }
+    Ok(())
 }
 
 fn scopes_to_text(scopes: Scopes) -> String {

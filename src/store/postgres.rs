@@ -36,7 +36,8 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs
-             WHERE (status = 'queued' OR (status = 'running' AND (owner IS NULL OR owner = $1 OR heartbeat_at < $2)))
+             WHERE (status = 'queued' OR (status = 'retrying' AND retry_at <= $4)
+                    OR (status = 'running' AND (owner IS NULL OR owner = $1 OR heartbeat_at < $2)))
                AND NOT (account = ANY($3)) AND {}
              ORDER BY received_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED",
             one_job_per_account!()
@@ -44,11 +45,16 @@ impl PgStore {
         .bind(owner)
         .bind(stale_before)
         .bind(busy)
+        .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let job = rows::job(&row)?;
-        sqlx::query("UPDATE jobs SET owner = $1, heartbeat_at = $2, status = 'running' WHERE job_id = $3")
+        let mut job = rows::job(&row)?;
+        job.attempts += 1;
+        job.status = super::JobStatus::Running;
+        sqlx::query(
+            "UPDATE jobs SET owner = $1, heartbeat_at = $2, status = 'running', attempts = attempts + 1 WHERE job_id = $3",
+        )
             .bind(owner)
             .bind(now)
             .bind(&job.job_id)
@@ -185,7 +191,7 @@ impl PgBatch {
     pub async fn commit(mut self, job_id: &str, owner: &str, p: &JobProgress, heartbeat_at: &str) -> Result<()> {
         let done = sqlx::query(
             "UPDATE jobs SET records_done = $1, results_offset = $2, created = $3, updated = $4, unchanged = $5,
-               failed = $6, heartbeat_at = $7 WHERE job_id = $8 AND owner = $9",
+               failed = $6, heartbeat_at = $7, attempts = 0, retries = 0 WHERE job_id = $8 AND owner = $9",
         )
         .bind(p.records_done as i64)
         .bind(p.results_offset as i64)
@@ -198,9 +204,7 @@ impl PgBatch {
         .bind(owner)
         .execute(&mut *self.tx)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotOwner(job_id.to_owned()));
-        }
+        super::fenced(done.rows_affected(), job_id)?;
         self.tx.commit().await?;
         Ok(())
     }

@@ -8,8 +8,8 @@
 macro_rules! one_job_per_account {
     () => {
         "NOT EXISTS (SELECT 1 FROM jobs AS other WHERE other.account = jobs.account \
-           AND other.job_id <> jobs.job_id AND other.status IN ('arriving', 'queued', 'running') \
-           AND (other.status = 'running' OR other.received_at < jobs.received_at \
+           AND other.job_id <> jobs.job_id AND other.status IN ('arriving', 'queued', 'running', 'retrying') \
+           AND (other.status IN ('running', 'retrying') OR other.received_at < jobs.received_at \
                 OR (other.received_at = jobs.received_at AND other.job_id < jobs.job_id)))"
     };
 }
@@ -118,8 +118,9 @@ macro_rules! shared_statements {
 
         pub async fn create_job(&self, j: &NewJob) -> Result<()> {
             sqlx::query(
-                "INSERT INTO jobs (job_id, account, file_name, spool_path, sha256, bytes, status, received_at, uploader, may_update)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'arriving', $7, $8, $9)",
+                "INSERT INTO jobs (job_id, account, file_name, spool_path, sha256, bytes, status, received_at, uploader,
+                   may_update, source_key)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'arriving', $7, $8, $9, $10)",
             )
             .bind(&j.job_id)
             .bind(&j.account)
@@ -130,8 +131,15 @@ macro_rules! shared_statements {
             .bind(&j.received_at)
             .bind(&j.uploader)
             .bind(j.may_update)
+            .bind(&j.source_key)
             .execute(&self.pool)
-            .await?;
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.is_unique_violation() => {
+                    StoreError::AlreadyExists(format!("a job for the upload {}", j.file_name))
+                }
+                _ => StoreError::Database(e),
+            })?;
             Ok(())
         }
 
@@ -155,9 +163,9 @@ macro_rules! shared_statements {
         }
 
         pub async fn start_job(&self, job_id: &str, owner: &str, sha256: &str, bytes: u64, rows_total: u64, started_at: &str) -> Result<()> {
-            sqlx::query(
-                "UPDATE jobs SET status = 'running', owner = $1, rows_total = $2, heartbeat_at = $3,
-                   started_at = COALESCE(started_at, $3), sha256 = $5, bytes = $6 WHERE job_id = $4",
+            let done = sqlx::query(
+                "UPDATE jobs SET rows_total = $2, heartbeat_at = $3, started_at = COALESCE(started_at, $3),
+                   sha256 = $5, bytes = $6 WHERE job_id = $4 AND owner = $1 AND status = 'running'",
             )
             .bind(owner)
             .bind(rows_total as i64)
@@ -167,7 +175,69 @@ macro_rules! shared_statements {
             .bind(bytes as i64)
             .execute(&self.pool)
             .await?;
+            super::fenced(done.rows_affected(), job_id)
+        }
+
+        pub async fn decide_job(&self, job_id: &str, owner: &str, outcome: &str) -> Result<()> {
+            let done = sqlx::query(
+                "UPDATE jobs SET phase = 'publishing', outcome = $3 WHERE job_id = $1 AND owner = $2 AND status = 'running'",
+            )
+            .bind(job_id)
+            .bind(owner)
+            .bind(outcome)
+            .execute(&self.pool)
+            .await?;
+            super::fenced(done.rows_affected(), job_id)
+        }
+
+        pub async fn retry_job(&self, job_id: &str, owner: &str, retries: u32, retry_at: &str, error: &str) -> Result<()> {
+            let done = sqlx::query(
+                "UPDATE jobs SET status = 'retrying', owner = NULL, retries = $3, retry_at = $4, last_error = $5, attempts = 0
+                 WHERE job_id = $1 AND owner = $2 AND status = 'running'",
+            )
+            .bind(job_id)
+            .bind(owner)
+            .bind(retries as i64)
+            .bind(retry_at)
+            .bind(error)
+            .execute(&self.pool)
+            .await?;
+            super::fenced(done.rows_affected(), job_id)
+        }
+
+        pub async fn mark_running(&self, job_id: &str, owner: &str, now: &str, uploader: Option<&str>, may_update: bool) -> Result<()> {
+            let done = sqlx::query(
+                "UPDATE jobs SET status = 'running', owner = $2, heartbeat_at = $3, attempts = 1, uploader = $4,
+                   may_update = $5 WHERE job_id = $1 AND status = 'arriving'",
+            )
+            .bind(job_id)
+            .bind(owner)
+            .bind(now)
+            .bind(uploader)
+            .bind(may_update)
+            .execute(&self.pool)
+            .await?;
+            super::fenced(done.rows_affected(), job_id)
+        }
+
+        pub async fn set_visible(&self, job_id: &str, path: Option<&str>) -> Result<()> {
+            sqlx::query("UPDATE jobs SET visible_path = $2 WHERE job_id = $1")
+                .bind(job_id)
+                .bind(path)
+                .execute(&self.pool)
+                .await?;
             Ok(())
+        }
+
+        pub async fn visible_uploads(&self, before: &str) -> Result<Vec<Job>> {
+            let rows = sqlx::query(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE visible_path IS NOT NULL
+                   AND status IN ('completed', 'rejected', 'aborted') AND received_at < $1"
+            ))
+            .bind(before)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(rows::job).collect()
         }
 
         pub async fn heartbeat(&self, owner: &str, now: &str) -> Result<()> {
@@ -184,7 +254,8 @@ macro_rules! shared_statements {
             let done = sqlx::query(
                 "UPDATE jobs SET status = $1, finished_at = $2, started_at = COALESCE(started_at, $3), rows_total = $4,
                    records_done = $5, results_offset = $6, created = $7, updated = $8, unchanged = $9, failed = $10,
-                   error_code = $11, error_message = $12, owner = NULL WHERE job_id = $13 AND owner = $14",
+                   error_code = $11, error_message = $12, owner = NULL, phase = 'done', retry_at = NULL
+                 WHERE job_id = $13 AND owner = $14",
             )
             .bind(j.status.as_str())
             .bind(&j.finished_at)
@@ -202,9 +273,7 @@ macro_rules! shared_statements {
             .bind(owner)
             .execute(&mut *tx)
             .await?;
-            if done.rows_affected() == 0 {
-                return Err(StoreError::NotOwner(j.job_id.clone()));
-            }
+            super::fenced(done.rows_affected(), &j.job_id)?;
             sqlx::query("DELETE FROM job_refs WHERE job_id = $1").bind(&j.job_id).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(())
@@ -233,9 +302,11 @@ macro_rules! shared_statements {
                 .await?)
         }
 
-        pub async fn release_owner(&self, owner: &str) -> Result<()> {
-            sqlx::query("UPDATE jobs SET owner = NULL WHERE owner = $1 AND status = 'running'")
+        pub async fn release_owner(&self, owner: &str, stopped_cleanly: bool) -> Result<()> {
+            sqlx::query("UPDATE jobs SET owner = NULL, attempts = CASE WHEN $2 THEN 0 ELSE attempts END
+                         WHERE owner = $1 AND status = 'running'")
                 .bind(owner)
+                .bind(stopped_cleanly)
                 .execute(&self.pool)
                 .await?;
             Ok(())

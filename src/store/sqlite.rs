@@ -44,8 +44,10 @@ impl SqliteStore {
 
     pub async fn claim_job(&self, owner: &str, now: &str, stale_before: &str, busy: &[String]) -> Result<Option<Job>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE (status = 'queued' OR (status = 'running' AND (owner IS NULL OR owner = "
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE (status = 'queued' OR (status = 'retrying' AND retry_at <= "
         ));
+        q.push_bind(now).push(") OR (status = 'running' AND (owner IS NULL OR owner = ");
         q.push_bind(owner).push(" OR heartbeat_at < ").push_bind(stale_before).push(")))");
         if !busy.is_empty() {
             q.push(" AND account NOT IN (");
@@ -58,13 +60,17 @@ impl SqliteStore {
         q.push(concat!(" AND ", one_job_per_account!(), " ORDER BY received_at, rowid LIMIT 1"));
         let row = q.build().persistent(false).fetch_optional(&mut *tx).await?;
         let Some(row) = row else { return Ok(None) };
-        let job = rows::job(&row)?;
-        sqlx::query("UPDATE jobs SET owner = ?, heartbeat_at = ?, status = 'running' WHERE job_id = ?")
-            .bind(owner)
-            .bind(now)
-            .bind(&job.job_id)
-            .execute(&mut *tx)
-            .await?;
+        let mut job = rows::job(&row)?;
+        job.attempts += 1;
+        job.status = super::JobStatus::Running;
+        sqlx::query(
+            "UPDATE jobs SET owner = ?, heartbeat_at = ?, status = 'running', attempts = attempts + 1 WHERE job_id = ?",
+        )
+        .bind(owner)
+        .bind(now)
+        .bind(&job.job_id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Some(job))
     }
@@ -178,7 +184,7 @@ impl SqliteBatch {
     pub async fn commit(mut self, job_id: &str, owner: &str, p: &JobProgress, heartbeat_at: &str) -> Result<()> {
         let done = sqlx::query(
             "UPDATE jobs SET records_done = ?, results_offset = ?, created = ?, updated = ?, unchanged = ?, failed = ?,
-               heartbeat_at = ? WHERE job_id = ? AND owner = ?",
+               heartbeat_at = ?, attempts = 0, retries = 0 WHERE job_id = ? AND owner = ?",
         )
         .bind(p.records_done as i64)
         .bind(p.results_offset as i64)
@@ -191,9 +197,7 @@ impl SqliteBatch {
         .bind(owner)
         .execute(&mut *self.tx)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotOwner(job_id.to_owned()));
-        }
+        super::fenced(done.rows_affected(), job_id)?;
         self.tx.commit().await?;
         Ok(())
     }

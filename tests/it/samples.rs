@@ -133,8 +133,8 @@ async fn rejected_files_still_get_both_report_files(db: TestDb) {
         let path = cli.dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
         cli.ok(&["ingest", path.to_str().unwrap(), "--account", "acme"]).await;
-        let stem = intake::layout::report_stem(name);
-        let summary = cli.summary("acme", stem);
+        let stem = intake::mailbox::report_stem(name);
+        let summary = cli.summary("acme", &stem);
         assert_eq!(summary["status"], "rejected", "{name}");
         assert_eq!(summary["error"]["code"], code, "{name}");
         assert!(summary["error"]["message"].as_str().unwrap().len() > 5);

@@ -46,6 +46,7 @@ fn new_job(job_id: &str, account: &str, received_at: &str) -> NewJob {
         received_at: received_at.into(),
         uploader: None,
         may_update: true,
+        source_key: None,
     }
 }
 

@@ -1,0 +1,179 @@
+//! The end of a job, in two durable steps. First the outcome is *decided*:
+//! the summary is computed from the committed state and stored with the job
+//! (phase `publishing`), the results file in the spool made to match it.
+//! Then it is *published*, in the order the contract promises: the results,
+//! then the summary last (its presence means the report is complete), then
+//! the upload archived and the job finished. Every publishing step can be
+//! redone after a crash; nothing here reads back what the merchant can delete.
+
+use super::job::{io_err, Context, IngestError};
+use super::report::{ResultsWriter, Summary, SummaryError};
+use crate::clock;
+use crate::domain::FileError;
+use crate::mailbox::{archive_name, publish_atomically, rename_durably, report_stem};
+use crate::store::{Job, JobPhase, JobStatus, StoreError};
+use std::path::{Path, PathBuf};
+
+/// How a job ends.
+#[derive(Debug, Clone)]
+pub enum Ending {
+    /// Every record was processed.
+    Completed,
+    /// The file was rejected whole; no row was applied.
+    Rejected(FileError),
+    /// The daemon could not finish it (the message is for the operator):
+    /// the rows committed so far are the report.
+    Aborted(String),
+}
+
+/// The job error code of an aborted job.
+pub const INTERNAL_ERROR: &str = "internal_error";
+
+/// The spool's results file of a job.
+pub fn results_path(ctx: &Context, job: &Job) -> PathBuf {
+    ctx.layout.spool(&job.job_id).join("results.csv")
+}
+
+/// Decides how `job` (as committed) ends: stores the summary with the job,
+/// after making the spool's results file hold exactly the committed rows.
+pub async fn decide(ctx: &Context, job: &mut Job, ending: Ending) -> Result<Summary, IngestError> {
+    let spool = ctx.layout.spool(&job.job_id);
+    std::fs::create_dir_all(&spool).map_err(io_err("while creating the job's spool"))?;
+    let results = results_path(ctx, job);
+    let (status, error) = match &ending {
+        Ending::Completed => (JobStatus::Completed, None),
+        Ending::Rejected(e) => {
+            job.progress = Default::default();
+            (JobStatus::Rejected, Some(SummaryError::from(e)))
+        }
+        Ending::Aborted(message) => (
+            JobStatus::Aborted,
+            Some(SummaryError {
+                code: INTERNAL_ERROR.to_owned(),
+                message: format!(
+                    "intake could not finish this file (job {}): {message}; the rows listed in the results were \
+                     processed, the others were not; uploading the file again is safe",
+                    job.job_id
+                ),
+            }),
+        ),
+    };
+    // The committed rows, or the header alone (offset 0).
+    let offset = if results.exists() { job.progress.results_offset } else { 0 };
+    ResultsWriter::open(&results, offset)
+        .and_then(ResultsWriter::finish)
+        .map_err(io_err("while writing the results file"))?;
+    job.status = status;
+    job.error_code = error.as_ref().map(|e| e.code.clone());
+    job.error_message = error.as_ref().map(|e| e.message.clone());
+    let finished_at = clock::now_rfc3339();
+    job.finished_at = Some(finished_at.clone());
+    let summary = Summary {
+        account: job.account.clone(),
+        file: job.file_name.clone(),
+        job_id: job.job_id.clone(),
+        sha256: job.sha256.clone(),
+        bytes: job.bytes,
+        status: status.as_str().to_owned(),
+        rows: job.progress.records_done,
+        created: job.progress.created,
+        updated: job.progress.updated,
+        unchanged: job.progress.unchanged,
+        failed: job.progress.failed,
+        received_at: job.received_at.clone(),
+        started_at: job.started_at.clone().unwrap_or_else(|| finished_at.clone()),
+        finished_at,
+        error,
+    };
+    let json = serde_json::to_string(&summary).expect("a summary serialises");
+    ctx.store.decide_job(&job.job_id, &ctx.owner, &json).await?;
+    job.phase = JobPhase::Publishing;
+    job.outcome = Some(json);
+    Ok(summary)
+}
+
+/// The decided summary of a job in phase `publishing`.
+pub fn decided(job: &Job) -> Result<Summary, IngestError> {
+    let json = job.outcome.as_deref().unwrap_or_default();
+    serde_json::from_str(json)
+        .map_err(|e| IngestError::Store(StoreError::Corrupt(format!("the outcome of job {}: {e}", job.job_id))))
+}
+
+/// Publishes a decided job's report, archives its upload and finishes it.
+pub async fn publish(ctx: &Context, job: &mut Job, summary: &Summary) -> Result<(), IngestError> {
+    let layout = &ctx.layout;
+    layout.ensure_account(&job.account).map_err(io_err("while creating the account's folders"))?;
+    let stem = report_stem(&job.file_name);
+    let outbox = layout.outbox(&job.account);
+    let summary_path = outbox.join(format!("{stem}.summary.json"));
+    let results = results_path(ctx, job);
+    if results.exists() {
+        // An older upload's summary must not stand beside this upload's results.
+        remove_if_present(&summary_path).map_err(io_err("while replacing the summary"))?;
+        rename_durably(&results, &outbox.join(format!("{stem}.results.csv")))
+            .map_err(io_err("while publishing the results file"))?;
+    }
+    let json = serde_json::to_vec_pretty(summary).expect("a summary serialises");
+    publish_atomically(&summary_path, &json).map_err(io_err("while publishing the summary"))?;
+    let upload = PathBuf::from(&job.spool_path);
+    if upload.exists() {
+        let archived = archive_name(&clock::compact(&job.received_at), &job.job_id, &job.file_name);
+        rename_durably(&upload, &layout.archive(&job.account).join(archived))
+            .map_err(io_err("while archiving the upload"))?;
+    }
+    job.status = JobStatus::parse(&summary.status)?;
+    job.finished_at = Some(summary.finished_at.clone());
+    job.progress.records_done = summary.rows;
+    ctx.store.finish_job(job, &ctx.owner).await?;
+    job.phase = JobPhase::Done;
+    let _ = std::fs::remove_dir_all(layout.spool(&job.job_id));
+    tracing::info!(account = %job.account, file = %job.file_name, job_id = %job.job_id,
+        status = %summary.status, rows = summary.rows, created = summary.created, updated = summary.updated,
+        unchanged = summary.unchanged, failed = summary.failed,
+        error = summary.error.as_ref().map(|e| e.code.as_str()).unwrap_or(""), "job finished");
+    Ok(())
+}
+
+/// Ends a job this process owns as `aborted`, from what the database says
+/// was committed (whatever the process held in memory is not trusted). A
+/// job whose outcome was already decided is published as decided. When even
+/// that fails, the job is closed in the database without a report, so its
+/// account's next upload is not held up: the error is logged.
+pub async fn abort(ctx: &Context, job_id: &str, reason: &str) -> Result<Summary, IngestError> {
+    let mut job = ctx
+        .store
+        .get_job(job_id)
+        .await?
+        .ok_or_else(|| IngestError::Store(StoreError::NotFound(format!("job {job_id}"))))?;
+    tracing::error!(account = %job.account, file = %job.file_name, job_id, reason, "aborting the job");
+    let published = async {
+        let summary = match job.phase {
+            JobPhase::Publishing => decided(&job)?,
+            _ => decide(ctx, &mut job, Ending::Aborted(reason.to_owned())).await?,
+        };
+        publish(ctx, &mut job, &summary).await?;
+        Ok::<_, IngestError>(summary)
+    }
+    .await;
+    match published {
+        Ok(summary) => Ok(summary),
+        Err(e @ IngestError::Store(StoreError::NotOwner(_))) => Err(e),
+        Err(e) => {
+            tracing::error!(account = %job.account, file = %job.file_name, job_id, error = %e,
+                "cannot publish the report of an aborted job; closing it without one");
+            job.status = JobStatus::Aborted;
+            job.finished_at = Some(clock::now_rfc3339());
+            job.error_code = Some(INTERNAL_ERROR.to_owned());
+            job.error_message = Some(format!("{reason}; the report could not be published: {e}"));
+            ctx.store.finish_job(&job, &ctx.owner).await?;
+            Err(e)
+        }
+    }
+}
+
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}

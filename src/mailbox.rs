@@ -1,0 +1,320 @@
+//! The mailbox contract: what lives where under the data directory, which
+//! names are uploads, temp files or reports, and what intake records on a
+//! file (who uploaded it, which job took it). The SFTP jail, the watcher, the
+//! job and the tests all read these rules from here, so they cannot drift.
+//!
+//! `accounts/<AVID>/{customers,outbox,archive}` is what SFTP users see;
+//! `spool/<job_id>/` holds a job's upload and its report while it is processed.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The folders of an account root, as SFTP users see them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Folder {
+    /// Uploads: write, rename, delete (with scope `customers:create`).
+    Customers,
+    /// Reports: list, download, delete.
+    Outbox,
+    /// Processed uploads: list, download.
+    Archive,
+}
+
+impl Folder {
+    pub const ALL: [Folder; 3] = [Folder::Customers, Folder::Outbox, Folder::Archive];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Folder::Customers => "customers",
+            Folder::Outbox => "outbox",
+            Folder::Archive => "archive",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+/// Every name intake itself writes into an account folder starts with this;
+/// clients may not use it (any other hidden name is theirs).
+pub const RESERVED_PREFIX: &str = ".intake-";
+/// The hidden temp file an SFTP upload is written to before it is published.
+pub const UPLOAD_TEMP_PREFIX: &str = ".intake-upload.";
+/// Reports written aside before they are renamed into place.
+const PUBLISH_TEMP_PREFIX: &str = ".intake-tmp.";
+
+/// The longest file name the file systems intake runs on take.
+pub const MAX_NAME_BYTES: usize = 255;
+/// The longest suffix intake adds to a report stem (`.validation.json`).
+const LONGEST_REPORT_SUFFIX: usize = ".validation.json".len();
+/// `20261126T100000Z-1a2b3c4d-`: what the archive puts before an upload's name.
+const ARCHIVE_PREFIX_BYTES: usize = 16 + 1 + 8 + 1;
+/// The longest upload name whose every derived name (reports, archive) fits
+/// in [`MAX_NAME_BYTES`]; the SFTP server refuses longer ones.
+pub const MAX_UPLOAD_NAME_BYTES: usize = MAX_NAME_BYTES - ARCHIVE_PREFIX_BYTES;
+
+/// Where things live under the data directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    data_dir: PathBuf,
+}
+
+impl Layout {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Layout { data_dir: data_dir.into() }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn accounts_root(&self) -> PathBuf {
+        self.data_dir.join("accounts")
+    }
+
+    pub fn folder(&self, avid: &str, folder: Folder) -> PathBuf {
+        self.accounts_root().join(avid).join(folder.name())
+    }
+
+    pub fn customers(&self, avid: &str) -> PathBuf {
+        self.folder(avid, Folder::Customers)
+    }
+
+    pub fn outbox(&self, avid: &str) -> PathBuf {
+        self.folder(avid, Folder::Outbox)
+    }
+
+    pub fn archive(&self, avid: &str) -> PathBuf {
+        self.folder(avid, Folder::Archive)
+    }
+
+    pub fn spool(&self, job_id: &str) -> PathBuf {
+        self.data_dir.join("spool").join(job_id)
+    }
+
+    /// Creates an account's folders (and the spool) if missing.
+    pub fn ensure_account(&self, avid: &str) -> io::Result<()> {
+        for folder in Folder::ALL {
+            std::fs::create_dir_all(self.folder(avid, folder))?;
+        }
+        std::fs::create_dir_all(self.data_dir.join("spool"))
+    }
+}
+
+/// Whether `name` ends with `suffix`, ASCII case-insensitively (byte-wise:
+/// never splits a character).
+fn ends_with_ignore_case(name: &str, suffix: &str) -> bool {
+    let (n, s) = (name.as_bytes(), suffix.as_bytes());
+    n.len() > s.len() && n[n.len() - s.len()..].eq_ignore_ascii_case(s)
+}
+
+/// Whether a name in `/customers` is an upload to process: `*.csv` (any
+/// case), not hidden. Client temp names (`x.csv.filepart`, `.in.x.csv`) are not.
+pub fn is_upload_name(file_name: &str) -> bool {
+    !file_name.starts_with('.') && ends_with_ignore_case(file_name, ".csv")
+}
+
+/// Why the SFTP server must refuse `file_name` as an upload's final name,
+/// or `None` when every name derived from it fits.
+pub fn upload_name_problem(file_name: &str) -> Option<String> {
+    if file_name.chars().any(char::is_control) {
+        return Some("Invalid file name: control characters are not allowed".to_owned());
+    }
+    if is_upload_name(file_name) && file_name.len() > MAX_UPLOAD_NAME_BYTES {
+        return Some(format!(
+            "File name too long: an upload's name may have at most {MAX_UPLOAD_NAME_BYTES} bytes \
+             (its reports are named after it)"
+        ));
+    }
+    None
+}
+
+/// `May.CSV` → `May`: the upload's name without its `.csv` extension (any
+/// case), the name its reports take. A name too long for every report name
+/// to fit (only files placed by another server can have one) is shortened
+/// at a character boundary and marked with a hash of the whole name.
+pub fn report_stem(file_name: &str) -> String {
+    let stem = if ends_with_ignore_case(file_name, ".csv") { &file_name[..file_name.len() - 4] } else { file_name };
+    shortened(stem, MAX_NAME_BYTES - LONGEST_REPORT_SUFFIX)
+}
+
+/// The name a processed upload keeps in `/archive`.
+pub fn archive_name(received_compact: &str, job_id: &str, file_name: &str) -> String {
+    let job8 = &job_id[job_id.len().saturating_sub(8)..];
+    let name = shortened(file_name, MAX_UPLOAD_NAME_BYTES);
+    format!("{received_compact}-{job8}-{name}")
+}
+
+/// `name` if it has at most `max` bytes, else its longest prefix (at a
+/// character boundary) that leaves room for `~` and 8 hex digits of its hash.
+fn shortened(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_owned();
+    }
+    use sha2::Digest;
+    let hash = hex::encode(&sha2::Sha256::digest(name.as_bytes())[..4]);
+    let mut end = max - 9;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}~{hash}", &name[..end])
+}
+
+/// Writes `bytes` next to `target` and renames it into place, so readers see
+/// all or nothing; the file and the rename are on disk when it returns. The
+/// temp file never outlives an error.
+pub fn publish_atomically(target: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let dir = target.parent().ok_or_else(|| io::Error::other("target has no folder"))?;
+    let temp = dir.join(format!("{PUBLISH_TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_data()?;
+        drop(file);
+        std::fs::rename(&temp, target)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written?;
+    sync_dir(dir)
+}
+
+/// Renames `from` to `to` and makes the rename durable.
+pub fn rename_durably(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::rename(from, to)?;
+    if let Some(dir) = to.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Makes the entries of `dir` (renames, creations) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The extended attribute that names the SFTP user who uploaded a file.
+const UPLOADER_XATTR: &str = "user.intake.uploader";
+/// The extended attribute that names the job that took a visible upload.
+const JOB_XATTR: &str = "user.intake.job";
+
+/// Records who uploaded `path`.
+pub fn set_uploader(path: &Path, username: &str) -> io::Result<()> {
+    set_xattr(path, UPLOADER_XATTR, username)
+}
+
+/// The SFTP user who uploaded `path`: `None` when no login is recorded (a
+/// file placed by an operator or another server); an error when one may be
+/// recorded but cannot be read, so that callers fail closed.
+pub fn uploader(path: &Path) -> io::Result<Option<String>> {
+    get_xattr(path, UPLOADER_XATTR)
+}
+
+/// Records on a visible upload that `job_id` took it, so that neither the
+/// watcher nor the start-up scan takes it again while it stays visible.
+pub fn set_taken_by(path: &Path, job_id: &str) -> io::Result<()> {
+    set_xattr(path, JOB_XATTR, job_id)
+}
+
+/// The job that took the upload at `path`, if one did.
+pub fn taken_by(path: &Path) -> io::Result<Option<String>> {
+    get_xattr(path, JOB_XATTR)
+}
+
+/// Removes the visible upload at `path` if it is the one `job_id` took;
+/// returns whether it did. A newer upload that took the name is left alone:
+/// the file is first renamed aside (atomically), checked there, and put
+/// back (never over a still newer one) when it is not the job's.
+pub fn remove_if_taken_by(path: &Path, job_id: &str) -> io::Result<bool> {
+    let Some(dir) = path.parent() else { return Ok(false) };
+    let aside = dir.join(format!("{RESERVED_PREFIX}gone.{job_id}"));
+    match std::fs::rename(path, &aside) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        other => other?,
+    }
+    if taken_by(&aside)?.as_deref() == Some(job_id) {
+        std::fs::remove_file(&aside)?;
+        return Ok(true);
+    }
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    if let Err(e) = renameat_with(CWD, &aside, CWD, path, RenameFlags::NOREPLACE) {
+        // A still newer upload has the name: this one was superseded anyway.
+        tracing::warn!(file = %path.display(), error = %e, "a superseded upload was left aside");
+    }
+    Ok(false)
+}
+
+fn set_xattr(path: &Path, name: &str, value: &str) -> io::Result<()> {
+    rustix::fs::lsetxattr(path, name, value.as_bytes(), rustix::fs::XattrFlags::empty()).map_err(io::Error::from)
+}
+
+fn get_xattr(path: &Path, name: &str) -> io::Result<Option<String>> {
+    let mut buf = [0u8; 1024];
+    match rustix::fs::lgetxattr(path, name, &mut buf[..]) {
+        Ok(n) => String::from_utf8(buf[..n].to_vec()).map(Some).map_err(io::Error::other),
+        Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_name_drops_the_csv_extension_in_any_case() {
+        assert_eq!(report_stem("May.CSV"), "May");
+        assert_eq!(report_stem("a.b.csv"), "a.b");
+        assert_eq!(report_stem(".csv"), ".csv");
+    }
+
+    #[test]
+    fn only_visible_csv_names_are_uploads() {
+        assert!(is_upload_name("May.CSV"));
+        assert!(!is_upload_name(".intake-upload.x.May.csv"));
+        assert!(!is_upload_name("May.csv.filepart"));
+        assert!(!is_upload_name(".csv"));
+    }
+
+    #[test]
+    fn names_that_end_inside_a_multibyte_character_are_handled() {
+        for name in ["顧客", "客户", "x€€", "€", "a顧客.csv"] {
+            let _ = is_upload_name(name);
+            let _ = report_stem(name);
+            let _ = upload_name_problem(name);
+        }
+        assert!(is_upload_name("顧客.csv"));
+        assert_eq!(report_stem("顧客.CSV"), "顧客");
+    }
+
+    #[test]
+    fn a_long_name_is_refused_and_every_derived_name_of_an_accepted_one_fits() {
+        let long = format!("{}.csv", "顧".repeat(70));
+        assert!(long.len() > MAX_UPLOAD_NAME_BYTES);
+        assert!(upload_name_problem(&long).is_some());
+        let longest = format!("{}.csv", "x".repeat(MAX_UPLOAD_NAME_BYTES - 4));
+        assert!(upload_name_problem(&longest).is_none());
+        let stem = report_stem(&longest);
+        assert!(stem.len() + LONGEST_REPORT_SUFFIX <= MAX_NAME_BYTES);
+        assert!(archive_name("20261126T100000Z", "0190-abcdef12", &longest).len() <= MAX_NAME_BYTES);
+    }
+
+    #[test]
+    fn a_name_placed_by_another_server_is_shortened_to_fit() {
+        let name = format!("{}.csv", "顧".repeat(84));
+        let stem = report_stem(&name);
+        assert!(stem.len() + LONGEST_REPORT_SUFFIX <= MAX_NAME_BYTES, "{}", stem.len());
+        assert!(stem.contains('~'));
+        assert_ne!(report_stem(&format!("{}x.csv", "顧".repeat(84))), stem);
+        assert!(archive_name("20261126T100000Z", "abcdef12", &name).len() <= MAX_NAME_BYTES);
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        assert!(upload_name_problem("a\nb.csv").is_some());
+        assert!(upload_name_problem("a\u{7f}.csv").is_some());
+    }
+}
