@@ -7,7 +7,7 @@ use intake::domain::user::{Scopes, SftpUser};
 use intake::domain::{AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
 use intake::ingest::{self, Context, JobRunner, Step};
 use intake::mailbox::Layout;
-use intake::store::Store;
+use intake::store::{JobStatus, Store};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -391,17 +391,18 @@ pub fn read_key_file(path: &Path) -> Result<Vec<String>> {
 async fn jobs(config: &Config, account: Option<&str>, limit: u32) -> Result<ExitCode> {
     let store = open_store(config).await?;
     println!(
-        "{:<36} {:<16} {:<10} {:>9} {:>8} {:>8} {:>9} {:>7}  {:<20} {}",
+        "{:<36} {:<16} {:<26} {:>9} {:>8} {:>8} {:>9} {:>7}  {:<20} {}",
         "JOB", "ACCOUNT", "STATUS", "ROWS", "CREATED", "UPDATED", "UNCHANGED", "FAILED", "RECEIVED", "FILE"
     );
     for j in store.list_jobs(account, limit).await? {
         let p = j.progress;
-        let status = match &j.error_code {
-            Some(code) => format!("{} ({code})", j.status.as_str()),
-            None => j.status.as_str().to_owned(),
+        let status = match (&j.error_code, j.status) {
+            (Some(code), _) => format!("{} ({code})", j.status.as_str()),
+            (None, JobStatus::Retrying) => format!("retrying ({} of {})", j.retries, config.max_job_retries),
+            (None, _) => j.status.as_str().to_owned(),
         };
         println!(
-            "{:<36} {:<16} {:<10} {:>9} {:>8} {:>8} {:>9} {:>7}  {:<20} {}",
+            "{:<36} {:<16} {:<26} {:>9} {:>8} {:>8} {:>9} {:>7}  {:<20} {}",
             j.job_id,
             j.account,
             status,
@@ -413,6 +414,15 @@ async fn jobs(config: &Config, account: Option<&str>, limit: u32) -> Result<Exit
             j.received_at,
             j.file_name
         );
+        match j.status {
+            JobStatus::Retrying => println!(
+                "    next try at {}; last error: {}",
+                j.retry_at.as_deref().unwrap_or("-"),
+                j.last_error.as_deref().unwrap_or("-")
+            ),
+            JobStatus::Aborted => println!("    {}", j.error_message.as_deref().unwrap_or("-")),
+            _ => {}
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

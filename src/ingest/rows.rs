@@ -261,8 +261,10 @@ struct LineCounter<R> {
     /// are not one, with the number of line breaks before each.
     content_starts: std::collections::VecDeque<(u64, u64)>,
     after_break: bool,
-    /// Where the record being read starts, and how far it may grow.
+    /// Where the record being read starts (past the blank lines before
+    /// it), and how far it may grow.
     record_start: u64,
+    content_since_start: bool,
     max_record_bytes: u64,
 }
 
@@ -285,7 +287,17 @@ impl<R> LineCounter<R> {
             content_starts: Default::default(),
             after_break: true,
             record_start: 0,
+            content_since_start: false,
             max_record_bytes: max_record_bytes as u64,
+        }
+    }
+
+    /// Marks where the next record starts: the CSV reader's position after
+    /// the record it returned.
+    fn mark_record_start(&mut self, offset: u64) {
+        if offset > self.record_start {
+            self.record_start = offset;
+            self.content_since_start = self.content_starts.back().is_some_and(|&(c, _)| c >= offset);
         }
     }
 
@@ -293,7 +305,6 @@ impl<R> LineCounter<R> {
     /// position the CSV reader gives for a record; offsets must not go
     /// backwards. Also marks `offset` as where the record being read starts.
     fn record_line(&mut self, offset: u64) -> u64 {
-        self.record_start = self.record_start.max(offset);
         while self.content_starts.front().is_some_and(|&(c, _)| c < offset) {
             self.content_starts.pop_front();
         }
@@ -311,13 +322,19 @@ impl<R: Read> Read for LineCounter<R> {
         }
         let n = self.inner.read(buf)?;
         for (i, &b) in buf[..n].iter().enumerate() {
+            let at = self.offset + i as u64;
             let is_break = b == b'\n' || b == b'\r';
             if b == b'\n' {
                 self.newlines += 1;
             } else if !is_break && self.after_break {
-                self.content_starts.push_back((self.offset + i as u64, self.newlines));
+                self.content_starts.push_back((at, self.newlines));
             }
             self.after_break = is_break;
+            // Blank lines before a record are no part of it (the CSV reader skips them).
+            if is_break && !self.content_since_start {
+                self.record_start = at + 1;
+            }
+            self.content_since_start |= !is_break;
         }
         self.offset += n as u64;
         Ok(n)
@@ -454,7 +471,7 @@ pub fn scan(file: impl Read, account: &AccountSettings, limits: FileLimits) -> i
         let start = record.position().map(|p| p.byte()).unwrap_or(0);
         csv.get_mut().record_line(start);
         let next = csv.position().byte();
-        csv.get_mut().record_start = next;
+        csv.get_mut().mark_record_start(next);
         if is_blank(&record) {
             continue;
         }
@@ -565,7 +582,7 @@ impl<R: Read> RowReader<R> {
             let byte = self.record.position().map(|p| p.byte()).unwrap_or(0);
             let line = self.csv.get_mut().record_line(byte);
             let next = self.csv.position().byte();
-            self.csv.get_mut().record_start = next;
+            self.csv.get_mut().mark_record_start(next);
             if !is_blank(&self.record) {
                 return Ok(Some(line));
             }

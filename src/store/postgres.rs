@@ -191,7 +191,7 @@ impl PgBatch {
     pub async fn commit(mut self, job_id: &str, owner: &str, p: &JobProgress, heartbeat_at: &str) -> Result<()> {
         let done = sqlx::query(
             "UPDATE jobs SET records_done = $1, results_offset = $2, created = $3, updated = $4, unchanged = $5,
-               failed = $6, heartbeat_at = $7, attempts = 0, retries = 0 WHERE job_id = $8 AND owner = $9",
+               failed = $6, heartbeat_at = $7, attempts = 1, retries = 0 WHERE job_id = $8 AND owner = $9",
         )
         .bind(p.records_done as i64)
         .bind(p.results_offset as i64)

@@ -184,7 +184,7 @@ impl SqliteBatch {
     pub async fn commit(mut self, job_id: &str, owner: &str, p: &JobProgress, heartbeat_at: &str) -> Result<()> {
         let done = sqlx::query(
             "UPDATE jobs SET records_done = ?, results_offset = ?, created = ?, updated = ?, unchanged = ?, failed = ?,
-               heartbeat_at = ?, attempts = 0, retries = 0 WHERE job_id = ? AND owner = ?",
+               heartbeat_at = ?, attempts = 1, retries = 0 WHERE job_id = ? AND owner = ?",
         )
         .bind(p.records_done as i64)
         .bind(p.results_offset as i64)

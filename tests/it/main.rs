@@ -4,6 +4,7 @@
 mod support;
 
 mod daemon;
+mod hostile;
 mod interop_sftp;
 mod samples;
 mod sftp;

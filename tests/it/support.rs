@@ -28,6 +28,8 @@ impl TestDb {
     pub async fn postgres() -> Option<TestDb> {
         use sqlx::Connection;
         let Ok(admin) = std::env::var(PG_ENV) else {
+            // In CI a missing database is a failure, never a silent skip.
+            assert!(std::env::var_os("CI").is_none(), "{PG_ENV} must be set in CI (.ci/run sets it)");
             eprintln!("skipped: {PG_ENV} is not set, so the PostgreSQL leg of this test did not run");
             return None;
         };
@@ -228,6 +230,43 @@ impl TestDaemon {
         // SAFETY: sending a signal to our own child process.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("stops on SIGTERM").unwrap()
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(Child::id).expect("running")
+    }
+
+    /// The daemon's peak resident memory so far (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kib / 1024
+    }
+
+    /// Waits for the daemon to exit by itself (a crash); returns how it ended.
+    pub async fn wait_for_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        tokio::time::timeout(limit, child.wait()).await.expect("the daemon exited in time").unwrap()
+    }
+
+    /// Whether the daemon process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Places a file in an account's /customers as another server would
+    /// (written aside, then renamed in; no uploader recorded).
+    pub fn place(&self, avid: &str, name: &str, write: impl FnOnce(&Path)) {
+        let customers = self.customers(avid);
+        std::fs::create_dir_all(&customers).unwrap();
+        let aside = self.dir.join(format!("placing-{}", uuid::Uuid::new_v4().simple()));
+        write(&aside);
+        std::fs::rename(&aside, customers.join(name)).unwrap();
     }
 
     pub fn port(&self) -> String {
