@@ -49,3 +49,10 @@ pub enum SftpError {
     #[error("SFTP listener failed: {0}")]
     Accept(std::io::Error),
 }
+
+/// The jail's resolution of a client path (the path as the client sees it),
+/// for the fuzz targets and property tests; `None` when it is refused.
+#[doc(hidden)]
+pub fn resolve_for_fuzzing(path: &str) -> Option<String> {
+    jail::resolve(path).ok().map(|v| v.display)
+}
