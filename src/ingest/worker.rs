@@ -140,8 +140,9 @@ async fn work(ctx: Arc<Context>, shared: Arc<Shared>, wake: Arc<Notify>, shutdow
             Ok((runner, Ok(Step::More))) => shared.queue.lock().expect("queue lock").push_back(runner),
             Ok((_, Ok(Step::Done(_)))) => release_account(&shared, &job.account),
             Ok((_, Err(e))) | Err(e) => {
-                release_account(&shared, &job.account);
+                // Settled first: until then no worker may claim the job again.
                 handle_failure(&ctx, &job, e).await;
+                release_account(&shared, &job.account);
             }
         }
     }
@@ -179,8 +180,8 @@ async fn admit(ctx: &Arc<Context>, shared: &Shared) -> Result<(), IngestError> {
         match contained(async move { JobRunner::open(&open_ctx, claimed).await }).await {
             Ok(Ok(runner)) => shared.queue.lock().expect("queue lock").push_back(runner),
             Ok(Err(e)) | Err(e) => {
-                release_account(shared, &job.account);
                 handle_failure(ctx, &job, e).await;
+                release_account(shared, &job.account);
             }
         }
     }

@@ -115,7 +115,11 @@ async fn a_kill_9_at_any_moment_loses_and_doubles_nothing(db: TestDb) {
     assert_eq!(summary["failed"], 0);
     assert_report_matches_database(&d, &db, "acme", "big", ROWS).await;
     // Resumed from a committed batch, not from the start.
-    let resumed = d.log().lines().filter_map(|l| l.split("resumed_at=").nth(1)?.split_whitespace().next()?.parse::<u64>().ok()).max();
+    let resumed = d
+        .log()
+        .lines()
+        .filter_map(|l| l.split("resumed_at=").nth(1)?.split_whitespace().next()?.parse::<u64>().ok())
+        .max();
     assert!(resumed.is_some_and(|r| r > 0), "the job resumed from a committed batch: {resumed:?}");
 }
 

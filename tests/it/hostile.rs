@@ -143,7 +143,10 @@ async fn oversized_records_and_blank_runs_cost_bounded_memory(db: TestDb) {
     {
         let mut out = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
         writeln!(out, "ref,address,metadata").unwrap();
-        let object = format!("\"{{{}\"\"z\"\":1}}\"", (0..2800).map(|i| format!("\"\"k{i:04}\"\":\"\"v{i:08}\"\",")).collect::<String>());
+        let object = format!(
+            "\"{{{}\"\"z\"\":1}}\"",
+            (0..2800).map(|i| format!("\"\"k{i:04}\"\":\"\"v{i:08}\"\",")).collect::<String>()
+        );
         for i in 0..1000 {
             writeln!(out, "bm{i},+15555001234,{object}").unwrap();
         }
@@ -161,10 +164,7 @@ async fn a_row_with_thousands_of_bad_addresses_gets_a_short_report(db: TestDb) {
     // 30,000 bad values: the same one (checked once), or all different.
     let same = "x,".repeat(30_000);
     let different: String = (0..8_000).map(|i| format!("x{i},")).collect();
-    write_file(
-        &path,
-        &[format!("ref,addresses\nm0,\"{same}\"\nm1,\"{different}\"\nm2,+15555001234\n").as_bytes()],
-    );
+    write_file(&path, &[format!("ref,addresses\nm0,\"{same}\"\nm1,\"{different}\"\nm2,+15555001234\n").as_bytes()]);
     d.upload("acme", &path, "many.csv").await;
     let summary = d.summary("acme", "many", REPORT).await;
     assert_eq!((summary["failed"].as_u64(), summary["created"].as_u64()), (Some(2), Some(1)), "{summary}");
@@ -238,8 +238,8 @@ async fn queue_job(store: &Store, job_id: &str, account: &str, name: &str, path:
 /// ends `aborted` with the rows committed before it, the database holds
 /// exactly those, and everything else goes on.
 async fn a_panic_in_one_job_aborts_that_job_only(db: TestDb) {
-    let d = TestDaemon::spawn(&db, &accounts(), &[("INTAKE_BATCH_SIZE", "10"), ("INTAKE_TEST_PANIC_AT_REF", "p-25")])
-        .await;
+    let d =
+        TestDaemon::spawn(&db, &accounts(), &[("INTAKE_BATCH_SIZE", "10"), ("INTAKE_TEST_PANIC_AT_REF", "p-25")]).await;
     let pid = d.pid();
     let file = d.dir.join("p.csv");
     write_customers(&file, "p-", 50);
@@ -249,7 +249,7 @@ async fn a_panic_in_one_job_aborts_that_job_only(db: TestDb) {
     assert_eq!(summary["error"]["code"], "internal_error");
     assert_eq!(summary["rows"], 20, "the two batches committed before the faulty one: {summary}");
     let results = read_results(&d.outbox("acme").join("p.results.csv"));
-    assert_eq!(results.len(), 21, "the committed rows, no more");
+    assert_eq!(results.len(), 21, "the committed rows, no more: {results:?}\n{}", d.log());
     let store = db.store().await;
     assert_eq!(store.count_customers("acme").await.unwrap(), 20, "the database holds what the report says");
     assert!(d.log().contains("fault injected at ref p-25"));
@@ -272,8 +272,8 @@ async fn eventually_gone(d: &TestDaemon, name: &str) -> bool {
 /// kill): the process dies, each start counts, and after three starts that
 /// got no further the job is ended `aborted` instead of resumed again.
 async fn a_job_that_keeps_killing_the_process_is_aborted_after_three_starts(db: TestDb) {
-    let mut d = TestDaemon::spawn(&db, &accounts(), &[("INTAKE_BATCH_SIZE", "10"), ("INTAKE_TEST_ABORT_AT_REF", "k-15")])
-        .await;
+    let mut d =
+        TestDaemon::spawn(&db, &accounts(), &[("INTAKE_BATCH_SIZE", "10"), ("INTAKE_TEST_ABORT_AT_REF", "k-15")]).await;
     let file = d.dir.join("k.csv");
     write_customers(&file, "k-", 30);
     d.upload("acme", &file, "k.csv").await;
