@@ -153,9 +153,9 @@ const ENV_KEYS: [&str; 14] = [
 impl Config {
     /// Loads defaults, then the file (if it exists, or fails if it was named
     /// explicitly and is missing), then the environment.
-    pub fn load(path: &Path, explicit: bool) -> Result<Config, figment::Error> {
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, Box<figment::Error>> {
         if explicit && !path.exists() {
-            return Err(figment::Error::from(format!("config file {} does not exist", path.display())));
+            return Err(Box::new(figment::Error::from(format!("config file {} does not exist", path.display()))));
         }
         let config: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(path))
@@ -199,6 +199,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment's test jail takes closures that return its (large) error.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

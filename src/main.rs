@@ -12,6 +12,10 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// Frees memory back to the OS once a large batch is done with it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "intake",
@@ -308,7 +312,7 @@ async fn account(config: &Config, cmd: AccountCommand) -> Result<ExitCode> {
             println!("added account {}", a.avid);
         }
         AccountCommand::List => {
-            println!("{:<24} {:<8} {:<14} {}", "AVID", "REGION", "ENCODING", "PHONE_CHECK");
+            println!("{:<24} {:<8} {:<14} PHONE_CHECK", "AVID", "REGION", "ENCODING");
             for a in store.list_accounts().await? {
                 let region = a.default_region.map(|r| r.code()).unwrap_or_else(|| "-".into());
                 println!("{:<24} {:<8} {:<14} {}", a.avid, region, a.encoding.as_str(), a.phone_check.as_str());
@@ -355,7 +359,7 @@ async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
             println!("added user {username}");
         }
         UserCommand::List => {
-            println!("{:<24} {:<24} {:<5} {:<9} {}", "USERNAME", "ACCOUNT", "KEYS", "PASSWORD", "SCOPES");
+            println!("{:<24} {:<24} {:<5} {:<9} SCOPES", "USERNAME", "ACCOUNT", "KEYS", "PASSWORD");
             for u in store.list_users().await? {
                 let password = if u.password_hash.is_some() { "yes" } else { "no" };
                 println!(
@@ -395,8 +399,8 @@ pub fn read_key_file(path: &Path) -> Result<Vec<String>> {
 async fn jobs(config: &Config, account: Option<&str>, limit: u32) -> Result<ExitCode> {
     let store = open_store(config).await?;
     println!(
-        "{:<36} {:<16} {:<26} {:>9} {:>8} {:>8} {:>9} {:>7}  {:<20} {}",
-        "JOB", "ACCOUNT", "STATUS", "ROWS", "CREATED", "UPDATED", "UNCHANGED", "FAILED", "RECEIVED", "FILE"
+        "{:<36} {:<16} {:<26} {:>9} {:>8} {:>8} {:>9} {:>7}  {:<20} FILE",
+        "JOB", "ACCOUNT", "STATUS", "ROWS", "CREATED", "UPDATED", "UNCHANGED", "FAILED", "RECEIVED"
     );
     for j in store.list_jobs(account, limit).await? {
         let p = j.progress;

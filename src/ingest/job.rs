@@ -108,7 +108,7 @@ impl Context {
 /// What a step left to do.
 pub enum Step {
     More,
-    Done(Summary),
+    Done(Box<Summary>),
 }
 
 /// The next batch, read and parsed on a blocking thread while the current one
@@ -136,12 +136,12 @@ fn read_batch(mut reader: Box<RowReader<File>>, limits: BatchLimits) -> NextBatc
 enum State {
     Rows {
         next: NextBatch,
-        results: ResultsWriter,
+        results: Box<ResultsWriter>,
     },
     /// No record is left, or the file is rejected: decide, then publish.
     Ending(Ending),
     /// Decided (possibly before a restart): publish.
-    Publishing(Summary),
+    Publishing(Box<Summary>),
 }
 
 /// One job in progress.
@@ -166,7 +166,7 @@ impl JobRunner {
     pub async fn open(ctx: &Context, mut job: Job) -> Result<JobRunner, IngestError> {
         if job.phase == JobPhase::Publishing {
             let summary = publish::decided(&job)?;
-            return Ok(JobRunner { job, state: Some(State::Publishing(summary)) });
+            return Ok(JobRunner { job, state: Some(State::Publishing(Box::new(summary))) });
         }
         let account = ctx.store.get_account(&job.account).await?.unwrap_or_else(|| AccountSettings {
             avid: job.account.clone(),
@@ -200,6 +200,7 @@ impl JobRunner {
         let spool = ctx.layout.spool(&job.job_id);
         std::fs::create_dir_all(&spool).map_err(io_err("while creating the job's spool"))?;
         let results = ResultsWriter::open(&publish::results_path(ctx, &job), job.progress.results_offset)
+            .map(Box::new)
             .map_err(io_err("while opening the results file"))?;
         let next = read_batch(Box::new(reader), ctx.batch);
         Ok(JobRunner { job, state: Some(State::Rows { next, results }) })
@@ -218,7 +219,7 @@ impl JobRunner {
         match self.state.take().expect("a finished job is not stepped again") {
             State::Ending(ending) => {
                 let summary = publish::decide(ctx, &mut self.job, ending).await?;
-                self.state = Some(State::Publishing(summary));
+                self.state = Some(State::Publishing(Box::new(summary)));
                 Ok(Step::More)
             }
             State::Publishing(summary) => {

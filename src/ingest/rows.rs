@@ -450,7 +450,10 @@ pub fn scan(file: impl Read, account: &AccountSettings, limits: FileLimits) -> i
     let mut record_too_large = None;
     // Binary content is known from the first bytes: no need to parse it.
     let binary = csv.get_ref().inner.get_ref().head.contains(&0);
-    while !binary {
+    loop {
+        if binary {
+            break;
+        }
         match csv.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
@@ -940,8 +943,8 @@ mod tests {
 
     #[test]
     fn semicolons_and_tabs_are_detected_from_the_header() {
-        assert_eq!(rows("ref;address\nc1;+15555001234\n")[0].outcome.is_ok(), true);
-        assert_eq!(rows("ref\taddress\nc1\t+15555001234\n")[0].outcome.is_ok(), true);
+        assert!(rows("ref;address\nc1;+15555001234\n")[0].outcome.is_ok());
+        assert!(rows("ref\taddress\nc1\t+15555001234\n")[0].outcome.is_ok());
         assert_eq!(detect_delimiter(b"ref,\"a;b;c\",x"), b',');
     }
 
