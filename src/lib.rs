@@ -4,6 +4,8 @@
 //! the file pipeline (`ingest`) — meet in the file system; `store` keeps
 //! customers, accounts, users and jobs; `domain` holds the validated command.
 
+#![forbid(unsafe_code)]
+
 pub mod app;
 pub mod clock;
 pub mod config;

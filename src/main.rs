@@ -1,5 +1,7 @@
 //! The `intake` command line. The only place that uses `anyhow`.
 
+#![forbid(unsafe_code)]
+
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use intake::config::{Config, LogFormat};

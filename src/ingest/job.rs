@@ -416,22 +416,24 @@ pub async fn enqueue(
         },
     };
     ctx.store.create_job(&new).await?;
-    let moved = std::fs::create_dir_all(&spool).and_then(|()| match take {
-        Take::Copy => {
-            // Copied aside, then renamed: a partial copy never looks complete.
-            let part = spool.join("upload.csv.part");
-            std::fs::copy(source, &part)?;
-            File::open(&part)?.sync_all()?;
-            std::fs::rename(&part, &upload)
-        }
-        Take::Move => std::fs::rename(source, &upload),
-        Take::Link => {
-            // Marked first: a crash before the link leaves a mark naming a
-            // job that `recover_arriving` forgets, and the file is taken again.
-            crate::mailbox::set_taken_by(source, &job_id)?;
-            std::fs::hard_link(source, &upload)
-        }
-    });
+    let moved = std::fs::create_dir_all(&spool)
+        .and_then(|()| match take {
+            Take::Copy => {
+                // Copied aside, then renamed: a partial copy never looks complete.
+                let part = spool.join("upload.csv.part");
+                std::fs::copy(source, &part)?;
+                File::open(&part)?.sync_all()?;
+                std::fs::rename(&part, &upload)
+            }
+            Take::Move => std::fs::rename(source, &upload),
+            Take::Link => {
+                // Marked first: a crash before the link leaves a mark naming a
+                // job that `recover_arriving` forgets, and the file is taken again.
+                crate::mailbox::set_taken_by(source, &job_id)?;
+                std::fs::hard_link(source, &upload)
+            }
+        })
+        .and_then(|()| crate::mailbox::sync_dir(&spool));
     if let Err(e) = moved {
         let _ = std::fs::remove_dir_all(&spool);
         ctx.store.delete_job(&job_id).await?;

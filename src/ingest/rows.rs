@@ -592,6 +592,11 @@ impl<R: Read> RowReader<R> {
         }
     }
 
+    #[cfg(test)]
+    fn counter_is_small(&self) -> bool {
+        self.csv.get_ref().content_starts.len() < 64
+    }
+
     /// Passes over the next non-blank record (one already done before a restart).
     pub fn skip_row(&mut self) -> io::Result<bool> {
         Ok(self.next_record()?.is_some())
@@ -1106,5 +1111,66 @@ mod tests {
         let s = scan(&b"ref,address\nc1,+15555001234\n\nc2,+15555001234\n"[..], &account(), limits).unwrap();
         assert_eq!(s.records, 2);
         assert_eq!(s.rejection.unwrap().code, FileErrorCode::TooManyRows);
+    }
+
+    fn small_records() -> FileLimits {
+        FileLimits { max_record_bytes: 1024, ..FileLimits::default() }
+    }
+
+    #[test]
+    fn a_record_over_the_limit_rejects_the_file_naming_its_line() {
+        let mut text = b"ref,address\nc1,+15555001234\n\nc2,\"".to_vec();
+        text.extend(std::iter::repeat_n(b'x', 200_000));
+        let scanned = scan(&text[..], &account(), small_records()).unwrap();
+        let rejection = scanned.rejection.expect("rejected");
+        assert_eq!(rejection.code, FileErrorCode::RecordTooLarge);
+        assert!(rejection.message.contains("line 4"), "{}", rejection.message);
+        // Records under the limit, however many, pass.
+        let text = format!("ref,address\n{}", "c1,+15555001234\n".repeat(10_000));
+        assert_eq!(scan(text.as_bytes(), &account(), small_records()).unwrap().rejection, None);
+    }
+
+    #[test]
+    fn blank_line_runs_cost_no_record_space_and_count_as_lines() {
+        let text =
+            format!("ref,address\n{}c1,+15555001234\n{}c2,+15555001234\n", "\n".repeat(5000), "\r\n".repeat(3000));
+        let scanned = scan(text.as_bytes(), &account(), small_records()).unwrap();
+        assert_eq!((scanned.rejection, scanned.records), (None, 2));
+        let mut reader = RowReader::open(text.as_bytes(), account(), small_records()).unwrap().unwrap();
+        assert_eq!(reader.next_row().unwrap().unwrap().line, 5002);
+        assert_eq!(reader.next_row().unwrap().unwrap().line, 8003);
+        assert!(reader.counter_is_small());
+    }
+
+    #[test]
+    fn too_many_columns_and_too_deep_paths_reject_the_file() {
+        let limits = FileLimits { max_columns: 3, ..FileLimits::default() };
+        let scanned = scan(&b"ref,address,phone,email\n"[..], &account(), limits).unwrap();
+        assert_eq!(scanned.rejection.unwrap().code, FileErrorCode::TooManyColumns);
+        let header = format!("ref,address,metadata{}\n", ".a".repeat(33));
+        let rejection = scan(header.as_bytes(), &account(), FileLimits::default()).unwrap().rejection.unwrap();
+        assert!(rejection.message.contains("33 levels deep; the limit is 32"), "{}", rejection.message);
+        let header = format!("ref,address,metadata{}\nc1,+15555001234,x\n", ".a".repeat(32));
+        assert_eq!(scan(header.as_bytes(), &account(), FileLimits::default()).unwrap().rejection, None);
+    }
+
+    #[test]
+    fn json_nested_too_deep_fails_its_row_naming_the_limit() {
+        let deep = format!("\"{}1{}\"", "[".repeat(40), "]".repeat(40)).replace('[', "{\"\"a\"\":[");
+        let r = rows(&format!("ref,address,metadata\nc1,+15555001234,{deep}\n"));
+        let errors = r[0].outcome.as_ref().unwrap_err();
+        assert!(errors[0].message.contains("the limit is 32"), "{}", errors[0].message);
+        assert_eq!(json_depth(r#"{"a":"{{{{[[[[","b":{"c":1}}"#), 2);
+    }
+
+    #[test]
+    fn a_cell_of_many_bad_addresses_is_checked_only_so_far() {
+        let cell: String = (0..1000).map(|i| format!("x{i},")).collect();
+        let r = rows(&format!("ref,addresses\nc1,\"{cell}\"\n"));
+        let errors = r[0].outcome.as_ref().unwrap_err();
+        assert_eq!(errors.len(), MAX_ERRORS_PER_CELL);
+        assert!(errors.last().unwrap().message.contains("995 more values of addresses not checked"));
+        let same = "x,".repeat(1000);
+        assert_eq!(rows(&format!("ref,addresses\nc1,\"{same}\"\n"))[0].outcome.as_ref().unwrap_err().len(), 1);
     }
 }
