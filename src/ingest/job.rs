@@ -7,11 +7,12 @@
 use super::publish::{self, Ending};
 use super::report::{ResultsWriter, RowResult, RowStatus, Summary};
 use super::rows::{scan, FileLimits, ParsedRow, RowReader};
+use super::upsert::{self, BatchRecord, RecordOutcome, UpsertOutcome};
 use crate::clock;
 use crate::config::Config;
 use crate::domain::{AccountSettings, FileEncoding, FileError, PhoneCheck};
 use crate::mailbox::Layout;
-use crate::store::{BatchRecord, Job, JobPhase, RecordOutcome, Store, StoreError, UpsertOutcome};
+use crate::store::{Job, JobPhase, Store, StoreError};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -255,7 +256,8 @@ impl JobRunner {
             .iter()
             .map(|r| BatchRecord { line: r.line, claim: r.claim.as_deref(), command: r.outcome.as_ref().ok() })
             .collect();
-        let outcomes = batch.apply(&self.job.job_id, &self.job.account, self.job.may_update, &records).await?;
+        let outcomes =
+            upsert::apply(&mut batch, &self.job.job_id, &self.job.account, self.job.may_update, &records).await?;
         drop(records);
         let applied = Instant::now();
         for (row, outcome) in rows.iter_mut().zip(&outcomes) {

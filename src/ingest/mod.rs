@@ -6,6 +6,7 @@ pub mod job;
 pub mod publish;
 pub mod report;
 pub mod rows;
+pub mod upsert;
 pub mod watcher;
 pub mod worker;
 

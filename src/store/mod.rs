@@ -8,7 +8,7 @@ mod postgres;
 mod sqlite;
 
 use crate::domain::user::{Scopes, SftpUser};
-use crate::domain::{AccountSettings, CreateCustomer, FileEncoding, PhoneCheck, PhoneRegion};
+use crate::domain::{AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -34,16 +34,6 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// What happened to one valid row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpsertOutcome {
-    Created(String),
-    Updated(String),
-    Unchanged(String),
-    /// The ref exists and the user may not update.
-    RefExists,
-}
 
 /// A job's progress, committed together with the batch that produced it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -400,27 +390,6 @@ pub enum Batch {
     Postgres(postgres::PgBatch),
 }
 
-/// One record of a batch, as the store needs it.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchRecord<'a> {
-    pub line: u64,
-    /// The trimmed ref the record carries (valid or not): the first record
-    /// of a file carrying a ref claims it.
-    pub claim: Option<&'a str>,
-    /// The command, when the record is valid.
-    pub command: Option<&'a CreateCustomer>,
-}
-
-/// What became of one record of a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecordOutcome {
-    /// An earlier record of the file (this line) carries the same ref.
-    Duplicate(u64),
-    /// Invalid; its ref (if any) is now claimed.
-    Invalid,
-    Applied(UpsertOutcome),
-}
-
 macro_rules! on_batch {
     ($self:expr, $b:ident => $body:expr) => {
         match $self {
@@ -430,101 +399,31 @@ macro_rules! on_batch {
     };
 }
 
+/// The questions a batch asks and the writes it makes; what to write is
+/// decided above the store (`ingest::upsert`, spec §3).
 impl Batch {
-    /// Applies a batch of records of job `job_id` under the rules of spec §3:
-    /// duplicate refs within the file (across batches too), then creates,
-    /// updates, `unchanged` and `ref_exists`.
-    ///
-    /// A claim leaves a trace: created and updated customers carry the job
-    /// and line in `last_job_id`/`last_line`; other claims go to `job_refs`.
-    /// Both commit with the batch, so a resumed job sees every earlier claim.
-    pub async fn apply(
-        &mut self,
-        job_id: &str,
-        account: &str,
-        may_update: bool,
-        records: &[BatchRecord<'_>],
-    ) -> Result<Vec<RecordOutcome>> {
-        // The first record of the batch carrying each ref; later ones follow it.
-        let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
-        let mut follows: Vec<Option<usize>> = vec![None; records.len()];
-        let mut firsts: Vec<usize> = Vec::new();
-        for (i, r) in records.iter().enumerate() {
-            let Some(claim) = r.claim else { continue };
-            match first_in_batch.get(claim) {
-                Some(&first) => follows[i] = Some(first),
-                None => {
-                    first_in_batch.insert(claim, i);
-                    firsts.push(i);
-                }
-            }
-        }
-        let keys: Vec<String> = firsts.iter().map(|&i| claim_key(records[i].claim.unwrap_or_default())).collect();
-        let refs: Vec<&str> = firsts
-            .iter()
-            .filter_map(|&i| records[i].claim)
-            .filter(|c| c.chars().count() <= crate::domain::customer::MAX_REF_CHARS)
-            .collect();
-        let claimed = on_batch!(self, b => b.claimed_refs(job_id, &keys).await?);
-        let existing = on_batch!(self, b => b.existing(account, &refs).await?);
+    /// The earlier lines of job `job_id` that claimed these ref keys
+    /// without leaving a trace in `customers` (see `claim_key`).
+    pub async fn claimed_refs(&mut self, job_id: &str, keys: &[String]) -> Result<HashMap<String, u64>> {
+        on_batch!(self, b => b.claimed_refs(job_id, keys).await)
+    }
 
-        let now = crate::clock::now_rfc3339();
-        let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
-        let (mut inserts, mut updates, mut claims) = (Vec::new(), Vec::new(), Vec::new());
-        for (&i, key) in firsts.iter().zip(keys) {
-            let record = &records[i];
-            let claim = record.claim.unwrap_or_default();
-            let current = existing.get(claim);
-            let earlier = claimed.get(&key).copied().or_else(|| {
-                current.and_then(|c| c.last_job.as_ref()).filter(|(job, _)| job == job_id).map(|(_, line)| *line)
-            });
-            let outcome = match (earlier, record.command, current) {
-                (Some(line), _, _) => RecordOutcome::Duplicate(line),
-                (None, None, _) => {
-                    claims.push((key, record.line));
-                    RecordOutcome::Invalid
-                }
-                (None, Some(command), None) => {
-                    let mut row = StoredCustomer::new(command);
-                    row.last_job = Some((job_id.to_owned(), record.line));
-                    let id = row.customer_id.clone();
-                    inserts.push(row);
-                    RecordOutcome::Applied(UpsertOutcome::Created(id))
-                }
-                (None, Some(_), Some(_)) if !may_update => {
-                    claims.push((key, record.line));
-                    RecordOutcome::Applied(UpsertOutcome::RefExists)
-                }
-                (None, Some(command), Some(current)) => {
-                    let mut merged = current.merged_with(command);
-                    if merged.same_content(current) {
-                        claims.push((key, record.line));
-                        RecordOutcome::Applied(UpsertOutcome::Unchanged(current.customer_id.clone()))
-                    } else {
-                        merged.last_job = Some((job_id.to_owned(), record.line));
-                        updates.push(merged);
-                        RecordOutcome::Applied(UpsertOutcome::Updated(current.customer_id.clone()))
-                    }
-                }
-            };
-            outcomes[i] = Some(outcome);
-        }
-        on_batch!(self, b => b.insert_customers(account, &inserts, &now).await?);
-        on_batch!(self, b => b.update_customers(&updates, &now).await?);
-        on_batch!(self, b => b.record_claims(job_id, &claims).await?);
+    /// The account's customers with these refs, by ref.
+    pub async fn existing(&mut self, account: &str, refs: &[&str]) -> Result<HashMap<String, StoredCustomer>> {
+        on_batch!(self, b => b.existing(account, refs).await)
+    }
 
-        let mut result = Vec::with_capacity(records.len());
-        for i in 0..records.len() {
-            let outcome = match follows[i] {
-                Some(first) => RecordOutcome::Duplicate(match &outcomes[first] {
-                    Some(RecordOutcome::Duplicate(line)) => *line,
-                    _ => records[first].line,
-                }),
-                None => outcomes[i].clone().unwrap_or(RecordOutcome::Invalid),
-            };
-            result.push(outcome);
-        }
-        Ok(result)
+    pub async fn insert_customers(&mut self, account: &str, rows: &[StoredCustomer], now: &str) -> Result<()> {
+        on_batch!(self, b => b.insert_customers(account, rows, now).await)
+    }
+
+    pub async fn update_customers(&mut self, rows: &[StoredCustomer], now: &str) -> Result<()> {
+        on_batch!(self, b => b.update_customers(rows, now).await)
+    }
+
+    /// Records claims of ref keys (key, line) by job `job_id`.
+    pub async fn record_claims(&mut self, job_id: &str, claims: &[(String, u64)]) -> Result<()> {
+        on_batch!(self, b => b.record_claims(job_id, claims).await)
     }
 
     /// Saves the job's progress and commits everything of the batch at once,
@@ -548,22 +447,6 @@ pub struct StoredCustomer {
 }
 
 impl StoredCustomer {
-    fn new(command: &CreateCustomer) -> Self {
-        StoredCustomer {
-            customer_id: uuid::Uuid::now_v7().to_string(),
-            customer_ref: command.customer_ref().as_str().to_owned(),
-            addresses: command.addresses().to_json(),
-            metadata: command.metadata().as_map().clone(),
-            appdata: command.appdata().as_map().clone(),
-            last_job: None,
-        }
-    }
-
-    /// Equal as the merchant sees it (normalised values; where it came from aside).
-    fn same_content(&self, other: &StoredCustomer) -> bool {
-        self.addresses == other.addresses && self.metadata == other.metadata && self.appdata == other.appdata
-    }
-
     /// The stored text of `addresses`, `metadata` and `appdata`.
     fn json_columns(&self) -> (String, String, String) {
         let text = |r: serde_json::Result<String>| r.expect("JSON values serialise");
@@ -572,19 +455,6 @@ impl StoredCustomer {
             text(serde_json::to_string(&self.metadata)),
             text(serde_json::to_string(&self.appdata)),
         )
-    }
-
-    /// Addresses replaced; metadata and appdata keys of the row set, others kept.
-    fn merged_with(&self, command: &CreateCustomer) -> Self {
-        let mut merged = self.clone();
-        merged.addresses = command.addresses().to_json();
-        for (k, v) in command.metadata().as_map() {
-            merged.metadata.insert(k.clone(), v.clone());
-        }
-        for (k, v) in command.appdata().as_map() {
-            merged.appdata.insert(k.clone(), v.clone());
-        }
-        merged
     }
 
     fn from_columns(

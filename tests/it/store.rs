@@ -5,7 +5,8 @@ use intake::domain::user::{Scopes, SftpUser};
 use intake::domain::{
     AccountSettings, Address, AddressKind, Addresses, CreateCustomer, CustomerRef, JsonObject, PhoneCheck,
 };
-use intake::store::{BatchRecord, JobProgress, JobStatus, NewJob, RecordOutcome, Store, StoreError, UpsertOutcome};
+use intake::ingest::upsert::{apply, BatchRecord, RecordOutcome, UpsertOutcome};
+use intake::store::{JobProgress, JobStatus, NewJob, Store, StoreError};
 use serde_json::{json, Map, Value};
 
 fn object(v: Value) -> Map<String, Value> {
@@ -73,7 +74,7 @@ async fn upsert(store: &Store, avid: &str, may_update: bool, commands: &[CreateC
     let owner = uuid::Uuid::new_v4().to_string();
     let job = owned_job(store, &owner).await;
     let mut batch = store.begin_batch(avid).await.unwrap();
-    let outcomes = batch.apply(&job, avid, may_update, &records(commands)).await.unwrap();
+    let outcomes = apply(&mut batch, &job, avid, may_update, &records(commands)).await.unwrap();
     batch.commit(&job, &owner, &JobProgress::default(), "2026-01-01T00:00:00Z").await.unwrap();
     outcomes
         .into_iter()
@@ -164,7 +165,7 @@ async fn a_batch_that_is_not_committed_leaves_nothing(db: TestDb) {
     {
         let mut batch = store.begin_batch("acme").await.unwrap();
         let c = [command("c1", &["+15555001234"], json!({}), json!({}))];
-        batch.apply("some-job", "acme", true, &records(&c)).await.unwrap();
+        apply(&mut batch, "some-job", "acme", true, &records(&c)).await.unwrap();
         // dropped: rolled back, as after a crash
     }
     assert_eq!(store.count_customers("acme").await.unwrap(), 0);
@@ -182,21 +183,21 @@ async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
     let rec = |line, claim, command| BatchRecord { line, claim, command };
     // Batch 1: `a` created; `bad` invalid (claims it anyway); `old` unchanged; `a` again.
     let mut batch = store.begin_batch("acme").await.unwrap();
-    let first = batch
-        .apply(
-            "job-1",
-            "acme",
-            true,
-            &[
-                rec(2, Some("a"), Some(&a)),
-                rec(3, Some("bad"), None),
-                rec(4, Some("old"), Some(&old)),
-                rec(5, Some("a"), Some(&a)),
-                rec(6, None, None),
-            ],
-        )
-        .await
-        .unwrap();
+    let first = apply(
+        &mut batch,
+        "job-1",
+        "acme",
+        true,
+        &[
+            rec(2, Some("a"), Some(&a)),
+            rec(3, Some("bad"), None),
+            rec(4, Some("old"), Some(&old)),
+            rec(5, Some("a"), Some(&a)),
+            rec(6, None, None),
+        ],
+    )
+    .await
+    .unwrap();
     assert!(matches!(first[0], RecordOutcome::Applied(UpsertOutcome::Created(_))), "{first:?}");
     assert_eq!(first[1], RecordOutcome::Invalid);
     assert!(matches!(first[2], RecordOutcome::Applied(UpsertOutcome::Unchanged(_))), "{first:?}");
@@ -207,27 +208,27 @@ async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
     // Batch 2: every earlier claim is seen, whatever became of its record.
     let mut batch = store.begin_batch("acme").await.unwrap();
     let bad_now_valid = valid("bad");
-    let second = batch
-        .apply(
-            "job-1",
-            "acme",
-            true,
-            &[
-                rec(7, Some("a"), None),
-                rec(8, Some("bad"), Some(&bad_now_valid)),
-                rec(9, Some("old"), Some(&old)),
-                rec(10, Some("b"), Some(&b)),
-                rec(11, Some("a"), Some(&a)),
-            ],
-        )
-        .await
-        .unwrap();
+    let second = apply(
+        &mut batch,
+        "job-1",
+        "acme",
+        true,
+        &[
+            rec(7, Some("a"), None),
+            rec(8, Some("bad"), Some(&bad_now_valid)),
+            rec(9, Some("old"), Some(&old)),
+            rec(10, Some("b"), Some(&b)),
+            rec(11, Some("a"), Some(&a)),
+        ],
+    )
+    .await
+    .unwrap();
     assert_eq!(second[..3], [RecordOutcome::Duplicate(2), RecordOutcome::Duplicate(3), RecordOutcome::Duplicate(4)]);
     assert!(matches!(second[3], RecordOutcome::Applied(UpsertOutcome::Created(_))));
     // A second duplicate in the same batch names the file's first line too, not the batch's.
     assert_eq!(second[4], RecordOutcome::Duplicate(2));
     // Another job's claims are its own.
-    let other = batch.apply("job-2", "acme", true, &[rec(2, Some("zzz"), None)]).await.unwrap();
+    let other = apply(&mut batch, "job-2", "acme", true, &[rec(2, Some("zzz"), None)]).await.unwrap();
     assert_eq!(other, [RecordOutcome::Invalid]);
     drop(batch);
     let stored = store.get_job("job-1").await.unwrap().unwrap();
@@ -283,7 +284,7 @@ async fn a_job_is_never_claimed_twice(db: TestDb) {
     // Its former owner can no longer commit: nothing of its batch lands.
     let mut batch = store.begin_batch(&taken.account).await.unwrap();
     let c = [command("late", &["+15555001234"], json!({}), json!({}))];
-    batch.apply(&taken.job_id, &taken.account, true, &records(&c)).await.unwrap();
+    apply(&mut batch, &taken.job_id, &taken.account, true, &records(&c)).await.unwrap();
     let err = batch
         .commit(&taken.job_id, owner_of(&taken.job_id), &JobProgress::default(), "2026-01-01T00:09:01Z")
         .await

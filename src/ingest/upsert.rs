@@ -1,0 +1,274 @@
+//! The upsert rules of spec §3, decided here once for both backends: the
+//! store answers questions (which refs this file claimed already, which
+//! customers exist and with what) and applies the writes decided here.
+//!
+//! Key: (account, ref). A new ref is created; an existing one is updated
+//! (addresses replaced, metadata/appdata keys of the row set, others kept)
+//! or left `unchanged` when nothing would change — if the uploader may
+//! update; else the row fails with `ref_exists`. The first record of a file
+//! carrying a ref claims it, valid or not; later ones are `duplicate_ref`.
+
+use crate::domain::customer::MAX_REF_CHARS;
+use crate::domain::CreateCustomer;
+use crate::store::{claim_key, Batch, StoreError, StoredCustomer};
+use std::collections::HashMap;
+
+/// One record of a batch, as the rules need it.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRecord<'a> {
+    pub line: u64,
+    /// The trimmed ref the record carries (valid or not): the first record
+    /// of a file carrying a ref claims it.
+    pub claim: Option<&'a str>,
+    /// The command, when the record is valid.
+    pub command: Option<&'a CreateCustomer>,
+}
+
+/// What happened to one valid row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpsertOutcome {
+    Created(String),
+    Updated(String),
+    Unchanged(String),
+    /// The ref exists and the user may not update.
+    RefExists,
+}
+
+/// What became of one record of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// An earlier record of the file (this line) carries the same ref.
+    Duplicate(u64),
+    /// Invalid; its ref (if any) is now claimed.
+    Invalid,
+    Applied(UpsertOutcome),
+}
+
+/// What the database says about a batch's refs.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// Ref keys this job claimed in earlier batches without leaving a trace
+    /// in `customers`, with the claiming line.
+    pub claimed: HashMap<String, u64>,
+    /// Existing customers of the account, by ref.
+    pub existing: HashMap<String, StoredCustomer>,
+}
+
+/// The writes a batch makes, and each record's outcome.
+#[derive(Debug, Default)]
+pub struct Decided {
+    pub outcomes: Vec<RecordOutcome>,
+    pub inserts: Vec<StoredCustomer>,
+    pub updates: Vec<StoredCustomer>,
+    /// (ref key, line): claims that leave no trace in `customers`.
+    pub claims: Vec<(String, u64)>,
+}
+
+/// The refs of a batch to ask the database about: the first record of the
+/// batch carrying each ref (later ones follow it), as claim keys and as refs.
+fn firsts<'a>(records: &[BatchRecord<'a>]) -> (Vec<usize>, Vec<Option<usize>>) {
+    let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
+    let mut follows = vec![None; records.len()];
+    let mut firsts = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let Some(claim) = r.claim else { continue };
+        match first_in_batch.get(claim) {
+            Some(&first) => follows[i] = Some(first),
+            None => {
+                first_in_batch.insert(claim, i);
+                firsts.push(i);
+            }
+        }
+    }
+    (firsts, follows)
+}
+
+/// Applies a batch of records of job `job_id` under the rules of spec §3.
+/// A claim leaves a trace: created and updated customers carry the job and
+/// line in `last_job`; other claims go to the job's claim table. Both commit
+/// with the batch, so a resumed job sees every earlier claim.
+pub async fn apply(
+    batch: &mut Batch,
+    job_id: &str,
+    account: &str,
+    may_update: bool,
+    records: &[BatchRecord<'_>],
+) -> Result<Vec<RecordOutcome>, StoreError> {
+    let (first, _) = firsts(records);
+    let keys: Vec<String> = first.iter().map(|&i| claim_key(records[i].claim.unwrap_or_default())).collect();
+    let refs: Vec<&str> =
+        first.iter().filter_map(|&i| records[i].claim).filter(|c| c.chars().count() <= MAX_REF_CHARS).collect();
+    let known =
+        Known { claimed: batch.claimed_refs(job_id, &keys).await?, existing: batch.existing(account, &refs).await? };
+    let decided = decide(job_id, may_update, records, &known);
+    let now = crate::clock::now_rfc3339();
+    batch.insert_customers(account, &decided.inserts, &now).await?;
+    batch.update_customers(&decided.updates, &now).await?;
+    batch.record_claims(job_id, &decided.claims).await?;
+    Ok(decided.outcomes)
+}
+
+/// The rules themselves: what each record of the batch becomes, given what
+/// the database knows. Pure, so every rule is unit-tested here.
+pub fn decide(job_id: &str, may_update: bool, records: &[BatchRecord<'_>], known: &Known) -> Decided {
+    let (first, follows) = firsts(records);
+    let mut decided = Decided::default();
+    let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
+    for &i in &first {
+        let record = &records[i];
+        let claim = record.claim.unwrap_or_default();
+        let key = claim_key(claim);
+        let current = known.existing.get(claim);
+        let earlier = known.claimed.get(&key).copied().or_else(|| {
+            current.and_then(|c| c.last_job.as_ref()).filter(|(job, _)| job == job_id).map(|(_, line)| *line)
+        });
+        let outcome = match (earlier, record.command, current) {
+            (Some(line), _, _) => RecordOutcome::Duplicate(line),
+            (None, None, _) => {
+                decided.claims.push((key, record.line));
+                RecordOutcome::Invalid
+            }
+            (None, Some(command), None) => {
+                let row = created(command, job_id, record.line);
+                let id = row.customer_id.clone();
+                decided.inserts.push(row);
+                RecordOutcome::Applied(UpsertOutcome::Created(id))
+            }
+            (None, Some(_), Some(_)) if !may_update => {
+                decided.claims.push((key, record.line));
+                RecordOutcome::Applied(UpsertOutcome::RefExists)
+            }
+            (None, Some(command), Some(current)) => {
+                let mut merged = merged(current, command);
+                if same_content(&merged, current) {
+                    decided.claims.push((key, record.line));
+                    RecordOutcome::Applied(UpsertOutcome::Unchanged(current.customer_id.clone()))
+                } else {
+                    merged.last_job = Some((job_id.to_owned(), record.line));
+                    decided.updates.push(merged);
+                    RecordOutcome::Applied(UpsertOutcome::Updated(current.customer_id.clone()))
+                }
+            }
+        };
+        outcomes[i] = Some(outcome);
+    }
+    decided.outcomes = (0..records.len())
+        .map(|i| match follows[i] {
+            // A later record of the batch follows the first one's claim.
+            Some(first) => RecordOutcome::Duplicate(match &outcomes[first] {
+                Some(RecordOutcome::Duplicate(line)) => *line,
+                _ => records[first].line,
+            }),
+            None => outcomes[i].clone().unwrap_or(RecordOutcome::Invalid),
+        })
+        .collect();
+    decided
+}
+
+/// A new customer for `command`, claimed by `job_id` at `line`.
+fn created(command: &CreateCustomer, job_id: &str, line: u64) -> StoredCustomer {
+    StoredCustomer {
+        customer_id: uuid::Uuid::now_v7().to_string(),
+        customer_ref: command.customer_ref().as_str().to_owned(),
+        addresses: command.addresses().to_json(),
+        metadata: command.metadata().as_map().clone(),
+        appdata: command.appdata().as_map().clone(),
+        last_job: Some((job_id.to_owned(), line)),
+    }
+}
+
+/// Addresses replaced; metadata and appdata keys of the row set, others kept.
+fn merged(current: &StoredCustomer, command: &CreateCustomer) -> StoredCustomer {
+    let mut merged = current.clone();
+    merged.addresses = command.addresses().to_json();
+    for (k, v) in command.metadata().as_map() {
+        merged.metadata.insert(k.clone(), v.clone());
+    }
+    for (k, v) in command.appdata().as_map() {
+        merged.appdata.insert(k.clone(), v.clone());
+    }
+    merged
+}
+
+/// Equal as the merchant sees it (normalised values; where it came from aside).
+fn same_content(a: &StoredCustomer, b: &StoredCustomer) -> bool {
+    a.addresses == b.addresses && a.metadata == b.metadata && a.appdata == b.appdata
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Address, AddressKind, Addresses, CustomerRef, JsonObject, PhoneCheck};
+    use serde_json::json;
+
+    fn command(r: &str, address: &str, metadata: serde_json::Value) -> CreateCustomer {
+        let address = Address::parse(address, AddressKind::Any, None, PhoneCheck::Possible).unwrap();
+        let serde_json::Value::Object(metadata) = metadata else { unreachable!() };
+        CreateCustomer::new(
+            CustomerRef::parse(r).unwrap(),
+            Addresses::new(vec![address]).unwrap(),
+            JsonObject::metadata(metadata),
+            JsonObject::appdata(Default::default()),
+        )
+    }
+
+    fn record<'a>(line: u64, c: &'a CreateCustomer) -> BatchRecord<'a> {
+        BatchRecord { line, claim: Some(c.customer_ref().as_str()), command: Some(c) }
+    }
+
+    fn known_with(c: &CreateCustomer) -> Known {
+        let stored = created(c, "an-earlier-job", 2);
+        Known { existing: HashMap::from([(stored.customer_ref.clone(), stored)]), ..Known::default() }
+    }
+
+    #[test]
+    fn a_new_ref_is_created_and_an_identical_one_is_unchanged() {
+        let c = command("a", "ann@example.com", json!({"x": "1"}));
+        let fresh = decide("j", true, &[record(2, &c)], &Known::default());
+        assert!(matches!(fresh.outcomes[..], [RecordOutcome::Applied(UpsertOutcome::Created(_))]));
+        assert_eq!(fresh.inserts.len(), 1);
+        let again = decide("j", true, &[record(2, &c)], &known_with(&c));
+        assert!(matches!(again.outcomes[..], [RecordOutcome::Applied(UpsertOutcome::Unchanged(_))]));
+        assert!(again.updates.is_empty() && again.inserts.is_empty());
+        assert_eq!(again.claims.len(), 1, "an unchanged row still claims its ref");
+    }
+
+    #[test]
+    fn an_update_merges_metadata_keys_and_keeps_the_others() {
+        let old = command("a", "ann@example.com", json!({"x": "1", "y": "2"}));
+        let new = command("a", "+15555001234", json!({"x": "3"}));
+        let decided = decide("j", true, &[record(2, &new)], &known_with(&old));
+        assert!(matches!(decided.outcomes[..], [RecordOutcome::Applied(UpsertOutcome::Updated(_))]));
+        let row = &decided.updates[0];
+        assert_eq!(serde_json::Value::Object(row.metadata.clone()), json!({"x": "3", "y": "2"}));
+        assert_eq!(row.addresses, json!([{"type": "phone", "value": "+15555001234"}]));
+        assert_eq!(row.last_job, Some(("j".to_owned(), 2)));
+    }
+
+    #[test]
+    fn a_login_without_update_scope_gets_ref_exists() {
+        let c = command("a", "ann@example.com", json!({}));
+        let changed = command("a", "bob@example.com", json!({}));
+        let decided = decide("j", false, &[record(2, &changed)], &known_with(&c));
+        assert_eq!(decided.outcomes, [RecordOutcome::Applied(UpsertOutcome::RefExists)]);
+        assert!(decided.updates.is_empty());
+    }
+
+    #[test]
+    fn the_first_record_claims_a_ref_valid_or_not_and_later_ones_are_duplicates() {
+        let c = command("a", "ann@example.com", json!({}));
+        let invalid = BatchRecord { line: 2, claim: Some("a"), command: None };
+        let decided = decide("j", true, &[invalid, record(3, &c), record(4, &c)], &Known::default());
+        assert_eq!(
+            decided.outcomes,
+            [RecordOutcome::Invalid, RecordOutcome::Duplicate(2), RecordOutcome::Duplicate(2)]
+        );
+        // A claim from an earlier batch of the same job counts too.
+        let known = Known { claimed: HashMap::from([("a".to_owned(), 7)]), ..Known::default() };
+        assert_eq!(decide("j", true, &[record(9, &c)], &known).outcomes, [RecordOutcome::Duplicate(7)]);
+        // And so does a customer this job created or updated earlier.
+        let mut known = known_with(&c);
+        known.existing.get_mut("a").unwrap().last_job = Some(("j".to_owned(), 5));
+        assert_eq!(decide("j", true, &[record(9, &c)], &known).outcomes, [RecordOutcome::Duplicate(5)]);
+    }
+}
