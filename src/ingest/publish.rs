@@ -7,7 +7,7 @@
 //! redone after a crash; nothing here reads back what the merchant can delete.
 
 use super::job::{io_err, Context, IngestError};
-use super::report::{ResultsWriter, Summary, SummaryError};
+use super::report::{count_error_codes, ResultsWriter, Summary, SummaryError};
 use crate::clock;
 use crate::domain::FileError;
 use crate::mailbox::{archive_name, publish_atomically, rename_durably, report_stem};
@@ -84,6 +84,7 @@ pub async fn decide(ctx: &Context, job: &mut Job, ending: Ending) -> Result<Summ
         started_at: job.started_at.clone().unwrap_or_else(|| finished_at.clone()),
         finished_at,
         error,
+        errors_by_code: count_error_codes(&results).map_err(io_err("while reading the results file"))?,
     };
     let json = serde_json::to_string(&summary).expect("a summary serialises");
     ctx.store.decide_job(&job.job_id, &ctx.owner, &json).await?;

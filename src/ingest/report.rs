@@ -125,6 +125,23 @@ pub struct Summary {
     pub started_at: String,
     pub finished_at: String,
     pub error: Option<SummaryError>,
+    /// How many failed rows have each error code (their first error).
+    #[serde(default)]
+    pub errors_by_code: std::collections::BTreeMap<String, u64>,
+}
+
+/// Counts the `error_code` column of a results file.
+pub fn count_error_codes(path: &Path) -> io::Result<std::collections::BTreeMap<String, u64>> {
+    let mut counts = std::collections::BTreeMap::new();
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_path(path)?;
+    let mut record = csv::ByteRecord::new();
+    while reader.read_byte_record(&mut record).map_err(io::Error::other)? {
+        let code = record.get(4).unwrap_or_default();
+        if !code.is_empty() {
+            *counts.entry(String::from_utf8_lossy(code).into_owned()).or_insert(0) += 1;
+        }
+    }
+    Ok(counts)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

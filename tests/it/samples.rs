@@ -94,9 +94,16 @@ async fn every_sample_gives_its_expected_report(db: TestDb) {
                 "received_at",
                 "started_at",
                 "finished_at",
-                "error"
+                "error",
+                "errors_by_code"
             ]
         );
+        // The error counts match the results.
+        let mut counts = std::collections::BTreeMap::<String, u64>::new();
+        for row in want.iter().skip(1).filter(|r| !r[4].is_empty()) {
+            *counts.entry(row[4].clone()).or_default() += 1;
+        }
+        assert_eq!(summary["errors_by_code"], serde_json::json!(counts), "{name}");
     }
 }
 
