@@ -317,4 +317,29 @@ mod tests {
         assert!(upload_name_problem("a\nb.csv").is_some());
         assert!(upload_name_problem("a\u{7f}.csv").is_some());
     }
+
+    #[test]
+    fn only_the_upload_a_job_took_is_removed_never_a_newer_one_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv");
+        std::fs::write(&path, "newer").unwrap();
+        set_taken_by(&path, "job-2").unwrap();
+        assert!(!remove_if_taken_by(&path, "job-1").unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "newer", "put back where it was");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing left aside");
+        assert!(remove_if_taken_by(&path, "job-2").unwrap());
+        assert!(!path.exists());
+        assert!(!remove_if_taken_by(&path, "job-2").unwrap(), "already gone is fine");
+    }
+
+    #[test]
+    fn a_failed_publish_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("taken")).unwrap();
+        // The target is a non-empty folder: the rename fails.
+        std::fs::write(dir.path().join("taken/inside"), "x").unwrap();
+        assert!(publish_atomically(&dir.path().join("taken"), b"report").is_err());
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["taken"]);
+    }
 }
