@@ -30,7 +30,7 @@ use crate::domain::user::SftpUser;
 
 /// How long `run` waits for sessions to close after shutdown before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// How often the sweeper looks for abandoned client temp files.
+/// How often the sweeper looks for abandoned client temp files, at most.
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
 /// Per-channel SSH window and packet size. russh's defaults (2 MiB, 32 KiB)
 /// are kept: see BENCHMARKS.md for what was measured with a stop-and-wait client.
@@ -150,7 +150,7 @@ impl SftpServer {
             }),
         });
         tracing::info!(listen = %local_addr, "SFTP server listening");
-        let stale_after = Duration::from_secs(settings.stale_temp_secs.max(60));
+        let stale_after = Duration::from_secs(settings.stale_temp_secs.max(1));
         Ok(Self { listener, local_addr, config: Arc::new(config), shared, stale_after })
     }
 
@@ -174,7 +174,7 @@ impl SftpServer {
                 loop {
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(SWEEP_EVERY) => {}
+                        _ = tokio::time::sleep((stale_after / 4).clamp(Duration::from_secs(1), SWEEP_EVERY)) => {}
                     }
                     let (root, open) = (root.clone(), Arc::clone(&open));
                     let _ =
@@ -410,9 +410,12 @@ struct SshSession {
     authed: CancellationToken,
     /// Channels opened and not started yet.
     channels: HashMap<ChannelId, Channel<Msg>>,
-    /// Every open channel of this connection, started or not, each with its
-    /// slot in the account's session count.
-    open_channels: HashMap<ChannelId, Slot<String>>,
+    /// This connection's open channels, counted.
+    channel_count: Arc<Counter<()>>,
+    /// The slots of channels not started yet; a started channel's slots
+    /// move into its task and are freed when it ends (russh reports no
+    /// close for a channel the server closed first).
+    channel_slots: HashMap<ChannelId, ChannelSlots>,
     /// A key was offered and refused; counted as one failure if the
     /// connection ends without a login.
     key_refused: bool,
@@ -421,13 +424,14 @@ struct SshSession {
 impl SshSession {
     fn new(shared: Arc<Shared>, peer: SocketAddr, pre_auth: PreAuth, authed: CancellationToken) -> Self {
         Self {
-            shared,
+            shared: Arc::clone(&shared),
             peer,
             logged_in: None,
             pre_auth: Some(pre_auth),
             authed,
             channels: HashMap::new(),
-            open_channels: HashMap::new(),
+            channel_count: Counter::new(shared.max_channels_per_connection),
+            channel_slots: HashMap::new(),
             key_refused: false,
         }
     }
@@ -563,18 +567,18 @@ impl russh::server::Handler for SshSession {
             return Ok(());
         };
         // Every open channel counts, whether it has started SFTP or not.
-        if self.open_channels.len() >= self.shared.max_channels_per_connection {
+        let Some(connection) = self.channel_count.try_acquire(()) else {
             tracing::info!(user = %logged_in.user.username, peer = %self.peer, "channel refused: too many channels on this connection");
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
-        }
+        };
         let account = logged_in.user.account.clone();
         let Some(slot) = self.shared.per_account.try_acquire(account.clone()) else {
             tracing::warn!(account = %account, peer = %self.peer, "session refused: too many sessions for this account");
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         };
-        self.open_channels.insert(channel.id(), slot);
+        self.channel_slots.insert(channel.id(), ChannelSlots { _connection: connection, _account: slot });
         self.channels.insert(channel.id(), channel);
         reply.accept().await;
         Ok(())
@@ -597,7 +601,8 @@ impl russh::server::Handler for SshSession {
         };
         session.channel_success(channel_id)?;
         let fs = self.account_fs(logged_in);
-        let end = ChannelEnd { handle: session.handle(), channel: channel_id };
+        let slots = self.channel_slots.remove(&channel_id);
+        let end = ChannelEnd { handle: session.handle(), channel: channel_id, _slots: slots };
         let stream = PacketGuard::new(channel.into_stream(), MAX_CLIENT_PACKET, Some(end));
         let sftp_config = russh_sftp::server::Config { max_client_packet_len: MAX_CLIENT_PACKET };
         russh_sftp::server::run_with_config(stream, fs, sftp_config).await;
@@ -626,7 +631,11 @@ impl russh::server::Handler for SshSession {
         // client prints why instead of "exec request failed".
         session.channel_success(channel_id)?;
         let fs = self.account_fs(logged_in);
-        tokio::spawn(exec::run(command, channel, fs));
+        let slots = self.channel_slots.remove(&channel_id);
+        tokio::spawn(async move {
+            exec::run(command, channel, fs).await;
+            drop(slots);
+        });
         Ok(())
     }
 
@@ -677,6 +686,7 @@ impl russh::server::Handler for SshSession {
     async fn channel_eof(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
         // A channel that never started SFTP: nothing more will happen on it.
         if self.channels.remove(&channel).is_some() {
+            self.channel_slots.remove(&channel);
             session.close(channel)?;
         }
         Ok(())
@@ -684,7 +694,7 @@ impl russh::server::Handler for SshSession {
 
     async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
         self.channels.remove(&channel);
-        self.open_channels.remove(&channel);
+        self.channel_slots.remove(&channel);
         Ok(())
     }
 }
@@ -693,6 +703,7 @@ impl SshSession {
     fn refuse(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), russh::Error> {
         session.channel_failure(channel)?;
         if self.channels.remove(&channel).is_some() {
+            self.channel_slots.remove(&channel);
             session.close(channel)?;
         }
         Ok(())
@@ -713,6 +724,15 @@ impl SshSession {
 struct ChannelEnd {
     handle: russh::server::Handle,
     channel: ChannelId,
+    /// Freed once the channel is closed.
+    _slots: Option<ChannelSlots>,
+}
+
+/// What an open channel holds: its place in the connection's and in the
+/// account's channel counts.
+struct ChannelSlots {
+    _connection: Slot<()>,
+    _account: Slot<String>,
 }
 
 /// Watches the SFTP packet framing of the client's byte stream and ends the
