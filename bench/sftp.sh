@@ -11,12 +11,18 @@
 # (examples/sftp_only, release build), and stops both by PID on exit.
 # Installs openssh-server with apt-get if sshd is missing.
 #
+# CLIENTS picks the clients (default "sftp curl"); node-put and node-fastPut
+# are ssh2-sftp-client's put() (one 32 KiB write outstanding: stop-and-wait)
+# and fastPut() (pipelined), from tests/clients (npm ci --prefix tests/clients).
+#
 #   bench/sftp.sh                    # 500 MB, 5 rounds
 #   SIZE_MB=100 ROUNDS=3 bench/sftp.sh
+#   SIZE_MB=50 ROUNDS=3 CLIENTS="node-put node-fastPut" bench/sftp.sh
 set -euo pipefail
 
 SIZE_MB=${SIZE_MB:-500}
 ROUNDS=${ROUNDS:-5}
+CLIENTS=${CLIENTS:-sftp curl}
 INTAKE_PORT=${INTAKE_PORT:-22322}
 SSHD_PORT=${SSHD_PORT:-22323}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -70,7 +76,7 @@ mkdir -p /run/sshd 2>/dev/null || true
 "$SSHD" -f "$WORK/sshd_config" -D -e 2>"$WORK/sshd.log" &
 PIDS+=($!)
 
-"$ROOT/target/release/examples/sftp_only" --listen "127.0.0.1:$INTAKE_PORT" --data "$WORK/intake" \
+"${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/sftp_only" --listen "127.0.0.1:$INTAKE_PORT" --data "$WORK/intake" \
     --user bench --authorized-keys "$WORK/client_key.pub" >"$WORK/intake.log" 2>&1 &
 PIDS+=($!)
 
@@ -106,6 +112,9 @@ upload() {
     start=$(now)
     if [ "$client" = sftp ]; then
         echo "put $WORK/upload.csv $target" | sftp "${SSH_OPTS[@]}" -P "$port" -b - "$user@127.0.0.1" >/dev/null
+    elif [ "$client" = node-put ] || [ "$client" = node-fastPut ]; then
+        node "$ROOT/tests/clients/ssh2_put.js" "${client#node-}" 127.0.0.1 "$port" "$user" "$WORK/client_key" \
+            "$WORK/upload.csv" "$target" >/dev/null
     else
         curl "${CURL_OPTS[@]}" -u "$user:" -T "$WORK/upload.csv" "sftp://127.0.0.1:$port$target"
     fi
@@ -115,11 +124,11 @@ upload() {
 }
 
 declare -A RESULTS
-for client in sftp curl; do
+for client in $CLIENTS; do
     for server in intake sshd; do RESULTS[$client-$server]=""; done
 done
 for round in $(seq 1 "$ROUNDS"); do
-    for client in sftp curl; do
+    for client in $CLIENTS; do
         # Alternate which server goes first, so neither always gets a warm cache.
         if [ $((round % 2)) -eq 1 ]; then order="intake sshd"; else order="sshd intake"; fi
         for server in $order; do
@@ -133,9 +142,9 @@ done
 median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float, sys.argv[1:])):.1f}')" $1; }
 echo
 echo "upload of $SIZE_MB MB, $ROUNDS interleaved rounds, median MB/s ($(nproc) cores, loopback)"
-for client in sftp curl; do
+for client in $CLIENTS; do
     i=$(median "${RESULTS[$client-intake]}")
     s=$(median "${RESULTS[$client-sshd]}")
     ratio=$(python3 -c "print(f'{$i / $s:.2f}')")
-    printf '%-5s  intake %8s MB/s   OpenSSH sshd %8s MB/s   ratio %sx\n' "$client" "$i" "$s" "$ratio"
+    printf '%-12s  intake %8s MB/s   OpenSSH sshd %8s MB/s   ratio %sx\n' "$client" "$i" "$s" "$ratio"
 done

@@ -41,6 +41,17 @@ impl Folder {
 pub const RESERVED_PREFIX: &str = ".intake-";
 /// The hidden temp file an SFTP upload is written to before it is published.
 pub const UPLOAD_TEMP_PREFIX: &str = ".intake-upload.";
+/// Whether `name` is one of intake's own (never a client's to touch).
+pub fn is_reserved_name(name: &str) -> bool {
+    name.starts_with(RESERVED_PREFIX)
+}
+
+/// The hidden temp name an upload is written to: the prefix and a random
+/// id, never the client's name, so that it fits whatever name the client chose.
+pub fn upload_temp_name(random_id: &str) -> String {
+    format!("{UPLOAD_TEMP_PREFIX}{random_id}")
+}
+
 /// Reports written aside before they are renamed into place.
 const PUBLISH_TEMP_PREFIX: &str = ".intake-tmp.";
 

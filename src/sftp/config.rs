@@ -15,13 +15,37 @@ pub struct SftpSettings {
     /// Ed25519 host key file (`INTAKE_SFTP__HOST_KEY`); generated (mode 0600)
     /// on first start. `None` means `<data_dir>/ssh_host_ed25519_key`.
     pub host_key: Option<PathBuf>,
+    /// Every host key offered, in order (`INTAKE_SFTP__HOST_KEYS`). A missing
+    /// file is generated (mode 0600): ECDSA P-256 when its name contains
+    /// `ecdsa`, Ed25519 otherwise. RSA host keys are refused. Empty (the
+    /// default) means `host_key` and `ssh_host_ecdsa_key` beside it.
+    pub host_keys: Vec<PathBuf>,
     /// Largest file a client may upload, in bytes; a write past it fails with
     /// a clear status message. Default 5 GiB.
     pub max_upload_bytes: u64,
     /// Concurrent SSH sessions per account (all its users together). Default 10.
     pub max_sessions_per_account: usize,
-    /// Concurrent TCP connections from one source IP address. Default 20.
+    /// Open files and folders per account, all its sessions together. Default 256.
+    pub max_handles_per_account: usize,
+    /// Channels (SFTP sessions, scp and checksum commands) open at once on one
+    /// connection. Default 10.
+    pub max_channels_per_connection: usize,
+    /// Connections from one source IP address that have not logged in yet;
+    /// logged-in sessions do not count (an office behind one NAT). Default 20.
     pub max_connections_per_source: usize,
+    /// Connections not yet logged in, all sources together, as OpenSSH's
+    /// `MaxStartups start:rate:full`: from `start` on, a new connection is
+    /// dropped with probability `rate`% rising linearly to 100% at `full`.
+    /// Default `"10:30:100"`.
+    pub max_startups: String,
+    /// Seconds from accept in which a connection must log in (the SSH
+    /// handshake included), or it is dropped. Default 120.
+    pub login_grace_secs: u64,
+    /// A file a client left in /customers under a name that is never
+    /// processed (a temp name such as `x.csv.filepart` or `.in.x.csv`,
+    /// abandoned by a dropped connection) is removed once it is this many
+    /// seconds old (by mtime) and no session has it open. Default 86400.
+    pub stale_temp_secs: u64,
     /// Accept `ssh-rsa` (RSA with SHA-1) user-key signatures, for old libssh2
     /// clients. OpenSSH refuses them since 8.8. Default `false`.
     pub allow_ssh_rsa_sha1: bool,
@@ -50,9 +74,15 @@ impl Default for SftpSettings {
             enabled: true,
             listen: "127.0.0.1:2222".to_owned(),
             host_key: None,
+            host_keys: Vec::new(),
             max_upload_bytes: 5 * 1024 * 1024 * 1024,
             max_sessions_per_account: 10,
+            max_handles_per_account: 256,
+            max_channels_per_connection: 10,
             max_connections_per_source: 20,
+            max_startups: "10:30:100".to_owned(),
+            login_grace_secs: 120,
+            stale_temp_secs: 24 * 3600,
             allow_ssh_rsa_sha1: false,
             idle_timeout_secs: 600,
             keepalive_secs: 30,
@@ -60,6 +90,41 @@ impl Default for SftpSettings {
             login_penalty_secs: 300,
             auth_rejection_millis: 1000,
             max_concurrent_password_checks: 2,
+        }
+    }
+}
+
+/// OpenSSH's `MaxStartups start:rate:full`, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MaxStartups {
+    pub(crate) start: usize,
+    pub(crate) rate: u32,
+    pub(crate) full: usize,
+}
+
+impl MaxStartups {
+    /// Parses `"10:30:100"` or a single number (`"10"`: refuse from 10 on).
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        let parts: Vec<&str> = text.trim().split(':').collect();
+        let (start, rate, full) = match parts.as_slice() {
+            [n] => (n.parse().ok()?, 100, n.parse().ok()?),
+            [s, r, f] => (s.parse().ok()?, r.parse().ok()?, f.parse().ok()?),
+            _ => return None,
+        };
+        (start >= 1 && start <= full && rate <= 100).then_some(Self { start, rate, full })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_startups_parses_like_openssh() {
+        assert_eq!(MaxStartups::parse("10:30:100"), Some(MaxStartups { start: 10, rate: 30, full: 100 }));
+        assert_eq!(MaxStartups::parse("5"), Some(MaxStartups { start: 5, rate: 100, full: 5 }));
+        for bad in ["", "a:b:c", "10:30", "0:30:100", "20:30:10", "10:101:100"] {
+            assert_eq!(MaxStartups::parse(bad), None, "{bad:?}");
         }
     }
 }

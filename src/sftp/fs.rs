@@ -2,14 +2,21 @@
 //! every request, uploads written aside and published on close.
 //!
 //! russh-sftp answers one request at a time per session, so every handler
-//! here does only cheap, local file-system work. Errors reach the client as
-//! short status messages without server paths; detail goes to the log.
+//! here does only cheap, local file-system work; folder listings, which can
+//! be big, run on the blocking pool. Errors reach the client as short status
+//! messages without server paths; each one is also logged at INFO with the
+//! user, the operation and the virtual path (rate-limited per session).
+//!
+//! Also used by the exec commands (`scp`, `md5sum`, ...), so that every way
+//! in shares one set of rules.
 
 use std::collections::HashMap;
 use std::fs::{File as StdFile, Metadata, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use russh_sftp::protocol::{
@@ -18,8 +25,9 @@ use russh_sftp::protocol::{
 };
 use russh_sftp::server::StatusReply;
 
+use super::guard::{Counter, Slot};
 use super::jail::{self, Folder, JailError, Place, VirtualPath};
-use super::UPLOAD_TEMP_PREFIX;
+use crate::mailbox::{upload_name_problem, upload_temp_name};
 
 /// Largest SFTP packet a client may send (russh-sftp's own limit).
 pub(crate) const MAX_CLIENT_PACKET: u32 = 256 * 1024;
@@ -29,7 +37,18 @@ const MAX_WRITE: u64 = 261_120;
 /// (russh stops reading the socket while the SFTP task waits for window).
 pub(crate) const MAX_READ: u32 = 64 * 1024;
 /// Open handles per session, also advertised in `limits@openssh.com`.
-const MAX_HANDLES: usize = 64;
+pub(crate) const MAX_HANDLES: usize = 64;
+/// How far past the bytes received so far a write may start. Pipelining
+/// clients send writes out of order within their window (OpenSSH: 64 x 32 KiB,
+/// WinSCP and rclone similar); anything further would leave a hole, and a
+/// sparse file costs the job its full size in reading while it costs the
+/// client nothing (17 bytes at 4 GiB).
+pub(crate) const MAX_WRITE_AHEAD: u64 = 8 * 1024 * 1024;
+/// The uid and gid every entry is shown with; `users-groups-by-id@openssh.com`
+/// names them as the listing's long names do (the login and its account).
+const SHOWN_ID: u32 = 1000;
+/// Error statuses logged per session per minute; further ones are counted.
+const ERROR_LOGS_PER_MINUTE: u32 = 30;
 /// Names per SSH_FXP_NAME reply, to stay well under the client's packet limit.
 const NAMES_PER_REPLY: usize = 128;
 
@@ -51,6 +70,49 @@ fn ok(id: u32) -> Status {
     Status { id, status_code: StatusCode::Ok, error_message: "Ok".to_owned(), language_tag: "en-US".to_owned() }
 }
 
+/// State the sessions of all connections share.
+pub(crate) struct FsShared {
+    pub(crate) max_upload_bytes: u64,
+    /// Open handles per account, all sessions and connections together.
+    pub(crate) handles_per_account: Arc<Counter<String>>,
+    /// Files some session has open, so that the sweeper leaves them alone.
+    pub(crate) open_files: Arc<OpenFiles>,
+}
+
+/// Paths on disk that some session has open (reading or uploading).
+#[derive(Default)]
+pub(crate) struct OpenFiles(Mutex<HashMap<PathBuf, usize>>);
+
+/// One registration in [`OpenFiles`], removed when dropped.
+pub(crate) struct OpenFile {
+    files: Arc<OpenFiles>,
+    path: PathBuf,
+}
+
+impl OpenFiles {
+    pub(crate) fn register(self: &Arc<Self>, path: &Path) -> OpenFile {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *open.entry(path.to_path_buf()).or_insert(0) += 1;
+        OpenFile { files: Arc::clone(self), path: path.to_path_buf() }
+    }
+
+    pub(crate) fn is_open(&self, path: &Path) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).contains_key(path)
+    }
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        let mut open = self.files.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.path) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.path);
+            }
+        }
+    }
+}
+
 /// Who is logged in to this session and what they may do.
 pub(crate) struct SessionUser {
     pub(crate) username: String,
@@ -64,33 +126,56 @@ struct Upload {
     temp: PathBuf,
     target: PathBuf,
     display: String,
+    /// The highest byte written so far.
     size: u64,
+    /// Bytes received in writes (overwrites count twice): bounds how far
+    /// ahead a write may start.
+    received: u64,
     /// A write failed (e.g. over the size limit): the upload is never published.
     failed: Option<&'static str>,
+    _open: OpenFile,
 }
 
-enum OpenHandle {
-    Read(StdFile),
+enum Open {
+    Read { file: StdFile, display: String, _open: OpenFile },
     Upload(Upload),
     Dir { entries: Vec<File>, pos: usize },
 }
 
+struct OpenHandle {
+    open: Open,
+    /// Counts toward the account's `max_handles_per_account`.
+    _slot: Slot<String>,
+}
+
+/// What one session sees: the account root and the login. Cheap to clone,
+/// so that listings can run on the blocking pool.
+#[derive(Clone)]
+struct View {
+    root: PathBuf,
+    user: Arc<SessionUser>,
+}
+
+/// Rate limit for logging the error statuses a session sends.
+struct ErrorLog {
+    since: Instant,
+    logged: u32,
+    suppressed: u32,
+}
+
 /// The russh-sftp handler for one session.
 pub(crate) struct AccountFs {
-    root: PathBuf,
-    user: SessionUser,
-    max_upload_bytes: u64,
+    view: View,
+    shared: Arc<FsShared>,
     handles: HashMap<String, OpenHandle>,
     next_handle: u64,
+    errors: ErrorLog,
 }
 
 const TOO_LARGE: &str = "File too large: over the maximum upload size";
+const HOLE: &str = "Write refused: it would leave a hole in the file (write it in order)";
 
-impl AccountFs {
-    pub(crate) fn new(root: PathBuf, user: SessionUser, max_upload_bytes: u64) -> Self {
-        Self { root, user, max_upload_bytes, handles: HashMap::new(), next_handle: 0 }
-    }
-
+impl View {
     fn resolve(&self, path: &str) -> Reply<VirtualPath> {
         jail::resolve(path).map_err(|e| match e {
             JailError::NotFound | JailError::Reserved => no_such_file(),
@@ -137,52 +222,43 @@ impl AccountFs {
         }
     }
 
-    fn writable(&self, folder: Folder) -> bool {
+    /// What the login may do with entries of `folder`, as the modes show it.
+    fn access(&self, folder: Option<Folder>) -> Access {
         match folder {
-            Folder::Customers => self.user.can_upload,
-            Folder::Outbox | Folder::Archive => false,
+            None => Access::ReadOnly,
+            Some(Folder::Customers) if self.user.can_upload => Access::Writable,
+            Some(Folder::Customers) | Some(Folder::Archive) => Access::ReadOnly,
+            Some(Folder::Outbox) => Access::Deletable,
         }
     }
 
-    fn new_handle(&mut self, open: OpenHandle) -> Reply<String> {
-        if self.handles.len() >= MAX_HANDLES {
-            return Err(failure("Too many open files"));
-        }
-        self.next_handle += 1;
-        let id = self.next_handle.to_string();
-        self.handles.insert(id.clone(), open);
-        Ok(id)
+    fn names(&self) -> (&str, &str) {
+        (self.user.username.as_str(), self.user.account.as_str())
     }
 
     /// Attributes of what `v` names, or no-such-file for anything a client
-    /// must not see (symlinks, devices, hidden names).
+    /// must not see (symlinks, devices, reserved names).
     fn attrs_of(&self, v: &VirtualPath) -> Reply<FileAttributes> {
         let path = self.disk_path(v)?;
         let meta = std::fs::symlink_metadata(&path).map_err(|e| self.io_error("lstat", &v.display, e))?;
-        let writable = match &v.place {
-            Place::Root => false,
-            Place::Folder(f) | Place::Entry { folder: f, .. } => self.writable(*f),
-        };
-        visible_attrs(&meta, writable).ok_or_else(no_such_file)
+        let (user, group) = self.names();
+        visible_attrs(&meta, self.access(folder_of(&v.place)), user, group).ok_or_else(no_such_file)
     }
 
     fn list(&self, v: &VirtualPath) -> Reply<Vec<File>> {
-        let (user, group) = (self.user.username.as_str(), self.user.account.as_str());
+        let (user, group) = self.names();
         if v.place == Place::Root {
             let mut entries = Vec::new();
             for folder in Folder::ALL {
                 let meta = std::fs::symlink_metadata(self.root.join(folder.name()))
                     .map_err(|e| self.io_error("lstat", &v.display, e))?;
-                if let Some(attrs) = visible_attrs(&meta, self.writable(folder)) {
+                if let Some(attrs) = visible_attrs(&meta, self.access(Some(folder)), user, group) {
                     entries.push(named(folder.name(), attrs, user, group));
                 }
             }
             return Ok(entries);
         }
-        let writable = match &v.place {
-            Place::Folder(f) | Place::Entry { folder: f, .. } => self.writable(*f),
-            Place::Root => false,
-        };
+        let access = self.access(folder_of(&v.place));
         let path = self.disk_path(v)?;
         let meta = std::fs::symlink_metadata(&path).map_err(|e| self.io_error("lstat", &v.display, e))?;
         if !meta.file_type().is_dir() {
@@ -195,12 +271,12 @@ impl AccountFs {
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
-            if name.starts_with('.') {
+            if crate::mailbox::is_reserved_name(&name) {
                 continue;
             }
             // DirEntry::metadata does not follow symlinks.
             let Ok(meta) = entry.metadata() else { continue };
-            if let Some(attrs) = visible_attrs(&meta, writable) {
+            if let Some(attrs) = visible_attrs(&meta, access, user, group) {
                 entries.push(named(&name, attrs, user, group));
             }
         }
@@ -215,6 +291,9 @@ impl AccountFs {
                 if !self.user.can_upload {
                     return Err(denied("Permission denied: this login may not upload (scope customers:create)"));
                 }
+                if let Some(problem) = upload_name_problem(&rel[0]) {
+                    return Err(failure(&problem));
+                }
                 let target = self.disk_path(v)?;
                 let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
                 Ok((dir, rel[0].clone()))
@@ -223,9 +302,67 @@ impl AccountFs {
             _ => Err(denied("Permission denied: uploads go into /customers")),
         }
     }
+}
+
+impl AccountFs {
+    pub(crate) fn new(root: PathBuf, user: SessionUser, shared: Arc<FsShared>) -> Self {
+        Self {
+            view: View { root, user: Arc::new(user) },
+            shared,
+            handles: HashMap::new(),
+            next_handle: 0,
+            errors: ErrorLog { since: Instant::now(), logged: 0, suppressed: 0 },
+        }
+    }
+
+    /// Reserves room for one more handle (this session's and the account's
+    /// limits), before anything is created for it.
+    fn handle_slot(&self) -> Reply<Slot<String>> {
+        if self.handles.len() >= MAX_HANDLES {
+            return Err(failure("Too many open files in this session"));
+        }
+        self.shared
+            .handles_per_account
+            .try_acquire(self.view.user.account.clone())
+            .ok_or_else(|| failure("Too many open files for this account"))
+    }
+
+    fn new_handle(&mut self, open: Open, slot: Slot<String>) -> String {
+        self.next_handle += 1;
+        let id = self.next_handle.to_string();
+        self.handles.insert(id.clone(), OpenHandle { open, _slot: slot });
+        id
+    }
+
+    /// Logs an error status sent to the client (not EOF, which ends every
+    /// read and listing), at most [`ERROR_LOGS_PER_MINUTE`] per session.
+    fn noted<T>(&mut self, op: &'static str, path: &str, result: Reply<T>) -> Reply<T> {
+        let Err(reply) = &result else { return result };
+        if reply.status_code == StatusCode::Eof {
+            return result;
+        }
+        if self.errors.since.elapsed() >= Duration::from_secs(60) {
+            if self.errors.suppressed > 0 {
+                tracing::info!(user = %self.view.user.username, suppressed = self.errors.suppressed, "more SFTP errors were sent to this client than logged");
+            }
+            self.errors = ErrorLog { since: Instant::now(), logged: 0, suppressed: 0 };
+        }
+        if self.errors.logged >= ERROR_LOGS_PER_MINUTE {
+            self.errors.suppressed += 1;
+            return result;
+        }
+        self.errors.logged += 1;
+        let shown: String = path.chars().take(300).collect();
+        tracing::info!(
+            user = %self.view.user.username, account = %self.view.user.account, op, path = %shown.escape_debug(),
+            status = ?reply.status_code, message = reply.error_message.as_deref().unwrap_or(""),
+            "SFTP request refused"
+        );
+        result
+    }
 
     fn open_upload(&mut self, v: &VirtualPath, pflags: OpenFlags) -> Reply<String> {
-        let (dir, name) = self.upload_target(v)?;
+        let (dir, name) = self.view.upload_target(v)?;
         if pflags.contains(OpenFlags::APPEND) {
             return Err(unsupported("Appending to or resuming an upload is not supported"));
         }
@@ -235,9 +372,11 @@ impl AccountFs {
             Ok(_) if pflags.contains(OpenFlags::EXCLUDE) => return Err(failure("File already exists")),
             _ => {}
         }
+        // Room for the handle first: a refused OPEN leaves no file behind.
+        let slot = self.handle_slot()?;
         let mut random = [0u8; 8];
         rand::thread_rng().fill_bytes(&mut random);
-        let temp = dir.join(format!("{UPLOAD_TEMP_PREFIX}{}.{name}", hex(&random)));
+        let temp = dir.join(upload_temp_name(&hex(&random)));
         let file = OpenOptions::new()
             .write(true)
             .read(true)
@@ -245,40 +384,38 @@ impl AccountFs {
             .mode(0o640)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&temp)
-            .map_err(|e| self.io_error("create", &v.display, e))?;
-        tracing::debug!(account = %self.user.account, file = %v.display, "upload started");
-        self.new_handle(OpenHandle::Upload(Upload {
-            file,
-            temp,
-            target,
-            display: v.display.clone(),
-            size: 0,
-            failed: None,
-        }))
+            .map_err(|e| self.view.io_error("create", &v.display, e))?;
+        tracing::debug!(account = %self.view.user.account, file = %v.display, "upload started");
+        let open = self.shared.open_files.register(&target);
+        let upload =
+            Upload { file, temp, target, display: v.display.clone(), size: 0, received: 0, failed: None, _open: open };
+        Ok(self.new_handle(Open::Upload(upload), slot))
     }
 
     fn open_read(&mut self, v: &VirtualPath) -> Reply<String> {
         if !matches!(v.place, Place::Entry { .. }) {
             return Err(failure("Is a folder"));
         }
-        let path = self.disk_path(v)?;
+        let slot = self.handle_slot()?;
+        let path = self.view.disk_path(v)?;
         let file = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(&path)
-            .map_err(|e| self.io_error("open", &v.display, e))?;
-        let meta = file.metadata().map_err(|e| self.io_error("fstat", &v.display, e))?;
+            .map_err(|e| self.view.io_error("open", &v.display, e))?;
+        let meta = file.metadata().map_err(|e| self.view.io_error("fstat", &v.display, e))?;
         if meta.file_type().is_dir() {
             return Err(failure("Is a folder"));
         }
         if !meta.file_type().is_file() {
             return Err(no_such_file());
         }
-        self.new_handle(OpenHandle::Read(file))
+        let open = self.shared.open_files.register(&path);
+        Ok(self.new_handle(Open::Read { file, display: v.display.clone(), _open: open }, slot))
     }
 
     fn finish_upload(&self, upload: Upload) -> Reply<()> {
-        let Upload { file, temp, target, display: shown, size, failed } = upload;
+        let Upload { file, temp, target, display: shown, size, failed, .. } = upload;
         drop(file);
         if let Some(reason) = failed {
             let _ = std::fs::remove_file(&temp);
@@ -286,25 +423,31 @@ impl AccountFs {
         }
         // Who uploaded it decides whether existing refs may be updated: an
         // upload whose login cannot be recorded is refused, not guessed.
-        if let Err(e) = crate::mailbox::set_uploader(&temp, &self.user.username) {
+        if let Err(e) = crate::mailbox::set_uploader(&temp, &self.view.user.username) {
             let _ = std::fs::remove_file(&temp);
-            tracing::error!(user = %self.user.username, error = %e, "cannot record the uploader on the file");
+            tracing::error!(user = %self.view.user.username, error = %e, "cannot record the uploader on the file");
             return Err(failure("Upload failed: the server could not store it; try again later"));
         }
         if let Err(e) = std::fs::rename(&temp, &target) {
             let _ = std::fs::remove_file(&temp);
-            return Err(self.io_error("publish", &shown, e));
+            return Err(self.view.io_error("publish", &shown, e));
         }
         tracing::info!(
-            account = %self.user.account, user = %self.user.username,
+            account = %self.view.user.account, user = %self.view.user.username,
             file = %shown, bytes = size, "upload complete"
         );
         Ok(())
     }
 
     fn do_rename(&self, oldpath: &str, newpath: &str) -> Reply<()> {
+        self.view.rename(oldpath, newpath)
+    }
+}
+
+impl View {
+    fn rename(&self, oldpath: &str, newpath: &str) -> Reply<()> {
         let reserved = |e| match e {
-            JailError::Reserved => denied("Permission denied: names starting with '.' are reserved"),
+            JailError::Reserved => denied("Permission denied: names starting with '.intake-' are reserved"),
             JailError::NotFound => no_such_file(),
             JailError::Invalid => failure("Invalid file name"),
         };
@@ -358,16 +501,302 @@ impl Drop for AccountFs {
         // A session that ends with uploads still open (disconnect, kill, oversized
         // packet) publishes nothing: its temp files go.
         let mut abandoned = 0;
-        for (_, open) in self.handles.drain() {
-            if let OpenHandle::Upload(upload) = open {
+        for (_, handle) in self.handles.drain() {
+            if let Open::Upload(upload) = handle.open {
                 drop(upload.file);
                 let _ = std::fs::remove_file(&upload.temp);
                 abandoned += 1;
             }
         }
         if abandoned > 0 {
-            tracing::info!(account = %self.user.account, user = %self.user.username, abandoned, "session ended with unfinished uploads; discarded");
+            tracing::info!(account = %self.view.user.account, user = %self.view.user.username, abandoned, "session ended with unfinished uploads; discarded");
         }
+    }
+}
+
+/// The folder a place is in (`None` for the root).
+fn folder_of(place: &Place) -> Option<Folder> {
+    match place {
+        Place::Root => None,
+        Place::Folder(f) | Place::Entry { folder: f, .. } => Some(*f),
+    }
+}
+
+impl AccountFs {
+    fn handle_display(&self, handle: &str) -> String {
+        match self.handles.get(handle).map(|h| &h.open) {
+            Some(Open::Read { display, .. }) => display.clone(),
+            Some(Open::Upload(up)) => up.display.clone(),
+            Some(Open::Dir { .. }) => "(folder)".to_owned(),
+            None => "(closed handle)".to_owned(),
+        }
+    }
+
+    async fn do_open(&mut self, id: u32, filename: &str, pflags: OpenFlags) -> Reply<Handle> {
+        let writes = pflags.intersects(OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE);
+        let v = jail::resolve(filename).map_err(|e| match e {
+            JailError::Reserved if writes => denied("Permission denied: names starting with '.intake-' are reserved"),
+            JailError::NotFound if writes => denied("Permission denied: uploads go into /customers"),
+            JailError::NotFound | JailError::Reserved => no_such_file(),
+            JailError::Invalid => failure("Invalid file name"),
+        })?;
+        let handle = if writes { self.open_upload(&v, pflags)? } else { self.open_read(&v)? };
+        Ok(Handle { id, handle })
+    }
+
+    fn do_close(&mut self, id: u32, handle: &str) -> Reply<Status> {
+        match self.handles.remove(handle) {
+            Some(OpenHandle { open: Open::Upload(upload), .. }) => self.finish_upload(upload).map(|()| ok(id)),
+            Some(_) => Ok(ok(id)),
+            None => Err(failure("Invalid handle")),
+        }
+    }
+
+    fn do_read(&mut self, id: u32, handle: &str, offset: u64, len: u32) -> Reply<Data> {
+        let file = match self.handles.get(handle).map(|h| &h.open) {
+            Some(Open::Read { file, .. }) => file,
+            Some(_) => return Err(denied("Permission denied: not open for reading")),
+            None => return Err(failure("Invalid handle")),
+        };
+        let mut buf = vec![0u8; len.min(MAX_READ) as usize];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read_at(&mut buf[filled..], offset.saturating_add(filled as u64)) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.view.io_error("read", "handle", e)),
+            }
+        }
+        if filled == 0 && len > 0 {
+            return Err(StatusCode::Eof.into());
+        }
+        buf.truncate(filled);
+        Ok(Data { id, data: buf })
+    }
+
+    fn do_write(&mut self, id: u32, handle: &str, offset: u64, data: &[u8]) -> Reply<Status> {
+        let max = self.shared.max_upload_bytes;
+        let account = self.view.user.account.clone();
+        let upload = match self.handles.get_mut(handle).map(|h| &mut h.open) {
+            Some(Open::Upload(upload)) => upload,
+            Some(_) => return Err(denied("Permission denied: not open for writing")),
+            None => return Err(failure("Invalid handle")),
+        };
+        if let Some(reason) = upload.failed {
+            return Err(failure(reason));
+        }
+        let end = offset.saturating_add(data.len() as u64);
+        if end > max {
+            upload.failed = Some(TOO_LARGE);
+            tracing::warn!(account = %account, file = %upload.display, max_upload_bytes = max, "upload refused: over the size limit");
+            return Err(failure(TOO_LARGE));
+        }
+        if offset > upload.received.saturating_add(MAX_WRITE_AHEAD) {
+            upload.failed = Some(HOLE);
+            tracing::warn!(account = %account, file = %upload.display, offset, received = upload.received, "upload refused: a write far past the data received");
+            return Err(failure(HOLE));
+        }
+        if let Err(e) = upload.file.write_all_at(data, offset) {
+            upload.failed = Some("Upload failed on the server");
+            let display = upload.display.clone();
+            return Err(self.view.io_error("write", &display, e));
+        }
+        upload.size = upload.size.max(end);
+        upload.received = upload.received.saturating_add(data.len() as u64);
+        Ok(ok(id))
+    }
+
+    fn do_fsetstat(&mut self, id: u32, handle: &str, attrs: &FileAttributes) -> Reply<Status> {
+        let max = self.shared.max_upload_bytes;
+        match self.handles.get_mut(handle).map(|h| &mut h.open) {
+            Some(Open::Upload(upload)) => {
+                if let Some(size) = attrs.size {
+                    if size > max {
+                        upload.failed = Some(TOO_LARGE);
+                        return Err(failure(TOO_LARGE));
+                    }
+                    if size > upload.size && size > upload.received.saturating_add(MAX_WRITE_AHEAD) {
+                        return Err(failure(HOLE));
+                    }
+                    if let Err(e) = upload.file.set_len(size) {
+                        let display = upload.display.clone();
+                        return Err(self.view.io_error("truncate", &display, e));
+                    }
+                    upload.size = size;
+                }
+                Ok(ok(id))
+            }
+            Some(Open::Read { .. }) if attrs.size.is_some() => Err(denied("Permission denied: not open for writing")),
+            Some(_) => Ok(ok(id)),
+            None => Err(failure("Invalid handle")),
+        }
+    }
+
+    fn do_fstat(&self, id: u32, handle: &str) -> Reply<Attrs> {
+        let (meta, access) = match self.handles.get(handle).map(|h| &h.open) {
+            Some(Open::Read { file, display, .. }) => {
+                let folder = jail::resolve(display).ok().and_then(|v| folder_of(&v.place));
+                (file.metadata(), self.view.access(folder))
+            }
+            Some(Open::Upload(up)) => (up.file.metadata(), Access::Writable),
+            Some(Open::Dir { .. }) => return Err(failure("Is a folder")),
+            None => return Err(failure("Invalid handle")),
+        };
+        let meta = meta.map_err(|e| self.view.io_error("fstat", "handle", e))?;
+        let (user, group) = self.view.names();
+        Ok(Attrs { id, attrs: visible_attrs(&meta, access, user, group).ok_or_else(no_such_file)? })
+    }
+
+    fn do_setstat(&self, id: u32, path: &str, attrs: &FileAttributes) -> Reply<Status> {
+        let v = self.view.resolve(path)?;
+        self.view.attrs_of(&v)?;
+        if attrs.size.is_some() {
+            return Err(unsupported("Changing a file's size is not supported"));
+        }
+        // Permissions and times are accepted and ignored (`put -p`, `scp -p`,
+        // WinSCP, FileZilla and rclone send them right after an upload).
+        Ok(ok(id))
+    }
+
+    async fn do_opendir(&mut self, id: u32, path: &str) -> Reply<Handle> {
+        let v = self.view.resolve(path)?;
+        let slot = self.handle_slot()?;
+        // A big folder takes a while to read: not on the async runtime.
+        let view = self.view.clone();
+        let entries =
+            tokio::task::spawn_blocking(move || view.list(&v)).await.map_err(|_| failure("Operation failed"))??;
+        Ok(Handle { id, handle: self.new_handle(Open::Dir { entries, pos: 0 }, slot) })
+    }
+
+    fn do_readdir(&mut self, id: u32, handle: &str) -> Reply<Name> {
+        match self.handles.get_mut(handle).map(|h| &mut h.open) {
+            Some(Open::Dir { entries, pos }) => {
+                if *pos >= entries.len() {
+                    return Err(StatusCode::Eof.into());
+                }
+                let end = (*pos + NAMES_PER_REPLY).min(entries.len());
+                let files = entries[*pos..end].to_vec();
+                *pos = end;
+                Ok(Name { id, files })
+            }
+            Some(_) => Err(failure("Not a folder")),
+            None => Err(failure("Invalid handle")),
+        }
+    }
+
+    fn do_remove(&self, id: u32, filename: &str) -> Reply<Status> {
+        let view = &self.view;
+        let v = view.resolve(filename)?;
+        match &v.place {
+            Place::Entry { folder: Folder::Customers, .. } if !view.user.can_upload => {
+                return Err(denied("Permission denied: this login may not change /customers"))
+            }
+            Place::Entry { folder: Folder::Customers | Folder::Outbox, .. } => {}
+            Place::Entry { folder: Folder::Archive, .. } => {
+                return Err(denied("Permission denied: /archive is read-only"))
+            }
+            _ => return Err(denied("Permission denied: folders cannot be removed")),
+        }
+        let path = view.disk_path(&v)?;
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| view.io_error("lstat", &v.display, e))?;
+        if meta.file_type().is_dir() {
+            return Err(failure("Is a folder"));
+        }
+        if !meta.file_type().is_file() {
+            return Err(no_such_file());
+        }
+        std::fs::remove_file(&path).map_err(|e| view.io_error("remove", &v.display, e))?;
+        tracing::info!(account = %view.user.account, user = %view.user.username, file = %v.display, "file removed");
+        Ok(ok(id))
+    }
+
+    fn do_extended(&self, id: u32, request: &str, data: &[u8]) -> Reply<Packet> {
+        match request {
+            "limits@openssh.com" => {
+                let mut reply = Vec::with_capacity(32);
+                for value in [
+                    u64::from(MAX_CLIENT_PACKET),
+                    MAX_WRITE.min(u64::from(MAX_CLIENT_PACKET)),
+                    u64::from(MAX_READ),
+                    MAX_HANDLES as u64,
+                ] {
+                    reply.extend_from_slice(&value.to_be_bytes());
+                }
+                Ok(Packet::ExtendedReply(ExtendedReply { id, data: reply }))
+            }
+            "posix-rename@openssh.com" => {
+                let mut rest = data;
+                let (Some(old), Some(new)) = (take_string(&mut rest), take_string(&mut rest)) else {
+                    return Err(StatusCode::BadMessage.with_message("Malformed request"));
+                };
+                self.do_rename(&old, &new).map(|()| Packet::Status(ok(id)))
+            }
+            "users-groups-by-id@openssh.com" => {
+                let mut rest = data;
+                let (Some(uids), Some(gids)) = (take_bytes(&mut rest), take_bytes(&mut rest)) else {
+                    return Err(StatusCode::BadMessage.with_message("Malformed request"));
+                };
+                let (user, group) = self.view.names();
+                let names = |ids: &[u8], name: &str| {
+                    let mut out = Vec::new();
+                    for id in ids.chunks_exact(4).take(1024) {
+                        let known = u32::from_be_bytes(id.try_into().unwrap_or_default()) == SHOWN_ID;
+                        put_string(&mut out, if known { name.as_bytes() } else { b"" });
+                    }
+                    out
+                };
+                let mut reply = Vec::new();
+                put_string(&mut reply, &names(uids, user));
+                put_string(&mut reply, &names(gids, group));
+                Ok(Packet::ExtendedReply(ExtendedReply { id, data: reply }))
+            }
+            "hardlink@openssh.com" => Err(denied("Permission denied: links cannot be created")),
+            _ => Err(unsupported("Operation not supported")),
+        }
+    }
+
+    pub(crate) fn max_upload_bytes(&self) -> u64 {
+        self.shared.max_upload_bytes
+    }
+
+    /// The exec commands' way to stat a path (`scp -f`).
+    pub(crate) fn stat_path(&self, path: &str) -> Reply<FileAttributes> {
+        let v = self.view.resolve(path)?;
+        self.view.attrs_of(&v)
+    }
+
+    /// The exec commands' way in: the same requests, checks and logs as SFTP.
+    pub(crate) async fn exec_open(&mut self, path: &str, write: bool) -> Reply<String> {
+        let flags = if write { OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE } else { OpenFlags::READ };
+        let result = self.do_open(0, path, flags).await.map(|h| h.handle);
+        self.noted(if write { "scp upload" } else { "open" }, path, result)
+    }
+
+    pub(crate) fn exec_write(&mut self, handle: &str, offset: u64, data: &[u8]) -> Reply<()> {
+        let shown = self.handle_display(handle);
+        let result = self.do_write(0, handle, offset, data).map(|_| ());
+        self.noted("write", &shown, result)
+    }
+
+    pub(crate) fn exec_read(&mut self, handle: &str, offset: u64, len: u32) -> Reply<Vec<u8>> {
+        let shown = self.handle_display(handle);
+        match self.do_read(0, handle, offset, len) {
+            Ok(data) => Ok(data.data),
+            Err(e) if e.status_code == StatusCode::Eof => Ok(Vec::new()),
+            Err(e) => self.noted("read", &shown, Err(e)),
+        }
+    }
+
+    pub(crate) fn exec_close(&mut self, handle: &str) -> Reply<()> {
+        let shown = self.handle_display(handle);
+        let result = self.do_close(0, handle).map(|_| ());
+        self.noted("close", &shown, result)
+    }
+
+    /// Logs a refusal the exec commands send in their own words.
+    pub(crate) fn exec_refused(&mut self, op: &'static str, path: &str, message: &str) {
+        let _ = self.noted::<()>(op, path, Err(failure(message)));
     }
 }
 
@@ -382,248 +811,157 @@ impl russh_sftp::server::Handler for AccountFs {
         let mut version = Version::new();
         version.extensions.insert("limits@openssh.com".to_owned(), "1".to_owned());
         version.extensions.insert("posix-rename@openssh.com".to_owned(), "1".to_owned());
+        version.extensions.insert("users-groups-by-id@openssh.com".to_owned(), "1".to_owned());
         Ok(version)
     }
 
     async fn realpath(&mut self, id: u32, path: String) -> Reply<Name> {
-        let v = self.resolve(&path)?;
-        Ok(Name { id, files: vec![File::dummy(v.display)] })
+        let result = self.view.resolve(&path).map(|v| Name { id, files: vec![File::dummy(v.display)] });
+        self.noted("realpath", &path, result)
     }
 
     async fn stat(&mut self, id: u32, path: String) -> Reply<Attrs> {
-        let v = self.resolve(&path)?;
-        Ok(Attrs { id, attrs: self.attrs_of(&v)? })
+        let result = self.view.resolve(&path).and_then(|v| self.view.attrs_of(&v)).map(|attrs| Attrs { id, attrs });
+        self.noted("stat", &path, result)
     }
 
     async fn lstat(&mut self, id: u32, path: String) -> Reply<Attrs> {
-        let v = self.resolve(&path)?;
-        Ok(Attrs { id, attrs: self.attrs_of(&v)? })
+        let result = self.view.resolve(&path).and_then(|v| self.view.attrs_of(&v)).map(|attrs| Attrs { id, attrs });
+        self.noted("lstat", &path, result)
     }
 
     async fn fstat(&mut self, id: u32, handle: String) -> Reply<Attrs> {
-        let (meta, writable) = match self.handles.get(&handle) {
-            Some(OpenHandle::Read(file)) => (file.metadata(), false),
-            Some(OpenHandle::Upload(up)) => (up.file.metadata(), true),
-            Some(OpenHandle::Dir { .. }) => return Err(failure("Is a folder")),
-            None => return Err(failure("Invalid handle")),
-        };
-        let meta = meta.map_err(|e| self.io_error("fstat", "handle", e))?;
-        Ok(Attrs { id, attrs: visible_attrs(&meta, writable).ok_or_else(no_such_file)? })
+        let shown = self.handle_display(&handle);
+        let result = self.do_fstat(id, &handle);
+        self.noted("fstat", &shown, result)
     }
 
-    async fn open(&mut self, _id: u32, filename: String, pflags: OpenFlags, _attrs: FileAttributes) -> Reply<Handle> {
-        let writes = pflags.intersects(OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE);
-        let v = jail::resolve(&filename).map_err(|e| match e {
-            JailError::Reserved if writes => denied("Permission denied: names starting with '.' are reserved"),
-            JailError::NotFound if writes => denied("Permission denied: uploads go into /customers"),
-            JailError::NotFound | JailError::Reserved => no_such_file(),
-            JailError::Invalid => failure("Invalid file name"),
-        })?;
-        let handle = if writes { self.open_upload(&v, pflags)? } else { self.open_read(&v)? };
-        Ok(Handle { id: _id, handle })
+    async fn open(&mut self, id: u32, filename: String, pflags: OpenFlags, _attrs: FileAttributes) -> Reply<Handle> {
+        let result = self.do_open(id, &filename, pflags).await;
+        self.noted("open", &filename, result)
     }
 
     async fn close(&mut self, id: u32, handle: String) -> Reply<Status> {
-        match self.handles.remove(&handle) {
-            Some(OpenHandle::Upload(upload)) => self.finish_upload(upload).map(|()| ok(id)),
-            Some(_) => Ok(ok(id)),
-            None => Err(failure("Invalid handle")),
-        }
+        let shown = self.handle_display(&handle);
+        let result = self.do_close(id, &handle);
+        self.noted("close", &shown, result)
     }
 
     async fn read(&mut self, id: u32, handle: String, offset: u64, len: u32) -> Reply<Data> {
-        let file = match self.handles.get(&handle) {
-            Some(OpenHandle::Read(file)) => file,
-            Some(_) => return Err(denied("Permission denied: not open for reading")),
-            None => return Err(failure("Invalid handle")),
-        };
-        let mut buf = vec![0u8; len.min(MAX_READ) as usize];
-        let mut filled = 0;
-        while filled < buf.len() {
-            match file.read_at(&mut buf[filled..], offset + filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.io_error("read", "handle", e)),
-            }
+        let result = self.do_read(id, &handle, offset, len);
+        if result.is_err() {
+            let shown = self.handle_display(&handle);
+            return self.noted("read", &shown, result);
         }
-        if filled == 0 && len > 0 {
-            return Err(StatusCode::Eof.into());
-        }
-        buf.truncate(filled);
-        Ok(Data { id, data: buf })
+        result
     }
 
     async fn write(&mut self, id: u32, handle: String, offset: u64, data: Vec<u8>) -> Reply<Status> {
-        let max = self.max_upload_bytes;
-        let upload = match self.handles.get_mut(&handle) {
-            Some(OpenHandle::Upload(upload)) => upload,
-            Some(_) => return Err(denied("Permission denied: not open for writing")),
-            None => return Err(failure("Invalid handle")),
-        };
-        if let Some(reason) = upload.failed {
-            return Err(failure(reason));
+        let result = self.do_write(id, &handle, offset, &data);
+        if result.is_err() {
+            let shown = self.handle_display(&handle);
+            return self.noted("write", &shown, result);
         }
-        let end = offset.saturating_add(data.len() as u64);
-        if end > max {
-            upload.failed = Some(TOO_LARGE);
-            tracing::warn!(account = %self.user.account, file = %upload.display, max_upload_bytes = max, "upload refused: over the size limit");
-            return Err(failure(TOO_LARGE));
-        }
-        if let Err(e) = upload.file.write_all_at(&data, offset) {
-            upload.failed = Some("Upload failed on the server");
-            let display = upload.display.clone();
-            return Err(self.io_error("write", &display, e));
-        }
-        upload.size = upload.size.max(end);
-        Ok(ok(id))
+        result
     }
 
     async fn fsetstat(&mut self, id: u32, handle: String, attrs: FileAttributes) -> Reply<Status> {
-        let max = self.max_upload_bytes;
-        match self.handles.get_mut(&handle) {
-            Some(OpenHandle::Upload(upload)) => {
-                if let Some(size) = attrs.size {
-                    if size > max {
-                        upload.failed = Some(TOO_LARGE);
-                        return Err(failure(TOO_LARGE));
-                    }
-                    if let Err(e) = upload.file.set_len(size) {
-                        let display = upload.display.clone();
-                        return Err(self.io_error("truncate", &display, e));
-                    }
-                    upload.size = size;
-                }
-                Ok(ok(id))
-            }
-            Some(OpenHandle::Read(_)) if attrs.size.is_some() => Err(denied("Permission denied: not open for writing")),
-            Some(_) => Ok(ok(id)),
-            None => Err(failure("Invalid handle")),
-        }
+        let shown = self.handle_display(&handle);
+        let result = self.do_fsetstat(id, &handle, &attrs);
+        self.noted("fsetstat", &shown, result)
     }
 
     async fn setstat(&mut self, id: u32, path: String, attrs: FileAttributes) -> Reply<Status> {
-        let v = self.resolve(&path)?;
-        self.attrs_of(&v)?;
-        if attrs.size.is_some() {
-            return Err(unsupported("Changing a file's size is not supported"));
-        }
-        // Permissions and times are ignored (`put -p`, `scp -p` send them).
-        Ok(ok(id))
+        let result = self.do_setstat(id, &path, &attrs);
+        self.noted("setstat", &path, result)
     }
 
-    async fn opendir(&mut self, _id: u32, path: String) -> Reply<Handle> {
-        let v = self.resolve(&path)?;
-        let entries = self.list(&v)?;
-        let handle = self.new_handle(OpenHandle::Dir { entries, pos: 0 })?;
-        Ok(Handle { id: _id, handle })
+    async fn opendir(&mut self, id: u32, path: String) -> Reply<Handle> {
+        let result = self.do_opendir(id, &path).await;
+        self.noted("opendir", &path, result)
     }
 
     async fn readdir(&mut self, id: u32, handle: String) -> Reply<Name> {
-        match self.handles.get_mut(&handle) {
-            Some(OpenHandle::Dir { entries, pos }) => {
-                if *pos >= entries.len() {
-                    return Err(StatusCode::Eof.into());
-                }
-                let end = (*pos + NAMES_PER_REPLY).min(entries.len());
-                let files = entries[*pos..end].to_vec();
-                *pos = end;
-                Ok(Name { id, files })
-            }
-            Some(_) => Err(failure("Not a folder")),
-            None => Err(failure("Invalid handle")),
-        }
+        let result = self.do_readdir(id, &handle);
+        self.noted("readdir", "(folder)", result)
     }
 
     async fn remove(&mut self, id: u32, filename: String) -> Reply<Status> {
-        let v = self.resolve(&filename)?;
-        match &v.place {
-            Place::Entry { folder: Folder::Customers, .. } if !self.user.can_upload => {
-                return Err(denied("Permission denied: this login may not change /customers"))
-            }
-            Place::Entry { folder: Folder::Customers | Folder::Outbox, .. } => {}
-            Place::Entry { folder: Folder::Archive, .. } => {
-                return Err(denied("Permission denied: /archive is read-only"))
-            }
-            _ => return Err(denied("Permission denied: folders cannot be removed")),
-        }
-        let path = self.disk_path(&v)?;
-        let meta = std::fs::symlink_metadata(&path).map_err(|e| self.io_error("lstat", &v.display, e))?;
-        if meta.file_type().is_dir() {
-            return Err(failure("Is a folder"));
-        }
-        if !meta.file_type().is_file() {
-            return Err(no_such_file());
-        }
-        std::fs::remove_file(&path).map_err(|e| self.io_error("remove", &v.display, e))?;
-        tracing::info!(account = %self.user.account, user = %self.user.username, file = %v.display, "file removed");
-        Ok(ok(id))
+        let result = self.do_remove(id, &filename);
+        self.noted("remove", &filename, result)
     }
 
     async fn rename(&mut self, id: u32, oldpath: String, newpath: String) -> Reply<Status> {
-        self.do_rename(&oldpath, &newpath).map(|()| ok(id))
+        let result = self.do_rename(&oldpath, &newpath).map(|()| ok(id));
+        self.noted("rename", &format!("{oldpath} -> {newpath}"), result)
     }
 
-    async fn mkdir(&mut self, _id: u32, _path: String, _attrs: FileAttributes) -> Reply<Status> {
-        Err(denied("Permission denied: folders cannot be created"))
+    async fn mkdir(&mut self, _id: u32, path: String, _attrs: FileAttributes) -> Reply<Status> {
+        self.noted("mkdir", &path, Err(denied("Permission denied: folders cannot be created")))
     }
 
-    async fn rmdir(&mut self, _id: u32, _path: String) -> Reply<Status> {
-        Err(denied("Permission denied: folders cannot be removed"))
+    async fn rmdir(&mut self, _id: u32, path: String) -> Reply<Status> {
+        self.noted("rmdir", &path, Err(denied("Permission denied: folders cannot be removed")))
     }
 
-    async fn readlink(&mut self, _id: u32, _path: String) -> Reply<Name> {
-        Err(unsupported("Links are not supported"))
+    async fn readlink(&mut self, _id: u32, path: String) -> Reply<Name> {
+        self.noted("readlink", &path, Err(unsupported("Links are not supported")))
     }
 
-    async fn symlink(&mut self, _id: u32, _linkpath: String, _targetpath: String) -> Reply<Status> {
-        Err(denied("Permission denied: links cannot be created"))
+    async fn symlink(&mut self, _id: u32, linkpath: String, _targetpath: String) -> Reply<Status> {
+        self.noted("symlink", &linkpath, Err(denied("Permission denied: links cannot be created")))
     }
 
     async fn extended(&mut self, id: u32, request: String, data: Vec<u8>) -> Reply<Packet> {
-        match request.as_str() {
-            "limits@openssh.com" => {
-                let mut reply = Vec::with_capacity(32);
-                for value in [
-                    u64::from(MAX_CLIENT_PACKET),
-                    MAX_WRITE.min(u64::from(MAX_CLIENT_PACKET)),
-                    u64::from(MAX_READ),
-                    MAX_HANDLES as u64,
-                ] {
-                    reply.extend_from_slice(&value.to_be_bytes());
-                }
-                Ok(Packet::ExtendedReply(ExtendedReply { id, data: reply }))
-            }
-            "posix-rename@openssh.com" => {
-                let mut rest = data.as_slice();
-                let (Some(old), Some(new)) = (take_string(&mut rest), take_string(&mut rest)) else {
-                    return Err(StatusCode::BadMessage.with_message("Malformed request"));
-                };
-                self.do_rename(&old, &new).map(|()| Packet::Status(ok(id)))
-            }
-            "hardlink@openssh.com" => Err(denied("Permission denied: links cannot be created")),
-            _ => Err(unsupported("Operation not supported")),
-        }
+        let result = self.do_extended(id, &request, &data);
+        let op: String = request.chars().take(64).collect();
+        self.noted("extended", &op, result)
     }
+}
+
+/// Reads one SSH string (u32 length + bytes).
+fn take_bytes<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = u32::from_be_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+    let bytes = buf.get(4..4usize.checked_add(len)?)?;
+    *buf = &buf[4 + len..];
+    Some(bytes)
 }
 
 /// Reads one SSH string (u32 length + bytes) as UTF-8.
 fn take_string(buf: &mut &[u8]) -> Option<String> {
-    let len = u32::from_be_bytes(buf.get(..4)?.try_into().ok()?) as usize;
-    let bytes = buf.get(4..4 + len)?;
-    *buf = &buf[4 + len..];
-    String::from_utf8(bytes.to_vec()).ok()
+    take_bytes(buf).and_then(|b| String::from_utf8(b.to_vec()).ok())
+}
+
+fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What a login may do with a folder's entries, as the modes show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// `/archive`, and `/customers` for a login without `customers:create`.
+    ReadOnly,
+    /// `/outbox`: files can be deleted, never written. Shown `rw-r--r--`
+    /// all the same: GUI clients (WinSCP, FileZilla, Cyberduck) hide or grey
+    /// out Delete on an `r--r--r--` file, and deleting results is what
+    /// merchants do there. A write is still refused, with a clear status.
+    Deletable,
+    /// `/customers` with `customers:create`.
+    Writable,
+}
+
 /// Attributes shown to clients, or `None` for anything that is neither a
 /// regular file nor a folder (symlinks, devices): those are never shown.
-/// Modes say what this login may do; owner and group are not revealed.
-fn visible_attrs(meta: &Metadata, writable: bool) -> Option<FileAttributes> {
+/// Modes say what this login may do; the owner is the login and the group its
+/// account, under one made-up id (server uids are not revealed).
+fn visible_attrs(meta: &Metadata, access: Access, user: &str, group: &str) -> Option<FileAttributes> {
     let ft = meta.file_type();
+    let writable = access != Access::ReadOnly;
     let (kind, mode) = if ft.is_dir() {
         (FileMode::DIR, if writable { 0o755 } else { 0o555 })
     } else if ft.is_file() {
@@ -633,10 +971,10 @@ fn visible_attrs(meta: &Metadata, writable: bool) -> Option<FileAttributes> {
     };
     Some(FileAttributes {
         size: Some(if ft.is_dir() { 4096 } else { meta.len() }),
-        uid: Some(0),
-        user: None,
-        gid: Some(0),
-        group: None,
+        uid: Some(SHOWN_ID),
+        user: Some(user.to_owned()),
+        gid: Some(SHOWN_ID),
+        group: Some(group.to_owned()),
         permissions: Some(kind.bits() | mode),
         atime: Some(clamp_time(meta.atime())),
         mtime: Some(clamp_time(meta.mtime())),

@@ -1,11 +1,68 @@
-//! Limits kept in memory: connections per source, sessions per account, and
-//! the per-source penalty after repeated login failures.
+//! Limits kept in memory: connections per source, sessions and handles per
+//! account, connections not logged in yet (MaxStartups), and the per-source
+//! penalty after repeated login failures.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use super::config::MaxStartups;
+
+/// Connections not logged in yet, all sources together, with OpenSSH's
+/// random early drop between `start` and `full`.
+pub(crate) struct Startups {
+    limits: MaxStartups,
+    count: AtomicUsize,
+}
+
+/// One connection counted by [`Startups`] until it logs in or ends.
+pub(crate) struct Startup(Arc<Startups>);
+
+impl Startups {
+    pub(crate) fn new(limits: MaxStartups) -> Arc<Self> {
+        Arc::new(Self { limits, count: AtomicUsize::new(0) })
+    }
+
+    /// Admits one more connection, or `None` to drop it: always below
+    /// `start`, never at `full`, in between with a drop probability rising
+    /// linearly from `rate`% to 100%.
+    pub(crate) fn try_admit(self: &Arc<Self>) -> Option<Startup> {
+        let MaxStartups { start, rate, full } = self.limits;
+        let n = self.count.fetch_add(1, Ordering::SeqCst);
+        let admit = if n < start {
+            true
+        } else if n >= full {
+            false
+        } else {
+            // As sshd's drop_connection(): p = rate + (100 - rate) * (n - start) / (full - start).
+            let span = (full - start) as f64;
+            let p = f64::from(rate) + (100.0 - f64::from(rate)) * (n - start) as f64 / span;
+            rand::thread_rng().gen_range(0.0..100.0) >= p
+        };
+        if admit {
+            Some(Startup(Arc::clone(self)))
+        } else {
+            self.count.fetch_sub(1, Ordering::SeqCst);
+            None
+        }
+    }
+
+    #[cfg(test)]
+    fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Startup {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// Counts holders per key, up to a maximum; a slot is freed when its
 /// [`Slot`] is dropped.
@@ -114,6 +171,25 @@ impl Penalties {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn startups_admit_below_start_drop_at_full_and_free_on_drop() {
+        let startups = Startups::new(MaxStartups { start: 2, rate: 30, full: 4 });
+        let a = startups.try_admit().unwrap();
+        let _b = startups.try_admit().unwrap();
+        // Between start and full some are dropped, some admitted; at full all.
+        let mut held = Vec::new();
+        for _ in 0..200 {
+            if let Some(s) = startups.try_admit() {
+                held.push(s);
+            }
+        }
+        assert_eq!(startups.count(), 4);
+        assert!(startups.try_admit().is_none());
+        drop(a);
+        held.clear();
+        assert_eq!(startups.count(), 1);
+    }
 
     #[test]
     fn a_counter_frees_its_slot_on_drop() {

@@ -2,8 +2,9 @@
 //!
 //! Every client path is normalised as if the account root were `/` (a `..`
 //! above it stays at the root, as in a chroot), so no path can name anything
-//! outside the root. Names starting with `.` are reserved (upload temp files,
-//! the daemon's own temp files) and never reachable.
+//! outside the root. Names starting with [`crate::mailbox::RESERVED_PREFIX`]
+//! (upload temp files, the daemon's own temp files) are reserved and never
+//! reachable; any other hidden name (`.in.x.csv`) is the client's.
 
 use std::path::{Path, PathBuf};
 
@@ -17,7 +18,7 @@ pub(crate) enum Place {
     /// `/customers`, `/outbox`, `/archive`.
     Folder(Folder),
     /// Something inside a folder; `rel` is never empty and holds no `.`/`..`
-    /// and no name starting with `.`.
+    /// and no reserved name.
     Entry { folder: Folder, rel: Vec<String> },
 }
 
@@ -26,7 +27,7 @@ pub(crate) enum Place {
 pub(crate) enum JailError {
     /// Outside the three folders, e.g. `/etc` (or `/../etc`, which is the same).
     NotFound,
-    /// A name starting with `.`: reserved for the server's own temp files.
+    /// A name starting with `.intake-`: reserved for the server's own files.
     Reserved,
     /// NUL byte or over-long name.
     Invalid,
@@ -91,7 +92,7 @@ pub(crate) fn resolve(path: &str) -> Result<VirtualPath, JailError> {
             if rel.is_empty() {
                 Place::Folder(folder)
             } else {
-                if rel.iter().any(|name| name.starts_with('.')) {
+                if rel.iter().any(|name| crate::mailbox::is_reserved_name(name)) {
                     return Err(JailError::Reserved);
                 }
                 Place::Entry { folder, rel }
@@ -135,9 +136,41 @@ mod tests {
     }
 
     #[test]
-    fn hidden_names_are_reserved() {
-        assert_eq!(resolve("/customers/.intake-upload.abc.a.csv"), Err(JailError::Reserved));
-        assert_eq!(resolve("/outbox/.tmp"), Err(JailError::Reserved));
+    fn only_intakes_own_names_are_reserved() {
+        assert_eq!(resolve("/customers/.intake-upload.abc"), Err(JailError::Reserved));
+        assert_eq!(resolve("/outbox/.intake-tmp.x"), Err(JailError::Reserved));
+        assert_eq!(resolve("/customers/.in.a.csv").unwrap().place, entry(Folder::Customers, &[".in.a.csv"]));
+    }
+
+    proptest::proptest! {
+        /// Whatever a client sends, resolving it never panics, never leaves
+        /// the three folders, and an upload name the server accepts has
+        /// every name derived from it within the file system's limit.
+        #[test]
+        fn any_path_resolves_safely_and_accepted_upload_names_fit(path in "\\PC{0,300}", raw in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            use crate::mailbox::{archive_name, report_stem, upload_name_problem, upload_temp_name, is_upload_name, MAX_NAME_BYTES};
+            let lossy = String::from_utf8_lossy(&raw).into_owned();
+            for p in [path.as_str(), lossy.as_str()] {
+                let Ok(v) = resolve(p) else { continue };
+                let on_disk = v.on_disk(Path::new("/data/acme"));
+                proptest::prop_assert!(on_disk.starts_with("/data/acme"));
+                proptest::prop_assert!(!v.display.contains("/../"));
+                if let Place::Entry { folder: Folder::Customers, rel } = &v.place {
+                    let name = rel.last().unwrap();
+                    if upload_name_problem(name).is_none() {
+                        proptest::prop_assert!(name.len() <= MAX_NAME_BYTES);
+                        proptest::prop_assert!(upload_temp_name("0123456789abcdef").len() <= MAX_NAME_BYTES);
+                        if is_upload_name(name) {
+                            for suffix in [".results.csv", ".summary.json", ".failed.csv", ".progress.json", ".validation.csv", ".validation.json"] {
+                                proptest::prop_assert!(report_stem(name).len() + suffix.len() <= MAX_NAME_BYTES);
+                            }
+                            let archived = archive_name("20261126T100000Z", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", name);
+                            proptest::prop_assert!(archived.len() <= MAX_NAME_BYTES);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! Embedded SFTP server: the merchants' only way in.
 //!
-//! Owns SSH login (public keys, Argon2id passwords, per-source penalties), the
-//! per-account jail (`/customers`, `/outbox`, `/archive`) and the atomic publish
-//! of uploads (hidden temp file, renamed on close). Knows nothing about CSV,
+//! Owns SSH login (public keys, Argon2id passwords, per-source penalties,
+//! MaxStartups, login grace), the per-account jail (`/customers`, `/outbox`,
+//! `/archive`), the atomic publish of uploads (hidden temp file, renamed on
+//! close), legacy `scp` and checksum commands over exec (parsed in Rust, no
+//! shell), and the sweeping of client temp files left behind. Knows nothing about CSV,
 //! jobs or the database: users come through [`UserDirectory`], and the only
 //! thing it hands to the rest of the system is a complete file appearing under
 //! its final name in `<accounts_root>/<AVID>/customers/`.
 
 mod auth;
 mod config;
+mod exec;
 mod fs;
 mod guard;
 mod host_key;
@@ -46,6 +49,8 @@ pub enum SftpError {
     AccountsRoot { path: String, source: std::io::Error },
     #[error("password hashing failed: {0}")]
     PasswordHash(String),
+    #[error("invalid [sftp] setting: {0}")]
+    Config(String),
     #[error("SFTP listener failed: {0}")]
     Accept(std::io::Error),
 }

@@ -1,6 +1,6 @@
-//! The SSH side: listener, connection limits, login, and the `sftp` subsystem.
-//! Everything but the `sftp` subsystem (shell, exec, pty, env, forwarding) is
-//! refused.
+//! The SSH side: listener, connection limits, login, the `sftp` subsystem and
+//! the few exec commands of [`super::exec`] (legacy scp, checksums). Shell,
+//! pty, env, forwarding and every other command are refused.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use russh::keys::{Algorithm, PublicKey};
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
@@ -21,16 +21,21 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{key_is_authorized, PasswordChecker};
-use super::fs::{AccountFs, SessionUser, MAX_CLIENT_PACKET};
-use super::guard::{Counter, Penalties, Slot};
+use super::config::MaxStartups;
+use super::fs::{AccountFs, FsShared, OpenFiles, SessionUser, MAX_CLIENT_PACKET};
+use super::guard::{Counter, Penalties, Slot, Startups};
 use super::jail::Folder;
-use super::{host_key, SftpError, SftpSettings, UserDirectory, UPLOAD_TEMP_PREFIX};
+use super::{exec, host_key, SftpError, SftpSettings, UserDirectory, UPLOAD_TEMP_PREFIX};
 use crate::domain::user::SftpUser;
 
 /// How long `run` waits for sessions to close after shutdown before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Session channels one connection may have open.
-const MAX_CHANNELS_PER_CONNECTION: usize = 4;
+/// How often the sweeper looks for abandoned client temp files, at most.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// Per-channel SSH window and packet size. russh's defaults (2 MiB, 32 KiB)
+/// are kept: see BENCHMARKS.md for what was measured with a stop-and-wait client.
+const WINDOW_SIZE: u32 = 2 * 1024 * 1024;
+const MAXIMUM_PACKET_SIZE: u32 = 32 * 1024;
 
 /// The embedded SFTP server, bound and ready to [`run`](SftpServer::run).
 pub struct SftpServer {
@@ -38,29 +43,43 @@ pub struct SftpServer {
     local_addr: SocketAddr,
     config: Arc<russh::server::Config>,
     shared: Arc<Shared>,
+    stale_after: Duration,
 }
 
 /// State shared by all connections.
 struct Shared {
     users: Arc<dyn UserDirectory>,
     accounts_root: PathBuf,
-    max_upload_bytes: u64,
     allow_ssh_rsa_sha1: bool,
     passwords: Arc<PasswordChecker>,
     penalties: Penalties,
+    /// Connections not logged in yet, per source address.
     per_source: Arc<Counter<IpAddr>>,
+    /// Connections not logged in yet, all together (MaxStartups).
+    startups: Arc<Startups>,
+    /// Open channels (sessions) per account, all connections together.
     per_account: Arc<Counter<String>>,
+    max_channels_per_connection: usize,
+    login_grace: Duration,
+    /// The methods every rejection offers again (see `reject`).
+    methods: MethodSet,
+    fs: Arc<FsShared>,
 }
 
 impl SftpServer {
-    /// Loads or generates (mode 0600) the Ed25519 host key at host_key_path, binds settings.listen (may be 127.0.0.1:0 in tests).
+    /// Loads or generates (mode 0600) the host keys (the Ed25519 key at
+    /// host_key_path and an ECDSA P-256 key beside it, or `settings.host_keys`),
+    /// binds settings.listen (may be 127.0.0.1:0 in tests).
     pub async fn bind(
         settings: &SftpSettings,
         host_key_path: &Path,
         accounts_root: PathBuf,
         users: Arc<dyn UserDirectory>,
     ) -> Result<Self, SftpError> {
-        let host_key = host_key::load_or_generate(host_key_path)?;
+        let host_keys = host_key::load_all(&host_key::paths(&settings.host_keys, host_key_path))?;
+        let max_startups = MaxStartups::parse(&settings.max_startups).ok_or_else(|| {
+            SftpError::Config(format!("max_startups `{}` is not start:rate:full", settings.max_startups))
+        })?;
         std::fs::create_dir_all(&accounts_root)
             .map_err(|source| SftpError::AccountsRoot { path: accounts_root.display().to_string(), source })?;
         remove_stale_uploads(&accounts_root);
@@ -82,12 +101,20 @@ impl SftpServer {
                 Cow::Owned(preferred.key.iter().filter(|a| **a != Algorithm::Rsa { hash: None }).cloned().collect());
         }
         preferred.compression = Cow::Borrowed(&[russh::compression::NONE]);
+        // ecdh-sha2-nistp256 for clients that know neither curve25519 nor
+        // group-exchange with big groups (JSch 0.1.5x, old Java and .NET stacks).
+        let mut kex: Vec<russh::kex::Name> = preferred.kex.to_vec();
+        let at = kex.iter().position(|k| *k == russh::kex::EXTENSION_SUPPORT_AS_CLIENT).unwrap_or(kex.len());
+        kex.insert(at, russh::kex::ECDH_SHA2_NISTP256);
+        preferred.kex = Cow::Owned(kex);
         let config = russh::server::Config {
             server_id: SshId::Standard(Cow::Borrowed("SSH-2.0-intake")),
-            methods,
+            methods: methods.clone(),
             auth_rejection_time: Duration::from_millis(settings.auth_rejection_millis),
             auth_rejection_time_initial: Some(Duration::ZERO),
-            keys: vec![host_key],
+            keys: host_keys,
+            window_size: WINDOW_SIZE,
+            maximum_packet_size: MAXIMUM_PACKET_SIZE,
             // Room for a whole window of queued messages: with the default (100)
             // large downloads could deadlock (see fs::MAX_READ).
             channel_buffer_size: 1024,
@@ -104,7 +131,6 @@ impl SftpServer {
         let shared = Arc::new(Shared {
             users,
             accounts_root,
-            max_upload_bytes: settings.max_upload_bytes,
             allow_ssh_rsa_sha1: settings.allow_ssh_rsa_sha1,
             passwords: PasswordChecker::new(settings.max_concurrent_password_checks),
             penalties: Penalties::new(
@@ -112,10 +138,20 @@ impl SftpServer {
                 Duration::from_secs(settings.login_penalty_secs),
             ),
             per_source: Counter::new(settings.max_connections_per_source.max(1)),
+            startups: Startups::new(max_startups),
             per_account: Counter::new(settings.max_sessions_per_account.max(1)),
+            max_channels_per_connection: settings.max_channels_per_connection.max(1),
+            login_grace: Duration::from_secs(settings.login_grace_secs.max(1)),
+            methods,
+            fs: Arc::new(FsShared {
+                max_upload_bytes: settings.max_upload_bytes,
+                handles_per_account: Counter::new(settings.max_handles_per_account.max(1)),
+                open_files: Arc::new(OpenFiles::default()),
+            }),
         });
         tracing::info!(listen = %local_addr, "SFTP server listening");
-        Ok(Self { listener, local_addr, config: Arc::new(config), shared })
+        let stale_after = Duration::from_secs(settings.stale_temp_secs.max(1));
+        Ok(Self { listener, local_addr, config: Arc::new(config), shared, stale_after })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -127,12 +163,37 @@ impl SftpServer {
     /// Open sessions are disconnected at shutdown; their unfinished uploads
     /// are discarded (clients retry), finished ones are already published.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), SftpError> {
-        let Self { listener, config, shared, .. } = self;
+        let Self { listener, config, shared, stale_after, .. } = self;
         let mut connections = JoinSet::new();
+        // Which peer each connection task serves, to name it if it panics.
+        let mut peers: HashMap<tokio::task::Id, SocketAddr> = HashMap::new();
+        let sweeper = {
+            let (root, open, shutdown) =
+                (shared.accounts_root.clone(), Arc::clone(&shared.fs.open_files), shutdown.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep((stale_after / 4).clamp(Duration::from_secs(1), SWEEP_EVERY)) => {}
+                    }
+                    let (root, open) = (root.clone(), Arc::clone(&open));
+                    let _ =
+                        tokio::task::spawn_blocking(move || sweep_stale_client_temps(&root, &open, stale_after)).await;
+                }
+            })
+        };
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                Some(done) = connections.join_next_with_id(), if !connections.is_empty() => {
+                    let id = match &done { Ok((id, ())) => *id, Err(e) => e.id() };
+                    let peer = peers.remove(&id);
+                    if let Err(e) = done {
+                        if e.is_panic() {
+                            tracing::error!(peer = ?peer, "an SSH connection's task panicked; that connection was dropped, the server goes on");
+                        }
+                    }
+                }
                 accepted = listener.accept() => {
                     let (socket, peer) = match accepted {
                         Ok(pair) => pair,
@@ -147,21 +208,30 @@ impl SftpServer {
                         tracing::info!(peer = %peer, "connection refused: too many failed logins from this address");
                         continue;
                     }
-                    let Some(slot) = shared.per_source.try_acquire(peer.ip()) else {
-                        tracing::warn!(peer = %peer, "connection refused: too many connections from this address");
+                    let Some(source_slot) = shared.per_source.try_acquire(peer.ip()) else {
+                        tracing::warn!(peer = %peer, "connection refused: too many connections from this address are not logged in");
                         continue;
                     };
-                    let handler = SshSession::new(Arc::clone(&shared), peer);
-                    connections.spawn(serve_connection(
+                    let Some(startup) = shared.startups.try_admit() else {
+                        tracing::warn!(peer = %peer, "connection dropped: too many connections are not logged in (max_startups)");
+                        continue;
+                    };
+                    let authed = CancellationToken::new();
+                    let pre_auth = PreAuth { _source: source_slot, _startup: startup };
+                    let handler = SshSession::new(Arc::clone(&shared), peer, pre_auth, authed.clone());
+                    let task = connections.spawn(serve_connection(
                         Arc::clone(&config),
                         socket,
                         handler,
                         shutdown.child_token(),
-                        slot,
+                        authed,
+                        shared.login_grace,
                     ));
+                    peers.insert(task.id(), peer);
                 }
             }
         }
+        sweeper.abort();
         drop(listener);
         tracing::info!(sessions = connections.len(), "SFTP server stopping");
         let drained =
@@ -174,43 +244,123 @@ impl SftpServer {
     }
 }
 
+/// What a connection holds until it logs in: its place in the per-source
+/// and the global (MaxStartups) counts of connections not logged in.
+struct PreAuth {
+    _source: Slot<IpAddr>,
+    _startup: super::guard::Startup,
+}
+
 async fn serve_connection(
     config: Arc<russh::server::Config>,
     socket: tokio::net::TcpStream,
     handler: SshSession,
     shutdown: CancellationToken,
-    _slot: Slot<IpAddr>,
+    authed: CancellationToken,
+    login_grace: Duration,
 ) {
     let peer = handler.peer;
     if let Err(e) = socket.set_nodelay(true) {
-        tracing::debug!(error = %e, "set_nodelay failed");
+        tracing::debug!(peer = %peer, error = %e, "set_nodelay failed");
     }
+    // The login grace time counts from accept and covers the handshake too.
+    let grace = tokio::time::sleep(login_grace);
+    tokio::pin!(grace);
     let session = tokio::select! {
         s = russh::server::run_stream(config, socket, handler) => s,
         _ = shutdown.cancelled() => return,
+        _ = &mut grace => {
+            tracing::info!(peer = %peer, grace_secs = login_grace.as_secs(), "connection dropped: no login within the login grace time");
+            return;
+        }
     };
     let session = match session {
         Ok(session) => session,
         Err(e) => {
-            tracing::debug!(peer = %peer, error = %e, "SSH handshake failed");
+            log_connection_error(peer, &e, "SSH handshake failed");
             return;
         }
     };
     let handle = session.handle();
     tokio::pin!(session);
-    tokio::select! {
-        result = &mut session => {
-            if let Err(e) = result {
-                tracing::debug!(peer = %peer, error = %e, "SSH connection ended with an error");
+    let mut grace_over = false;
+    loop {
+        tokio::select! {
+            result = &mut session => {
+                if let Err(e) = result {
+                    log_connection_error(peer, &e, "SSH connection ended with an error");
+                }
+                return;
+            }
+            _ = &mut grace, if !grace_over => {
+                grace_over = true;
+                if !authed.is_cancelled() {
+                    tracing::info!(peer = %peer, grace_secs = login_grace.as_secs(), "connection dropped: no login within the login grace time");
+                    let _ = handle
+                        .disconnect(russh::Disconnect::ByApplication, "login grace time over".into(), "en".into())
+                        .await;
+                    let _ = tokio::time::timeout(Duration::from_secs(2), &mut session).await;
+                    return;
+                }
+            }
+            _ = shutdown.cancelled() => {
+                let _ = handle
+                    .disconnect(russh::Disconnect::ByApplication, "server shutting down".into(), "en".into())
+                    .await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut session).await;
+                return;
             }
         }
-        _ = shutdown.cancelled() => {
-            let _ = handle
-                .disconnect(russh::Disconnect::ByApplication, "server shutting down".into(), "en".into())
-                .await;
-            let _ = tokio::time::timeout(Duration::from_secs(2), &mut session).await;
+    }
+}
+
+/// A failed algorithm negotiation is logged at INFO with what the client
+/// offered, so support can tell why a client cannot connect; other
+/// connection errors (resets, timeouts) only at debug.
+fn log_connection_error(peer: SocketAddr, error: &russh::Error, what: &str) {
+    match error {
+        russh::Error::NoCommonAlgo { kind, ours, theirs } => tracing::info!(
+            peer = %peer, kind = ?kind, client_offered = %theirs.join(","), server_offers = %ours.join(","),
+            "SSH algorithm negotiation failed: no algorithm in common with the client"
+        ),
+        other => tracing::debug!(peer = %peer, error = %other, "{what}"),
+    }
+}
+
+/// Removes client temp files (names the watcher never processes, such as
+/// `x.csv.filepart` or `.in.x.csv`) left in `/customers` longer than
+/// `stale_after` by mtime, unless a session has them open. Returns how many.
+pub(crate) fn sweep_stale_client_temps(accounts_root: &Path, open: &OpenFiles, stale_after: Duration) -> usize {
+    let Ok(accounts) = std::fs::read_dir(accounts_root) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for account in accounts.flatten() {
+        let customers = account.path().join(Folder::Customers.name());
+        let Ok(entries) = std::fs::read_dir(&customers) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(name) = entry.file_name().into_string() else { continue };
+            if crate::mailbox::is_upload_name(&name) || crate::mailbox::is_reserved_name(&name) {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            let age = meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok());
+            if !meta.file_type().is_file() || age.is_none_or(|a| a < stale_after) {
+                continue;
+            }
+            let path = entry.path();
+            if open.is_open(&path) {
+                continue;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+                tracing::info!(account = %account.file_name().to_string_lossy(), file = %name.escape_debug(), "removed an abandoned client temp file");
+            }
         }
     }
+    removed
 }
 
 /// Removes upload temp files left by a previous process (killed mid-upload).
@@ -253,21 +403,46 @@ struct SshSession {
     shared: Arc<Shared>,
     peer: SocketAddr,
     logged_in: Option<LoggedIn>,
-    /// Held from the first session channel: counts toward the account's limit.
-    account_slot: Option<Slot<String>>,
+    /// Released at login: only connections not logged in count per source
+    /// and toward MaxStartups.
+    pre_auth: Option<PreAuth>,
+    /// Cancelled at login (ends the login grace timer).
+    authed: CancellationToken,
+    /// Channels opened and not started yet.
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// This connection's open channels, counted.
+    channel_count: Arc<Counter<()>>,
+    /// The slots of channels not started yet; a started channel's slots
+    /// move into its task and are freed when it ends (russh reports no
+    /// close for a channel the server closed first).
+    channel_slots: HashMap<ChannelId, ChannelSlots>,
     /// A key was offered and refused; counted as one failure if the
     /// connection ends without a login.
     key_refused: bool,
 }
 
-fn reject() -> Auth {
-    Auth::Reject { proceed_with_methods: None, partial_success: false }
-}
-
 impl SshSession {
-    fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
-        Self { shared, peer, logged_in: None, account_slot: None, channels: HashMap::new(), key_refused: false }
+    fn new(shared: Arc<Shared>, peer: SocketAddr, pre_auth: PreAuth, authed: CancellationToken) -> Self {
+        Self {
+            shared: Arc::clone(&shared),
+            peer,
+            logged_in: None,
+            pre_auth: Some(pre_auth),
+            authed,
+            channels: HashMap::new(),
+            channel_count: Counter::new(shared.max_channels_per_connection),
+            channel_slots: HashMap::new(),
+            key_refused: false,
+        }
+    }
+
+    /// A rejection that offers every method again. russh drops the method
+    /// just tried from the list when told nothing (`proceed_with_methods:
+    /// None`): after one wrong password the client is told "publickey"
+    /// only, so it cannot retry the password it has, and clients that
+    /// retry anyway (paramiko) are left waiting for an answer.
+    fn reject(&self) -> Auth {
+        Auth::Reject { proceed_with_methods: Some(self.shared.methods.clone()), partial_success: false }
     }
 
     async fn lookup(&self, username: &str) -> Option<SftpUser> {
@@ -292,14 +467,14 @@ impl SshSession {
     fn log_in(&mut self, user: SftpUser, method: &'static str) -> Auth {
         if !safe_account_dir(&user.account) {
             tracing::error!(user = %user.username, account = %user.account, "login refused: the account id cannot name a folder");
-            return reject();
+            return self.reject();
         }
         let root = self.shared.accounts_root.join(&user.account);
         for folder in Folder::ALL {
             let dir = root.join(folder.name());
             if let Err(e) = std::fs::create_dir_all(&dir) {
                 tracing::error!(account = %user.account, error = %e, "cannot create the account folders");
-                return reject();
+                return self.reject();
             }
         }
         // The root and its folders must be real directories, never symlinks.
@@ -308,10 +483,12 @@ impl SshSession {
             .all(|p| std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_dir()));
         if !real_dirs {
             tracing::error!(account = %user.account, "login refused: an account folder is not a plain directory");
-            return reject();
+            return self.reject();
         }
         tracing::info!(user = %user.username, account = %user.account, peer = %self.peer, method, "SFTP login");
         self.logged_in = Some(LoggedIn { user, root });
+        self.pre_auth = None;
+        self.authed.cancel();
         Auth::Accept
     }
 }
@@ -329,37 +506,37 @@ impl russh::server::Handler for SshSession {
 
     async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
         if self.shared.penalties.is_penalised(self.peer.ip()) {
-            return Ok(reject());
+            return Ok(self.reject());
         }
         if self.rsa_sha1_refused(offer.algorithm) {
             tracing::info!(user = %user, peer = %self.peer, "ssh-rsa (SHA-1) signature refused; the client should use rsa-sha2-256/512");
             self.key_refused = true;
-            return Ok(reject());
+            return Ok(self.reject());
         }
         let found = self.lookup(user).await;
         if found.is_some_and(|u| key_is_authorized(&u.public_keys, offer.public_key)) {
             return Ok(Auth::Accept);
         }
         self.key_refused = true;
-        Ok(reject())
+        Ok(self.reject())
     }
 
     async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
         if self.shared.penalties.is_penalised(self.peer.ip()) {
-            return Ok(reject());
+            return Ok(self.reject());
         }
         match self.lookup(user).await {
             Some(u) if self.key_accepted(&u, key.public_key, key.algorithm) => Ok(self.log_in(u, "publickey")),
             _ => {
                 self.key_refused = true;
-                Ok(reject())
+                Ok(self.reject())
             }
         }
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         if self.shared.penalties.is_penalised(self.peer.ip()) {
-            return Ok(reject());
+            return Ok(self.reject());
         }
         let found = self.lookup(user).await;
         let hash = found.as_ref().and_then(|u| u.password_hash.as_deref());
@@ -374,7 +551,7 @@ impl russh::server::Handler for SshSession {
                 if now_refused {
                     tracing::warn!(peer = %self.peer, "too many failed logins: refusing this address for a while");
                 }
-                Ok(reject())
+                Ok(self.reject())
             }
         }
     }
@@ -389,21 +566,19 @@ impl russh::server::Handler for SshSession {
             reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
             return Ok(());
         };
-        if self.account_slot.is_none() {
-            let account = logged_in.user.account.clone();
-            match self.shared.per_account.try_acquire(account.clone()) {
-                Some(slot) => self.account_slot = Some(slot),
-                None => {
-                    tracing::warn!(account = %account, peer = %self.peer, "session refused: too many sessions for this account");
-                    reply.reject(ChannelOpenFailure::ResourceShortage).await;
-                    return Ok(());
-                }
-            }
-        }
-        if self.channels.len() >= MAX_CHANNELS_PER_CONNECTION {
+        // Every open channel counts, whether it has started SFTP or not.
+        let Some(connection) = self.channel_count.try_acquire(()) else {
+            tracing::info!(user = %logged_in.user.username, peer = %self.peer, "channel refused: too many channels on this connection");
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
-        }
+        };
+        let account = logged_in.user.account.clone();
+        let Some(slot) = self.shared.per_account.try_acquire(account.clone()) else {
+            tracing::warn!(account = %account, peer = %self.peer, "session refused: too many sessions for this account");
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
+        self.channel_slots.insert(channel.id(), ChannelSlots { _connection: connection, _account: slot });
         self.channels.insert(channel.id(), channel);
         reply.accept().await;
         Ok(())
@@ -425,13 +600,9 @@ impl russh::server::Handler for SshSession {
             return Ok(());
         };
         session.channel_success(channel_id)?;
-        let user = SessionUser {
-            username: logged_in.user.username.clone(),
-            account: logged_in.user.account.clone(),
-            can_upload: logged_in.user.scopes.create,
-        };
-        let fs = AccountFs::new(logged_in.root.clone(), user, self.shared.max_upload_bytes);
-        let end = ChannelEnd { handle: session.handle(), channel: channel_id };
+        let fs = self.account_fs(logged_in);
+        let slots = self.channel_slots.remove(&channel_id);
+        let end = ChannelEnd { handle: session.handle(), channel: channel_id, _slots: slots };
         let stream = PacketGuard::new(channel.into_stream(), MAX_CLIENT_PACKET, Some(end));
         let sftp_config = russh_sftp::server::Config { max_client_packet_len: MAX_CLIENT_PACKET };
         russh_sftp::server::run_with_config(stream, fs, sftp_config).await;
@@ -440,12 +611,32 @@ impl russh::server::Handler for SshSession {
 
     async fn exec_request(
         &mut self,
-        channel: ChannelId,
-        _data: &[u8],
+        channel_id: ChannelId,
+        data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        tracing::info!(peer = %self.peer, "exec refused: this server only provides SFTP");
-        self.refuse(channel, session)
+        let (Some(logged_in), Some(channel)) = (&self.logged_in, self.channels.remove(&channel_id)) else {
+            session.channel_failure(channel_id)?;
+            return Ok(());
+        };
+        let user = logged_in.user.username.clone();
+        let command = exec::parse(data);
+        if let Err(refusal) = &command {
+            tracing::info!(user = %user, peer = %self.peer, command = %exec::shown(data), reason = %refusal, "exec refused");
+        } else {
+            tracing::info!(user = %user, peer = %self.peer, command = %exec::shown(data), "exec");
+        }
+        // The request is accepted either way: a refused command answers on
+        // stderr with a non-zero exit status, as a shell would, so that the
+        // client prints why instead of "exec request failed".
+        session.channel_success(channel_id)?;
+        let fs = self.account_fs(logged_in);
+        let slots = self.channel_slots.remove(&channel_id);
+        tokio::spawn(async move {
+            exec::run(command, channel, fs).await;
+            drop(slots);
+        });
+        Ok(())
     }
 
     async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
@@ -495,6 +686,7 @@ impl russh::server::Handler for SshSession {
     async fn channel_eof(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
         // A channel that never started SFTP: nothing more will happen on it.
         if self.channels.remove(&channel).is_some() {
+            self.channel_slots.remove(&channel);
             session.close(channel)?;
         }
         Ok(())
@@ -502,6 +694,7 @@ impl russh::server::Handler for SshSession {
 
     async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
         self.channels.remove(&channel);
+        self.channel_slots.remove(&channel);
         Ok(())
     }
 }
@@ -510,9 +703,19 @@ impl SshSession {
     fn refuse(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), russh::Error> {
         session.channel_failure(channel)?;
         if self.channels.remove(&channel).is_some() {
+            self.channel_slots.remove(&channel);
             session.close(channel)?;
         }
         Ok(())
+    }
+
+    fn account_fs(&self, logged_in: &LoggedIn) -> AccountFs {
+        let user = SessionUser {
+            username: logged_in.user.username.clone(),
+            account: logged_in.user.account.clone(),
+            can_upload: logged_in.user.scopes.create,
+        };
+        AccountFs::new(logged_in.root.clone(), user, Arc::clone(&self.shared.fs))
     }
 }
 
@@ -521,6 +724,15 @@ impl SshSession {
 struct ChannelEnd {
     handle: russh::server::Handle,
     channel: ChannelId,
+    /// Freed once the channel is closed.
+    _slots: Option<ChannelSlots>,
+}
+
+/// What an open channel holds: its place in the connection's and in the
+/// account's channel counts.
+struct ChannelSlots {
+    _connection: Slot<()>,
+    _account: Slot<String>,
 }
 
 /// Watches the SFTP packet framing of the client's byte stream and ends the

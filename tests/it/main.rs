@@ -5,6 +5,7 @@ mod support;
 
 mod daemon;
 mod hostile;
+mod interop_clients;
 mod interop_sftp;
 mod samples;
 mod sftp;

@@ -121,11 +121,13 @@ pub fn client_key(dir: &Path) -> (PathBuf, String) {
 pub struct TestAccount {
     pub avid: String,
     pub scopes: Vec<&'static str>,
+    /// A password for the user too (clients that cannot use an Ed25519 key).
+    pub password: Option<&'static str>,
 }
 
 impl TestAccount {
     pub fn new(avid: &str) -> Self {
-        TestAccount { avid: avid.into(), scopes: vec!["customers:create", "customers:update"] }
+        TestAccount { avid: avid.into(), scopes: vec!["customers:create", "customers:update"], password: None }
     }
 }
 
@@ -172,6 +174,9 @@ impl TestDaemon {
                 "\n[[users]]\nusername = \"{0}\"\naccount = \"{0}\"\nkeys = [\"{1}\"]\nscopes = {2:?}\n",
                 a.avid, public, a.scopes
             );
+            if let Some(password) = a.password {
+                toml += &format!("password = \"{password}\"\n");
+            }
         }
         let config = dir.join("config.toml");
         std::fs::write(&config, toml).unwrap();
@@ -336,4 +341,71 @@ pub fn write_customers(path: &Path, prefix: &str, rows: usize) {
     for i in 0..rows {
         writeln!(out, "{prefix}{i},c{i}@example.com,+1555{:07},Customer {i}", i % 10_000_000).unwrap();
     }
+}
+
+/// A loopback TCP proxy that delays every byte by `delay` in each direction,
+/// as a real network does (10 ms each way: a 20 ms round trip), without
+/// limiting throughput. Timing races that a bare loopback hides show here.
+pub struct DelayProxy {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DelayProxy {
+    pub async fn start(target: std::net::SocketAddr, delay: Duration) -> DelayProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else { return };
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::join!(delayed_pump(cr, sw, delay), delayed_pump(sr, cw, delay));
+                });
+            }
+        });
+        DelayProxy { port, task }
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Copies `from` to `to`, each chunk sent `delay` after it was read.
+async fn delayed_pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send((tokio::time::Instant::now() + delay, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((due, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
 }
