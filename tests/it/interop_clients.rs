@@ -50,8 +50,7 @@ struct Interop {
 }
 
 impl Interop {
-    async fn start() -> Self {
-        let db = TestDb::sqlite();
+    async fn start(db: TestDb) -> Self {
         let mut account = TestAccount::new("acme");
         account.password = Some(PASSWORD);
         // A short visible window keeps the tests quick; clients look at the
@@ -138,10 +137,9 @@ impl Interop {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openssh_sftp_put() {
+async fn openssh_sftp_put(db: TestDb) {
     require("sftp", "apt-get install openssh-client");
-    let t = Interop::start().await;
+    let t = Interop::start(db).await;
     let batch = t.daemon.dir.join("batch");
     std::fs::write(&batch, format!("put {} /customers/May.csv\nls -l /customers\n", t.local.display())).unwrap();
     let mut args = t.ssh_options();
@@ -150,11 +148,10 @@ async fn openssh_sftp_put() {
     t.assert_one_report("sftp put", &out, "May").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openssh_scp_over_sftp_and_legacy_scp() {
+async fn openssh_scp_over_sftp_and_legacy_scp(db: TestDb) {
     require("scp", "apt-get install openssh-client");
     for (legacy, stem) in [(false, "New"), (true, "Legacy")] {
-        let t = Interop::start().await;
+        let t = Interop::start(db.another().await).await;
         let mut args = t.ssh_options();
         if legacy {
             args.push("-O".into());
@@ -184,10 +181,9 @@ async fn openssh_scp_over_sftp_and_legacy_scp() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn curl_sftp_upload() {
+async fn curl_sftp_upload(db: TestDb) {
     require("curl", "apt-get install curl");
-    let t = Interop::start().await;
+    let t = Interop::start(db).await;
     let args: Vec<String> = vec![
         "-sS".into(),
         "--insecure".into(),
@@ -205,9 +201,9 @@ async fn curl_sftp_upload() {
     t.assert_one_report("curl", &out, "May").await;
 }
 
-async fn lftp_put(use_temp_file: bool) {
+async fn lftp_put(db: TestDb, use_temp_file: bool) {
     require("lftp", "apt-get install lftp");
-    let t = Interop::start().await;
+    let t = Interop::start(db).await;
     let connect = format!(
         "ssh -a -x -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes \
          -o IdentitiesOnly=yes -i {}",
@@ -224,19 +220,17 @@ async fn lftp_put(use_temp_file: bool) {
     t.assert_one_report(if use_temp_file { "lftp use-temp-file" } else { "lftp" }, &out, "May").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lftp_put_plain() {
-    lftp_put(false).await;
+async fn lftp_put_plain(db: TestDb) {
+    lftp_put(db, false).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lftp_put_with_a_temp_file_and_rename() {
-    lftp_put(true).await;
+async fn lftp_put_with_a_temp_file_and_rename(db: TestDb) {
+    lftp_put(db, true).await;
 }
 
-async fn rclone_copy(checksum: bool) {
+async fn rclone_copy(db: TestDb, checksum: bool) {
     require("rclone", "apt-get install rclone");
-    let t = Interop::start().await;
+    let t = Interop::start(db).await;
     let config = t.daemon.dir.join("rclone.conf");
     std::fs::write(&config, "").unwrap();
     let remote = format!(":sftp,host=127.0.0.1,port={},user=acme,key_file={}:/customers", t.port(), t.key());
@@ -254,14 +248,12 @@ async fn rclone_copy(checksum: bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rclone_copy_default() {
-    rclone_copy(false).await;
+async fn rclone_copy_default(db: TestDb) {
+    rclone_copy(db, false).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rclone_copy_checksum() {
-    rclone_copy(true).await;
+async fn rclone_copy_checksum(db: TestDb) {
+    rclone_copy(db, true).await;
 }
 
 /// The daemon's Ed25519 host key fingerprint (`SHA256:...`) and a PuTTY key.
@@ -280,10 +272,9 @@ async fn putty_setup(t: &Interop) -> (String, String) {
     (fingerprint, ppk.display().to_string())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn putty_psftp_put() {
+async fn putty_psftp_put(db: TestDb) {
     require("psftp", "apt-get install putty-tools");
-    let t = Interop::start().await;
+    let t = Interop::start(db).await;
     let (fingerprint, ppk) = putty_setup(&t).await;
     let script = t.daemon.dir.join("psftp.txt");
     std::fs::write(&script, format!("put {} /customers/May.csv\n", t.local.display())).unwrap();
@@ -303,11 +294,10 @@ async fn putty_psftp_put() {
     t.assert_one_report("psftp", &out, "May").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn putty_pscp_over_sftp_and_scp() {
+async fn putty_pscp_over_sftp_and_scp(db: TestDb) {
     require("pscp", "apt-get install putty-tools");
     for (mode, stem) in [("-sftp", "Sftp"), ("-scp", "Scp")] {
-        let t = Interop::start().await;
+        let t = Interop::start(db.another().await).await;
         let (fingerprint, ppk) = putty_setup(&t).await;
         let args: Vec<String> = vec![
             "-batch".into(),
@@ -326,10 +316,10 @@ async fn putty_pscp_over_sftp_and_scp() {
     }
 }
 
-async fn python_client(mode: &str, module: &str) {
+async fn python_client(db: TestDb, mode: &str, module: &str) {
     require("python3", "apt-get install python3");
     require_python_module(module);
-    let t = Interop::start().await;
+    let t = Interop::start(db).await;
     let script = clients_dir().join("py_client.py").display().to_string();
     let args =
         vec![script, mode.into(), "127.0.0.1".into(), t.port(), "acme".into(), t.key(), t.local.display().to_string()];
@@ -339,32 +329,27 @@ async fn python_client(mode: &str, module: &str) {
     t.assert_one_report(mode, &out, "May").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn paramiko_put_with_its_default_confirm() {
-    python_client("paramiko", "paramiko").await;
+async fn paramiko_put_with_its_default_confirm(db: TestDb) {
+    python_client(db, "paramiko", "paramiko").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn asyncssh_put_preserve() {
-    python_client("asyncssh", "asyncssh").await;
+async fn asyncssh_put_preserve(db: TestDb) {
+    python_client(db, "asyncssh", "asyncssh").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn winscp_sequence_temp_name_rename_then_setstat() {
-    python_client("winscp", "paramiko").await;
+async fn winscp_sequence_temp_name_rename_then_setstat(db: TestDb) {
+    python_client(db, "winscp", "paramiko").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn filezilla_sequence_upload_then_setstat() {
-    python_client("filezilla", "paramiko").await;
+async fn filezilla_sequence_upload_then_setstat(db: TestDb) {
+    python_client(db, "filezilla", "paramiko").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jsch_put_with_a_password() {
+async fn jsch_put_with_a_password(db: TestDb) {
     require("javac", "apt-get install default-jdk-headless");
     let jsch = Path::new("/usr/share/java/jsch.jar");
     assert!(jsch.is_file(), "JSch is not installed: apt-get install libjsch-java (.ci/run installs it)");
-    let t = Interop::start().await;
+    let t = Interop::start(db).await;
     let classes = t.daemon.dir.join("classes");
     std::fs::create_dir_all(&classes).unwrap();
     let source = clients_dir().join("JschPut.java");
@@ -399,11 +384,11 @@ async fn jsch_put_with_a_password() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("ecdsa-sha2-nistp256"), "{}", describe(&out));
 }
 
-async fn ssh2_sftp_client(mode: &str) {
+async fn ssh2_sftp_client(db: TestDb, mode: &str) {
     require("node", "apt-get install nodejs npm");
     let module = clients_dir().join("node_modules/ssh2-sftp-client");
     assert!(module.is_dir(), "ssh2-sftp-client is not installed: npm ci --prefix tests/clients (.ci/run does)");
-    let t = Interop::start().await;
+    let t = Interop::start(db).await;
     let args: Vec<String> = vec![
         clients_dir().join("ssh2_put.js").display().to_string(),
         mode.into(),
@@ -418,12 +403,29 @@ async fn ssh2_sftp_client(mode: &str) {
     t.assert_one_report(&format!("ssh2-sftp-client {mode}"), &out, "May").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ssh2_sftp_client_put() {
-    ssh2_sftp_client("put").await;
+async fn ssh2_sftp_client_put(db: TestDb) {
+    ssh2_sftp_client(db, "put").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ssh2_sftp_client_fast_put() {
-    ssh2_sftp_client("fastPut").await;
+async fn ssh2_sftp_client_fast_put(db: TestDb) {
+    ssh2_sftp_client(db, "fastPut").await;
 }
+
+crate::on_both_backends!(
+    openssh_sftp_put,
+    openssh_scp_over_sftp_and_legacy_scp,
+    curl_sftp_upload,
+    lftp_put_plain,
+    lftp_put_with_a_temp_file_and_rename,
+    rclone_copy_default,
+    rclone_copy_checksum,
+    putty_psftp_put,
+    putty_pscp_over_sftp_and_scp,
+    paramiko_put_with_its_default_confirm,
+    asyncssh_put_preserve,
+    winscp_sequence_temp_name_rename_then_setstat,
+    filezilla_sequence_upload_then_setstat,
+    jsch_put_with_a_password,
+    ssh2_sftp_client_put,
+    ssh2_sftp_client_fast_put,
+);

@@ -40,6 +40,15 @@ impl TestDb {
         Some(TestDb { url: format!("{base}/{name}"), _dir: None })
     }
 
+    /// Another fresh database of the same kind.
+    pub async fn another(&self) -> TestDb {
+        if self.url.starts_with("sqlite") {
+            TestDb::sqlite()
+        } else {
+            TestDb::postgres().await.expect("a PostgreSQL test database")
+        }
+    }
+
     pub async fn store(&self) -> intake::store::Store {
         intake::store::Store::connect(&self.url).await.unwrap()
     }
