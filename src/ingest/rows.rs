@@ -261,6 +261,7 @@ struct LineCounter<R> {
     /// are not one, with the number of line breaks before each.
     content_starts: std::collections::VecDeque<(u64, u64)>,
     after_break: bool,
+    after_cr: bool,
     /// Where the record being read starts (past the blank lines before
     /// it), and how far it may grow.
     record_start: u64,
@@ -286,6 +287,7 @@ impl<R> LineCounter<R> {
             newlines: 0,
             content_starts: Default::default(),
             after_break: true,
+            after_cr: false,
             record_start: 0,
             content_since_start: false,
             max_record_bytes: max_record_bytes as u64,
@@ -324,9 +326,12 @@ impl<R: Read> Read for LineCounter<R> {
         for (i, &b) in buf[..n].iter().enumerate() {
             let at = self.offset + i as u64;
             let is_break = b == b'\n' || b == b'\r';
-            if b == b'\n' {
+            // CRLF, LF and a bare CR (old Mac files) each end one line.
+            if b == b'\r' || (b == b'\n' && !self.after_cr) {
                 self.newlines += 1;
-            } else if !is_break && self.after_break {
+            }
+            self.after_cr = b == b'\r';
+            if !is_break && self.after_break {
                 self.content_starts.push_back((at, self.newlines));
             }
             self.after_break = is_break;
@@ -723,6 +728,7 @@ impl Cells<'_, '_> {
         let mut addresses: Vec<Address> = Vec::new();
         let mut distinct = std::collections::HashSet::new();
         let mut any_value = false;
+        let errors_before = self.errors.len();
         for (i, column) in header.columns.iter().enumerate() {
             let kind = match column {
                 Column::Address(kind) => Some(*kind),
@@ -768,7 +774,9 @@ impl Cells<'_, '_> {
                 }
             }
         }
-        if !any_value {
+        // No value at all, or only separators (`,;`): no address, and no
+        // other error says so.
+        if !any_value || (addresses.is_empty() && self.errors.len() == errors_before) {
             self.errors.push(RowError::new(
                 RowErrorCode::MissingAddress,
                 header.first_address_name(),
@@ -1172,5 +1180,19 @@ mod tests {
         assert!(errors.last().unwrap().message.contains("995 more values of addresses not checked"));
         let same = "x,".repeat(1000);
         assert_eq!(rows(&format!("ref,addresses\nc1,\"{same}\"\n"))[0].outcome.as_ref().unwrap_err().len(), 1);
+    }
+
+    #[test]
+    fn a_bare_cr_ends_a_line_as_crlf_and_lf_do() {
+        let r = rows("ref,address\rc1,+15555001234\rc2,+15555001234\r\nc3,+15555001234\n");
+        assert_eq!(r.iter().map(|r| r.line).collect::<Vec<_>>(), [2, 3, 4]);
+        let r = rows("ref,address\r\r\"a\rb\",+15555001234\rc2,+15555001234\r");
+        assert_eq!(r.iter().map(|r| r.line).collect::<Vec<_>>(), [3, 5], "a quoted CR is a line break too");
+    }
+
+    #[test]
+    fn an_addresses_cell_of_separators_only_is_missing_address() {
+        let r = rows("ref,addresses\nc1,\" , ; \"\n");
+        assert_eq!(first_error(&r[0]), ("missing_address", "addresses".to_owned()));
     }
 }
