@@ -32,10 +32,13 @@ use crate::domain::user::SftpUser;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How often the sweeper looks for abandoned client temp files, at most.
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
-/// Per-channel SSH window and packet size. russh's defaults (2 MiB, 32 KiB)
-/// are kept: see BENCHMARKS.md for what was measured with a stop-and-wait client.
+/// Per-channel SSH window and packet size. The packet size is the largest
+/// russh takes (a TCP segment's): a client's 32 KiB SFTP write then travels
+/// as one SSH message instead of 32 KiB plus a small tail, which a
+/// stop-and-wait client otherwise sends only after the first part's ACK
+/// (see BENCHMARKS.md).
 const WINDOW_SIZE: u32 = 2 * 1024 * 1024;
-const MAXIMUM_PACKET_SIZE: u32 = 32 * 1024;
+const MAXIMUM_PACKET_SIZE: u32 = 65535;
 
 /// The embedded SFTP server, bound and ready to [`run`](SftpServer::run).
 pub struct SftpServer {
