@@ -115,6 +115,9 @@ impl PhoneRegion {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PhoneNumber(String);
 
+/// E.164: at most 15 digits after the `+`.
+const MAX_E164_DIGITS: usize = 15;
+
 impl PhoneNumber {
     /// Parses a number written in E.164 or, when `region` is given, in that
     /// region's national format. Spaces, dashes, dots and parentheses are
@@ -150,7 +153,16 @@ impl PhoneNumber {
         if check == PhoneCheck::Valid && !PHONE_NUMBER_UTIL.is_valid_number(&number) {
             return Err(bad("it is not an assigned number range for its country"));
         }
-        Ok(PhoneNumber(number.format_as(PhoneNumberFormat::E164).into_owned()))
+        let e164 = number.format_as(PhoneNumberFormat::E164).into_owned();
+        if e164.len() - 1 > MAX_E164_DIGITS {
+            return Err(bad("it has more than 15 digits, the most E.164 allows"));
+        }
+        // What is stored must read back as itself (national leading zeros
+        // can make libphonenumber format a number it does not parse back).
+        match PHONE_NUMBER_UTIL.parse(&e164, None) {
+            Ok(again) if again.format_as(PhoneNumberFormat::E164) == e164 => Ok(PhoneNumber(e164)),
+            _ => Err(bad("it has no unambiguous E.164 form (check for extra leading zeros)")),
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -188,7 +200,9 @@ impl EmailAddress {
                 format!("{} is not an email address: {}", quote(value), email_reason(&e)),
             )
         })?;
-        Ok(EmailAddress(format!("{}@{}", parsed.local_part(), parsed.domain().to_lowercase())))
+        // ASCII only, as DNS compares names: Unicode lower-casing can make a
+        // domain the parser itself refuses.
+        Ok(EmailAddress(format!("{}@{}", parsed.local_part(), parsed.domain().to_ascii_lowercase())))
     }
 
     pub fn as_str(&self) -> &str {
@@ -552,5 +566,28 @@ mod tests {
             assert!(AccountSettings::validate_avid(bad).is_err(), "{bad}");
         }
         assert!(AccountSettings::validate_avid("acme-01").is_ok());
+    }
+
+    #[test]
+    fn a_stored_number_always_reads_back_as_itself_and_has_at_most_15_digits() {
+        // Found by the fuzzer: leading zeros after the country code.
+        if let Ok(p) = PhoneNumber::parse(" +64 00 7183 873  ", None, PhoneCheck::Possible) {
+            assert_eq!(PhoneNumber::parse(p.as_str(), None, PhoneCheck::Possible).unwrap(), p);
+        }
+        for raw in ["+64 00 7183 873", "+15555001234", "+442071838750"] {
+            if let Ok(p) = PhoneNumber::parse(raw, None, PhoneCheck::Possible) {
+                assert!(p.as_str().len() <= 16, "{p:?}");
+                assert_eq!(PhoneNumber::parse(p.as_str(), None, PhoneCheck::Possible).unwrap(), p);
+            }
+        }
+        let long = PhoneNumber::parse("+49 1234 5678 9012 3456", None, PhoneCheck::Possible);
+        assert!(long.is_err(), "{long:?}");
+    }
+
+    #[test]
+    fn an_email_domain_is_lower_cased_as_dns_compares_it() {
+        let e = EmailAddress::parse("a@İ.m").unwrap();
+        assert_eq!(EmailAddress::parse(e.as_str()).unwrap(), e, "it reads back");
+        assert_eq!(EmailAddress::parse("Ann@EXAMPLE.Com").unwrap().as_str(), "Ann@example.com");
     }
 }
