@@ -4,9 +4,11 @@
 mod support;
 
 mod daemon;
+mod fuzz_corpus;
 mod hostile;
 mod interop_clients;
 mod interop_sftp;
+mod mailbox_props;
 mod samples;
 mod sftp;
 mod store;

@@ -1,0 +1,212 @@
+//! What each fuzz target checks, one function per target, over arbitrary
+//! bytes. The libFuzzer binaries in `fuzz_targets/` call these, and
+//! `tests/it/fuzz_corpus.rs` includes this file with `#[path]` to replay
+//! `fuzz/corpus/*` and `fuzz/regressions/*` under plain `cargo test`, so
+//! this file uses nothing but `intake` and std.
+//!
+//! A check fails by panicking: a panic inside intake, or an invariant below
+//! that does not hold.
+
+use intake::domain::{
+    AccountSettings, Address, AddressKind, EmailAddress, FileEncoding, PhoneCheck, PhoneNumber, PhoneRegion,
+    RowErrorCode,
+};
+use intake::ingest::rows::{scan, FileLimits, RowReader};
+use intake::mailbox::{archive_name, is_upload_name, report_stem, upload_name_problem};
+
+/// The longest file name intake may create.
+const MAX_NAME_BYTES: usize = 255;
+/// No message may echo a whole cell: they quote at most 60 characters of a
+/// value and a header name (at most 1,024 bytes) a few times.
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 + 512;
+
+/// The regions a fuzz input can pick (index 0: no default region).
+const REGIONS: [Option<&str>; 4] = [None, Some("US"), Some("GB"), Some("DE")];
+
+fn region(bits: u8) -> Option<PhoneRegion> {
+    REGIONS[bits as usize % REGIONS.len()].map(|code| PhoneRegion::parse(code).expect("a known region"))
+}
+
+fn check_of(bit: bool) -> PhoneCheck {
+    PhoneCheck::parse(if bit { "valid" } else { "possible" }).expect("a known check")
+}
+
+/// `rows`: the bytes as an upload, with the account settings and (sometimes
+/// small) limits taken from the first three bytes.
+///
+/// Byte 0: bit 0 encoding, bits 1-2 default region, bit 3 phone check,
+/// bit 4 a small record limit (from byte 1), bit 5 a small column limit
+/// (from byte 2), bit 6 a small row limit (from byte 1).
+pub fn rows(data: &[u8]) {
+    let (settings, file) = match data {
+        [a, b, c, rest @ ..] => ([*a, *b, *c], rest),
+        _ => ([0, 0, 0], data),
+    };
+    let [flags, record_bits, column_bits] = settings;
+    let account = AccountSettings {
+        avid: "fuzz".into(),
+        default_region: region(flags >> 1),
+        encoding: FileEncoding::parse(if flags & 1 == 0 { "utf-8" } else { "windows-1252" }).expect("known"),
+        phone_check: check_of(flags & 8 != 0),
+    };
+    let mut limits = FileLimits::default();
+    if flags & 16 != 0 {
+        limits.max_record_bytes = 1 + record_bits as usize * 16;
+    }
+    if flags & 32 != 0 {
+        limits.max_columns = 1 + (column_bits as usize & 15);
+    }
+    if flags & 64 != 0 {
+        limits.max_rows = (record_bits & 7) as u64;
+    }
+
+    let scanned = scan(file, &account, limits).expect("reading from memory cannot fail");
+    assert_eq!(scanned.bytes, file.len() as u64, "scan saw every byte");
+    if scanned.rejection.is_some() {
+        return;
+    }
+    let mut reader = match RowReader::open(file, account, limits).expect("reading from memory cannot fail") {
+        Ok(reader) => reader,
+        Err(e) => panic!("scan accepted the file but the reader rejects it: {e:?}"),
+    };
+    let mut count = 0u64;
+    let mut last_line = 1u64;
+    let mut claims = std::collections::HashMap::new();
+    while let Some(mut row) =
+        reader.next_row().unwrap_or_else(|e| panic!("scan accepted the file but row {} fails: {e}", count + 1))
+    {
+        count += 1;
+        assert!(row.line >= 2, "row {count} is on line {}", row.line);
+        assert!(row.line > last_line, "row {count} is on line {} after line {last_line}", row.line);
+        last_line = row.line;
+        assert!(row.bytes <= file.len() + 1, "row {count} claims {} bytes", row.bytes);
+        if let Err(errors) = &row.outcome {
+            assert!(!errors.is_empty(), "row {count} failed without an error");
+            for e in errors {
+                assert!(e.message.len() <= MAX_MESSAGE_BYTES, "row {count}: a {}-byte message", e.message.len());
+            }
+        }
+        if let Some(claim) = row.claim.clone() {
+            match claims.get(&claim) {
+                Some(&first) => {
+                    row.mark_duplicate(first);
+                    let errors = row.outcome.as_ref().expect_err("a duplicate fails its row");
+                    assert!(errors.iter().any(|e| e.code == RowErrorCode::DuplicateRef));
+                }
+                None => {
+                    claims.insert(claim, row.line);
+                }
+            }
+        }
+    }
+    assert_eq!(count, scanned.records, "scan counted {} records, the reader yields {count}", scanned.records);
+}
+
+/// `names`: the bytes (lossily UTF-8) as an upload's file name.
+pub fn names(data: &[u8]) {
+    let name = String::from_utf8_lossy(data);
+    name_invariants(&name);
+    // The same through every split of a multi-byte character at the end:
+    // SFTP names arrive as bytes and may be cut anywhere.
+    if let Ok(name) = std::str::from_utf8(data) {
+        for end in (0..name.len()).rev().take(4).filter(|&i| name.is_char_boundary(i)) {
+            name_invariants(&name[..end]);
+        }
+    }
+}
+
+/// What must hold for any string as a file name.
+pub fn name_invariants(name: &str) {
+    let upload = is_upload_name(name);
+    let problem = upload_name_problem(name);
+    let stem = report_stem(name);
+    assert_eq!(report_stem(name), stem, "report_stem is deterministic");
+    let archived = archive_name("20261126T100000Z", "0190abcd-0000-7000-8000-0123456789ab", name);
+    if upload && problem.is_none() {
+        assert!(
+            stem.len() + ".validation.json".len() <= MAX_NAME_BYTES,
+            "{name:?} is accepted but its report stem has {} bytes",
+            stem.len()
+        );
+        assert!(archived.len() <= MAX_NAME_BYTES, "{name:?} is accepted but archives as {} bytes", archived.len());
+        assert!(!name.chars().any(char::is_control));
+        assert!(!stem.is_empty());
+    }
+    if problem.is_none() {
+        assert!(!name.chars().any(char::is_control), "{name:?} has a control character and is accepted");
+    }
+}
+
+/// `jail`: the bytes (lossily UTF-8) as a client path.
+pub fn jail(data: &[u8]) {
+    let path = String::from_utf8_lossy(data);
+    let Some(display) = intake::sftp::resolve_for_fuzzing(&path) else { return };
+    assert!(display.starts_with('/'), "{path:?} resolves to {display:?}");
+    assert!(!display.contains('\0'));
+    if display != "/" {
+        for part in display[1..].split('/') {
+            assert!(!part.is_empty() && part != "." && part != "..", "{path:?} resolves to {display:?}");
+            assert!(part.len() <= MAX_NAME_BYTES, "{path:?} resolves to a {}-byte name", part.len());
+        }
+        let first = display[1..].split('/').next().unwrap_or_default();
+        assert!(["customers", "outbox", "archive"].contains(&first), "{path:?} resolves to {display:?}");
+        assert!(!display[1..].split('/').skip(1).any(|p| p.starts_with('.')), "{path:?} reaches a hidden name");
+    }
+    if display.len() <= 4096 {
+        // (A relative path of exactly 4,096 bytes displays as 4,097 and is then over the limit.)
+        assert_eq!(
+            intake::sftp::resolve_for_fuzzing(&display).as_deref(),
+            Some(display.as_str()),
+            "resolving {display:?} (from {path:?}) again changes it"
+        );
+    }
+}
+
+/// `addresses`: byte 0 picks the region and the check, the rest (lossily
+/// UTF-8) is one address cell.
+pub fn addresses(data: &[u8]) {
+    let (flags, rest) = data.split_first().map(|(f, r)| (*f, r)).unwrap_or((0, data));
+    let region = region(flags);
+    let check = check_of(flags & 4 != 0);
+    let raw = String::from_utf8_lossy(rest);
+
+    match PhoneNumber::parse(&raw, region, check) {
+        Ok(phone) => {
+            let e164 = phone.as_str();
+            assert!(e164.starts_with('+') && e164[1..].bytes().all(|b| b.is_ascii_digit()), "{raw:?} → {e164}");
+            assert!(e164.len() <= 16, "{raw:?} → {e164}: E.164 has at most 15 digits");
+            let again = PhoneNumber::parse(e164, None, check).expect("a stored number parses again");
+            assert_eq!(again.as_str(), e164, "{raw:?}: E.164 form is stable");
+        }
+        Err(e) => {
+            assert_eq!(e.code, RowErrorCode::InvalidPhone);
+            assert!(e.message.len() <= MAX_MESSAGE_BYTES, "a {}-byte message", e.message.len());
+        }
+    }
+    match EmailAddress::parse(&raw) {
+        Ok(email) => {
+            let value = email.as_str();
+            assert!(value.contains('@') && value.trim() == value, "{raw:?} → {value:?}");
+            let again = EmailAddress::parse(value).expect("a stored email parses again");
+            assert_eq!(again.as_str(), value, "{raw:?}: the stored form is stable");
+        }
+        Err(e) => {
+            assert_eq!(e.code, RowErrorCode::InvalidEmail);
+            assert!(e.message.len() <= MAX_MESSAGE_BYTES, "a {}-byte message", e.message.len());
+        }
+    }
+    for kind in [AddressKind::Any, AddressKind::Phone, AddressKind::Email] {
+        match Address::parse(&raw, kind, region, check) {
+            Ok(address) => {
+                let expected = match kind {
+                    AddressKind::Any if raw.contains('@') => "email",
+                    AddressKind::Any => "phone",
+                    AddressKind::Phone => "phone",
+                    AddressKind::Email => "email",
+                };
+                assert_eq!(address.kind(), expected, "{raw:?} as {kind:?}");
+            }
+            Err(e) => assert!(e.message.len() <= MAX_MESSAGE_BYTES, "a {}-byte message", e.message.len()),
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Replays the fuzz corpus and every saved crash under plain `cargo test`
+//! (stable toolchain), with the very checks the fuzz targets run: the
+//! targets' bodies live in `fuzz/src/lib.rs`, included here.
+
+#[path = "../../fuzz/src/lib.rs"]
+#[allow(dead_code)]
+mod checks;
+
+use std::path::{Path, PathBuf};
+
+/// The inputs of `fuzz/corpus/<target>` and `fuzz/regressions/<target>`.
+fn inputs(target: &str) -> Vec<PathBuf> {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut files = Vec::new();
+    for dir in ["corpus", "regressions"] {
+        let Ok(entries) = std::fs::read_dir(fuzz.join(dir).join(target)) else { continue };
+        for entry in entries {
+            let path = entry.expect("a readable corpus folder").path();
+            if path.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Runs `check` over every input of `target`, naming the input that fails.
+fn replay(target: &str, check: fn(&[u8])) {
+    let files = inputs(target);
+    assert!(!files.is_empty(), "fuzz/corpus/{target} is empty");
+    for path in files {
+        let data = std::fs::read(&path).expect("a readable corpus file");
+        if std::panic::catch_unwind(|| check(&data)).is_err() {
+            panic!("{} fails the `{target}` check (rerun: cargo fuzz run {target} {0})", path.display());
+        }
+    }
+}
+
+#[test]
+fn rows() {
+    replay("rows", checks::rows);
+}
+
+#[test]
+fn names() {
+    replay("names", checks::names);
+}
+
+#[test]
+fn jail() {
+    replay("jail", checks::jail);
+}
+
+#[test]
+fn addresses() {
+    replay("addresses", checks::addresses);
+}
