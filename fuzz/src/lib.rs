@@ -38,6 +38,30 @@ fn check_of(bit: bool) -> PhoneCheck {
 /// bit 4 a small record limit (from byte 1), bit 5 a small column limit
 /// (from byte 2), bit 6 a small row limit (from byte 1).
 pub fn rows(data: &[u8]) {
+    rows_checked(data, TOLERATE_OPEN_FINDINGS)
+}
+
+/// [`rows`] without tolerating the open findings: what `open-*`
+/// reproducers in `fuzz/regressions/rows/` are replayed with.
+pub fn rows_strict(data: &[u8]) {
+    rows_checked(data, false)
+}
+
+/// Whether the checks let known, reported and not yet fixed findings pass,
+/// so that fuzzing goes on past them. Each has a reproducer named `open-*`
+/// in `fuzz/regressions/<target>/`, which the replay test runs with the
+/// strict check and expects to fail; once fixed, rename it and drop its
+/// tolerance below.
+pub const TOLERATE_OPEN_FINDINGS: bool = true;
+
+/// Open finding: a bare CR (not part of CRLF) ends a record for the CSV
+/// reader, but the line counter counts only LF, so the records after it get
+/// the line of the one before (a CR-only file: every row on line 1).
+fn has_bare_cr(file: &[u8]) -> bool {
+    file.iter().enumerate().any(|(i, &b)| b == b'\r' && file.get(i + 1) != Some(&b'\n'))
+}
+
+fn rows_checked(data: &[u8], tolerate: bool) {
     let (settings, file) = match data {
         [a, b, c, rest @ ..] => ([*a, *b, *c], rest),
         _ => ([0, 0, 0], data),
@@ -69,6 +93,7 @@ pub fn rows(data: &[u8]) {
         Ok(reader) => reader,
         Err(e) => panic!("scan accepted the file but the reader rejects it: {e:?}"),
     };
+    let bare_cr = has_bare_cr(file);
     let mut count = 0u64;
     let mut last_line = 1u64;
     let mut claims = std::collections::HashMap::new();
@@ -76,8 +101,10 @@ pub fn rows(data: &[u8]) {
         reader.next_row().unwrap_or_else(|e| panic!("scan accepted the file but row {} fails: {e}", count + 1))
     {
         count += 1;
-        assert!(row.line >= 2, "row {count} is on line {}", row.line);
-        assert!(row.line > last_line, "row {count} is on line {} after line {last_line}", row.line);
+        if !(tolerate && bare_cr) {
+            assert!(row.line >= 2, "row {count} is on line {}", row.line);
+            assert!(row.line > last_line, "row {count} is on line {} after line {last_line}", row.line);
+        }
         last_line = row.line;
         assert!(row.bytes <= file.len() + 1, "row {count} claims {} bytes", row.bytes);
         if let Err(errors) = &row.outcome {
