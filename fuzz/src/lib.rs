@@ -61,6 +61,14 @@ fn has_bare_cr(file: &[u8]) -> bool {
     file.iter().enumerate().any(|(i, &b)| b == b'\r' && file.get(i + 1) != Some(&b'\n'))
 }
 
+/// Open finding: an `addresses` cell of separators only (`;`, ` , `) has
+/// a value but no address, and its row fails with no error at all (a failed
+/// row without an error code in the report). Tolerated where the file may
+/// have an `addresses` column.
+fn may_have_address_list(file: &[u8]) -> bool {
+    file.windows(9).any(|w| w.eq_ignore_ascii_case(b"addresses"))
+}
+
 fn rows_checked(data: &[u8], tolerate: bool) {
     let (settings, file) = match data {
         [a, b, c, rest @ ..] => ([*a, *b, *c], rest),
@@ -93,7 +101,7 @@ fn rows_checked(data: &[u8], tolerate: bool) {
         Ok(reader) => reader,
         Err(e) => panic!("scan accepted the file but the reader rejects it: {e:?}"),
     };
-    let bare_cr = has_bare_cr(file);
+    let (bare_cr, address_list) = (has_bare_cr(file), may_have_address_list(file));
     let mut count = 0u64;
     let mut last_line = 1u64;
     let mut claims = std::collections::HashMap::new();
@@ -108,7 +116,9 @@ fn rows_checked(data: &[u8], tolerate: bool) {
         last_line = row.line;
         assert!(row.bytes <= file.len() + 1, "row {count} claims {} bytes", row.bytes);
         if let Err(errors) = &row.outcome {
-            assert!(!errors.is_empty(), "row {count} failed without an error");
+            if !(tolerate && address_list) {
+                assert!(!errors.is_empty(), "row {count} failed without an error");
+            }
             for e in errors {
                 assert!(e.message.len() <= MAX_MESSAGE_BYTES, "row {count}: a {}-byte message", e.message.len());
             }
@@ -192,6 +202,28 @@ pub fn jail(data: &[u8]) {
 /// `addresses`: byte 0 picks the region and the check, the rest (lossily
 /// UTF-8) is one address cell.
 pub fn addresses(data: &[u8]) {
+    addresses_checked(data, TOLERATE_OPEN_FINDINGS)
+}
+
+/// [`addresses`] without tolerating the open findings.
+pub fn addresses_strict(data: &[u8]) {
+    addresses_checked(data, false)
+}
+
+/// Open finding: a national number written with extra leading zeros
+/// (`000334` with region DE) is stored as `+4900334`, which parses back as
+/// `+490334`: the stored form is not canonical E.164. Tolerated for
+/// national numbers whose digits start with `00`.
+fn national_leading_zeros(raw: &str) -> bool {
+    let digits: String = raw.chars().filter(char::is_ascii_digit).collect();
+    !raw.trim().starts_with('+') && digits.starts_with("00")
+}
+
+/// Open finding: a national number of 14 digits or more in a region whose
+/// numbers may be that long (DE: `88888888888888`) is stored as
+/// `+4988888888888888`, over E.164's 15 digits; under the `valid` check too
+/// (DE: `83 2783 2756 156 1`). Tolerated.
+fn addresses_checked(data: &[u8], tolerate: bool) {
     let (flags, rest) = data.split_first().map(|(f, r)| (*f, r)).unwrap_or((0, data));
     let region = region(flags);
     let check = check_of(flags & 4 != 0);
@@ -201,9 +233,13 @@ pub fn addresses(data: &[u8]) {
         Ok(phone) => {
             let e164 = phone.as_str();
             assert!(e164.starts_with('+') && e164[1..].bytes().all(|b| b.is_ascii_digit()), "{raw:?} → {e164}");
-            assert!(e164.len() <= 16, "{raw:?} → {e164}: E.164 has at most 15 digits");
+            if !tolerate {
+                assert!(e164.len() <= 16, "{raw:?} → {e164}: E.164 has at most 15 digits");
+            }
             let again = PhoneNumber::parse(e164, None, check).expect("a stored number parses again");
-            assert_eq!(again.as_str(), e164, "{raw:?}: E.164 form is stable");
+            if !(tolerate && national_leading_zeros(&raw)) {
+                assert_eq!(again.as_str(), e164, "{raw:?}: E.164 form is stable");
+            }
         }
         Err(e) => {
             assert_eq!(e.code, RowErrorCode::InvalidPhone);
@@ -214,8 +250,14 @@ pub fn addresses(data: &[u8]) {
         Ok(email) => {
             let value = email.as_str();
             assert!(value.contains('@') && value.trim() == value, "{raw:?} → {value:?}");
-            let again = EmailAddress::parse(value).expect("a stored email parses again");
-            assert_eq!(again.as_str(), value, "{raw:?}: the stored form is stable");
+            // Open finding: `a@İ.m` is stored as `a@i\u{307}.m` (the domain
+            // lower-cased by Unicode rules), which the parser then refuses.
+            // Tolerated for domains that are not ASCII.
+            let non_ascii_domain = value.rsplit('@').next().is_some_and(|d| !d.is_ascii());
+            if !(tolerate && non_ascii_domain) {
+                let again = EmailAddress::parse(value).expect("a stored email parses again");
+                assert_eq!(again.as_str(), value, "{raw:?}: the stored form is stable");
+            }
         }
         Err(e) => {
             assert_eq!(e.code, RowErrorCode::InvalidEmail);

@@ -66,5 +66,5 @@ fn jail() {
 
 #[test]
 fn addresses() {
-    replay("addresses", checks::addresses, checks::addresses);
+    replay("addresses", checks::addresses, checks::addresses_strict);
 }
