@@ -38,38 +38,6 @@ fn check_of(bit: bool) -> PhoneCheck {
 /// bit 4 a small record limit (from byte 1), bit 5 a small column limit
 /// (from byte 2), bit 6 a small row limit (from byte 1).
 pub fn rows(data: &[u8]) {
-    rows_checked(data, TOLERATE_OPEN_FINDINGS)
-}
-
-/// [`rows`] without tolerating the open findings: what `open-*`
-/// reproducers in `fuzz/regressions/rows/` are replayed with.
-pub fn rows_strict(data: &[u8]) {
-    rows_checked(data, false)
-}
-
-/// Whether the checks let known, reported and not yet fixed findings pass,
-/// so that fuzzing goes on past them. Each has a reproducer named `open-*`
-/// in `fuzz/regressions/<target>/`, which the replay test runs with the
-/// strict check and expects to fail; once fixed, rename it and drop its
-/// tolerance below.
-pub const TOLERATE_OPEN_FINDINGS: bool = true;
-
-/// Open finding: a bare CR (not part of CRLF) ends a record for the CSV
-/// reader, but the line counter counts only LF, so the records after it get
-/// the line of the one before (a CR-only file: every row on line 1).
-fn has_bare_cr(file: &[u8]) -> bool {
-    file.iter().enumerate().any(|(i, &b)| b == b'\r' && file.get(i + 1) != Some(&b'\n'))
-}
-
-/// Open finding: an `addresses` cell of separators only (`;`, ` , `) has
-/// a value but no address, and its row fails with no error at all (a failed
-/// row without an error code in the report). Tolerated where the file may
-/// have an `addresses` column.
-fn may_have_address_list(file: &[u8]) -> bool {
-    file.windows(9).any(|w| w.eq_ignore_ascii_case(b"addresses"))
-}
-
-fn rows_checked(data: &[u8], tolerate: bool) {
     let (settings, file) = match data {
         [a, b, c, rest @ ..] => ([*a, *b, *c], rest),
         _ => ([0, 0, 0], data),
@@ -101,7 +69,6 @@ fn rows_checked(data: &[u8], tolerate: bool) {
         Ok(reader) => reader,
         Err(e) => panic!("scan accepted the file but the reader rejects it: {e:?}"),
     };
-    let (bare_cr, address_list) = (has_bare_cr(file), may_have_address_list(file));
     let mut count = 0u64;
     let mut last_line = 1u64;
     let mut claims = std::collections::HashMap::new();
@@ -109,16 +76,12 @@ fn rows_checked(data: &[u8], tolerate: bool) {
         reader.next_row().unwrap_or_else(|e| panic!("scan accepted the file but row {} fails: {e}", count + 1))
     {
         count += 1;
-        if !(tolerate && bare_cr) {
-            assert!(row.line >= 2, "row {count} is on line {}", row.line);
-            assert!(row.line > last_line, "row {count} is on line {} after line {last_line}", row.line);
-        }
+        assert!(row.line >= 2, "row {count} is on line {}", row.line);
+        assert!(row.line > last_line, "row {count} is on line {} after line {last_line}", row.line);
         last_line = row.line;
         assert!(row.bytes <= file.len() + 1, "row {count} claims {} bytes", row.bytes);
         if let Err(errors) = &row.outcome {
-            if !(tolerate && address_list) {
-                assert!(!errors.is_empty(), "row {count} failed without an error");
-            }
+            assert!(!errors.is_empty(), "row {count} failed without an error");
             for e in errors {
                 assert!(e.message.len() <= MAX_MESSAGE_BYTES, "row {count}: a {}-byte message", e.message.len());
             }
@@ -187,7 +150,8 @@ pub fn jail(data: &[u8]) {
         }
         let first = display[1..].split('/').next().unwrap_or_default();
         assert!(["customers", "outbox", "archive"].contains(&first), "{path:?} resolves to {display:?}");
-        assert!(!display[1..].split('/').skip(1).any(|p| p.starts_with('.')), "{path:?} reaches a hidden name");
+        let reserved = display[1..].split('/').skip(1).any(intake::mailbox::is_reserved_name);
+        assert!(!reserved, "{path:?} reaches a name reserved for intake's own files");
     }
     if display.len() <= 4096 {
         // (A relative path of exactly 4,096 bytes displays as 4,097 and is then over the limit.)
@@ -202,25 +166,6 @@ pub fn jail(data: &[u8]) {
 /// `addresses`: byte 0 picks the region and the check, the rest (lossily
 /// UTF-8) is one address cell.
 pub fn addresses(data: &[u8]) {
-    addresses_checked(data, TOLERATE_OPEN_FINDINGS)
-}
-
-/// [`addresses`] without tolerating the open findings.
-pub fn addresses_strict(data: &[u8]) {
-    addresses_checked(data, false)
-}
-
-/// Open finding: the stored E.164 form is not always a fixed point: parsed
-/// again it can name another number. Zeros after the country code or the
-/// national prefix (`000334` with region DE → `+4900334` → `+490334`;
-/// `+64 00 7183 873`), or an international prefix with a national prefix
-/// behind it (`008208208820828` with DE → `+8208820828` → `+8220828`).
-/// Tolerated: only the strict check compares the second parse.
-/// Open finding: a national number of 14 digits or more in a region whose
-/// numbers may be that long (DE: `88888888888888`) is stored as
-/// `+4988888888888888`, over E.164's 15 digits; under the `valid` check too
-/// (DE: `83 2783 2756 156 1`). Tolerated.
-fn addresses_checked(data: &[u8], tolerate: bool) {
     let (flags, rest) = data.split_first().map(|(f, r)| (*f, r)).unwrap_or((0, data));
     let region = region(flags);
     let check = check_of(flags & 4 != 0);
@@ -230,13 +175,9 @@ fn addresses_checked(data: &[u8], tolerate: bool) {
         Ok(phone) => {
             let e164 = phone.as_str();
             assert!(e164.starts_with('+') && e164[1..].bytes().all(|b| b.is_ascii_digit()), "{raw:?} → {e164}");
-            if !tolerate {
-                assert!(e164.len() <= 16, "{raw:?} → {e164}: E.164 has at most 15 digits");
-            }
+            assert!(e164.len() <= 16, "{raw:?} → {e164}: E.164 has at most 15 digits");
             let again = PhoneNumber::parse(e164, None, check).expect("a stored number parses again");
-            if !tolerate {
-                assert_eq!(again.as_str(), e164, "{raw:?}: E.164 form is stable");
-            }
+            assert_eq!(again.as_str(), e164, "{raw:?}: E.164 form is stable");
         }
         Err(e) => {
             assert_eq!(e.code, RowErrorCode::InvalidPhone);
@@ -247,14 +188,8 @@ fn addresses_checked(data: &[u8], tolerate: bool) {
         Ok(email) => {
             let value = email.as_str();
             assert!(value.contains('@') && value.trim() == value, "{raw:?} → {value:?}");
-            // Open finding: `a@İ.m` is stored as `a@i\u{307}.m` (the domain
-            // lower-cased by Unicode rules), which the parser then refuses.
-            // Tolerated for domains that are not ASCII.
-            let non_ascii_domain = value.rsplit('@').next().is_some_and(|d| !d.is_ascii());
-            if !(tolerate && non_ascii_domain) {
-                let again = EmailAddress::parse(value).expect("a stored email parses again");
-                assert_eq!(again.as_str(), value, "{raw:?}: the stored form is stable");
-            }
+            let again = EmailAddress::parse(value).expect("a stored email parses again");
+            assert_eq!(again.as_str(), value, "{raw:?}: the stored form is stable");
         }
         Err(e) => {
             assert_eq!(e.code, RowErrorCode::InvalidEmail);
