@@ -73,25 +73,7 @@ impl Interop {
     }
 
     fn ssh_options(&self) -> Vec<String> {
-        [
-            "-F",
-            "/dev/null",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "LogLevel=ERROR",
-            "-i",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([self.key()])
-        .collect()
+        crate::interop_sftp::ssh_options(Path::new(&self.key()))
     }
 
     async fn run(&self, program: &str, args: &[String]) -> Output {

@@ -50,7 +50,8 @@ async fn keygen(dir: &Path, name: &str, kind: &[&str]) -> (PathBuf, String) {
     (path, public.trim().to_owned())
 }
 
-fn ssh_options(key: &Path) -> Vec<String> {
+/// OpenSSH client options for a test login with `key` (no config, no known hosts).
+pub(crate) fn ssh_options(key: &Path) -> Vec<String> {
     [
         "-o",
         "StrictHostKeyChecking=no",
