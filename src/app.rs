@@ -65,6 +65,7 @@ pub async fn apply_declared(config: &Config, store: &Store) -> Result<()> {
                 .transpose()
                 .map_err(anyhow::Error::msg)?
                 .unwrap_or_default(),
+            report_bom: a.report_bom,
         };
         store.put_account(&settings).await.with_context(|| format!("while applying account {}", a.avid))?;
     }

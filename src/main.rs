@@ -81,6 +81,8 @@ enum Command {
 enum AccountCommand {
     /// Add an account (its folders are created under the data directory).
     Add(AccountArgs),
+    /// Change an account's settings; those not given stay as they are.
+    Set(AccountArgs),
     List,
     /// Remove an account and its SFTP users; its customers stay in the store.
     Remove {
@@ -97,6 +99,32 @@ struct AccountArgs {
     encoding: Option<String>,
     #[arg(long)]
     phone_check: Option<String>,
+    /// Start the CSV reports with a UTF-8 BOM, so that Excel on Windows shows
+    /// non-ASCII text correctly.
+    #[arg(long, overrides_with = "no_report_bom")]
+    report_bom: bool,
+    /// CSV reports without a BOM (the default).
+    #[arg(long)]
+    no_report_bom: bool,
+}
+
+impl AccountArgs {
+    /// The settings these arguments give `base`.
+    fn applied_to(&self, mut base: AccountSettings) -> Result<AccountSettings> {
+        if let Some(region) = &self.default_region {
+            base.default_region = Some(PhoneRegion::parse(region).map_err(anyhow::Error::msg)?);
+        }
+        if let Some(encoding) = &self.encoding {
+            base.encoding = FileEncoding::parse(encoding).map_err(anyhow::Error::msg)?;
+        }
+        if let Some(check) = &self.phone_check {
+            base.phone_check = PhoneCheck::parse(check).map_err(anyhow::Error::msg)?;
+        }
+        if self.report_bom || self.no_report_bom {
+            base.report_bom = self.report_bom;
+        }
+        Ok(base)
+    }
 }
 
 #[derive(Subcommand)]
@@ -194,6 +222,7 @@ fn account_settings(
         default_region: region.map(PhoneRegion::parse).transpose().map_err(anyhow::Error::msg)?,
         encoding: encoding.map(FileEncoding::parse).transpose().map_err(anyhow::Error::msg)?.unwrap_or_default(),
         phone_check: check.map(PhoneCheck::parse).transpose().map_err(anyhow::Error::msg)?.unwrap_or_default(),
+        report_bom: false,
     })
 }
 
@@ -240,16 +269,15 @@ async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool)
         bail!("{} is not a file", file.display());
     }
     let ctx = Context::new(config, store, ingest::worker::owner_name());
-    let job = ingest::job::enqueue(
-        &ctx,
-        avid,
-        file,
+    let arrival = ingest::job::Arrival {
+        account: avid,
+        source: file,
         file_name,
-        ingest::job::Uploader::Operator { may_update },
-        ingest::job::Take::Copy,
-        Some(&ctx.owner),
-    )
-    .await?;
+        kind: intake::store::JobKind::Import,
+        uploader: ingest::job::Uploader::Operator { may_update },
+        take: ingest::job::Take::Copy,
+    };
+    let job = ingest::job::enqueue(&ctx, arrival, Some(&ctx.owner)).await?;
     // The job is this process's: keep saying so, so no daemon takes it over.
     let heartbeat = {
         let (store, owner) = (ctx.store.clone(), ctx.owner.clone());
@@ -285,7 +313,7 @@ async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool)
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let stem = intake::mailbox::report_stem(file_name);
+    let names = intake::mailbox::ReportNames::of(file_name, false);
     let outbox = layout.outbox(avid);
     match &summary.error {
         Some(e) => println!("{}: {}: {}: {}", summary.file, summary.status, e.code, e.message),
@@ -294,8 +322,11 @@ async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool)
             summary.file, summary.rows, summary.created, summary.updated, summary.unchanged, summary.failed
         ),
     }
-    println!("report: {}", outbox.join(format!("{stem}.results.csv")).display());
-    println!("summary: {}", outbox.join(format!("{stem}.summary.json")).display());
+    println!("report: {}", outbox.join(&names.results).display());
+    if summary.failed > 0 {
+        println!("failed records: {}", outbox.join(&names.failed).display());
+    }
+    println!("summary: {}", outbox.join(&names.summary).display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -304,21 +335,29 @@ async fn account(config: &Config, cmd: AccountCommand) -> Result<ExitCode> {
     match cmd {
         AccountCommand::Add(a) => {
             intake::domain::AccountSettings::validate_avid(&a.avid).map_err(anyhow::Error::msg)?;
-            let settings = account_settings(
-                &a.avid,
-                a.default_region.as_deref(),
-                a.encoding.as_deref(),
-                a.phone_check.as_deref(),
-            )?;
+            let settings = a.applied_to(AccountSettings::new(&a.avid))?;
             store.add_account(&settings).await?;
             Layout::new(&config.data_dir).ensure_account(&a.avid).context("while creating the account's folders")?;
             println!("added account {}", a.avid);
         }
+        AccountCommand::Set(a) => {
+            let current = store.get_account(&a.avid).await?.with_context(|| format!("no account `{}`", a.avid))?;
+            let settings = a.applied_to(current)?;
+            store.put_account(&settings).await?;
+            println!("updated account {}", a.avid);
+        }
         AccountCommand::List => {
-            println!("{:<24} {:<8} {:<14} PHONE_CHECK", "AVID", "REGION", "ENCODING");
+            println!("{:<24} {:<8} {:<14} {:<11} REPORT_BOM", "AVID", "REGION", "ENCODING", "PHONE_CHECK");
             for a in store.list_accounts().await? {
                 let region = a.default_region.map(|r| r.code()).unwrap_or_else(|| "-".into());
-                println!("{:<24} {:<8} {:<14} {}", a.avid, region, a.encoding.as_str(), a.phone_check.as_str());
+                let bom = if a.report_bom { "yes" } else { "no" };
+                println!(
+                    "{:<24} {:<8} {:<14} {:<11} {bom}",
+                    a.avid,
+                    region,
+                    a.encoding.as_str(),
+                    a.phone_check.as_str()
+                );
             }
         }
         AccountCommand::Remove { avid } => {

@@ -403,9 +403,23 @@ pub struct AccountSettings {
     pub default_region: Option<PhoneRegion>,
     pub encoding: FileEncoding,
     pub phone_check: PhoneCheck,
+    /// Whether the CSV reports start with a UTF-8 BOM (Excel on Windows
+    /// shows non-ASCII text garbled without one).
+    pub report_bom: bool,
 }
 
 impl AccountSettings {
+    /// An account with the default settings.
+    pub fn new(avid: impl Into<String>) -> Self {
+        AccountSettings {
+            avid: avid.into(),
+            default_region: None,
+            encoding: FileEncoding::Utf8,
+            phone_check: PhoneCheck::Possible,
+            report_bom: false,
+        }
+    }
+
     /// An AVID is what a merchant logs in with and names a folder: keep it to
     /// letters, digits, `-`, `_` and `.` (not leading), 1..=64 characters.
     pub fn validate_avid(avid: &str) -> Result<(), String> {

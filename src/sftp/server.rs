@@ -338,11 +338,11 @@ pub(crate) fn sweep_stale_client_temps(accounts_root: &Path, open: &OpenFiles, s
         return 0;
     };
     let mut removed = 0;
-    for account in accounts.flatten() {
-        let customers = account.path().join(Folder::Customers.name());
-        let Ok(entries) = std::fs::read_dir(&customers) else {
+    for folder in accounts.flatten().flat_map(|a| Folder::UPLOADS.map(|f| a.path().join(f.name()))) {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
             continue;
         };
+        let account = folder.parent().and_then(Path::file_name).unwrap_or_default().to_string_lossy().into_owned();
         for entry in entries.flatten() {
             let Ok(name) = entry.file_name().into_string() else { continue };
             if crate::mailbox::is_upload_name(&name) || crate::mailbox::is_reserved_name(&name) {
@@ -359,7 +359,7 @@ pub(crate) fn sweep_stale_client_temps(accounts_root: &Path, open: &OpenFiles, s
             }
             if std::fs::remove_file(&path).is_ok() {
                 removed += 1;
-                tracing::info!(account = %account.file_name().to_string_lossy(), file = %name.escape_debug(), "removed an abandoned client temp file");
+                tracing::info!(account = %account, file = %name.escape_debug(), "removed an abandoned client temp file");
             }
         }
     }
@@ -371,9 +371,8 @@ fn remove_stale_uploads(accounts_root: &Path) {
     let Ok(accounts) = std::fs::read_dir(accounts_root) else {
         return;
     };
-    for account in accounts.flatten() {
-        let customers = account.path().join(Folder::Customers.name());
-        let Ok(entries) = std::fs::read_dir(&customers) else {
+    for folder in accounts.flatten().flat_map(|a| Folder::UPLOADS.map(|f| a.path().join(f.name()))) {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
             continue;
         };
         for entry in entries.flatten() {
