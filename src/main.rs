@@ -462,7 +462,7 @@ async fn jobs(config: &Config, account: Option<&str>, limit: u32) -> Result<Exit
             p.unchanged,
             p.failed,
             j.received_at,
-            j.file_name
+            if j.kind.is_dry_run() { format!("/validate/{}", j.file_name) } else { j.file_name.clone() }
         );
         match j.status {
             JobStatus::Retrying => println!(

@@ -124,11 +124,12 @@ pub fn name_invariants(name: &str) {
     assert_eq!(report_stem(name), stem, "report_stem is deterministic");
     let archived = archive_name("20261126T100000Z", "0190abcd-0000-7000-8000-0123456789ab", name);
     if upload && problem.is_none() {
-        assert!(
-            stem.len() + ".validation.json".len() <= MAX_NAME_BYTES,
-            "{name:?} is accepted but its report stem has {} bytes",
-            stem.len()
-        );
+        for dry_run in [false, true] {
+            let names = intake::mailbox::ReportNames::of(name, dry_run);
+            for report in [&names.results, &names.summary, &names.progress, &names.failed] {
+                assert!(report.len() <= MAX_NAME_BYTES, "{name:?} is accepted but reports as {report:?}");
+            }
+        }
         assert!(archived.len() <= MAX_NAME_BYTES, "{name:?} is accepted but archives as {} bytes", archived.len());
         assert!(!name.chars().any(char::is_control));
         assert!(!stem.is_empty());
