@@ -6,7 +6,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use intake::config::{Config, LogFormat};
 use intake::domain::user::{Scopes, SftpUser};
-use intake::domain::{AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
+use intake::domain::{AccountId, AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
 use intake::ingest::{self, Context, JobRunner, Step};
 use intake::mailbox::Layout;
 use intake::store::{JobStatus, Store};
@@ -112,13 +112,13 @@ impl AccountArgs {
     /// The settings these arguments give `base`.
     fn applied_to(&self, mut base: AccountSettings) -> Result<AccountSettings> {
         if let Some(region) = &self.default_region {
-            base.default_region = Some(PhoneRegion::parse(region).map_err(anyhow::Error::msg)?);
+            base.default_region = Some(PhoneRegion::parse(region)?);
         }
         if let Some(encoding) = &self.encoding {
-            base.encoding = FileEncoding::parse(encoding).map_err(anyhow::Error::msg)?;
+            base.encoding = FileEncoding::parse(encoding)?;
         }
         if let Some(check) = &self.phone_check {
-            base.phone_check = PhoneCheck::parse(check).map_err(anyhow::Error::msg)?;
+            base.phone_check = PhoneCheck::parse(check)?;
         }
         if self.report_bom || self.no_report_bom {
             base.report_bom = self.report_bom;
@@ -211,21 +211,6 @@ async fn open_store(config: &Config) -> Result<Store> {
     intake::app::open_store(config).await
 }
 
-fn account_settings(
-    avid: &str,
-    region: Option<&str>,
-    encoding: Option<&str>,
-    check: Option<&str>,
-) -> Result<AccountSettings> {
-    Ok(AccountSettings {
-        avid: avid.to_owned(),
-        default_region: region.map(PhoneRegion::parse).transpose().map_err(anyhow::Error::msg)?,
-        encoding: encoding.map(FileEncoding::parse).transpose().map_err(anyhow::Error::msg)?.unwrap_or_default(),
-        phone_check: check.map(PhoneCheck::parse).transpose().map_err(anyhow::Error::msg)?.unwrap_or_default(),
-        report_bom: false,
-    })
-}
-
 fn check(
     file: &Path,
     region: Option<String>,
@@ -233,7 +218,7 @@ fn check(
     phone_check: Option<String>,
     config: &Config,
 ) -> Result<ExitCode> {
-    let account = account_settings("check", region.as_deref(), encoding.as_deref(), phone_check.as_deref())?;
+    let account = AccountSettings::from_text("check", region.as_deref(), encoding.as_deref(), phone_check.as_deref())?;
     let mut out = std::io::stdout().lock();
     let outcome = ingest::check::check_file(file, &account, config.file_limits(), |row| {
         if let Err(errors) = &row.outcome {
@@ -334,8 +319,7 @@ async fn account(config: &Config, cmd: AccountCommand) -> Result<ExitCode> {
     let store = open_store(config).await?;
     match cmd {
         AccountCommand::Add(a) => {
-            intake::domain::AccountSettings::validate_avid(&a.avid).map_err(anyhow::Error::msg)?;
-            let settings = a.applied_to(AccountSettings::new(&a.avid))?;
+            let settings = a.applied_to(AccountSettings::new(AccountId::parse(&a.avid)?))?;
             store.add_account(&settings).await?;
             Layout::new(&config.data_dir).ensure_account(&a.avid).context("while creating the account's folders")?;
             println!("added account {}", a.avid);
@@ -374,7 +358,7 @@ async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
         UserCommand::Add { username, account, keys, password_stdin, scopes } => {
             let mut public_keys = Vec::new();
             for path in &keys {
-                public_keys.extend(read_key_file(path)?);
+                public_keys.extend(intake::sftp::read_authorized_keys(path)?);
             }
             let password_hash = if password_stdin {
                 let mut line = String::new();
@@ -393,10 +377,16 @@ async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
             let scopes = if scopes.is_empty() {
                 Scopes { create: true, update: true }
             } else {
-                Scopes::parse(scopes.iter().map(String::as_str)).map_err(anyhow::Error::msg)?
+                Scopes::parse(scopes.iter().map(String::as_str))?
             };
             store
-                .add_user(&SftpUser { username: username.clone(), account, public_keys, password_hash, scopes })
+                .add_user(&SftpUser {
+                    username: username.clone(),
+                    account: AccountId::parse(&account)?,
+                    public_keys,
+                    password_hash,
+                    scopes,
+                })
                 .await?;
             println!("added user {username}");
         }
@@ -420,22 +410,6 @@ async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Reads OpenSSH public keys (authorized_keys lines) from a file.
-pub fn read_key_file(path: &Path) -> Result<Vec<String>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("while reading the key file {}", path.display()))?;
-    let keys: Vec<String> =
-        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect();
-    for key in &keys {
-        russh::keys::PublicKey::from_openssh(key)
-            .with_context(|| format!("{} holds a line that is not an OpenSSH public key", path.display()))?;
-    }
-    if keys.is_empty() {
-        bail!("{} holds no public key", path.display());
-    }
-    Ok(keys)
 }
 
 async fn jobs(config: &Config, account: Option<&str>, limit: u32) -> Result<ExitCode> {

@@ -44,7 +44,7 @@ pub fn rows(data: &[u8]) {
     };
     let [flags, record_bits, column_bits] = settings;
     let account = AccountSettings {
-        avid: "fuzz".into(),
+        avid: intake::domain::AccountId::parse("fuzz").expect("valid"),
         default_region: region(flags >> 1),
         encoding: FileEncoding::parse(if flags & 1 == 0 { "utf-8" } else { "windows-1252" }).expect("known"),
         phone_check: check_of(flags & 8 != 0),

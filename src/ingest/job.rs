@@ -11,7 +11,7 @@ use super::rows::{scan, FileLimits, ParsedRow, RowReader};
 use super::upsert::{self, BatchRecord, RecordOutcome, UpsertOutcome, Writes};
 use crate::clock;
 use crate::config::Config;
-use crate::domain::{AccountSettings, FileError};
+use crate::domain::{AccountId, AccountSettings, FileError};
 use crate::mailbox::Layout;
 use crate::store::{Job, JobKind, JobPhase, Store, StoreError};
 use std::fs::File;
@@ -31,6 +31,17 @@ pub enum IngestError {
     Task(#[from] tokio::task::JoinError),
     #[error("a bug in intake: {0}")]
     Panic(String),
+}
+
+/// The settings of a job's account; an account removed since the upload
+/// arrived reads its files with the defaults.
+pub(crate) async fn account_settings(ctx: &Context, account: &str) -> Result<AccountSettings, IngestError> {
+    match ctx.store.get_account(account).await? {
+        Some(settings) => Ok(settings),
+        None => AccountId::parse(account)
+            .map(AccountSettings::new)
+            .map_err(|e| IngestError::Store(StoreError::Corrupt(e.to_string()))),
+    }
 }
 
 /// What a failure means for the job it happened to.
@@ -195,7 +206,7 @@ impl JobRunner {
             let summary = publish::decided(&job)?;
             return Ok(JobRunner::new(job, State::Publishing(Box::new(summary))));
         }
-        let account = ctx.store.get_account(&job.account).await?.unwrap_or_else(|| AccountSettings::new(&job.account));
+        let account = account_settings(ctx, &job.account).await?;
         let bom = account.report_bom;
         let upload = PathBuf::from(&job.spool_path);
         let reading = format!("while reading upload {} of job {}", job.file_name, job.job_id);

@@ -64,7 +64,7 @@ pub async fn decide(ctx: &Context, job: &mut Job, ending: Ending) -> Result<Summ
             }),
         ),
     };
-    let account = ctx.store.get_account(&job.account).await?.unwrap_or_else(|| AccountSettings::new(&job.account));
+    let account = super::job::account_settings(ctx, &job.account).await?;
     // The committed rows, or the header alone (offset 0).
     let offset = if results.exists() { job.progress.results_offset } else { 0 };
     ResultsWriter::open(&results, offset, account.report_bom)

@@ -991,7 +991,7 @@ mod tests {
     use crate::domain::PhoneRegion;
 
     fn account() -> AccountSettings {
-        AccountSettings::new("acme")
+        AccountSettings::new(crate::domain::AccountId::parse("acme").unwrap())
     }
 
     fn rows_of(text: &[u8], account: AccountSettings) -> Vec<ParsedRow> {

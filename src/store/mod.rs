@@ -8,7 +8,7 @@ mod postgres;
 mod sqlite;
 
 use crate::domain::user::{Scopes, SftpUser};
-use crate::domain::{AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
+use crate::domain::{AccountId, AccountSettings, FileEncoding, PhoneCheck, PhoneRegion, SettingError};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -521,6 +521,11 @@ pub(crate) mod rows {
     use super::*;
     use sqlx::{ColumnIndex, Decode, Row, Type};
 
+    /// A stored setting that does not parse: the database was changed by hand.
+    fn corrupt(e: SettingError) -> StoreError {
+        StoreError::Corrupt(e.to_string())
+    }
+
     pub(crate) const CUSTOMER_COLUMNS_SQLITE: &str =
         "customer_id, ref, addresses, metadata, appdata, last_job_id, last_line";
     pub(crate) const CUSTOMER_COLUMNS_PG: &str =
@@ -614,15 +619,11 @@ pub(crate) mod rows {
         usize: ColumnIndex<R>,
     {
         Ok(AccountSettings {
-            default_region: r
-                .maybe_text(1)?
-                .map(|c| PhoneRegion::parse(&c))
-                .transpose()
-                .map_err(StoreError::Corrupt)?,
-            encoding: FileEncoding::parse(&r.text(2)?).map_err(StoreError::Corrupt)?,
-            phone_check: PhoneCheck::parse(&r.text(3)?).map_err(StoreError::Corrupt)?,
+            default_region: r.maybe_text(1)?.map(|c| PhoneRegion::parse(&c)).transpose().map_err(corrupt)?,
+            encoding: FileEncoding::parse(&r.text(2)?).map_err(corrupt)?,
+            phone_check: PhoneCheck::parse(&r.text(3)?).map_err(corrupt)?,
             report_bom: r.flag(4)?,
-            avid: r.text(0)?,
+            avid: AccountId::parse(&r.text(0)?).map_err(corrupt)?,
         })
     }
 
@@ -633,10 +634,10 @@ pub(crate) mod rows {
     {
         Ok(SftpUser {
             username: r.text(0)?,
-            account: r.text(1)?,
+            account: AccountId::parse(&r.text(1)?).map_err(corrupt)?,
             public_keys: r.text(2)?.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect(),
             password_hash: r.maybe_text(3)?,
-            scopes: Scopes::parse(r.text(4)?.split_whitespace()).map_err(StoreError::Corrupt)?,
+            scopes: Scopes::parse(r.text(4)?.split_whitespace()).map_err(corrupt)?,
         })
     }
 

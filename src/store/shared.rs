@@ -29,7 +29,7 @@ macro_rules! shared_statements {
                  ON CONFLICT DO NOTHING"
             };
             let done = sqlx::query(sql)
-                .bind(&a.avid)
+                .bind(a.avid.as_str())
                 .bind(a.default_region.map(|r| r.code()))
                 .bind(a.encoding.as_str())
                 .bind(a.phone_check.as_str())
@@ -76,7 +76,7 @@ macro_rules! shared_statements {
             };
             let done = sqlx::query(sql)
                 .bind(&u.username)
-                .bind(&u.account)
+                .bind(u.account.as_str())
                 .bind(u.public_keys.join("\n"))
                 .bind(&u.password_hash)
                 .bind(scopes_to_text(u.scopes))

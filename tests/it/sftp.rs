@@ -39,7 +39,7 @@ impl UserDirectory for Users {
 pub(crate) fn user(name: &str, account: &str) -> SftpUser {
     SftpUser {
         username: name.to_owned(),
-        account: account.to_owned(),
+        account: intake::domain::AccountId::parse(account).unwrap(),
         public_keys: vec![],
         password_hash: None,
         scopes: Scopes { create: true, update: true },

@@ -3,7 +3,7 @@
 use crate::support::TestDb;
 use intake::domain::user::{Scopes, SftpUser};
 use intake::domain::{
-    AccountSettings, Address, AddressKind, Addresses, CreateCustomer, CustomerRef, JsonObject, PhoneCheck,
+    AccountId, AccountSettings, Address, AddressKind, Addresses, CreateCustomer, CustomerRef, JsonObject, PhoneCheck,
 };
 use intake::ingest::upsert::{apply, BatchRecord, RecordOutcome, UpsertOutcome, Writes};
 use intake::store::{JobProgress, JobStatus, NewJob, Store, StoreError};
@@ -28,7 +28,7 @@ fn command(r: &str, addresses: &[&str], metadata: Value, appdata: Value) -> Crea
 }
 
 fn account(avid: &str) -> AccountSettings {
-    AccountSettings::new(avid)
+    AccountSettings::new(AccountId::parse(avid).unwrap())
 }
 
 fn new_job(job_id: &str, account: &str, received_at: &str) -> NewJob {
@@ -305,7 +305,7 @@ async fn accounts_and_users_are_managed(db: TestDb) {
     assert!(matches!(store.add_account(&account("acme")).await, Err(StoreError::AlreadyExists(_))));
     let user = SftpUser {
         username: "acme-ops".into(),
-        account: "acme".into(),
+        account: AccountId::parse("acme").unwrap(),
         public_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK0 test".into()],
         password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
         scopes: Scopes { create: true, update: false },
@@ -313,7 +313,7 @@ async fn accounts_and_users_are_managed(db: TestDb) {
     store.add_user(&user).await.unwrap();
     assert_eq!(store.find_user("acme-ops").await.unwrap(), Some(user.clone()));
     assert!(matches!(store.add_user(&user).await, Err(StoreError::AlreadyExists(_))));
-    let orphan = SftpUser { username: "x".into(), account: "nope".into(), ..user.clone() };
+    let orphan = SftpUser { username: "x".into(), account: AccountId::parse("nope").unwrap(), ..user.clone() };
     assert!(matches!(store.add_user(&orphan).await, Err(StoreError::NotFound(_))));
     assert_eq!(store.list_users().await.unwrap().len(), 1);
     store.remove_account("acme").await.unwrap();
