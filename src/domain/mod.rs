@@ -4,6 +4,7 @@
 pub mod account;
 pub mod customer;
 pub mod errors;
+pub mod ids;
 pub mod user;
 
 pub use account::{AccountId, AccountSettings, SettingError};
@@ -12,3 +13,4 @@ pub use customer::{
     PhoneCheck, PhoneNumber, PhoneRegion,
 };
 pub use errors::{FileError, FileErrorCode, RowError, RowErrorCode};
+pub use ids::JobId;

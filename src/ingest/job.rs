@@ -11,7 +11,7 @@ use super::rows::{scan, FileLimits, ParsedRow, RowReader};
 use super::upsert::{self, BatchRecord, RecordOutcome, UpsertOutcome, Writes};
 use crate::clock;
 use crate::config::Config;
-use crate::domain::{AccountId, AccountSettings, FileError};
+use crate::domain::{AccountId, AccountSettings, FileError, JobId};
 use crate::mailbox::Layout;
 use crate::store::{Job, JobKind, JobPhase, Store, StoreError};
 use std::fs::File;
@@ -449,7 +449,7 @@ pub struct Arrival<'a> {
 /// owner's at once. A crash in between is settled by `recover_arriving`.
 pub async fn enqueue(ctx: &Context, arrival: Arrival<'_>, owner: Option<&str>) -> Result<Job, IngestError> {
     let Arrival { account, source, file_name, kind, uploader, take } = arrival;
-    let job_id = uuid::Uuid::now_v7().to_string();
+    let job_id = JobId::generate();
     let spool = ctx.layout.spool(&job_id);
     let upload = spool.join("upload.csv");
     let new = crate::store::NewJob {

@@ -79,7 +79,7 @@ pub async fn decide(ctx: &Context, job: &mut Job, ending: Ending) -> Result<Summ
     let summary = Summary {
         account: job.account.clone(),
         file: job.file_name.clone(),
-        job_id: job.job_id.clone(),
+        job_id: job.job_id.to_string(),
         sha256: job.sha256.clone(),
         bytes: job.bytes,
         status: status.as_str().to_owned(),

@@ -8,7 +8,7 @@ mod postgres;
 mod sqlite;
 
 use crate::domain::user::{Scopes, SftpUser};
-use crate::domain::{AccountId, AccountSettings, FileEncoding, PhoneCheck, PhoneRegion, SettingError};
+use crate::domain::{AccountId, AccountSettings, FileEncoding, JobId, PhoneCheck, PhoneRegion, SettingError};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -49,7 +49,7 @@ pub struct JobProgress {
 /// One upload job as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
-    pub job_id: String,
+    pub job_id: JobId,
     pub account: String,
     pub file_name: String,
     pub spool_path: String,
@@ -189,7 +189,7 @@ impl JobStatus {
 /// A job to be created: the upload has been moved into its spool.
 #[derive(Debug, Clone)]
 pub struct NewJob {
-    pub job_id: String,
+    pub job_id: JobId,
     pub account: String,
     pub file_name: String,
     pub spool_path: String,
@@ -579,7 +579,7 @@ pub(crate) mod rows {
         usize: ColumnIndex<R>,
     {
         Ok(Job {
-            job_id: r.text(0)?,
+            job_id: r.text(0)?.into(),
             account: r.text(1)?,
             file_name: r.text(2)?,
             spool_path: r.text(3)?,

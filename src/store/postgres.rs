@@ -57,7 +57,7 @@ impl PgStore {
         )
             .bind(owner)
             .bind(now)
-            .bind(&job.job_id)
+            .bind(job.job_id.as_str())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

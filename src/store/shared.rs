@@ -123,7 +123,7 @@ macro_rules! shared_statements {
                    may_update, source_key, kind)
                  VALUES ($1, $2, $3, $4, $5, $6, 'arriving', $7, $8, $9, $10, $11)",
             )
-            .bind(&j.job_id)
+            .bind(j.job_id.as_str())
             .bind(&j.account)
             .bind(&j.file_name)
             .bind(&j.spool_path)
@@ -271,12 +271,12 @@ macro_rules! shared_statements {
             .bind(j.progress.failed as i64)
             .bind(&j.error_code)
             .bind(&j.error_message)
-            .bind(&j.job_id)
+            .bind(j.job_id.as_str())
             .bind(owner)
             .execute(&mut *tx)
             .await?;
             super::fenced(done.rows_affected(), &j.job_id)?;
-            sqlx::query("DELETE FROM job_refs WHERE job_id = $1").bind(&j.job_id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM job_refs WHERE job_id = $1").bind(j.job_id.as_str()).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(())
         }

@@ -68,7 +68,7 @@ impl SqliteStore {
         )
         .bind(owner)
         .bind(now)
-        .bind(&job.job_id)
+        .bind(job.job_id.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -184,7 +184,7 @@ async fn a_same_name_upload_during_processing_disturbs_nothing(db: TestDb) {
     // report replaced the first one's.
     let summary = d.summary("acme", "daily", REPORT).await;
     let later = jobs.iter().find(|j| j.progress.created == 3).unwrap();
-    assert_eq!(summary["job_id"], later.job_id);
+    assert_eq!(summary["job_id"], later.job_id.as_str());
     assert_eq!(read_results(&d.outbox("acme").join("daily.results.csv")).len(), 4);
 }
 

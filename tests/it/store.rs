@@ -53,7 +53,7 @@ async fn owned_job(store: &Store, owner: &str) -> String {
     store.create_job(&new_job(&id, &format!("jobs-{id}"), "2026-01-01T00:00:00Z")).await.unwrap();
     store.mark_queued(&id, None, true).await.unwrap();
     let job = store.claim_job(owner, "2026-01-01T00:00:01Z", "2000-01-01T00:00:00Z", &[]).await.unwrap().unwrap();
-    assert_eq!(job.job_id, id);
+    assert_eq!(job.job_id.as_str(), id);
     id
 }
 
@@ -259,7 +259,7 @@ async fn a_job_is_never_claimed_twice(db: TestDb) {
             mine
         }));
     }
-    let mut claimed: Vec<(String, &str)> = Vec::new();
+    let mut claimed: Vec<(intake::domain::JobId, &str)> = Vec::new();
     for t in tasks {
         claimed.extend(t.await.unwrap());
     }
@@ -267,7 +267,7 @@ async fn a_job_is_never_claimed_twice(db: TestDb) {
     // One job per account at a time, oldest first, whoever claims.
     let ids: Vec<&str> = claimed.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, ["job-0", "job-1", "job-2"]);
-    let owner_of = |id: &str| claimed.iter().find(|(j, _)| j == id).unwrap().1;
+    let owner_of = |id: &str| claimed.iter().find(|(j, _)| j.as_str() == id).unwrap().1;
 
     // A running job with a live owner is not taken over; a stale one is.
     assert!(store.claim_job("p4", "2026-01-01T00:02:00Z", "2026-01-01T00:00:30Z", &[]).await.unwrap().is_none());
@@ -296,7 +296,7 @@ async fn a_job_is_never_claimed_twice(db: TestDb) {
     assert!(matches!(store.finish_job(&done, "not-the-owner").await, Err(StoreError::NotOwner(_))));
     store.finish_job(&done, owner_of("job-0")).await.unwrap();
     let next = store.claim_job("p5", "2026-01-01T00:09:00Z", "2026-01-01T00:00:00Z", &[]).await.unwrap().unwrap();
-    assert_eq!(next.job_id, "job-3");
+    assert_eq!(next.job_id.as_str(), "job-3");
 }
 
 async fn accounts_and_users_are_managed(db: TestDb) {
