@@ -94,7 +94,7 @@ pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
     raise_open_file_limit();
     let ctx = Arc::new(Context::new(&config, store.clone(), worker::owner_name()));
     worker::release_dead_local_owners(&ctx).await;
-    job::recover_arriving(&ctx, &crate::clock::seconds_ago_rfc3339(worker::STALE_AFTER_SECS)).await?;
+    job::recover_arriving(&ctx, worker::STALE_AFTER).await?;
 
     let shutdown = CancellationToken::new();
     {

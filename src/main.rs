@@ -269,7 +269,7 @@ async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool)
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-                let _ = store.heartbeat(&owner, &intake::clock::now_rfc3339()).await;
+                let _ = store.heartbeat(&owner).await;
             }
         })
     };
@@ -435,13 +435,13 @@ async fn jobs(config: &Config, account: Option<&str>, limit: u32) -> Result<Exit
             p.updated,
             p.unchanged,
             p.failed,
-            j.received_at,
+            intake::clock::format_rfc3339(j.received_at),
             if j.kind.is_dry_run() { format!("/validate/{}", j.file_name) } else { j.file_name.clone() }
         );
         match j.status {
             JobStatus::Retrying => println!(
                 "    next try at {}; last error: {}",
-                j.retry_at.as_deref().unwrap_or("-"),
+                j.retry_at.map(intake::clock::format_rfc3339).as_deref().unwrap_or("-"),
                 j.last_error.as_deref().unwrap_or("-")
             ),
             JobStatus::Aborted => println!("    {}", j.error_message.as_deref().unwrap_or("-")),

@@ -213,8 +213,8 @@ impl JobRunner {
         if job.progress.records_done == 0 {
             let (path, acct, limits) = (upload.clone(), account.clone(), ctx.limits);
             let scanned = blocking(reading.clone(), move || scan(File::open(&path)?, &acct, limits)).await?;
-            let now = clock::now_rfc3339();
-            ctx.store.start_job(&job.job_id, &ctx.owner, &scanned.sha256, scanned.bytes, scanned.records, &now).await?;
+            let now = clock::now();
+            ctx.store.start_job(&job.job_id, &ctx.owner, &scanned.sha256, scanned.bytes, scanned.records, now).await?;
             job.sha256 = scanned.sha256;
             job.bytes = scanned.bytes;
             job.rows_total = scanned.records;
@@ -329,7 +329,7 @@ impl JobRunner {
         // committed offset never points past the file's end.
         results.sync().map_err(io_err("while writing the results file"))?;
         let written = Instant::now();
-        batch.commit(&self.job.job_id, &ctx.owner, &progress, &clock::now_rfc3339()).await?;
+        batch.commit(&self.job.job_id, &ctx.owner, &progress).await?;
         self.job.progress = progress;
         // After batches 4, 8, 16, ...: statistics within 2x of what a large
         // upload has grown the tables to; small uploads never pay for it.
@@ -459,7 +459,6 @@ pub async fn enqueue(ctx: &Context, arrival: Arrival<'_>, owner: Option<&str>) -
         spool_path: upload.to_string_lossy().into_owned(),
         sha256: String::new(),
         bytes: 0,
-        received_at: clock::now_rfc3339(),
         uploader: None,
         may_update: false,
         source_key: if take == Take::Link {
@@ -502,9 +501,7 @@ pub async fn enqueue(ctx: &Context, arrival: Arrival<'_>, owner: Option<&str>) -
     };
     match owner {
         None => ctx.store.mark_queued(&job_id, who.as_deref(), may_update).await?,
-        Some(owner) => {
-            ctx.store.mark_running(&job_id, owner, &clock::now_rfc3339(), who.as_deref(), may_update).await?
-        }
+        Some(owner) => ctx.store.mark_running(&job_id, owner, who.as_deref(), may_update).await?,
     }
     let job = ctx.store.get_job(&job_id).await?.ok_or_else(|| StoreError::NotFound(format!("job {job_id}")))?;
     if owner.is_none() {
@@ -544,11 +541,8 @@ async fn recorded_uploader(ctx: &Context, upload: &Path) -> (Option<String>, boo
 /// Settles jobs left `arriving` by a crash between recording a job and moving
 /// its upload: queued if the upload reached the spool, forgotten otherwise
 /// (the file is still in `/customers` and is picked up again).
-pub async fn recover_arriving(ctx: &Context, older_than: &str) -> Result<(), IngestError> {
-    for job in ctx.store.arriving_jobs().await? {
-        if job.received_at.as_str() >= older_than {
-            continue;
-        }
+pub async fn recover_arriving(ctx: &Context, older_than: Duration) -> Result<(), IngestError> {
+    for job in ctx.store.arriving_jobs(older_than).await? {
         if Path::new(&job.spool_path).exists() {
             let (who, may_update) = recorded_uploader(ctx, Path::new(&job.spool_path)).await;
             ctx.store.mark_queued(&job.job_id, who.as_deref(), may_update).await?;
@@ -565,8 +559,7 @@ pub async fn recover_arriving(ctx: &Context, older_than: &str) -> Result<(), Ing
 /// visible for `keep_visible_secs`: only the copy a job took, never a newer
 /// upload that took its name meanwhile.
 pub async fn remove_visible_uploads(ctx: &Context, keep_visible_secs: u64) -> Result<(), IngestError> {
-    let before = clock::seconds_ago_rfc3339(keep_visible_secs as i64);
-    for job in ctx.store.visible_uploads(&before).await? {
+    for job in ctx.store.visible_uploads(Duration::from_secs(keep_visible_secs)).await? {
         let Some(path) = job.visible_path.as_deref() else { continue };
         match crate::mailbox::remove_if_taken_by(Path::new(path), &job.job_id) {
             Ok(_) => ctx.store.set_visible(&job.job_id, None).await?,

@@ -37,10 +37,10 @@ struct Progress<'a> {
     /// Bytes of the upload (as uploaded: compressed for a `.csv.gz`).
     bytes_done: u64,
     bytes_total: u64,
-    received_at: &'a str,
-    started_at: Option<&'a str>,
+    received_at: String,
+    started_at: Option<String>,
     updated_at: String,
-    retry_at: Option<&'a str>,
+    retry_at: Option<String>,
 }
 
 /// Publishes `job`'s progress; `bytes_done` is how far into the upload its
@@ -62,10 +62,10 @@ pub fn publish(ctx: &Context, job: &Job, state: ProgressState, bytes_done: u64) 
         failed: p.failed,
         bytes_done: bytes_done.min(bytes_total),
         bytes_total,
-        received_at: &job.received_at,
-        started_at: job.started_at.as_deref(),
-        updated_at: clock::now_rfc3339(),
-        retry_at: job.retry_at.as_deref().filter(|_| state == ProgressState::Retrying),
+        received_at: clock::format_rfc3339(job.received_at),
+        started_at: job.started_at.map(clock::format_rfc3339),
+        updated_at: clock::format_rfc3339(clock::now()),
+        retry_at: job.retry_at.filter(|_| state == ProgressState::Retrying).map(clock::format_rfc3339),
     };
     let json = serde_json::to_vec_pretty(&progress).expect("progress serialises");
     ctx.layout.ensure_account(&job.account)?;

@@ -74,8 +74,8 @@ pub async fn decide(ctx: &Context, job: &mut Job, ending: Ending) -> Result<Summ
     job.status = status;
     job.error_code = error.as_ref().map(|e| e.code.clone());
     job.error_message = error.as_ref().map(|e| e.message.clone());
-    let finished_at = clock::now_rfc3339();
-    job.finished_at = Some(finished_at.clone());
+    let finished_at = clock::now();
+    job.finished_at = Some(finished_at);
     let summary = Summary {
         account: job.account.clone(),
         file: job.file_name.clone(),
@@ -88,9 +88,9 @@ pub async fn decide(ctx: &Context, job: &mut Job, ending: Ending) -> Result<Summ
         updated: job.progress.updated,
         unchanged: job.progress.unchanged,
         failed: job.progress.failed,
-        received_at: job.received_at.clone(),
-        started_at: job.started_at.clone().unwrap_or_else(|| finished_at.clone()),
-        finished_at,
+        received_at: clock::format_rfc3339(job.received_at),
+        started_at: clock::format_rfc3339(job.started_at.unwrap_or(finished_at)),
+        finished_at: clock::format_rfc3339(finished_at),
         error,
         errors_by_code,
         dry_run: job.kind.is_dry_run(),
@@ -165,12 +165,12 @@ pub async fn publish(ctx: &Context, job: &mut Job, summary: &Summary) -> Result<
     super::progress::remove(ctx, job).map_err(io_err("while removing the progress file"))?;
     let upload = PathBuf::from(&job.spool_path);
     if upload.exists() {
-        let archived = archive_name(&clock::compact(&job.received_at), &job.job_id, &job.file_name);
+        let archived = archive_name(&clock::compact(job.received_at), &job.job_id, &job.file_name);
         rename_durably(&upload, &layout.archive(&job.account).join(archived))
             .map_err(io_err("while archiving the upload"))?;
     }
     job.status = JobStatus::parse(&summary.status)?;
-    job.finished_at = Some(summary.finished_at.clone());
+    job.finished_at = clock::parse(&summary.finished_at).or(job.finished_at);
     job.progress.records_done = summary.rows;
     ctx.store.finish_job(job, &ctx.owner).await?;
     job.phase = JobPhase::Done;
@@ -210,7 +210,7 @@ pub async fn abort(ctx: &Context, job_id: &str, reason: &str) -> Result<Summary,
             tracing::error!(account = %job.account, file = %job.file_name, job_id, error = %e,
                 "cannot publish the report of an aborted job; closing it without one");
             job.status = JobStatus::Aborted;
-            job.finished_at = Some(clock::now_rfc3339());
+            job.finished_at = Some(clock::now());
             job.error_code = Some(INTERNAL_ERROR.to_owned());
             job.error_message = Some(format!("{reason}; the report could not be published: {e}"));
             let _ = super::progress::remove(ctx, &job);

@@ -116,9 +116,8 @@ pub async fn apply(
     if writes == Writes::DryRun {
         dry_run(&mut decided);
     }
-    let now = crate::clock::now_rfc3339();
-    batch.insert_customers(account, &decided.inserts, &now).await?;
-    batch.update_customers(&decided.updates, &now).await?;
+    batch.insert_customers(account, &decided.inserts).await?;
+    batch.update_customers(&decided.updates).await?;
     batch.record_claims(job_id, &decided.claims).await?;
     Ok(decided.outcomes)
 }

@@ -10,7 +10,6 @@
 
 use super::job::{Context, Fault, IngestError, JobRunner, Step};
 use super::publish;
-use crate::clock;
 use crate::store::Job;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 /// Jobs open at once (round-robin); each holds an open file.
 const MAX_ACTIVE_JOBS: usize = 64;
 /// A job whose owner has not heartbeated for this long may be taken over.
-pub const STALE_AFTER_SECS: i64 = 60;
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
 const HEARTBEAT: Duration = Duration::from_secs(10);
 /// How often visible uploads of finished jobs are looked for.
 const HOUSEKEEPING: Duration = Duration::from_secs(2);
@@ -82,12 +81,11 @@ async fn housekeeping(ctx: Arc<Context>, keep_visible_secs: u64, shutdown: Cance
             continue;
         }
         last_heartbeat = tokio::time::Instant::now();
-        if let Err(e) = ctx.store.heartbeat(&ctx.owner, &clock::now_rfc3339()).await {
+        if let Err(e) = ctx.store.heartbeat(&ctx.owner).await {
             tracing::warn!(error = %e, "job heartbeat failed");
         }
         release_dead_local_owners(&ctx).await;
-        let older_than = clock::seconds_ago_rfc3339(STALE_AFTER_SECS);
-        if let Err(e) = super::job::recover_arriving(&ctx, &older_than).await {
+        if let Err(e) = super::job::recover_arriving(&ctx, STALE_AFTER).await {
             tracing::warn!(error = %e, "cannot settle arriving jobs");
         }
     }
@@ -160,8 +158,7 @@ async fn admit(ctx: &Arc<Context>, shared: &Shared) -> Result<(), IngestError> {
             if busy.len() >= MAX_ACTIVE_JOBS {
                 return Ok(());
             }
-            let stale = clock::seconds_ago_rfc3339(STALE_AFTER_SECS);
-            let Some(job) = ctx.store.claim_job(&ctx.owner, &clock::now_rfc3339(), &stale, &busy).await? else {
+            let Some(job) = ctx.store.claim_job(&ctx.owner, STALE_AFTER, &busy).await? else {
                 return Ok(());
             };
             shared.accounts.lock().expect("accounts lock").push(job.account.clone());
@@ -197,11 +194,11 @@ async fn handle_failure(ctx: &Context, job: &Job, error: IngestError) {
         Fault::Transient if job.retries < ctx.policy.max_retries => {
             let retries = job.retries + 1;
             let wait = 2u64.saturating_pow(retries).min(MAX_BACKOFF_SECS);
-            let retry_at = clock::seconds_ago_rfc3339(-(wait as i64));
             let message = format!("{error}");
             tracing::warn!(account = %account, file = %file, job_id = %job_id, error = %message, retries, wait_secs = wait,
                 "job interrupted by a transient fault; it resumes from its last committed batch");
-            if let Err(e) = ctx.store.retry_job(job_id, &ctx.owner, retries, &retry_at, &message).await {
+            if let Err(e) = ctx.store.retry_job(job_id, &ctx.owner, retries, Duration::from_secs(wait), &message).await
+            {
                 tracing::warn!(job_id = %job_id, error = %e, "cannot record the retry; the job resumes after its heartbeat times out");
             } else if let Ok(Some(job)) = ctx.store.get_job(job_id).await {
                 // How far its committed rows reach, in proportion.

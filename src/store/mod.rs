@@ -7,10 +7,12 @@ mod shared;
 mod postgres;
 mod sqlite;
 
+use crate::clock::Timestamp;
 use crate::domain::user::{Scopes, SftpUser};
 use crate::domain::{AccountId, AccountSettings, FileEncoding, JobId, PhoneCheck, PhoneRegion, SettingError};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
+use std::time::Duration;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -35,6 +37,11 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Whole seconds, as the statements bind them.
+fn secs(d: Duration) -> i64 {
+    d.as_secs().min(i64::MAX as u64) as i64
+}
+
 /// A job's progress, committed together with the batch that produced it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JobProgress {
@@ -56,9 +63,10 @@ pub struct Job {
     pub sha256: String,
     pub bytes: u64,
     pub status: JobStatus,
-    pub received_at: String,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
+    /// On the database's clock.
+    pub received_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
     pub rows_total: u64,
     pub progress: JobProgress,
     pub error_code: Option<String>,
@@ -72,7 +80,8 @@ pub struct Job {
     pub attempts: u32,
     /// Transient failures in a row.
     pub retries: u32,
-    pub retry_at: Option<String>,
+    /// On the database's clock.
+    pub retry_at: Option<Timestamp>,
     pub last_error: Option<String>,
     /// The upload's name in `/customers` while it stays visible there.
     pub visible_path: Option<String>,
@@ -195,7 +204,6 @@ pub struct NewJob {
     pub spool_path: String,
     pub sha256: String,
     pub bytes: u64,
-    pub received_at: String,
     pub uploader: Option<String>,
     pub may_update: bool,
     /// Identifies a visible upload that stays in place; no two jobs take the same.
@@ -302,27 +310,23 @@ impl Store {
         sha256: &str,
         bytes: u64,
         rows_total: u64,
-        started_at: &str,
+        started_at: Timestamp,
     ) -> Result<()> {
         dispatch!(self, s => s.start_job(job_id, owner, sha256, bytes, rows_total, started_at).await)
     }
 
-    /// Takes the next queued job, or a running one whose owner stopped
-    /// heartbeating before `stale_before`, for `owner`; never two processes the
-    /// same job. Accounts in `busy_accounts` are skipped, so one account's
-    /// files never hold every worker.
-    pub async fn claim_job(
-        &self,
-        owner: &str,
-        now: &str,
-        stale_before: &str,
-        busy_accounts: &[String],
-    ) -> Result<Option<Job>> {
-        dispatch!(self, s => s.claim_job(owner, now, stale_before, busy_accounts).await)
+    /// Takes the next queued job, a retrying one whose time has come, or a
+    /// running one whose owner has not heartbeated for `stale_after` (on the
+    /// database's clock), for `owner`; never two processes the same job.
+    /// Accounts in `busy_accounts` are skipped, so one account's files never
+    /// hold every worker.
+    pub async fn claim_job(&self, owner: &str, stale_after: Duration, busy_accounts: &[String]) -> Result<Option<Job>> {
+        dispatch!(self, s => s.claim_job(owner, secs(stale_after), busy_accounts).await)
     }
 
-    pub async fn heartbeat(&self, owner: &str, now: &str) -> Result<()> {
-        dispatch!(self, s => s.heartbeat(owner, now).await)
+    /// Says that `owner` is alive, for each job it runs.
+    pub async fn heartbeat(&self, owner: &str) -> Result<()> {
+        dispatch!(self, s => s.heartbeat(owner).await)
     }
 
     /// Records the end of a job owned by `owner` (its status, counts and
@@ -338,9 +342,9 @@ impl Store {
     }
 
     /// Puts a job `owner` runs aside after a transient fault, to be taken
-    /// again (by any process) at `retry_at`.
-    pub async fn retry_job(&self, job_id: &str, owner: &str, retries: u32, retry_at: &str, error: &str) -> Result<()> {
-        dispatch!(self, s => s.retry_job(job_id, owner, retries, retry_at, error).await)
+    /// again (by any process) `wait` from now.
+    pub async fn retry_job(&self, job_id: &str, owner: &str, retries: u32, wait: Duration, error: &str) -> Result<()> {
+        dispatch!(self, s => s.retry_job(job_id, owner, retries, secs(wait), error).await)
     }
 
     /// Takes an arriving job straight to running for `owner` (an operator's
@@ -349,11 +353,10 @@ impl Store {
         &self,
         job_id: &str,
         owner: &str,
-        now: &str,
         uploader: Option<&str>,
         may_update: bool,
     ) -> Result<()> {
-        dispatch!(self, s => s.mark_running(job_id, owner, now, uploader, may_update).await)
+        dispatch!(self, s => s.mark_running(job_id, owner, uploader, may_update).await)
     }
 
     /// Records (or clears) the upload's visible name in `/customers`.
@@ -361,9 +364,9 @@ impl Store {
         dispatch!(self, s => s.set_visible(job_id, path).await)
     }
 
-    /// Finished jobs whose upload is still visible, received before `before`.
-    pub async fn visible_uploads(&self, before: &str) -> Result<Vec<Job>> {
-        dispatch!(self, s => s.visible_uploads(before).await)
+    /// Finished jobs whose upload is still visible, received longer than `age` ago.
+    pub async fn visible_uploads(&self, age: Duration) -> Result<Vec<Job>> {
+        dispatch!(self, s => s.visible_uploads(secs(age)).await)
     }
 
     pub async fn delete_job(&self, job_id: &str) -> Result<()> {
@@ -381,9 +384,10 @@ impl Store {
         dispatch!(self, s => s.release_owner(owner, stopped_cleanly).await)
     }
 
-    /// Jobs recorded whose upload may not have reached the spool (a crash in between).
-    pub async fn arriving_jobs(&self) -> Result<Vec<Job>> {
-        dispatch!(self, s => s.arriving_jobs().await)
+    /// Jobs recorded longer than `age` ago whose upload may not have
+    /// reached the spool (a crash in between).
+    pub async fn arriving_jobs(&self, age: Duration) -> Result<Vec<Job>> {
+        dispatch!(self, s => s.arriving_jobs(secs(age)).await)
     }
 
     /// The upload is in the spool: the job may be taken, with who uploaded it.
@@ -447,12 +451,12 @@ impl Batch {
         on_batch!(self, b => b.existing(account, refs).await)
     }
 
-    pub async fn insert_customers(&mut self, account: &str, rows: &[StoredCustomer], now: &str) -> Result<()> {
-        on_batch!(self, b => b.insert_customers(account, rows, now).await)
+    pub async fn insert_customers(&mut self, account: &str, rows: &[StoredCustomer]) -> Result<()> {
+        on_batch!(self, b => b.insert_customers(account, rows).await)
     }
 
-    pub async fn update_customers(&mut self, rows: &[StoredCustomer], now: &str) -> Result<()> {
-        on_batch!(self, b => b.update_customers(rows, now).await)
+    pub async fn update_customers(&mut self, rows: &[StoredCustomer]) -> Result<()> {
+        on_batch!(self, b => b.update_customers(rows).await)
     }
 
     /// Records claims of ref keys (key, line) by job `job_id`.
@@ -462,8 +466,8 @@ impl Batch {
 
     /// Saves the job's progress and commits everything of the batch at once,
     /// only while `owner` still owns the job (else nothing is committed).
-    pub async fn commit(self, job_id: &str, owner: &str, progress: &JobProgress, heartbeat_at: &str) -> Result<()> {
-        on_batch!(self, b => b.commit(job_id, owner, progress, heartbeat_at).await)
+    pub async fn commit(self, job_id: &str, owner: &str, progress: &JobProgress) -> Result<()> {
+        on_batch!(self, b => b.commit(job_id, owner, progress).await)
     }
 }
 
@@ -531,10 +535,23 @@ pub(crate) mod rows {
     pub(crate) const CUSTOMER_COLUMNS_PG: &str =
         "customer_id, ref, addresses::text, metadata::text, appdata::text, last_job_id, last_line";
 
-    pub(crate) const JOB_COLUMNS: &str = "job_id, account, file_name, spool_path, sha256, bytes, status, received_at, \
-        started_at, finished_at, rows_total, records_done, results_offset, created, updated, unchanged, failed, \
-        error_code, error_message, uploader, may_update, phase, outcome, attempts, retries, retry_at, last_error, \
-        visible_path, kind";
+    /// The columns [`job`] reads; timestamps as SQLite keeps them.
+    pub(crate) const JOB_COLUMNS_SQLITE: &str = "job_id, account, file_name, spool_path, sha256, bytes, status, \
+        received_at, started_at, finished_at, rows_total, records_done, results_offset, created, updated, unchanged, \
+        failed, error_code, error_message, uploader, may_update, phase, outcome, attempts, retries, retry_at, \
+        last_error, visible_path, kind";
+    /// The same, with PostgreSQL's timestamps as RFC 3339 text.
+    pub(crate) const JOB_COLUMNS_PG: &str = "job_id, account, file_name, spool_path, sha256, bytes, status, \
+        to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+        to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+        to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+        rows_total, records_done, results_offset, created, updated, unchanged, failed, error_code, error_message, \
+        uploader, may_update, phase, outcome, attempts, retries, \
+        to_char(retry_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), last_error, visible_path, kind";
+
+    fn time(text: &str) -> Result<Timestamp> {
+        crate::clock::parse(text).ok_or_else(|| StoreError::Corrupt(format!("timestamp `{text}`")))
+    }
 
     /// The types every backend decodes.
     pub(crate) trait Decodes<'r>: Row
@@ -586,9 +603,9 @@ pub(crate) mod rows {
             sha256: r.text(4)?,
             bytes: r.count(5)?,
             status: JobStatus::parse(&r.text(6)?)?,
-            received_at: r.text(7)?,
-            started_at: r.maybe_text(8)?,
-            finished_at: r.maybe_text(9)?,
+            received_at: time(&r.text(7)?)?,
+            started_at: r.maybe_text(8)?.as_deref().map(time).transpose()?,
+            finished_at: r.maybe_text(9)?.as_deref().map(time).transpose()?,
             rows_total: r.count(10)?,
             progress: JobProgress {
                 records_done: r.count(11)?,
@@ -606,7 +623,7 @@ pub(crate) mod rows {
             outcome: r.maybe_text(22)?,
             attempts: r.count(23)? as u32,
             retries: r.count(24)? as u32,
-            retry_at: r.maybe_text(25)?,
+            retry_at: r.maybe_text(25)?.as_deref().map(time).transpose()?,
             last_error: r.maybe_text(26)?,
             visible_path: r.maybe_text(27)?,
             kind: JobKind::parse(&r.text(28)?)?,

@@ -4,14 +4,28 @@
 //! serialised with a transaction-scoped advisory lock, so several intake
 //! processes can share one database.
 
-use super::rows::{self, CUSTOMER_COLUMNS_PG as CUSTOMER_COLUMNS, JOB_COLUMNS};
+use super::rows::{self, CUSTOMER_COLUMNS_PG as CUSTOMER_COLUMNS, JOB_COLUMNS_PG as JOB_COLUMNS};
 use super::{scopes_to_text, Job, JobProgress, NewJob, Result, StoreError, StoredCustomer};
+use crate::clock::Timestamp;
 use crate::domain::user::SftpUser;
 use crate::domain::AccountSettings;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use std::collections::HashMap;
 use std::str::FromStr;
+
+/// The database's clock.
+const NOW: &str = "now()";
+
+/// The database's clock `param` seconds from now (negative: ago).
+fn seconds_from_now(param: &str) -> String {
+    format!("(now() + {param}::double precision * interval '1 second')")
+}
+
+/// A host timestamp as a `timestamptz`.
+fn at(t: Timestamp) -> Timestamp {
+    t
+}
 
 #[derive(Clone)]
 pub struct PgStore {
@@ -32,20 +46,20 @@ impl PgStore {
         Ok(PgStore { pool })
     }
 
-    pub async fn claim_job(&self, owner: &str, now: &str, stale_before: &str, busy: &[String]) -> Result<Option<Job>> {
+    pub async fn claim_job(&self, owner: &str, stale_after_secs: i64, busy: &[String]) -> Result<Option<Job>> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs
-             WHERE (status = 'queued' OR (status = 'retrying' AND retry_at <= $4)
-                    OR (status = 'running' AND (owner IS NULL OR owner = $1 OR heartbeat_at < $2)))
+             WHERE (status = 'queued' OR (status = 'retrying' AND retry_at <= now())
+                    OR (status = 'running' AND (owner IS NULL OR owner = $1 OR heartbeat_at < {})))
                AND NOT (account = ANY($3)) AND {}
              ORDER BY received_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED",
+            seconds_from_now("$2"),
             one_job_per_account!()
         ))
         .bind(owner)
-        .bind(stale_before)
+        .bind(-stale_after_secs)
         .bind(busy)
-        .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else { return Ok(None) };
@@ -53,10 +67,9 @@ impl PgStore {
         job.attempts += 1;
         job.status = super::JobStatus::Running;
         sqlx::query(
-            "UPDATE jobs SET owner = $1, heartbeat_at = $2, status = 'running', attempts = attempts + 1 WHERE job_id = $3",
+            "UPDATE jobs SET owner = $1, heartbeat_at = now(), status = 'running', attempts = attempts + 1 WHERE job_id = $2",
         )
             .bind(owner)
-            .bind(now)
             .bind(job.job_id.as_str())
             .execute(&mut *tx)
             .await?;
@@ -137,7 +150,7 @@ impl PgBatch {
         Ok(found)
     }
 
-    pub async fn insert_customers(&mut self, account: &str, rows: &[StoredCustomer], now: &str) -> Result<()> {
+    pub async fn insert_customers(&mut self, account: &str, rows: &[StoredCustomer]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -145,8 +158,8 @@ impl PgBatch {
         sqlx::query(
             "INSERT INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at,
                last_job_id, last_line)
-             SELECT u.id, $1, u.ref, u.addr::jsonb, u.meta::jsonb, u.app::jsonb, $7::timestamptz, $7::timestamptz, u.job, u.line
-             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $8::text[], $9::bigint[])
+             SELECT u.id, $1, u.ref, u.addr::jsonb, u.meta::jsonb, u.app::jsonb, now(), now(), u.job, u.line
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[])
                AS u(id, ref, addr, meta, app, job, line)
              ORDER BY u.ref",
         )
@@ -156,7 +169,6 @@ impl PgBatch {
         .bind(c.addresses)
         .bind(c.metadata)
         .bind(c.appdata)
-        .bind(now)
         .bind(c.jobs)
         .bind(c.lines)
         .execute(&mut *self.tx)
@@ -164,15 +176,15 @@ impl PgBatch {
         Ok(())
     }
 
-    pub async fn update_customers(&mut self, updates: &[StoredCustomer], now: &str) -> Result<()> {
+    pub async fn update_customers(&mut self, updates: &[StoredCustomer]) -> Result<()> {
         if updates.is_empty() {
             return Ok(());
         }
         let c = columns(updates);
         sqlx::query(
             "UPDATE customers AS c SET addresses = u.addr::jsonb, metadata = u.meta::jsonb, appdata = u.app::jsonb,
-               updated_at = $5::timestamptz, last_job_id = u.job, last_line = u.line
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $6::text[], $7::bigint[])
+               updated_at = now(), last_job_id = u.job, last_line = u.line
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
                AS u(id, addr, meta, app, job, line)
              WHERE c.customer_id = u.id",
         )
@@ -180,7 +192,6 @@ impl PgBatch {
         .bind(c.addresses)
         .bind(c.metadata)
         .bind(c.appdata)
-        .bind(now)
         .bind(c.jobs)
         .bind(c.lines)
         .execute(&mut *self.tx)
@@ -188,10 +199,10 @@ impl PgBatch {
         Ok(())
     }
 
-    pub async fn commit(mut self, job_id: &str, owner: &str, p: &JobProgress, heartbeat_at: &str) -> Result<()> {
+    pub async fn commit(mut self, job_id: &str, owner: &str, p: &JobProgress) -> Result<()> {
         let done = sqlx::query(
             "UPDATE jobs SET records_done = $1, results_offset = $2, created = $3, updated = $4, unchanged = $5,
-               failed = $6, heartbeat_at = $7, attempts = 1, retries = 0 WHERE job_id = $8 AND owner = $9",
+               failed = $6, heartbeat_at = now(), attempts = 1, retries = 0 WHERE job_id = $7 AND owner = $8",
         )
         .bind(p.records_done as i64)
         .bind(p.results_offset as i64)
@@ -199,7 +210,6 @@ impl PgBatch {
         .bind(p.updated as i64)
         .bind(p.unchanged as i64)
         .bind(p.failed as i64)
-        .bind(heartbeat_at)
         .bind(job_id)
         .bind(owner)
         .execute(&mut *self.tx)

@@ -1,5 +1,8 @@
 //! Statements whose SQL is the same on both backends (SQLite takes `$N`
 //! parameters too), written once and expanded into each store's `impl`.
+//! Each backend provides `NOW` (the database's clock, as it stores
+//! timestamps), `seconds_from_now("$N")` and `at(timestamp)` (a host
+//! timestamp as it binds one).
 
 /// A claimable job must be its account's oldest unfinished one, and no other
 /// job of the account may be running: an account's files are processed one at
@@ -117,19 +120,19 @@ macro_rules! shared_statements {
             Ok(())
         }
 
+        /// Records an arriving job, received now on the database's clock.
         pub async fn create_job(&self, j: &NewJob) -> Result<()> {
-            sqlx::query(
+            sqlx::query(&format!(
                 "INSERT INTO jobs (job_id, account, file_name, spool_path, sha256, bytes, status, received_at, uploader,
                    may_update, source_key, kind)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'arriving', $7, $8, $9, $10, $11)",
-            )
+                 VALUES ($1, $2, $3, $4, $5, $6, 'arriving', {NOW}, $7, $8, $9, $10)",
+            ))
             .bind(j.job_id.as_str())
             .bind(&j.account)
             .bind(&j.file_name)
             .bind(&j.spool_path)
             .bind(&j.sha256)
             .bind(j.bytes as i64)
-            .bind(&j.received_at)
             .bind(&j.uploader)
             .bind(j.may_update)
             .bind(&j.source_key)
@@ -164,14 +167,14 @@ macro_rules! shared_statements {
             rows.iter().map(rows::job).collect()
         }
 
-        pub async fn start_job(&self, job_id: &str, owner: &str, sha256: &str, bytes: u64, rows_total: u64, started_at: &str) -> Result<()> {
-            let done = sqlx::query(
-                "UPDATE jobs SET rows_total = $2, heartbeat_at = $3, started_at = COALESCE(started_at, $3),
+        pub async fn start_job(&self, job_id: &str, owner: &str, sha256: &str, bytes: u64, rows_total: u64, started_at: Timestamp) -> Result<()> {
+            let done = sqlx::query(&format!(
+                "UPDATE jobs SET rows_total = $2, heartbeat_at = {NOW}, started_at = COALESCE(started_at, $3),
                    sha256 = $5, bytes = $6 WHERE job_id = $4 AND owner = $1 AND status = 'running'",
-            )
+            ))
             .bind(owner)
             .bind(rows_total as i64)
-            .bind(started_at)
+            .bind(at(started_at))
             .bind(job_id)
             .bind(sha256)
             .bind(bytes as i64)
@@ -192,29 +195,29 @@ macro_rules! shared_statements {
             super::fenced(done.rows_affected(), job_id)
         }
 
-        pub async fn retry_job(&self, job_id: &str, owner: &str, retries: u32, retry_at: &str, error: &str) -> Result<()> {
-            let done = sqlx::query(
-                "UPDATE jobs SET status = 'retrying', owner = NULL, retries = $3, retry_at = $4, last_error = $5, attempts = 0
+        pub async fn retry_job(&self, job_id: &str, owner: &str, retries: u32, wait_secs: i64, error: &str) -> Result<()> {
+            let done = sqlx::query(&format!(
+                "UPDATE jobs SET status = 'retrying', owner = NULL, retries = $3, retry_at = {}, last_error = $5, attempts = 0
                  WHERE job_id = $1 AND owner = $2 AND status = 'running'",
-            )
+                seconds_from_now("$4")
+            ))
             .bind(job_id)
             .bind(owner)
             .bind(retries as i64)
-            .bind(retry_at)
+            .bind(wait_secs)
             .bind(error)
             .execute(&self.pool)
             .await?;
             super::fenced(done.rows_affected(), job_id)
         }
 
-        pub async fn mark_running(&self, job_id: &str, owner: &str, now: &str, uploader: Option<&str>, may_update: bool) -> Result<()> {
-            let done = sqlx::query(
-                "UPDATE jobs SET status = 'running', owner = $2, heartbeat_at = $3, attempts = 1, uploader = $4,
-                   may_update = $5 WHERE job_id = $1 AND status = 'arriving'",
-            )
+        pub async fn mark_running(&self, job_id: &str, owner: &str, uploader: Option<&str>, may_update: bool) -> Result<()> {
+            let done = sqlx::query(&format!(
+                "UPDATE jobs SET status = 'running', owner = $2, heartbeat_at = {NOW}, attempts = 1, uploader = $3,
+                   may_update = $4 WHERE job_id = $1 AND status = 'arriving'",
+            ))
             .bind(job_id)
             .bind(owner)
-            .bind(now)
             .bind(uploader)
             .bind(may_update)
             .execute(&self.pool)
@@ -231,20 +234,20 @@ macro_rules! shared_statements {
             Ok(())
         }
 
-        pub async fn visible_uploads(&self, before: &str) -> Result<Vec<Job>> {
+        pub async fn visible_uploads(&self, age_secs: i64) -> Result<Vec<Job>> {
             let rows = sqlx::query(&format!(
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE visible_path IS NOT NULL
-                   AND status IN ('completed', 'rejected', 'aborted') AND received_at < $1"
+                   AND status IN ('completed', 'rejected', 'aborted') AND received_at < {}",
+                seconds_from_now("$1")
             ))
-            .bind(before)
+            .bind(-age_secs)
             .fetch_all(&self.pool)
             .await?;
             rows.iter().map(rows::job).collect()
         }
 
-        pub async fn heartbeat(&self, owner: &str, now: &str) -> Result<()> {
-            sqlx::query("UPDATE jobs SET heartbeat_at = $1 WHERE owner = $2 AND status = 'running'")
-                .bind(now)
+        pub async fn heartbeat(&self, owner: &str) -> Result<()> {
+            sqlx::query(&format!("UPDATE jobs SET heartbeat_at = {NOW} WHERE owner = $1 AND status = 'running'"))
                 .bind(owner)
                 .execute(&self.pool)
                 .await?;
@@ -260,8 +263,8 @@ macro_rules! shared_statements {
                  WHERE job_id = $13 AND owner = $14",
             )
             .bind(j.status.as_str())
-            .bind(&j.finished_at)
-            .bind(&j.started_at)
+            .bind(j.finished_at.map(at))
+            .bind(j.started_at.map(at))
             .bind(j.rows_total as i64)
             .bind(j.progress.records_done as i64)
             .bind(j.progress.results_offset as i64)
@@ -314,8 +317,12 @@ macro_rules! shared_statements {
             Ok(())
         }
 
-        pub async fn arriving_jobs(&self) -> Result<Vec<Job>> {
-            let rows = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'arriving'"))
+        pub async fn arriving_jobs(&self, age_secs: i64) -> Result<Vec<Job>> {
+            let rows = sqlx::query(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'arriving' AND received_at < {}",
+                seconds_from_now("$1")
+            ))
+                .bind(-age_secs)
                 .fetch_all(&self.pool)
                 .await?;
             rows.iter().map(rows::job).collect()

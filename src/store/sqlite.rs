@@ -1,8 +1,9 @@
 //! SQLite: the embedded default. WAL, one writer at a time (`BEGIN IMMEDIATE`),
 //! a large page cache; batches stay far under the 32,766 bind limit.
 
-use super::rows::{self, CUSTOMER_COLUMNS_SQLITE as CUSTOMER_COLUMNS, JOB_COLUMNS};
+use super::rows::{self, CUSTOMER_COLUMNS_SQLITE as CUSTOMER_COLUMNS, JOB_COLUMNS_SQLITE as JOB_COLUMNS};
 use super::{scopes_to_text, Job, JobProgress, NewJob, Result, StoreError, StoredCustomer};
+use crate::clock::Timestamp;
 use crate::domain::user::SftpUser;
 use crate::domain::AccountSettings;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -10,6 +11,20 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
+
+/// The database's clock, as SQLite keeps timestamps: fixed-width UTC text
+/// that sorts as time does (see `clock::format_stored`).
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+/// The database's clock `param` seconds from now (negative: ago).
+fn seconds_from_now(param: &str) -> String {
+    format!("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', {param} || ' seconds')")
+}
+
+/// A host timestamp as SQLite keeps it.
+fn at(t: Timestamp) -> String {
+    crate::clock::format_stored(t)
+}
 
 /// Rows per multi-row statement: 8 binds each, far under the bind limit.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -42,13 +57,14 @@ impl SqliteStore {
         Ok(SqliteStore { pool })
     }
 
-    pub async fn claim_job(&self, owner: &str, now: &str, stale_before: &str, busy: &[String]) -> Result<Option<Job>> {
+    pub async fn claim_job(&self, owner: &str, stale_after_secs: i64, busy: &[String]) -> Result<Option<Job>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE (status = 'queued' OR (status = 'retrying' AND retry_at <= "
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE (status = 'queued' OR (status = 'retrying' AND retry_at <= {NOW}) \
+             OR (status = 'running' AND (owner IS NULL OR owner = "
         ));
-        q.push_bind(now).push(") OR (status = 'running' AND (owner IS NULL OR owner = ");
-        q.push_bind(owner).push(" OR heartbeat_at < ").push_bind(stale_before).push(")))");
+        q.push_bind(owner).push(" OR heartbeat_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ");
+        q.push_bind(-stale_after_secs).push(" || ' seconds'))))");
         if !busy.is_empty() {
             q.push(" AND account NOT IN (");
             let mut list = q.separated(", ");
@@ -63,11 +79,10 @@ impl SqliteStore {
         let mut job = rows::job(&row)?;
         job.attempts += 1;
         job.status = super::JobStatus::Running;
-        sqlx::query(
-            "UPDATE jobs SET owner = ?, heartbeat_at = ?, status = 'running', attempts = attempts + 1 WHERE job_id = ?",
-        )
+        sqlx::query(&format!(
+            "UPDATE jobs SET owner = ?, heartbeat_at = {NOW}, status = 'running', attempts = attempts + 1 WHERE job_id = ?",
+        ))
         .bind(owner)
-        .bind(now)
         .bind(job.job_id.as_str())
         .execute(&mut *tx)
         .await?;
@@ -133,7 +148,7 @@ impl SqliteBatch {
         Ok(found)
     }
 
-    pub async fn insert_customers(&mut self, account: &str, rows: &[StoredCustomer], now: &str) -> Result<()> {
+    pub async fn insert_customers(&mut self, account: &str, rows: &[StoredCustomer]) -> Result<()> {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at, \
@@ -149,8 +164,8 @@ impl SqliteBatch {
                     .push_bind(addresses)
                     .push_bind(metadata)
                     .push_bind(appdata)
-                    .push_bind(now)
-                    .push_bind(now)
+                    .push(NOW)
+                    .push(NOW)
                     .push_bind(job)
                     .push_bind(line);
             });
@@ -159,19 +174,18 @@ impl SqliteBatch {
         Ok(())
     }
 
-    pub async fn update_customers(&mut self, updates: &[StoredCustomer], now: &str) -> Result<()> {
+    pub async fn update_customers(&mut self, updates: &[StoredCustomer]) -> Result<()> {
         for c in updates {
             let (addresses, metadata, appdata) = c.json_columns();
             let (job, line) =
                 c.last_job.as_ref().map(|(j, l)| (Some(j.as_str()), Some(*l as i64))).unwrap_or((None, None));
-            sqlx::query(
-                "UPDATE customers SET addresses = ?, metadata = ?, appdata = ?, updated_at = ?, last_job_id = ?, last_line = ?
-                 WHERE customer_id = ?",
-            )
+            sqlx::query(&format!(
+                "UPDATE customers SET addresses = ?, metadata = ?, appdata = ?, updated_at = {NOW}, last_job_id = ?,
+                   last_line = ? WHERE customer_id = ?",
+            ))
             .bind(addresses)
             .bind(metadata)
             .bind(appdata)
-            .bind(now)
             .bind(job)
             .bind(line)
             .bind(&c.customer_id)
@@ -181,18 +195,17 @@ impl SqliteBatch {
         Ok(())
     }
 
-    pub async fn commit(mut self, job_id: &str, owner: &str, p: &JobProgress, heartbeat_at: &str) -> Result<()> {
-        let done = sqlx::query(
+    pub async fn commit(mut self, job_id: &str, owner: &str, p: &JobProgress) -> Result<()> {
+        let done = sqlx::query(&format!(
             "UPDATE jobs SET records_done = ?, results_offset = ?, created = ?, updated = ?, unchanged = ?, failed = ?,
-               heartbeat_at = ?, attempts = 1, retries = 0 WHERE job_id = ? AND owner = ?",
-        )
+               heartbeat_at = {NOW}, attempts = 1, retries = 0 WHERE job_id = ? AND owner = ?",
+        ))
         .bind(p.records_done as i64)
         .bind(p.results_offset as i64)
         .bind(p.created as i64)
         .bind(p.updated as i64)
         .bind(p.unchanged as i64)
         .bind(p.failed as i64)
-        .bind(heartbeat_at)
         .bind(job_id)
         .bind(owner)
         .execute(&mut *self.tx)

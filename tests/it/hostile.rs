@@ -225,7 +225,6 @@ async fn queue_job(store: &Store, job_id: &str, account: &str, name: &str, path:
         spool_path: path.display().to_string(),
         sha256: String::new(),
         bytes: 0,
-        received_at: intake::clock::now_rfc3339(),
         uploader: None,
         may_update: true,
         source_key: None,

@@ -31,7 +31,10 @@ fn account(avid: &str) -> AccountSettings {
     AccountSettings::new(AccountId::parse(avid).unwrap())
 }
 
-fn new_job(job_id: &str, account: &str, received_at: &str) -> NewJob {
+/// A heartbeat timeout no test outlives: no owner is stale.
+const LIVE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn new_job(job_id: &str, account: &str) -> NewJob {
     NewJob {
         job_id: job_id.into(),
         account: account.into(),
@@ -39,7 +42,6 @@ fn new_job(job_id: &str, account: &str, received_at: &str) -> NewJob {
         spool_path: "/nowhere".into(),
         sha256: String::new(),
         bytes: 0,
-        received_at: received_at.into(),
         uploader: None,
         may_update: true,
         source_key: None,
@@ -50,9 +52,9 @@ fn new_job(job_id: &str, account: &str, received_at: &str) -> NewJob {
 /// A job owned by `owner`, as a worker holds one while it applies batches.
 async fn owned_job(store: &Store, owner: &str) -> String {
     let id = uuid::Uuid::new_v4().to_string();
-    store.create_job(&new_job(&id, &format!("jobs-{id}"), "2026-01-01T00:00:00Z")).await.unwrap();
+    store.create_job(&new_job(&id, &format!("jobs-{id}"))).await.unwrap();
     store.mark_queued(&id, None, true).await.unwrap();
-    let job = store.claim_job(owner, "2026-01-01T00:00:01Z", "2000-01-01T00:00:00Z", &[]).await.unwrap().unwrap();
+    let job = store.claim_job(owner, LIVE, &[]).await.unwrap().unwrap();
     assert_eq!(job.job_id.as_str(), id);
     id
 }
@@ -71,7 +73,7 @@ async fn upsert(store: &Store, avid: &str, may_update: bool, commands: &[CreateC
     let job = owned_job(store, &owner).await;
     let mut batch = store.begin_batch(avid).await.unwrap();
     let outcomes = apply(&mut batch, &job, avid, may_update, &records(commands), Writes::Apply).await.unwrap();
-    batch.commit(&job, &owner, &JobProgress::default(), "2026-01-01T00:00:00Z").await.unwrap();
+    batch.commit(&job, &owner, &JobProgress::default()).await.unwrap();
     outcomes
         .into_iter()
         .map(|o| match o {
@@ -171,9 +173,9 @@ async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
     let store = db.store().await;
     store.add_account(&account("acme")).await.unwrap();
     upsert(&store, "acme", true, &[command("old", &["+15555001234"], json!({}), json!({}))]).await;
-    store.create_job(&new_job("job-1", "acme", "2026-01-01T00:00:00Z")).await.unwrap();
+    store.create_job(&new_job("job-1", "acme")).await.unwrap();
     store.mark_queued("job-1", None, true).await.unwrap();
-    store.claim_job("me", "2026-01-01T00:00:00Z", "2000-01-01T00:00:00Z", &[]).await.unwrap().unwrap();
+    store.claim_job("me", LIVE, &[]).await.unwrap().unwrap();
     let valid = |r: &str| command(r, &["+15555001234"], json!({}), json!({}));
     let (a, old, b) = (valid("a"), valid("old"), valid("b"));
     let rec = |line, claim, command| BatchRecord { line, claim, command };
@@ -201,7 +203,7 @@ async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
     assert_eq!(first[3], RecordOutcome::Duplicate(2));
     assert_eq!(first[4], RecordOutcome::Invalid);
     let progress = JobProgress { records_done: 5, results_offset: 99, created: 1, ..Default::default() };
-    batch.commit("job-1", "me", &progress, "2026-01-01T00:00:01Z").await.unwrap();
+    batch.commit("job-1", "me", &progress).await.unwrap();
     // Batch 2: every earlier claim is seen, whatever became of its record.
     let mut batch = store.begin_batch("acme").await.unwrap();
     let bad_now_valid = valid("bad");
@@ -236,11 +238,11 @@ async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
 async fn a_job_is_never_claimed_twice(db: TestDb) {
     let store = db.store().await;
     for i in 0..6 {
-        let job = new_job(&format!("job-{i}"), &format!("acct-{}", i % 3), &format!("2026-01-01T00:00:0{i}Z"));
+        let job = new_job(&format!("job-{i}"), &format!("acct-{}", i % 3));
         store.create_job(&job).await.unwrap();
     }
     // Still arriving: not claimable until the file is in the spool.
-    assert!(store.claim_job("p1", "2026-01-01T00:01:00Z", "2026-01-01T00:00:00Z", &[]).await.unwrap().is_none());
+    assert!(store.claim_job("p1", LIVE, &[]).await.unwrap().is_none());
     for i in 0..6 {
         store.mark_queued(&format!("job-{i}"), None, true).await.unwrap();
     }
@@ -250,9 +252,7 @@ async fn a_job_is_never_claimed_twice(db: TestDb) {
         tasks.push(tokio::spawn(async move {
             // As a worker does: the accounts of its open jobs are busy.
             let (mut mine, mut busy) = (Vec::new(), Vec::new());
-            while let Some(job) =
-                store.claim_job(owner, "2026-01-01T00:01:00Z", "2026-01-01T00:00:00Z", &busy).await.unwrap()
-            {
+            while let Some(job) = store.claim_job(owner, LIVE, &busy).await.unwrap() {
                 busy.push(job.account);
                 mine.push((job.job_id, owner));
             }
@@ -270,12 +270,10 @@ async fn a_job_is_never_claimed_twice(db: TestDb) {
     let owner_of = |id: &str| claimed.iter().find(|(j, _)| j.as_str() == id).unwrap().1;
 
     // A running job with a live owner is not taken over; a stale one is.
-    assert!(store.claim_job("p4", "2026-01-01T00:02:00Z", "2026-01-01T00:00:30Z", &[]).await.unwrap().is_none());
-    let taken = store
-        .claim_job("p4", "2026-01-01T00:09:00Z", "2026-01-01T00:05:00Z", &["acct-0".into()])
-        .await
-        .unwrap()
-        .unwrap();
+    assert!(store.claim_job("p4", LIVE, &[]).await.unwrap().is_none());
+    // Stale on the database's clock: no heartbeat since a moment ago.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let taken = store.claim_job("p4", std::time::Duration::ZERO, &["acct-0".into()]).await.unwrap().unwrap();
     assert!(["job-1", "job-2"].contains(&taken.job_id.as_str()), "busy accounts are skipped: {}", taken.job_id);
     assert_eq!(store.get_job(&taken.job_id).await.unwrap().unwrap().status, JobStatus::Running);
 
@@ -283,10 +281,7 @@ async fn a_job_is_never_claimed_twice(db: TestDb) {
     let mut batch = store.begin_batch(&taken.account).await.unwrap();
     let c = [command("late", &["+15555001234"], json!({}), json!({}))];
     apply(&mut batch, &taken.job_id, &taken.account, true, &records(&c), Writes::Apply).await.unwrap();
-    let err = batch
-        .commit(&taken.job_id, owner_of(&taken.job_id), &JobProgress::default(), "2026-01-01T00:09:01Z")
-        .await
-        .unwrap_err();
+    let err = batch.commit(&taken.job_id, owner_of(&taken.job_id), &JobProgress::default()).await.unwrap_err();
     assert!(matches!(err, StoreError::NotOwner(_)), "{err}");
     assert_eq!(store.count_customers(&taken.account).await.unwrap(), 0, "a fenced-off batch commits nothing");
 
@@ -295,7 +290,7 @@ async fn a_job_is_never_claimed_twice(db: TestDb) {
     done.status = JobStatus::Completed;
     assert!(matches!(store.finish_job(&done, "not-the-owner").await, Err(StoreError::NotOwner(_))));
     store.finish_job(&done, owner_of("job-0")).await.unwrap();
-    let next = store.claim_job("p5", "2026-01-01T00:09:00Z", "2026-01-01T00:00:00Z", &[]).await.unwrap().unwrap();
+    let next = store.claim_job("p5", LIVE, &[]).await.unwrap().unwrap();
     assert_eq!(next.job_id.as_str(), "job-3");
 }
 
