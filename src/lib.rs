@@ -5,6 +5,7 @@
 //! customers, accounts, users and jobs; `domain` holds the validated command.
 
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod app;
 pub mod clock;

@@ -38,22 +38,6 @@ impl RowErrorCode {
             Self::InvalidEncoding => "invalid_encoding",
         }
     }
-
-    pub const ALL: [RowErrorCode; 13] = [
-        Self::MissingRef,
-        Self::RefTooLong,
-        Self::DuplicateRef,
-        Self::RefExists,
-        Self::MissingAddress,
-        Self::TooManyAddresses,
-        Self::InvalidPhone,
-        Self::InvalidEmail,
-        Self::InvalidMetadata,
-        Self::InvalidAppdata,
-        Self::FieldTooLong,
-        Self::WrongFieldCount,
-        Self::InvalidEncoding,
-    ];
 }
 
 impl fmt::Display for RowErrorCode {

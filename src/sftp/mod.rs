@@ -37,8 +37,6 @@ pub trait UserDirectory: Send + Sync + 'static {
 /// Per-request errors never leave a session: they become SFTP status replies.
 #[derive(Debug, thiserror::Error)]
 pub enum SftpError {
-    #[error("invalid SFTP listen address `{addr}`: {source}")]
-    ListenAddress { addr: String, source: std::io::Error },
     #[error("cannot bind the SFTP listener on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
     #[error("cannot read the SSH host key {path}: {detail}")]
@@ -51,8 +49,6 @@ pub enum SftpError {
     PasswordHash(String),
     #[error("invalid [sftp] setting: {0}")]
     Config(String),
-    #[error("SFTP listener failed: {0}")]
-    Accept(std::io::Error),
 }
 
 /// The jail's resolution of a client path (the path as the client sees it),

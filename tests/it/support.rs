@@ -10,17 +10,40 @@ use tokio::process::{Child, Command};
 /// The variable that names the PostgreSQL server for the PostgreSQL legs.
 pub const PG_ENV: &str = "TEST_DATABASE_URL";
 
-/// A fresh, empty database for one test.
+/// A fresh, empty database for one test; a PostgreSQL one is dropped
+/// when the test ends.
 pub struct TestDb {
     pub url: String,
     _dir: Option<tempfile::TempDir>,
+    /// (admin URL, database name) of a PostgreSQL test database.
+    pg: Option<(String, String)>,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.pg.take() else { return };
+        // Drop runs inside the test's runtime: a thread of its own may block.
+        let dropped = std::thread::spawn(move || {
+            use sqlx::Connection;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&admin).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await?;
+                Ok::<_, sqlx::Error>(())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("note: the test database was not dropped: {e}");
+        }
+    }
 }
 
 impl TestDb {
     pub fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("test.db").display());
-        TestDb { url, _dir: Some(dir) }
+        TestDb { url, _dir: Some(dir), pg: None }
     }
 
     /// A new database on the server of TEST_DATABASE_URL; `None` (and a
@@ -37,7 +60,7 @@ impl TestDb {
         let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to TEST_DATABASE_URL");
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
         let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-        Some(TestDb { url: format!("{base}/{name}"), _dir: None })
+        Some(TestDb { url: format!("{base}/{name}"), _dir: None, pg: Some((admin.clone(), name)) })
     }
 
     /// Another fresh database of the same kind.
