@@ -43,38 +43,7 @@ pub async fn run(
     // Events name absolute paths; compare like with like.
     let root = std::fs::canonicalize(&root)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let event = match res {
-            Ok(event) => event,
-            Err(e) => {
-                tracing::warn!(error = %e, "file watcher error; rescanning");
-                let _ = tx.send(Seen::Rescan);
-                return;
-            }
-        };
-        if event.need_rescan() {
-            let _ = tx.send(Seen::Rescan);
-            return;
-        }
-        tracing::trace!(?event, "file event");
-        for path in event.paths {
-            let seen = match event.kind {
-                EventKind::Access(AccessKind::Close(AccessMode::Write)) => Seen::Complete(path),
-                EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both | RenameMode::Any)) => {
-                    Seen::Complete(path)
-                }
-                EventKind::Create(CreateKind::File | CreateKind::Any) => Seen::Touched(path),
-                EventKind::Create(CreateKind::Folder) => {
-                    // A new account: its files may predate the watch on it.
-                    let _ = tx.send(Seen::Rescan);
-                    continue;
-                }
-                EventKind::Modify(_) => Seen::Touched(path),
-                _ => continue,
-            };
-            let _ = tx.send(seen);
-        }
-    })?;
+    let mut watcher = notify::recommended_watcher(move |res| forward(&tx, res))?;
     watcher.watch(&root, RecursiveMode::Recursive)?;
     tracing::info!(root = %root.display(), "watching account upload folders");
 
@@ -127,6 +96,40 @@ pub async fn run(
     }
     drop(watcher);
     Ok(())
+}
+
+/// Turns one kernel event into what the watcher does about it.
+fn forward(tx: &mpsc::UnboundedSender<Seen>, res: notify::Result<notify::Event>) {
+    let event = match res {
+        Ok(event) => event,
+        Err(e) => {
+            tracing::warn!(error = %e, "file watcher error; rescanning");
+            let _ = tx.send(Seen::Rescan);
+            return;
+        }
+    };
+    if event.need_rescan() {
+        let _ = tx.send(Seen::Rescan);
+        return;
+    }
+    tracing::trace!(?event, "file event");
+    for path in event.paths {
+        let seen = match event.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => Seen::Complete(path),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both | RenameMode::Any)) => {
+                Seen::Complete(path)
+            }
+            EventKind::Create(CreateKind::File | CreateKind::Any) => Seen::Touched(path),
+            EventKind::Create(CreateKind::Folder) => {
+                // A new account: its files may predate the watch on it.
+                let _ = tx.send(Seen::Rescan);
+                continue;
+            }
+            EventKind::Modify(_) => Seen::Touched(path),
+            _ => continue,
+        };
+        let _ = tx.send(seen);
+    }
 }
 
 /// The upload folder of `accounts/<AVID>/<customers|validate>/<name.csv>`,

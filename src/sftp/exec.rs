@@ -311,7 +311,6 @@ async fn scp_sink(io: &mut Io, fs: &mut AccountFs, target: &str, target_is_dir: 
         let _ = io.send(format!("\x02scp: {target}: Not a directory\n")).await;
         return 1;
     }
-    let max = fs.max_upload_bytes();
     let mut failed = false;
     if !io.send([0u8]).await {
         return 1;
@@ -330,75 +329,11 @@ async fn scp_sink(io: &mut Io, fs: &mut AccountFs, target: &str, target_is_dir: 
             b'T' => {
                 let _ = io.send([0u8]).await;
             }
-            b'C' => {
-                let Some((size, name)) = parse_c_line(&line) else {
-                    let _ = io.send("\x02scp: protocol error: bad file line\n").await;
-                    return 1;
-                };
-                if name.is_empty() || name == "." || name == ".." || name.contains('/') {
-                    let _ = io.send(format!("\x02scp: {}: invalid file name\n", name.escape_debug())).await;
-                    return 1;
-                }
-                let path = if is_dir { format!("{}/{name}", target.trim_end_matches('/')) } else { target.to_owned() };
-                if size > max {
-                    fs.exec_refused("scp upload", &path, "File too large: over the maximum upload size");
-                    failed = true;
-                    let _ = io.send(format!("\x01scp: {path}: File too large: over the maximum upload size\n")).await;
-                    continue;
-                }
-                let handle = match fs.exec_open(&path, true).await {
-                    Ok(handle) => handle,
-                    Err(e) => {
-                        failed = true;
-                        let _ = io.send(format!("\x01scp: {path}: {}\n", message(&e))).await;
-                        continue;
-                    }
-                };
-                if !io.send([0u8]).await {
-                    let _ = fs.exec_close(&handle);
-                    return 1;
-                }
-                let mut error = None;
-                let mut offset = 0u64;
-                while offset < size {
-                    let want = usize::try_from((size - offset).min(256 * 1024)).unwrap_or(256 * 1024);
-                    let Some(chunk) = io.chunk(want).await else {
-                        // The client went away mid-file: nothing is published
-                        // (dropping the session's handles discards the temp file).
-                        return 1;
-                    };
-                    if error.is_none() {
-                        if let Err(e) = fs.exec_write(&handle, offset, &chunk) {
-                            error = Some(message(&e));
-                        }
-                    }
-                    offset += chunk.len() as u64;
-                }
-                // The client ends each file with one status byte (0: sent whole).
-                match io.byte().await {
-                    Some(0) => {}
-                    Some(_) => {
-                        let _ = io.line(MAX_SCP_LINE).await;
-                        error.get_or_insert_with(|| "the client reported an error while sending".to_owned());
-                    }
-                    None => return 1,
-                }
-                if error.is_some() {
-                    // Never published: the failed upload's temp file goes on close.
-                    let _ = fs.exec_close(&handle);
-                } else if let Err(e) = fs.exec_close(&handle) {
-                    error = Some(message(&e));
-                }
-                match error {
-                    None => {
-                        let _ = io.send([0u8]).await;
-                    }
-                    Some(e) => {
-                        failed = true;
-                        let _ = io.send(format!("\x01scp: {path}: {e}\n")).await;
-                    }
-                }
-            }
+            b'C' => match scp_receive_file(io, fs, &line, target, is_dir).await {
+                Received::Whole => {}
+                Received::Failed => failed = true,
+                Received::Stop => return 1,
+            },
             b'D' => {
                 fs.exec_refused("scp upload", target, "folders cannot be uploaded");
                 let _ = io.send("\x02scp: folders cannot be uploaded: copy files\n").await;
@@ -417,6 +352,87 @@ async fn scp_sink(io: &mut Io, fs: &mut AccountFs, target: &str, target_is_dir: 
         }
     }
     u32::from(failed)
+}
+
+/// What became of one file of an `scp -t` upload.
+enum Received {
+    /// Published.
+    Whole,
+    /// Refused or failed (the client was told); the next file may follow.
+    Failed,
+    /// The protocol cannot go on.
+    Stop,
+}
+
+/// Receives one file of an `scp -t` upload, after its `C` line, into the jail.
+async fn scp_receive_file(io: &mut Io, fs: &mut AccountFs, line: &str, target: &str, is_dir: bool) -> Received {
+    let max = fs.max_upload_bytes();
+    let Some((size, name)) = parse_c_line(line) else {
+        let _ = io.send("\x02scp: protocol error: bad file line\n").await;
+        return Received::Stop;
+    };
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        let _ = io.send(format!("\x02scp: {}: invalid file name\n", name.escape_debug())).await;
+        return Received::Stop;
+    }
+    let path = if is_dir { format!("{}/{name}", target.trim_end_matches('/')) } else { target.to_owned() };
+    if size > max {
+        fs.exec_refused("scp upload", &path, "File too large: over the maximum upload size");
+        let _ = io.send(format!("\x01scp: {path}: File too large: over the maximum upload size\n")).await;
+        return Received::Failed;
+    }
+    let handle = match fs.exec_open(&path, true).await {
+        Ok(handle) => handle,
+        Err(e) => {
+            let _ = io.send(format!("\x01scp: {path}: {}\n", message(&e))).await;
+            return Received::Failed;
+        }
+    };
+    if !io.send([0u8]).await {
+        let _ = fs.exec_close(&handle);
+        return Received::Stop;
+    }
+    let mut error = None;
+    let mut offset = 0u64;
+    while offset < size {
+        let want = usize::try_from((size - offset).min(256 * 1024)).unwrap_or(256 * 1024);
+        let Some(chunk) = io.chunk(want).await else {
+            // The client went away mid-file: nothing is published
+            // (dropping the session's handles discards the temp file).
+            return Received::Stop;
+        };
+        if error.is_none() {
+            if let Err(e) = fs.exec_write(&handle, offset, &chunk) {
+                error = Some(message(&e));
+            }
+        }
+        offset += chunk.len() as u64;
+    }
+    // The client ends each file with one status byte (0: sent whole).
+    match io.byte().await {
+        Some(0) => {}
+        Some(_) => {
+            let _ = io.line(MAX_SCP_LINE).await;
+            error.get_or_insert_with(|| "the client reported an error while sending".to_owned());
+        }
+        None => return Received::Stop,
+    }
+    if error.is_some() {
+        // Never published: the failed upload's temp file goes on close.
+        let _ = fs.exec_close(&handle);
+    } else if let Err(e) = fs.exec_close(&handle) {
+        error = Some(message(&e));
+    }
+    match error {
+        None => {
+            let _ = io.send([0u8]).await;
+            Received::Whole
+        }
+        Some(e) => {
+            let _ = io.send(format!("\x01scp: {path}: {e}\n")).await;
+            Received::Failed
+        }
+    }
 }
 
 /// `C0644 1234 name` (the `C` already read): (size, name).
