@@ -2,6 +2,8 @@
 
 #![forbid(unsafe_code)]
 
+mod ops_cli;
+
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use intake::config::{Config, LogFormat};
@@ -9,7 +11,7 @@ use intake::domain::user::{Scopes, SftpUser};
 use intake::domain::{AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
 use intake::ingest::{self, Context, JobRunner, Step};
 use intake::mailbox::Layout;
-use intake::store::{JobStatus, Store};
+use intake::store::Store;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -68,13 +70,14 @@ enum Command {
     /// Manage SFTP users.
     #[command(subcommand)]
     User(UserCommand),
-    /// List recent uploads with their status and counts.
-    Jobs {
-        #[arg(long)]
-        account: Option<String>,
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-    },
+    /// List recent uploads with their status and counts; show or retry one.
+    Jobs(ops_cli::JobsArgs),
+    /// Webhook events: pending, given up, delivered.
+    #[command(subcommand)]
+    Webhooks(ops_cli::WebhooksCommand),
+    /// One account's webhook.
+    #[command(subcommand)]
+    Webhook(ops_cli::WebhookCommand),
 }
 
 #[derive(Subcommand)]
@@ -82,6 +85,8 @@ enum AccountCommand {
     /// Add an account (its folders are created under the data directory).
     Add(AccountArgs),
     List,
+    /// Change an account: its completion webhook.
+    Set(ops_cli::AccountSetArgs),
     /// Remove an account and its SFTP users; its customers stay in the store.
     Remove {
         avid: String,
@@ -175,7 +180,9 @@ async fn run(command: Command, config: Config, config_path: PathBuf) -> Result<E
         Command::Ingest { file, account, no_update } => ingest_file(&config, &file, &account, !no_update).await,
         Command::Account(cmd) => account(&config, cmd).await,
         Command::User(cmd) => user(&config, cmd).await,
-        Command::Jobs { account, limit } => jobs(&config, account.as_deref(), limit).await,
+        Command::Jobs(args) => ops_cli::jobs(&config, open_store(&config).await?, args).await,
+        Command::Webhooks(cmd) => ops_cli::webhooks(&open_store(&config).await?, cmd).await,
+        Command::Webhook(cmd) => ops_cli::webhook(&config, open_store(&config).await?, cmd).await,
     }
 }
 
@@ -321,6 +328,7 @@ async fn account(config: &Config, cmd: AccountCommand) -> Result<ExitCode> {
                 println!("{:<24} {:<8} {:<14} {}", a.avid, region, a.encoding.as_str(), a.phone_check.as_str());
             }
         }
+        AccountCommand::Set(args) => return ops_cli::account_set(&store, args).await,
         AccountCommand::Remove { avid } => {
             store.remove_account(&avid).await?;
             println!("removed account {avid} and its SFTP users; its customers and files are kept");
@@ -397,43 +405,4 @@ pub fn read_key_file(path: &Path) -> Result<Vec<String>> {
         bail!("{} holds no public key", path.display());
     }
     Ok(keys)
-}
-
-async fn jobs(config: &Config, account: Option<&str>, limit: u32) -> Result<ExitCode> {
-    let store = open_store(config).await?;
-    println!(
-        "{:<36} {:<16} {:<26} {:>9} {:>8} {:>8} {:>9} {:>7}  {:<20} FILE",
-        "JOB", "ACCOUNT", "STATUS", "ROWS", "CREATED", "UPDATED", "UNCHANGED", "FAILED", "RECEIVED"
-    );
-    for j in store.list_jobs(account, limit).await? {
-        let p = j.progress;
-        let status = match (&j.error_code, j.status) {
-            (Some(code), _) => format!("{} ({code})", j.status.as_str()),
-            (None, JobStatus::Retrying) => format!("retrying ({} of {})", j.retries, config.max_job_retries),
-            (None, _) => j.status.as_str().to_owned(),
-        };
-        println!(
-            "{:<36} {:<16} {:<26} {:>9} {:>8} {:>8} {:>9} {:>7}  {:<20} {}",
-            j.job_id,
-            j.account,
-            status,
-            p.records_done,
-            p.created,
-            p.updated,
-            p.unchanged,
-            p.failed,
-            j.received_at,
-            j.file_name
-        );
-        match j.status {
-            JobStatus::Retrying => println!(
-                "    next try at {}; last error: {}",
-                j.retry_at.as_deref().unwrap_or("-"),
-                j.last_error.as_deref().unwrap_or("-")
-            ),
-            JobStatus::Aborted => println!("    {}", j.error_message.as_deref().unwrap_or("-")),
-            _ => {}
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -117,7 +117,9 @@ pub enum Step {
 type NextBatch = tokio::task::JoinHandle<(Box<RowReader<File>>, std::io::Result<Vec<ParsedRow>>)>;
 
 fn read_batch(mut reader: Box<RowReader<File>>, limits: BatchLimits) -> NextBatch {
+    let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
+        let _in_job = span.enter();
         let mut rows = Vec::with_capacity(limits.rows.min(8192));
         let mut bytes = 0;
         while rows.len() < limits.rows && bytes < limits.bytes {
@@ -156,7 +158,8 @@ async fn blocking<T: Send + 'static>(
     what: String,
     work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> Result<T, IngestError> {
-    tokio::task::spawn_blocking(work).await?.map_err(io_err(what))
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work)).await?.map_err(io_err(what))
 }
 
 impl JobRunner {
@@ -285,6 +288,7 @@ impl JobRunner {
         results.sync().map_err(io_err("while writing the results file"))?;
         let written = Instant::now();
         batch.commit(&self.job.job_id, &ctx.owner, &progress, &clock::now_rfc3339()).await?;
+        crate::telemetry::metrics().batch_committed(written.elapsed());
         self.job.progress = progress;
         // After batches 4, 8, 16, ...: statistics within 2x of what a large
         // upload has grown the tables to; small uploads never pay for it.

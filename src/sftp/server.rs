@@ -263,6 +263,7 @@ async fn serve_connection(
     login_grace: Duration,
 ) {
     let peer = handler.peer;
+    let _counted = crate::telemetry::metrics().sftp_connection();
     if let Err(e) = socket.set_nodelay(true) {
         tracing::debug!(peer = %peer, error = %e, "set_nodelay failed");
     }
@@ -489,6 +490,7 @@ impl SshSession {
             return self.reject();
         }
         tracing::info!(user = %user.username, account = %user.account, peer = %self.peer, method, "SFTP login");
+        crate::telemetry::metrics().sftp_login("success");
         self.logged_in = Some(LoggedIn { user, root });
         self.pre_auth = None;
         self.authed.cancel();
@@ -499,6 +501,7 @@ impl SshSession {
 impl Drop for SshSession {
     fn drop(&mut self) {
         if self.logged_in.is_none() && self.key_refused {
+            crate::telemetry::metrics().sftp_login("failure");
             self.shared.penalties.record_failure(self.peer.ip());
         }
     }
@@ -549,6 +552,7 @@ impl russh::server::Handler for SshSession {
         match found {
             Some(u) if ok => Ok(self.log_in(u, "password")),
             _ => {
+                crate::telemetry::metrics().sftp_login("failure");
                 let now_refused = self.shared.penalties.record_failure(self.peer.ip());
                 tracing::info!(user = %user, peer = %self.peer, "SFTP login failed (password)");
                 if now_refused {

@@ -4,6 +4,8 @@
 
 #[macro_use]
 mod shared;
+#[macro_use]
+pub mod ops;
 mod postgres;
 mod sqlite;
 
@@ -12,6 +14,7 @@ use crate::domain::{AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
+pub use ops::{Delivery, DeliveryStatus, JobCounts, Webhook, WebhookSecret};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

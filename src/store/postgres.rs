@@ -20,6 +20,7 @@ pub struct PgStore {
 
 impl PgStore {
     shared_statements!();
+    ops_statements!();
 
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)

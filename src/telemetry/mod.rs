@@ -1,0 +1,190 @@
+//! What an operator watches: the Prometheus metrics (one registry for the
+//! process, counted where things happen with one-line calls) and the HTTP
+//! endpoint that serves them with the health checks (`http`). Counts events,
+//! never their content: no file names, no customer data, and no account
+//! label unless `[http] account_labels` asks for one.
+
+pub mod http;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric of the process.
+pub struct Metrics {
+    registry: Registry,
+    account_labels: AtomicBool,
+    pub sftp_connections: Gauge,
+    sftp_logins: Family<Labels, Counter>,
+    sftp_bytes_received: Counter,
+    sftp_uploads: Family<Labels, Counter>,
+    jobs_finished: Family<Labels, Counter>,
+    rows: Family<Labels, Counter>,
+    job_duration: Histogram,
+    batch_commit: Histogram,
+    pub jobs_arriving: Gauge,
+    pub jobs_queued: Gauge,
+    pub jobs_running: Gauge,
+    pub jobs_retrying: Gauge,
+    pub oldest_queued_age: Gauge<f64, AtomicU64>,
+    webhook_deliveries: Family<Labels, Counter>,
+    pub webhooks_pending: Gauge,
+    retention_deletions: Family<Labels, Counter>,
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("intake");
+        let m = Metrics {
+            account_labels: AtomicBool::new(false),
+            sftp_connections: Gauge::default(),
+            sftp_logins: Family::default(),
+            sftp_bytes_received: Counter::default(),
+            sftp_uploads: Family::default(),
+            jobs_finished: Family::default(),
+            rows: Family::default(),
+            // 0.1 s .. about 55 min
+            job_duration: Histogram::new(exponential_buckets(0.1, 2.0, 16)),
+            // 1 ms .. about 33 s
+            batch_commit: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            jobs_arriving: Gauge::default(),
+            jobs_queued: Gauge::default(),
+            jobs_running: Gauge::default(),
+            jobs_retrying: Gauge::default(),
+            oldest_queued_age: Gauge::default(),
+            webhook_deliveries: Family::default(),
+            webhooks_pending: Gauge::default(),
+            retention_deletions: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("sftp_connections", "SSH connections open now", m.sftp_connections.clone());
+        registry.register("sftp_logins", "SFTP login attempts by result", m.sftp_logins.clone());
+        registry.register("sftp_received_bytes", "Bytes written by SFTP clients", m.sftp_bytes_received.clone());
+        registry.register("sftp_uploads", "Uploads completed over SFTP", m.sftp_uploads.clone());
+        registry.register("jobs_finished", "Jobs ended, by final status", m.jobs_finished.clone());
+        registry.register("rows", "Rows processed, by outcome", m.rows.clone());
+        registry.register("job_duration_seconds", "From a job's start to its end", m.job_duration.clone());
+        registry.register("batch_commit_seconds", "Time to commit one batch", m.batch_commit.clone());
+        registry.register("jobs_arriving", "Jobs whose upload is being taken in", m.jobs_arriving.clone());
+        registry.register("jobs_queued", "Jobs waiting for a worker", m.jobs_queued.clone());
+        registry.register("jobs_running", "Jobs being processed", m.jobs_running.clone());
+        registry.register("jobs_retrying", "Jobs waiting to retry after a transient fault", m.jobs_retrying.clone());
+        registry.register(
+            "oldest_queued_job_age_seconds",
+            "How long the oldest queued job has waited (0: none waits)",
+            m.oldest_queued_age.clone(),
+        );
+        registry.register("webhook_deliveries", "Webhook delivery attempts, by result", m.webhook_deliveries.clone());
+        registry.register("webhooks_pending", "Webhook events not yet delivered", m.webhooks_pending.clone());
+        registry.register(
+            "retention_deleted_files",
+            "Files deleted by retention, by folder",
+            m.retention_deletions.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Labels job, row, upload and webhook metrics with the account.
+    pub fn set_account_labels(&self, on: bool) {
+        self.account_labels.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn labels(&self, account: &str, more: &[(&'static str, &str)]) -> Labels {
+        let mut labels: Labels = more.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        if self.account_labels.load(std::sync::atomic::Ordering::Relaxed) {
+            labels.push(("account", account.to_owned()));
+        }
+        labels
+    }
+
+    /// The text exposition (OpenMetrics).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// An SSH connection opened: counted until the guard drops.
+    pub fn sftp_connection(&'static self) -> ConnectionGuard {
+        self.sftp_connections.inc();
+        ConnectionGuard(self)
+    }
+
+    /// A login attempt: `result` is `success` or `failure`.
+    pub fn sftp_login(&self, result: &str) {
+        self.sftp_logins.get_or_create(&vec![("result", result.to_owned())]).inc();
+    }
+
+    pub fn sftp_received(&self, bytes: usize) {
+        self.sftp_bytes_received.inc_by(bytes as u64);
+    }
+
+    pub fn sftp_upload(&self, account: &str) {
+        self.sftp_uploads.get_or_create(&self.labels(account, &[])).inc();
+    }
+
+    /// A job ended: its status, rows by outcome, and how long it ran.
+    pub fn job_finished(&self, summary: &crate::ingest::report::Summary) {
+        let account = &summary.account;
+        self.jobs_finished.get_or_create(&self.labels(account, &[("status", &summary.status)])).inc();
+        for (outcome, n) in [
+            ("created", summary.created),
+            ("updated", summary.updated),
+            ("unchanged", summary.unchanged),
+            ("failed", summary.failed),
+        ] {
+            self.rows.get_or_create(&self.labels(account, &[("outcome", outcome)])).inc_by(n);
+        }
+        if let Some(seconds) = seconds_between(&summary.started_at, &summary.finished_at) {
+            self.job_duration.observe(seconds);
+        }
+    }
+
+    pub fn batch_committed(&self, took: Duration) {
+        self.batch_commit.observe(took.as_secs_f64());
+    }
+
+    /// A webhook attempt: `delivered`, `failed` (will retry), `gave_up`.
+    pub fn webhook_delivery(&self, account: &str, result: &str) {
+        self.webhook_deliveries.get_or_create(&self.labels(account, &[("result", result)])).inc();
+    }
+
+    pub fn retention_deleted(&self, folder: &str, files: u64) {
+        self.retention_deletions.get_or_create(&vec![("folder", folder.to_owned())]).inc_by(files);
+    }
+}
+
+/// Holds one count of `intake_sftp_connections`.
+pub struct ConnectionGuard(&'static Metrics);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.sftp_connections.dec();
+    }
+}
+
+fn seconds_between(from: &str, to: &str) -> Option<f64> {
+    use time::format_description::well_known::Rfc3339;
+    let from = time::OffsetDateTime::parse(from, &Rfc3339).ok()?;
+    let to = time::OffsetDateTime::parse(to, &Rfc3339).ok()?;
+    Some((to - from).as_seconds_f64().max(0.0))
+}
+
+/// Seconds from an RFC 3339 time to now (0 for a time in the future).
+pub fn age_seconds(at: &str) -> Option<f64> {
+    seconds_between(at, &crate::clock::now_rfc3339())
+}
