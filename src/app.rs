@@ -67,12 +67,28 @@ pub async fn apply_declared(config: &Config, store: &Store) -> Result<()> {
                 .unwrap_or_default(),
         };
         store.put_account(&settings).await.with_context(|| format!("while applying account {}", a.avid))?;
+        apply_declared_webhook(a, store).await?;
     }
     for u in &config.users {
         let user = declared_user(u).with_context(|| format!("in the config's user {}", u.username))?;
         store.put_user(&user).await.with_context(|| format!("while applying user {}", u.username))?;
     }
     Ok(())
+}
+
+/// A webhook declared with its account; none declared leaves the stored one.
+async fn apply_declared_webhook(a: &crate::config::AccountDecl, store: &Store) -> Result<()> {
+    match (&a.webhook_url, &a.webhook_secret) {
+        (None, None) => Ok(()),
+        (Some(url), Some(secret)) => {
+            let secret = crate::store::WebhookSecret::new(secret.0.clone());
+            store
+                .set_webhook(&a.avid, url, &secret)
+                .await
+                .with_context(|| format!("while applying the webhook of {}", a.avid))
+        }
+        _ => anyhow::bail!("account {} in the config: webhook_url and webhook_secret go together", a.avid),
+    }
 }
 
 fn declared_user(u: &UserDecl) -> Result<SftpUser> {

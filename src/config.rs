@@ -123,6 +123,21 @@ pub struct AccountDecl {
     pub default_region: Option<String>,
     pub encoding: Option<String>,
     pub phone_check: Option<String>,
+    /// The completion webhook (with `webhook_secret`); when absent, the one
+    /// set with `intake account set` is kept.
+    pub webhook_url: Option<String>,
+    pub webhook_secret: Option<Secret>,
+}
+
+/// A secret read from the config: never shown in `Debug`.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -296,6 +311,20 @@ mod tests {
             jail.create_file("config.toml", "max_row = 7\n")?;
             let err = Config::load(Path::new("config.toml"), true).unwrap_err().to_string();
             assert!(err.contains("max_row"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_webhook_secret_never_shows_in_debug() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "config.toml",
+                "[[accounts]]\navid = \"acme\"\nwebhook_url = \"https://h/x\"\nwebhook_secret = \"hunter2\"\n",
+            )?;
+            let config = Config::load(Path::new("config.toml"), true).map_err(|e| e.to_string())?;
+            assert_eq!(config.accounts[0].webhook_secret, Some(Secret("hunter2".into())));
+            assert!(!format!("{config:?}").contains("hunter2"));
             Ok(())
         });
     }

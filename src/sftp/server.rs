@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::auth::{key_is_authorized, PasswordChecker};
 use super::config::MaxStartups;
@@ -222,6 +223,7 @@ impl SftpServer {
                     let authed = CancellationToken::new();
                     let pre_auth = PreAuth { _source: source_slot, _startup: startup };
                     let handler = SshSession::new(Arc::clone(&shared), peer, pre_auth, authed.clone());
+                    let span = handler.span.clone();
                     let task = connections.spawn(serve_connection(
                         Arc::clone(&config),
                         socket,
@@ -229,7 +231,7 @@ impl SftpServer {
                         shutdown.child_token(),
                         authed,
                         shared.login_grace,
-                    ));
+                    ).instrument(span));
                     peers.insert(task.id(), peer);
                 }
             }
@@ -420,6 +422,9 @@ struct SshSession {
     /// move into its task and are freed when it ends (russh reports no
     /// close for a channel the server closed first).
     channel_slots: HashMap<ChannelId, ChannelSlots>,
+    /// `sftp_session{peer, user, account}`: the connection's own log lines,
+    /// with user and account once logged in.
+    span: tracing::Span,
     /// A key was offered and refused; counted as one failure if the
     /// connection ends without a login.
     key_refused: bool,
@@ -437,6 +442,8 @@ impl SshSession {
             channel_count: Counter::new(shared.max_channels_per_connection),
             channel_slots: HashMap::new(),
             key_refused: false,
+            span: tracing::info_span!("sftp_session", peer = %peer, user = tracing::field::Empty,
+                account = tracing::field::Empty),
         }
     }
 
@@ -491,6 +498,7 @@ impl SshSession {
         }
         tracing::info!(user = %user.username, account = %user.account, peer = %self.peer, method, "SFTP login");
         crate::telemetry::metrics().sftp_login("success");
+        self.span.record("user", user.username.as_str()).record("account", user.account.as_str());
         self.logged_in = Some(LoggedIn { user, root });
         self.pre_auth = None;
         self.authed.cancel();
@@ -639,10 +647,13 @@ impl russh::server::Handler for SshSession {
         session.channel_success(channel_id)?;
         let fs = self.account_fs(logged_in);
         let slots = self.channel_slots.remove(&channel_id);
-        tokio::spawn(async move {
-            exec::run(command, channel, fs).await;
-            drop(slots);
-        });
+        tokio::spawn(
+            async move {
+                exec::run(command, channel, fs).await;
+                drop(slots);
+            }
+            .instrument(self.span.clone()),
+        );
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 use super::metrics;
 use crate::store::Store;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -57,7 +57,7 @@ impl HttpServer {
     }
 }
 
-async fn scrape(State(health): State<Health>) -> Response {
+async fn scrape(State(health): State<Health>, headers: HeaderMap) -> Response {
     // The job gauges come from the database, so every node of a shared
     // database reports the same queue.
     let m = metrics();
@@ -73,7 +73,15 @@ async fn scrape(State(health): State<Health>) -> Response {
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot count jobs for the metrics"),
         Err(_) => tracing::warn!("counting jobs for the metrics timed out"),
     }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode()).into_response()
+    // Prometheus asks for OpenMetrics; anything else gets the classic format.
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("application/openmetrics-text") {
+        ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode())
+            .into_response()
+    } else {
+        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.encode_prometheus_text())
+            .into_response()
+    }
 }
 
 async fn ready(State(health): State<Health>) -> Response {

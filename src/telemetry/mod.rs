@@ -111,11 +111,19 @@ impl Metrics {
         labels
     }
 
-    /// The text exposition (OpenMetrics).
+    /// The OpenMetrics text exposition (what Prometheus asks for).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+
+    /// The classic Prometheus text format (0.0.4), for scrapers and tools
+    /// that do not ask for OpenMetrics (`curl`, `promtool check metrics`):
+    /// the same samples; a counter's HELP and TYPE name its `_total` series,
+    /// and there is no `# EOF`.
+    pub fn encode_prometheus_text(&self) -> String {
+        classic_text(&self.encode())
     }
 
     /// An SSH connection opened: counted until the guard drops.
@@ -177,6 +185,29 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// OpenMetrics text as the classic Prometheus text format.
+fn classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        openmetrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64);
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "].into_iter().find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta.and_then(|(p, rest)| Some((p, rest.split_once(' ')?))) {
+            Some((prefix, (name, tail))) if counters.contains(name) => {
+                out.push_str(&format!("{prefix}{name}_total {tail}\n"));
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 fn seconds_between(from: &str, to: &str) -> Option<f64> {
     use time::format_description::well_known::Rfc3339;
     let from = time::OffsetDateTime::parse(from, &Rfc3339).ok()?;
@@ -187,4 +218,20 @@ fn seconds_between(from: &str, to: &str) -> Option<f64> {
 /// Seconds from an RFC 3339 time to now (0 for a time in the future).
 pub fn age_seconds(at: &str) -> Option<f64> {
     seconds_between(at, &crate::clock::now_rfc3339())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_classic_text_names_counters_by_their_total_series_and_has_no_eof() {
+        let om = "# HELP x_uploads Uploads.\n# TYPE x_uploads counter\nx_uploads_total 3\n\
+                  # HELP x_open Open.\n# TYPE x_open gauge\nx_open 1\n# EOF\n";
+        assert_eq!(
+            classic_text(om),
+            "# HELP x_uploads_total Uploads.\n# TYPE x_uploads_total counter\nx_uploads_total 3\n\
+             # HELP x_open Open.\n# TYPE x_open gauge\nx_open 1\n"
+        );
+    }
 }

@@ -35,7 +35,6 @@ struct Scrape(prometheus_parse::Scrape);
 
 impl Scrape {
     fn parse(text: &str) -> Scrape {
-        assert!(text.trim_end().ends_with("# EOF"), "an OpenMetrics exposition ends with # EOF:\n{text}");
         let lines = text.lines().map(|l| Ok(l.to_owned()));
         Scrape(prometheus_parse::Scrape::parse(lines).expect("the exposition parses"))
     }
@@ -63,10 +62,44 @@ impl Scrape {
     }
 }
 
+/// Scrapes in the classic text format (what `curl` gets), checked with
+/// `promtool check metrics` where it is installed (`.ci/run` installs it).
 async fn scrape(d: &TestDaemon) -> Scrape {
     let (status, text) = d.http_get("/metrics").await;
     assert_eq!(status, 200, "{text}");
+    if let Ok(promtool) = which("promtool") {
+        use std::io::Write;
+        let mut child = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "promtool check metrics: {}\n{text}", describe(&out));
+    } else {
+        assert!(std::env::var_os("CI").is_none(), "promtool must be installed in CI (.ci/run installs it)");
+    }
     Scrape::parse(&text)
+}
+
+/// What Prometheus itself asks for: OpenMetrics, the same samples.
+async fn scrape_openmetrics(d: &TestDaemon) -> (String, Scrape) {
+    let url = format!("http://{}/metrics", d.http_addr().await);
+    let response = reqwest::Client::new()
+        .get(&url)
+        .header("accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    let text = response.text().await.unwrap();
+    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    assert!(text.trim_end().ends_with("# EOF"), "an OpenMetrics exposition ends with # EOF:\n{text}");
+    (text.clone(), Scrape::parse(&text))
 }
 
 async fn metrics_follow_an_upload_from_login_to_report(db: TestDb) {
@@ -111,6 +144,9 @@ async fn metrics_follow_an_upload_from_login_to_report(db: TestDb) {
         after.0.samples.iter().all(|s| s.labels.get("account").is_none()),
         "no account label unless account_labels is set"
     );
+    let (_, openmetrics) = scrape_openmetrics(&d).await;
+    assert_eq!(openmetrics.value("intake_rows_total", &[("outcome", "created")]), 45.0);
+    assert_eq!(openmetrics.value("intake_sftp_uploads_total", &[]), 1.0);
 }
 
 async fn account_labels_are_opt_in(db: TestDb) {
@@ -432,6 +468,26 @@ async fn webhook_test_sends_a_signed_event_now(db: TestDb) {
     assert!(!receiver.received()[1].signed, "signed with the new secret");
 }
 
+async fn a_webhook_declared_in_the_config_is_used(db: TestDb) {
+    let receiver = Receiver::start(0, ReceiverState::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = TestDaemon::prepare(dir.path(), &db, &[TestAccount::new("acme")], &[]);
+    let config = std::fs::read_to_string(&d.config).unwrap().replacen(
+        "avid = \"acme\"\n",
+        &format!("avid = \"acme\"\nwebhook_url = \"{}\"\nwebhook_secret = \"{SECRET}\"\n", receiver.url()),
+        1,
+    );
+    std::fs::write(&d.config, config).unwrap();
+    d.start().await;
+    let file = d.dir.join("c.csv");
+    write_customers(&file, "c-", 2);
+    d.upload("acme", &file, "c.csv").await;
+    let summary = d.summary("acme", "c", REPORT).await;
+    let got = eventually(REPORT, "the event", || receiver.received().into_iter().next()).await;
+    assert!(got.signed && same_json(&got.body, &summary), "{got:?}");
+    assert!(!d.log().contains(SECRET), "the secret never reaches the log");
+}
+
 // -------------------------------------------------------------- retention
 
 fn backdate(path: &std::path::Path, days: u32) {
@@ -613,6 +669,7 @@ crate::on_both_backends!(
     a_webhook_survives_kill_9_while_the_receiver_is_down,
     a_slow_receiver_times_out_is_retried_and_never_holds_up_ingestion,
     webhook_test_sends_a_signed_event_now,
+    a_webhook_declared_in_the_config_is_used,
     retention_deletes_old_archive_and_outbox_files_and_jobs_still_show,
     an_aborted_job_is_retried_from_its_archived_upload,
     job_log_lines_carry_the_job_span_in_json,
