@@ -122,18 +122,19 @@ impl Sender {
         Ok(Sender { store, client, settings })
     }
 
-    /// POSTs `delivery` signed with the account's current secret; `Ok` with
-    /// the HTTP status of a 2xx answer, else why it failed.
-    pub async fn send(&self, delivery: &Delivery) -> Result<u16, String> {
+    /// POSTs `delivery` to the account's current webhook URL, signed with
+    /// its current secret (both may have changed since the event was
+    /// recorded); `Ok` with the HTTP status of a 2xx answer, else why not.
+    pub async fn send(&self, delivery: &Delivery) -> Result<u16, Failure> {
         let webhook = match self.store.get_webhook(&delivery.account).await {
             Ok(Some(webhook)) => webhook,
-            Ok(None) => return Err("the account has no webhook (any more)".into()),
-            Err(e) => return Err(format!("cannot read the account's webhook: {e}")),
+            Ok(None) => return Err(Failure::NoWebhook),
+            Err(e) => return Err(Failure::Other(format!("cannot read the account's webhook: {e}"))),
         };
         let t = time::OffsetDateTime::now_utc().unix_timestamp();
         let response = self
             .client
-            .post(&delivery.url)
+            .post(&webhook.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(DELIVERY_HEADER, &delivery.delivery_id)
             .header(EVENT_HEADER, &delivery.event)
@@ -141,12 +142,12 @@ impl Sender {
             .body(delivery.body.clone())
             .send()
             .await
-            .map_err(|e| describe(&e))?;
+            .map_err(|e| Failure::Other(describe(&e)))?;
         let status = response.status();
         if status.is_success() {
             Ok(status.as_u16())
         } else {
-            Err(format!("HTTP {}", status.as_u16()))
+            Err(Failure::Other(format!("HTTP {}", status.as_u16())))
         }
     }
 
@@ -162,8 +163,13 @@ impl Sender {
                 crate::telemetry::metrics().webhook_delivery(account, "delivered");
                 self.store.delivery_succeeded(id, &now).await
             }
-            Err(error) => {
-                let retry_at = self.retry_at(&delivery);
+            Err(failure) => {
+                let error = failure.to_string();
+                // An account whose webhook was removed wants no more events.
+                let retry_at = match failure {
+                    Failure::NoWebhook => None,
+                    Failure::Other(_) => self.retry_at(&delivery),
+                };
                 let result = if retry_at.is_some() { "failed" } else { "gave_up" };
                 crate::telemetry::metrics().webhook_delivery(account, result);
                 match &retry_at {
@@ -173,7 +179,7 @@ impl Sender {
                         attempt, error = %error, give_up_hours = self.settings.give_up_hours,
                         "webhook delivery failed; given up"),
                 }
-                self.store.delivery_failed(id, &now, error, retry_at.as_deref()).await
+                self.store.delivery_failed(id, &now, &error, retry_at.as_deref()).await
             }
         };
         if let Err(e) = recorded {
@@ -193,6 +199,24 @@ impl Sender {
         let wait =
             s.retry_first_secs.max(1).saturating_mul(1u64 << delivery.attempts.min(30)).min(s.retry_max_secs.max(1));
         Some(clock::seconds_ago_rfc3339(-(wait as i64)))
+    }
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The account has no webhook (any more): given up at once.
+    NoWebhook,
+    /// The receiver did not answer 2xx in time: retried.
+    Other(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::NoWebhook => f.write_str("the account has no webhook any more"),
+            Failure::Other(why) => f.write_str(why),
+        }
     }
 }
 

@@ -69,6 +69,8 @@ pub struct Delivery {
     pub account: String,
     pub job_id: Option<String>,
     pub event: String,
+    /// The webhook URL when the event was recorded (it is sent to the
+    /// account's current one).
     pub url: String,
     pub body: String,
     pub status: DeliveryStatus,

@@ -488,6 +488,36 @@ async fn a_webhook_declared_in_the_config_is_used(db: TestDb) {
     assert!(!d.log().contains(SECRET), "the secret never reaches the log");
 }
 
+async fn removing_the_webhook_gives_its_pending_events_up(db: TestDb) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &FAST_RETRIES).await;
+    let _log = LogOnPanic(&d);
+    set_webhook(&d, &format!("http://127.0.0.1:{port}/hook")).await;
+    let file = d.dir.join("g.csv");
+    write_customers(&file, "g-", 2);
+    d.upload("acme", &file, "g.csv").await;
+    d.summary("acme", "g", REPORT).await;
+    let pending = eventually_async(REPORT, "a failed attempt", || async {
+        let listed = cli_json(&d, &["webhooks", "list", "--account", "acme", "--json"]).await;
+        (listed[0]["attempts"].as_u64() >= Some(1)).then_some(listed)
+    })
+    .await;
+    assert_eq!(pending[0]["status"], "pending", "{pending}");
+    assert!(pending[0]["last_error"].as_str().unwrap().contains("cannot connect"), "{pending}");
+
+    let out = d.cli(&["account", "set", "acme", "--no-webhook"], "").await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let failed = eventually_async(REPORT, "the event to be given up", || async {
+        let listed = cli_json(&d, &["webhooks", "list", "--json"]).await;
+        (listed[0]["status"] == "failed").then_some(listed)
+    })
+    .await;
+    assert!(failed[0]["last_error"].as_str().unwrap().contains("no webhook"), "{failed}");
+    let m = scrape(&d).await;
+    assert_eq!(m.value("intake_webhook_deliveries_total", &[("result", "gave_up")]), 1.0);
+    assert_eq!(m.value("intake_webhooks_pending", &[]), 0.0);
+}
+
 // -------------------------------------------------------------- retention
 
 fn backdate(path: &std::path::Path, days: u32) {
@@ -670,6 +700,7 @@ crate::on_both_backends!(
     a_slow_receiver_times_out_is_retried_and_never_holds_up_ingestion,
     webhook_test_sends_a_signed_event_now,
     a_webhook_declared_in_the_config_is_used,
+    removing_the_webhook_gives_its_pending_events_up,
     retention_deletes_old_archive_and_outbox_files_and_jobs_still_show,
     an_aborted_job_is_retried_from_its_archived_upload,
     job_log_lines_carry_the_job_span_in_json,
