@@ -177,7 +177,7 @@ async fn admit(ctx: &Arc<Context>, shared: &Shared) -> Result<(), IngestError> {
                 "its processing was started {} times without getting further (each start ended the process)",
                 job.attempts - 1
             );
-            end_aborted(ctx, &job, &reason).await;
+            end_aborted(ctx, &job, &reason).instrument(job_span(&job)).await;
             release_account(shared, &job.account);
             continue;
         }

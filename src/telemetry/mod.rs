@@ -48,8 +48,8 @@ pub fn metrics() -> &'static Metrics {
 
 impl Metrics {
     fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("intake");
-        let m = Metrics {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("intake"),
             account_labels: AtomicBool::new(false),
             sftp_connections: Gauge::default(),
             sftp_logins: Family::default(),
@@ -69,33 +69,29 @@ impl Metrics {
             webhook_deliveries: Family::default(),
             webhooks_pending: Gauge::default(),
             retention_deletions: Family::default(),
-            registry: Registry::default(),
         };
-        registry.register("sftp_connections", "SSH connections open now", m.sftp_connections.clone());
-        registry.register("sftp_logins", "SFTP login attempts by result", m.sftp_logins.clone());
-        registry.register("sftp_received_bytes", "Bytes written by SFTP clients", m.sftp_bytes_received.clone());
-        registry.register("sftp_uploads", "Uploads completed over SFTP", m.sftp_uploads.clone());
-        registry.register("jobs_finished", "Jobs ended, by final status", m.jobs_finished.clone());
-        registry.register("rows", "Rows processed, by outcome", m.rows.clone());
-        registry.register("job_duration_seconds", "From a job's start to its end", m.job_duration.clone());
-        registry.register("batch_commit_seconds", "Time to commit one batch", m.batch_commit.clone());
-        registry.register("jobs_arriving", "Jobs whose upload is being taken in", m.jobs_arriving.clone());
-        registry.register("jobs_queued", "Jobs waiting for a worker", m.jobs_queued.clone());
-        registry.register("jobs_running", "Jobs being processed", m.jobs_running.clone());
-        registry.register("jobs_retrying", "Jobs waiting to retry after a transient fault", m.jobs_retrying.clone());
-        registry.register(
+        let r = &mut m.registry;
+        r.register("sftp_connections", "SSH connections open now", m.sftp_connections.clone());
+        r.register("sftp_logins", "SFTP login attempts by result", m.sftp_logins.clone());
+        r.register("sftp_received_bytes", "Bytes written by SFTP clients", m.sftp_bytes_received.clone());
+        r.register("sftp_uploads", "Uploads completed over SFTP", m.sftp_uploads.clone());
+        r.register("jobs_finished", "Jobs ended, by final status", m.jobs_finished.clone());
+        r.register("rows", "Rows processed, by outcome", m.rows.clone());
+        r.register("job_duration_seconds", "From a job's start to its end", m.job_duration.clone());
+        r.register("batch_commit_seconds", "Time to commit one batch", m.batch_commit.clone());
+        r.register("jobs_arriving", "Jobs whose upload is being taken in", m.jobs_arriving.clone());
+        r.register("jobs_queued", "Jobs waiting for a worker", m.jobs_queued.clone());
+        r.register("jobs_running", "Jobs being processed", m.jobs_running.clone());
+        r.register("jobs_retrying", "Jobs waiting to retry after a transient fault", m.jobs_retrying.clone());
+        r.register(
             "oldest_queued_job_age_seconds",
             "How long the oldest queued job has waited (0: none waits)",
             m.oldest_queued_age.clone(),
         );
-        registry.register("webhook_deliveries", "Webhook delivery attempts, by result", m.webhook_deliveries.clone());
-        registry.register("webhooks_pending", "Webhook events not yet delivered", m.webhooks_pending.clone());
-        registry.register(
-            "retention_deleted_files",
-            "Files deleted by retention, by folder",
-            m.retention_deletions.clone(),
-        );
-        Metrics { registry, ..m }
+        r.register("webhook_deliveries", "Webhook delivery attempts, by result", m.webhook_deliveries.clone());
+        r.register("webhooks_pending", "Webhook events not yet delivered", m.webhooks_pending.clone());
+        r.register("retention_deleted_files", "Files deleted by retention, by folder", m.retention_deletions.clone());
+        m
     }
 
     /// Labels job, row, upload and webhook metrics with the account.
