@@ -163,6 +163,10 @@ fn job_json(j: &Job) -> Value {
         "retries": j.retries,
         "retry_at": j.retry_at,
         "last_error": j.last_error,
+        "spool_path": j.spool_path,
+        "visible_path": j.visible_path,
+        // The decided summary (what is published), once decided.
+        "outcome": j.outcome.as_deref().and_then(|o| serde_json::from_str::<Value>(o).ok()),
     })
 }
 

@@ -91,6 +91,9 @@ impl Metrics {
         r.register("webhook_deliveries", "Webhook delivery attempts, by result", m.webhook_deliveries.clone());
         r.register("webhooks_pending", "Webhook events not yet delivered", m.webhooks_pending.clone());
         r.register("retention_deleted_files", "Files deleted by retention, by folder", m.retention_deletions.clone());
+        let build: Family<Labels, Gauge> = Family::default();
+        build.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())]).set(1);
+        r.register("build_info", "The running intake's version", build);
         m
     }
 

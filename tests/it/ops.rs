@@ -114,6 +114,7 @@ async fn metrics_follow_an_upload_from_login_to_report(db: TestDb) {
     assert_eq!(before.value("intake_jobs_finished_total", &[("status", "completed")]), 0.0);
     assert_eq!(before.get("intake_jobs_queued", &[]), Some(0.0), "the queue gauges are always exported");
     assert_eq!(before.get("intake_oldest_queued_job_age_seconds", &[]), Some(0.0));
+    assert_eq!(before.get("intake_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
 
     let file = d.dir.join("m.csv");
     write_customers(&file, "m-", 45);
@@ -548,7 +549,8 @@ async fn retention_deletes_old_archive_and_outbox_files_and_jobs_still_show(db: 
     let old_job = old["job_id"].as_str().unwrap().to_owned();
     let shown = cli_json(&d, &["jobs", "show", &old_job, "--json"]).await;
     assert_eq!(shown["files"]["archived_upload"]["present"], true, "{shown}");
-    d.terminate().await;
+    assert_eq!(shown["outcome"], old, "the decided summary is the published one");
+    assert!(d.terminate().await.success(), "SIGTERM stops the HTTP server and the loops too");
 
     backdate(&old_upload, 8); // past archive_days = 7
     backdate(&new_upload, 6); // within
