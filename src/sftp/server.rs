@@ -496,9 +496,9 @@ impl SshSession {
             tracing::error!(account = %user.account, "login refused: an account folder is not a plain directory");
             return self.reject();
         }
+        self.span.record("user", user.username.as_str()).record("account", user.account.as_str());
         tracing::info!(user = %user.username, account = %user.account, peer = %self.peer, method, "SFTP login");
         crate::telemetry::metrics().sftp_login("success");
-        self.span.record("user", user.username.as_str()).record("account", user.account.as_str());
         self.logged_in = Some(LoggedIn { user, root });
         self.pre_auth = None;
         self.authed.cancel();
@@ -518,6 +518,7 @@ impl Drop for SshSession {
 impl russh::server::Handler for SshSession {
     type Error = russh::Error;
 
+    #[tracing::instrument(name = "ssh", parent = &self.span, skip_all)]
     async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
         if self.shared.penalties.is_penalised(self.peer.ip()) {
             return Ok(self.reject());
@@ -535,6 +536,7 @@ impl russh::server::Handler for SshSession {
         Ok(self.reject())
     }
 
+    #[tracing::instrument(name = "ssh", parent = &self.span, skip_all)]
     async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
         if self.shared.penalties.is_penalised(self.peer.ip()) {
             return Ok(self.reject());
@@ -548,6 +550,7 @@ impl russh::server::Handler for SshSession {
         }
     }
 
+    #[tracing::instrument(name = "ssh", parent = &self.span, skip_all)]
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         if self.shared.penalties.is_penalised(self.peer.ip()) {
             return Ok(self.reject());
@@ -571,6 +574,7 @@ impl russh::server::Handler for SshSession {
         }
     }
 
+    #[tracing::instrument(name = "ssh", parent = &self.span, skip_all)]
     async fn channel_open_session(
         &mut self,
         channel: Channel<Msg>,
@@ -599,6 +603,7 @@ impl russh::server::Handler for SshSession {
         Ok(())
     }
 
+    #[tracing::instrument(name = "ssh", parent = &self.span, skip_all)]
     async fn subsystem_request(
         &mut self,
         channel_id: ChannelId,
@@ -624,6 +629,7 @@ impl russh::server::Handler for SshSession {
         Ok(())
     }
 
+    #[tracing::instrument(name = "ssh", parent = &self.span, skip_all)]
     async fn exec_request(
         &mut self,
         channel_id: ChannelId,
@@ -657,6 +663,7 @@ impl russh::server::Handler for SshSession {
         Ok(())
     }
 
+    #[tracing::instrument(name = "ssh", parent = &self.span, skip_all)]
     async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
         tracing::info!(peer = %self.peer, "shell refused: this server only provides SFTP");
         self.refuse(channel, session)

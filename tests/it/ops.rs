@@ -640,6 +640,18 @@ async fn job_log_lines_carry_the_job_span_in_json(db: TestDb) {
     assert_eq!(finished["span"]["job_id"], summary["job_id"], "{finished}");
     assert_eq!(finished["span"]["account"], "acme");
     assert_eq!(finished["span"]["file"], "j.csv");
+    // The login is logged in the SSH connection's span.
+    let login = d
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "SFTP login")
+        .expect("a JSON line for the login");
+    let session = &login["spans"][0];
+    assert_eq!(session["name"], "sftp_session", "{login}");
+    assert_eq!(session["user"], "acme", "{login}");
+    assert_eq!(session["account"], "acme", "{login}");
+    assert!(session["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{login}");
 }
 
 // ---------------------------------------------------------------- systemd
