@@ -185,9 +185,10 @@ pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
         }));
     }
     {
-        let (layout, settings, stop) = (layout.clone(), config.retention.clone(), shutdown.clone());
+        let (layout, store, settings, stop) =
+            (layout.clone(), store.clone(), config.retention.clone(), shutdown.clone());
         tasks.spawn(supervised("retention", shutdown.clone(), move || {
-            crate::retention::run(layout.clone(), settings.clone(), stop.clone())
+            crate::retention::run(layout.clone(), store.clone(), settings.clone(), stop.clone())
         }));
     }
     let wake = Arc::new(Notify::new());

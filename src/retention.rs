@@ -5,6 +5,7 @@
 
 use crate::config::RetentionSettings;
 use crate::mailbox::Layout;
+use crate::store::Store;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -53,8 +54,15 @@ fn delete_older(dir: &Path, days: u64) -> u64 {
     deleted
 }
 
-/// Sweeps at start and every `sweep_every_secs` until `shutdown`.
-pub async fn run(layout: Layout, settings: RetentionSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Sweeps at start and every `sweep_every_secs` until `shutdown`; with
+/// `outbox_days`, also forgets webhook events (delivered or given up) as old
+/// as the reports they announced.
+pub async fn run(
+    layout: Layout,
+    store: Store,
+    settings: RetentionSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     if settings.archive_days == 0 && settings.outbox_days == 0 {
         return Ok(());
     }
@@ -72,6 +80,16 @@ pub async fn run(layout: Layout, settings: RetentionSettings, shutdown: Cancella
                 outbox_days = settings.outbox_days,
                 "retention deleted old files"
             );
+        }
+        if settings.outbox_days > 0 {
+            let before = crate::clock::seconds_ago_rfc3339((settings.outbox_days * 86_400) as i64);
+            match store.prune_deliveries(&before).await {
+                Ok(0) => {}
+                Ok(events) => {
+                    tracing::info!(events, outbox_days = settings.outbox_days, "retention forgot old webhook events")
+                }
+                Err(e) => tracing::warn!(error = %e, "retention cannot forget old webhook events"),
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

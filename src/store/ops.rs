@@ -307,6 +307,15 @@ macro_rules! ops_statements {
             Ok(counts)
         }
 
+        /// Deletes delivered and given-up events recorded before `before`.
+        pub async fn prune_deliveries(&self, before: &str) -> Result<u64> {
+            let done = sqlx::query("DELETE FROM webhook_deliveries WHERE status <> 'pending' AND created_at < $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected())
+        }
+
         /// The database answers a query.
         pub async fn ping(&self) -> Result<()> {
             sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -389,6 +398,11 @@ impl Store {
     /// How many jobs wait, run and retry, and since when the oldest queued one waits.
     pub async fn job_counts(&self) -> Result<JobCounts> {
         on_store!(self, s => s.job_counts().await)
+    }
+
+    /// Deletes delivered and given-up webhook events recorded before `before`.
+    pub async fn prune_deliveries(&self, before: &str) -> Result<u64> {
+        on_store!(self, s => s.prune_deliveries(before).await)
     }
 
     /// One query through the pool.

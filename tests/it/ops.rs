@@ -489,9 +489,11 @@ async fn a_webhook_declared_in_the_config_is_used(db: TestDb) {
     assert!(!d.log().contains(SECRET), "the secret never reaches the log");
 }
 
-async fn removing_the_webhook_gives_its_pending_events_up(db: TestDb) {
+async fn removing_the_webhook_gives_its_pending_events_up_and_retention_forgets_them(db: TestDb) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &FAST_RETRIES).await;
+    let mut env = FAST_RETRIES.to_vec();
+    env.push(("INTAKE_RETENTION__SWEEP_EVERY_SECS", "1"));
+    let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &env).await;
     let _log = LogOnPanic(&d);
     set_webhook(&d, &format!("http://127.0.0.1:{port}/hook")).await;
     let file = d.dir.join("g.csv");
@@ -517,6 +519,26 @@ async fn removing_the_webhook_gives_its_pending_events_up(db: TestDb) {
     let m = scrape(&d).await;
     assert_eq!(m.value("intake_webhook_deliveries_total", &[("result", "gave_up")]), 1.0);
     assert_eq!(m.value("intake_webhooks_pending", &[]), 0.0);
+
+    // Retention forgets events as old as outbox_days (30 by default).
+    execute(&db, "UPDATE webhook_deliveries SET created_at = '2000-01-01T00:00:00Z'").await;
+    eventually_async(REPORT, "the old event to be forgotten", || async {
+        let listed = cli_json(&d, &["webhooks", "list", "--all", "--json"]).await;
+        (listed == Value::Array(vec![])).then_some(())
+    })
+    .await;
+}
+
+/// Runs one statement on the test's database, as an operator's psql would.
+async fn execute(db: &TestDb, sql: &str) {
+    use sqlx::Connection;
+    if db.url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
 }
 
 // -------------------------------------------------------------- retention
@@ -714,7 +736,7 @@ crate::on_both_backends!(
     a_slow_receiver_times_out_is_retried_and_never_holds_up_ingestion,
     webhook_test_sends_a_signed_event_now,
     a_webhook_declared_in_the_config_is_used,
-    removing_the_webhook_gives_its_pending_events_up,
+    removing_the_webhook_gives_its_pending_events_up_and_retention_forgets_them,
     retention_deletes_old_archive_and_outbox_files_and_jobs_still_show,
     an_aborted_job_is_retried_from_its_archived_upload,
     job_log_lines_carry_the_job_span_in_json,
