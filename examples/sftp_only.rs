@@ -42,16 +42,14 @@ async fn main() -> anyhow::Result<()> {
             "--user" => user = Some(value()?),
             "--account" => account = Some(value()?),
             "--authorized-keys" => {
-                let path = value()?;
-                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-                keys.extend(text.lines().map(str::to_owned));
+                keys.extend(intake::sftp::read_authorized_keys(std::path::Path::new(&value()?))?);
             }
             "--password" => password = Some(value()?),
             other => bail!("unknown argument {other}"),
         }
     }
     let username = user.context("--user is required")?;
-    let account = account.unwrap_or_else(|| username.clone());
+    let account = intake::domain::AccountId::parse(&account.unwrap_or_else(|| username.clone()))?;
     let password_hash = password.as_deref().map(hash_password).transpose()?;
     let users = Users(HashMap::from([(
         username.clone(),

@@ -4,7 +4,7 @@
 
 use crate::config::{Config, UserDecl};
 use crate::domain::user::{Scopes, SftpUser};
-use crate::domain::{AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
+use crate::domain::{AccountId, AccountSettings};
 use crate::ingest::{job, watcher, worker, Context};
 use crate::mailbox::Layout;
 use crate::sftp::{SftpServer, UserDirectory};
@@ -42,29 +42,14 @@ pub async fn open_store(config: &Config) -> Result<Store> {
 /// Creates or updates the accounts and users that `config.toml` declares.
 pub async fn apply_declared(config: &Config, store: &Store) -> Result<()> {
     for a in &config.accounts {
-        AccountSettings::validate_avid(&a.avid).map_err(anyhow::Error::msg)?;
         let settings = AccountSettings {
-            avid: a.avid.clone(),
-            default_region: a
-                .default_region
-                .as_deref()
-                .map(PhoneRegion::parse)
-                .transpose()
-                .map_err(anyhow::Error::msg)?,
-            encoding: a
-                .encoding
-                .as_deref()
-                .map(FileEncoding::parse)
-                .transpose()
-                .map_err(anyhow::Error::msg)?
-                .unwrap_or_default(),
-            phone_check: a
-                .phone_check
-                .as_deref()
-                .map(PhoneCheck::parse)
-                .transpose()
-                .map_err(anyhow::Error::msg)?
-                .unwrap_or_default(),
+            report_bom: a.report_bom,
+            ..AccountSettings::from_text(
+                &a.avid,
+                a.default_region.as_deref(),
+                a.encoding.as_deref(),
+                a.phone_check.as_deref(),
+            )?
         };
         store.put_account(&settings).await.with_context(|| format!("while applying account {}", a.avid))?;
         apply_declared_webhook(a, store).await?;
@@ -92,11 +77,12 @@ async fn apply_declared_webhook(a: &crate::config::AccountDecl, store: &Store) -
 }
 
 fn declared_user(u: &UserDecl) -> Result<SftpUser> {
-    let mut public_keys = u.keys.clone();
+    let mut public_keys = Vec::new();
+    if !u.keys.is_empty() {
+        public_keys.extend(crate::sftp::authorized_keys(&u.keys.join("\n"), "the config's `keys`")?);
+    }
     for file in &u.key_files {
-        let text = std::fs::read_to_string(file).with_context(|| format!("while reading {}", file.display()))?;
-        public_keys
-            .extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned));
+        public_keys.extend(crate::sftp::read_authorized_keys(file)?);
     }
     let password_hash = match (&u.password_hash, &u.password) {
         (Some(hash), _) => Some(hash.clone()),
@@ -105,9 +91,10 @@ fn declared_user(u: &UserDecl) -> Result<SftpUser> {
     };
     let scopes = match &u.scopes {
         None => Scopes { create: true, update: true },
-        Some(names) => Scopes::parse(names.iter().map(String::as_str)).map_err(anyhow::Error::msg)?,
+        Some(names) => Scopes::parse(names.iter().map(String::as_str))?,
     };
-    Ok(SftpUser { username: u.username.clone(), account: u.account.clone(), public_keys, password_hash, scopes })
+    let account = AccountId::parse(&u.account)?;
+    Ok(SftpUser { username: u.username.clone(), account, public_keys, password_hash, scopes })
 }
 
 pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {

@@ -28,6 +28,9 @@ pub struct Config {
     pub max_record_bytes: usize,
     /// A header with more columns rejects the file with `too_many_columns`.
     pub max_columns: usize,
+    /// A gzip upload that decompresses to more than this many times its
+    /// size is rejected with `file_too_large` (a gzip bomb).
+    pub max_gzip_ratio: u64,
     /// Bytes of records per batch (besides `batch_size` records).
     pub batch_max_bytes: usize,
     /// Starts of a job's processing without progress in between (each
@@ -123,6 +126,9 @@ pub struct AccountDecl {
     pub default_region: Option<String>,
     pub encoding: Option<String>,
     pub phone_check: Option<String>,
+    /// Start the CSV reports with a UTF-8 BOM (for Excel).
+    #[serde(default)]
+    pub report_bom: bool,
     /// The completion webhook (with `webhook_secret`); when absent, the one
     /// set with `intake account set` is kept.
     pub webhook_url: Option<String>,
@@ -182,6 +188,7 @@ impl Default for Config {
             max_rows: 50_000_000,
             max_record_bytes: 1024 * 1024,
             max_columns: 1000,
+            max_gzip_ratio: 100,
             batch_max_bytes: 2 * 1024 * 1024,
             max_job_attempts: 3,
             max_job_retries: 12,
@@ -212,7 +219,7 @@ impl fmt::Debug for Config {
 
 /// Top-level keys the environment may set; others with the prefix are ignored
 /// (so `INTAKE_TEST_*` variables of a test run never break the config).
-const ENV_KEYS: [&str; 17] = [
+const ENV_KEYS: [&str; 18] = [
     "data_dir",
     "database_url",
     "workers",
@@ -221,6 +228,7 @@ const ENV_KEYS: [&str; 17] = [
     "max_rows",
     "max_record_bytes",
     "max_columns",
+    "max_gzip_ratio",
     "batch_max_bytes",
     "max_job_attempts",
     "max_job_retries",
@@ -272,6 +280,7 @@ impl Config {
             max_rows: self.max_rows,
             max_record_bytes: self.max_record_bytes.max(1024),
             max_columns: self.max_columns.max(2),
+            max_gzip_ratio: self.max_gzip_ratio.max(1),
         }
     }
 

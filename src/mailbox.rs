@@ -3,7 +3,7 @@
 //! file (who uploaded it, which job took it). The SFTP jail, the watcher, the
 //! job and the tests all read these rules from here, so they cannot drift.
 //!
-//! `accounts/<AVID>/{customers,outbox,archive}` is what SFTP users see;
+//! `accounts/<AVID>/{customers,validate,outbox,archive}` is what SFTP users see;
 //! `spool/<job_id>/` holds a job's upload and its report while it is processed.
 
 use std::io;
@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 pub enum Folder {
     /// Uploads: write, rename, delete (with scope `customers:create`).
     Customers,
+    /// Dry-run uploads, with the same rights: checked, nothing written.
+    Validate,
     /// Reports: list, download, delete.
     Outbox,
     /// Processed uploads: list, download.
@@ -21,11 +23,14 @@ pub enum Folder {
 }
 
 impl Folder {
-    pub const ALL: [Folder; 3] = [Folder::Customers, Folder::Outbox, Folder::Archive];
+    pub const ALL: [Folder; 4] = [Folder::Customers, Folder::Validate, Folder::Outbox, Folder::Archive];
+    /// The folders clients upload files to be processed into.
+    pub const UPLOADS: [Folder; 2] = [Folder::Customers, Folder::Validate];
 
     pub fn name(self) -> &'static str {
         match self {
             Folder::Customers => "customers",
+            Folder::Validate => "validate",
             Folder::Outbox => "outbox",
             Folder::Archive => "archive",
         }
@@ -33,6 +38,11 @@ impl Folder {
 
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Whether files uploaded here are processed.
+    pub fn takes_uploads(self) -> bool {
+        Self::UPLOADS.contains(&self)
     }
 }
 
@@ -57,8 +67,8 @@ const PUBLISH_TEMP_PREFIX: &str = ".intake-tmp.";
 
 /// The longest file name the file systems intake runs on take.
 pub const MAX_NAME_BYTES: usize = 255;
-/// The longest suffix intake adds to a report stem (`.validation.json`).
-const LONGEST_REPORT_SUFFIX: usize = ".validation.json".len();
+/// The longest suffix intake adds to a report stem.
+const LONGEST_REPORT_SUFFIX: usize = ".validation-progress.json".len();
 /// `20261126T100000Z-1a2b3c4d-`: what the archive puts before an upload's name.
 const ARCHIVE_PREFIX_BYTES: usize = 16 + 1 + 8 + 1;
 /// The longest upload name whose every derived name (reports, archive) fits
@@ -120,10 +130,14 @@ fn ends_with_ignore_case(name: &str, suffix: &str) -> bool {
     n.len() > s.len() && n[n.len() - s.len()..].eq_ignore_ascii_case(s)
 }
 
-/// Whether a name in `/customers` is an upload to process: `*.csv` (any
-/// case), not hidden. Client temp names (`x.csv.filepart`, `.in.x.csv`) are not.
+/// The extensions of uploads that are processed (any case), longest first.
+const UPLOAD_EXTENSIONS: [&str; 2] = [".csv.gz", ".csv"];
+
+/// Whether a name in `/customers` or `/validate` is an upload to process:
+/// `*.csv` or `*.csv.gz` (any case), not hidden. Client temp names
+/// (`x.csv.filepart`, `.in.x.csv`) are not.
 pub fn is_upload_name(file_name: &str) -> bool {
-    !file_name.starts_with('.') && ends_with_ignore_case(file_name, ".csv")
+    !file_name.starts_with('.') && UPLOAD_EXTENSIONS.iter().any(|ext| ends_with_ignore_case(file_name, ext))
 }
 
 /// Why the SFTP server must refuse `file_name` as an upload's final name,
@@ -141,13 +155,47 @@ pub fn upload_name_problem(file_name: &str) -> Option<String> {
     None
 }
 
-/// `May.CSV` → `May`: the upload's name without its `.csv` extension (any
-/// case), the name its reports take. A name too long for every report name
-/// to fit (only files placed by another server can have one) is shortened
-/// at a character boundary and marked with a hash of the whole name.
+/// `May.CSV` → `May`, `May.csv.gz` → `May`: the upload's name without its
+/// extension (any case), the name its reports take. A name too long for
+/// every report name to fit (only files placed by another server can have
+/// one) is shortened at a character boundary and marked with a hash of the
+/// whole name.
 pub fn report_stem(file_name: &str) -> String {
-    let stem = if ends_with_ignore_case(file_name, ".csv") { &file_name[..file_name.len() - 4] } else { file_name };
-    shortened(stem, MAX_NAME_BYTES - LONGEST_REPORT_SUFFIX)
+    let ext = UPLOAD_EXTENSIONS.iter().find(|ext| ends_with_ignore_case(file_name, ext)).map_or(0, |ext| ext.len());
+    shortened(&file_name[..file_name.len() - ext], MAX_NAME_BYTES - LONGEST_REPORT_SUFFIX)
+}
+
+/// The names of one upload's reports in `/outbox`. A dry run's never
+/// share a name with an import's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportNames {
+    /// One row per record (`NAME.results.csv`, `NAME.validation.csv`).
+    pub results: String,
+    /// Written last (`NAME.summary.json`, `NAME.validation.json`).
+    pub summary: String,
+    /// While the file is queued or running (`NAME.progress.json`).
+    pub progress: String,
+    /// The failed records as uploaded (`NAME.failed.csv`).
+    pub failed: String,
+}
+
+impl ReportNames {
+    pub fn of(file_name: &str, dry_run: bool) -> ReportNames {
+        let stem = report_stem(file_name);
+        // No import's name ends like a dry run's: an import of
+        // `May.validation.csv` reports as `May.validation.progress.json`.
+        let [results, summary, progress, failed] = if dry_run {
+            ["validation.csv", "validation.json", "validation-progress.json", "validation-failed.csv"]
+        } else {
+            ["results.csv", "summary.json", "progress.json", "failed.csv"]
+        };
+        ReportNames {
+            results: format!("{stem}.{results}"),
+            summary: format!("{stem}.{summary}"),
+            progress: format!("{stem}.{progress}"),
+            failed: format!("{stem}.{failed}"),
+        }
+    }
 }
 
 /// The name a processed upload keeps in `/archive`.
@@ -280,6 +328,32 @@ mod tests {
         assert_eq!(report_stem("May.CSV"), "May");
         assert_eq!(report_stem("a.b.csv"), "a.b");
         assert_eq!(report_stem(".csv"), ".csv");
+    }
+
+    #[test]
+    fn a_compressed_upload_reports_under_the_plain_name() {
+        assert!(is_upload_name("May.csv.gz") && is_upload_name("May.CSV.GZ"));
+        assert!(!is_upload_name("May.gz") && !is_upload_name("May.csv.gz.part"));
+        assert_eq!(report_stem("May.CSV.GZ"), "May");
+        assert_eq!(ReportNames::of("May.csv.gz", false), ReportNames::of("May.csv", false));
+    }
+
+    #[test]
+    fn a_dry_run_never_shares_a_report_name_with_an_import() {
+        let (import, dry) = (ReportNames::of("May.csv", false), ReportNames::of("May.csv", true));
+        assert_eq!(import.results, "May.results.csv");
+        assert_eq!(import.summary, "May.summary.json");
+        assert_eq!(dry.results, "May.validation.csv");
+        assert_eq!(dry.summary, "May.validation.json");
+        let imports = [&import.results, &import.summary, &import.progress, &import.failed];
+        for name in [&dry.results, &dry.summary, &dry.progress, &dry.failed] {
+            assert!(!imports.contains(&name), "{name}");
+        }
+        // Nor with another upload's: `May.validation.csv` reports as `May.validation.*`.
+        let other = ReportNames::of("May.validation.csv", false);
+        for name in [&other.results, &other.summary, &other.progress, &other.failed] {
+            assert!(![&dry.results, &dry.summary, &dry.progress, &dry.failed].contains(&name), "{name}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use intake::config::{Config, LogFormat};
 use intake::domain::user::{Scopes, SftpUser};
-use intake::domain::{AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
+use intake::domain::{AccountId, AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
 use intake::ingest::{self, Context, JobRunner, Step};
 use intake::mailbox::Layout;
 use intake::store::Store;
@@ -84,9 +84,9 @@ enum Command {
 enum AccountCommand {
     /// Add an account (its folders are created under the data directory).
     Add(AccountArgs),
+    /// Change an account's settings; those not given stay as they are.
+    Set(AccountArgs),
     List,
-    /// Change an account: its completion webhook.
-    Set(ops_cli::AccountSetArgs),
     /// Remove an account and its SFTP users; its customers stay in the store.
     Remove {
         avid: String,
@@ -102,6 +102,34 @@ struct AccountArgs {
     encoding: Option<String>,
     #[arg(long)]
     phone_check: Option<String>,
+    /// Start the CSV reports with a UTF-8 BOM, so that Excel on Windows shows
+    /// non-ASCII text correctly.
+    #[arg(long, overrides_with = "no_report_bom")]
+    report_bom: bool,
+    /// CSV reports without a BOM (the default).
+    #[arg(long)]
+    no_report_bom: bool,
+    #[command(flatten)]
+    webhook: ops_cli::WebhookArgs,
+}
+
+impl AccountArgs {
+    /// The settings these arguments give `base`.
+    fn applied_to(&self, mut base: AccountSettings) -> Result<AccountSettings> {
+        if let Some(region) = &self.default_region {
+            base.default_region = Some(PhoneRegion::parse(region)?);
+        }
+        if let Some(encoding) = &self.encoding {
+            base.encoding = FileEncoding::parse(encoding)?;
+        }
+        if let Some(check) = &self.phone_check {
+            base.phone_check = PhoneCheck::parse(check)?;
+        }
+        if self.report_bom || self.no_report_bom {
+            base.report_bom = self.report_bom;
+        }
+        Ok(base)
+    }
 }
 
 #[derive(Subcommand)]
@@ -190,20 +218,6 @@ async fn open_store(config: &Config) -> Result<Store> {
     intake::app::open_store(config).await
 }
 
-fn account_settings(
-    avid: &str,
-    region: Option<&str>,
-    encoding: Option<&str>,
-    check: Option<&str>,
-) -> Result<AccountSettings> {
-    Ok(AccountSettings {
-        avid: avid.to_owned(),
-        default_region: region.map(PhoneRegion::parse).transpose().map_err(anyhow::Error::msg)?,
-        encoding: encoding.map(FileEncoding::parse).transpose().map_err(anyhow::Error::msg)?.unwrap_or_default(),
-        phone_check: check.map(PhoneCheck::parse).transpose().map_err(anyhow::Error::msg)?.unwrap_or_default(),
-    })
-}
-
 fn check(
     file: &Path,
     region: Option<String>,
@@ -211,7 +225,7 @@ fn check(
     phone_check: Option<String>,
     config: &Config,
 ) -> Result<ExitCode> {
-    let account = account_settings("check", region.as_deref(), encoding.as_deref(), phone_check.as_deref())?;
+    let account = AccountSettings::from_text("check", region.as_deref(), encoding.as_deref(), phone_check.as_deref())?;
     let mut out = std::io::stdout().lock();
     let outcome = ingest::check::check_file(file, &account, config.file_limits(), |row| {
         if let Err(errors) = &row.outcome {
@@ -247,16 +261,15 @@ async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool)
         bail!("{} is not a file", file.display());
     }
     let ctx = Context::new(config, store, ingest::worker::owner_name());
-    let job = ingest::job::enqueue(
-        &ctx,
-        avid,
-        file,
+    let arrival = ingest::job::Arrival {
+        account: avid,
+        source: file,
         file_name,
-        ingest::job::Uploader::Operator { may_update },
-        ingest::job::Take::Copy,
-        Some(&ctx.owner),
-    )
-    .await?;
+        kind: intake::store::JobKind::Import,
+        uploader: ingest::job::Uploader::Operator { may_update },
+        take: ingest::job::Take::Copy,
+    };
+    let job = ingest::job::enqueue(&ctx, arrival, Some(&ctx.owner)).await?;
     // The job is this process's: keep saying so, so no daemon takes it over.
     let heartbeat = {
         let (store, owner) = (ctx.store.clone(), ctx.owner.clone());
@@ -292,7 +305,7 @@ async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool)
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let stem = intake::mailbox::report_stem(file_name);
+    let names = intake::mailbox::ReportNames::of(file_name, false);
     let outbox = layout.outbox(avid);
     match &summary.error {
         Some(e) => println!("{}: {}: {}: {}", summary.file, summary.status, e.code, e.message),
@@ -301,8 +314,11 @@ async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool)
             summary.file, summary.rows, summary.created, summary.updated, summary.unchanged, summary.failed
         ),
     }
-    println!("report: {}", outbox.join(format!("{stem}.results.csv")).display());
-    println!("summary: {}", outbox.join(format!("{stem}.summary.json")).display());
+    println!("report: {}", outbox.join(&names.results).display());
+    if summary.failed > 0 {
+        println!("failed records: {}", outbox.join(&names.failed).display());
+    }
+    println!("summary: {}", outbox.join(&names.summary).display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -310,25 +326,35 @@ async fn account(config: &Config, cmd: AccountCommand) -> Result<ExitCode> {
     let store = open_store(config).await?;
     match cmd {
         AccountCommand::Add(a) => {
-            intake::domain::AccountSettings::validate_avid(&a.avid).map_err(anyhow::Error::msg)?;
-            let settings = account_settings(
-                &a.avid,
-                a.default_region.as_deref(),
-                a.encoding.as_deref(),
-                a.phone_check.as_deref(),
-            )?;
+            let settings = a.applied_to(AccountSettings::new(AccountId::parse(&a.avid)?))?;
+            ops_cli::check_webhook_args(&a.webhook)?;
             store.add_account(&settings).await?;
             Layout::new(&config.data_dir).ensure_account(&a.avid).context("while creating the account's folders")?;
             println!("added account {}", a.avid);
+            ops_cli::apply_webhook(&store, &a.avid, &a.webhook).await?;
+        }
+        AccountCommand::Set(a) => {
+            let current = store.get_account(&a.avid).await?.with_context(|| format!("no account `{}`", a.avid))?;
+            let settings = a.applied_to(current)?;
+            ops_cli::check_webhook_args(&a.webhook)?;
+            store.put_account(&settings).await?;
+            ops_cli::apply_webhook(&store, &a.avid, &a.webhook).await?;
+            println!("updated account {}", a.avid);
         }
         AccountCommand::List => {
-            println!("{:<24} {:<8} {:<14} PHONE_CHECK", "AVID", "REGION", "ENCODING");
+            println!("{:<24} {:<8} {:<14} {:<11} REPORT_BOM", "AVID", "REGION", "ENCODING", "PHONE_CHECK");
             for a in store.list_accounts().await? {
                 let region = a.default_region.map(|r| r.code()).unwrap_or_else(|| "-".into());
-                println!("{:<24} {:<8} {:<14} {}", a.avid, region, a.encoding.as_str(), a.phone_check.as_str());
+                let bom = if a.report_bom { "yes" } else { "no" };
+                println!(
+                    "{:<24} {:<8} {:<14} {:<11} {bom}",
+                    a.avid,
+                    region,
+                    a.encoding.as_str(),
+                    a.phone_check.as_str()
+                );
             }
         }
-        AccountCommand::Set(args) => return ops_cli::account_set(&store, args).await,
         AccountCommand::Remove { avid } => {
             store.remove_account(&avid).await?;
             println!("removed account {avid} and its SFTP users; its customers and files are kept");
@@ -343,7 +369,7 @@ async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
         UserCommand::Add { username, account, keys, password_stdin, scopes } => {
             let mut public_keys = Vec::new();
             for path in &keys {
-                public_keys.extend(read_key_file(path)?);
+                public_keys.extend(intake::sftp::read_authorized_keys(path)?);
             }
             let password_hash = if password_stdin {
                 let mut line = String::new();
@@ -362,10 +388,16 @@ async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
             let scopes = if scopes.is_empty() {
                 Scopes { create: true, update: true }
             } else {
-                Scopes::parse(scopes.iter().map(String::as_str)).map_err(anyhow::Error::msg)?
+                Scopes::parse(scopes.iter().map(String::as_str))?
             };
             store
-                .add_user(&SftpUser { username: username.clone(), account, public_keys, password_hash, scopes })
+                .add_user(&SftpUser {
+                    username: username.clone(),
+                    account: AccountId::parse(&account)?,
+                    public_keys,
+                    password_hash,
+                    scopes,
+                })
                 .await?;
             println!("added user {username}");
         }
@@ -389,20 +421,4 @@ async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Reads OpenSSH public keys (authorized_keys lines) from a file.
-pub fn read_key_file(path: &Path) -> Result<Vec<String>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("while reading the key file {}", path.display()))?;
-    let keys: Vec<String> =
-        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect();
-    for key in &keys {
-        russh::keys::PublicKey::from_openssh(key)
-            .with_context(|| format!("{} holds a line that is not an OpenSSH public key", path.display()))?;
-    }
-    if keys.is_empty() {
-        bail!("{} holds no public key", path.display());
-    }
-    Ok(keys)
 }

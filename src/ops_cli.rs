@@ -6,7 +6,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use intake::config::Config;
 use intake::ingest::{self, Context};
-use intake::mailbox::{archive_name, report_stem, Layout};
+use intake::mailbox::{archive_name, Layout, ReportNames};
 use intake::store::{Delivery, Job, JobStatus, Store, WebhookSecret};
 use serde_json::{json, Value};
 use std::io::BufRead;
@@ -42,9 +42,9 @@ enum JobsCommand {
     Retry { job: String },
 }
 
+/// The webhook options of `intake account add` and `intake account set`.
 #[derive(Args)]
-pub struct AccountSetArgs {
-    avid: String,
+pub struct WebhookArgs {
     /// Where a finished job's summary is POSTed (https:// in production).
     #[arg(long)]
     webhook_url: Option<String>,
@@ -121,7 +121,7 @@ fn print_jobs(config: &Config, jobs: &[Job]) {
             p.unchanged,
             p.failed,
             j.received_at,
-            j.file_name
+            if j.kind.is_dry_run() { format!("/validate/{}", j.file_name) } else { j.file_name.clone() }
         );
         match j.status {
             JobStatus::Retrying => println!(
@@ -142,6 +142,7 @@ fn job_json(j: &Job) -> Value {
         "job_id": j.job_id,
         "account": j.account,
         "file": j.file_name,
+        "kind": if j.kind.is_dry_run() { "validation" } else { "import" },
         "status": j.status.as_str(),
         "phase": j.phase.as_str(),
         "received_at": j.received_at,
@@ -196,13 +197,14 @@ fn archived_upload(layout: &Layout, job: &Job) -> PathBuf {
 async fn show_job(config: &Config, store: &Store, job_id: &str, as_json: bool) -> Result<ExitCode> {
     let Some(job) = store.get_job(job_id).await? else { bail!("no job {job_id}") };
     let layout = Layout::new(&config.data_dir);
-    let stem = report_stem(&job.file_name);
+    let names = ReportNames::of(&job.file_name, job.kind.is_dry_run());
     let outbox = layout.outbox(&job.account);
     let file_state = |path: PathBuf| json!({ "path": path.display().to_string(), "present": path.is_file() });
     let files = json!({
         "archived_upload": file_state(archived_upload(&layout, &job)),
-        "results": file_state(outbox.join(format!("{stem}.results.csv"))),
-        "summary": file_state(outbox.join(format!("{stem}.summary.json"))),
+        "results": file_state(outbox.join(&names.results)),
+        "summary": file_state(outbox.join(&names.summary)),
+        "failed": file_state(outbox.join(&names.failed)),
     });
     let deliveries = store.list_deliveries(None, Some(&job.job_id), true, 100).await?;
     let webhook = match deliveries.first() {
@@ -264,35 +266,44 @@ async fn retry_job(config: &Config, store: Store, job_id: &str) -> Result<ExitCo
     })?;
     let ctx = Context::new(config, store, ingest::worker::owner_name());
     let uploader = ingest::job::Uploader::Operator { may_update: job.may_update };
-    let new =
-        ingest::job::enqueue(&ctx, &job.account, &source, &job.file_name, uploader, ingest::job::Take::Copy, None)
-            .await?;
+    let arrival = ingest::job::Arrival {
+        account: &job.account,
+        source: &source,
+        file_name: &job.file_name,
+        kind: job.kind,
+        uploader,
+        take: ingest::job::Take::Copy,
+    };
+    let new = ingest::job::enqueue(&ctx, arrival, None).await?;
     println!("job {} queued: a retry of {job_id} ({} of account {})", new.job_id, job.file_name, job.account);
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn account_set(store: &Store, args: AccountSetArgs) -> Result<ExitCode> {
-    let avid = &args.avid;
-    if store.get_account(avid).await?.is_none() {
-        bail!("account `{avid}` does not exist; add it with `intake account add {avid}`");
+/// Refuses a webhook URL that is not http(s), before anything is written.
+pub fn check_webhook_args(args: &WebhookArgs) -> Result<()> {
+    if let Some(url) = &args.webhook_url {
+        let parsed = reqwest::Url::parse(url).with_context(|| format!("--webhook-url {url} is not a URL"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            bail!("--webhook-url must be an http:// or https:// URL");
+        }
     }
+    Ok(())
+}
+
+/// Sets, changes (URL and/or secret) or removes an account's webhook as
+/// the options say; without webhook options, leaves it as it is.
+pub async fn apply_webhook(store: &Store, avid: &str, args: &WebhookArgs) -> Result<()> {
     if args.no_webhook {
         let had = store.remove_webhook(avid).await?;
         println!("{}", if had { format!("removed the webhook of {avid}") } else { format!("{avid} had no webhook") });
-        return Ok(ExitCode::SUCCESS);
+        return Ok(());
     }
     if args.webhook_url.is_none() && !args.webhook_secret_stdin {
-        bail!("nothing to set: give --webhook-url URL and/or --webhook-secret-stdin, or --no-webhook");
+        return Ok(());
     }
     let existing = store.get_webhook(avid).await?;
     let url = match (&args.webhook_url, &existing) {
-        (Some(url), _) => {
-            let parsed = reqwest::Url::parse(url).with_context(|| format!("--webhook-url {url} is not a URL"))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                bail!("--webhook-url must be an http:// or https:// URL");
-            }
-            url.clone()
-        }
+        (Some(url), _) => url.clone(),
         (None, Some(w)) => w.url.clone(),
         (None, None) => bail!("{avid} has no webhook yet: give --webhook-url URL too"),
     };
@@ -312,7 +323,7 @@ pub async fn account_set(store: &Store, args: AccountSetArgs) -> Result<ExitCode
     };
     store.set_webhook(avid, &url, &secret).await?;
     println!("the webhook of {avid} is {url}");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub async fn webhooks(store: &Store, cmd: WebhooksCommand) -> Result<ExitCode> {

@@ -48,7 +48,8 @@ pub async fn job_ended(store: &Store, summary: &Summary) -> Result<(), StoreErro
         delivery_id: job_delivery_id(&summary.job_id),
         account: summary.account.clone(),
         job_id: Some(summary.job_id.clone()),
-        event: format!("job.{}", summary.status),
+        // A dry run of /validate is announced as what it is.
+        event: format!("{}.{}", if summary.dry_run { "validation" } else { "job" }, summary.status),
         url: webhook.url,
         body: serde_json::to_string(summary).expect("a summary serialises"),
         status: DeliveryStatus::Pending,

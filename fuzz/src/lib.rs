@@ -44,10 +44,11 @@ pub fn rows(data: &[u8]) {
     };
     let [flags, record_bits, column_bits] = settings;
     let account = AccountSettings {
-        avid: "fuzz".into(),
+        avid: intake::domain::AccountId::parse("fuzz").expect("valid"),
         default_region: region(flags >> 1),
         encoding: FileEncoding::parse(if flags & 1 == 0 { "utf-8" } else { "windows-1252" }).expect("known"),
         phone_check: check_of(flags & 8 != 0),
+        report_bom: false,
     };
     let mut limits = FileLimits::default();
     if flags & 16 != 0 {
@@ -123,11 +124,12 @@ pub fn name_invariants(name: &str) {
     assert_eq!(report_stem(name), stem, "report_stem is deterministic");
     let archived = archive_name("20261126T100000Z", "0190abcd-0000-7000-8000-0123456789ab", name);
     if upload && problem.is_none() {
-        assert!(
-            stem.len() + ".validation.json".len() <= MAX_NAME_BYTES,
-            "{name:?} is accepted but its report stem has {} bytes",
-            stem.len()
-        );
+        for dry_run in [false, true] {
+            let names = intake::mailbox::ReportNames::of(name, dry_run);
+            for report in [&names.results, &names.summary, &names.progress, &names.failed] {
+                assert!(report.len() <= MAX_NAME_BYTES, "{name:?} is accepted but reports as {report:?}");
+            }
+        }
         assert!(archived.len() <= MAX_NAME_BYTES, "{name:?} is accepted but archives as {} bytes", archived.len());
         assert!(!name.chars().any(char::is_control));
         assert!(!stem.is_empty());

@@ -1,6 +1,7 @@
 //! The Create Customer command. Every part has private fields and is built only
 //! through its `parse` function, so nothing unvalidated reaches the store.
 
+use super::account::SettingError;
 use super::errors::RowErrorCode;
 use rlibphonenumber::{NumberLengthType, PhoneNumberFormat, Region, PHONE_NUMBER_UTIL};
 use serde_json::{Map, Value};
@@ -78,11 +79,11 @@ pub enum PhoneCheck {
 }
 
 impl PhoneCheck {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, SettingError> {
         match raw.trim().to_ascii_lowercase().as_str() {
             "possible" => Ok(Self::Possible),
             "valid" => Ok(Self::Valid),
-            other => Err(format!("unknown phone check `{other}` (known: possible, valid)")),
+            other => Err(SettingError::PhoneCheck(other.to_owned())),
         }
     }
 
@@ -99,11 +100,9 @@ impl PhoneCheck {
 pub struct PhoneRegion(Region);
 
 impl PhoneRegion {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, SettingError> {
         let upper = raw.trim().to_ascii_uppercase();
-        Region::from_code(&upper)
-            .map(PhoneRegion)
-            .map_err(|_| format!("unknown region `{}` (use a two-letter ISO code such as US)", raw.trim()))
+        Region::from_code(&upper).map(PhoneRegion).map_err(|_| SettingError::Region(raw.trim().to_owned()))
     }
 
     pub fn code(&self) -> String {
@@ -396,31 +395,6 @@ impl CreateCustomer {
     }
 }
 
-/// How an account's files are read and checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountSettings {
-    pub avid: String,
-    pub default_region: Option<PhoneRegion>,
-    pub encoding: FileEncoding,
-    pub phone_check: PhoneCheck,
-}
-
-impl AccountSettings {
-    /// An AVID is what a merchant logs in with and names a folder: keep it to
-    /// letters, digits, `-`, `_` and `.` (not leading), 1..=64 characters.
-    pub fn validate_avid(avid: &str) -> Result<(), String> {
-        let ok = !avid.is_empty()
-            && avid.len() <= 64
-            && !avid.starts_with('.')
-            && avid.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if ok {
-            Ok(())
-        } else {
-            Err(format!("invalid account id `{avid}`: use 1 to 64 letters, digits, `-`, `_` or `.` (not first)"))
-        }
-    }
-}
-
 /// The text encoding of an account's uploads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FileEncoding {
@@ -430,11 +404,11 @@ pub enum FileEncoding {
 }
 
 impl FileEncoding {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, SettingError> {
         match raw.trim().to_ascii_lowercase().as_str() {
             "utf-8" | "utf8" => Ok(Self::Utf8),
             "windows-1252" | "cp1252" => Ok(Self::Windows1252),
-            other => Err(format!("unknown encoding `{other}` (known: utf-8, windows-1252)")),
+            other => Err(SettingError::Encoding(other.to_owned())),
         }
     }
 
@@ -558,14 +532,6 @@ mod tests {
         m.insert("secret".into(), Value::String("s3cr3t".into()));
         let shown = format!("{:?}", JsonObject::appdata(m));
         assert!(!shown.contains("s3cr3t") && !shown.contains("secret"), "{shown}");
-    }
-
-    #[test]
-    fn account_ids_that_could_name_other_folders_are_refused() {
-        for bad in ["", "..", ".hidden", "a/b", "a b", "x\\y"] {
-            assert!(AccountSettings::validate_avid(bad).is_err(), "{bad}");
-        }
-        assert!(AccountSettings::validate_avid("acme-01").is_ok());
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The Create Customer command and its parts, built only through parse functions;
 //! row and file error codes; SFTP users. Imports nothing from the rest of the crate.
 
+pub mod account;
 pub mod customer;
 pub mod errors;
 pub mod user;
 
+pub use account::{AccountId, AccountSettings, SettingError};
 pub use customer::{
-    AccountSettings, Address, AddressKind, Addresses, CreateCustomer, CustomerRef, EmailAddress, FileEncoding, Invalid,
-    JsonObject, PhoneCheck, PhoneNumber, PhoneRegion,
+    Address, AddressKind, Addresses, CreateCustomer, CustomerRef, EmailAddress, FileEncoding, Invalid, JsonObject,
+    PhoneCheck, PhoneNumber, PhoneRegion,
 };
 pub use errors::{FileError, FileErrorCode, RowError, RowErrorCode};

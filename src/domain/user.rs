@@ -14,13 +14,13 @@ impl Scopes {
     pub const UPDATE: &'static str = "customers:update";
 
     /// Parses scope names such as `customers:create`; unknown names are an error.
-    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, super::SettingError> {
         let mut scopes = Scopes::default();
         for name in names {
             match name.trim() {
                 Self::CREATE => scopes.create = true,
                 Self::UPDATE => scopes.update = true,
-                other => return Err(format!("unknown scope `{other}` (known: {}, {})", Self::CREATE, Self::UPDATE)),
+                other => return Err(super::SettingError::Scope(other.to_owned())),
             }
         }
         Ok(scopes)
@@ -44,7 +44,7 @@ impl Scopes {
 pub struct SftpUser {
     pub username: String,
     /// The account's AVID; the user's files live under this account's root.
-    pub account: String,
+    pub account: super::AccountId,
     /// OpenSSH public keys, one `authorized_keys` line each.
     pub public_keys: Vec<String>,
     /// Argon2id PHC string, if the user may log in with a password.

@@ -27,7 +27,8 @@ pub fn check_file(
     if let Some(rejection) = scanned.rejection {
         return Ok(CheckOutcome { rejection: Some(rejection), ..Default::default() });
     }
-    let mut reader = match RowReader::open(File::open(path)?, account.clone(), limits)? {
+    let content = super::upload::open(File::open(path)?, limits.max_gzip_ratio)?;
+    let mut reader = match RowReader::open(content.reader, account.clone(), limits)? {
         Ok(reader) => reader,
         Err(rejection) => return Ok(CheckOutcome { rejection: Some(rejection), ..Default::default() }),
     };

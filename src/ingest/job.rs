@@ -4,18 +4,22 @@
 //! Where a job stands is stored with it (`JobPhase`): a resumed job reads
 //! that, it never guesses from which files exist. How it ends is `publish`'s.
 
+use super::progress::{self, ProgressState};
 use super::publish::{self, Ending};
 use super::report::{ResultsWriter, RowResult, RowStatus, Summary};
 use super::rows::{scan, FileLimits, ParsedRow, RowReader};
-use super::upsert::{self, BatchRecord, RecordOutcome, UpsertOutcome};
+use super::upsert::{self, BatchRecord, RecordOutcome, UpsertOutcome, Writes};
 use crate::clock;
 use crate::config::Config;
-use crate::domain::{AccountSettings, FileEncoding, FileError, PhoneCheck};
+use crate::domain::{AccountId, AccountSettings, FileError};
 use crate::mailbox::Layout;
-use crate::store::{Job, JobPhase, Store, StoreError};
+use crate::store::{Job, JobKind, JobPhase, Store, StoreError};
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -27,6 +31,17 @@ pub enum IngestError {
     Task(#[from] tokio::task::JoinError),
     #[error("a bug in intake: {0}")]
     Panic(String),
+}
+
+/// The settings of a job's account; an account removed since the upload
+/// arrived reads its files with the defaults.
+pub(crate) async fn account_settings(ctx: &Context, account: &str) -> Result<AccountSettings, IngestError> {
+    match ctx.store.get_account(account).await? {
+        Some(settings) => Ok(settings),
+        None => AccountId::parse(account)
+            .map(AccountSettings::new)
+            .map_err(|e| IngestError::Store(StoreError::Corrupt(e.to_string()))),
+    }
 }
 
 /// What a failure means for the job it happened to.
@@ -112,29 +127,49 @@ pub enum Step {
     Done(Box<Summary>),
 }
 
+/// An upload's records, read from its content (decompressed if need be).
+pub(crate) type Rows = RowReader<Box<dyn Read + Send>>;
+
+/// The rows of one batch, and how far into the upload they reach.
+struct ReadBatch {
+    rows: Vec<ParsedRow>,
+    /// Bytes of the upload read once its last row was (the reader's buffers ahead).
+    consumed: u64,
+}
+
+/// An open upload: its records, and how many of its bytes were read.
+struct Upload {
+    rows: Box<Rows>,
+    consumed: Arc<AtomicU64>,
+}
+
 /// The next batch, read and parsed on a blocking thread while the current one
 /// is written to the database.
-type NextBatch = tokio::task::JoinHandle<(Box<RowReader<File>>, std::io::Result<Vec<ParsedRow>>)>;
+type NextBatch = tokio::task::JoinHandle<(Upload, std::io::Result<ReadBatch>)>;
 
-fn read_batch(mut reader: Box<RowReader<File>>, limits: BatchLimits) -> NextBatch {
+fn read_batch(mut upload: Upload, limits: BatchLimits) -> NextBatch {
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
         let _in_job = span.enter();
         let mut rows = Vec::with_capacity(limits.rows.min(8192));
         let mut bytes = 0;
         while rows.len() < limits.rows && bytes < limits.bytes {
-            match reader.next_row() {
+            match upload.rows.next_row() {
                 Ok(Some(row)) => {
                     bytes += row.bytes;
                     rows.push(row);
                 }
                 Ok(None) => break,
-                Err(e) => return (reader, Err(e)),
+                Err(e) => return (upload, Err(e)),
             }
         }
-        (reader, Ok(rows))
+        let consumed = upload.consumed.load(Ordering::Relaxed);
+        (upload, Ok(ReadBatch { rows, consumed }))
     })
 }
+
+/// How often a running job's progress file is brought up to date, at most.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 enum State {
     Rows {
@@ -151,6 +186,8 @@ enum State {
 pub struct JobRunner {
     job: Job,
     state: Option<State>,
+    /// When the progress file was last published.
+    progress_at: Option<Instant>,
 }
 
 /// Runs blocking file work off the async threads.
@@ -170,14 +207,10 @@ impl JobRunner {
     pub async fn open(ctx: &Context, mut job: Job) -> Result<JobRunner, IngestError> {
         if job.phase == JobPhase::Publishing {
             let summary = publish::decided(&job)?;
-            return Ok(JobRunner { job, state: Some(State::Publishing(Box::new(summary))) });
+            return Ok(JobRunner::new(job, State::Publishing(Box::new(summary))));
         }
-        let account = ctx.store.get_account(&job.account).await?.unwrap_or_else(|| AccountSettings {
-            avid: job.account.clone(),
-            default_region: None,
-            encoding: FileEncoding::Utf8,
-            phone_check: PhoneCheck::Possible,
-        });
+        let account = account_settings(ctx, &job.account).await?;
+        let bom = account.report_bom;
         let upload = PathBuf::from(&job.spool_path);
         let reading = format!("while reading upload {} of job {}", job.file_name, job.job_id);
         if job.progress.records_done == 0 {
@@ -197,21 +230,28 @@ impl JobRunner {
             rows = job.rows_total, resumed_at = job.progress.records_done, attempt = job.attempts, "job started");
         let (path, acct, skip, limits) = (upload, account, job.progress.records_done, ctx.limits);
         let opened = blocking(reading, move || open_reader(&path, acct, limits, skip)).await?;
-        let reader = match opened {
-            Ok(reader) => reader,
+        let upload = match opened {
+            Ok(upload) => upload,
             Err(rejection) => return Ok(JobRunner::ending(job, Ending::Rejected(rejection))),
         };
         let spool = ctx.layout.spool(&job.job_id);
         std::fs::create_dir_all(&spool).map_err(io_err("while creating the job's spool"))?;
-        let results = ResultsWriter::open(&publish::results_path(ctx, &job), job.progress.results_offset)
+        let results = ResultsWriter::open(&publish::results_path(ctx, &job), job.progress.results_offset, bom)
             .map(Box::new)
             .map_err(io_err("while opening the results file"))?;
-        let next = read_batch(Box::new(reader), ctx.batch);
-        Ok(JobRunner { job, state: Some(State::Rows { next, results }) })
+        progress::publish_or_log(ctx, &job, ProgressState::Running, upload.consumed.load(Ordering::Relaxed));
+        let next = read_batch(upload, ctx.batch);
+        let mut runner = JobRunner::new(job, State::Rows { next, results });
+        runner.progress_at = Some(Instant::now());
+        Ok(runner)
+    }
+
+    fn new(job: Job, state: State) -> JobRunner {
+        JobRunner { job, state: Some(state), progress_at: None }
     }
 
     fn ending(job: Job, ending: Ending) -> JobRunner {
-        JobRunner { job, state: Some(State::Ending(ending)) }
+        JobRunner::new(job, State::Ending(ending))
     }
 
     pub fn job(&self) -> &Job {
@@ -231,15 +271,19 @@ impl JobRunner {
                 Ok(Step::Done(summary))
             }
             State::Rows { next, mut results } => {
-                let (reader, rows) = next.await?;
-                let rows = rows.map_err(io_err(format!("while reading upload {}", self.job.file_name)))?;
-                if rows.is_empty() {
+                let (upload, read) = next.await?;
+                let read = read.map_err(io_err(format!("while reading upload {}", self.job.file_name)))?;
+                if read.rows.is_empty() {
                     results.finish().map_err(io_err("while writing the results file"))?;
                     self.state = Some(State::Ending(Ending::Completed));
                     return Ok(Step::More);
                 }
-                let next = read_batch(reader, ctx.batch);
-                self.apply(ctx, rows, &mut results).await?;
+                let next = read_batch(upload, ctx.batch);
+                self.apply(ctx, read.rows, &mut results).await?;
+                if self.progress_at.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
+                    progress::publish_or_log(ctx, &self.job, ProgressState::Running, read.consumed);
+                    self.progress_at = Some(Instant::now());
+                }
                 self.state = Some(State::Rows { next, results });
                 Ok(Step::More)
             }
@@ -259,8 +303,9 @@ impl JobRunner {
             .iter()
             .map(|r| BatchRecord { line: r.line, claim: r.claim.as_deref(), command: r.outcome.as_ref().ok() })
             .collect();
-        let outcomes =
-            upsert::apply(&mut batch, &self.job.job_id, &self.job.account, self.job.may_update, &records).await?;
+        let writes = if self.job.kind.is_dry_run() { Writes::DryRun } else { Writes::Apply };
+        let (job_id, account, may_update) = (&self.job.job_id, &self.job.account, self.job.may_update);
+        let outcomes = upsert::apply(&mut batch, job_id, account, may_update, &records, writes).await?;
         drop(records);
         let applied = Instant::now();
         for (row, outcome) in rows.iter_mut().zip(&outcomes) {
@@ -309,15 +354,16 @@ fn open_reader(
     account: AccountSettings,
     limits: FileLimits,
     skip: u64,
-) -> std::io::Result<Result<RowReader<File>, FileError>> {
-    let mut reader = match RowReader::open(File::open(path)?, account, limits)? {
-        Ok(reader) => reader,
+) -> std::io::Result<Result<Upload, FileError>> {
+    let content = super::upload::open(File::open(path)?, limits.max_gzip_ratio)?;
+    let mut rows = match RowReader::open(content.reader, account, limits)? {
+        Ok(rows) => Box::new(rows),
         Err(e) => return Ok(Err(e)),
     };
     for _ in 0..skip {
-        reader.skip_row()?;
+        rows.skip_row()?;
     }
-    Ok(Ok(reader))
+    Ok(Ok(Upload { rows, consumed: content.consumed }))
 }
 
 /// A record's line in the results.
@@ -388,20 +434,25 @@ pub enum Take {
     Link,
 }
 
+/// A complete upload to make a job of.
+pub struct Arrival<'a> {
+    pub account: &'a str,
+    /// Where the upload is.
+    pub source: &'a Path,
+    /// Its name as the merchant gave it.
+    pub file_name: &'a str,
+    pub kind: JobKind,
+    pub uploader: Uploader,
+    pub take: Take,
+}
+
 /// Makes a job of a complete upload: records it (`arriving`), then brings
 /// the file into the job's spool, so a new upload of the same name never
 /// disturbs it, then reads who uploaded it from the spooled file and queues
-/// the job — or, with `owner`, runs it as that owner's at once. A crash in
-/// between is settled by `recover_arriving`.
-pub async fn enqueue(
-    ctx: &Context,
-    account: &str,
-    source: &Path,
-    file_name: &str,
-    uploader: Uploader,
-    take: Take,
-    owner: Option<&str>,
-) -> Result<Job, IngestError> {
+/// the job (its progress file says so) — or, with `owner`, runs it as that
+/// owner's at once. A crash in between is settled by `recover_arriving`.
+pub async fn enqueue(ctx: &Context, arrival: Arrival<'_>, owner: Option<&str>) -> Result<Job, IngestError> {
+    let Arrival { account, source, file_name, kind, uploader, take } = arrival;
     let job_id = uuid::Uuid::now_v7().to_string();
     let spool = ctx.layout.spool(&job_id);
     let upload = spool.join("upload.csv");
@@ -420,6 +471,7 @@ pub async fn enqueue(
         } else {
             None
         },
+        kind,
     };
     ctx.store.create_job(&new).await?;
     let moved = std::fs::create_dir_all(&spool)
@@ -458,7 +510,11 @@ pub async fn enqueue(
             ctx.store.mark_running(&job_id, owner, &clock::now_rfc3339(), who.as_deref(), may_update).await?
         }
     }
-    Ok(ctx.store.get_job(&job_id).await?.ok_or_else(|| StoreError::NotFound(format!("job {job_id}")))?)
+    let job = ctx.store.get_job(&job_id).await?.ok_or_else(|| StoreError::NotFound(format!("job {job_id}")))?;
+    if owner.is_none() {
+        progress::publish_or_log(ctx, &job, ProgressState::Queued, 0);
+    }
+    Ok(job)
 }
 
 /// What identifies one visible upload: another upload under the same name
@@ -500,6 +556,7 @@ pub async fn recover_arriving(ctx: &Context, older_than: &str) -> Result<(), Ing
         if Path::new(&job.spool_path).exists() {
             let (who, may_update) = recorded_uploader(ctx, Path::new(&job.spool_path)).await;
             ctx.store.mark_queued(&job.job_id, who.as_deref(), may_update).await?;
+            progress::publish_or_log(ctx, &job, ProgressState::Queued, 0);
         } else {
             let _ = std::fs::remove_dir_all(ctx.layout.spool(&job.job_id));
             ctx.store.delete_job(&job.job_id).await?;

@@ -2,10 +2,13 @@
 //! watcher that turns complete uploads into jobs. Knows nothing about SFTP.
 
 pub mod check;
+pub mod failed;
 pub mod job;
+pub mod progress;
 pub mod publish;
 pub mod report;
 pub mod rows;
+pub mod upload;
 pub mod upsert;
 pub mod watcher;
 pub mod worker;

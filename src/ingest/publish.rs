@@ -1,16 +1,17 @@
 //! The end of a job, in two durable steps. First the outcome is *decided*:
 //! the summary is computed from the committed state and stored with the job
 //! (phase `publishing`), the results file in the spool made to match it.
-//! Then it is *published*, in the order the contract promises: the results,
-//! then the summary last (its presence means the report is complete), then
-//! the upload archived and the job finished. Every publishing step can be
-//! redone after a crash; nothing here reads back what the merchant can delete.
+//! Then it is *published*, in the order the contract promises: the results
+//! and the failed records, then the summary last (its presence means the
+//! report is complete), then the progress file removed, the upload archived
+//! and the job finished. Every publishing step can be redone after a crash;
+//! nothing here reads back what the merchant can delete.
 
 use super::job::{io_err, Context, IngestError};
 use super::report::{count_error_codes, ResultsWriter, Summary, SummaryError};
 use crate::clock;
-use crate::domain::FileError;
-use crate::mailbox::{archive_name, publish_atomically, rename_durably, report_stem};
+use crate::domain::{AccountSettings, FileError};
+use crate::mailbox::{archive_name, publish_atomically, rename_durably, ReportNames};
 use crate::store::{Job, JobPhase, JobStatus, StoreError};
 use std::path::{Path, PathBuf};
 
@@ -32,6 +33,11 @@ pub const INTERNAL_ERROR: &str = "internal_error";
 /// The spool's results file of a job.
 pub fn results_path(ctx: &Context, job: &Job) -> PathBuf {
     ctx.layout.spool(&job.job_id).join("results.csv")
+}
+
+/// The spool's failed-records file of a job.
+fn failed_path(ctx: &Context, job: &Job) -> PathBuf {
+    ctx.layout.spool(&job.job_id).join("failed.csv")
 }
 
 /// Decides how `job` (as committed) ends: stores the summary with the job,
@@ -58,11 +64,13 @@ pub async fn decide(ctx: &Context, job: &mut Job, ending: Ending) -> Result<Summ
             }),
         ),
     };
+    let account = super::job::account_settings(ctx, &job.account).await?;
     // The committed rows, or the header alone (offset 0).
     let offset = if results.exists() { job.progress.results_offset } else { 0 };
-    ResultsWriter::open(&results, offset)
+    ResultsWriter::open(&results, offset, account.report_bom)
         .and_then(ResultsWriter::finish)
         .map_err(io_err("while writing the results file"))?;
+    let errors_by_code = write_failed_records(ctx, job, &ending, account).await?;
     job.status = status;
     job.error_code = error.as_ref().map(|e| e.code.clone());
     job.error_message = error.as_ref().map(|e| e.message.clone());
@@ -84,13 +92,45 @@ pub async fn decide(ctx: &Context, job: &mut Job, ending: Ending) -> Result<Summ
         started_at: job.started_at.clone().unwrap_or_else(|| finished_at.clone()),
         finished_at,
         error,
-        errors_by_code: count_error_codes(&results).map_err(io_err("while reading the results file"))?,
+        errors_by_code,
+        dry_run: job.kind.is_dry_run(),
     };
     let json = serde_json::to_string(&summary).expect("a summary serialises");
     ctx.store.decide_job(&job.job_id, &ctx.owner, &json).await?;
     job.phase = JobPhase::Publishing;
     job.outcome = Some(json);
     Ok(summary)
+}
+
+/// Counts the committed results' error codes and, when any row failed,
+/// copies the failed records into the spool's failed file. An aborted
+/// job's upload may be what failed: then it has no failed file.
+async fn write_failed_records(
+    ctx: &Context,
+    job: &Job,
+    ending: &Ending,
+    account: AccountSettings,
+) -> Result<std::collections::BTreeMap<String, u64>, IngestError> {
+    let (results, failed) = (results_path(ctx, job), failed_path(ctx, job));
+    let upload = PathBuf::from(&job.spool_path);
+    let (any_failed, limits) = (job.progress.failed > 0 && !matches!(ending, Ending::Rejected(_)), ctx.limits);
+    let aborted = matches!(ending, Ending::Aborted(_));
+    let (job_id, file) = (job.job_id.clone(), job.file_name.clone());
+    let work = move || -> Result<_, IngestError> {
+        let counts = count_error_codes(&results).map_err(io_err("while reading the results file"))?;
+        remove_if_present(&failed).map_err(io_err("while writing the failed records"))?;
+        if any_failed {
+            if let Err(e) = super::failed::write(&upload, &results, &failed, &account, limits) {
+                let _ = std::fs::remove_file(&failed);
+                if !aborted {
+                    return Err(io_err("while writing the failed records")(e));
+                }
+                tracing::warn!(job_id = %job_id, file = %file, error = %e, "an aborted job gets no failed-records file");
+            }
+        }
+        Ok(counts)
+    };
+    tokio::task::spawn_blocking(work).await?
 }
 
 /// The decided summary of a job in phase `publishing`.
@@ -104,18 +144,25 @@ pub fn decided(job: &Job) -> Result<Summary, IngestError> {
 pub async fn publish(ctx: &Context, job: &mut Job, summary: &Summary) -> Result<(), IngestError> {
     let layout = &ctx.layout;
     layout.ensure_account(&job.account).map_err(io_err("while creating the account's folders"))?;
-    let stem = report_stem(&job.file_name);
+    let names = ReportNames::of(&job.file_name, job.kind.is_dry_run());
     let outbox = layout.outbox(&job.account);
-    let summary_path = outbox.join(format!("{stem}.summary.json"));
+    let summary_path = outbox.join(&names.summary);
     let results = results_path(ctx, job);
     if results.exists() {
         // An older upload's summary must not stand beside this upload's results.
         remove_if_present(&summary_path).map_err(io_err("while replacing the summary"))?;
-        rename_durably(&results, &outbox.join(format!("{stem}.results.csv")))
-            .map_err(io_err("while publishing the results file"))?;
+        rename_durably(&results, &outbox.join(&names.results)).map_err(io_err("while publishing the results file"))?;
+    }
+    let failed = failed_path(ctx, job);
+    if failed.exists() {
+        rename_durably(&failed, &outbox.join(&names.failed)).map_err(io_err("while publishing the failed records"))?;
+    } else if summary.failed == 0 {
+        // An older upload's failed records are no part of this report.
+        remove_if_present(&outbox.join(&names.failed)).map_err(io_err("while replacing the failed records"))?;
     }
     let json = serde_json::to_vec_pretty(summary).expect("a summary serialises");
     publish_atomically(&summary_path, &json).map_err(io_err("while publishing the summary"))?;
+    super::progress::remove(ctx, job).map_err(io_err("while removing the progress file"))?;
     let upload = PathBuf::from(&job.spool_path);
     if upload.exists() {
         let archived = archive_name(&clock::compact(&job.received_at), &job.job_id, &job.file_name);
@@ -168,6 +215,7 @@ pub async fn abort(ctx: &Context, job_id: &str, reason: &str) -> Result<Summary,
             job.finished_at = Some(clock::now_rfc3339());
             job.error_code = Some(INTERNAL_ERROR.to_owned());
             job.error_message = Some(format!("{reason}; the report could not be published: {e}"));
+            let _ = super::progress::remove(ctx, &job);
             ctx.store.finish_job(&job, &ctx.owner).await?;
             Err(e)
         }

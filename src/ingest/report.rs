@@ -48,11 +48,14 @@ pub struct ResultsWriter {
 
 impl ResultsWriter {
     /// Opens the results file for a job that has written `offset` bytes so far
-    /// (0: a fresh file, the header is written).
-    pub fn open(path: &Path, offset: u64) -> io::Result<Self> {
+    /// (0: a fresh file, the header is written, after a UTF-8 BOM with `bom`).
+    pub fn open(path: &Path, offset: u64, bom: bool) -> io::Result<Self> {
         let mut file = OpenOptions::new().create(true).write(true).truncate(false).open(path)?;
         file.set_len(offset)?;
         file.seek(SeekFrom::Start(offset))?;
+        if offset == 0 && bom {
+            io::Write::write_all(&mut file, b"\xEF\xBB\xBF")?;
+        }
         let mut csv = csv::WriterBuilder::new().has_headers(false).from_writer(file);
         if offset == 0 {
             csv.write_record(RESULTS_HEADER)?;
@@ -128,6 +131,9 @@ pub struct Summary {
     /// How many failed rows have each error code (their first error).
     #[serde(default)]
     pub errors_by_code: std::collections::BTreeMap<String, u64>,
+    /// A file of `/validate`: each row's outcome as it would be; nothing written.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// Counts the `error_code` column of a results file.

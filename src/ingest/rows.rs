@@ -404,6 +404,9 @@ pub struct FileLimits {
     pub max_record_bytes: usize,
     /// Header columns; more rejects the file (`too_many_columns`).
     pub max_columns: usize,
+    /// Decompressed bytes per compressed byte of a gzip upload; more
+    /// rejects the file (`file_too_large`).
+    pub max_gzip_ratio: u64,
 }
 
 impl Default for FileLimits {
@@ -413,6 +416,7 @@ impl Default for FileLimits {
             max_rows: 50_000_000,
             max_record_bytes: 1024 * 1024,
             max_columns: 1000,
+            max_gzip_ratio: 100,
         }
     }
 }
@@ -422,8 +426,6 @@ struct Hashing<R> {
     inner: R,
     hasher: sha2::Sha256,
     bytes: u64,
-    /// The first bytes, kept to decide whether the file is text.
-    head: Vec<u8>,
 }
 
 impl<R: Read> Read for Hashing<R> {
@@ -432,6 +434,19 @@ impl<R: Read> Read for Hashing<R> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Keeps the first bytes of the content, to decide whether it is text.
+struct Head<R> {
+    inner: R,
+    head: Vec<u8>,
+}
+
+impl<R: Read> Read for Head<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
         if self.head.len() < 8192 {
             let take = n.min(8192 - self.head.len());
             self.head.extend_from_slice(&buf[..take]);
@@ -440,66 +455,51 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// Reads the whole file once: its hash, size, record count, and whether it is
-/// to be rejected (empty, not text, no valid header, too large, too many
-/// rows, a record over the limit). Memory stays bounded by the record limit.
-pub fn scan(file: impl Read, account: &AccountSettings, limits: FileLimits) -> io::Result<FileScan> {
+/// What the content pass of [`scan`] found.
+#[derive(Default)]
+struct ContentScan {
+    header: Option<Result<Header, FileError>>,
+    records: u64,
+    too_large: bool,
+    record_too_large: Option<u64>,
+    binary: bool,
+    unreadable: Option<super::upload::ContentError>,
+}
+
+/// Reads the whole file once: its hash and size (as uploaded), record
+/// count, and whether it is to be rejected (empty, not text, not valid
+/// gzip, no valid header, too large — decompressed or by its ratio —, too
+/// many rows, a record over the limit). Memory stays bounded by the record limit.
+pub fn scan(file: impl Read + Send, account: &AccountSettings, limits: FileLimits) -> io::Result<FileScan> {
     use sha2::Digest;
-    let mut hashing = Hashing { inner: file, hasher: sha2::Sha256::new(), bytes: 0, head: Vec::new() };
-    let (prepared, delimiter) = prepare(&mut hashing)?;
-    let mut csv = csv_reader(LineCounter::new(prepared, limits.max_record_bytes), delimiter);
-    let mut record = csv::ByteRecord::new();
-    let mut header: Option<Result<Header, FileError>> = None;
-    let mut records = 0u64;
-    let mut too_large = false;
-    let mut record_too_large = None;
-    // Binary content is known from the first bytes: no need to parse it.
-    let binary = csv.get_ref().inner.get_ref().head.contains(&0);
-    loop {
-        if binary {
-            break;
-        }
-        match csv.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                let e = csv_io_error(e);
-                if !is_record_too_large(&e) {
-                    return Err(e);
-                }
-                let next = csv.position().byte();
-                record_too_large = Some(csv.get_mut().record_line(next));
-                break;
-            }
-        }
-        if csv.position().byte() > limits.max_file_bytes {
-            too_large = true;
-            break;
-        }
-        let start = record.position().map(|p| p.byte()).unwrap_or(0);
-        csv.get_mut().record_line(start);
-        let next = csv.position().byte();
-        csv.get_mut().mark_record_start(next);
-        if is_blank(&record) {
-            continue;
-        }
-        if header.is_none() {
-            header = Some(decode_header(&record, account.encoding, limits.max_columns));
-        } else {
-            records += 1;
-        }
-    }
-    drop(csv);
+    let mut hashing = Hashing { inner: file, hasher: sha2::Sha256::new(), bytes: 0 };
+    let found = match scan_content(&mut hashing, account, limits) {
+        Ok(found) => found,
+        Err(e) => match super::upload::ContentError::of(&e) {
+            Some(problem) => ContentScan { unreadable: Some(problem.clone()), ..Default::default() },
+            None => return Err(e),
+        },
+    };
+    // The hash and size are of the whole upload, wherever reading stopped.
     io::copy(&mut hashing, &mut io::sink())?;
-    let head = std::mem::take(&mut hashing.head);
-    let rejection = if hashing.bytes > limits.max_file_bytes || too_large {
+    let rejection = if let Some(problem) = found.unreadable {
+        let code = match problem {
+            super::upload::ContentError::NotGzip(_) => FileErrorCode::NotText,
+            super::upload::ContentError::TooCompressed { .. } => FileErrorCode::FileTooLarge,
+        };
+        Some(FileError::new(code, problem.to_string()))
+    } else if hashing.bytes > limits.max_file_bytes || found.too_large {
         Some(FileError::new(
             FileErrorCode::FileTooLarge,
-            format!("the file is {} bytes; the limit is {} bytes", hashing.bytes, limits.max_file_bytes),
+            if found.too_large && hashing.bytes <= limits.max_file_bytes {
+                format!("the file decompresses to more than {} bytes, the limit", limits.max_file_bytes)
+            } else {
+                format!("the file is {} bytes; the limit is {} bytes", hashing.bytes, limits.max_file_bytes)
+            },
         ))
-    } else if head.contains(&0) {
+    } else if found.binary {
         Some(FileError::new(FileErrorCode::NotText, "the file is not text (it contains NUL bytes); upload a CSV file"))
-    } else if let Some(line) = record_too_large {
+    } else if let Some(line) = found.record_too_large {
         Some(FileError::new(
             FileErrorCode::RecordTooLarge,
             format!(
@@ -509,17 +509,66 @@ pub fn scan(file: impl Read, account: &AccountSettings, limits: FileLimits) -> i
             ),
         ))
     } else {
-        match header {
+        match found.header {
             None => Some(FileError::new(FileErrorCode::EmptyFile, "the file is empty")),
             Some(Err(e)) => Some(e),
-            Some(Ok(_)) if records > limits.max_rows => Some(FileError::new(
+            Some(Ok(_)) if found.records > limits.max_rows => Some(FileError::new(
                 FileErrorCode::TooManyRows,
-                format!("the file has {records} records; the limit is {}", limits.max_rows),
+                format!("the file has {} records; the limit is {}", found.records, limits.max_rows),
             )),
             Some(Ok(_)) => None,
         }
     };
+    let records = found.records;
     Ok(FileScan { sha256: hex::encode(hashing.hasher.finalize()), bytes: hashing.bytes, records, rejection })
+}
+
+/// The content pass of [`scan`]: reads records until the end or the first
+/// reason to reject the file.
+fn scan_content(raw: impl Read + Send, account: &AccountSettings, limits: FileLimits) -> io::Result<ContentScan> {
+    let content = super::upload::open(raw, limits.max_gzip_ratio)?;
+    let (prepared, delimiter) = prepare(Head { inner: content.reader, head: Vec::new() })?;
+    let mut csv = csv_reader(LineCounter::new(prepared, limits.max_record_bytes), delimiter);
+    let mut record = csv::ByteRecord::new();
+    let mut found = ContentScan::default();
+    // Binary content is known from the first bytes: no need to parse it.
+    if csv.get_ref().inner.get_ref().head.contains(&0) {
+        found.binary = true;
+        return Ok(found);
+    }
+    loop {
+        match csv.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let e = csv_io_error(e);
+                if !is_record_too_large(&e) {
+                    return Err(e);
+                }
+                let next = csv.position().byte();
+                found.record_too_large = Some(csv.get_mut().record_line(next));
+                break;
+            }
+        }
+        if csv.position().byte() > limits.max_file_bytes {
+            found.too_large = true;
+            break;
+        }
+        let start = record.position().map(|p| p.byte()).unwrap_or(0);
+        csv.get_mut().record_line(start);
+        let next = csv.position().byte();
+        csv.get_mut().mark_record_start(next);
+        if is_blank(&record) {
+            continue;
+        }
+        if found.header.is_none() {
+            found.header = Some(decode_header(&record, account.encoding, limits.max_columns));
+        } else {
+            found.records += 1;
+        }
+    }
+    found.binary = csv.get_ref().inner.get_ref().head.contains(&0);
+    Ok(found)
 }
 
 fn decode_header(record: &csv::ByteRecord, encoding: FileEncoding, max_columns: usize) -> Result<Header, FileError> {
@@ -562,6 +611,18 @@ pub struct RowReader<R: Read> {
     header: Header,
     account: AccountSettings,
     record: csv::ByteRecord,
+    /// Where the last record read lies in the content (after any BOM).
+    span: RecordSpan,
+}
+
+/// Where one record lies in a file's content (after any BOM): from its
+/// first byte up to the end of its line break (or of the content).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordSpan {
+    /// The physical line the record starts on.
+    pub line: u64,
+    pub start: u64,
+    pub end: u64,
 }
 
 impl<R: Read> RowReader<R> {
@@ -569,7 +630,13 @@ impl<R: Read> RowReader<R> {
     pub fn open(file: R, account: AccountSettings, limits: FileLimits) -> io::Result<Result<Self, FileError>> {
         let (prepared, delimiter) = prepare(file)?;
         let csv = csv_reader(LineCounter::new(prepared, limits.max_record_bytes), delimiter);
-        let mut reader = RowReader { csv, header: Header::empty(), account, record: csv::ByteRecord::new() };
+        let mut reader = RowReader {
+            csv,
+            header: Header::empty(),
+            account,
+            record: csv::ByteRecord::new(),
+            span: RecordSpan::default(),
+        };
         if reader.next_record()?.is_none() {
             return Ok(Err(FileError::new(FileErrorCode::EmptyFile, "the file is empty")));
         }
@@ -592,6 +659,7 @@ impl<R: Read> RowReader<R> {
             let next = self.csv.position().byte();
             self.csv.get_mut().mark_record_start(next);
             if !is_blank(&self.record) {
+                self.span = RecordSpan { line, start: byte, end: next };
                 return Ok(Some(line));
             }
         }
@@ -605,6 +673,16 @@ impl<R: Read> RowReader<R> {
     /// Passes over the next non-blank record (one already done before a restart).
     pub fn skip_row(&mut self) -> io::Result<bool> {
         Ok(self.next_record()?.is_some())
+    }
+
+    /// Where the header lies, once opened.
+    pub fn header_span(&self) -> RecordSpan {
+        self.span
+    }
+
+    /// Where the next non-blank record lies, without parsing it.
+    pub fn next_span(&mut self) -> io::Result<Option<RecordSpan>> {
+        Ok(self.next_record()?.map(|_| self.span))
     }
 
     /// The next non-blank record, parsed; `None` at the end of the file.
@@ -910,15 +988,10 @@ fn insert_path(object: &mut Map<String, Value>, keys: &[String], value: Value) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{PhoneCheck, PhoneRegion};
+    use crate::domain::PhoneRegion;
 
     fn account() -> AccountSettings {
-        AccountSettings {
-            avid: "acme".into(),
-            default_region: None,
-            encoding: FileEncoding::Utf8,
-            phone_check: PhoneCheck::Possible,
-        }
+        AccountSettings::new(crate::domain::AccountId::parse("acme").unwrap())
     }
 
     fn rows_of(text: &[u8], account: AccountSettings) -> Vec<ParsedRow> {

@@ -83,6 +83,17 @@ fn firsts<'a>(records: &[BatchRecord<'a>]) -> (Vec<usize>, Vec<Option<usize>>) {
     (firsts, follows)
 }
 
+/// How a batch is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writes {
+    /// Customers are created and updated.
+    Apply,
+    /// A dry run: every outcome is decided as for `Apply`, nothing is
+    /// written to customers (only the claims, so later batches of the file
+    /// see its duplicates). A customer that would be created has no id.
+    DryRun,
+}
+
 /// Applies a batch of records of job `job_id` under the rules of spec §3.
 /// A claim leaves a trace: created and updated customers carry the job and
 /// line in `last_job`; other claims go to the job's claim table. Both commit
@@ -93,6 +104,7 @@ pub async fn apply(
     account: &str,
     may_update: bool,
     records: &[BatchRecord<'_>],
+    writes: Writes,
 ) -> Result<Vec<RecordOutcome>, StoreError> {
     let (first, _) = firsts(records);
     let keys: Vec<String> = first.iter().map(|&i| claim_key(records[i].claim.unwrap_or_default())).collect();
@@ -100,7 +112,10 @@ pub async fn apply(
         first.iter().filter_map(|&i| records[i].claim).filter(|c| c.chars().count() <= MAX_REF_CHARS).collect();
     let known =
         Known { claimed: batch.claimed_refs(job_id, &keys).await?, existing: batch.existing(account, &refs).await? };
-    let decided = decide(job_id, may_update, records, &known);
+    let mut decided = decide(job_id, may_update, records, &known);
+    if writes == Writes::DryRun {
+        dry_run(&mut decided);
+    }
     let now = crate::clock::now_rfc3339();
     batch.insert_customers(account, &decided.inserts, &now).await?;
     batch.update_customers(&decided.updates, &now).await?;
@@ -163,6 +178,20 @@ pub fn decide(job_id: &str, may_update: bool, records: &[BatchRecord<'_>], known
         })
         .collect();
     decided
+}
+
+/// Turns a batch's writes into claims alone: what would be created or
+/// updated is only claimed, and what would be created has no id yet.
+fn dry_run(decided: &mut Decided) {
+    for row in decided.inserts.drain(..).chain(decided.updates.drain(..)) {
+        let line = row.last_job.map_or(0, |(_, line)| line);
+        decided.claims.push((claim_key(&row.customer_ref), line));
+    }
+    for outcome in &mut decided.outcomes {
+        if let RecordOutcome::Applied(UpsertOutcome::Created(id)) = outcome {
+            id.clear();
+        }
+    }
 }
 
 /// A new customer for `command`, claimed by `job_id` at `line`.

@@ -1,4 +1,5 @@
-//! Turns complete uploads in `accounts/*/customers/` into jobs.
+//! Turns complete uploads in `accounts/*/customers/` (imports) and
+//! `accounts/*/validate/` (dry runs) into jobs.
 //!
 //! A file is complete when it is renamed to its final `*.csv` name (intake's
 //! own SFTP server, WinSCP-style clients, OpenSSH's sftp-server whose link()
@@ -7,10 +8,10 @@
 //! `settle`. A full scan runs at start, when the kernel reports lost events,
 //! and periodically as a safety net. Knows nothing about SFTP.
 
-use super::job::{enqueue, Context, IngestError, Take, Uploader};
+use super::job::{enqueue, Arrival, Context, IngestError, Take, Uploader};
 use super::worker::contained;
 use crate::mailbox::{is_upload_name, Folder};
-use crate::store::StoreError;
+use crate::store::{JobKind, StoreError};
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use std::collections::HashMap;
@@ -92,12 +93,12 @@ pub async fn run(
                 None => break,
                 Some(Seen::Complete(path)) => {
                     pending.remove(&path);
-                    if is_in_customers(&root, &path) {
+                    if upload_folder(&root, &path).is_some() {
                         take_contained(&ctx, &path, &wake).await;
                     }
                 }
                 Some(Seen::Touched(path)) => {
-                    if is_in_customers(&root, &path) {
+                    if upload_folder(&root, &path).is_some() {
                         pending.insert(path, Instant::now() + settle);
                     }
                 }
@@ -128,14 +129,14 @@ pub async fn run(
     Ok(())
 }
 
-/// `accounts/<AVID>/customers/<name.csv>`, a visible upload name. A name
-/// that is not UTF-8 (only another server can write one) is read lossily.
-fn is_in_customers(root: &Path, path: &Path) -> bool {
+/// The upload folder of `accounts/<AVID>/<customers|validate>/<name.csv>`,
+/// a visible upload name. A name that is not UTF-8 (only another server can
+/// write one) is read lossily.
+fn upload_folder(root: &Path, path: &Path) -> Option<Folder> {
     let name_ok = path.file_name().is_some_and(|n| is_upload_name(&n.to_string_lossy()));
-    let parent = path.parent();
-    name_ok
-        && parent.and_then(|p| p.file_name()).is_some_and(|n| n == Folder::Customers.name())
-        && parent.and_then(Path::parent).and_then(Path::parent) == Some(root)
+    let parent = path.parent()?;
+    let folder = Folder::from_name(parent.file_name()?.to_str()?).filter(|f| f.takes_uploads())?;
+    (name_ok && parent.parent().and_then(Path::parent) == Some(root)).then_some(folder)
 }
 
 /// Takes every upload already in place that has not been written for
@@ -143,11 +144,11 @@ fn is_in_customers(root: &Path, path: &Path) -> bool {
 async fn scan(ctx: &Arc<Context>, root: &Path, quiet: Duration, wake: &Arc<Notify>) -> Vec<PathBuf> {
     let mut recent = Vec::new();
     let Ok(accounts) = std::fs::read_dir(root) else { return recent };
-    for account in accounts.flatten() {
-        let Ok(files) = std::fs::read_dir(account.path().join("customers")) else { continue };
+    for folder in accounts.flatten().flat_map(|a| Folder::UPLOADS.map(|f| a.path().join(f.name()))) {
+        let Ok(files) = std::fs::read_dir(folder) else { continue };
         for file in files.flatten() {
             let path = file.path();
-            if !is_in_customers(root, &path) {
+            if upload_folder(root, &path).is_none() {
                 continue;
             }
             let modified = file.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
@@ -172,6 +173,9 @@ async fn take_contained(ctx: &Arc<Context>, path: &Path, wake: &Arc<Notify>) {
 
 /// Makes a job of one complete upload.
 async fn take(ctx: &Arc<Context>, path: &Path, wake: &Notify) {
+    let root = ctx.layout.accounts_root();
+    let Some(folder) = std::fs::canonicalize(&root).ok().and_then(|root| upload_folder(&root, path)) else { return };
+    let kind = if folder == Folder::Validate { JobKind::Validation } else { JobKind::Import };
     let Ok(meta) = std::fs::symlink_metadata(path) else { return };
     if !meta.file_type().is_file() {
         return;
@@ -202,9 +206,11 @@ async fn take(ctx: &Arc<Context>, path: &Path, wake: &Notify) {
         Ok(Some(_)) => Take::Link,
         _ => Take::Move,
     };
-    match enqueue(ctx, avid, path, &name, Uploader::Recorded, how, None).await {
+    let arrival =
+        Arrival { account: avid, source: path, file_name: &name, kind, uploader: Uploader::Recorded, take: how };
+    match enqueue(ctx, arrival, None).await {
         Ok(job) => {
-            tracing::info!(account = %avid, file = %name, job_id = %job.job_id,
+            tracing::info!(account = %avid, file = %name, job_id = %job.job_id, kind = kind.as_str(),
                 uploader = job.uploader.as_deref().unwrap_or("-"), may_update = job.may_update, "upload received");
             wake.notify_waiters();
         }

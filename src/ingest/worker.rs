@@ -215,6 +215,10 @@ async fn handle_failure(ctx: &Context, job: &Job, error: IngestError) {
                 "job interrupted by a transient fault; it resumes from its last committed batch");
             if let Err(e) = ctx.store.retry_job(job_id, &ctx.owner, retries, &retry_at, &message).await {
                 tracing::warn!(job_id = %job_id, error = %e, "cannot record the retry; the job resumes after its heartbeat times out");
+            } else if let Ok(Some(job)) = ctx.store.get_job(job_id).await {
+                // How far its committed rows reach, in proportion.
+                let done = job.bytes.saturating_mul(job.progress.records_done) / job.rows_total.max(1);
+                super::progress::publish_or_log(ctx, &job, super::progress::ProgressState::Retrying, done);
             }
         }
         Fault::Transient => {

@@ -91,6 +91,40 @@ pub(crate) fn parse_authorized_key(line: &str) -> Option<PublicKey> {
     None
 }
 
+/// Why a set of `authorized_keys` lines cannot be a user's keys.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("while reading the key file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{origin}, line {line}, is not an OpenSSH public key (an authorized_keys line)")]
+    NotAKey { origin: String, line: usize },
+    #[error("{origin} holds no public key")]
+    Empty { origin: String },
+}
+
+/// The keys of `authorized_keys` text (`origin` names it in errors): every
+/// line that is not blank or a comment must be a key, options allowed.
+pub fn authorized_keys(text: &str, origin: &str) -> Result<Vec<String>, KeyFileError> {
+    let mut keys = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.trim().starts_with('#')) {
+        if parse_authorized_key(line).is_none() {
+            return Err(KeyFileError::NotAKey { origin: origin.to_owned(), line: i + 1 });
+        }
+        keys.push(line.trim().to_owned());
+    }
+    if keys.is_empty() {
+        return Err(KeyFileError::Empty { origin: origin.to_owned() });
+    }
+    Ok(keys)
+}
+
+/// The keys of an `authorized_keys` file.
+pub fn read_authorized_keys(path: &std::path::Path) -> Result<Vec<String>, KeyFileError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read { path: origin.clone(), source })?;
+    authorized_keys(&text, &origin)
+}
+
 /// Whether `offered` is one of `authorized` (`authorized_keys` lines).
 pub(crate) fn key_is_authorized(authorized: &[String], offered: &PublicKey) -> bool {
     authorized
@@ -106,6 +140,15 @@ mod tests {
 
     const ED25519: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti foo@bar.com";
+
+    #[test]
+    fn a_key_file_takes_options_comments_and_blank_lines_and_nothing_else() {
+        let text = format!("# keys\n\n{ED25519}\nno-pty {ED25519}\n");
+        assert_eq!(authorized_keys(&text, "f").unwrap().len(), 2);
+        let bad = format!("{ED25519}\nssh-ed25519 notbase64\n");
+        assert!(matches!(authorized_keys(&bad, "f"), Err(KeyFileError::NotAKey { line: 2, .. })));
+        assert!(matches!(authorized_keys("# none\n", "f"), Err(KeyFileError::Empty { .. })));
+    }
 
     #[test]
     fn an_authorized_keys_line_parses_with_or_without_options() {

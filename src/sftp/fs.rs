@@ -226,8 +226,8 @@ impl View {
     fn access(&self, folder: Option<Folder>) -> Access {
         match folder {
             None => Access::ReadOnly,
-            Some(Folder::Customers) if self.user.can_upload => Access::Writable,
-            Some(Folder::Customers) | Some(Folder::Archive) => Access::ReadOnly,
+            Some(Folder::Customers | Folder::Validate) if self.user.can_upload => Access::Writable,
+            Some(Folder::Customers | Folder::Validate | Folder::Archive) => Access::ReadOnly,
             Some(Folder::Outbox) => Access::Deletable,
         }
     }
@@ -287,7 +287,7 @@ impl View {
     /// Checks that `v` may receive an upload and returns (folder on disk, name).
     fn upload_target(&self, v: &VirtualPath) -> Reply<(PathBuf, String)> {
         match &v.place {
-            Place::Entry { folder: Folder::Customers, rel } if rel.len() == 1 => {
+            Place::Entry { folder: Folder::Customers | Folder::Validate, rel } if rel.len() == 1 => {
                 if !self.user.can_upload {
                     return Err(denied("Permission denied: this login may not upload (scope customers:create)"));
                 }
@@ -298,8 +298,8 @@ impl View {
                 let dir = target.parent().map(Path::to_path_buf).unwrap_or_default();
                 Ok((dir, rel[0].clone()))
             }
-            Place::Entry { folder: Folder::Customers, .. } => Err(no_such_file()),
-            _ => Err(denied("Permission denied: uploads go into /customers")),
+            Place::Entry { folder: Folder::Customers | Folder::Validate, .. } => Err(no_such_file()),
+            _ => Err(denied("Permission denied: uploads go into /customers (or /validate for a dry run)")),
         }
     }
 }
@@ -459,7 +459,7 @@ impl View {
         let to = jail::resolve(newpath).map_err(reserved)?;
         for v in [&from, &to] {
             match &v.place {
-                Place::Entry { folder: Folder::Customers, .. } => {}
+                Place::Entry { folder: Folder::Customers | Folder::Validate, .. } => {}
                 Place::Entry { folder: Folder::Outbox, .. } => {
                     return Err(denied("Permission denied: files in /outbox cannot be renamed"))
                 }
@@ -470,6 +470,9 @@ impl View {
             }
         }
         let (_, _) = self.upload_target(&to)?;
+        if folder_of(&from.place) != folder_of(&to.place) {
+            return Err(denied("Permission denied: files cannot be moved between folders; upload the file again"));
+        }
         if !matches!(&from.place, Place::Entry { rel, .. } if rel.len() == 1) {
             return Err(no_such_file());
         }
@@ -690,10 +693,10 @@ impl AccountFs {
         let view = &self.view;
         let v = view.resolve(filename)?;
         match &v.place {
-            Place::Entry { folder: Folder::Customers, .. } if !view.user.can_upload => {
-                return Err(denied("Permission denied: this login may not change /customers"))
+            Place::Entry { folder: folder @ (Folder::Customers | Folder::Validate), .. } if !view.user.can_upload => {
+                return Err(denied(&format!("Permission denied: this login may not change /{}", folder.name())))
             }
-            Place::Entry { folder: Folder::Customers | Folder::Outbox, .. } => {}
+            Place::Entry { folder: Folder::Customers | Folder::Validate | Folder::Outbox, .. } => {}
             Place::Entry { folder: Folder::Archive, .. } => {
                 return Err(denied("Permission denied: /archive is read-only"))
             }

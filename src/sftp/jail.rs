@@ -140,6 +140,7 @@ mod tests {
         assert_eq!(resolve("/customers/.intake-upload.abc"), Err(JailError::Reserved));
         assert_eq!(resolve("/outbox/.intake-tmp.x"), Err(JailError::Reserved));
         assert_eq!(resolve("/customers/.in.a.csv").unwrap().place, entry(Folder::Customers, &[".in.a.csv"]));
+        assert_eq!(resolve("/validate/a.csv").unwrap().place, entry(Folder::Validate, &["a.csv"]));
     }
 
     proptest::proptest! {
@@ -148,21 +149,27 @@ mod tests {
         /// every name derived from it within the file system's limit.
         #[test]
         fn any_path_resolves_safely_and_accepted_upload_names_fit(path in "\\PC{0,300}", raw in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
-            use crate::mailbox::{archive_name, report_stem, upload_name_problem, upload_temp_name, is_upload_name, MAX_NAME_BYTES};
+            use crate::mailbox::{archive_name, upload_name_problem, upload_temp_name, is_upload_name, MAX_NAME_BYTES};
             let lossy = String::from_utf8_lossy(&raw).into_owned();
             for p in [path.as_str(), lossy.as_str()] {
                 let Ok(v) = resolve(p) else { continue };
                 let on_disk = v.on_disk(Path::new("/data/acme"));
                 proptest::prop_assert!(on_disk.starts_with("/data/acme"));
                 proptest::prop_assert!(!v.display.contains("/../"));
-                if let Place::Entry { folder: Folder::Customers, rel } = &v.place {
+                if let Place::Entry { folder, rel } = &v.place {
+                    if !folder.takes_uploads() {
+                        continue;
+                    }
                     let name = rel.last().unwrap();
                     if upload_name_problem(name).is_none() {
                         proptest::prop_assert!(name.len() <= MAX_NAME_BYTES);
                         proptest::prop_assert!(upload_temp_name("0123456789abcdef").len() <= MAX_NAME_BYTES);
                         if is_upload_name(name) {
-                            for suffix in [".results.csv", ".summary.json", ".failed.csv", ".progress.json", ".validation.csv", ".validation.json"] {
-                                proptest::prop_assert!(report_stem(name).len() + suffix.len() <= MAX_NAME_BYTES);
+                            for dry_run in [false, true] {
+                                let names = crate::mailbox::ReportNames::of(name, dry_run);
+                                for report in [names.results, names.summary, names.progress, names.failed] {
+                                    proptest::prop_assert!(report.len() <= MAX_NAME_BYTES, "{}", report);
+                                }
                             }
                             let archived = archive_name("20261126T100000Z", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", name);
                             proptest::prop_assert!(archived.len() <= MAX_NAME_BYTES);

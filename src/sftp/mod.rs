@@ -18,7 +18,7 @@ mod host_key;
 mod jail;
 mod server;
 
-pub use auth::hash_password;
+pub use auth::{authorized_keys, hash_password, read_authorized_keys, KeyFileError};
 pub use config::SftpSettings;
 pub use server::SftpServer;
 

@@ -341,11 +341,11 @@ pub(crate) fn sweep_stale_client_temps(accounts_root: &Path, open: &OpenFiles, s
         return 0;
     };
     let mut removed = 0;
-    for account in accounts.flatten() {
-        let customers = account.path().join(Folder::Customers.name());
-        let Ok(entries) = std::fs::read_dir(&customers) else {
+    for folder in accounts.flatten().flat_map(|a| Folder::UPLOADS.map(|f| a.path().join(f.name()))) {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
             continue;
         };
+        let account = folder.parent().and_then(Path::file_name).unwrap_or_default().to_string_lossy().into_owned();
         for entry in entries.flatten() {
             let Ok(name) = entry.file_name().into_string() else { continue };
             if crate::mailbox::is_upload_name(&name) || crate::mailbox::is_reserved_name(&name) {
@@ -362,7 +362,7 @@ pub(crate) fn sweep_stale_client_temps(accounts_root: &Path, open: &OpenFiles, s
             }
             if std::fs::remove_file(&path).is_ok() {
                 removed += 1;
-                tracing::info!(account = %account.file_name().to_string_lossy(), file = %name.escape_debug(), "removed an abandoned client temp file");
+                tracing::info!(account = %account, file = %name.escape_debug(), "removed an abandoned client temp file");
             }
         }
     }
@@ -374,9 +374,8 @@ fn remove_stale_uploads(accounts_root: &Path) {
     let Ok(accounts) = std::fs::read_dir(accounts_root) else {
         return;
     };
-    for account in accounts.flatten() {
-        let customers = account.path().join(Folder::Customers.name());
-        let Ok(entries) = std::fs::read_dir(&customers) else {
+    for folder in accounts.flatten().flat_map(|a| Folder::UPLOADS.map(|f| a.path().join(f.name()))) {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
             continue;
         };
         for entry in entries.flatten() {
@@ -386,16 +385,6 @@ fn remove_stale_uploads(accounts_root: &Path) {
             }
         }
     }
-}
-
-/// An account's AVID must name exactly one directory under the accounts root.
-fn safe_account_dir(avid: &str) -> bool {
-    !avid.is_empty()
-        && avid != "."
-        && avid != ".."
-        && !avid.starts_with('.')
-        && !avid.contains(['/', '\\', '\0'])
-        && avid.len() <= 255
 }
 
 /// A logged-in user, ready to open the SFTP subsystem.
@@ -476,10 +465,7 @@ impl SshSession {
 
     /// Prepares the account root and records the login.
     fn log_in(&mut self, user: SftpUser, method: &'static str) -> Auth {
-        if !safe_account_dir(&user.account) {
-            tracing::error!(user = %user.username, account = %user.account, "login refused: the account id cannot name a folder");
-            return self.reject();
-        }
+        // An `AccountId` names exactly one folder under the accounts root.
         let root = self.shared.accounts_root.join(&user.account);
         for folder in Folder::ALL {
             let dir = root.join(folder.name());
@@ -592,7 +578,7 @@ impl russh::server::Handler for SshSession {
             return Ok(());
         };
         let account = logged_in.user.account.clone();
-        let Some(slot) = self.shared.per_account.try_acquire(account.clone()) else {
+        let Some(slot) = self.shared.per_account.try_acquire(account.to_string()) else {
             tracing::warn!(account = %account, peer = %self.peer, "session refused: too many sessions for this account");
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
@@ -737,7 +723,7 @@ impl SshSession {
     fn account_fs(&self, logged_in: &LoggedIn) -> AccountFs {
         let user = SessionUser {
             username: logged_in.user.username.clone(),
-            account: logged_in.user.account.clone(),
+            account: logged_in.user.account.to_string(),
             can_upload: logged_in.user.scopes.create,
         };
         AccountFs::new(logged_in.root.clone(), user, Arc::clone(&self.shared.fs))
@@ -888,13 +874,5 @@ mod tests {
         let mut big = Vec::new();
         big.extend_from_slice(&11u32.to_be_bytes());
         assert!(!guard.track(&big[..2]) || !guard.track(&big[2..]));
-    }
-
-    #[test]
-    fn an_account_id_must_be_one_plain_folder_name() {
-        assert!(safe_account_dir("acme"));
-        for bad in ["", ".", "..", "a/b", ".hidden", "a\0"] {
-            assert!(!safe_account_dir(bad), "{bad:?}");
-        }
     }
 }

@@ -10,7 +10,7 @@ mod postgres;
 mod sqlite;
 
 use crate::domain::user::{Scopes, SftpUser};
-use crate::domain::{AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
+use crate::domain::{AccountId, AccountSettings, FileEncoding, PhoneCheck, PhoneRegion, SettingError};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -79,6 +79,39 @@ pub struct Job {
     pub last_error: Option<String>,
     /// The upload's name in `/customers` while it stays visible there.
     pub visible_path: Option<String>,
+    pub kind: JobKind,
+}
+
+/// What a job does with its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JobKind {
+    /// A file in `/customers`: rows are upserted.
+    #[default]
+    Import,
+    /// A file in `/validate`: rows are checked against the database as an
+    /// import would, nothing is written to customers.
+    Validation,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Import => "import",
+            Self::Validation => "validation",
+        }
+    }
+
+    pub fn is_dry_run(self) -> bool {
+        self == Self::Validation
+    }
+
+    fn parse(raw: &str) -> Result<Self> {
+        Ok(match raw {
+            "import" => Self::Import,
+            "validation" => Self::Validation,
+            other => return Err(StoreError::Corrupt(format!("job kind `{other}`"))),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +203,7 @@ pub struct NewJob {
     pub may_update: bool,
     /// Identifies a visible upload that stays in place; no two jobs take the same.
     pub source_key: Option<String>,
+    pub kind: JobKind,
 }
 
 /// The store: SQLite or PostgreSQL behind one interface.
@@ -490,6 +524,11 @@ pub(crate) mod rows {
     use super::*;
     use sqlx::{ColumnIndex, Decode, Row, Type};
 
+    /// A stored setting that does not parse: the database was changed by hand.
+    fn corrupt(e: SettingError) -> StoreError {
+        StoreError::Corrupt(e.to_string())
+    }
+
     pub(crate) const CUSTOMER_COLUMNS_SQLITE: &str =
         "customer_id, ref, addresses, metadata, appdata, last_job_id, last_line";
     pub(crate) const CUSTOMER_COLUMNS_PG: &str =
@@ -498,7 +537,7 @@ pub(crate) mod rows {
     pub(crate) const JOB_COLUMNS: &str = "job_id, account, file_name, spool_path, sha256, bytes, status, received_at, \
         started_at, finished_at, rows_total, records_done, results_offset, created, updated, unchanged, failed, \
         error_code, error_message, uploader, may_update, phase, outcome, attempts, retries, retry_at, last_error, \
-        visible_path";
+        visible_path, kind";
 
     /// The types every backend decodes.
     pub(crate) trait Decodes<'r>: Row
@@ -573,23 +612,21 @@ pub(crate) mod rows {
             retry_at: r.maybe_text(25)?,
             last_error: r.maybe_text(26)?,
             visible_path: r.maybe_text(27)?,
+            kind: JobKind::parse(&r.text(28)?)?,
         })
     }
 
-    /// `avid, default_region, encoding, phone_check`
+    /// `avid, default_region, encoding, phone_check, report_bom`
     pub(crate) fn account<'r, R: Decodes<'r>>(r: &'r R) -> Result<AccountSettings>
     where
         usize: ColumnIndex<R>,
     {
         Ok(AccountSettings {
-            default_region: r
-                .maybe_text(1)?
-                .map(|c| PhoneRegion::parse(&c))
-                .transpose()
-                .map_err(StoreError::Corrupt)?,
-            encoding: FileEncoding::parse(&r.text(2)?).map_err(StoreError::Corrupt)?,
-            phone_check: PhoneCheck::parse(&r.text(3)?).map_err(StoreError::Corrupt)?,
-            avid: r.text(0)?,
+            default_region: r.maybe_text(1)?.map(|c| PhoneRegion::parse(&c)).transpose().map_err(corrupt)?,
+            encoding: FileEncoding::parse(&r.text(2)?).map_err(corrupt)?,
+            phone_check: PhoneCheck::parse(&r.text(3)?).map_err(corrupt)?,
+            report_bom: r.flag(4)?,
+            avid: AccountId::parse(&r.text(0)?).map_err(corrupt)?,
         })
     }
 
@@ -600,10 +637,10 @@ pub(crate) mod rows {
     {
         Ok(SftpUser {
             username: r.text(0)?,
-            account: r.text(1)?,
+            account: AccountId::parse(&r.text(1)?).map_err(corrupt)?,
             public_keys: r.text(2)?.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect(),
             password_hash: r.maybe_text(3)?,
-            scopes: Scopes::parse(r.text(4)?.split_whitespace()).map_err(StoreError::Corrupt)?,
+            scopes: Scopes::parse(r.text(4)?.split_whitespace()).map_err(corrupt)?,
         })
     }
 

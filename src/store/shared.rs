@@ -21,18 +21,19 @@ macro_rules! shared_statements {
         /// Creates an account; with `replace`, an existing one takes the new settings.
         pub async fn add_account(&self, a: &AccountSettings, replace: bool) -> Result<()> {
             let sql = if replace {
-                "INSERT INTO accounts (avid, default_region, encoding, phone_check) VALUES ($1, $2, $3, $4)
+                "INSERT INTO accounts (avid, default_region, encoding, phone_check, report_bom) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (avid) DO UPDATE SET default_region = excluded.default_region,
-                   encoding = excluded.encoding, phone_check = excluded.phone_check"
+                   encoding = excluded.encoding, phone_check = excluded.phone_check, report_bom = excluded.report_bom"
             } else {
-                "INSERT INTO accounts (avid, default_region, encoding, phone_check) VALUES ($1, $2, $3, $4)
+                "INSERT INTO accounts (avid, default_region, encoding, phone_check, report_bom) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT DO NOTHING"
             };
             let done = sqlx::query(sql)
-                .bind(&a.avid)
+                .bind(a.avid.as_str())
                 .bind(a.default_region.map(|r| r.code()))
                 .bind(a.encoding.as_str())
                 .bind(a.phone_check.as_str())
+                .bind(a.report_bom)
                 .execute(&self.pool)
                 .await?;
             if done.rows_affected() == 0 {
@@ -42,7 +43,7 @@ macro_rules! shared_statements {
         }
 
         pub async fn get_account(&self, avid: &str) -> Result<Option<AccountSettings>> {
-            let row = sqlx::query("SELECT avid, default_region, encoding, phone_check FROM accounts WHERE avid = $1")
+            let row = sqlx::query("SELECT avid, default_region, encoding, phone_check, report_bom FROM accounts WHERE avid = $1")
                 .bind(avid)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -50,7 +51,7 @@ macro_rules! shared_statements {
         }
 
         pub async fn list_accounts(&self) -> Result<Vec<AccountSettings>> {
-            let rows = sqlx::query("SELECT avid, default_region, encoding, phone_check FROM accounts ORDER BY avid")
+            let rows = sqlx::query("SELECT avid, default_region, encoding, phone_check, report_bom FROM accounts ORDER BY avid")
                 .fetch_all(&self.pool)
                 .await?;
             rows.iter().map(rows::account).collect()
@@ -75,7 +76,7 @@ macro_rules! shared_statements {
             };
             let done = sqlx::query(sql)
                 .bind(&u.username)
-                .bind(&u.account)
+                .bind(u.account.as_str())
                 .bind(u.public_keys.join("\n"))
                 .bind(&u.password_hash)
                 .bind(scopes_to_text(u.scopes))
@@ -119,8 +120,8 @@ macro_rules! shared_statements {
         pub async fn create_job(&self, j: &NewJob) -> Result<()> {
             sqlx::query(
                 "INSERT INTO jobs (job_id, account, file_name, spool_path, sha256, bytes, status, received_at, uploader,
-                   may_update, source_key)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'arriving', $7, $8, $9, $10)",
+                   may_update, source_key, kind)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'arriving', $7, $8, $9, $10, $11)",
             )
             .bind(&j.job_id)
             .bind(&j.account)
@@ -132,6 +133,7 @@ macro_rules! shared_statements {
             .bind(&j.uploader)
             .bind(j.may_update)
             .bind(&j.source_key)
+            .bind(j.kind.as_str())
             .execute(&self.pool)
             .await
             .map_err(|e| match &e {

@@ -75,8 +75,8 @@ impl Metrics {
         r.register("sftp_logins", "SFTP login attempts by result", m.sftp_logins.clone());
         r.register("sftp_received_bytes", "Bytes written by SFTP clients", m.sftp_bytes_received.clone());
         r.register("sftp_uploads", "Uploads completed over SFTP", m.sftp_uploads.clone());
-        r.register("jobs_finished", "Jobs ended, by final status", m.jobs_finished.clone());
-        r.register("rows", "Rows processed, by outcome", m.rows.clone());
+        r.register("jobs_finished", "Jobs ended, by final status and kind", m.jobs_finished.clone());
+        r.register("rows", "Rows processed, by outcome and job kind", m.rows.clone());
         r.register("job_duration_seconds", "From a job's start to its end", m.job_duration.clone());
         r.register("batch_commit_seconds", "Time to commit one batch", m.batch_commit.clone());
         r.register("jobs_arriving", "Jobs whose upload is being taken in", m.jobs_arriving.clone());
@@ -147,14 +147,16 @@ impl Metrics {
     /// A job ended: its status, rows by outcome, and how long it ran.
     pub fn job_finished(&self, summary: &crate::ingest::report::Summary) {
         let account = &summary.account;
-        self.jobs_finished.get_or_create(&self.labels(account, &[("status", &summary.status)])).inc();
+        // A dry run (`/validate`) writes nothing: its rows are what would be.
+        let kind = if summary.dry_run { "validation" } else { "import" };
+        self.jobs_finished.get_or_create(&self.labels(account, &[("status", &summary.status), ("kind", kind)])).inc();
         for (outcome, n) in [
             ("created", summary.created),
             ("updated", summary.updated),
             ("unchanged", summary.unchanged),
             ("failed", summary.failed),
         ] {
-            self.rows.get_or_create(&self.labels(account, &[("outcome", outcome)])).inc_by(n);
+            self.rows.get_or_create(&self.labels(account, &[("outcome", outcome), ("kind", kind)])).inc_by(n);
         }
         if let Some(seconds) = seconds_between(&summary.started_at, &summary.finished_at) {
             self.job_duration.observe(seconds);

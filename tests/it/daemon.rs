@@ -130,7 +130,9 @@ fn futures_lite_block<T>(f: impl std::future::Future<Output = Result<T, intake::
 
 async fn a_small_file_is_not_starved_by_another_accounts_huge_one(db: TestDb) {
     let d =
-        TestDaemon::spawn(&db, &[TestAccount::new("big"), TestAccount::new("small")], &[("INTAKE_BATCH_SIZE", "2000")])
+        // Small batches: the huge job outlasts the small upload's SSH login
+        // even on a machine loaded by the other tests.
+        TestDaemon::spawn(&db, &[TestAccount::new("big"), TestAccount::new("small")], &[("INTAKE_BATCH_SIZE", "500")])
             .await;
     let big = d.dir.join("huge.csv");
     write_customers(&big, "h-", 150_000);

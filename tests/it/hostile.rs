@@ -229,6 +229,7 @@ async fn queue_job(store: &Store, job_id: &str, account: &str, name: &str, path:
         uploader: None,
         may_update: true,
         source_key: None,
+        kind: Default::default(),
     };
     store.create_job(&job).await.unwrap();
     store.mark_queued(job_id, None, true).await.unwrap();

@@ -9,6 +9,7 @@ mod hostile;
 mod interop_clients;
 mod interop_sftp;
 mod mailbox_props;
+mod merchant;
 mod ops;
 mod samples;
 mod sftp;

@@ -111,7 +111,7 @@ async fn metrics_follow_an_upload_from_login_to_report(db: TestDb) {
 
     let before = scrape(&d).await;
     assert_eq!(before.value("intake_sftp_uploads_total", &[]), 0.0);
-    assert_eq!(before.value("intake_jobs_finished_total", &[("status", "completed")]), 0.0);
+    assert_eq!(before.value("intake_jobs_finished_total", &[("status", "completed"), ("kind", "import")]), 0.0);
     assert_eq!(before.get("intake_jobs_queued", &[]), Some(0.0), "the queue gauges are always exported");
     assert_eq!(before.get("intake_oldest_queued_job_age_seconds", &[]), Some(0.0));
     assert_eq!(before.get("intake_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
@@ -131,12 +131,12 @@ async fn metrics_follow_an_upload_from_login_to_report(db: TestDb) {
     // The summary is out just before the job is closed and counted.
     let after = eventually_async(REPORT, "the job to be counted", || async {
         let m = scrape(&d).await;
-        (m.value("intake_jobs_finished_total", &[("status", "completed")]) > 0.0).then_some(m)
+        (m.value("intake_jobs_finished_total", &[("status", "completed"), ("kind", "import")]) > 0.0).then_some(m)
     })
     .await;
-    assert_eq!(after.value("intake_jobs_finished_total", &[("status", "completed")]), 1.0);
-    assert_eq!(after.value("intake_rows_total", &[("outcome", "created")]), 45.0);
-    assert_eq!(after.value("intake_rows_total", &[("outcome", "failed")]), 0.0);
+    assert_eq!(after.value("intake_jobs_finished_total", &[("status", "completed"), ("kind", "import")]), 1.0);
+    assert_eq!(after.value("intake_rows_total", &[("outcome", "created"), ("kind", "import")]), 45.0);
+    assert_eq!(after.value("intake_rows_total", &[("outcome", "failed"), ("kind", "import")]), 0.0);
     assert_eq!(after.value("intake_job_duration_seconds_count", &[]), 1.0);
     assert_eq!(after.value("intake_batch_commit_seconds_count", &[]), 5.0, "45 rows in batches of 10");
     assert_eq!(after.value("intake_jobs_queued", &[]), 0.0);
@@ -146,7 +146,7 @@ async fn metrics_follow_an_upload_from_login_to_report(db: TestDb) {
         "no account label unless account_labels is set"
     );
     let (_, openmetrics) = scrape_openmetrics(&d).await;
-    assert_eq!(openmetrics.value("intake_rows_total", &[("outcome", "created")]), 45.0);
+    assert_eq!(openmetrics.value("intake_rows_total", &[("outcome", "created"), ("kind", "import")]), 45.0);
     assert_eq!(openmetrics.value("intake_sftp_uploads_total", &[]), 1.0);
 }
 
@@ -158,11 +158,19 @@ async fn account_labels_are_opt_in(db: TestDb) {
     d.summary("acme", "a", REPORT).await;
     let after = eventually_async(REPORT, "the job to be counted", || async {
         let m = scrape(&d).await;
-        (m.value("intake_jobs_finished_total", &[("status", "completed"), ("account", "acme")]) > 0.0).then_some(m)
+        (m.value("intake_jobs_finished_total", &[("status", "completed"), ("kind", "import"), ("account", "acme")])
+            > 0.0)
+            .then_some(m)
     })
     .await;
-    assert_eq!(after.value("intake_jobs_finished_total", &[("status", "completed"), ("account", "acme")]), 1.0);
-    assert_eq!(after.value("intake_rows_total", &[("outcome", "created"), ("account", "acme")]), 3.0);
+    assert_eq!(
+        after.value("intake_jobs_finished_total", &[("status", "completed"), ("kind", "import"), ("account", "acme")]),
+        1.0
+    );
+    assert_eq!(
+        after.value("intake_rows_total", &[("outcome", "created"), ("kind", "import"), ("account", "acme")]),
+        3.0
+    );
 }
 
 async fn readyz_turns_503_when_the_database_goes_away(db: TestDb) {
@@ -541,6 +549,30 @@ async fn execute(db: &TestDb, sql: &str) {
     }
 }
 
+async fn a_dry_run_is_counted_and_announced_as_a_validation(db: TestDb) {
+    let receiver = Receiver::start(0, ReceiverState::default()).await;
+    let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[]).await;
+    let _log = LogOnPanic(&d);
+    set_webhook(&d, &receiver.url()).await;
+    let file = d.dir.join("v.csv");
+    write_customers(&file, "v-", 3);
+    let out = d.sftp("acme", &format!("put {} /validate/v.csv\n", file.display())).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let path = d.outbox("acme").join("v.validation.json");
+    let text = eventually(REPORT, "the dry run's summary", || std::fs::read_to_string(&path).ok()).await;
+    let dry: Value = serde_json::from_str(&text).unwrap();
+    let got = eventually(REPORT, "the event", || receiver.received().into_iter().next()).await;
+    assert_eq!(got.event, "validation.completed", "{got:?}");
+    assert!(got.signed && same_json(&got.body, &dry), "{got:?}");
+    let m = eventually_async(REPORT, "the dry run to be counted", || async {
+        let m = scrape(&d).await;
+        (m.value("intake_jobs_finished_total", &[("status", "completed"), ("kind", "validation")]) > 0.0).then_some(m)
+    })
+    .await;
+    assert_eq!(m.value("intake_rows_total", &[("outcome", "created"), ("kind", "validation")]), 3.0);
+    assert_eq!(m.value("intake_rows_total", &[("outcome", "created"), ("kind", "import")]), 0.0, "nothing imported");
+}
+
 // -------------------------------------------------------------- retention
 
 fn backdate(path: &std::path::Path, days: u32) {
@@ -736,6 +768,7 @@ crate::on_both_backends!(
     a_slow_receiver_times_out_is_retried_and_never_holds_up_ingestion,
     webhook_test_sends_a_signed_event_now,
     a_webhook_declared_in_the_config_is_used,
+    a_dry_run_is_counted_and_announced_as_a_validation,
     removing_the_webhook_gives_its_pending_events_up_and_retention_forgets_them,
     retention_deletes_old_archive_and_outbox_files_and_jobs_still_show,
     an_aborted_job_is_retried_from_its_archived_upload,

@@ -95,7 +95,8 @@ async fn every_sample_gives_its_expected_report(db: TestDb) {
                 "started_at",
                 "finished_at",
                 "error",
-                "errors_by_code"
+                "errors_by_code",
+                "dry_run"
             ]
         );
         // The error counts match the results.
@@ -105,6 +106,18 @@ async fn every_sample_gives_its_expected_report(db: TestDb) {
         }
         assert_eq!(summary["errors_by_code"], serde_json::json!(counts), "{name}");
     }
+}
+
+async fn the_compressed_sample_gives_the_plain_samples_report(db: TestDb) {
+    let cli = Cli::new(&db);
+    cli.ok(&["account", "add", "gz"]).await;
+    let file = samples().join("customers.csv.gz");
+    cli.ok(&["ingest", file.to_str().unwrap(), "--account", "gz"]).await;
+    let got = masked(&cli.outbox("gz").join("customers.results.csv"));
+    assert_eq!(got, read_results(&samples().join("expected/customers.results.csv")));
+    let summary = cli.summary("gz", "customers");
+    assert_eq!(summary["file"], "customers.csv.gz");
+    assert_eq!(summary["bytes"], std::fs::metadata(&file).unwrap().len());
 }
 
 async fn a_second_file_updates_or_fails_by_scope(db: TestDb) {
@@ -167,6 +180,7 @@ async fn limits_reject_a_file_as_too_large_or_with_too_many_rows(db: TestDb) {
 
 crate::on_both_backends!(
     every_sample_gives_its_expected_report,
+    the_compressed_sample_gives_the_plain_samples_report,
     a_second_file_updates_or_fails_by_scope,
     rejected_files_still_get_both_report_files,
     limits_reject_a_file_as_too_large_or_with_too_many_rows,

@@ -39,7 +39,7 @@ impl UserDirectory for Users {
 pub(crate) fn user(name: &str, account: &str) -> SftpUser {
     SftpUser {
         username: name.to_owned(),
-        account: account.to_owned(),
+        account: intake::domain::AccountId::parse(account).unwrap(),
         public_keys: vec![],
         password_hash: None,
         scopes: Scopes { create: true, update: true },
@@ -201,17 +201,36 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 #[tokio::test]
-async fn a_login_lands_in_the_account_root_with_exactly_three_folders() {
+async fn a_login_lands_in_the_account_root_with_exactly_four_folders() {
     let (server, _conn, sftp) = alice(test_settings()).await;
     assert_eq!(sftp.canonicalize(".").await.unwrap(), "/");
     assert_eq!(sftp.canonicalize("/customers/../outbox").await.unwrap(), "/outbox");
-    assert_eq!(list(&sftp, "/").await, ["archive", "customers", "outbox"]);
-    assert_eq!(list(&sftp, ".").await, ["archive", "customers", "outbox"]);
+    assert_eq!(list(&sftp, "/").await, ["archive", "customers", "outbox", "validate"]);
+    assert_eq!(list(&sftp, ".").await, ["archive", "customers", "outbox", "validate"]);
     let meta = sftp.metadata("/customers").await.unwrap();
     assert!(meta.is_dir());
-    for folder in ["customers", "outbox", "archive"] {
+    for folder in ["customers", "validate", "outbox", "archive"] {
         assert!(server.account_dir("acme").join(folder).is_dir());
     }
+}
+
+#[tokio::test]
+async fn validate_takes_uploads_like_customers_but_files_never_move_between_them() {
+    let (server, _conn, sftp) = alice(test_settings()).await;
+    let validate = server.account_dir("acme").join("validate");
+    let mut file = sftp.create("/validate/.May.csv.part").await.unwrap();
+    file.write_all(b"ref,address\na1,+15555001234\n").await.unwrap();
+    file.shutdown().await.unwrap();
+    sftp.rename("/validate/.May.csv.part", "/validate/May.csv").await.unwrap();
+    assert_eq!(visible_names(&validate), ["May.csv"]);
+    assert_eq!(list(&sftp, "/validate").await, ["May.csv"]);
+    assert_eq!(status(sftp.rename("/validate/May.csv", "/customers/May.csv").await), StatusCode::PermissionDenied);
+    assert_eq!(status(sftp.rename("/validate/May.csv", "/outbox/May.csv").await), StatusCode::PermissionDenied);
+    assert_eq!(visible_names(&validate), ["May.csv"], "left where it was");
+    sftp.remove_file("/validate/May.csv").await.unwrap();
+    assert!(visible_names(&validate).is_empty());
+    let long = format!("/validate/{}.csv.gz", "x".repeat(230));
+    assert_eq!(status(sftp.create(long.as_str()).await), StatusCode::Failure, "the name rules hold here too");
 }
 
 #[tokio::test]
@@ -332,7 +351,7 @@ async fn every_escape_attempt_is_refused_and_other_accounts_are_invisible() {
         let names = sftp.read_dir(path).await.map(|d| d.map(|e| e.file_name()).collect::<Vec<_>>());
         // `/..` and `/../../` are the root itself; everything else is refused.
         if let Ok(names) = names {
-            assert_eq!(names.len(), 3, "{path} lists {names:?}");
+            assert_eq!(names.len(), 4, "{path} lists {names:?}");
         }
     }
     // Symlinks on disk are never shown.
@@ -431,7 +450,7 @@ async fn key_and_password_logins_succeed_and_wrong_credentials_look_alike() {
     assert_eq!(login_key(server.addr, "alice", &new_key()).await.err().as_deref(), Some("refused"));
     assert_eq!(login_key(server.addr, "mallory", &key).await.err().as_deref(), Some("refused"));
     let conn = login_password(server.addr, "alice", "correct horse").await.unwrap();
-    assert_eq!(list(&open_sftp(&conn).await.unwrap(), "/").await.len(), 3);
+    assert_eq!(list(&open_sftp(&conn).await.unwrap(), "/").await.len(), 4);
     for (name, password) in [("alice", "wrong"), ("mallory", "correct horse"), ("nopass", ""), ("alice", "")] {
         assert_eq!(login_password(server.addr, name, password).await.err().as_deref(), Some("refused"), "{name}");
     }

@@ -3,9 +3,9 @@
 use crate::support::TestDb;
 use intake::domain::user::{Scopes, SftpUser};
 use intake::domain::{
-    AccountSettings, Address, AddressKind, Addresses, CreateCustomer, CustomerRef, JsonObject, PhoneCheck,
+    AccountId, AccountSettings, Address, AddressKind, Addresses, CreateCustomer, CustomerRef, JsonObject, PhoneCheck,
 };
-use intake::ingest::upsert::{apply, BatchRecord, RecordOutcome, UpsertOutcome};
+use intake::ingest::upsert::{apply, BatchRecord, RecordOutcome, UpsertOutcome, Writes};
 use intake::store::{JobProgress, JobStatus, NewJob, Store, StoreError};
 use serde_json::{json, Map, Value};
 
@@ -28,12 +28,7 @@ fn command(r: &str, addresses: &[&str], metadata: Value, appdata: Value) -> Crea
 }
 
 fn account(avid: &str) -> AccountSettings {
-    AccountSettings {
-        avid: avid.into(),
-        default_region: None,
-        encoding: Default::default(),
-        phone_check: Default::default(),
-    }
+    AccountSettings::new(AccountId::parse(avid).unwrap())
 }
 
 fn new_job(job_id: &str, account: &str, received_at: &str) -> NewJob {
@@ -48,6 +43,7 @@ fn new_job(job_id: &str, account: &str, received_at: &str) -> NewJob {
         uploader: None,
         may_update: true,
         source_key: None,
+        kind: Default::default(),
     }
 }
 
@@ -74,7 +70,7 @@ async fn upsert(store: &Store, avid: &str, may_update: bool, commands: &[CreateC
     let owner = uuid::Uuid::new_v4().to_string();
     let job = owned_job(store, &owner).await;
     let mut batch = store.begin_batch(avid).await.unwrap();
-    let outcomes = apply(&mut batch, &job, avid, may_update, &records(commands)).await.unwrap();
+    let outcomes = apply(&mut batch, &job, avid, may_update, &records(commands), Writes::Apply).await.unwrap();
     batch.commit(&job, &owner, &JobProgress::default(), "2026-01-01T00:00:00Z").await.unwrap();
     outcomes
         .into_iter()
@@ -165,7 +161,7 @@ async fn a_batch_that_is_not_committed_leaves_nothing(db: TestDb) {
     {
         let mut batch = store.begin_batch("acme").await.unwrap();
         let c = [command("c1", &["+15555001234"], json!({}), json!({}))];
-        apply(&mut batch, "some-job", "acme", true, &records(&c)).await.unwrap();
+        apply(&mut batch, "some-job", "acme", true, &records(&c), Writes::Apply).await.unwrap();
         // dropped: rolled back, as after a crash
     }
     assert_eq!(store.count_customers("acme").await.unwrap(), 0);
@@ -195,6 +191,7 @@ async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
             rec(5, Some("a"), Some(&a)),
             rec(6, None, None),
         ],
+        Writes::Apply,
     )
     .await
     .unwrap();
@@ -220,6 +217,7 @@ async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
             rec(10, Some("b"), Some(&b)),
             rec(11, Some("a"), Some(&a)),
         ],
+        Writes::Apply,
     )
     .await
     .unwrap();
@@ -228,7 +226,7 @@ async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
     // A second duplicate in the same batch names the file's first line too, not the batch's.
     assert_eq!(second[4], RecordOutcome::Duplicate(2));
     // Another job's claims are its own.
-    let other = apply(&mut batch, "job-2", "acme", true, &[rec(2, Some("zzz"), None)]).await.unwrap();
+    let other = apply(&mut batch, "job-2", "acme", true, &[rec(2, Some("zzz"), None)], Writes::Apply).await.unwrap();
     assert_eq!(other, [RecordOutcome::Invalid]);
     drop(batch);
     let stored = store.get_job("job-1").await.unwrap().unwrap();
@@ -284,7 +282,7 @@ async fn a_job_is_never_claimed_twice(db: TestDb) {
     // Its former owner can no longer commit: nothing of its batch lands.
     let mut batch = store.begin_batch(&taken.account).await.unwrap();
     let c = [command("late", &["+15555001234"], json!({}), json!({}))];
-    apply(&mut batch, &taken.job_id, &taken.account, true, &records(&c)).await.unwrap();
+    apply(&mut batch, &taken.job_id, &taken.account, true, &records(&c), Writes::Apply).await.unwrap();
     let err = batch
         .commit(&taken.job_id, owner_of(&taken.job_id), &JobProgress::default(), "2026-01-01T00:09:01Z")
         .await
@@ -307,7 +305,7 @@ async fn accounts_and_users_are_managed(db: TestDb) {
     assert!(matches!(store.add_account(&account("acme")).await, Err(StoreError::AlreadyExists(_))));
     let user = SftpUser {
         username: "acme-ops".into(),
-        account: "acme".into(),
+        account: AccountId::parse("acme").unwrap(),
         public_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK0 test".into()],
         password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
         scopes: Scopes { create: true, update: false },
@@ -315,7 +313,7 @@ async fn accounts_and_users_are_managed(db: TestDb) {
     store.add_user(&user).await.unwrap();
     assert_eq!(store.find_user("acme-ops").await.unwrap(), Some(user.clone()));
     assert!(matches!(store.add_user(&user).await, Err(StoreError::AlreadyExists(_))));
-    let orphan = SftpUser { username: "x".into(), account: "nope".into(), ..user.clone() };
+    let orphan = SftpUser { username: "x".into(), account: AccountId::parse("nope").unwrap(), ..user.clone() };
     assert!(matches!(store.add_user(&orphan).await, Err(StoreError::NotFound(_))));
     assert_eq!(store.list_users().await.unwrap().len(), 1);
     store.remove_account("acme").await.unwrap();

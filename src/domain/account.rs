@@ -1,0 +1,132 @@
+//! Accounts: the AVID that names one (one rule, wherever an id comes from:
+//! the CLI, the config, the database, an SFTP login) and its settings.
+
+use super::customer::{FileEncoding, PhoneCheck, PhoneRegion};
+use std::fmt;
+
+/// Why a setting given as text (CLI, config, database) is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    #[error("invalid account id `{0}`: use 1 to 64 letters, digits, `-`, `_` or `.` (not first)")]
+    AccountId(String),
+    #[error("unknown region `{0}` (use a two-letter ISO code such as US)")]
+    Region(String),
+    #[error("unknown encoding `{0}` (known: utf-8, windows-1252)")]
+    Encoding(String),
+    #[error("unknown phone check `{0}` (known: possible, valid)")]
+    PhoneCheck(String),
+    #[error("unknown scope `{0}` (known: customers:create, customers:update)")]
+    Scope(String),
+}
+
+/// An account's AVID: what a merchant logs in with and what names its
+/// folder, so 1 to 64 ASCII letters, digits, `-`, `_` and `.` (not first).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountId(String);
+
+impl AccountId {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(raw: &str) -> Result<AccountId, SettingError> {
+        let ok = !raw.is_empty()
+            && raw.len() <= Self::MAX_LEN
+            && !raw.starts_with('.')
+            && raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if ok {
+            Ok(AccountId(raw.to_owned()))
+        } else {
+            Err(SettingError::AccountId(raw.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for AccountId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for AccountId {
+    fn as_ref(&self) -> &std::path::Path {
+        self.0.as_ref()
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for AccountId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for AccountId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// How an account's files are read and checked, and its reports written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSettings {
+    pub avid: AccountId,
+    pub default_region: Option<PhoneRegion>,
+    pub encoding: FileEncoding,
+    pub phone_check: PhoneCheck,
+    /// Whether the CSV reports start with a UTF-8 BOM (Excel on Windows
+    /// shows non-ASCII text garbled without one).
+    pub report_bom: bool,
+}
+
+impl AccountSettings {
+    /// An account with the default settings.
+    pub fn new(avid: AccountId) -> Self {
+        AccountSettings {
+            avid,
+            default_region: None,
+            encoding: FileEncoding::Utf8,
+            phone_check: PhoneCheck::Possible,
+            report_bom: false,
+        }
+    }
+
+    /// The settings given as text (`None`: the default), as the CLI and the
+    /// config give them.
+    pub fn from_text(
+        avid: &str,
+        region: Option<&str>,
+        encoding: Option<&str>,
+        phone_check: Option<&str>,
+    ) -> Result<Self, SettingError> {
+        Ok(AccountSettings {
+            default_region: region.map(PhoneRegion::parse).transpose()?,
+            encoding: encoding.map(FileEncoding::parse).transpose()?.unwrap_or_default(),
+            phone_check: phone_check.map(PhoneCheck::parse).transpose()?.unwrap_or_default(),
+            ..AccountSettings::new(AccountId::parse(avid)?)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_account_id_is_one_folder_name_of_at_most_64_safe_characters() {
+        for ok in ["acme", "a", "acme-eu_1.x", &"a".repeat(64)] {
+            assert_eq!(AccountId::parse(ok).unwrap().as_str(), ok);
+        }
+        for bad in ["", ".", "..", ".hidden", "a/b", "a\\b", "a\0b", "ä", "a b", &"a".repeat(65)] {
+            assert_eq!(AccountId::parse(bad), Err(SettingError::AccountId(bad.to_owned())), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! `NAME.progress.json`: while a file is queued, running or waiting to be
+//! retried, where it stands — published atomically (never half written),
+//! and removed once the summary is out. Written only by the job's owner,
+//! in its own steps, so a removed progress file never comes back.
+
+use super::job::Context;
+use crate::clock;
+use crate::mailbox::{publish_atomically, ReportNames};
+use crate::store::Job;
+use serde::Serialize;
+use std::io;
+
+/// What a job is doing, as the merchant sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProgressState {
+    /// Received; waiting behind the account's earlier uploads.
+    Queued,
+    Running,
+    /// Interrupted by a fault it resumes from at `retry_at`.
+    Retrying,
+}
+
+#[derive(Debug, Serialize)]
+struct Progress<'a> {
+    job_id: &'a str,
+    file: &'a str,
+    state: ProgressState,
+    dry_run: bool,
+    /// Records of the file (known once it has been read through once).
+    rows_total: u64,
+    rows_done: u64,
+    created: u64,
+    updated: u64,
+    unchanged: u64,
+    failed: u64,
+    /// Bytes of the upload (as uploaded: compressed for a `.csv.gz`).
+    bytes_done: u64,
+    bytes_total: u64,
+    received_at: &'a str,
+    started_at: Option<&'a str>,
+    updated_at: String,
+    retry_at: Option<&'a str>,
+}
+
+/// Publishes `job`'s progress; `bytes_done` is how far into the upload its
+/// committed rows reach.
+pub fn publish(ctx: &Context, job: &Job, state: ProgressState, bytes_done: u64) -> io::Result<()> {
+    let bytes_total =
+        if job.bytes > 0 { job.bytes } else { std::fs::metadata(&job.spool_path).map(|m| m.len()).unwrap_or_default() };
+    let p = &job.progress;
+    let progress = Progress {
+        job_id: &job.job_id,
+        file: &job.file_name,
+        state,
+        dry_run: job.kind.is_dry_run(),
+        rows_total: job.rows_total,
+        rows_done: p.records_done,
+        created: p.created,
+        updated: p.updated,
+        unchanged: p.unchanged,
+        failed: p.failed,
+        bytes_done: bytes_done.min(bytes_total),
+        bytes_total,
+        received_at: &job.received_at,
+        started_at: job.started_at.as_deref(),
+        updated_at: clock::now_rfc3339(),
+        retry_at: job.retry_at.as_deref().filter(|_| state == ProgressState::Retrying),
+    };
+    let json = serde_json::to_vec_pretty(&progress).expect("progress serialises");
+    ctx.layout.ensure_account(&job.account)?;
+    publish_atomically(&path(ctx, job), &json)
+}
+
+/// Publishes `job`'s progress, logging rather than failing: progress is
+/// a courtesy to the merchant, never a reason to stop a job.
+pub fn publish_or_log(ctx: &Context, job: &Job, state: ProgressState, bytes_done: u64) {
+    if let Err(e) = publish(ctx, job, state, bytes_done) {
+        tracing::warn!(account = %job.account, file = %job.file_name, job_id = %job.job_id, error = %e,
+            "cannot publish the job's progress");
+    }
+}
+
+/// Removes `job`'s progress file (gone already is fine).
+pub fn remove(ctx: &Context, job: &Job) -> io::Result<()> {
+    match std::fs::remove_file(path(ctx, job)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn path(ctx: &Context, job: &Job) -> std::path::PathBuf {
+    ctx.layout.outbox(&job.account).join(ReportNames::of(&job.file_name, job.kind.is_dry_run()).progress)
+}

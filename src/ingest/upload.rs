@@ -1,0 +1,168 @@
+//! An upload's content as a byte stream: the file as uploaded, or — when it
+//! starts with the gzip magic bytes, whatever its name — decompressed as a
+//! stream. A ratio limit stops a gzip bomb after at most a megabyte more
+//! than the ratio allows, long before it is spent. Knows nothing about CSV.
+
+use flate2::bufread::MultiGzDecoder;
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// What makes a stream of upload bytes unusable as content.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ContentError {
+    /// Starts like gzip but does not decompress.
+    #[error("the file starts like gzip but cannot be decompressed ({0}); upload a CSV file or a gzip-compressed one")]
+    NotGzip(String),
+    /// Decompresses to more than the ratio allows.
+    #[error(
+        "the file decompresses to more than {ratio} times its compressed size, the limit for compressed uploads \
+         (a gzip bomb, or data far more repetitive than customer records)"
+    )]
+    TooCompressed { ratio: u64 },
+}
+
+impl ContentError {
+    /// The content error an io error carries, if it is one.
+    pub fn of(e: &io::Error) -> Option<&ContentError> {
+        e.get_ref().and_then(|inner| inner.downcast_ref::<ContentError>())
+    }
+}
+
+/// How much decompressed content may exceed `ratio` × compressed bytes
+/// (the header of a tiny file is all there is to compare at the start).
+const RATIO_SLACK_BYTES: u64 = 1024 * 1024;
+
+/// The gzip magic bytes.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Counts the bytes read from what it wraps, for anyone holding the counter.
+struct Counted<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Decompresses, within the ratio limit.
+struct Gunzip<R: BufRead> {
+    decoder: MultiGzDecoder<R>,
+    compressed: Arc<AtomicU64>,
+    decompressed: u64,
+    max_ratio: u64,
+}
+
+impl<R: BufRead> Read for Gunzip<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // What the decoder says of the data; the file's own read errors pass.
+        let n = self.decoder.read(buf).map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
+                io::Error::other(ContentError::NotGzip(e.to_string()))
+            }
+            _ => e,
+        })?;
+        self.decompressed += n as u64;
+        let allowed = self.compressed.load(Ordering::Relaxed).saturating_mul(self.max_ratio) + RATIO_SLACK_BYTES;
+        if self.decompressed > allowed {
+            return Err(io::Error::other(ContentError::TooCompressed { ratio: self.max_ratio }));
+        }
+        Ok(n)
+    }
+}
+
+/// An upload opened for reading its content.
+pub struct Content<'a> {
+    pub reader: Box<dyn Read + Send + 'a>,
+    /// Bytes of the upload read so far (compressed bytes for a gzip upload).
+    pub consumed: Arc<AtomicU64>,
+    pub compressed: bool,
+}
+
+/// Opens `raw` (the upload's bytes) for reading its content; gzip is
+/// detected by its magic bytes and decompressed within `max_ratio`.
+pub fn open<'a>(raw: impl Read + Send + 'a, max_ratio: u64) -> io::Result<Content<'a>> {
+    let consumed = Arc::new(AtomicU64::new(0));
+    let mut buffered = BufReader::with_capacity(64 * 1024, Counted { inner: raw, count: consumed.clone() });
+    let compressed = buffered.fill_buf()?.starts_with(&GZIP_MAGIC);
+    let reader: Box<dyn Read + Send + 'a> = if compressed {
+        Box::new(Gunzip {
+            decoder: MultiGzDecoder::new(buffered),
+            compressed: consumed.clone(),
+            decompressed: 0,
+            max_ratio: max_ratio.max(1),
+        })
+    } else {
+        Box::new(buffered)
+    };
+    Ok(Content { reader, consumed, compressed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn read_all(raw: &[u8], ratio: u64) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        open(raw, ratio)?.reader.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn plain_content_passes_unchanged_and_gzip_is_decompressed() {
+        let csv = b"ref,address\nA1,+15555550001\n";
+        assert_eq!(read_all(csv, 100).unwrap(), csv);
+        let compressed = gzip(csv);
+        assert!(open(&compressed[..], 100).unwrap().compressed);
+        assert_eq!(read_all(&gzip(csv), 100).unwrap(), csv);
+    }
+
+    #[test]
+    fn concatenated_gzip_members_are_one_stream() {
+        let mut both = gzip(b"ref,address\n");
+        both.extend(gzip(b"A1,+15555550001\n"));
+        assert_eq!(read_all(&both, 100).unwrap(), b"ref,address\nA1,+15555550001\n");
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_within_the_slack_of_the_ratio() {
+        let bomb = gzip(&vec![b'a'; 64 * 1024 * 1024]);
+        assert!(bomb.len() < 200 * 1024, "{}", bomb.len());
+        let mut content = open(&bomb[..], 10).unwrap();
+        let mut buf = vec![0; 64 * 1024];
+        let mut total = 0u64;
+        let error = loop {
+            match content.reader.read(&mut buf) {
+                Ok(0) => panic!("the bomb decompressed whole"),
+                Ok(n) => total += n as u64,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(ContentError::of(&error), Some(&ContentError::TooCompressed { ratio: 10 }));
+        assert!(total <= 10 * bomb.len() as u64 + RATIO_SLACK_BYTES, "{total}");
+    }
+
+    #[test]
+    fn a_corrupt_or_truncated_gzip_is_named_as_such() {
+        let mut broken = gzip(&b"ref,address\nA1,+15555550001\n".repeat(1000));
+        broken.truncate(broken.len() / 2);
+        let e = read_all(&broken, 100).unwrap_err();
+        assert!(matches!(ContentError::of(&e), Some(ContentError::NotGzip(_))), "{e}");
+        let mut garbage = GZIP_MAGIC.to_vec();
+        garbage.extend(b"not really gzip at all");
+        let e = read_all(&garbage, 100).unwrap_err();
+        assert!(matches!(ContentError::of(&e), Some(ContentError::NotGzip(_))), "{e}");
+    }
+}
