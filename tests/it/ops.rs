@@ -475,6 +475,18 @@ async fn webhook_test_sends_a_signed_event_now(db: TestDb) {
     let out = d.cli(&["webhook", "test", "acme"], "").await;
     assert!(out.status.success(), "{}", describe(&out));
     assert!(!receiver.received()[1].signed, "signed with the new secret");
+
+    // account add takes the same options; a URL that is not http(s) adds nothing.
+    let out = d.cli(&["account", "add", "other", "--webhook-url", "ftp://h/x", "--webhook-secret-stdin"], "s\n").await;
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(db.store().await.get_account("other").await.unwrap().is_none());
+    let add = ["account", "add", "other", "--webhook-url", &receiver.url(), "--webhook-secret-stdin"];
+    let out = d.cli(&add, &format!("{SECRET}\n")).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = d.cli(&["webhook", "test", "other"], "").await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let last = receiver.received().pop().unwrap();
+    assert!(last.signed && last.body.contains("\"other\""), "{last:?}");
 }
 
 async fn a_webhook_declared_in_the_config_is_used(db: TestDb) {
