@@ -52,12 +52,28 @@ pub async fn apply_declared(config: &Config, store: &Store) -> Result<()> {
             )?
         };
         store.put_account(&settings).await.with_context(|| format!("while applying account {}", a.avid))?;
+        apply_declared_webhook(a, store).await?;
     }
     for u in &config.users {
         let user = declared_user(u).with_context(|| format!("in the config's user {}", u.username))?;
         store.put_user(&user).await.with_context(|| format!("while applying user {}", u.username))?;
     }
     Ok(())
+}
+
+/// A webhook declared with its account; none declared leaves the stored one.
+async fn apply_declared_webhook(a: &crate::config::AccountDecl, store: &Store) -> Result<()> {
+    match (&a.webhook_url, &a.webhook_secret) {
+        (None, None) => Ok(()),
+        (Some(url), Some(secret)) => {
+            let secret = crate::store::WebhookSecret::new(secret.0.clone());
+            store
+                .set_webhook(&a.avid, url, &secret)
+                .await
+                .with_context(|| format!("while applying the webhook of {}", a.avid))
+        }
+        _ => anyhow::bail!("account {} in the config: webhook_url and webhook_secret go together", a.avid),
+    }
 }
 
 fn declared_user(u: &UserDecl) -> Result<SftpUser> {
@@ -102,10 +118,13 @@ pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("stopping: no new connections; the batch in flight is committed first");
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
             shutdown.cancel();
         });
     }
 
+    crate::telemetry::metrics().set_account_labels(config.http.account_labels);
+    let sftp_bound = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     if config.sftp.enabled {
         check_uploader_records(&layout)?;
@@ -120,10 +139,44 @@ pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
         let addr = server.local_addr();
         tracing::info!(%addr, database = store.backend(), data_dir = %config.data_dir.display(), "intake is serving SFTP");
         let _ = std::fs::write(config.data_dir.join("sftp.addr"), addr.to_string());
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move { server.run(shutdown).await.map_err(anyhow::Error::from) });
+        sftp_bound.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (shutdown, bound) = (shutdown.clone(), sftp_bound.clone());
+        tasks.spawn(async move {
+            let served = server.run(shutdown).await.map_err(anyhow::Error::from);
+            bound.store(false, std::sync::atomic::Ordering::Relaxed);
+            served
+        });
     } else {
         tracing::info!("SFTP server disabled; watching uploads written by another server");
+    }
+    if config.http.enabled {
+        let health = crate::telemetry::http::Health {
+            store: store.clone(),
+            database_url: config.database_url(),
+            data_dir: config.data_dir.clone(),
+            sftp_bound: config.sftp.enabled.then(|| sftp_bound.clone()),
+        };
+        let http = crate::telemetry::http::HttpServer::bind(&config.http.listen, health)
+            .await
+            .with_context(|| format!("while binding the HTTP listener ([http] listen = {})", config.http.listen))?;
+        let addr = http.local_addr()?;
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz over HTTP");
+        let _ = std::fs::write(config.data_dir.join("http.addr"), addr.to_string());
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { http.run(shutdown).await.context("the HTTP server failed") });
+    }
+    {
+        let (store, settings, stop) = (store.clone(), config.webhooks.clone(), shutdown.clone());
+        tasks.spawn(supervised("webhooks", shutdown.clone(), move || {
+            crate::webhooks::run(store.clone(), settings.clone(), stop.clone())
+        }));
+    }
+    {
+        let (layout, store, settings, stop) =
+            (layout.clone(), store.clone(), config.retention.clone(), shutdown.clone());
+        tasks.spawn(supervised("retention", shutdown.clone(), move || {
+            crate::retention::run(layout.clone(), store.clone(), settings.clone(), stop.clone())
+        }));
     }
     let wake = Arc::new(Notify::new());
     {
@@ -139,6 +192,10 @@ pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
             worker::run(ctx, workers, keep, wake, shutdown).await;
             Ok(())
         });
+    }
+    // systemd (Type=notify): the database is open and the listeners are bound.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot tell systemd that intake is ready");
     }
     let mut failure = None;
     while let Some(done) = tasks.join_next().await {

@@ -16,6 +16,17 @@ pub fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
+/// Now on this host's clock, to the second (`2026-11-26T10:00:00Z`): what
+/// the webhook outbox schedules by. One width, so text order is time order.
+pub fn now_rfc3339() -> String {
+    format_rfc3339(now())
+}
+
+/// `seconds` before now on this host's clock, in the same form (negative: after).
+pub fn seconds_ago_rfc3339(seconds: i64) -> String {
+    format_rfc3339(now() - time::Duration::seconds(seconds))
+}
+
 /// As reports show it, to the second: `2026-11-26T10:00:00Z`.
 pub fn format_rfc3339(at: OffsetDateTime) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);

@@ -45,10 +45,71 @@ pub struct Config {
     /// Log lines as `text` or `json`.
     pub log_format: LogFormat,
     pub sftp: SftpSettings,
+    /// The operations endpoint: `/metrics`, `/healthz`, `/readyz`.
+    pub http: HttpSettings,
+    /// Completion webhooks: delivery timeout and retries.
+    pub webhooks: WebhookSettings,
+    /// How long uploads and reports are kept.
+    pub retention: RetentionSettings,
     /// Accounts applied at start.
     pub accounts: Vec<AccountDecl>,
     /// SFTP users applied at start.
     pub users: Vec<UserDecl>,
+}
+
+/// `[http]`: the operations endpoint beside the SFTP server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    pub enabled: bool,
+    pub listen: String,
+    /// Label job and row metrics with the account (only with few accounts:
+    /// every account adds series).
+    pub account_labels: bool,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings { enabled: true, listen: "127.0.0.1:9180".into(), account_labels: false }
+    }
+}
+
+/// `[webhooks]`: how completion webhooks are delivered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// Seconds one delivery attempt may take before it counts as failed.
+    pub timeout_secs: u64,
+    /// The wait before the first retry; it doubles with each failure.
+    pub retry_first_secs: u64,
+    /// The longest wait between two attempts.
+    pub retry_max_secs: u64,
+    /// Hours after which an undelivered event is given up (`failed`).
+    pub give_up_hours: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings { timeout_secs: 10, retry_first_secs: 10, retry_max_secs: 3600, give_up_hours: 24 }
+    }
+}
+
+/// `[retention]`: days after which files are deleted (0 = kept for ever).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Archived uploads (`archive/`).
+    pub archive_days: u64,
+    /// Reports (`outbox/`).
+    pub outbox_days: u64,
+    /// Seconds between two sweeps (one also runs at start).
+    pub sweep_every_secs: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings { archive_days: 30, outbox_days: 30, sweep_every_secs: 3600 }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -68,6 +129,21 @@ pub struct AccountDecl {
     /// Start the CSV reports with a UTF-8 BOM (for Excel).
     #[serde(default)]
     pub report_bom: bool,
+    /// The completion webhook (with `webhook_secret`); when absent, the one
+    /// set with `intake account set` is kept.
+    pub webhook_url: Option<String>,
+    pub webhook_secret: Option<Secret>,
+}
+
+/// A secret read from the config: never shown in `Debug`.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -119,6 +195,9 @@ impl Default for Config {
             keep_visible_secs: 10,
             log_format: LogFormat::Text,
             sftp: SftpSettings::default(),
+            http: HttpSettings::default(),
+            webhooks: WebhookSettings::default(),
+            retention: RetentionSettings::default(),
             accounts: Vec::new(),
             users: Vec::new(),
         }
@@ -140,7 +219,7 @@ impl fmt::Debug for Config {
 
 /// Top-level keys the environment may set; others with the prefix are ignored
 /// (so `INTAKE_TEST_*` variables of a test run never break the config).
-const ENV_KEYS: [&str; 15] = [
+const ENV_KEYS: [&str; 18] = [
     "data_dir",
     "database_url",
     "workers",
@@ -156,6 +235,9 @@ const ENV_KEYS: [&str; 15] = [
     "keep_visible_secs",
     "log_format",
     "sftp",
+    "http",
+    "webhooks",
+    "retention",
 ];
 
 impl Config {
@@ -238,6 +320,20 @@ mod tests {
             jail.create_file("config.toml", "max_row = 7\n")?;
             let err = Config::load(Path::new("config.toml"), true).unwrap_err().to_string();
             assert!(err.contains("max_row"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_webhook_secret_never_shows_in_debug() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "config.toml",
+                "[[accounts]]\navid = \"acme\"\nwebhook_url = \"https://h/x\"\nwebhook_secret = \"hunter2\"\n",
+            )?;
+            let config = Config::load(Path::new("config.toml"), true).map_err(|e| e.to_string())?;
+            assert_eq!(config.accounts[0].webhook_secret, Some(Secret("hunter2".into())));
+            assert!(!format!("{config:?}").contains("hunter2"));
             Ok(())
         });
     }

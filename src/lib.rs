@@ -13,5 +13,8 @@ pub mod config;
 pub mod domain;
 pub mod ingest;
 pub mod mailbox;
+pub mod retention;
 pub mod sftp;
 pub mod store;
+pub mod telemetry;
+pub mod webhooks;

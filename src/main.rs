@@ -2,6 +2,8 @@
 
 #![forbid(unsafe_code)]
 
+mod ops_cli;
+
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use intake::config::{Config, LogFormat};
@@ -9,7 +11,7 @@ use intake::domain::user::{Scopes, SftpUser};
 use intake::domain::{AccountId, AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
 use intake::ingest::{self, Context, JobRunner, Step};
 use intake::mailbox::Layout;
-use intake::store::{JobStatus, Store};
+use intake::store::Store;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -68,13 +70,14 @@ enum Command {
     /// Manage SFTP users.
     #[command(subcommand)]
     User(UserCommand),
-    /// List recent uploads with their status and counts.
-    Jobs {
-        #[arg(long)]
-        account: Option<String>,
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-    },
+    /// List recent uploads with their status and counts; show or retry one.
+    Jobs(ops_cli::JobsArgs),
+    /// Webhook events: pending, given up, delivered.
+    #[command(subcommand)]
+    Webhooks(ops_cli::WebhooksCommand),
+    /// One account's webhook.
+    #[command(subcommand)]
+    Webhook(ops_cli::WebhookCommand),
 }
 
 #[derive(Subcommand)]
@@ -106,6 +109,8 @@ struct AccountArgs {
     /// CSV reports without a BOM (the default).
     #[arg(long)]
     no_report_bom: bool,
+    #[command(flatten)]
+    webhook: ops_cli::WebhookArgs,
 }
 
 impl AccountArgs {
@@ -203,7 +208,9 @@ async fn run(command: Command, config: Config, config_path: PathBuf) -> Result<E
         Command::Ingest { file, account, no_update } => ingest_file(&config, &file, &account, !no_update).await,
         Command::Account(cmd) => account(&config, cmd).await,
         Command::User(cmd) => user(&config, cmd).await,
-        Command::Jobs { account, limit } => jobs(&config, account.as_deref(), limit).await,
+        Command::Jobs(args) => ops_cli::jobs(&config, open_store(&config).await?, args).await,
+        Command::Webhooks(cmd) => ops_cli::webhooks(&open_store(&config).await?, cmd).await,
+        Command::Webhook(cmd) => ops_cli::webhook(&config, open_store(&config).await?, cmd).await,
     }
 }
 
@@ -320,14 +327,18 @@ async fn account(config: &Config, cmd: AccountCommand) -> Result<ExitCode> {
     match cmd {
         AccountCommand::Add(a) => {
             let settings = a.applied_to(AccountSettings::new(AccountId::parse(&a.avid)?))?;
+            ops_cli::check_webhook_args(&a.webhook)?;
             store.add_account(&settings).await?;
             Layout::new(&config.data_dir).ensure_account(&a.avid).context("while creating the account's folders")?;
             println!("added account {}", a.avid);
+            ops_cli::apply_webhook(&store, &a.avid, &a.webhook).await?;
         }
         AccountCommand::Set(a) => {
             let current = store.get_account(&a.avid).await?.with_context(|| format!("no account `{}`", a.avid))?;
             let settings = a.applied_to(current)?;
+            ops_cli::check_webhook_args(&a.webhook)?;
             store.put_account(&settings).await?;
+            ops_cli::apply_webhook(&store, &a.avid, &a.webhook).await?;
             println!("updated account {}", a.avid);
         }
         AccountCommand::List => {
@@ -407,45 +418,6 @@ async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
         UserCommand::Remove { username } => {
             store.remove_user(&username).await?;
             println!("removed user {username}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn jobs(config: &Config, account: Option<&str>, limit: u32) -> Result<ExitCode> {
-    let store = open_store(config).await?;
-    println!(
-        "{:<36} {:<16} {:<26} {:>9} {:>8} {:>8} {:>9} {:>7}  {:<20} FILE",
-        "JOB", "ACCOUNT", "STATUS", "ROWS", "CREATED", "UPDATED", "UNCHANGED", "FAILED", "RECEIVED"
-    );
-    for j in store.list_jobs(account, limit).await? {
-        let p = j.progress;
-        let status = match (&j.error_code, j.status) {
-            (Some(code), _) => format!("{} ({code})", j.status.as_str()),
-            (None, JobStatus::Retrying) => format!("retrying ({} of {})", j.retries, config.max_job_retries),
-            (None, _) => j.status.as_str().to_owned(),
-        };
-        println!(
-            "{:<36} {:<16} {:<26} {:>9} {:>8} {:>8} {:>9} {:>7}  {:<20} {}",
-            j.job_id,
-            j.account,
-            status,
-            p.records_done,
-            p.created,
-            p.updated,
-            p.unchanged,
-            p.failed,
-            intake::clock::format_rfc3339(j.received_at),
-            if j.kind.is_dry_run() { format!("/validate/{}", j.file_name) } else { j.file_name.clone() }
-        );
-        match j.status {
-            JobStatus::Retrying => println!(
-                "    next try at {}; last error: {}",
-                j.retry_at.map(intake::clock::format_rfc3339).as_deref().unwrap_or("-"),
-                j.last_error.as_deref().unwrap_or("-")
-            ),
-            JobStatus::Aborted => println!("    {}", j.error_message.as_deref().unwrap_or("-")),
-            _ => {}
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -148,7 +148,9 @@ struct Upload {
 type NextBatch = tokio::task::JoinHandle<(Upload, std::io::Result<ReadBatch>)>;
 
 fn read_batch(mut upload: Upload, limits: BatchLimits) -> NextBatch {
+    let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
+        let _in_job = span.enter();
         let mut rows = Vec::with_capacity(limits.rows.min(8192));
         let mut bytes = 0;
         while rows.len() < limits.rows && bytes < limits.bytes {
@@ -193,7 +195,8 @@ async fn blocking<T: Send + 'static>(
     what: String,
     work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> Result<T, IngestError> {
-    tokio::task::spawn_blocking(work).await?.map_err(io_err(what))
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work)).await?.map_err(io_err(what))
 }
 
 impl JobRunner {
@@ -330,6 +333,7 @@ impl JobRunner {
         results.sync().map_err(io_err("while writing the results file"))?;
         let written = Instant::now();
         batch.commit(&self.job.job_id, &ctx.owner, &progress).await?;
+        crate::telemetry::metrics().batch_committed(written.elapsed());
         self.job.progress = progress;
         // After batches 4, 8, 16, ...: statistics within 2x of what a large
         // upload has grown the tables to; small uploads never pay for it.

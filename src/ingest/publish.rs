@@ -172,7 +172,9 @@ pub async fn publish(ctx: &Context, job: &mut Job, summary: &Summary) -> Result<
     job.status = JobStatus::parse(&summary.status)?;
     job.finished_at = clock::parse(&summary.finished_at).or(job.finished_at);
     job.progress.records_done = summary.rows;
+    crate::webhooks::job_ended(&ctx.store, summary).await?;
     ctx.store.finish_job(job, &ctx.owner).await?;
+    crate::telemetry::metrics().job_finished(summary);
     job.phase = JobPhase::Done;
     let _ = std::fs::remove_dir_all(layout.spool(&job.job_id));
     tracing::info!(account = %job.account, file = %job.file_name, job_id = %job.job_id,

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Jobs open at once (round-robin); each holds an open file.
 const MAX_ACTIVE_JOBS: usize = 64;
@@ -129,17 +130,21 @@ async fn work(ctx: Arc<Context>, shared: Arc<Shared>, wake: Arc<Notify>, shutdow
         };
         let job = runner.job().clone();
         let step_ctx = ctx.clone();
-        let stepped = contained(async move {
-            let step = runner.step(&step_ctx).await;
-            (runner, step)
-        })
+        let span = job_span(&job);
+        let stepped = contained(
+            async move {
+                let step = runner.step(&step_ctx).await;
+                (runner, step)
+            }
+            .instrument(span.clone()),
+        )
         .await;
         match stepped {
             Ok((runner, Ok(Step::More))) => shared.queue.lock().expect("queue lock").push_back(runner),
             Ok((_, Ok(Step::Done(_)))) => release_account(&shared, &job.account),
             Ok((_, Err(e))) | Err(e) => {
                 // Settled first: until then no worker may claim the job again.
-                handle_failure(&ctx, &job, e).await;
+                handle_failure(&ctx, &job, e).instrument(span).await;
                 release_account(&shared, &job.account);
             }
         }
@@ -169,19 +174,26 @@ async fn admit(ctx: &Arc<Context>, shared: &Shared) -> Result<(), IngestError> {
                 "its processing was started {} times without getting further (each start ended the process)",
                 job.attempts - 1
             );
-            end_aborted(ctx, &job, &reason).await;
+            end_aborted(ctx, &job, &reason).instrument(job_span(&job)).await;
             release_account(shared, &job.account);
             continue;
         }
         let (open_ctx, claimed) = (ctx.clone(), job.clone());
-        match contained(async move { JobRunner::open(&open_ctx, claimed).await }).await {
+        let span = job_span(&job);
+        match contained(async move { JobRunner::open(&open_ctx, claimed).await }.instrument(span.clone())).await {
             Ok(Ok(runner)) => shared.queue.lock().expect("queue lock").push_back(runner),
             Ok(Err(e)) | Err(e) => {
-                handle_failure(ctx, &job, e).await;
+                handle_failure(ctx, &job, e).instrument(span).await;
                 release_account(shared, &job.account);
             }
         }
     }
+}
+
+/// The span every log line of a job's processing is in (its ids, in the
+/// text and the JSON log format alike).
+fn job_span(job: &Job) -> tracing::Span {
+    tracing::info_span!("job", account = %job.account, job_id = %job.job_id, file = %job.file_name)
 }
 
 /// Decides what a failed step or open means for its job.

@@ -436,6 +436,7 @@ impl AccountFs {
             account = %self.view.user.account, user = %self.view.user.username,
             file = %shown, bytes = size, "upload complete"
         );
+        crate::telemetry::metrics().sftp_upload(&self.view.user.account);
         Ok(())
     }
 
@@ -861,6 +862,9 @@ impl russh_sftp::server::Handler for AccountFs {
 
     async fn write(&mut self, id: u32, handle: String, offset: u64, data: Vec<u8>) -> Reply<Status> {
         let result = self.do_write(id, &handle, offset, &data);
+        if result.is_ok() {
+            crate::telemetry::metrics().sftp_received(data.len());
+        }
         if result.is_err() {
             let shown = self.handle_display(&handle);
             return self.noted("write", &shown, result);

@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::auth::{key_is_authorized, PasswordChecker};
 use super::config::MaxStartups;
@@ -222,6 +223,7 @@ impl SftpServer {
                     let authed = CancellationToken::new();
                     let pre_auth = PreAuth { _source: source_slot, _startup: startup };
                     let handler = SshSession::new(Arc::clone(&shared), peer, pre_auth, authed.clone());
+                    let span = handler.span.clone();
                     let task = connections.spawn(serve_connection(
                         Arc::clone(&config),
                         socket,
@@ -229,7 +231,7 @@ impl SftpServer {
                         shutdown.child_token(),
                         authed,
                         shared.login_grace,
-                    ));
+                    ).instrument(span));
                     peers.insert(task.id(), peer);
                 }
             }
@@ -263,6 +265,7 @@ async fn serve_connection(
     login_grace: Duration,
 ) {
     let peer = handler.peer;
+    let _counted = crate::telemetry::metrics().sftp_connection();
     if let Err(e) = socket.set_nodelay(true) {
         tracing::debug!(peer = %peer, error = %e, "set_nodelay failed");
     }
@@ -408,6 +411,9 @@ struct SshSession {
     /// move into its task and are freed when it ends (russh reports no
     /// close for a channel the server closed first).
     channel_slots: HashMap<ChannelId, ChannelSlots>,
+    /// `sftp_session{peer, user, account}`: the connection's own log lines,
+    /// with user and account once logged in.
+    span: tracing::Span,
     /// A key was offered and refused; counted as one failure if the
     /// connection ends without a login.
     key_refused: bool,
@@ -425,6 +431,8 @@ impl SshSession {
             channel_count: Counter::new(shared.max_channels_per_connection),
             channel_slots: HashMap::new(),
             key_refused: false,
+            span: tracing::info_span!("sftp_session", peer = %peer, user = tracing::field::Empty,
+                account = tracing::field::Empty),
         }
     }
 
@@ -474,7 +482,9 @@ impl SshSession {
             tracing::error!(account = %user.account, "login refused: an account folder is not a plain directory");
             return self.reject();
         }
+        self.span.record("user", user.username.as_str()).record("account", user.account.as_str());
         tracing::info!(user = %user.username, account = %user.account, peer = %self.peer, method, "SFTP login");
+        crate::telemetry::metrics().sftp_login("success");
         self.logged_in = Some(LoggedIn { user, root });
         self.pre_auth = None;
         self.authed.cancel();
@@ -485,6 +495,7 @@ impl SshSession {
 impl Drop for SshSession {
     fn drop(&mut self) {
         if self.logged_in.is_none() && self.key_refused {
+            crate::telemetry::metrics().sftp_login("failure");
             self.shared.penalties.record_failure(self.peer.ip());
         }
     }
@@ -493,6 +504,7 @@ impl Drop for SshSession {
 impl russh::server::Handler for SshSession {
     type Error = russh::Error;
 
+    #[tracing::instrument(name = "ssh", parent = &self.span, skip_all)]
     async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
         if self.shared.penalties.is_penalised(self.peer.ip()) {
             return Ok(self.reject());
@@ -510,6 +522,7 @@ impl russh::server::Handler for SshSession {
         Ok(self.reject())
     }
 
+    #[tracing::instrument(name = "ssh", parent = &self.span, skip_all)]
     async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
         if self.shared.penalties.is_penalised(self.peer.ip()) {
             return Ok(self.reject());
@@ -523,6 +536,7 @@ impl russh::server::Handler for SshSession {
         }
     }
 
+    #[tracing::instrument(name = "ssh", parent = &self.span, skip_all)]
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         if self.shared.penalties.is_penalised(self.peer.ip()) {
             return Ok(self.reject());
@@ -535,6 +549,7 @@ impl russh::server::Handler for SshSession {
         match found {
             Some(u) if ok => Ok(self.log_in(u, "password")),
             _ => {
+                crate::telemetry::metrics().sftp_login("failure");
                 let now_refused = self.shared.penalties.record_failure(self.peer.ip());
                 tracing::info!(user = %user, peer = %self.peer, "SFTP login failed (password)");
                 if now_refused {
@@ -545,6 +560,7 @@ impl russh::server::Handler for SshSession {
         }
     }
 
+    #[tracing::instrument(name = "ssh", parent = &self.span, skip_all)]
     async fn channel_open_session(
         &mut self,
         channel: Channel<Msg>,
@@ -573,6 +589,7 @@ impl russh::server::Handler for SshSession {
         Ok(())
     }
 
+    #[tracing::instrument(name = "ssh", parent = &self.span, skip_all)]
     async fn subsystem_request(
         &mut self,
         channel_id: ChannelId,
@@ -598,6 +615,7 @@ impl russh::server::Handler for SshSession {
         Ok(())
     }
 
+    #[tracing::instrument(name = "ssh", parent = &self.span, skip_all)]
     async fn exec_request(
         &mut self,
         channel_id: ChannelId,
@@ -621,13 +639,17 @@ impl russh::server::Handler for SshSession {
         session.channel_success(channel_id)?;
         let fs = self.account_fs(logged_in);
         let slots = self.channel_slots.remove(&channel_id);
-        tokio::spawn(async move {
-            exec::run(command, channel, fs).await;
-            drop(slots);
-        });
+        tokio::spawn(
+            async move {
+                exec::run(command, channel, fs).await;
+                drop(slots);
+            }
+            .instrument(self.span.clone()),
+        );
         Ok(())
     }
 
+    #[tracing::instrument(name = "ssh", parent = &self.span, skip_all)]
     async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
         tracing::info!(peer = %self.peer, "shell refused: this server only provides SFTP");
         self.refuse(channel, session)

@@ -4,6 +4,8 @@
 
 #[macro_use]
 mod shared;
+#[macro_use]
+pub mod ops;
 mod postgres;
 mod sqlite;
 
@@ -14,6 +16,7 @@ use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::time::Duration;
 
+pub use ops::{Delivery, DeliveryStatus, JobCounts, Webhook, WebhookSecret};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

@@ -22,6 +22,11 @@ fn seconds_from_now(param: &str) -> String {
     format!("(now() + {param}::double precision * interval '1 second')")
 }
 
+/// Seconds from the timestamp `expr` to the database's now.
+fn seconds_since(expr: &str) -> String {
+    format!("EXTRACT(EPOCH FROM (now() - {expr}))::float8")
+}
+
 /// A host timestamp as a `timestamptz`.
 fn at(t: Timestamp) -> Timestamp {
     t
@@ -34,6 +39,7 @@ pub struct PgStore {
 
 impl PgStore {
     shared_statements!();
+    ops_statements!();
 
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)

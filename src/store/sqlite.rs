@@ -21,6 +21,11 @@ fn seconds_from_now(param: &str) -> String {
     format!("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', {param} || ' seconds')")
 }
 
+/// Seconds from the timestamp `expr` to the database's now.
+fn seconds_since(expr: &str) -> String {
+    format!("((julianday('now') - julianday({expr})) * 86400.0)")
+}
+
 /// A host timestamp as SQLite keeps it.
 fn at(t: Timestamp) -> String {
     crate::clock::format_stored(t)
@@ -36,6 +41,7 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     shared_statements!();
+    ops_statements!();
 
     /// SQLite has one writer: take the write lock up front, not at the first write.
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {

@@ -10,6 +10,7 @@ mod interop_clients;
 mod interop_sftp;
 mod mailbox_props;
 mod merchant;
+mod ops;
 mod samples;
 mod sftp;
 mod store;

@@ -197,7 +197,9 @@ impl TestDaemon {
             client_key(dir)
         };
         let data_dir = dir.join("data");
-        let mut toml = String::from("[sftp]\nlisten = \"127.0.0.1:0\"\nauth_rejection_millis = 0\n");
+        let mut toml = String::from(
+            "[sftp]\nlisten = \"127.0.0.1:0\"\nauth_rejection_millis = 0\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        );
         for a in accounts {
             toml += &format!("\n[[accounts]]\navid = \"{}\"\n", a.avid);
         }
@@ -223,6 +225,7 @@ impl TestDaemon {
 
     pub async fn start(&mut self) {
         let _ = std::fs::remove_file(self.data_dir.join("sftp.addr"));
+        let _ = std::fs::remove_file(self.data_dir.join("http.addr"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("serve.log")).unwrap();
         let mut cmd = Command::new(intake_bin());
         cmd.arg("serve").arg("--config").arg(&self.config).current_dir(&self.dir);
@@ -246,6 +249,43 @@ impl TestDaemon {
             })
             .await;
         }
+    }
+
+    /// The HTTP endpoint's address, as the daemon wrote it at start.
+    pub async fn http_addr(&self) -> String {
+        let addr_file = self.data_dir.join("http.addr");
+        eventually(Duration::from_secs(60), "the daemon's HTTP listener", || {
+            std::fs::read_to_string(&addr_file).ok().filter(|a| !a.is_empty())
+        })
+        .await
+    }
+
+    /// GETs `path` from the HTTP endpoint: (status, body).
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        let url = format!("http://{}{path}", self.http_addr().await);
+        let response = reqwest::get(&url).await.unwrap_or_else(|e| panic!("GET {url}: {e}\n{}", self.log()));
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    /// Runs an `intake` subcommand against this daemon's config and database,
+    /// with `stdin` as its standard input.
+    pub async fn cli(&self, args: &[&str], stdin: &str) -> Output {
+        use tokio::io::AsyncWriteExt;
+        let mut cmd = Command::new(intake_bin());
+        cmd.args(args).arg("--config").arg(&self.config).current_dir(&self.dir).kill_on_drop(true);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("intake runs");
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).await.unwrap();
+        drop(input);
+        tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+            .await
+            .expect("intake finished in time")
+            .unwrap()
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,99 @@
+//! Retention: uploads (`archive/`) and reports (`outbox/`) carry customer
+//! data, so files older than `[retention] archive_days` / `outbox_days` are
+//! deleted (0 keeps them). The database keeps its jobs: `intake jobs` still
+//! shows them, `intake jobs show` says their files are gone.
+
+use crate::config::RetentionSettings;
+use crate::mailbox::Layout;
+use crate::store::Store;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+/// Files deleted by one sweep.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub archive: u64,
+    pub outbox: u64,
+}
+
+/// Deletes the files older than the settings say, in every account's folders.
+pub fn sweep(layout: &Layout, settings: &RetentionSettings) -> Swept {
+    let mut swept = Swept::default();
+    let Ok(accounts) = std::fs::read_dir(layout.accounts_root()) else { return swept };
+    for account in accounts.flatten() {
+        if !account.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let avid = account.file_name().to_string_lossy().into_owned();
+        if settings.archive_days > 0 {
+            swept.archive += delete_older(&layout.archive(&avid), settings.archive_days);
+        }
+        if settings.outbox_days > 0 {
+            swept.outbox += delete_older(&layout.outbox(&avid), settings.outbox_days);
+        }
+    }
+    swept
+}
+
+/// Deletes the regular files of `dir` last modified more than `days` ago.
+fn delete_older(dir: &Path, days: u64) -> u64 {
+    let Some(cutoff) = SystemTime::now().checked_sub(Duration::from_secs(days * 86_400)) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut deleted = 0;
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() || meta.modified().map_or(true, |m| m >= cutoff) {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => deleted += 1,
+            Err(e) => tracing::warn!(folder = %dir.display(), error = %e, "retention cannot delete a file"),
+        }
+    }
+    deleted
+}
+
+/// Sweeps at start and every `sweep_every_secs` until `shutdown`; with
+/// `outbox_days`, also forgets webhook events (delivered or given up) as old
+/// as the reports they announced.
+pub async fn run(
+    layout: Layout,
+    store: Store,
+    settings: RetentionSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if settings.archive_days == 0 && settings.outbox_days == 0 {
+        return Ok(());
+    }
+    loop {
+        let (l, s) = (layout.clone(), settings.clone());
+        let swept = tokio::task::spawn_blocking(move || sweep(&l, &s)).await?;
+        let m = crate::telemetry::metrics();
+        m.retention_deleted("archive", swept.archive);
+        m.retention_deleted("outbox", swept.outbox);
+        if swept != Swept::default() {
+            tracing::info!(
+                archive = swept.archive,
+                outbox = swept.outbox,
+                archive_days = settings.archive_days,
+                outbox_days = settings.outbox_days,
+                "retention deleted old files"
+            );
+        }
+        if settings.outbox_days > 0 {
+            let before = crate::clock::seconds_ago_rfc3339((settings.outbox_days * 86_400) as i64);
+            match store.prune_deliveries(&before).await {
+                Ok(0) => {}
+                Ok(events) => {
+                    tracing::info!(events, outbox_days = settings.outbox_days, "retention forgot old webhook events")
+                }
+                Err(e) => tracing::warn!(error = %e, "retention cannot forget old webhook events"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(settings.sweep_every_secs.max(1))) => {}
+        }
+    }
+}
