@@ -97,7 +97,74 @@ fn declared_user(u: &UserDecl) -> Result<SftpUser> {
     Ok(SftpUser { username: u.username.clone(), account, public_keys, password_hash, scopes })
 }
 
+/// The daemon, started: its parts run until [`RunningApp::stop`].
+pub struct RunningApp {
+    /// Where the SFTP server listens (when enabled).
+    pub sftp_addr: Option<std::net::SocketAddr>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (when enabled).
+    pub http_addr: Option<std::net::SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: Parts,
+}
+
+impl RunningApp {
+    /// Asks every part to stop: no new connections, the batch in flight is
+    /// committed first.
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until every part has stopped; the first failure of a part
+    /// (which stops the others) is the error.
+    pub async fn wait(mut self) -> Result<()> {
+        let mut failure = None;
+        while let Some(done) = self.tasks.join_next().await {
+            let outcome = done.map_err(anyhow::Error::from).and_then(|r| r);
+            if let Err(e) = outcome {
+                tracing::error!(error = %format!("{e:#}"), "a part of the daemon failed; stopping");
+                failure.get_or_insert(e);
+                self.shutdown.cancel();
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => {
+                tracing::info!("stopped");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `intake serve`: starts the daemon, stops it on SIGTERM or SIGINT.
 pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
+    let data_dir = config.data_dir.clone();
+    let app = start(config).await?;
+    // For operators' scripts and the tests: where the listeners are bound.
+    if let Some(addr) = app.sftp_addr {
+        let _ = std::fs::write(data_dir.join("sftp.addr"), addr.to_string());
+    }
+    if let Some(addr) = app.http_addr {
+        let _ = std::fs::write(data_dir.join("http.addr"), addr.to_string());
+    }
+    let shutdown = app.shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stopping: no new connections; the batch in flight is committed first");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        shutdown.cancel();
+    });
+    // systemd (Type=notify): the database is open and the listeners are bound.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot tell systemd that intake is ready");
+    }
+    app.wait().await
+}
+
+/// Starts the daemon's parts in this runtime — the SFTP server, the HTTP
+/// endpoint, the watcher, the workers, webhooks and retention — once the
+/// database is open and migrated and the listeners are bound.
+pub async fn start(config: Config) -> Result<RunningApp> {
     let store = open_store(&config).await?;
     apply_declared(&config, &store).await?;
     let layout = Layout::new(&config.data_dir);
@@ -113,21 +180,32 @@ pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
     job::recover_arriving(&ctx, worker::STALE_AFTER).await?;
 
     let shutdown = CancellationToken::new();
-    {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("stopping: no new connections; the batch in flight is committed first");
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-            shutdown.cancel();
-        });
-    }
-
     crate::telemetry::metrics().set_account_labels(config.http.account_labels);
     let sftp_bound = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
-    if config.sftp.enabled {
-        check_uploader_records(&layout)?;
+    let sftp_addr = start_sftp(&config, &store, &layout, &mut tasks, &shutdown, &sftp_bound).await?;
+    let http_addr = start_http(&config, &store, &mut tasks, &shutdown, &sftp_bound).await?;
+    start_pipeline(&config, ctx, &store, layout, &mut tasks, &shutdown);
+    Ok(RunningApp { sftp_addr, http_addr, shutdown, tasks })
+}
+
+type Parts = tokio::task::JoinSet<Result<()>>;
+
+/// The SFTP server, when enabled; returns where it listens.
+async fn start_sftp(
+    config: &Config,
+    store: &Store,
+    layout: &Layout,
+    tasks: &mut Parts,
+    shutdown: &CancellationToken,
+    sftp_bound: &Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Option<std::net::SocketAddr>> {
+    if !config.sftp.enabled {
+        tracing::info!("SFTP server disabled; watching uploads written by another server");
+        return Ok(None);
+    }
+    {
+        check_uploader_records(layout)?;
         let server = SftpServer::bind(
             &config.sftp,
             &config.host_key_path(),
@@ -138,7 +216,6 @@ pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
         .context("while starting the SFTP server")?;
         let addr = server.local_addr();
         tracing::info!(%addr, database = store.backend(), data_dir = %config.data_dir.display(), "intake is serving SFTP");
-        let _ = std::fs::write(config.data_dir.join("sftp.addr"), addr.to_string());
         sftp_bound.store(true, std::sync::atomic::Ordering::Relaxed);
         let (shutdown, bound) = (shutdown.clone(), sftp_bound.clone());
         tasks.spawn(async move {
@@ -146,10 +223,22 @@ pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
             bound.store(false, std::sync::atomic::Ordering::Relaxed);
             served
         });
-    } else {
-        tracing::info!("SFTP server disabled; watching uploads written by another server");
+        Ok(Some(addr))
     }
-    if config.http.enabled {
+}
+
+/// The HTTP endpoint, when enabled; returns where it listens.
+async fn start_http(
+    config: &Config,
+    store: &Store,
+    tasks: &mut Parts,
+    shutdown: &CancellationToken,
+    sftp_bound: &Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Option<std::net::SocketAddr>> {
+    if !config.http.enabled {
+        return Ok(None);
+    }
+    {
         let health = crate::telemetry::http::Health {
             store: store.clone(),
             database_url: config.database_url(),
@@ -161,10 +250,21 @@ pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
             .with_context(|| format!("while binding the HTTP listener ([http] listen = {})", config.http.listen))?;
         let addr = http.local_addr()?;
         tracing::info!(%addr, "serving /metrics, /healthz and /readyz over HTTP");
-        let _ = std::fs::write(config.data_dir.join("http.addr"), addr.to_string());
         let shutdown = shutdown.clone();
         tasks.spawn(async move { http.run(shutdown).await.context("the HTTP server failed") });
+        Ok(Some(addr))
     }
+}
+
+/// Webhooks, retention, the watcher and the workers.
+fn start_pipeline(
+    config: &Config,
+    ctx: Arc<Context>,
+    store: &Store,
+    layout: Layout,
+    tasks: &mut Parts,
+    shutdown: &CancellationToken,
+) {
     {
         let (store, settings, stop) = (store.clone(), config.webhooks.clone(), shutdown.clone());
         tasks.spawn(supervised("webhooks", shutdown.clone(), move || {
@@ -192,26 +292,6 @@ pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
             worker::run(ctx, workers, keep, wake, shutdown).await;
             Ok(())
         });
-    }
-    // systemd (Type=notify): the database is open and the listeners are bound.
-    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
-        tracing::warn!(error = %e, "cannot tell systemd that intake is ready");
-    }
-    let mut failure = None;
-    while let Some(done) = tasks.join_next().await {
-        let outcome = done.map_err(anyhow::Error::from).and_then(|r| r);
-        if let Err(e) = outcome {
-            tracing::error!(error = %format!("{e:#}"), "a part of the daemon failed; stopping");
-            failure.get_or_insert(e);
-            shutdown.cancel();
-        }
-    }
-    match failure {
-        Some(e) => Err(e),
-        None => {
-            tracing::info!("stopped");
-            Ok(())
-        }
     }
 }
 

@@ -6,6 +6,7 @@ mod support;
 mod daemon;
 mod fuzz_corpus;
 mod hostile;
+mod in_process;
 mod interop_clients;
 mod interop_sftp;
 mod mailbox_props;
