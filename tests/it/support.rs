@@ -243,11 +243,13 @@ impl TestDaemon {
             .await;
             self.addr = Some(addr);
         } else {
-            let log = self.dir.join("serve.log");
-            eventually(Duration::from_secs(60), "the daemon to watch", || {
-                std::fs::read_to_string(&log).ok().filter(|l| l.contains("watching account upload folders"))
-            })
-            .await;
+            // Ready as an operator's probe sees it: the database open, the
+            // data directory writable.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while self.http_get("/readyz").await.0 != 200 {
+                assert!(Instant::now() < deadline, "the daemon was not ready in time\n{}", self.log());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 
