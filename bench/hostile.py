@@ -65,6 +65,33 @@ def normal(path, rows=100_000):
             f.write(f"r{i},c{i}@example.com,+1555{i % 10_000_000:07d},Customer {i}\n")
 
 
+def gzipped(writer):
+    def write(path):
+        import gzip
+        writer(path + ".plain")
+        with open(path + ".plain", "rb") as src, gzip.open(path, "wb", compresslevel=6) as dst:
+            shutil.copyfileobj(src, dst)
+        os.remove(path + ".plain")
+    return write
+
+
+def gzip_bomb(path, gib=3):
+    """Concatenated gzip members: a header, then one compressed MiB of rows
+    repeated: `gib` GiB of CSV in a few MB."""
+    import gzip
+    member = gzip.compress(b"r1,+15555550001\n" * (64 * 1024), compresslevel=9)
+    with open(path, "wb") as f:
+        f.write(gzip.compress(b"ref,phone\n"))
+        for _ in range(gib * 1024):
+            f.write(member)
+
+
+def corrupt_gzip(path):
+    import gzip
+    data = gzip.compress(b"ref,address\n" + b"c1,+15555001234\n" * 100_000)
+    write_parts(path, [data[: len(data) // 2], b"\x00garbage" * 100])
+
+
 INPUTS = [
     # (name, file name, writer)
     ("baseline: 100k valid rows", "normal.csv", normal),
@@ -78,6 +105,9 @@ INPUTS = [
     ("1,000 rows with 56 KB metadata objects", "bigmeta.csv", big_metadata),
     ("200 rows with 30,000 bad addresses each (12 MB)", "many.csv", many_addresses),
     ("100,000 metadata.kN columns", "wide.csv", wide),
+    ("baseline gzipped: 100k valid rows, .csv.gz", "normal.csv.gz", gzipped(normal)),
+    ("gzip bomb: 3 GiB of rows in concatenated members", "bomb.csv.gz", gzip_bomb),
+    ("gzip cut in half, then garbage", "cut.csv.gz", corrupt_gzip),
 ]
 
 

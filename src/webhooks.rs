@@ -12,7 +12,7 @@
 use crate::clock;
 use crate::config::WebhookSettings;
 use crate::ingest::report::Summary;
-use crate::store::{Delivery, DeliveryStatus, Store, StoreError};
+use crate::store::{Delivery, Store, StoreError};
 use hmac::{Hmac, Mac};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,23 +43,15 @@ pub fn job_delivery_id(job_id: &str) -> String {
 /// Records the completion event of a job whose account has a webhook.
 pub async fn job_ended(store: &Store, summary: &Summary) -> Result<(), StoreError> {
     let Some(webhook) = store.get_webhook(&summary.account).await? else { return Ok(()) };
-    let now = clock::now_rfc3339();
-    let delivery = Delivery {
-        delivery_id: job_delivery_id(&summary.job_id),
-        account: summary.account.clone(),
-        job_id: Some(summary.job_id.clone()),
+    let delivery = Delivery::pending(
+        job_delivery_id(&summary.job_id),
+        summary.account.clone(),
+        Some(summary.job_id.clone()),
         // A dry run of /validate is announced as what it is.
-        event: format!("{}.{}", if summary.dry_run { "validation" } else { "job" }, summary.status),
-        url: webhook.url,
-        body: serde_json::to_string(summary).expect("a summary serialises"),
-        status: DeliveryStatus::Pending,
-        attempts: 0,
-        created_at: now.clone(),
-        next_attempt_at: now,
-        last_attempt_at: None,
-        last_error: None,
-        delivered_at: None,
-    };
+        format!("{}.{}", if summary.dry_run { "validation" } else { "job" }, summary.status),
+        webhook.url,
+        serde_json::to_string(summary).expect("a summary serialises"),
+    );
     store.enqueue_delivery(&delivery).await
 }
 
@@ -248,21 +240,7 @@ pub fn test_delivery(account: &str, url: &str) -> Delivery {
     let id = format!("evt_test_{}", uuid::Uuid::now_v7());
     let now = clock::now_rfc3339();
     let body = serde_json::json!({ "type": "test", "account": account, "id": id, "created_at": now }).to_string();
-    Delivery {
-        delivery_id: id,
-        account: account.to_owned(),
-        job_id: None,
-        event: "test".into(),
-        url: url.to_owned(),
-        body,
-        status: DeliveryStatus::Pending,
-        attempts: 0,
-        created_at: now.clone(),
-        next_attempt_at: now,
-        last_attempt_at: None,
-        last_error: None,
-        delivered_at: None,
-    }
+    Delivery::pending(id, account.to_owned(), None, "test".into(), url.to_owned(), body)
 }
 
 #[cfg(test)]

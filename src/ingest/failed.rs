@@ -130,19 +130,17 @@ mod tests {
     use super::*;
     use crate::ingest::report::{ResultsWriter, RowResult, RowStatus};
 
+    fn account() -> AccountSettings {
+        AccountSettings::new(crate::domain::AccountId::parse("a").unwrap())
+    }
+
     /// The failed.csv of `upload` when the records on `failed` lines failed.
     fn failed_csv(upload: &[u8], failed: &[u64]) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let (up, results, out) = (dir.path().join("u.csv"), dir.path().join("r.csv"), dir.path().join("f.csv"));
         std::fs::write(&up, upload).unwrap();
         let mut writer = ResultsWriter::open(&results, 0, false).unwrap();
-        let mut reader = RowReader::open(
-            upload,
-            AccountSettings::new(crate::domain::AccountId::parse("a").unwrap()),
-            FileLimits::default(),
-        )
-        .unwrap()
-        .unwrap();
+        let mut reader = RowReader::open(upload, account(), FileLimits::default()).unwrap().unwrap();
         while let Some(span) = reader.next_span().unwrap() {
             let status = if failed.contains(&span.line) { RowStatus::Failed } else { RowStatus::Created };
             let row = RowResult {
@@ -155,14 +153,7 @@ mod tests {
             writer.write(&row).unwrap();
         }
         writer.finish().unwrap();
-        let n = write(
-            &up,
-            &results,
-            &out,
-            &AccountSettings::new(crate::domain::AccountId::parse("a").unwrap()),
-            FileLimits::default(),
-        )
-        .unwrap();
+        let n = write(&up, &results, &out, &account(), FileLimits::default()).unwrap();
         assert_eq!(n, failed.len() as u64);
         std::fs::read(&out).unwrap()
     }
@@ -192,14 +183,7 @@ mod tests {
             "line,ref,status,customer_id,error_code,error_field,error_message\n3,A2,failed,,x,y,z\n",
         )
         .unwrap();
-        write(
-            &up,
-            &results,
-            &out,
-            &AccountSettings::new(crate::domain::AccountId::parse("a").unwrap()),
-            FileLimits::default(),
-        )
-        .unwrap();
+        write(&up, &results, &out, &account(), FileLimits::default()).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"ref,address\nA2,nope\n");
     }
 }

@@ -82,6 +82,35 @@ pub struct Delivery {
     pub delivered_at: Option<String>,
 }
 
+impl Delivery {
+    /// A new event, due at once.
+    pub fn pending(
+        delivery_id: String,
+        account: String,
+        job_id: Option<String>,
+        event: String,
+        url: String,
+        body: String,
+    ) -> Delivery {
+        let now = crate::clock::now_rfc3339();
+        Delivery {
+            delivery_id,
+            account,
+            job_id,
+            event,
+            url,
+            body,
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            created_at: now.clone(),
+            next_attempt_at: now,
+            last_attempt_at: None,
+            last_error: None,
+            delivered_at: None,
+        }
+    }
+}
+
 /// Unfinished jobs, for the gauges.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobCounts {
