@@ -94,43 +94,8 @@ impl SftpServer {
         let local_addr =
             listener.local_addr().map_err(|source| SftpError::Bind { addr: settings.listen.clone(), source })?;
 
-        let mut methods = MethodSet::empty();
-        methods.push(MethodKind::PublicKey);
-        methods.push(MethodKind::Password);
-        let mut preferred = Preferred::default();
-        // server-sig-algs is derived from this list: advertise ssh-rsa (SHA-1)
-        // only when it is allowed.
-        if !settings.allow_ssh_rsa_sha1 {
-            preferred.key =
-                Cow::Owned(preferred.key.iter().filter(|a| **a != Algorithm::Rsa { hash: None }).cloned().collect());
-        }
-        preferred.compression = Cow::Borrowed(&[russh::compression::NONE]);
-        // ecdh-sha2-nistp256 for clients that know neither curve25519 nor
-        // group-exchange with big groups (JSch 0.1.5x, old Java and .NET stacks).
-        let mut kex: Vec<russh::kex::Name> = preferred.kex.to_vec();
-        let at = kex.iter().position(|k| *k == russh::kex::EXTENSION_SUPPORT_AS_CLIENT).unwrap_or(kex.len());
-        kex.insert(at, russh::kex::ECDH_SHA2_NISTP256);
-        preferred.kex = Cow::Owned(kex);
-        let config = russh::server::Config {
-            server_id: SshId::Standard(Cow::Borrowed("SSH-2.0-intake")),
-            methods: methods.clone(),
-            auth_rejection_time: Duration::from_millis(settings.auth_rejection_millis),
-            auth_rejection_time_initial: Some(Duration::ZERO),
-            keys: host_keys,
-            window_size: WINDOW_SIZE,
-            maximum_packet_size: MAXIMUM_PACKET_SIZE,
-            // Room for a whole window of queued messages: with the default (100)
-            // large downloads could deadlock (see fs::MAX_READ).
-            channel_buffer_size: 1024,
-            max_auth_attempts: 6,
-            inactivity_timeout: Some(Duration::from_secs(settings.idle_timeout_secs.max(1))),
-            keepalive_interval: (settings.keepalive_secs > 0).then(|| Duration::from_secs(settings.keepalive_secs)),
-            keepalive_max: 3,
-            // Without it libssh2/curl uploads crawl at ~1.5 MB/s.
-            nodelay: true,
-            preferred,
-            ..Default::default()
-        };
+        let methods = login_methods();
+        let config = ssh_config(settings, host_keys, methods.clone());
 
         let shared = Arc::new(Shared {
             users,
@@ -171,21 +136,7 @@ impl SftpServer {
         let mut connections = JoinSet::new();
         // Which peer each connection task serves, to name it if it panics.
         let mut peers: HashMap<tokio::task::Id, SocketAddr> = HashMap::new();
-        let sweeper = {
-            let (root, open, shutdown) =
-                (shared.accounts_root.clone(), Arc::clone(&shared.fs.open_files), shutdown.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep((stale_after / 4).clamp(Duration::from_secs(1), SWEEP_EVERY)) => {}
-                    }
-                    let (root, open) = (root.clone(), Arc::clone(&open));
-                    let _ =
-                        tokio::task::spawn_blocking(move || sweep_stale_client_temps(&root, &open, stale_after)).await;
-                }
-            })
-        };
+        let sweeper = tokio::spawn(sweep_client_temps(Arc::clone(&shared), stale_after, shutdown.clone()));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -330,6 +281,68 @@ fn log_connection_error(peer: SocketAddr, error: &russh::Error, what: &str) {
             "SSH algorithm negotiation failed: no algorithm in common with the client"
         ),
         other => tracing::debug!(peer = %peer, error = %other, "{what}"),
+    }
+}
+
+/// Removes abandoned client temp files now and then, until `shutdown`.
+async fn sweep_client_temps(shared: Arc<Shared>, stale_after: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep((stale_after / 4).clamp(Duration::from_secs(1), SWEEP_EVERY)) => {}
+        }
+        let (root, open) = (shared.accounts_root.clone(), Arc::clone(&shared.fs.open_files));
+        let _ = tokio::task::spawn_blocking(move || sweep_stale_client_temps(&root, &open, stale_after)).await;
+    }
+}
+
+/// Public keys and passwords.
+fn login_methods() -> MethodSet {
+    let mut methods = MethodSet::empty();
+    methods.push(MethodKind::PublicKey);
+    methods.push(MethodKind::Password);
+    methods
+}
+
+/// The SSH transport's settings: algorithms, windows, timeouts.
+fn ssh_config(
+    settings: &SftpSettings,
+    host_keys: Vec<russh::keys::PrivateKey>,
+    methods: MethodSet,
+) -> russh::server::Config {
+    let mut preferred = Preferred::default();
+    // server-sig-algs is derived from this list: advertise ssh-rsa (SHA-1)
+    // only when it is allowed.
+    if !settings.allow_ssh_rsa_sha1 {
+        preferred.key =
+            Cow::Owned(preferred.key.iter().filter(|a| **a != Algorithm::Rsa { hash: None }).cloned().collect());
+    }
+    preferred.compression = Cow::Borrowed(&[russh::compression::NONE]);
+    // ecdh-sha2-nistp256 for clients that know neither curve25519 nor
+    // group-exchange with big groups (JSch 0.1.5x, old Java and .NET stacks).
+    let mut kex: Vec<russh::kex::Name> = preferred.kex.to_vec();
+    let at = kex.iter().position(|k| *k == russh::kex::EXTENSION_SUPPORT_AS_CLIENT).unwrap_or(kex.len());
+    kex.insert(at, russh::kex::ECDH_SHA2_NISTP256);
+    preferred.kex = Cow::Owned(kex);
+    russh::server::Config {
+        server_id: SshId::Standard(Cow::Borrowed("SSH-2.0-intake")),
+        methods: methods.clone(),
+        auth_rejection_time: Duration::from_millis(settings.auth_rejection_millis),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: host_keys,
+        window_size: WINDOW_SIZE,
+        maximum_packet_size: MAXIMUM_PACKET_SIZE,
+        // Room for a whole window of queued messages: with the default (100)
+        // large downloads could deadlock (see fs::MAX_READ).
+        channel_buffer_size: 1024,
+        max_auth_attempts: 6,
+        inactivity_timeout: Some(Duration::from_secs(settings.idle_timeout_secs.max(1))),
+        keepalive_interval: (settings.keepalive_secs > 0).then(|| Duration::from_secs(settings.keepalive_secs)),
+        keepalive_max: 3,
+        // Without it libssh2/curl uploads crawl at ~1.5 MB/s.
+        nodelay: true,
+        preferred,
+        ..Default::default()
     }
 }
 

@@ -205,25 +205,7 @@ impl PgBatch {
         Ok(())
     }
 
-    pub async fn commit(mut self, job_id: &str, owner: &str, p: &JobProgress) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE jobs SET records_done = $1, results_offset = $2, created = $3, updated = $4, unchanged = $5,
-               failed = $6, heartbeat_at = now(), attempts = 1, retries = 0 WHERE job_id = $7 AND owner = $8",
-        )
-        .bind(p.records_done as i64)
-        .bind(p.results_offset as i64)
-        .bind(p.created as i64)
-        .bind(p.updated as i64)
-        .bind(p.unchanged as i64)
-        .bind(p.failed as i64)
-        .bind(job_id)
-        .bind(owner)
-        .execute(&mut *self.tx)
-        .await?;
-        super::fenced(done.rows_affected(), job_id)?;
-        self.tx.commit().await?;
-        Ok(())
-    }
+    batch_statements!();
 }
 
 /// Customers as column arrays, for `UNNEST`.

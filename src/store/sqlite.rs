@@ -201,23 +201,5 @@ impl SqliteBatch {
         Ok(())
     }
 
-    pub async fn commit(mut self, job_id: &str, owner: &str, p: &JobProgress) -> Result<()> {
-        let done = sqlx::query(&format!(
-            "UPDATE jobs SET records_done = ?, results_offset = ?, created = ?, updated = ?, unchanged = ?, failed = ?,
-               heartbeat_at = {NOW}, attempts = 1, retries = 0 WHERE job_id = ? AND owner = ?",
-        ))
-        .bind(p.records_done as i64)
-        .bind(p.results_offset as i64)
-        .bind(p.created as i64)
-        .bind(p.updated as i64)
-        .bind(p.unchanged as i64)
-        .bind(p.failed as i64)
-        .bind(job_id)
-        .bind(owner)
-        .execute(&mut *self.tx)
-        .await?;
-        super::fenced(done.rows_affected(), job_id)?;
-        self.tx.commit().await?;
-        Ok(())
-    }
+    batch_statements!();
 }

@@ -50,12 +50,27 @@ struct Interop {
 }
 
 impl Interop {
+    /// The daemon in this process: what the clients see is all that counts.
     async fn start(db: TestDb) -> Self {
+        Self::start_with(db, false).await
+    }
+
+    /// The daemon as its own process, for a test that reads its log.
+    async fn start_process(db: TestDb) -> Self {
+        Self::start_with(db, true).await
+    }
+
+    async fn start_with(db: TestDb, process: bool) -> Self {
         let mut account = TestAccount::new("acme");
         account.password = Some(PASSWORD);
         // A short visible window keeps the tests quick; clients look at the
         // file within milliseconds of publishing it.
-        let daemon = TestDaemon::spawn(&db, &[account], &[("INTAKE_KEEP_VISIBLE_SECS", "2")]).await;
+        let settings = [("INTAKE_KEEP_VISIBLE_SECS", "2")];
+        let daemon = if process {
+            TestDaemon::spawn(&db, &[account], &settings).await
+        } else {
+            TestDaemon::spawn_in_process(&db, &[account], &settings).await
+        };
         let target = daemon.addr.as_ref().unwrap().parse().unwrap();
         let proxy = DelayProxy::start(target, Duration::from_millis(10)).await;
         let local = daemon.dir.join("upload").join("May.csv");
@@ -212,7 +227,8 @@ async fn lftp_put_with_a_temp_file_and_rename(db: TestDb) {
 
 async fn rclone_copy(db: TestDb, checksum: bool) {
     require("rclone", "apt-get install rclone");
-    let t = Interop::start(db).await;
+    // The checksum leg reads the daemon's log for the md5sum it ran.
+    let t = if checksum { Interop::start_process(db).await } else { Interop::start(db).await };
     let config = t.daemon.dir.join("rclone.conf");
     std::fs::write(&config, "").unwrap();
     let remote = format!(":sftp,host=127.0.0.1,port={},user=acme,key_file={}:/customers", t.port(), t.key());

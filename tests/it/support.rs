@@ -173,6 +173,8 @@ pub struct TestDaemon {
     pub env: Vec<(String, String)>,
     pub child: Option<Child>,
     pub addr: Option<String>,
+    /// The daemon started in this process instead (`spawn_in_process`).
+    app: Option<intake::app::RunningApp>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -220,7 +222,45 @@ impl TestDaemon {
             ("INTAKE_LOG".to_owned(), "info".to_owned()),
         ];
         env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        TestDaemon { dir: dir.to_path_buf(), data_dir, config, key, env, child: None, addr: None, _temp: None }
+        TestDaemon {
+            dir: dir.to_path_buf(),
+            data_dir,
+            config,
+            key,
+            env,
+            child: None,
+            addr: None,
+            app: None,
+            _temp: None,
+        }
+    }
+
+    /// The daemon started in this test's process through `app::start`, with
+    /// the same config, for tests that need no process of its own (no crash,
+    /// signal, memory figure or log of it). `settings` are `INTAKE_*`
+    /// variables, written into its config instead of the environment.
+    pub async fn spawn_in_process(db: &TestDb, accounts: &[TestAccount], settings: &[(&str, &str)]) -> TestDaemon {
+        let temp = tempfile::tempdir().unwrap();
+        let mut daemon = TestDaemon::prepare(temp.path(), db, accounts, &[]);
+        daemon._temp = Some(temp);
+        let mut top = format!("data_dir = {:?}\ndatabase_url = {:?}\n", daemon.data_dir.display().to_string(), db.url);
+        for (name, value) in settings {
+            let key = name.strip_prefix("INTAKE_").expect("an INTAKE_ variable").to_ascii_lowercase();
+            assert!(!key.contains("__"), "only top-level settings in process: {name}");
+            let value = if value.parse::<i64>().is_ok() || *value == "true" || *value == "false" {
+                value.to_string()
+            } else {
+                format!("{value:?}")
+            };
+            top += &format!("{key} = {value}\n");
+        }
+        let rest = std::fs::read_to_string(&daemon.config).unwrap();
+        std::fs::write(&daemon.config, top + &rest).unwrap();
+        let config = intake::config::Config::load(&daemon.config, true).unwrap();
+        let app = intake::app::start(config).await.expect("the daemon starts in process");
+        daemon.addr = app.sftp_addr.map(|a| a.to_string());
+        daemon.app = Some(app);
+        daemon
     }
 
     pub async fn start(&mut self) {
@@ -255,6 +295,9 @@ impl TestDaemon {
 
     /// The HTTP endpoint's address, as the daemon wrote it at start.
     pub async fn http_addr(&self) -> String {
+        if let Some(app) = &self.app {
+            return app.http_addr.expect("HTTP enabled").to_string();
+        }
         let addr_file = self.data_dir.join("http.addr");
         eventually(Duration::from_secs(60), "the daemon's HTTP listener", || {
             std::fs::read_to_string(&addr_file).ok().filter(|a| !a.is_empty())
@@ -291,11 +334,15 @@ impl TestDaemon {
     }
 
     pub fn log(&self) -> String {
+        if self.app.is_some() {
+            return "(the daemon runs in this process: its log is not kept)".to_owned();
+        }
         std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
     }
 
     /// SIGKILL, no chance to clean up.
     pub async fn kill9(&mut self) {
+        assert!(self.app.is_none(), "a daemon in the test's process cannot be killed: use TestDaemon::spawn");
         if let Some(mut child) = self.child.take() {
             child.start_kill().unwrap();
             child.wait().await.unwrap();
@@ -397,6 +444,9 @@ impl Drop for TestDaemon {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {
             let _ = child.start_kill();
+        }
+        if let Some(app) = &self.app {
+            app.stop();
         }
     }
 }
