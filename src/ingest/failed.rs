@@ -95,11 +95,25 @@ impl Raw {
     fn copy(&mut self, span: &RecordSpan, out: &mut impl Write, fallback: &[u8]) -> io::Result<Vec<u8>> {
         // The CSV reader ends a CRLF record after its CR: the LF that
         // starts the next span may have been copied with this one already.
-        let start = span.start.max(self.at);
+        let mut start = span.start.max(self.at);
+        io::copy(&mut (&mut self.reader).take(start - self.at), &mut io::sink())?;
+        self.at = start;
+        // The blank lines before the record (a span may start with any run
+        // of them) are passed over, not held.
+        while start < span.end {
+            let buf = self.reader.fill_buf()?;
+            let breaks =
+                buf.iter().take((span.end - start) as usize).take_while(|b| **b == b'\r' || **b == b'\n').count();
+            if breaks == 0 {
+                break;
+            }
+            self.reader.consume(breaks);
+            start += breaks as u64;
+        }
+        self.at = start;
         if span.end < start || span.end - start > self.max_record_bytes + 64 * 1024 {
             return Err(io::Error::other(format!("the record on line {} cannot be copied", span.line)));
         }
-        io::copy(&mut (&mut self.reader).take(start - self.at), &mut io::sink())?;
         let mut bytes = Vec::with_capacity((span.end - start) as usize);
         (&mut self.reader).take(span.end - start).read_to_end(&mut bytes)?;
         self.at = span.end;
@@ -163,6 +177,15 @@ mod tests {
         let upload = b"\xEF\xBB\xBFref;address\r\nA1;+15555550001\r\n\r\n\"A;2\";\"x\r\ny\"\r\nA3;bad\r\nA4;\xE9";
         let failed = failed_csv(upload, &[4, 6, 7]);
         assert_eq!(failed, b"\xEF\xBB\xBFref;address\r\n\"A;2\";\"x\r\ny\"\r\nA3;bad\r\nA4;\xE9\r\n");
+    }
+
+    #[test]
+    fn a_long_run_of_blank_lines_before_a_failed_record_is_passed_over() {
+        let mut upload = b"ref,address\nS1,+15555550001\n".to_vec();
+        upload.extend(std::iter::repeat_n(b'\n', 2 * 1024 * 1024));
+        upload.extend(b"\r\n\r\nS2,bad\n");
+        let line = 3 + 2 * 1024 * 1024 + 2;
+        assert_eq!(failed_csv(&upload, &[line]), b"ref,address\nS2,bad\n");
     }
 
     #[test]

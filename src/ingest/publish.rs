@@ -70,7 +70,8 @@ pub async fn decide(ctx: &Context, job: &mut Job, ending: Ending) -> Result<Summ
     ResultsWriter::open(&results, offset, account.report_bom)
         .and_then(ResultsWriter::finish)
         .map_err(io_err("while writing the results file"))?;
-    let errors_by_code = write_failed_records(ctx, job, &ending, account).await?;
+    let (errors_by_code, any_failed_file) = write_failed_records(ctx, job, &ending, account).await?;
+    let failed_file = any_failed_file.then(|| ReportNames::of(&job.file_name, job.kind.is_dry_run()).failed);
     job.status = status;
     job.error_code = error.as_ref().map(|e| e.code.clone());
     job.error_message = error.as_ref().map(|e| e.message.clone());
@@ -94,6 +95,7 @@ pub async fn decide(ctx: &Context, job: &mut Job, ending: Ending) -> Result<Summ
         error,
         errors_by_code,
         dry_run: job.kind.is_dry_run(),
+        failed_file,
     };
     let json = serde_json::to_string(&summary).expect("a summary serialises");
     ctx.store.decide_job(&job.job_id, &ctx.owner, &json).await?;
@@ -103,14 +105,15 @@ pub async fn decide(ctx: &Context, job: &mut Job, ending: Ending) -> Result<Summ
 }
 
 /// Counts the committed results' error codes and, when any row failed,
-/// copies the failed records into the spool's failed file. An aborted
-/// job's upload may be what failed: then it has no failed file.
+/// copies the failed records into the spool's failed file; says whether
+/// there is one. An aborted job's upload may be what failed: then it has
+/// no failed file.
 async fn write_failed_records(
     ctx: &Context,
     job: &Job,
     ending: &Ending,
     account: AccountSettings,
-) -> Result<std::collections::BTreeMap<String, u64>, IngestError> {
+) -> Result<(std::collections::BTreeMap<String, u64>, bool), IngestError> {
     let (results, failed) = (results_path(ctx, job), failed_path(ctx, job));
     let upload = PathBuf::from(&job.spool_path);
     let (any_failed, limits) = (job.progress.failed > 0 && !matches!(ending, Ending::Rejected(_)), ctx.limits);
@@ -119,16 +122,24 @@ async fn write_failed_records(
     let work = move || -> Result<_, IngestError> {
         let counts = count_error_codes(&results).map_err(io_err("while reading the results file"))?;
         remove_if_present(&failed).map_err(io_err("while writing the failed records"))?;
-        if any_failed {
-            if let Err(e) = super::failed::write(&upload, &results, &failed, &account, limits) {
+        if !any_failed {
+            return Ok((counts, false));
+        }
+        match super::failed::write(&upload, &results, &failed, &account, limits) {
+            Ok(n) if n > 0 => Ok((counts, true)),
+            Ok(_) => {
+                let _ = std::fs::remove_file(&failed);
+                Ok((counts, false))
+            }
+            Err(e) => {
                 let _ = std::fs::remove_file(&failed);
                 if !aborted {
                     return Err(io_err("while writing the failed records")(e));
                 }
                 tracing::warn!(job_id = %job_id, file = %file, error = %e, "an aborted job gets no failed-records file");
+                Ok((counts, false))
             }
         }
-        Ok(counts)
     };
     tokio::task::spawn_blocking(work).await?
 }
@@ -154,11 +165,11 @@ pub async fn publish(ctx: &Context, job: &mut Job, summary: &Summary) -> Result<
         rename_durably(&results, &outbox.join(&names.results)).map_err(io_err("while publishing the results file"))?;
     }
     let failed = failed_path(ctx, job);
-    if failed.exists() {
-        rename_durably(&failed, &outbox.join(&names.failed)).map_err(io_err("while publishing the failed records"))?;
-    } else if summary.failed == 0 {
+    if summary.failed_file.is_none() {
         // An older upload's failed records are no part of this report.
         remove_if_present(&outbox.join(&names.failed)).map_err(io_err("while replacing the failed records"))?;
+    } else if failed.exists() {
+        rename_durably(&failed, &outbox.join(&names.failed)).map_err(io_err("while publishing the failed records"))?;
     }
     let json = serde_json::to_vec_pretty(summary).expect("a summary serialises");
     publish_atomically(&summary_path, &json).map_err(io_err("while publishing the summary"))?;
@@ -170,7 +181,10 @@ pub async fn publish(ctx: &Context, job: &mut Job, summary: &Summary) -> Result<
             .map_err(io_err("while archiving the upload"))?;
     }
     job.status = JobStatus::parse(&summary.status)?;
-    job.finished_at = clock::parse(&summary.finished_at).or(job.finished_at);
+    // Decided in this process: the exact time; after a restart, the
+    // summary's (to the second), never before the start.
+    let finished = job.finished_at.or_else(|| clock::parse(&summary.finished_at));
+    job.finished_at = finished.map(|f| job.started_at.map_or(f, |s| f.max(s)));
     job.progress.records_done = summary.rows;
     crate::webhooks::job_ended(&ctx.store, summary).await?;
     ctx.store.finish_job(job, &ctx.owner).await?;

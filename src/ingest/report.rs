@@ -134,6 +134,9 @@ pub struct Summary {
     /// A file of `/validate`: each row's outcome as it would be; nothing written.
     #[serde(default)]
     pub dry_run: bool,
+    /// The name in `/outbox` of the failed records, when there is such a file.
+    #[serde(default)]
+    pub failed_file: Option<String>,
 }
 
 /// Counts the `error_code` column of a results file.

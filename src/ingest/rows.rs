@@ -359,7 +359,9 @@ fn prepare<R: Read>(inner: R) -> io::Result<(BufReader<R>, u8)> {
     let skip = if buf.starts_with(BOM) { BOM.len() } else { 0 };
     reader.consume(skip);
     let buf = reader.fill_buf()?;
-    let first_line = buf.split(|&b| b == b'\n').find(|line| !line.iter().all(u8::is_ascii_whitespace)).unwrap_or(&[]);
+    // CR alone ends a line too (old Mac exports).
+    let first_line =
+        buf.split(|&b| b == b'\n' || b == b'\r').find(|line| !line.iter().all(u8::is_ascii_whitespace)).unwrap_or(&[]);
     let delimiter = detect_delimiter(first_line);
     Ok((reader, delimiter))
 }
@@ -438,15 +440,18 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// Keeps the first bytes of the content, to decide whether it is text.
+/// Keeps the first bytes of the content, to decide whether it is text, and
+/// counts them all (decompressed, for a gzip upload).
 struct Head<R> {
     inner: R,
     head: Vec<u8>,
+    total: u64,
 }
 
 impl<R: Read> Read for Head<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        self.total += n as u64;
         if self.head.len() < 8192 {
             let take = n.min(8192 - self.head.len());
             self.head.extend_from_slice(&buf[..take]);
@@ -527,7 +532,7 @@ pub fn scan(file: impl Read + Send, account: &AccountSettings, limits: FileLimit
 /// reason to reject the file.
 fn scan_content(raw: impl Read + Send, account: &AccountSettings, limits: FileLimits) -> io::Result<ContentScan> {
     let content = super::upload::open(raw, limits.max_gzip_ratio)?;
-    let (prepared, delimiter) = prepare(Head { inner: content.reader, head: Vec::new() })?;
+    let (prepared, delimiter) = prepare(Head { inner: content.reader, head: Vec::new(), total: 0 })?;
     let mut csv = csv_reader(LineCounter::new(prepared, limits.max_record_bytes), delimiter);
     let mut record = csv::ByteRecord::new();
     let mut found = ContentScan::default();
@@ -555,11 +560,17 @@ fn scan_content(raw: impl Read + Send, account: &AccountSettings, limits: FileLi
             break;
         }
         let start = record.position().map(|p| p.byte()).unwrap_or(0);
-        csv.get_mut().record_line(start);
+        let line = csv.get_mut().record_line(start);
         let next = csv.position().byte();
         csv.get_mut().mark_record_start(next);
         if is_blank(&record) {
             continue;
+        }
+        // The reader stops a record at the limit and its look-ahead; the
+        // limit itself is this.
+        if record.as_slice().len() + record.len() > limits.max_record_bytes {
+            found.record_too_large = Some(line);
+            break;
         }
         if found.header.is_none() {
             found.header = Some(decode_header(&record, account.encoding, limits.max_columns));
@@ -567,7 +578,10 @@ fn scan_content(raw: impl Read + Send, account: &AccountSettings, limits: FileLi
             found.records += 1;
         }
     }
-    found.binary = csv.get_ref().inner.get_ref().head.contains(&0);
+    let head = csv.get_ref().inner.get_ref();
+    found.binary = head.head.contains(&0);
+    // Blank lines at the end are content too.
+    found.too_large |= head.total > limits.max_file_bytes;
     Ok(found)
 }
 
@@ -1199,6 +1213,31 @@ mod tests {
     }
 
     #[test]
+    fn the_record_limit_is_the_limit_not_the_limit_and_the_look_ahead() {
+        let text = format!("ref,address,metadata.x\nc1,+15555001234,{}\nc2,+15555001234,y\n", "x".repeat(5000));
+        let scanned = scan(text.as_bytes(), &account(), small_records()).unwrap();
+        assert_eq!(
+            scanned.rejection.map(|r| (r.code, r.message.contains("line 2"))),
+            Some((FileErrorCode::RecordTooLarge, true))
+        );
+        let fits = format!("ref,address,metadata.x\nc1,+15555001234,{}\n", "x".repeat(900));
+        assert_eq!(scan(fits.as_bytes(), &account(), small_records()).unwrap().rejection, None);
+    }
+
+    #[test]
+    fn blank_lines_at_the_end_of_a_compressed_file_count_against_its_size() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"ref,address\nc1,+15555001234\n").unwrap();
+        gz.write_all(&vec![b'\n'; 200_000]).unwrap();
+        let compressed = gz.finish().unwrap();
+        let limits = FileLimits { max_file_bytes: 100_000, ..FileLimits::default() };
+        let rejection = scan(&compressed[..], &account(), limits).unwrap().rejection.expect("rejected");
+        assert_eq!(rejection.code, FileErrorCode::FileTooLarge);
+        assert!(rejection.message.contains("decompresses"), "{}", rejection.message);
+    }
+
+    #[test]
     fn a_record_over_the_limit_rejects_the_file_naming_its_line() {
         let mut text = b"ref,address\nc1,+15555001234\n\nc2,\"".to_vec();
         text.extend(std::iter::repeat_n(b'x', 200_000));
@@ -1261,6 +1300,16 @@ mod tests {
         assert_eq!(r.iter().map(|r| r.line).collect::<Vec<_>>(), [2, 3, 4]);
         let r = rows("ref,address\r\r\"a\rb\",+15555001234\rc2,+15555001234\r");
         assert_eq!(r.iter().map(|r| r.line).collect::<Vec<_>>(), [3, 5], "a quoted CR is a line break too");
+    }
+
+    #[test]
+    fn the_delimiter_of_a_cr_only_file_is_read_from_its_first_line() {
+        for d in [";", "\t"] {
+            let text = format!("ref{d}address{d}metadata.name\rc1{d}+15555001234{d}Doe, John, Jr., PhD\r");
+            let r = rows(&text);
+            assert_eq!(r.len(), 1, "{d:?}");
+            assert!(r[0].outcome.is_ok(), "{d:?}: {:?}", r[0].outcome);
+        }
     }
 
     #[test]

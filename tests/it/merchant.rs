@@ -123,6 +123,7 @@ async fn failed_records_come_back_as_uploaded_and_fixed_they_are_created(db: Tes
         *counts.entry(row[4].clone()).or_default() += 1;
     }
     assert_eq!(summary["errors_by_code"], serde_json::json!(counts));
+    assert_eq!(summary["failed_file"], "errors.failed.csv");
     // The failed records, byte for byte, in input order, nothing else.
     let failed = std::fs::read(d.outbox("acme").join("errors.failed.csv")).unwrap();
     // (samples/errors.csv has LF line breaks, none inside quotes.)
@@ -156,7 +157,16 @@ async fn failed_records_come_back_as_uploaded_and_fixed_they_are_created(db: Tes
     let again = report(&d, "errors-fixed.summary.json").await;
     assert_eq!(again["created"], n as u64, "{again}");
     assert_eq!(again["failed"], 0);
+    assert_eq!(again["failed_file"], serde_json::Value::Null);
     assert!(!d.outbox("acme").join("errors-fixed.failed.csv").exists(), "no failed file when nothing failed");
+    // The fixed file under the first one's name: its failed records go.
+    put(&d, &fixed_path, "/customers/errors.csv").await;
+    let summary_path = d.outbox("acme").join("errors.summary.json");
+    eventually(REPORT, "the second errors.csv report", || {
+        json(&summary_path).filter(|s| s["job_id"] != summary["job_id"] && s["failed"] == 0)
+    })
+    .await;
+    assert!(!d.outbox("acme").join("errors.failed.csv").exists(), "an older upload's failed records are removed");
 }
 
 async fn a_dry_run_predicts_the_import_and_writes_no_customer(db: TestDb) {

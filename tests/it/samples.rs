@@ -96,7 +96,8 @@ async fn every_sample_gives_its_expected_report(db: TestDb) {
                 "finished_at",
                 "error",
                 "errors_by_code",
-                "dry_run"
+                "dry_run",
+                "failed_file"
             ]
         );
         // The error counts match the results.
