@@ -36,7 +36,9 @@ pub async fn open_store(config: &Config) -> Result<Store> {
             std::fs::create_dir_all(dir).with_context(|| format!("while creating {}", dir.display()))?;
         }
     }
-    Store::connect(&url).await.with_context(|| format!("while opening the database {}", crate::store::redact_url(&url)))
+    Store::connect_with(&url, config.cluster.takeover_after())
+        .await
+        .with_context(|| format!("while opening the database {}", crate::store::redact_url(&url)))
 }
 
 /// Creates or updates the accounts and users that `config.toml` declares.
@@ -177,7 +179,7 @@ pub async fn start(config: Config) -> Result<RunningApp> {
     raise_open_file_limit();
     let ctx = Arc::new(Context::new(&config, store.clone(), worker::owner_name()));
     worker::release_dead_local_owners(&ctx).await;
-    job::recover_arriving(&ctx, worker::STALE_AFTER).await?;
+    job::recover_arriving(&ctx, ctx.takeover_after).await?;
 
     let shutdown = CancellationToken::new();
     crate::telemetry::metrics().set_account_labels(config.http.account_labels);

@@ -51,6 +51,8 @@ pub struct Config {
     pub webhooks: WebhookSettings,
     /// How long uploads and reports are kept.
     pub retention: RetentionSettings,
+    /// Liveness of the processes that share one database.
+    pub cluster: ClusterSettings,
     /// Accounts applied at start.
     pub accounts: Vec<AccountDecl>,
     /// SFTP users applied at start.
@@ -91,6 +93,36 @@ pub struct WebhookSettings {
 impl Default for WebhookSettings {
     fn default() -> Self {
         WebhookSettings { timeout_secs: 10, retry_first_secs: 10, retry_max_secs: 3600, give_up_hours: 24 }
+    }
+}
+
+/// `[cluster]`: how processes sharing one database see each other alive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// Seconds between two heartbeats of a process for the jobs it runs.
+    pub heartbeat_secs: u64,
+    /// A job whose owner has not heartbeated for this long (on the
+    /// database's clock) is taken over by another process; a PostgreSQL
+    /// session idle inside a transaction this long (a frozen process) is
+    /// ended, so its locks never hold up the one taking over.
+    pub takeover_after_secs: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings { heartbeat_secs: 10, takeover_after_secs: 60 }
+    }
+}
+
+impl ClusterSettings {
+    pub fn heartbeat(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.heartbeat_secs.max(1))
+    }
+
+    /// At least two heartbeats.
+    pub fn takeover_after(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.takeover_after_secs.max(2 * self.heartbeat_secs.max(1)))
     }
 }
 
@@ -198,6 +230,7 @@ impl Default for Config {
             http: HttpSettings::default(),
             webhooks: WebhookSettings::default(),
             retention: RetentionSettings::default(),
+            cluster: ClusterSettings::default(),
             accounts: Vec::new(),
             users: Vec::new(),
         }
@@ -219,7 +252,7 @@ impl fmt::Debug for Config {
 
 /// Top-level keys the environment may set; others with the prefix are ignored
 /// (so `INTAKE_TEST_*` variables of a test run never break the config).
-const ENV_KEYS: [&str; 18] = [
+const ENV_KEYS: [&str; 19] = [
     "data_dir",
     "database_url",
     "workers",
@@ -238,6 +271,7 @@ const ENV_KEYS: [&str; 18] = [
     "http",
     "webhooks",
     "retention",
+    "cluster",
 ];
 
 impl Config {

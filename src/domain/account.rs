@@ -17,6 +17,8 @@ pub enum SettingError {
     PhoneCheck(String),
     #[error("unknown scope `{0}` (known: customers:create, customers:update)")]
     Scope(String),
+    #[error("unreadable account settings `{0}`")]
+    Snapshot(String),
 }
 
 /// An account's AVID: what a merchant logs in with and what names its
@@ -116,6 +118,31 @@ impl AccountSettings {
     }
 }
 
+impl AccountSettings {
+    /// The settings a file is read and reported with, as one text to keep
+    /// with a job (the account may change while the job runs).
+    pub fn snapshot(&self) -> String {
+        serde_json::json!({
+            "default_region": self.default_region.map(|r| r.code()),
+            "encoding": self.encoding.as_str(),
+            "phone_check": self.phone_check.as_str(),
+            "report_bom": self.report_bom,
+        })
+        .to_string()
+    }
+
+    /// The settings a [`snapshot`](Self::snapshot) kept.
+    pub fn from_snapshot(avid: AccountId, snapshot: &str) -> Result<Self, SettingError> {
+        let v: serde_json::Value =
+            serde_json::from_str(snapshot).map_err(|_| SettingError::Snapshot(snapshot.to_owned()))?;
+        let text = |key: &str| v.get(key).and_then(|x| x.as_str());
+        Ok(AccountSettings {
+            report_bom: v.get("report_bom").and_then(|x| x.as_bool()).unwrap_or(false),
+            ..AccountSettings::from_text(avid.as_str(), text("default_region"), text("encoding"), text("phone_check"))?
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +155,14 @@ mod tests {
         for bad in ["", ".", "..", ".hidden", "a/b", "a\\b", "a\0b", "ä", "a b", &"a".repeat(65)] {
             assert_eq!(AccountId::parse(bad), Err(SettingError::AccountId(bad.to_owned())), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_snapshot_gives_back_the_settings() {
+        let mut s = AccountSettings::from_text("acme", Some("DE"), Some("windows-1252"), Some("valid")).unwrap();
+        s.report_bom = true;
+        assert_eq!(AccountSettings::from_snapshot(s.avid.clone(), &s.snapshot()).unwrap(), s);
+        let plain = AccountSettings::new(AccountId::parse("a").unwrap());
+        assert_eq!(AccountSettings::from_snapshot(plain.avid.clone(), &plain.snapshot()).unwrap(), plain);
     }
 }

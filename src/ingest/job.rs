@@ -44,6 +44,17 @@ pub(crate) async fn account_settings(ctx: &Context, account: &str) -> Result<Acc
     }
 }
 
+/// The settings a job reads and reports its file with: those kept when its
+/// first pass began, or (a job from before they were kept) the account's.
+pub(crate) async fn job_settings(ctx: &Context, job: &Job) -> Result<AccountSettings, IngestError> {
+    match &job.settings {
+        Some(snapshot) => AccountId::parse(&job.account)
+            .and_then(|avid| AccountSettings::from_snapshot(avid, snapshot))
+            .map_err(|e| IngestError::Store(StoreError::Corrupt(e.to_string()))),
+        None => account_settings(ctx, &job.account).await,
+    }
+}
+
 /// What a failure means for the job it happened to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -106,6 +117,10 @@ pub struct Context {
     pub policy: JobPolicy,
     /// This process's name in the jobs table.
     pub owner: String,
+    /// How often this process says it is alive, and after how long without
+    /// a word another process takes its jobs over.
+    pub heartbeat: Duration,
+    pub takeover_after: Duration,
 }
 
 impl Context {
@@ -117,6 +132,8 @@ impl Context {
             batch: BatchLimits { rows: config.batch_size.max(1), bytes: config.batch_max_bytes.max(1) },
             policy: JobPolicy { max_attempts: config.max_job_attempts.max(1), max_retries: config.max_job_retries },
             owner,
+            heartbeat: config.cluster.heartbeat(),
+            takeover_after: config.cluster.takeover_after(),
         }
     }
 }
@@ -209,15 +226,27 @@ impl JobRunner {
             let summary = publish::decided(&job)?;
             return Ok(JobRunner::new(job, State::Publishing(Box::new(summary))));
         }
-        let account = account_settings(ctx, &job.account).await?;
+        // A first pass reads with the account's settings as they are now and
+        // keeps them with the job; a resumed job reads as it began.
+        let fresh = job.progress.records_done == 0;
+        let account = if fresh { account_settings(ctx, &job.account).await? } else { job_settings(ctx, &job).await? };
         let bom = account.report_bom;
         let upload = PathBuf::from(&job.spool_path);
         let reading = format!("while reading upload {} of job {}", job.file_name, job.job_id);
-        if job.progress.records_done == 0 {
+        if fresh {
             let (path, acct, limits) = (upload.clone(), account.clone(), ctx.limits);
             let scanned = blocking(reading.clone(), move || scan(File::open(&path)?, &acct, limits)).await?;
             let now = clock::now();
-            ctx.store.start_job(&job.job_id, &ctx.owner, &scanned.sha256, scanned.bytes, scanned.records, now).await?;
+            let settings = account.snapshot();
+            let pass = crate::store::FirstPass {
+                sha256: &scanned.sha256,
+                bytes: scanned.bytes,
+                rows_total: scanned.records,
+                started_at: now,
+                settings: &settings,
+            };
+            ctx.store.start_job(&job.job_id, &ctx.owner, &pass).await?;
+            job.settings = Some(settings);
             job.sha256 = scanned.sha256;
             job.bytes = scanned.bytes;
             job.rows_total = scanned.records;
@@ -236,6 +265,7 @@ impl JobRunner {
         };
         let spool = ctx.layout.spool(&job.job_id);
         std::fs::create_dir_all(&spool).map_err(io_err("while creating the job's spool"))?;
+        publish::adopt_results(ctx, &job).map_err(io_err("while taking over the committed results"))?;
         let results = ResultsWriter::open(&publish::results_path(ctx, &job), job.progress.results_offset, bom)
             .map(Box::new)
             .map_err(io_err("while opening the results file"))?;
@@ -333,6 +363,7 @@ impl JobRunner {
         results.sync().map_err(io_err("while writing the results file"))?;
         let written = Instant::now();
         batch.commit(&self.job.job_id, &ctx.owner, &progress).await?;
+        self.job.results_owner = Some(ctx.owner.clone());
         crate::telemetry::metrics().batch_committed(written.elapsed());
         self.job.progress = progress;
         // After batches 4, 8, 16, ...: statistics within 2x of what a large
@@ -391,8 +422,9 @@ fn row_result(row: ParsedRow, outcome: RecordOutcome) -> RowResult {
     RowResult { line: row.line, customer_ref, status, customer_id, errors }
 }
 
-/// A test-only fault: debug builds panic (or abort the process) at the row
-/// whose ref is named in `INTAKE_TEST_PANIC_AT_REF` (`INTAKE_TEST_ABORT_AT_REF`),
+/// A test-only fault: debug builds panic (abort, stop) the process at the row
+/// whose ref is named in `INTAKE_TEST_PANIC_AT_REF` (`INTAKE_TEST_ABORT_AT_REF`,
+/// `INTAKE_TEST_STOP_AT_REF`),
 /// so tests can prove that one job's fault stays in that job. Release
 /// builds have no such hook.
 mod fault_injection {
@@ -405,6 +437,15 @@ mod fault_injection {
         if std::env::var("INTAKE_TEST_ABORT_AT_REF").is_ok_and(|r| r == claim) {
             eprintln!("fault injected at ref {claim}: aborting the process");
             std::process::abort();
+        }
+        // A process frozen (SIGSTOP) after its batch's upserts, before its
+        // results: once per marker file, whichever process gets there first.
+        if std::env::var("INTAKE_TEST_STOP_AT_REF").is_ok_and(|r| r == claim) {
+            let marker = std::env::var("INTAKE_TEST_STOP_MARKER").unwrap_or_default();
+            if std::fs::OpenOptions::new().write(true).create_new(true).open(&marker).is_ok() {
+                eprintln!("fault injected at ref {claim}: stopping the process");
+                let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP);
+            }
         }
     }
 

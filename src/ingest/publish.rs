@@ -30,14 +30,54 @@ pub enum Ending {
 /// The job error code of an aborted job.
 pub const INTERNAL_ERROR: &str = "internal_error";
 
-/// The spool's results file of a job.
-pub fn results_path(ctx: &Context, job: &Job) -> PathBuf {
-    ctx.layout.spool(&job.job_id).join("results.csv")
+/// A spool file of `job` that `owner` writes (`None`: a job from before
+/// each owner wrote its own).
+fn owned_path(ctx: &Context, job: &Job, name: &str, owner: Option<&str>) -> PathBuf {
+    let spool = ctx.layout.spool(&job.job_id);
+    match owner {
+        None => spool.join(format!("{name}.csv")),
+        Some(owner) => {
+            let tag: String = owner.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+            spool.join(format!("{name}.{tag}.csv"))
+        }
+    }
 }
 
-/// The spool's failed-records file of a job.
+/// The results file this process writes for `job`. Each owner writes its
+/// own: a former owner that was paused and wakes up writes into a file no
+/// one publishes (its commit is then refused).
+pub fn results_path(ctx: &Context, job: &Job) -> PathBuf {
+    owned_path(ctx, job, "results", Some(&ctx.owner))
+}
+
+/// The failed-records file this process writes for `job`.
 fn failed_path(ctx: &Context, job: &Job) -> PathBuf {
-    ctx.layout.spool(&job.job_id).join("failed.csv")
+    owned_path(ctx, job, "failed", Some(&ctx.owner))
+}
+
+/// Makes this process's results file of `job` hold exactly the committed
+/// results, when another process committed them: the committed prefix of
+/// that owner's file is copied (it was on disk before the commit).
+pub fn adopt_results(ctx: &Context, job: &Job) -> std::io::Result<()> {
+    let offset = job.progress.results_offset;
+    if offset == 0 || job.results_owner.as_deref() == Some(ctx.owner.as_str()) {
+        return Ok(());
+    }
+    let theirs = owned_path(ctx, job, "results", job.results_owner.as_deref());
+    let mine = results_path(ctx, job);
+    let part = mine.with_extension("csv.part");
+    let mut from = std::fs::File::open(&theirs)?;
+    let mut to = std::fs::File::create(&part)?;
+    let copied = std::io::copy(&mut std::io::Read::take(&mut from, offset), &mut to)?;
+    if copied != offset {
+        let _ = std::fs::remove_file(&part);
+        return Err(std::io::Error::other(format!(
+            "the committed results are {offset} bytes, the previous owner's file has {copied}"
+        )));
+    }
+    to.sync_all()?;
+    std::fs::rename(&part, &mine)?;
+    crate::mailbox::sync_dir(&ctx.layout.spool(&job.job_id))
 }
 
 /// Decides how `job` (as committed) ends: stores the summary with the job,
@@ -64,7 +104,8 @@ pub async fn decide(ctx: &Context, job: &mut Job, ending: Ending) -> Result<Summ
             }),
         ),
     };
-    let account = super::job::account_settings(ctx, &job.account).await?;
+    let account = super::job::job_settings(ctx, job).await?;
+    adopt_results(ctx, job).map_err(io_err("while taking over the committed results"))?;
     // The committed rows, or the header alone (offset 0).
     let offset = if results.exists() { job.progress.results_offset } else { 0 };
     ResultsWriter::open(&results, offset, account.report_bom)
@@ -99,6 +140,7 @@ pub async fn decide(ctx: &Context, job: &mut Job, ending: Ending) -> Result<Summ
     };
     let json = serde_json::to_string(&summary).expect("a summary serialises");
     ctx.store.decide_job(&job.job_id, &ctx.owner, &json).await?;
+    job.results_owner = Some(ctx.owner.clone());
     job.phase = JobPhase::Publishing;
     job.outcome = Some(json);
     Ok(summary)
@@ -158,13 +200,15 @@ pub async fn publish(ctx: &Context, job: &mut Job, summary: &Summary) -> Result<
     let names = ReportNames::of(&job.file_name, job.kind.is_dry_run());
     let outbox = layout.outbox(&job.account);
     let summary_path = outbox.join(&names.summary);
-    let results = results_path(ctx, job);
+    // The files of the process that decided the outcome.
+    let decider = job.results_owner.as_deref();
+    let results = owned_path(ctx, job, "results", decider);
     if results.exists() {
         // An older upload's summary must not stand beside this upload's results.
         remove_if_present(&summary_path).map_err(io_err("while replacing the summary"))?;
         rename_durably(&results, &outbox.join(&names.results)).map_err(io_err("while publishing the results file"))?;
     }
-    let failed = failed_path(ctx, job);
+    let failed = owned_path(ctx, job, "failed", decider);
     if summary.failed_file.is_none() {
         // An older upload's failed records are no part of this report.
         remove_if_present(&outbox.join(&names.failed)).map_err(io_err("while replacing the failed records"))?;

@@ -20,9 +20,6 @@ use tracing::Instrument;
 
 /// Jobs open at once (round-robin); each holds an open file.
 const MAX_ACTIVE_JOBS: usize = 64;
-/// A job whose owner has not heartbeated for this long may be taken over.
-pub const STALE_AFTER: Duration = Duration::from_secs(60);
-const HEARTBEAT: Duration = Duration::from_secs(10);
 /// How often visible uploads of finished jobs are looked for.
 const HOUSEKEEPING: Duration = Duration::from_secs(2);
 /// The longest wait before a transient failure is retried.
@@ -78,7 +75,7 @@ async fn housekeeping(ctx: Arc<Context>, keep_visible_secs: u64, shutdown: Cance
         if let Err(e) = super::job::remove_visible_uploads(&ctx, keep_visible_secs).await {
             tracing::warn!(error = %e, "cannot remove the visible copies of processed uploads");
         }
-        if last_heartbeat.elapsed() < HEARTBEAT {
+        if last_heartbeat.elapsed() < ctx.heartbeat {
             continue;
         }
         last_heartbeat = tokio::time::Instant::now();
@@ -86,7 +83,7 @@ async fn housekeeping(ctx: Arc<Context>, keep_visible_secs: u64, shutdown: Cance
             tracing::warn!(error = %e, "job heartbeat failed");
         }
         release_dead_local_owners(&ctx).await;
-        if let Err(e) = super::job::recover_arriving(&ctx, STALE_AFTER).await {
+        if let Err(e) = super::job::recover_arriving(&ctx, ctx.takeover_after).await {
             tracing::warn!(error = %e, "cannot settle arriving jobs");
         }
     }
@@ -163,7 +160,7 @@ async fn admit(ctx: &Arc<Context>, shared: &Shared) -> Result<(), IngestError> {
             if busy.len() >= MAX_ACTIVE_JOBS {
                 return Ok(());
             }
-            let Some(job) = ctx.store.claim_job(&ctx.owner, STALE_AFTER, &busy).await? else {
+            let Some(job) = ctx.store.claim_job(&ctx.owner, ctx.takeover_after, &busy).await? else {
                 return Ok(());
             };
             shared.accounts.lock().expect("accounts lock").push(job.account.clone());

@@ -89,6 +89,10 @@ pub struct Job {
     /// The upload's name in `/customers` while it stays visible there.
     pub visible_path: Option<String>,
     pub kind: JobKind,
+    /// The account's settings as the job's first pass read the file with them.
+    pub settings: Option<String>,
+    /// The process whose results file the committed offset refers to.
+    pub results_owner: Option<String>,
 }
 
 /// What a job does with its rows.
@@ -198,6 +202,17 @@ impl JobStatus {
     }
 }
 
+/// What a job's first pass over its file learnt, recorded when it starts.
+#[derive(Debug, Clone)]
+pub struct FirstPass<'a> {
+    pub sha256: &'a str,
+    pub bytes: u64,
+    pub rows_total: u64,
+    pub started_at: Timestamp,
+    /// The account's settings the file is read with (`AccountSettings::snapshot`).
+    pub settings: &'a str,
+}
+
 /// A job to be created: the upload has been moved into its spool.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -233,10 +248,17 @@ macro_rules! dispatch {
 impl Store {
     /// Connects and runs the embedded migrations.
     pub async fn connect(url: &str) -> Result<Store> {
+        Store::connect_with(url, Duration::from_secs(60)).await
+    }
+
+    /// Connects; on PostgreSQL a session left idle inside a transaction for
+    /// `idle_in_transaction` (a frozen process) is ended by the server, so
+    /// its locks never hold up the process that takes its jobs over.
+    pub async fn connect_with(url: &str, idle_in_transaction: Duration) -> Result<Store> {
         if url.starts_with("sqlite:") {
             Ok(Store::Sqlite(SqliteStore::connect(url).await?))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Ok(Store::Postgres(PgStore::connect(url).await?))
+            Ok(Store::Postgres(PgStore::connect(url, idle_in_transaction).await?))
         } else {
             Err(StoreError::UnsupportedUrl(redact_url(url)))
         }
@@ -306,16 +328,8 @@ impl Store {
     }
 
     /// Records what the first pass learnt about a job `owner` runs.
-    pub async fn start_job(
-        &self,
-        job_id: &str,
-        owner: &str,
-        sha256: &str,
-        bytes: u64,
-        rows_total: u64,
-        started_at: Timestamp,
-    ) -> Result<()> {
-        dispatch!(self, s => s.start_job(job_id, owner, sha256, bytes, rows_total, started_at).await)
+    pub async fn start_job(&self, job_id: &str, owner: &str, pass: &FirstPass<'_>) -> Result<()> {
+        dispatch!(self, s => s.start_job(job_id, owner, pass).await)
     }
 
     /// Takes the next queued job, a retrying one whose time has come, or a
@@ -542,7 +556,7 @@ pub(crate) mod rows {
     pub(crate) const JOB_COLUMNS_SQLITE: &str = "job_id, account, file_name, spool_path, sha256, bytes, status, \
         received_at, started_at, finished_at, rows_total, records_done, results_offset, created, updated, unchanged, \
         failed, error_code, error_message, uploader, may_update, phase, outcome, attempts, retries, retry_at, \
-        last_error, visible_path, kind";
+        last_error, visible_path, kind, settings, results_owner";
     /// The same, with PostgreSQL's timestamps as RFC 3339 text.
     pub(crate) const JOB_COLUMNS_PG: &str = "job_id, account, file_name, spool_path, sha256, bytes, status, \
         to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
@@ -550,7 +564,8 @@ pub(crate) mod rows {
         to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
         rows_total, records_done, results_offset, created, updated, unchanged, failed, error_code, error_message, \
         uploader, may_update, phase, outcome, attempts, retries, \
-        to_char(retry_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), last_error, visible_path, kind";
+        to_char(retry_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), last_error, visible_path, kind, \
+        settings, results_owner";
 
     fn time(text: &str) -> Result<Timestamp> {
         crate::clock::parse(text).ok_or_else(|| StoreError::Corrupt(format!("timestamp `{text}`")))
@@ -630,6 +645,8 @@ pub(crate) mod rows {
             last_error: r.maybe_text(26)?,
             visible_path: r.maybe_text(27)?,
             kind: JobKind::parse(&r.text(28)?)?,
+            settings: r.maybe_text(29)?,
+            results_owner: r.maybe_text(30)?,
         })
     }
 

@@ -45,8 +45,10 @@ impl PgStore {
         Ok(self.pool.begin().await?)
     }
 
-    pub async fn connect(url: &str) -> Result<Self> {
-        let options = PgConnectOptions::from_str(url)?;
+    pub async fn connect(url: &str, idle_in_transaction: std::time::Duration) -> Result<Self> {
+        let idle = format!("{}ms", idle_in_transaction.as_millis().max(1000));
+        let options =
+            PgConnectOptions::from_str(url)?.options([("idle_in_transaction_session_timeout", idle.as_str())]);
         let pool = PgPoolOptions::new().max_connections(8).connect_with(options).await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
         Ok(PgStore { pool })

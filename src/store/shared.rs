@@ -167,10 +167,11 @@ macro_rules! shared_statements {
             rows.iter().map(rows::job).collect()
         }
 
-        pub async fn start_job(&self, job_id: &str, owner: &str, sha256: &str, bytes: u64, rows_total: u64, started_at: Timestamp) -> Result<()> {
+        pub async fn start_job(&self, job_id: &str, owner: &str, pass: &super::FirstPass<'_>) -> Result<()> {
+            let super::FirstPass { sha256, bytes, rows_total, started_at, settings } = *pass;
             let done = sqlx::query(&format!(
                 "UPDATE jobs SET rows_total = $2, heartbeat_at = {NOW}, started_at = COALESCE(started_at, $3),
-                   sha256 = $5, bytes = $6 WHERE job_id = $4 AND owner = $1 AND status = 'running'",
+                   sha256 = $5, bytes = $6, settings = $7 WHERE job_id = $4 AND owner = $1 AND status = 'running'",
             ))
             .bind(owner)
             .bind(rows_total as i64)
@@ -178,6 +179,7 @@ macro_rules! shared_statements {
             .bind(job_id)
             .bind(sha256)
             .bind(bytes as i64)
+            .bind(settings)
             .execute(&self.pool)
             .await?;
             super::fenced(done.rows_affected(), job_id)
@@ -185,7 +187,8 @@ macro_rules! shared_statements {
 
         pub async fn decide_job(&self, job_id: &str, owner: &str, outcome: &str) -> Result<()> {
             let done = sqlx::query(
-                "UPDATE jobs SET phase = 'publishing', outcome = $3 WHERE job_id = $1 AND owner = $2 AND status = 'running'",
+                "UPDATE jobs SET phase = 'publishing', outcome = $3, results_owner = $2
+                 WHERE job_id = $1 AND owner = $2 AND status = 'running'",
             )
             .bind(job_id)
             .bind(owner)
@@ -357,7 +360,8 @@ macro_rules! batch_statements {
         pub async fn commit(mut self, job_id: &str, owner: &str, p: &JobProgress) -> Result<()> {
             let done = sqlx::query(&format!(
                 "UPDATE jobs SET records_done = $1, results_offset = $2, created = $3, updated = $4, unchanged = $5,
-                   failed = $6, heartbeat_at = {NOW}, attempts = 1, retries = 0 WHERE job_id = $7 AND owner = $8",
+                   failed = $6, heartbeat_at = {NOW}, attempts = 1, retries = 0, results_owner = $8
+                 WHERE job_id = $7 AND owner = $8",
             ))
             .bind(p.records_done as i64)
             .bind(p.results_offset as i64)

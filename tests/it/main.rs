@@ -15,3 +15,4 @@ mod ops;
 mod samples;
 mod sftp;
 mod store;
+mod takeover;
