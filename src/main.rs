@@ -266,7 +266,9 @@ async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool)
         source: file,
         file_name,
         kind: intake::store::JobKind::Import,
-        uploader: ingest::job::Uploader::Operator { may_update },
+        uploader: ingest::job::Uploader::Operator {
+            scopes: if may_update { Scopes::ALL } else { Scopes::CREATE_ONLY },
+        },
         take: ingest::job::Take::Copy,
     };
     let job = ingest::job::enqueue(&ctx, arrival, Some(&ctx.owner)).await?;
@@ -386,7 +388,7 @@ async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
                 bail!("give the user a way to log in: --key FILE and/or --password-stdin");
             }
             let scopes = if scopes.is_empty() {
-                Scopes { create: true, update: true }
+                Scopes::ALL
             } else {
                 Scopes::parse(scopes.iter().map(String::as_str))?
             };

@@ -159,7 +159,7 @@ fn job_json(j: &Job) -> Value {
         "error_code": j.error_code,
         "error_message": j.error_message,
         "uploader": j.uploader,
-        "may_update": j.may_update,
+        "may_update": j.scopes.update,
         "attempts": j.attempts,
         "retries": j.retries,
         "retry_at": j.retry_at.map(intake::clock::format_rfc3339),
@@ -265,7 +265,7 @@ async fn retry_job(config: &Config, store: Store, job_id: &str) -> Result<ExitCo
         )
     })?;
     let ctx = Context::new(config, store, ingest::worker::owner_name());
-    let uploader = ingest::job::Uploader::Operator { may_update: job.may_update };
+    let uploader = ingest::job::Uploader::Operator { scopes: job.scopes };
     let arrival = ingest::job::Arrival {
         account: &job.account,
         source: &source,

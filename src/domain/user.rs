@@ -10,6 +10,11 @@ pub struct Scopes {
 }
 
 impl Scopes {
+    /// Both scopes: the default of a login, and an operator's `intake ingest`.
+    pub const ALL: Scopes = Scopes { create: true, update: true };
+    /// `customers:create` alone: existing refs fail with `ref_exists`.
+    pub const CREATE_ONLY: Scopes = Scopes { create: true, update: false };
+
     pub const CREATE: &'static str = "customers:create";
     pub const UPDATE: &'static str = "customers:update";
 

@@ -11,6 +11,7 @@ use super::rows::{scan, FileLimits, ParsedRow, RowReader};
 use super::upsert::{self, BatchRecord, RecordOutcome, UpsertOutcome, Writes};
 use crate::clock;
 use crate::config::Config;
+use crate::domain::user::Scopes;
 use crate::domain::{AccountId, AccountSettings, FileError, JobId};
 use crate::mailbox::Layout;
 use crate::store::{Job, JobKind, JobPhase, Store, StoreError};
@@ -334,8 +335,8 @@ impl JobRunner {
             .map(|r| BatchRecord { line: r.line, claim: r.claim.as_deref(), command: r.outcome.as_ref().ok() })
             .collect();
         let writes = if self.job.kind.is_dry_run() { Writes::DryRun } else { Writes::Apply };
-        let (job_id, account, may_update) = (&self.job.job_id, &self.job.account, self.job.may_update);
-        let outcomes = upsert::apply(&mut batch, job_id, account, may_update, &records, writes).await?;
+        let (job_id, account, scopes) = (&self.job.job_id, &self.job.account, self.job.scopes);
+        let outcomes = upsert::apply(&mut batch, job_id, account, scopes, &records, writes).await?;
         drop(records);
         let applied = Instant::now();
         for (row, outcome) in rows.iter_mut().zip(&outcomes) {
@@ -456,7 +457,7 @@ mod fault_injection {
 /// Who is behind an upload, which decides whether existing refs may be updated.
 pub enum Uploader {
     /// An operator (`intake ingest`): as given.
-    Operator { may_update: bool },
+    Operator { scopes: Scopes },
     /// A file in `/customers`: the SFTP login recorded on it by intake's SFTP
     /// server, or none (another server or an operator placed it: may update).
     Recorded,
@@ -505,7 +506,7 @@ pub async fn enqueue(ctx: &Context, arrival: Arrival<'_>, owner: Option<&str>) -
         sha256: String::new(),
         bytes: 0,
         uploader: None,
-        may_update: false,
+        scopes: Scopes::CREATE_ONLY,
         source_key: if take == Take::Link {
             Some(source_key(source).map_err(io_err("while taking the upload"))?)
         } else {
@@ -540,13 +541,13 @@ pub async fn enqueue(ctx: &Context, arrival: Arrival<'_>, owner: Option<&str>) -
     if take == Take::Link {
         ctx.store.set_visible(&job_id, Some(&source.to_string_lossy())).await?;
     }
-    let (who, may_update) = match uploader {
-        Uploader::Operator { may_update } => (None, may_update),
+    let (who, scopes) = match uploader {
+        Uploader::Operator { scopes } => (None, scopes),
         Uploader::Recorded => recorded_uploader(ctx, &upload).await,
     };
     match owner {
-        None => ctx.store.mark_queued(&job_id, who.as_deref(), may_update).await?,
-        Some(owner) => ctx.store.mark_running(&job_id, owner, who.as_deref(), may_update).await?,
+        None => ctx.store.mark_queued(&job_id, who.as_deref(), scopes).await?,
+        Some(owner) => ctx.store.mark_running(&job_id, owner, who.as_deref(), scopes).await?,
     }
     let job = ctx.store.get_job(&job_id).await?.ok_or_else(|| StoreError::NotFound(format!("job {job_id}")))?;
     if owner.is_none() {
@@ -563,22 +564,23 @@ fn source_key(path: &Path) -> std::io::Result<String> {
     Ok(format!("{}:{}:{}.{}:{}", m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
 }
 
-/// The login recorded on a spooled upload and whether it may update;
-/// anything unreadable fails closed (no updates).
-async fn recorded_uploader(ctx: &Context, upload: &Path) -> (Option<String>, bool) {
+/// The login recorded on a spooled upload and its scopes; anything
+/// unreadable fails closed (no updates). A file no login is recorded on was
+/// placed by an operator or another server: all scopes.
+async fn recorded_uploader(ctx: &Context, upload: &Path) -> (Option<String>, Scopes) {
     match crate::mailbox::uploader(upload) {
-        Ok(None) => (None, true),
+        Ok(None) => (None, Scopes::ALL),
         Ok(Some(username)) => match ctx.store.find_user(&username).await {
-            Ok(Some(user)) => (Some(username), user.scopes.update),
-            Ok(None) => (Some(username), false),
+            Ok(Some(user)) => (Some(username), user.scopes),
+            Ok(None) => (Some(username), Scopes::CREATE_ONLY),
             Err(e) => {
                 tracing::warn!(user = %username, error = %e, "cannot look up the uploader's scopes; no updates");
-                (Some(username), false)
+                (Some(username), Scopes::CREATE_ONLY)
             }
         },
         Err(e) => {
             tracing::warn!(error = %e, "cannot read who uploaded a file; no updates");
-            (None, false)
+            (None, Scopes::CREATE_ONLY)
         }
     }
 }
@@ -589,8 +591,8 @@ async fn recorded_uploader(ctx: &Context, upload: &Path) -> (Option<String>, boo
 pub async fn recover_arriving(ctx: &Context, older_than: Duration) -> Result<(), IngestError> {
     for job in ctx.store.arriving_jobs(older_than).await? {
         if Path::new(&job.spool_path).exists() {
-            let (who, may_update) = recorded_uploader(ctx, Path::new(&job.spool_path)).await;
-            ctx.store.mark_queued(&job.job_id, who.as_deref(), may_update).await?;
+            let (who, scopes) = recorded_uploader(ctx, Path::new(&job.spool_path)).await;
+            ctx.store.mark_queued(&job.job_id, who.as_deref(), scopes).await?;
             progress::publish_or_log(ctx, &job, ProgressState::Queued, 0);
         } else {
             let _ = std::fs::remove_dir_all(ctx.layout.spool(&job.job_id));

@@ -9,6 +9,7 @@
 //! carrying a ref claims it, valid or not; later ones are `duplicate_ref`.
 
 use crate::domain::customer::MAX_REF_CHARS;
+use crate::domain::user::Scopes;
 use crate::domain::CreateCustomer;
 use crate::store::{claim_key, Batch, StoreError, StoredCustomer};
 use std::collections::HashMap;
@@ -102,7 +103,7 @@ pub async fn apply(
     batch: &mut Batch,
     job_id: &str,
     account: &str,
-    may_update: bool,
+    scopes: Scopes,
     records: &[BatchRecord<'_>],
     writes: Writes,
 ) -> Result<Vec<RecordOutcome>, StoreError> {
@@ -112,7 +113,7 @@ pub async fn apply(
         first.iter().filter_map(|&i| records[i].claim).filter(|c| c.chars().count() <= MAX_REF_CHARS).collect();
     let known =
         Known { claimed: batch.claimed_refs(job_id, &keys).await?, existing: batch.existing(account, &refs).await? };
-    let mut decided = decide(job_id, may_update, records, &known);
+    let mut decided = decide(job_id, scopes, records, &known);
     if writes == Writes::DryRun {
         dry_run(&mut decided);
     }
@@ -124,7 +125,7 @@ pub async fn apply(
 
 /// The rules themselves: what each record of the batch becomes, given what
 /// the database knows. Pure, so every rule is unit-tested here.
-pub fn decide(job_id: &str, may_update: bool, records: &[BatchRecord<'_>], known: &Known) -> Decided {
+pub fn decide(job_id: &str, scopes: Scopes, records: &[BatchRecord<'_>], known: &Known) -> Decided {
     let (first, follows) = firsts(records);
     let mut decided = Decided::default();
     let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
@@ -148,7 +149,7 @@ pub fn decide(job_id: &str, may_update: bool, records: &[BatchRecord<'_>], known
                 decided.inserts.push(row);
                 RecordOutcome::Applied(UpsertOutcome::Created(id))
             }
-            (None, Some(_), Some(_)) if !may_update => {
+            (None, Some(_), Some(_)) if !scopes.update => {
                 decided.claims.push((key, record.line));
                 RecordOutcome::Applied(UpsertOutcome::RefExists)
             }
@@ -252,10 +253,10 @@ mod tests {
     #[test]
     fn a_new_ref_is_created_and_an_identical_one_is_unchanged() {
         let c = command("a", "ann@example.com", json!({"x": "1"}));
-        let fresh = decide("j", true, &[record(2, &c)], &Known::default());
+        let fresh = decide("j", Scopes::ALL, &[record(2, &c)], &Known::default());
         assert!(matches!(fresh.outcomes[..], [RecordOutcome::Applied(UpsertOutcome::Created(_))]));
         assert_eq!(fresh.inserts.len(), 1);
-        let again = decide("j", true, &[record(2, &c)], &known_with(&c));
+        let again = decide("j", Scopes::ALL, &[record(2, &c)], &known_with(&c));
         assert!(matches!(again.outcomes[..], [RecordOutcome::Applied(UpsertOutcome::Unchanged(_))]));
         assert!(again.updates.is_empty() && again.inserts.is_empty());
         assert_eq!(again.claims.len(), 1, "an unchanged row still claims its ref");
@@ -265,7 +266,7 @@ mod tests {
     fn an_update_merges_metadata_keys_and_keeps_the_others() {
         let old = command("a", "ann@example.com", json!({"x": "1", "y": "2"}));
         let new = command("a", "+15555001234", json!({"x": "3"}));
-        let decided = decide("j", true, &[record(2, &new)], &known_with(&old));
+        let decided = decide("j", Scopes::ALL, &[record(2, &new)], &known_with(&old));
         assert!(matches!(decided.outcomes[..], [RecordOutcome::Applied(UpsertOutcome::Updated(_))]));
         let row = &decided.updates[0];
         assert_eq!(serde_json::Value::Object(row.metadata.clone()), json!({"x": "3", "y": "2"}));
@@ -277,7 +278,7 @@ mod tests {
     fn a_login_without_update_scope_gets_ref_exists() {
         let c = command("a", "ann@example.com", json!({}));
         let changed = command("a", "bob@example.com", json!({}));
-        let decided = decide("j", false, &[record(2, &changed)], &known_with(&c));
+        let decided = decide("j", Scopes::CREATE_ONLY, &[record(2, &changed)], &known_with(&c));
         assert_eq!(decided.outcomes, [RecordOutcome::Applied(UpsertOutcome::RefExists)]);
         assert!(decided.updates.is_empty());
     }
@@ -286,17 +287,17 @@ mod tests {
     fn the_first_record_claims_a_ref_valid_or_not_and_later_ones_are_duplicates() {
         let c = command("a", "ann@example.com", json!({}));
         let invalid = BatchRecord { line: 2, claim: Some("a"), command: None };
-        let decided = decide("j", true, &[invalid, record(3, &c), record(4, &c)], &Known::default());
+        let decided = decide("j", Scopes::ALL, &[invalid, record(3, &c), record(4, &c)], &Known::default());
         assert_eq!(
             decided.outcomes,
             [RecordOutcome::Invalid, RecordOutcome::Duplicate(2), RecordOutcome::Duplicate(2)]
         );
         // A claim from an earlier batch of the same job counts too.
         let known = Known { claimed: HashMap::from([("a".to_owned(), 7)]), ..Known::default() };
-        assert_eq!(decide("j", true, &[record(9, &c)], &known).outcomes, [RecordOutcome::Duplicate(7)]);
+        assert_eq!(decide("j", Scopes::ALL, &[record(9, &c)], &known).outcomes, [RecordOutcome::Duplicate(7)]);
         // And so does a customer this job created or updated earlier.
         let mut known = known_with(&c);
         known.existing.get_mut("a").unwrap().last_job = Some(("j".to_owned(), 5));
-        assert_eq!(decide("j", true, &[record(9, &c)], &known).outcomes, [RecordOutcome::Duplicate(5)]);
+        assert_eq!(decide("j", Scopes::ALL, &[record(9, &c)], &known).outcomes, [RecordOutcome::Duplicate(5)]);
     }
 }

@@ -214,7 +214,7 @@ async fn take(ctx: &Arc<Context>, path: &Path, wake: &Notify) {
     match enqueue(ctx, arrival, None).await {
         Ok(job) => {
             tracing::info!(account = %avid, file = %name, job_id = %job.job_id, kind = kind.as_str(),
-                uploader = job.uploader.as_deref().unwrap_or("-"), may_update = job.may_update, "upload received");
+                uploader = job.uploader.as_deref().unwrap_or("-"), may_update = job.scopes.update, "upload received");
             wake.notify_waiters();
         }
         // Another intake process sharing the folder took it first.

@@ -75,7 +75,9 @@ pub struct Job {
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub uploader: Option<String>,
-    pub may_update: bool,
+    /// What the uploader may do: `update` decides whether existing refs
+    /// are updated or fail with `ref_exists`.
+    pub scopes: Scopes,
     pub phase: JobPhase,
     /// The summary (JSON) once the outcome is decided: what is published.
     pub outcome: Option<String>,
@@ -223,7 +225,7 @@ pub struct NewJob {
     pub sha256: String,
     pub bytes: u64,
     pub uploader: Option<String>,
-    pub may_update: bool,
+    pub scopes: Scopes,
     /// Identifies a visible upload that stays in place; no two jobs take the same.
     pub source_key: Option<String>,
     pub kind: JobKind,
@@ -366,14 +368,8 @@ impl Store {
 
     /// Takes an arriving job straight to running for `owner` (an operator's
     /// `intake ingest`), so no other process can claim it.
-    pub async fn mark_running(
-        &self,
-        job_id: &str,
-        owner: &str,
-        uploader: Option<&str>,
-        may_update: bool,
-    ) -> Result<()> {
-        dispatch!(self, s => s.mark_running(job_id, owner, uploader, may_update).await)
+    pub async fn mark_running(&self, job_id: &str, owner: &str, uploader: Option<&str>, scopes: Scopes) -> Result<()> {
+        dispatch!(self, s => s.mark_running(job_id, owner, uploader, scopes.update).await)
     }
 
     /// Records (or clears) the upload's visible name in `/customers`.
@@ -408,8 +404,8 @@ impl Store {
     }
 
     /// The upload is in the spool: the job may be taken, with who uploaded it.
-    pub async fn mark_queued(&self, job_id: &str, uploader: Option<&str>, may_update: bool) -> Result<()> {
-        dispatch!(self, s => s.mark_queued(job_id, uploader, may_update).await)
+    pub async fn mark_queued(&self, job_id: &str, uploader: Option<&str>, scopes: Scopes) -> Result<()> {
+        dispatch!(self, s => s.mark_queued(job_id, uploader, scopes.update).await)
     }
 
     /// Keeps the planner's statistics current while a job grows the tables
@@ -636,7 +632,7 @@ pub(crate) mod rows {
             error_code: r.maybe_text(17)?,
             error_message: r.maybe_text(18)?,
             uploader: r.maybe_text(19)?,
-            may_update: r.flag(20)?,
+            scopes: Scopes { create: true, update: r.flag(20)? },
             phase: JobPhase::parse(&r.text(21)?)?,
             outcome: r.maybe_text(22)?,
             attempts: r.count(23)? as u32,

@@ -134,7 +134,7 @@ macro_rules! shared_statements {
             .bind(&j.sha256)
             .bind(j.bytes as i64)
             .bind(&j.uploader)
-            .bind(j.may_update)
+            .bind(j.scopes.update)
             .bind(&j.source_key)
             .bind(j.kind.as_str())
             .execute(&self.pool)

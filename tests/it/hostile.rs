@@ -226,12 +226,12 @@ async fn queue_job(store: &Store, job_id: &str, account: &str, name: &str, path:
         sha256: String::new(),
         bytes: 0,
         uploader: None,
-        may_update: true,
+        scopes: intake::domain::user::Scopes::ALL,
         source_key: None,
         kind: Default::default(),
     };
     store.create_job(&job).await.unwrap();
-    store.mark_queued(job_id, None, true).await.unwrap();
+    store.mark_queued(job_id, None, intake::domain::user::Scopes::ALL).await.unwrap();
 }
 
 /// A fault injected at one row (a test-only hook of debug builds): the job

@@ -43,7 +43,7 @@ fn new_job(job_id: &str, account: &str) -> NewJob {
         sha256: String::new(),
         bytes: 0,
         uploader: None,
-        may_update: true,
+        scopes: Scopes::ALL,
         source_key: None,
         kind: Default::default(),
     }
@@ -53,7 +53,7 @@ fn new_job(job_id: &str, account: &str) -> NewJob {
 async fn owned_job(store: &Store, owner: &str) -> String {
     let id = uuid::Uuid::new_v4().to_string();
     store.create_job(&new_job(&id, &format!("jobs-{id}"))).await.unwrap();
-    store.mark_queued(&id, None, true).await.unwrap();
+    store.mark_queued(&id, None, Scopes::ALL).await.unwrap();
     let job = store.claim_job(owner, LIVE, &[]).await.unwrap().unwrap();
     assert_eq!(job.job_id.as_str(), id);
     id
@@ -72,7 +72,8 @@ async fn upsert(store: &Store, avid: &str, may_update: bool, commands: &[CreateC
     let owner = uuid::Uuid::new_v4().to_string();
     let job = owned_job(store, &owner).await;
     let mut batch = store.begin_batch(avid).await.unwrap();
-    let outcomes = apply(&mut batch, &job, avid, may_update, &records(commands), Writes::Apply).await.unwrap();
+    let scopes = if may_update { Scopes::ALL } else { Scopes::CREATE_ONLY };
+    let outcomes = apply(&mut batch, &job, avid, scopes, &records(commands), Writes::Apply).await.unwrap();
     batch.commit(&job, &owner, &JobProgress::default()).await.unwrap();
     outcomes
         .into_iter()
@@ -163,7 +164,7 @@ async fn a_batch_that_is_not_committed_leaves_nothing(db: TestDb) {
     {
         let mut batch = store.begin_batch("acme").await.unwrap();
         let c = [command("c1", &["+15555001234"], json!({}), json!({}))];
-        apply(&mut batch, "some-job", "acme", true, &records(&c), Writes::Apply).await.unwrap();
+        apply(&mut batch, "some-job", "acme", Scopes::ALL, &records(&c), Writes::Apply).await.unwrap();
         // dropped: rolled back, as after a crash
     }
     assert_eq!(store.count_customers("acme").await.unwrap(), 0);
@@ -174,7 +175,7 @@ async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
     store.add_account(&account("acme")).await.unwrap();
     upsert(&store, "acme", true, &[command("old", &["+15555001234"], json!({}), json!({}))]).await;
     store.create_job(&new_job("job-1", "acme")).await.unwrap();
-    store.mark_queued("job-1", None, true).await.unwrap();
+    store.mark_queued("job-1", None, Scopes::ALL).await.unwrap();
     store.claim_job("me", LIVE, &[]).await.unwrap().unwrap();
     let valid = |r: &str| command(r, &["+15555001234"], json!({}), json!({}));
     let (a, old, b) = (valid("a"), valid("old"), valid("b"));
@@ -185,7 +186,7 @@ async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
         &mut batch,
         "job-1",
         "acme",
-        true,
+        Scopes::ALL,
         &[
             rec(2, Some("a"), Some(&a)),
             rec(3, Some("bad"), None),
@@ -211,7 +212,7 @@ async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
         &mut batch,
         "job-1",
         "acme",
-        true,
+        Scopes::ALL,
         &[
             rec(7, Some("a"), None),
             rec(8, Some("bad"), Some(&bad_now_valid)),
@@ -228,7 +229,8 @@ async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
     // A second duplicate in the same batch names the file's first line too, not the batch's.
     assert_eq!(second[4], RecordOutcome::Duplicate(2));
     // Another job's claims are its own.
-    let other = apply(&mut batch, "job-2", "acme", true, &[rec(2, Some("zzz"), None)], Writes::Apply).await.unwrap();
+    let other =
+        apply(&mut batch, "job-2", "acme", Scopes::ALL, &[rec(2, Some("zzz"), None)], Writes::Apply).await.unwrap();
     assert_eq!(other, [RecordOutcome::Invalid]);
     drop(batch);
     let stored = store.get_job("job-1").await.unwrap().unwrap();
@@ -244,7 +246,7 @@ async fn a_job_is_never_claimed_twice(db: TestDb) {
     // Still arriving: not claimable until the file is in the spool.
     assert!(store.claim_job("p1", LIVE, &[]).await.unwrap().is_none());
     for i in 0..6 {
-        store.mark_queued(&format!("job-{i}"), None, true).await.unwrap();
+        store.mark_queued(&format!("job-{i}"), None, Scopes::ALL).await.unwrap();
     }
     let mut tasks = Vec::new();
     for owner in ["p1", "p2", "p3"] {
@@ -280,7 +282,7 @@ async fn a_job_is_never_claimed_twice(db: TestDb) {
     // Its former owner can no longer commit: nothing of its batch lands.
     let mut batch = store.begin_batch(&taken.account).await.unwrap();
     let c = [command("late", &["+15555001234"], json!({}), json!({}))];
-    apply(&mut batch, &taken.job_id, &taken.account, true, &records(&c), Writes::Apply).await.unwrap();
+    apply(&mut batch, &taken.job_id, &taken.account, Scopes::ALL, &records(&c), Writes::Apply).await.unwrap();
     let err = batch.commit(&taken.job_id, owner_of(&taken.job_id), &JobProgress::default()).await.unwrap_err();
     assert!(matches!(err, StoreError::NotOwner(_)), "{err}");
     assert_eq!(store.count_customers(&taken.account).await.unwrap(), 0, "a fenced-off batch commits nothing");
