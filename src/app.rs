@@ -92,7 +92,7 @@ fn declared_user(u: &UserDecl) -> Result<SftpUser> {
         (None, None) => None,
     };
     let scopes = match &u.scopes {
-        None => Scopes { create: true, update: true },
+        None => Scopes::ALL,
         Some(names) => Scopes::parse(names.iter().map(String::as_str))?,
     };
     let account = AccountId::parse(&u.account)?;

@@ -387,11 +387,8 @@ async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
             if public_keys.is_empty() && password_hash.is_none() {
                 bail!("give the user a way to log in: --key FILE and/or --password-stdin");
             }
-            let scopes = if scopes.is_empty() {
-                Scopes::ALL
-            } else {
-                Scopes::parse(scopes.iter().map(String::as_str))?
-            };
+            let scopes =
+                if scopes.is_empty() { Scopes::ALL } else { Scopes::parse(scopes.iter().map(String::as_str))? };
             store
                 .add_user(&SftpUser {
                     username: username.clone(),
