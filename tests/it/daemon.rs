@@ -26,7 +26,7 @@ async fn assert_report_matches_database(d: &TestDaemon, db: &TestDb, avid: &str,
 }
 
 async fn an_sftp_upload_gets_its_report_and_the_database_agrees(db: TestDb) {
-    let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[]).await;
+    let d = TestDaemon::spawn_in_process(&db, &[TestAccount::new("acme")], &[]).await;
     let file = d.dir.join("May.CSV");
     write_customers(&file, "m-", 25);
     d.upload("acme", &file, "May.CSV").await;
@@ -49,7 +49,7 @@ async fn an_sftp_upload_gets_its_report_and_the_database_agrees(db: TestDb) {
 async fn a_create_only_login_cannot_update_existing_customers(db: TestDb) {
     let mut create_only = TestAccount::new("acme");
     create_only.scopes = vec!["customers:create"];
-    let d = TestDaemon::spawn(&db, &[create_only], &[]).await;
+    let d = TestDaemon::spawn_in_process(&db, &[create_only], &[]).await;
     let file = d.dir.join("c.csv");
     write_customers(&file, "c-", 3);
     d.upload("acme", &file, "first.csv").await;
@@ -132,7 +132,7 @@ async fn a_small_file_is_not_starved_by_another_accounts_huge_one(db: TestDb) {
     let d =
         // Small batches: the huge job outlasts the small upload's SSH login
         // even on a machine loaded by the other tests.
-        TestDaemon::spawn(&db, &[TestAccount::new("big"), TestAccount::new("small")], &[("INTAKE_BATCH_SIZE", "500")])
+        TestDaemon::spawn_in_process(&db, &[TestAccount::new("big"), TestAccount::new("small")], &[("INTAKE_BATCH_SIZE", "500")])
             .await;
     let big = d.dir.join("huge.csv");
     write_customers(&big, "h-", 150_000);
@@ -156,7 +156,7 @@ async fn a_small_file_is_not_starved_by_another_accounts_huge_one(db: TestDb) {
 }
 
 async fn a_same_name_upload_during_processing_disturbs_nothing(db: TestDb) {
-    let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[("INTAKE_BATCH_SIZE", "1000")]).await;
+    let d = TestDaemon::spawn_in_process(&db, &[TestAccount::new("acme")], &[("INTAKE_BATCH_SIZE", "1000")]).await;
     let first = d.dir.join("first.csv");
     write_customers(&first, "a-", 40_000);
     let second = d.dir.join("second.csv");

@@ -44,7 +44,7 @@ fn write_mixed(path: &Path, prefix: &str, rows: usize) {
 }
 
 async fn progress_shows_while_a_file_runs_and_is_gone_with_its_summary(db: TestDb) {
-    let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[("INTAKE_BATCH_SIZE", "2000")]).await;
+    let d = TestDaemon::spawn_in_process(&db, &[TestAccount::new("acme")], &[("INTAKE_BATCH_SIZE", "2000")]).await;
     let (big, small) = (d.dir.join("big.csv"), d.dir.join("small.csv"));
     write_mixed(&big, "b-", 300_000);
     write_customers(&small, "s-", 3);
@@ -108,7 +108,7 @@ fn records_on_lines(upload: &[u8], lines: &[u64]) -> (Vec<u8>, Vec<Vec<u8>>) {
 }
 
 async fn failed_records_come_back_as_uploaded_and_fixed_they_are_created(db: TestDb) {
-    let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[]).await;
+    let d = TestDaemon::spawn_in_process(&db, &[TestAccount::new("acme")], &[]).await;
     let upload = samples().join("errors.csv");
     put(&d, &upload, "/customers/errors.csv").await;
     let summary = report(&d, "errors.summary.json").await;
@@ -171,7 +171,7 @@ async fn failed_records_come_back_as_uploaded_and_fixed_they_are_created(db: Tes
 
 async fn a_dry_run_predicts_the_import_and_writes_no_customer(db: TestDb) {
     // Two records per batch: claims and duplicates cross batches.
-    let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[("INTAKE_BATCH_SIZE", "2")]).await;
+    let d = TestDaemon::spawn_in_process(&db, &[TestAccount::new("acme")], &[("INTAKE_BATCH_SIZE", "2")]).await;
     let base = d.dir.join("base.csv");
     std::fs::write(&base, "ref,email\ne1,e1@example.com\ne2,e2@example.com\ne3,e3@example.com\n").unwrap();
     put(&d, &base, "/customers/base.csv").await;
@@ -286,7 +286,7 @@ async fn a_compressed_upload_reports_as_the_plain_file_and_a_bomb_is_refused(db:
 }
 
 async fn reports_start_with_a_bom_when_the_account_asks(db: TestDb) {
-    let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[]).await;
+    let d = TestDaemon::spawn_in_process(&db, &[TestAccount::new("acme")], &[]).await;
     let env: Vec<(&str, &str)> = d.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let config = d.config.to_str().unwrap().to_owned();
     let set = intake(&["account", "set", "acme", "--report-bom", "--config", &config], &env, &d.dir).await;
