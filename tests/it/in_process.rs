@@ -2,8 +2,7 @@
 //! (or a test) runs it: the listeners' addresses come back from `start`,
 //! with no address file and no log to read; `stop` ends it cleanly.
 
-use crate::support::{client_key, eventually, read_results, write_customers, TestDb};
-use std::process::Stdio;
+use crate::support::{client_key, eventually, openssh_sftp, read_results, write_customers, TestDb};
 use std::time::Duration;
 
 async fn an_app_started_in_process_serves_an_upload_and_stops_cleanly(db: TestDb) {
@@ -31,19 +30,8 @@ async fn an_app_started_in_process_serves_an_upload_and_stops_cleanly(db: TestDb
     assert_eq!(ready.status().as_u16(), 200);
     let file = dir.path().join("in.csv");
     write_customers(&file, "ip-", 5);
-    let batch = dir.path().join("batch");
-    std::fs::write(&batch, format!("put {} /customers/in.csv\n", file.display())).unwrap();
-    let out = tokio::process::Command::new("sftp")
-        .args(["-q", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"])
-        .args(["-o", "IdentitiesOnly=yes", "-F", "/dev/null", "-i"])
-        .arg(&key)
-        .args(["-P", &sftp.port().to_string(), "-b"])
-        .arg(&batch)
-        .arg("acme@127.0.0.1")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
+    let batch = format!("put {} /customers/in.csv\n", file.display());
+    let out = openssh_sftp(dir.path(), &key, &sftp.port().to_string(), "acme", &batch).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let summary = data_dir.join("accounts/acme/outbox/in.summary.json");
     let text = eventually(Duration::from_secs(120), "the summary", || std::fs::read_to_string(&summary).ok()).await;

@@ -409,19 +409,7 @@ impl TestDaemon {
 
     /// Runs OpenSSH `sftp -b` as `user` with the given batch commands.
     pub async fn sftp(&self, user: &str, batch: &str) -> Output {
-        let batch_file = self.dir.join(format!("batch-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::write(&batch_file, batch).unwrap();
-        let mut cmd = Command::new("sftp");
-        cmd.args(["-q", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"])
-            .args(["-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR", "-F", "/dev/null", "-i"])
-            .arg(&self.key)
-            .args(["-P", &self.port(), "-b"])
-            .arg(&batch_file)
-            .arg(format!("{user}@127.0.0.1"))
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        tokio::time::timeout(Duration::from_secs(120), cmd.output()).await.expect("sftp finished in time").unwrap()
+        openssh_sftp(&self.dir, &self.key, &self.port(), user, batch).await
     }
 
     /// Uploads `local` as `/customers/<remote>` with OpenSSH sftp and asserts success.
@@ -449,6 +437,24 @@ impl Drop for TestDaemon {
             app.stop();
         }
     }
+}
+
+/// Runs OpenSSH `sftp -b` with `batch` as `user` on a loopback port, with
+/// the key at `key`, in `dir`.
+pub async fn openssh_sftp(dir: &Path, key: &Path, port: &str, user: &str, batch: &str) -> Output {
+    let batch_file = dir.join(format!("batch-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&batch_file, batch).unwrap();
+    let mut cmd = Command::new("sftp");
+    cmd.args(["-q", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"])
+        .args(["-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR", "-F", "/dev/null", "-i"])
+        .arg(key)
+        .args(["-P", port, "-b"])
+        .arg(&batch_file)
+        .arg(format!("{user}@127.0.0.1"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(120), cmd.output()).await.expect("sftp finished in time").unwrap()
 }
 
 /// Reads a results CSV into rows of strings (header included).
