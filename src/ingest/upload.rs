@@ -76,6 +76,37 @@ impl<R: BufRead> Read for Gunzip<R> {
     }
 }
 
+/// Reads until the buffer is full or the stream ends: a gzip member ends a
+/// read early, and the CSV reader looks at its first buffer whole (a BOM, the
+/// header's delimiter) however the members were cut.
+struct Filling<R> {
+    inner: R,
+    pending: Option<io::Error>,
+}
+
+impl<R: Read> Read for Filling<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = self.pending.take() {
+            return Err(e);
+        }
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.inner.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if filled > 0 => {
+                    // Given back with the next read, after what was read.
+                    self.pending = Some(e);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(filled)
+    }
+}
+
 /// An upload opened for reading its content.
 pub struct Content<'a> {
     pub reader: Box<dyn Read + Send + 'a>,
@@ -91,11 +122,14 @@ pub fn open<'a>(raw: impl Read + Send + 'a, max_ratio: u64) -> io::Result<Conten
     let mut buffered = BufReader::with_capacity(64 * 1024, Counted { inner: raw, count: consumed.clone() });
     let compressed = buffered.fill_buf()?.starts_with(&GZIP_MAGIC);
     let reader: Box<dyn Read + Send + 'a> = if compressed {
-        Box::new(Gunzip {
-            decoder: MultiGzDecoder::new(buffered),
-            compressed: consumed.clone(),
-            decompressed: 0,
-            max_ratio: max_ratio.max(1),
+        Box::new(Filling {
+            inner: Gunzip {
+                decoder: MultiGzDecoder::new(buffered),
+                compressed: consumed.clone(),
+                decompressed: 0,
+                max_ratio: max_ratio.max(1),
+            },
+            pending: None,
         })
     } else {
         Box::new(buffered)
@@ -134,6 +168,16 @@ mod tests {
         let mut both = gzip(b"ref,address\n");
         both.extend(gzip(b"A1,+15555550001\n"));
         assert_eq!(read_all(&both, 100).unwrap(), b"ref,address\nA1,+15555550001\n");
+    }
+
+    #[test]
+    fn members_cut_inside_the_bom_or_the_header_read_as_one_stream() {
+        let mut cut = gzip(b"\xEF\xBB");
+        cut.extend(gzip(b"\xBFref;addr"));
+        cut.extend(gzip(b"ess\nA1;+15555550001\n"));
+        let mut first = vec![0; 64 * 1024];
+        let n = open(&cut[..], 100).unwrap().reader.read(&mut first).unwrap();
+        assert_eq!(&first[..n], b"\xEF\xBB\xBFref;address\nA1;+15555550001\n", "one read gives it all");
     }
 
     #[test]
