@@ -176,9 +176,9 @@ async fn take_contained(ctx: &Arc<Context>, path: &Path, wake: &Arc<Notify>) {
 
 /// Makes a job of one complete upload.
 async fn take(ctx: &Arc<Context>, path: &Path, wake: &Notify) {
-    let root = ctx.layout.accounts_root();
-    let Some(folder) = std::fs::canonicalize(&root).ok().and_then(|root| upload_folder(&root, path)) else { return };
-    let kind = if folder == Folder::Validate { JobKind::Validation } else { JobKind::Import };
+    // Every caller checked `upload_folder` already: the folder's name says the kind.
+    let in_validate = path.parent().and_then(Path::file_name).is_some_and(|n| n == Folder::Validate.name());
+    let kind = if in_validate { JobKind::Validation } else { JobKind::Import };
     let Ok(meta) = std::fs::symlink_metadata(path) else { return };
     if !meta.file_type().is_file() {
         return;
