@@ -178,6 +178,48 @@ async fn openssh_scp_over_sftp_and_legacy_scp(db: TestDb) {
     }
 }
 
+/// A dry run and a compressed upload, over the same 20 ms round trip: the
+/// validation is predicted before the import, in the order they arrived.
+async fn openssh_sftp_dry_run_then_a_compressed_upload(db: TestDb) {
+    require("sftp", "apt-get install openssh-client");
+    require("gzip", "apt-get install gzip");
+    let t = Interop::start(db).await;
+    let gz = t.daemon.dir.join("upload").join("May.csv.gz");
+    let zipped = std::process::Command::new("gzip").arg("-c").arg(&t.local).output().unwrap();
+    assert!(zipped.status.success());
+    std::fs::write(&gz, zipped.stdout).unwrap();
+    let batch = t.daemon.dir.join("batch");
+    std::fs::write(
+        &batch,
+        format!("put {} /validate/Dry.csv\nput {} /customers/May.csv.gz\n", t.local.display(), gz.display()),
+    )
+    .unwrap();
+    let mut args = t.ssh_options();
+    args.extend(["-P".into(), t.port(), "-b".into(), batch.display().to_string(), "acme@127.0.0.1".into()]);
+    let out = t.run("sftp", &args).await;
+    assert!(out.status.success(), "sftp: {}\n{}", describe(&out), t.daemon.log());
+    let outbox = t.daemon.outbox("acme");
+    let dry =
+        eventually(REPORT, "the dry run's report", || std::fs::read_to_string(outbox.join("Dry.validation.json")).ok())
+            .await;
+    let dry: serde_json::Value = serde_json::from_str(&dry).unwrap();
+    assert_eq!(
+        (dry["dry_run"].clone(), dry["created"].clone()),
+        (serde_json::json!(true), serde_json::json!(ROWS)),
+        "{dry}"
+    );
+    let summary = t.daemon.summary("acme", "May", REPORT).await;
+    assert_eq!(summary["file"], "May.csv.gz");
+    assert_eq!(summary["created"], ROWS, "the dry run wrote nothing: {summary}");
+    for folder in ["customers", "validate"] {
+        let dir = t.daemon.data_dir.join("accounts/acme").join(folder);
+        eventually(Duration::from_secs(60), &format!("/{folder} empty"), || {
+            (std::fs::read_dir(&dir).ok()?.count() == 0).then_some(())
+        })
+        .await;
+    }
+}
+
 async fn curl_sftp_upload(db: TestDb) {
     require("curl", "apt-get install curl");
     let t = Interop::start(db).await;
@@ -411,6 +453,7 @@ async fn ssh2_sftp_client_fast_put(db: TestDb) {
 
 crate::on_both_backends!(
     openssh_sftp_put,
+    openssh_sftp_dry_run_then_a_compressed_upload,
     openssh_scp_over_sftp_and_legacy_scp,
     curl_sftp_upload,
     lftp_put_plain,
