@@ -7,9 +7,10 @@ use crate::domain::user::{Scopes, SftpUser};
 use crate::domain::{AccountId, AccountSettings};
 use crate::ingest::{job, watcher, worker, Context};
 use crate::mailbox::Layout;
-use crate::sftp::{SftpServer, UserDirectory};
+use crate::sftp::{LoginLimit, SftpServer, SftpSettings, UserDirectory};
 use crate::store::Store;
 use anyhow::{Context as _, Result};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,15 @@ struct StoreUsers(Store);
 impl UserDirectory for StoreUsers {
     async fn find_user(&self, username: &str) -> anyhow::Result<Option<SftpUser>> {
         Ok(self.0.find_user(username).await?)
+    }
+
+    /// PostgreSQL: every node counts the same failures.
+    async fn record_login_failure(&self, source: IpAddr, limit: LoginLimit) -> anyhow::Result<Option<bool>> {
+        Ok(self.0.record_login_failure(&source.to_string(), limit.max_failures, limit.window.as_secs_f64()).await?)
+    }
+
+    async fn login_refused(&self, source: IpAddr, limit: LoginLimit) -> anyhow::Result<Option<bool>> {
+        Ok(self.0.login_refused(&source.to_string(), limit.max_failures, limit.window.as_secs_f64()).await?)
     }
 }
 
@@ -177,15 +187,27 @@ pub async fn start(config: Config) -> Result<RunningApp> {
     }
     std::fs::create_dir_all(layout.accounts_root()).context("while creating the accounts folder")?;
     raise_open_file_limit();
-    let ctx = Arc::new(Context::new(&config, store.clone(), worker::owner_name()));
-    worker::release_dead_local_owners(&ctx).await;
+    // The node's lock first: nothing of an earlier start of this node (its
+    // jobs, its upload temps) is touched while another process of it lives.
+    let node = Arc::new(crate::cluster::Node::claim(&config, &store).await?);
+    node.register(&store, None).await?;
+    let ctx = Arc::new(Context::new(&config, store.clone(), node.owner.clone()));
     job::recover_arriving(&ctx, ctx.takeover_after).await?;
 
     let shutdown = CancellationToken::new();
     crate::telemetry::metrics().set_account_labels(config.http.account_labels);
     let sftp_bound = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
-    let sftp_addr = start_sftp(&config, &store, &layout, &mut tasks, &shutdown, &sftp_bound).await?;
+    let sftp_addr = start_sftp(&config, &node, &store, &layout, &mut tasks, &shutdown, &sftp_bound).await?;
+    node.register(&store, sftp_addr).await?;
+    {
+        let (store, heartbeat, shutdown) = (store.clone(), ctx.heartbeat, shutdown.clone());
+        let login_window = Duration::from_secs(config.sftp.login_penalty_secs);
+        tasks.spawn(async move {
+            node.run(store, heartbeat, login_window, shutdown).await;
+            Ok(())
+        });
+    }
     let http_addr = start_http(&config, &store, &mut tasks, &shutdown, &sftp_bound).await?;
     start_pipeline(&config, ctx, &store, layout, &mut tasks, &shutdown);
     Ok(RunningApp { sftp_addr, http_addr, shutdown, tasks })
@@ -196,6 +218,7 @@ type Parts = tokio::task::JoinSet<Result<()>>;
 /// The SFTP server, when enabled; returns where it listens.
 async fn start_sftp(
     config: &Config,
+    node: &crate::cluster::Node,
     store: &Store,
     layout: &Layout,
     tasks: &mut Parts,
@@ -208,8 +231,9 @@ async fn start_sftp(
     }
     {
         check_uploader_records(layout)?;
+        let settings = SftpSettings { node_id: node.id.to_string(), ..config.sftp.clone() };
         let server = SftpServer::bind(
-            &config.sftp,
+            &settings,
             &config.host_key_path(),
             layout.accounts_root(),
             Arc::new(StoreUsers(store.clone())),

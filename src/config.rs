@@ -100,6 +100,10 @@ impl Default for WebhookSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSettings {
+    /// This node's name among the processes sharing the database and the
+    /// data directory (1–64 of `A-Z a-z 0-9 . _ -`); by default the host
+    /// name and a random suffix kept in `DATA_DIR/nodes/HOST.id`.
+    pub node_id: Option<String>,
     /// Seconds between two heartbeats of a process for the jobs it runs.
     pub heartbeat_secs: u64,
     /// A job whose owner has not heartbeated for this long (on the
@@ -111,7 +115,7 @@ pub struct ClusterSettings {
 
 impl Default for ClusterSettings {
     fn default() -> Self {
-        ClusterSettings { heartbeat_secs: 10, takeover_after_secs: 60 }
+        ClusterSettings { node_id: None, heartbeat_secs: 3, takeover_after_secs: 12 }
     }
 }
 

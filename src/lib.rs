@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod ingest;

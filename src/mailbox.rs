@@ -56,10 +56,18 @@ pub fn is_reserved_name(name: &str) -> bool {
     name.starts_with(RESERVED_PREFIX)
 }
 
-/// The hidden temp name an upload is written to: the prefix and a random
-/// id, never the client's name, so that it fits whatever name the client chose.
-pub fn upload_temp_name(random_id: &str) -> String {
-    format!("{UPLOAD_TEMP_PREFIX}{random_id}")
+/// The hidden temp name an upload is written to: the prefix, the node
+/// writing it and a random id, never the client's name, so that it fits
+/// whatever name the client chose, and a node starting knows its own.
+pub fn upload_temp_name(node_id: &str, random_id: &str) -> String {
+    format!("{UPLOAD_TEMP_PREFIX}{node_id}.{random_id}")
+}
+
+/// Whether `name` is an upload temp of node `node_id`.
+pub fn is_upload_temp_of(name: &str, node_id: &str) -> bool {
+    name.strip_prefix(UPLOAD_TEMP_PREFIX)
+        .and_then(|rest| rest.strip_prefix(node_id))
+        .is_some_and(|rest| rest.starts_with('.') && !rest[1..].contains('.'))
 }
 
 /// Reports written aside before they are renamed into place.
@@ -322,6 +330,17 @@ fn get_xattr(path: &Path, name: &str) -> io::Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_knows_its_own_upload_temps_and_no_other() {
+        let temp = upload_temp_name("web01", "0a1b2c3d4e5f6a7b");
+        assert!(is_upload_temp_of(&temp, "web01"));
+        assert!(!is_upload_temp_of(&temp, "web0"));
+        assert!(!is_upload_temp_of(&upload_temp_name("web01.eu", "0a1b"), "web01"));
+        assert!(is_upload_temp_of(&upload_temp_name("web01.eu", "0a1b"), "web01.eu"));
+        assert!(!is_upload_temp_of(".intake-upload.0a1b2c3d", "web01"), "an older release's temp");
+        assert!(is_reserved_name(&temp));
+    }
 
     #[test]
     fn the_report_name_drops_the_csv_extension_in_any_case() {

@@ -78,6 +78,8 @@ enum Command {
     /// One account's webhook.
     #[command(subcommand)]
     Webhook(ops_cli::WebhookCommand),
+    /// The nodes sharing this database: live or not, last heartbeat, the jobs they run.
+    Nodes(ops_cli::NodesArgs),
 }
 
 #[derive(Subcommand)]
@@ -211,6 +213,7 @@ async fn run(command: Command, config: Config, config_path: PathBuf) -> Result<E
         Command::Jobs(args) => ops_cli::jobs(&config, open_store(&config).await?, args).await,
         Command::Webhooks(cmd) => ops_cli::webhooks(&open_store(&config).await?, cmd).await,
         Command::Webhook(cmd) => ops_cli::webhook(&config, open_store(&config).await?, cmd).await,
+        Command::Nodes(args) => ops_cli::nodes(&config, &open_store(&config).await?, args).await,
     }
 }
 
@@ -260,7 +263,8 @@ async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool)
     if !file.is_file() {
         bail!("{} is not a file", file.display());
     }
-    let ctx = Context::new(config, store, ingest::worker::owner_name());
+    let node = intake::cluster::CommandNode::start(config, &store).await?;
+    let ctx = Context::new(config, store, node.owner().to_owned());
     let arrival = ingest::job::Arrival {
         account: avid,
         source: file,
@@ -272,16 +276,6 @@ async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool)
         take: ingest::job::Take::Copy,
     };
     let job = ingest::job::enqueue(&ctx, arrival, Some(&ctx.owner)).await?;
-    // The job is this process's: keep saying so, so no daemon takes it over.
-    let heartbeat = {
-        let (store, owner) = (ctx.store.clone(), ctx.owner.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-                let _ = store.heartbeat(&owner).await;
-            }
-        })
-    };
     let mut runner = JobRunner::open(&ctx, job).await?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(runner.job().rows_total);
@@ -303,7 +297,7 @@ async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool)
             Step::Done(summary) => break summary,
         }
     };
-    heartbeat.abort();
+    node.finish().await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

@@ -72,6 +72,15 @@ pub enum WebhooksCommand {
     },
 }
 
+#[derive(Args)]
+pub struct NodesArgs {
+    /// Stopped nodes too.
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Subcommand)]
 pub enum WebhookCommand {
     /// Send a signed test event to the account's webhook now and show the answer.
@@ -264,7 +273,8 @@ async fn retry_job(config: &Config, store: Store, job_id: &str) -> Result<ExitCo
             config.retention.archive_days, job.file_name
         )
     })?;
-    let ctx = Context::new(config, store, ingest::worker::owner_name());
+    let node = intake::cluster::CommandNode::start(config, &store).await?;
+    let ctx = Context::new(config, store, node.owner().to_owned());
     let uploader = ingest::job::Uploader::Operator { scopes: job.scopes };
     let arrival = ingest::job::Arrival {
         account: &job.account,
@@ -274,7 +284,9 @@ async fn retry_job(config: &Config, store: Store, job_id: &str) -> Result<ExitCo
         uploader,
         take: ingest::job::Take::Copy,
     };
-    let new = ingest::job::enqueue(&ctx, arrival, None).await?;
+    let new = ingest::job::enqueue(&ctx, arrival, None).await;
+    node.finish().await;
+    let new = new?;
     println!("job {} queued: a retry of {job_id} ({} of account {})", new.job_id, job.file_name, job.account);
     Ok(ExitCode::SUCCESS)
 }
@@ -373,4 +385,53 @@ pub async fn webhook(config: &Config, store: Store, cmd: WebhookCommand) -> Resu
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `intake nodes`: each node's state as the others see it — `live` while
+/// its heartbeat is younger than `[cluster] takeover_after_secs` (on the
+/// database's clock), `silent` after that (its jobs are taken over), or
+/// `stopped`.
+pub async fn nodes(config: &Config, store: &Store, args: NodesArgs) -> Result<ExitCode> {
+    let takeover = config.cluster.takeover_after().as_secs_f64();
+    let state = |n: &intake::store::NodeInfo| match () {
+        _ if n.stopped => "stopped",
+        _ if n.heartbeat_age_secs < takeover => "live",
+        _ => "silent",
+    };
+    let nodes: Vec<_> = store.list_nodes().await?.into_iter().filter(|n| args.all || !n.stopped).collect();
+    if args.json {
+        let all: Vec<Value> = nodes
+            .iter()
+            .map(|n| {
+                let mut v = serde_json::to_value(n).unwrap_or_default();
+                v["state"] = state(n).into();
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<32} {:<8} {:>10} {:>10} {:<24} {:<10} {:>8} {:>5}  JOBS",
+        "NODE", "STATE", "HEARTBEAT", "UP", "HOST", "VERSION", "PID", "RUNS"
+    );
+    for n in &nodes {
+        let jobs: Vec<String> = n.jobs.iter().map(|j| format!("{} ({}/{})", j.job_id, j.account, j.file)).collect();
+        println!(
+            "{:<32} {:<8} {:>9.1}s {:>9.0}s {:<24} {:<10} {:>8} {:>5}  {}",
+            n.node_id,
+            state(n),
+            n.heartbeat_age_secs,
+            n.up_secs,
+            n.host,
+            n.version,
+            n.pid,
+            n.jobs.len(),
+            if jobs.is_empty() { "-".to_owned() } else { jobs.join(", ") }
+        );
+    }
+    if nodes.is_empty() {
+        println!("(no node has started on this database{})", if args.all { "" } else { " or none runs" });
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -47,3 +47,48 @@ impl fmt::Display for JobId {
         f.write_str(&self.0)
     }
 }
+
+/// One node (an `intake serve` process and its successors after a restart):
+/// 1–64 of `A-Z a-z 0-9 . _ -`, so it can name files in a shared directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeId(String);
+
+impl NodeId {
+    pub const MAX_BYTES: usize = 64;
+
+    pub fn parse(raw: &str) -> Result<NodeId, String> {
+        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if raw.is_empty() || raw.len() > Self::MAX_BYTES || !raw.chars().all(ok) || raw.starts_with('.') {
+            return Err(format!(
+                "node id `{}` must be 1 to {} characters of A-Z a-z 0-9 . _ - (not starting with `.`)",
+                raw.escape_debug(),
+                Self::MAX_BYTES
+            ));
+        }
+        Ok(NodeId(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeId;
+
+    #[test]
+    fn node_ids_are_file_name_safe() {
+        assert!(NodeId::parse("node-a").is_ok());
+        assert!(NodeId::parse("web01.eu-west_2").is_ok());
+        for bad in ["", ".hidden", "a/b", "a:b", "a b", "é", &"x".repeat(65)] {
+            assert!(NodeId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -13,4 +13,4 @@ pub use customer::{
     PhoneCheck, PhoneNumber, PhoneRegion,
 };
 pub use errors::{FileError, FileErrorCode, RowError, RowErrorCode};
-pub use ids::JobId;
+pub use ids::{JobId, NodeId};

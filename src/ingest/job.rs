@@ -270,7 +270,7 @@ impl JobRunner {
         let results = ResultsWriter::open(&publish::results_path(ctx, &job), job.progress.results_offset, bom)
             .map(Box::new)
             .map_err(io_err("while opening the results file"))?;
-        progress::publish_or_log(ctx, &job, ProgressState::Running, upload.consumed.load(Ordering::Relaxed));
+        progress::publish_owned(ctx, &job, ProgressState::Running, upload.consumed.load(Ordering::Relaxed)).await;
         let next = read_batch(upload, ctx.batch);
         let mut runner = JobRunner::new(job, State::Rows { next, results });
         runner.progress_at = Some(Instant::now());
@@ -312,7 +312,7 @@ impl JobRunner {
                 let next = read_batch(upload, ctx.batch);
                 self.apply(ctx, read.rows, &mut results).await?;
                 if self.progress_at.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
-                    progress::publish_or_log(ctx, &self.job, ProgressState::Running, read.consumed);
+                    progress::publish_owned(ctx, &self.job, ProgressState::Running, read.consumed).await;
                     self.progress_at = Some(Instant::now());
                 }
                 self.state = Some(State::Rows { next, results });
@@ -513,6 +513,7 @@ pub async fn enqueue(ctx: &Context, arrival: Arrival<'_>, owner: Option<&str>) -
             None
         },
         kind,
+        owner: Some(ctx.owner.clone()),
     };
     ctx.store.create_job(&new).await?;
     let moved = std::fs::create_dir_all(&spool)

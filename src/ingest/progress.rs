@@ -81,6 +81,35 @@ pub fn publish_or_log(ctx: &Context, job: &Job, state: ProgressState, bytes_done
     }
 }
 
+/// Publishes a running job's progress only while `ctx.owner` still owns
+/// it: a node that was frozen and wakes up after another took the job over
+/// (and perhaps finished it) writes none.
+pub async fn publish_owned(ctx: &Context, job: &Job, state: ProgressState, bytes_done: u64) {
+    match ctx.store.owns_job(&job.job_id, &ctx.owner).await {
+        Ok(true) => publish_or_log(ctx, job, state, bytes_done),
+        Ok(false) => {}
+        Err(e) => tracing::debug!(job_id = %job.job_id, error = %e, "progress not published: ownership unknown"),
+    }
+}
+
+/// After this process lost `job` to another: if the job has ended, a
+/// progress file of it can only be one this process wrote while it was
+/// frozen between its ownership check and the write; remove it.
+pub async fn remove_lost(ctx: &Context, job: &Job) {
+    let Ok(Some(now)) = ctx.store.get_job(&job.job_id).await else { return };
+    if !now.status.is_final() {
+        return;
+    }
+    let path = path(ctx, job);
+    let names_this_job = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| v["job_id"] == job.job_id.as_str());
+    if names_this_job && std::fs::remove_file(&path).is_ok() {
+        tracing::info!(job_id = %job.job_id, "removed a progress file this process wrote after losing the job");
+    }
+}
+
 /// Removes `job`'s progress file (gone already is fine).
 pub fn remove(ctx: &Context, job: &Job) -> io::Result<()> {
     match std::fs::remove_file(path(ctx, job)) {

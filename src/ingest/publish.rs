@@ -195,6 +195,11 @@ pub fn decided(job: &Job) -> Result<Summary, IngestError> {
 
 /// Publishes a decided job's report, archives its upload and finishes it.
 pub async fn publish(ctx: &Context, job: &mut Job, summary: &Summary) -> Result<(), IngestError> {
+    // A process frozen after deciding that wakes up once another has
+    // published (and a newer upload of the name perhaps too) touches nothing.
+    if !ctx.store.owns_job(&job.job_id, &ctx.owner).await? {
+        return Err(IngestError::Store(StoreError::NotOwner(job.job_id.to_string())));
+    }
     let layout = &ctx.layout;
     layout.ensure_account(&job.account).map_err(io_err("while creating the account's folders"))?;
     let names = ReportNames::of(&job.file_name, job.kind.is_dry_run());

@@ -62,11 +62,11 @@ pub async fn run(
     }
 }
 
-/// Heartbeats, releases the jobs of dead local processes, settles arriving
-/// jobs, removes visible copies of processed uploads.
+/// Settles arriving jobs of crashed takes, removes visible copies of
+/// processed uploads (the node's heartbeat is `cluster::Node::run`).
 async fn housekeeping(ctx: Arc<Context>, keep_visible_secs: u64, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(HOUSEKEEPING);
-    let mut last_heartbeat = tokio::time::Instant::now();
+    let mut last_settled = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -75,14 +75,10 @@ async fn housekeeping(ctx: Arc<Context>, keep_visible_secs: u64, shutdown: Cance
         if let Err(e) = super::job::remove_visible_uploads(&ctx, keep_visible_secs).await {
             tracing::warn!(error = %e, "cannot remove the visible copies of processed uploads");
         }
-        if last_heartbeat.elapsed() < ctx.heartbeat {
+        if last_settled.elapsed() < ctx.heartbeat {
             continue;
         }
-        last_heartbeat = tokio::time::Instant::now();
-        if let Err(e) = ctx.store.heartbeat(&ctx.owner).await {
-            tracing::warn!(error = %e, "job heartbeat failed");
-        }
-        release_dead_local_owners(&ctx).await;
+        last_settled = tokio::time::Instant::now();
         if let Err(e) = super::job::recover_arriving(&ctx, ctx.takeover_after).await {
             tracing::warn!(error = %e, "cannot settle arriving jobs");
         }
@@ -199,6 +195,7 @@ async fn handle_failure(ctx: &Context, job: &Job, error: IngestError) {
     match error.fault() {
         Fault::LostOwnership => {
             tracing::info!(account = %account, file = %file, job_id = %job_id, "another process took the job over");
+            super::progress::remove_lost(ctx, job).await;
         }
         Fault::Transient if job.retries < ctx.policy.max_retries => {
             let retries = job.retries + 1;
@@ -212,7 +209,7 @@ async fn handle_failure(ctx: &Context, job: &Job, error: IngestError) {
             } else if let Ok(Some(job)) = ctx.store.get_job(job_id).await {
                 // How far its committed rows reach, in proportion.
                 let done = job.bytes.saturating_mul(job.progress.records_done) / job.rows_total.max(1);
-                super::progress::publish_or_log(ctx, &job, super::progress::ProgressState::Retrying, done);
+                super::progress::publish_owned(ctx, &job, super::progress::ProgressState::Retrying, done).await;
             }
         }
         Fault::Transient => {
@@ -241,33 +238,5 @@ async fn pause(shutdown: &CancellationToken, how_long: Duration) {
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = tokio::time::sleep(how_long) => {}
-    }
-}
-
-/// This process's name in the jobs table: `host:pid:nonce`. The nonce keeps
-/// two processes apart even when they share a host name and a PID (containers).
-pub fn owner_name() -> String {
-    format!("{}:{}:{}", hostname(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
-/// Jobs owned by an intake process of this host that no longer runs (killed)
-/// can be resumed at once, without waiting for their heartbeat to go stale.
-pub async fn release_dead_local_owners(ctx: &Context) {
-    let Ok(owners) = ctx.store.running_owners().await else { return };
-    let host = hostname();
-    for owner in owners {
-        let mut parts = owner.rsplitn(3, ':');
-        let (Some(_nonce), Some(pid), Some(owner_host)) = (parts.next(), parts.next(), parts.next()) else { continue };
-        let alive = std::path::Path::new("/proc").join(pid).exists();
-        if owner_host == host && !alive && owner != ctx.owner {
-            tracing::info!(owner = %owner, "resuming the jobs of an intake process that stopped");
-            let _ = ctx.store.release_owner(&owner, false).await;
-        }
     }
 }

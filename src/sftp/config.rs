@@ -66,6 +66,15 @@ pub struct SftpSettings {
     /// Password (Argon2id) verifications run at once; more wait their turn.
     /// Default 2.
     pub max_concurrent_password_checks: usize,
+    /// At a stop, new connections are refused at once; open sessions may go
+    /// on this many seconds (an upload under way finishes), then are cut.
+    /// Default 10.
+    pub shutdown_drain_secs: u64,
+    /// Set by the daemon from `[cluster] node_id` (not read from the file):
+    /// names this node's upload temps in a data directory nodes share, so a
+    /// node starting cleans up only its own.
+    #[serde(skip)]
+    pub node_id: String,
 }
 
 impl Default for SftpSettings {
@@ -90,6 +99,8 @@ impl Default for SftpSettings {
             login_penalty_secs: 300,
             auth_rejection_millis: 1000,
             max_concurrent_password_checks: 2,
+            shutdown_drain_secs: 10,
+            node_id: String::new(),
         }
     }
 }

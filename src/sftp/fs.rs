@@ -77,6 +77,8 @@ pub(crate) struct FsShared {
     pub(crate) handles_per_account: Arc<Counter<String>>,
     /// Files some session has open, so that the sweeper leaves them alone.
     pub(crate) open_files: Arc<OpenFiles>,
+    /// Names this node's upload temps (see `mailbox::upload_temp_name`).
+    pub(crate) node_id: String,
 }
 
 /// Paths on disk that some session has open (reading or uploading).
@@ -376,7 +378,7 @@ impl AccountFs {
         let slot = self.handle_slot()?;
         let mut random = [0u8; 8];
         rand::thread_rng().fill_bytes(&mut random);
-        let temp = dir.join(upload_temp_name(&hex(&random)));
+        let temp = dir.join(upload_temp_name(&self.shared.node_id, &hex(&random)));
         let file = OpenOptions::new()
             .write(true)
             .read(true)

@@ -163,7 +163,7 @@ mod tests {
                     let name = rel.last().unwrap();
                     if upload_name_problem(name).is_none() {
                         proptest::prop_assert!(name.len() <= MAX_NAME_BYTES);
-                        proptest::prop_assert!(upload_temp_name("0123456789abcdef").len() <= MAX_NAME_BYTES);
+                        proptest::prop_assert!(upload_temp_name(&"n".repeat(crate::domain::NodeId::MAX_BYTES), "0123456789abcdef").len() <= MAX_NAME_BYTES);
                         if is_upload_name(name) {
                             for dry_run in [false, true] {
                                 let names = crate::mailbox::ReportNames::of(name, dry_run);

@@ -23,6 +23,7 @@ pub use config::SftpSettings;
 pub use server::SftpServer;
 
 pub use crate::mailbox::UPLOAD_TEMP_PREFIX;
+use std::net::IpAddr;
 
 /// Where the SFTP server looks users up; the daemon implements it over the database.
 ///
@@ -31,6 +32,26 @@ pub use crate::mailbox::UPLOAD_TEMP_PREFIX;
 #[async_trait::async_trait]
 pub trait UserDirectory: Send + Sync + 'static {
     async fn find_user(&self, username: &str) -> anyhow::Result<Option<crate::domain::user::SftpUser>>;
+
+    /// Counts a failed login of `source` for every node sharing this
+    /// directory; `Some(refused now)`, or `None` when failures are kept per
+    /// process (the default: the server counts them in memory either way).
+    async fn record_login_failure(&self, _source: IpAddr, _limit: LoginLimit) -> anyhow::Result<Option<bool>> {
+        Ok(None)
+    }
+
+    /// Whether another node has refused `source`; `None` as above.
+    async fn login_refused(&self, _source: IpAddr, _limit: LoginLimit) -> anyhow::Result<Option<bool>> {
+        Ok(None)
+    }
+}
+
+/// Failed logins a source may make within `window` before it is refused for
+/// a whole `window` (`[sftp] max_login_failures_per_source`, `login_penalty_secs`).
+#[derive(Debug, Clone, Copy)]
+pub struct LoginLimit {
+    pub max_failures: u32,
+    pub window: std::time::Duration,
 }
 
 /// Errors of the SFTP front-end that reach its caller (start-up problems).

@@ -26,7 +26,7 @@ use super::config::MaxStartups;
 use super::fs::{AccountFs, FsShared, OpenFiles, SessionUser, MAX_CLIENT_PACKET};
 use super::guard::{Counter, Penalties, Slot, Startups};
 use super::jail::Folder;
-use super::{exec, host_key, SftpError, SftpSettings, UserDirectory, UPLOAD_TEMP_PREFIX};
+use super::{exec, host_key, LoginLimit, SftpError, SftpSettings, UserDirectory, UPLOAD_TEMP_PREFIX};
 use crate::domain::user::SftpUser;
 
 /// How long `run` waits for sessions to close after shutdown before dropping them.
@@ -48,6 +48,8 @@ pub struct SftpServer {
     config: Arc<russh::server::Config>,
     shared: Arc<Shared>,
     stale_after: Duration,
+    /// How long open sessions may go on after a stop before they are cut.
+    drain: Duration,
 }
 
 /// State shared by all connections.
@@ -56,7 +58,10 @@ struct Shared {
     accounts_root: PathBuf,
     allow_ssh_rsa_sha1: bool,
     passwords: Arc<PasswordChecker>,
+    /// Failed logins counted by this process; `users` may share them with
+    /// other nodes (PostgreSQL).
     penalties: Penalties,
+    login_limit: LoginLimit,
     /// Connections not logged in yet, per source address.
     per_source: Arc<Counter<IpAddr>>,
     /// Connections not logged in yet, all together (MaxStartups).
@@ -68,6 +73,48 @@ struct Shared {
     /// The methods every rejection offers again (see `reject`).
     methods: MethodSet,
     fs: Arc<FsShared>,
+}
+
+impl Shared {
+    /// Refused by this process's count, or by the count all nodes share.
+    async fn refused(&self, ip: IpAddr) -> bool {
+        if self.penalties.is_penalised(ip) {
+            return true;
+        }
+        if self.login_limit.max_failures == 0 {
+            return false;
+        }
+        match self.users.login_refused(ip, self.login_limit).await {
+            Ok(Some(true)) => {
+                tracing::info!(source = %ip, "login refused: too many failed logins from this address on the nodes");
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the login failures nodes share; counting this node's only");
+                false
+            }
+        }
+    }
+
+    /// Counts a failed login here and for all nodes; whether it is refused now.
+    async fn record_failure(&self, ip: IpAddr) -> bool {
+        let here = self.penalties.record_failure(ip);
+        self.record_shared_failure(ip).await || here
+    }
+
+    async fn record_shared_failure(&self, ip: IpAddr) -> bool {
+        if self.login_limit.max_failures == 0 {
+            return false;
+        }
+        match self.users.record_login_failure(ip, self.login_limit).await {
+            Ok(refused) => refused.unwrap_or(false),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count a failed login for all nodes; counted on this node");
+                false
+            }
+        }
+    }
 }
 
 impl SftpServer {
@@ -86,7 +133,8 @@ impl SftpServer {
         })?;
         std::fs::create_dir_all(&accounts_root)
             .map_err(|source| SftpError::AccountsRoot { path: accounts_root.display().to_string(), source })?;
-        remove_stale_uploads(&accounts_root);
+        let node_id = if settings.node_id.is_empty() { "local".to_owned() } else { settings.node_id.clone() };
+        remove_stale_uploads(&accounts_root, &node_id);
 
         let listener = TcpListener::bind(settings.listen.as_str())
             .await
@@ -95,6 +143,10 @@ impl SftpServer {
             listener.local_addr().map_err(|source| SftpError::Bind { addr: settings.listen.clone(), source })?;
 
         let methods = login_methods();
+        let login_limit = LoginLimit {
+            max_failures: settings.max_login_failures_per_source,
+            window: Duration::from_secs(settings.login_penalty_secs),
+        };
         let config = ssh_config(settings, host_keys, methods.clone());
 
         let shared = Arc::new(Shared {
@@ -102,10 +154,8 @@ impl SftpServer {
             accounts_root,
             allow_ssh_rsa_sha1: settings.allow_ssh_rsa_sha1,
             passwords: PasswordChecker::new(settings.max_concurrent_password_checks),
-            penalties: Penalties::new(
-                settings.max_login_failures_per_source,
-                Duration::from_secs(settings.login_penalty_secs),
-            ),
+            penalties: Penalties::new(login_limit.max_failures, login_limit.window),
+            login_limit,
             per_source: Counter::new(settings.max_connections_per_source.max(1)),
             startups: Startups::new(max_startups),
             per_account: Counter::new(settings.max_sessions_per_account.max(1)),
@@ -116,11 +166,13 @@ impl SftpServer {
                 max_upload_bytes: settings.max_upload_bytes,
                 handles_per_account: Counter::new(settings.max_handles_per_account.max(1)),
                 open_files: Arc::new(OpenFiles::default()),
+                node_id: node_id.clone(),
             }),
         });
         tracing::info!(listen = %local_addr, "SFTP server listening");
         let stale_after = Duration::from_secs(settings.stale_temp_secs.max(1));
-        Ok(Self { listener, local_addr, config: Arc::new(config), shared, stale_after })
+        let drain = Duration::from_secs(settings.shutdown_drain_secs);
+        Ok(Self { listener, local_addr, config: Arc::new(config), shared, stale_after, drain })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -132,7 +184,9 @@ impl SftpServer {
     /// Open sessions are disconnected at shutdown; their unfinished uploads
     /// are discarded (clients retry), finished ones are already published.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), SftpError> {
-        let Self { listener, config, shared, stale_after, .. } = self;
+        let Self { listener, config, shared, stale_after, drain, .. } = self;
+        // Ended after the drain, not at `shutdown`: transfers under way may finish.
+        let sessions = CancellationToken::new();
         let mut connections = JoinSet::new();
         // Which peer each connection task serves, to name it if it panics.
         let mut peers: HashMap<tokio::task::Id, SocketAddr> = HashMap::new();
@@ -179,7 +233,7 @@ impl SftpServer {
                         Arc::clone(&config),
                         socket,
                         handler,
-                        shutdown.child_token(),
+                        sessions.child_token(),
                         authed,
                         shared.login_grace,
                     ).instrument(span));
@@ -189,7 +243,13 @@ impl SftpServer {
         }
         sweeper.abort();
         drop(listener);
-        tracing::info!(sessions = connections.len(), "SFTP server stopping");
+        tracing::info!(
+            sessions = connections.len(),
+            drain_secs = drain.as_secs(),
+            "SFTP server stopping: no new connections; open sessions may finish their transfers"
+        );
+        let _ = tokio::time::timeout(drain, async { while connections.join_next().await.is_some() {} }).await;
+        sessions.cancel();
         let drained =
             tokio::time::timeout(SHUTDOWN_GRACE, async { while connections.join_next().await.is_some() {} }).await;
         if drained.is_err() {
@@ -347,8 +407,9 @@ fn ssh_config(
 }
 
 /// Removes client temp files (names the watcher never processes, such as
-/// `x.csv.filepart` or `.in.x.csv`) left in `/customers` longer than
-/// `stale_after` by mtime, unless a session has them open. Returns how many.
+/// `x.csv.filepart` or `.in.x.csv`) and upload temps of any node left in
+/// `/customers` longer than `stale_after` by mtime (an upload being written
+/// is never that old), unless a session has them open. Returns how many.
 pub(crate) fn sweep_stale_client_temps(accounts_root: &Path, open: &OpenFiles, stale_after: Duration) -> usize {
     let Ok(accounts) = std::fs::read_dir(accounts_root) else {
         return 0;
@@ -361,7 +422,9 @@ pub(crate) fn sweep_stale_client_temps(accounts_root: &Path, open: &OpenFiles, s
         let account = folder.parent().and_then(Path::file_name).unwrap_or_default().to_string_lossy().into_owned();
         for entry in entries.flatten() {
             let Ok(name) = entry.file_name().into_string() else { continue };
-            if crate::mailbox::is_upload_name(&name) || crate::mailbox::is_reserved_name(&name) {
+            // Upload temps count too: a node that died leaves its own behind.
+            let upload_temp = name.starts_with(UPLOAD_TEMP_PREFIX);
+            if crate::mailbox::is_upload_name(&name) || (crate::mailbox::is_reserved_name(&name) && !upload_temp) {
                 continue;
             }
             let Ok(meta) = entry.metadata() else { continue };
@@ -382,8 +445,10 @@ pub(crate) fn sweep_stale_client_temps(accounts_root: &Path, open: &OpenFiles, s
     removed
 }
 
-/// Removes upload temp files left by a previous process (killed mid-upload).
-fn remove_stale_uploads(accounts_root: &Path) {
+/// Removes the upload temp files an earlier start of this node left (killed
+/// mid-upload); the node's lock says none is being written. Other nodes'
+/// temps are theirs: the sweeper removes them once stale.
+fn remove_stale_uploads(accounts_root: &Path, node_id: &str) {
     let Ok(accounts) = std::fs::read_dir(accounts_root) else {
         return;
     };
@@ -392,7 +457,7 @@ fn remove_stale_uploads(accounts_root: &Path) {
             continue;
         };
         for entry in entries.flatten() {
-            let is_temp = entry.file_name().to_str().is_some_and(|n| n.starts_with(UPLOAD_TEMP_PREFIX));
+            let is_temp = entry.file_name().to_str().is_some_and(|n| crate::mailbox::is_upload_temp_of(n, node_id));
             if is_temp && entry.file_type().is_ok_and(|t| t.is_file()) {
                 let _ = std::fs::remove_file(entry.path());
             }
@@ -510,6 +575,11 @@ impl Drop for SshSession {
         if self.logged_in.is_none() && self.key_refused {
             crate::telemetry::metrics().sftp_login("failure");
             self.shared.penalties.record_failure(self.peer.ip());
+            // The count other nodes see, without holding up the drop.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let (shared, ip) = (self.shared.clone(), self.peer.ip());
+                runtime.spawn(async move { shared.record_shared_failure(ip).await });
+            }
         }
     }
 }
@@ -519,7 +589,7 @@ impl russh::server::Handler for SshSession {
 
     #[tracing::instrument(name = "ssh", parent = &self.span, skip_all)]
     async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
-        if self.shared.penalties.is_penalised(self.peer.ip()) {
+        if self.shared.refused(self.peer.ip()).await {
             return Ok(self.reject());
         }
         if self.rsa_sha1_refused(offer.algorithm) {
@@ -537,7 +607,7 @@ impl russh::server::Handler for SshSession {
 
     #[tracing::instrument(name = "ssh", parent = &self.span, skip_all)]
     async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
-        if self.shared.penalties.is_penalised(self.peer.ip()) {
+        if self.shared.refused(self.peer.ip()).await {
             return Ok(self.reject());
         }
         match self.lookup(user).await {
@@ -551,7 +621,7 @@ impl russh::server::Handler for SshSession {
 
     #[tracing::instrument(name = "ssh", parent = &self.span, skip_all)]
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        if self.shared.penalties.is_penalised(self.peer.ip()) {
+        if self.shared.refused(self.peer.ip()).await {
             return Ok(self.reject());
         }
         let found = self.lookup(user).await;
@@ -563,7 +633,7 @@ impl russh::server::Handler for SshSession {
             Some(u) if ok => Ok(self.log_in(u, "password")),
             _ => {
                 crate::telemetry::metrics().sftp_login("failure");
-                let now_refused = self.shared.penalties.record_failure(self.peer.ip());
+                let now_refused = self.shared.record_failure(self.peer.ip()).await;
                 tracing::info!(user = %user, peer = %self.peer, "SFTP login failed (password)");
                 if now_refused {
                     tracing::warn!(peer = %self.peer, "too many failed logins: refusing this address for a while");

@@ -6,6 +6,8 @@
 mod shared;
 #[macro_use]
 pub mod ops;
+#[macro_use]
+pub mod nodes;
 mod postgres;
 mod sqlite;
 
@@ -16,6 +18,7 @@ use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::time::Duration;
 
+pub use nodes::{NodeInfo, NodeLock, NodeStart, OwnedJob};
 pub use ops::{Delivery, DeliveryStatus, JobCounts, Webhook, WebhookSecret};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -36,6 +39,8 @@ pub enum StoreError {
     NotOwner(String),
     #[error("the database holds a value intake cannot read: {0}")]
     Corrupt(String),
+    #[error("cannot take the node's lock file: {0}")]
+    LockFile(std::io::Error),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -229,6 +234,9 @@ pub struct NewJob {
     /// Identifies a visible upload that stays in place; no two jobs take the same.
     pub source_key: Option<String>,
     pub kind: JobKind,
+    /// The process taking the upload in: while its node heartbeats, no
+    /// other process settles the arriving job (a long copy is no crash).
+    pub owner: Option<String>,
 }
 
 /// The store: SQLite or PostgreSQL behind one interface.
@@ -324,6 +332,11 @@ impl Store {
         dispatch!(self, s => s.get_job(job_id).await)
     }
 
+    /// Whether `owner` owns the unfinished job `job_id` now.
+    pub async fn owns_job(&self, job_id: &str, owner: &str) -> Result<bool> {
+        dispatch!(self, s => s.owns_job(job_id, owner).await)
+    }
+
     /// Recent jobs, newest first.
     pub async fn list_jobs(&self, account: Option<&str>, limit: u32) -> Result<Vec<Job>> {
         dispatch!(self, s => s.list_jobs(account, limit).await)
@@ -398,7 +411,8 @@ impl Store {
     }
 
     /// Jobs recorded longer than `age` ago whose upload may not have
-    /// reached the spool (a crash in between).
+    /// reached the spool (a crash in between), unless the node taking it
+    /// in has heartbeated within `age` (a long copy is not a crash).
     pub async fn arriving_jobs(&self, age: Duration) -> Result<Vec<Job>> {
         dispatch!(self, s => s.arriving_jobs(secs(age)).await)
     }

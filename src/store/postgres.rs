@@ -40,6 +40,8 @@ pub struct PgStore {
 impl PgStore {
     shared_statements!();
     ops_statements!();
+    nodes_statements!();
+    pg_cluster_statements!();
 
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)

@@ -124,8 +124,8 @@ macro_rules! shared_statements {
         pub async fn create_job(&self, j: &NewJob) -> Result<()> {
             sqlx::query(&format!(
                 "INSERT INTO jobs (job_id, account, file_name, spool_path, sha256, bytes, status, received_at, uploader,
-                   may_update, source_key, kind)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'arriving', {NOW}, $7, $8, $9, $10)",
+                   may_update, source_key, kind, owner)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'arriving', {NOW}, $7, $8, $9, $10, $11)",
             ))
             .bind(j.job_id.as_str())
             .bind(&j.account)
@@ -137,6 +137,7 @@ macro_rules! shared_statements {
             .bind(j.scopes.update)
             .bind(&j.source_key)
             .bind(j.kind.as_str())
+            .bind(&j.owner)
             .execute(&self.pool)
             .await
             .map_err(|e| match &e {
@@ -289,7 +290,8 @@ macro_rules! shared_statements {
 
         pub async fn mark_queued(&self, job_id: &str, uploader: Option<&str>, may_update: bool) -> Result<()> {
             sqlx::query(
-                "UPDATE jobs SET status = 'queued', uploader = $2, may_update = $3 WHERE job_id = $1 AND status = 'arriving'",
+                "UPDATE jobs SET status = 'queued', uploader = $2, may_update = $3, owner = NULL
+                 WHERE job_id = $1 AND status = 'arriving'",
             )
                 .bind(job_id)
                 .bind(uploader)
@@ -322,7 +324,9 @@ macro_rules! shared_statements {
 
         pub async fn arriving_jobs(&self, age_secs: i64) -> Result<Vec<Job>> {
             let rows = sqlx::query(&format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'arriving' AND received_at < {}",
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'arriving' AND received_at < {0}
+                   AND (owner IS NULL OR NOT EXISTS (SELECT 1 FROM nodes WHERE nodes.owner = jobs.owner
+                          AND nodes.stopped_at IS NULL AND nodes.heartbeat_at >= {0}))",
                 seconds_from_now("$1")
             ))
                 .bind(-age_secs)

@@ -42,6 +42,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     shared_statements!();
     ops_statements!();
+    nodes_statements!();
 
     /// SQLite has one writer: take the write lock up front, not at the first write.
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {

@@ -229,6 +229,7 @@ async fn queue_job(store: &Store, job_id: &str, account: &str, name: &str, path:
         scopes: intake::domain::user::Scopes::ALL,
         source_key: None,
         kind: Default::default(),
+        owner: None,
     };
     store.create_job(&job).await.unwrap();
     store.mark_queued(job_id, None, intake::domain::user::Scopes::ALL).await.unwrap();

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cluster;
 mod daemon;
 mod fuzz_corpus;
 mod hostile;

@@ -46,6 +46,7 @@ fn new_job(job_id: &str, account: &str) -> NewJob {
         scopes: Scopes::ALL,
         source_key: None,
         kind: Default::default(),
+        owner: None,
     }
 }
 
