@@ -15,6 +15,9 @@ use std::path::Path;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Default ids tried on one host (`ID`, `ID-2`, …) before giving up.
+const MAX_DEFAULT_IDS: usize = 16;
+
 /// This process's place in the cluster.
 pub struct Node {
     pub id: NodeId,
@@ -27,27 +30,46 @@ impl Node {
     /// Takes the node id (configured, or this host's default) and its lock;
     /// fails when another live process holds the same id. Jobs that earlier
     /// starts of this node left running are released at once.
+    /// Without a configured id, processes sharing a host and a data
+    /// directory take the host's default id, then `ID-2`, `ID-3`, … (the
+    /// first one no live process holds).
     pub async fn claim(config: &Config, store: &Store) -> Result<Node> {
-        let id = match &config.cluster.node_id {
-            Some(raw) => NodeId::parse(raw).map_err(anyhow::Error::msg).context("[cluster] node_id")?,
-            None => default_node_id(&config.data_dir)?,
-        };
-        Self::claim_id(id, config, store).await
+        if let Some(raw) = &config.cluster.node_id {
+            let id = NodeId::parse(raw).map_err(anyhow::Error::msg).context("[cluster] node_id")?;
+            return Self::claim_id(id.clone(), config, store).await?.with_context(|| {
+                format!(
+                    "node id `{id}` is held by another running intake process on this database; \
+                     give each node its own `[cluster] node_id`"
+                )
+            });
+        }
+        let base = default_node_id(&config.data_dir)?;
+        for n in 1..=MAX_DEFAULT_IDS {
+            let id = if n == 1 {
+                base.clone()
+            } else {
+                NodeId::parse(&format!("{base}-{n}")).map_err(anyhow::Error::msg)?
+            };
+            if let Some(node) = Self::claim_id(id, config, store).await? {
+                return Ok(node);
+            }
+        }
+        anyhow::bail!(
+            "{MAX_DEFAULT_IDS} processes of this host run with its default node ids already; set `[cluster] node_id`"
+        )
     }
 
-    async fn claim_id(id: NodeId, config: &Config, store: &Store) -> Result<Node> {
-        let lock = store.lock_node(id.as_str(), &config.data_dir.join("nodes")).await?.with_context(|| {
-            format!(
-                "node id `{id}` is held by another running intake process on this database; \
-                 give each node its own `[cluster] node_id`"
-            )
-        })?;
+    /// `None` when another live process holds `id`.
+    async fn claim_id(id: NodeId, config: &Config, store: &Store) -> Result<Option<Node>> {
+        let Some(lock) = store.lock_node(id.as_str(), &config.data_dir.join("nodes")).await? else {
+            return Ok(None);
+        };
         let owner = format!("{id}:{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let released = store.release_node_leftovers(id.as_str(), &owner).await?;
         if released > 0 {
             tracing::info!(node = %id, jobs = released, "resuming the jobs an earlier start of this node left running");
         }
-        Ok(Node { id, owner, lock: tokio::sync::Mutex::new(lock) })
+        Ok(Some(Node { id, owner, lock: tokio::sync::Mutex::new(lock) }))
     }
 
     /// Says in the database that this node runs (`intake nodes`).
@@ -151,7 +173,8 @@ impl CommandNode {
     pub async fn start(config: &Config, store: &Store) -> Result<CommandNode> {
         let raw = format!("cmd-{}-{}", std::process::id(), sanitized_host());
         let id = NodeId::parse(&raw[..raw.len().min(NodeId::MAX_BYTES)]).map_err(anyhow::Error::msg)?;
-        let node = std::sync::Arc::new(Node::claim_id(id, config, store).await?);
+        let node = Node::claim_id(id.clone(), config, store).await?;
+        let node = std::sync::Arc::new(node.with_context(|| format!("node id `{id}` is in use"))?);
         node.register(store, None).await?;
         let stop = CancellationToken::new();
         let heartbeat = config.cluster.heartbeat();
@@ -175,7 +198,7 @@ fn sanitized_host() -> String {
     let host: String = hostname()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
-        .take(NodeId::MAX_BYTES - 9)
+        .take(NodeId::MAX_BYTES - 12)
         .collect();
     if host.is_empty() {
         "node".to_owned()

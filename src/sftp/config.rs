@@ -66,6 +66,12 @@ pub struct SftpSettings {
     /// Password (Argon2id) verifications run at once; more wait their turn.
     /// Default 2.
     pub max_concurrent_password_checks: usize,
+    /// Load balancers (IP addresses) whose connections start with a PROXY
+    /// protocol header (v1 or v2, haproxy's `send-proxy-v2`): the client it
+    /// names is the source for limits, penalties and logs. A connection from
+    /// one of them without a valid header within 10 s is dropped; other
+    /// addresses connect directly, without one. Default: none.
+    pub proxy_protocol_from: Vec<std::net::IpAddr>,
     /// At a stop, new connections are refused at once; open sessions may go
     /// on this many seconds (an upload under way finishes), then are cut.
     /// Default 10.
@@ -99,6 +105,7 @@ impl Default for SftpSettings {
             login_penalty_secs: 300,
             auth_rejection_millis: 1000,
             max_concurrent_password_checks: 2,
+            proxy_protocol_from: Vec::new(),
             shutdown_drain_secs: 10,
             node_id: String::new(),
         }

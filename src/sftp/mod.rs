@@ -16,6 +16,7 @@ mod fs;
 mod guard;
 mod host_key;
 mod jail;
+mod proxy;
 mod server;
 
 pub use auth::{authorized_keys, hash_password, read_authorized_keys, KeyFileError};

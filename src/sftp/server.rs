@@ -31,6 +31,8 @@ use crate::domain::user::SftpUser;
 
 /// How long `run` waits for sessions to close after shutdown before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a trusted balancer may take to send a connection's PROXY header.
+const PROXY_HEADER_WAIT: Duration = Duration::from_secs(10);
 /// How often the sweeper looks for abandoned client temp files, at most.
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
 /// Per-channel SSH window and packet size. The packet size is the largest
@@ -70,6 +72,8 @@ struct Shared {
     per_account: Arc<Counter<String>>,
     max_channels_per_connection: usize,
     login_grace: Duration,
+    /// Balancers whose connections start with a PROXY protocol header.
+    proxies: Vec<IpAddr>,
     /// The methods every rejection offers again (see `reject`).
     methods: MethodSet,
     fs: Arc<FsShared>,
@@ -161,6 +165,7 @@ impl SftpServer {
             per_account: Counter::new(settings.max_sessions_per_account.max(1)),
             max_channels_per_connection: settings.max_channels_per_connection.max(1),
             login_grace: Duration::from_secs(settings.login_grace_secs.max(1)),
+            proxies: settings.proxy_protocol_from.clone(),
             methods,
             fs: Arc::new(FsShared {
                 max_upload_bytes: settings.max_upload_bytes,
@@ -213,30 +218,8 @@ impl SftpServer {
                             continue;
                         }
                     };
-                    if shared.penalties.is_penalised(peer.ip()) {
-                        tracing::info!(peer = %peer, "connection refused: too many failed logins from this address");
-                        continue;
-                    }
-                    let Some(source_slot) = shared.per_source.try_acquire(peer.ip()) else {
-                        tracing::warn!(peer = %peer, "connection refused: too many connections from this address are not logged in");
-                        continue;
-                    };
-                    let Some(startup) = shared.startups.try_admit() else {
-                        tracing::warn!(peer = %peer, "connection dropped: too many connections are not logged in (max_startups)");
-                        continue;
-                    };
-                    let authed = CancellationToken::new();
-                    let pre_auth = PreAuth { _source: source_slot, _startup: startup };
-                    let handler = SshSession::new(Arc::clone(&shared), peer, pre_auth, authed.clone());
-                    let span = handler.span.clone();
-                    let task = connections.spawn(serve_connection(
-                        Arc::clone(&config),
-                        socket,
-                        handler,
-                        sessions.child_token(),
-                        authed,
-                        shared.login_grace,
-                    ).instrument(span));
+                    let (shared, config) = (Arc::clone(&shared), Arc::clone(&config));
+                    let task = connections.spawn(accept_connection(shared, config, socket, peer, sessions.child_token()));
                     peers.insert(task.id(), peer);
                 }
             }
@@ -258,6 +241,58 @@ impl SftpServer {
         }
         Ok(())
     }
+}
+
+/// One accepted connection: the client it serves (from the PROXY header when
+/// it comes from a trusted balancer), the admission checks, the session.
+async fn accept_connection(
+    shared: Arc<Shared>,
+    config: Arc<russh::server::Config>,
+    mut socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+    sessions: CancellationToken,
+) {
+    let mut startup = None;
+    let client = if shared.proxies.contains(&peer.ip()) {
+        // Counted among the connections not logged in while its header is awaited.
+        let Some(admitted) = shared.startups.try_admit() else {
+            tracing::warn!(balancer = %peer, "connection dropped: too many connections are not logged in (max_startups)");
+            return;
+        };
+        startup = Some(admitted);
+        match super::proxy::read_header(&mut socket, PROXY_HEADER_WAIT).await {
+            Ok(client) => client.unwrap_or(peer),
+            Err(e) => {
+                tracing::info!(balancer = %peer, error = %e, "connection dropped: no valid PROXY protocol header");
+                return;
+            }
+        }
+    } else {
+        peer
+    };
+    let Some(pre_auth) = admit(&shared, client, startup) else { return };
+    let authed = CancellationToken::new();
+    let handler = SshSession::new(Arc::clone(&shared), client, pre_auth, authed.clone());
+    let span = handler.span.clone();
+    serve_connection(config, socket, handler, sessions, authed, shared.login_grace).instrument(span).await
+}
+
+/// The checks a connection passes before its SSH handshake: the source's
+/// penalty, its connections not logged in, MaxStartups.
+fn admit(shared: &Shared, client: SocketAddr, startup: Option<super::guard::Startup>) -> Option<PreAuth> {
+    if shared.penalties.is_penalised(client.ip()) {
+        tracing::info!(peer = %client, "connection refused: too many failed logins from this address");
+        return None;
+    }
+    let Some(source_slot) = shared.per_source.try_acquire(client.ip()) else {
+        tracing::warn!(peer = %client, "connection refused: too many connections from this address are not logged in");
+        return None;
+    };
+    let Some(startup) = startup.or_else(|| shared.startups.try_admit()) else {
+        tracing::warn!(peer = %client, "connection dropped: too many connections are not logged in (max_startups)");
+        return None;
+    };
+    Some(PreAuth { _source: source_slot, _startup: startup })
 }
 
 /// What a connection holds until it logs in: its place in the per-source

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
 const ACCOUNTS: usize = 10;
+/// haproxy's own source address toward the nodes; the nodes trust its PROXY headers.
+const BALANCER: &str = "127.0.0.2";
 const REPORT: Duration = Duration::from_secs(300);
 
 /// A free loopback port (bound, then released for the node to take).
@@ -38,7 +40,12 @@ impl Haproxy {
              backend nodes\n  balance roundrobin\n  option tcp-check\n  tcp-check expect string SSH-2.0\n"
         );
         for (i, b) in backends.iter().enumerate() {
-            cfg += &format!("  server n{i} 127.0.0.1:{b} check inter 300ms fall 1 rise 1\n");
+            // From a loopback address of its own, announcing each client
+            // with a PROXY v2 header (its health checks too).
+            cfg += &format!(
+                "  server n{i} 127.0.0.1:{b} source {BALANCER} send-proxy-v2 check check-send-proxy \
+                 inter 300ms fall 1 rise 1\n"
+            );
         }
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, cfg).unwrap();
@@ -91,6 +98,7 @@ impl Cluster {
         let shared_data = root.join("shared-data");
         let mut nodes = Vec::new();
         let ports = [free_port(), free_port()];
+        let trusted = format!("[\"{BALANCER}\"]");
         for (i, port) in ports.iter().enumerate() {
             let dir = root.join(format!("node-{i}"));
             std::fs::create_dir_all(&dir).unwrap();
@@ -109,6 +117,7 @@ impl Cluster {
                 ("INTAKE_SFTP__MAX_CONNECTIONS_PER_SOURCE", "200"),
                 ("INTAKE_SFTP__MAX_STARTUPS", "100:30:200"),
                 ("INTAKE_SFTP__MAX_LOGIN_FAILURES_PER_SOURCE", "3"),
+                ("INTAKE_SFTP__PROXY_PROTOCOL_FROM", &trusted),
             ];
             let mut node = TestDaemon::prepare(&dir, &db, &accounts(), &env);
             node.data_dir = shared_data.clone();
@@ -476,44 +485,57 @@ async fn a_rolling_restart_loses_no_upload(c: &mut Cluster) {
     }
 }
 
-/// A source that fails logins on node A is refused on node B too.
+/// OpenSSH sftp from loopback address `from` to `port`, logging in as `user`
+/// with the test key, running no command.
+async fn login_from(c: &Cluster, from: &str, port: u16, user: &str) -> std::process::Output {
+    Command::new("sftp")
+        .args(["-q", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+        .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o"])
+        .arg(format!("BindAddress={from}"))
+        .args(["-F", "/dev/null", "-i"])
+        .arg(c.key())
+        .args(["-P", &port.to_string(), "-b", "/dev/null"])
+        .arg(format!("{user}@127.0.0.1"))
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap()
+}
+
+/// A source that fails logins on node A is refused on node B too; behind
+/// haproxy the nodes see each client's own address (PROXY protocol), so a
+/// guessing client is refused and the others are not.
 async fn login_failures_count_on_every_node(c: &mut Cluster) {
+    let port = |n: usize| c.nodes[n].port().parse::<u16>().unwrap();
     // Its own loopback source address, so no other client is refused.
-    let attempt = |port: String, user: &'static str| {
-        let dir = c.root.clone();
-        async move {
-            Command::new("sftp")
-                .args(["-q", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-                .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "BindAddress=127.0.0.7", "-F"])
-                .arg("/dev/null")
-                .args(["-o", "PubkeyAuthentication=yes", "-i"])
-                .arg(dir.join("node-0").join("id_ed25519"))
-                .args(["-P", &port, "-b", "/dev/null"])
-                .arg(format!("{user}@127.0.0.1"))
-                .stdin(Stdio::null())
-                .kill_on_drop(true)
-                .output()
-                .await
-                .unwrap()
-        }
-    };
-    // The right key works from there at first, on both nodes.
     for n in [0, 1] {
-        let out = attempt(c.nodes[n].port(), "m02").await;
+        let out = login_from(c, "127.0.0.7", port(n), "m02").await;
         assert!(out.status.success(), "node {n}: {}", describe(&out));
     }
     // Three failed logins (an unknown user, whose key is refused) on node A.
     for _ in 0..3 {
-        let out = attempt(c.nodes[0].port(), "nobody").await;
-        assert!(!out.status.success());
+        assert!(!login_from(c, "127.0.0.7", port(0), "nobody").await.status.success());
     }
-    let out = attempt(c.nodes[1].port(), "m02").await;
+    let out = login_from(c, "127.0.0.7", port(1), "m02").await;
     assert!(!out.status.success(), "node B refused the source node A penalised\n{}", c.logs());
-    let log = c.nodes[1].log();
-    assert!(log.contains("127.0.0.7"), "node B logged the refused source");
-    // Another source still gets in on node B.
-    let out = c.nodes[1].sftp("m02", "ls /\n").await;
-    assert!(out.status.success(), "{}", describe(&out));
+    assert!(c.nodes[1].log().contains("127.0.0.7"), "node B logged the refused source");
+    let out = login_from(c, "127.0.0.1", port(1), "m02").await;
+    assert!(out.status.success(), "another source still gets in on node B: {}", describe(&out));
+
+    // Through haproxy: the guesser is refused on whichever node it reaches,
+    // the next client through the same balancer is not.
+    for _ in 0..3 {
+        assert!(!login_from(c, "127.0.0.8", c.proxy.port, "nobody").await.status.success());
+    }
+    for _ in 0..2 {
+        let out = login_from(c, "127.0.0.8", c.proxy.port, "m02").await;
+        assert!(!out.status.success(), "the guessing client is refused through haproxy\n{}", c.logs());
+        let out = login_from(c, "127.0.0.9", c.proxy.port, "m02").await;
+        assert!(out.status.success(), "another client through haproxy gets in: {}\n{}", describe(&out), c.logs());
+    }
+    let logs = c.logs();
+    assert!(logs.contains("127.0.0.8") && logs.contains("127.0.0.9"), "the nodes logged the clients' own addresses");
 }
 
 /// `intake nodes` lists both nodes live with their last heartbeats.
@@ -544,3 +566,33 @@ async fn two_nodes_behind_haproxy() {
     a_rolling_restart_loses_no_upload(&mut c).await;
     drop(c.proxy.child.start_kill());
 }
+
+/// A second process given a node id a live one holds refuses to start,
+/// saying why; once the first has stopped, the id is free again, and the
+/// nodes table says who ran.
+async fn a_node_id_is_held_by_one_live_process(db: TestDb) {
+    let settings = [("INTAKE_CLUSTER__NODE_ID", "solo")];
+    let mut first = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &settings).await;
+    let mut env: Vec<(&str, &str)> = first.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.push(("INTAKE_SFTP__LISTEN", "127.0.0.1:0"));
+    let config = first.config.display().to_string();
+    let second = crate::support::intake(&["serve", "--config", &config], &env, &first.dir).await;
+    assert!(!second.status.success(), "{}", describe(&second));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("node id `solo` is held by another running intake process"), "{stderr}");
+    assert!(first.is_running(), "the first goes on");
+    let out = first.cli(&["nodes", "--json"], "").await;
+    let nodes: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(nodes[0]["node_id"], "solo");
+    assert_eq!(nodes[0]["state"], "live");
+    assert_eq!(nodes[0]["pid"], first.pid());
+    assert!(first.terminate().await.success());
+    let out = first.cli(&["nodes", "--all", "--json"], "").await;
+    let nodes: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(nodes[0]["state"], "stopped", "{nodes:?}");
+    first.start().await;
+    assert!(first.is_running(), "the id is free once its process stopped");
+}
+
+crate::on_both_backends!(a_node_id_is_held_by_one_live_process);

@@ -552,7 +552,7 @@ async fn shell_exec_pty_and_other_subsystems_are_refused() {
 
 #[tokio::test]
 async fn shutdown_disconnects_sessions_discards_unfinished_uploads_and_returns() {
-    let (mut server, _conn, sftp) = alice(test_settings()).await;
+    let (mut server, _conn, sftp) = alice(SftpSettings { shutdown_drain_secs: 0, ..test_settings() }).await;
     let customers = server.account_dir("acme").join("customers");
     let mut file = sftp.create("/customers/cut.csv").await.unwrap();
     file.write_all(b"ref,address\n").await.unwrap();
@@ -563,6 +563,36 @@ async fn shutdown_disconnects_sessions_discards_unfinished_uploads_and_returns()
     assert!(started.elapsed() < Duration::from_secs(8));
     wait_until("the temp file is gone", || visible_names(&customers).is_empty()).await;
     assert!(connect(server.addr).await.is_err());
+}
+
+/// At a stop, new connections are refused at once, an upload under way may
+/// finish within `shutdown_drain_secs` (it is published), and what is still
+/// open after it is cut.
+#[tokio::test]
+async fn at_a_stop_an_upload_under_way_finishes_within_the_drain() {
+    let (mut server, _conn, sftp) = alice(SftpSettings { shutdown_drain_secs: 3, ..test_settings() }).await;
+    let customers = server.account_dir("acme").join("customers");
+    let mut finishing = sftp.create("/customers/finishing.csv").await.unwrap();
+    finishing.write_all(b"ref,address\n").await.unwrap();
+    finishing.flush().await.unwrap();
+    let mut cut = sftp.create("/customers/cut.csv").await.unwrap();
+    cut.write_all(b"ref,address\n").await.unwrap();
+    cut.flush().await.unwrap();
+    server.shutdown.cancel();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while connect(server.addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "new connections are refused at a stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    finishing.write_all(b"r1,r1@example.com\n").await.unwrap();
+    finishing.shutdown().await.unwrap();
+    assert!(customers.join("finishing.csv").exists(), "the upload under way was published");
+    server.stop().await;
+    wait_until("the cut upload's temp file is gone", || {
+        visible_names(&customers).iter().all(|n| !n.starts_with(".intake-upload."))
+    })
+    .await;
+    assert!(!customers.join("cut.csv").exists(), "the upload left open was not published");
 }
 
 /// Runs an exec command with `stdin`: (exit status, stdout, stderr).
