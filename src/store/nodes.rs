@@ -266,15 +266,7 @@ pub enum NodeLock {
     File(std::fs::File),
 }
 
-macro_rules! on_store {
-    ($self:expr, $s:ident => $body:expr) => {
-        match $self {
-            Store::Sqlite($s) => $body,
-            Store::Postgres($s) => $body,
-        }
-    };
-}
-
+// `on_store!` is ops.rs's (declared before this module).
 impl Store {
     pub async fn register_node(&self, n: &NodeStart) -> Result<()> {
         on_store!(self, s => s.register_node(n).await)

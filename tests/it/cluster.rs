@@ -264,7 +264,7 @@ async fn jobs_per_file(db: &TestDb) -> HashMap<(String, String), usize> {
 async fn a_node_killed_mid_job_loses_nothing(c: &mut Cluster) {
     const CLIENTS: usize = 20;
     const FILES_PER_CLIENT: usize = 5;
-    const ROWS: usize = 3_000;
+    const ROWS: usize = 1_500;
     let files_dir = c.root.join("files");
     std::fs::create_dir_all(&files_dir).unwrap();
     let mut files = BTreeMap::new();
@@ -350,7 +350,7 @@ fn signal(pid: u32, signal: i32) {
 /// other takes the job over and publishes the report; the frozen one,
 /// woken (SIGCONT), publishes nothing for the job it lost.
 async fn a_frozen_node_that_wakes_up_publishes_nothing(c: &mut Cluster) {
-    const ROWS: usize = 60_000;
+    const ROWS: usize = 40_000;
     let local = c.root.join("frozen.csv");
     write_file(&local, "z-", ROWS);
     let attempts = upload_with_retry(&c.root, c.key(), c.proxy.port, "m00", &local, "frozen.csv").await;
