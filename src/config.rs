@@ -33,6 +33,9 @@ pub struct Config {
     pub max_gzip_ratio: u64,
     /// Bytes of records per batch (besides `batch_size` records).
     pub batch_max_bytes: usize,
+    /// Milliseconds a batch may take before it is committed (besides its
+    /// records and bytes).
+    pub batch_max_millis: u64,
     /// Starts of a job's processing without progress in between (each
     /// ended by a crash) after which the job is aborted, not resumed.
     pub max_job_attempts: u32,
@@ -222,6 +225,7 @@ impl Default for Config {
             max_columns: 1000,
             max_gzip_ratio: 100,
             batch_max_bytes: 2 * 1024 * 1024,
+            batch_max_millis: 1000,
             max_job_attempts: 3,
             max_job_retries: 12,
             keep_visible_secs: 10,
@@ -252,7 +256,7 @@ impl fmt::Debug for Config {
 
 /// Top-level keys the environment may set; others with the prefix are ignored
 /// (so `INTAKE_TEST_*` variables of a test run never break the config).
-const ENV_KEYS: [&str; 19] = [
+const ENV_KEYS: [&str; 20] = [
     "data_dir",
     "database_url",
     "workers",
@@ -263,6 +267,7 @@ const ENV_KEYS: [&str; 19] = [
     "max_columns",
     "max_gzip_ratio",
     "batch_max_bytes",
+    "batch_max_millis",
     "max_job_attempts",
     "max_job_retries",
     "keep_visible_secs",

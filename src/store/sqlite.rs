@@ -37,7 +37,19 @@ const ROWS_PER_STATEMENT: usize = 500;
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The one connection batches are written through: SQLite has one
+    /// writer anyway, and the customers' pages are cached once, in it.
+    batches: SqlitePool,
 }
+
+/// Page cache of the batch connection (KiB): the `(account, ref)` index a
+/// batch probes and extends.
+const BATCH_CACHE_KIB: u32 = 49_152;
+/// Page cache of each other connection (KiB): jobs, accounts, users.
+const CACHE_KIB: u32 = 4_096;
+/// WAL pages after which a commit checkpoints: large, so a page written by
+/// many batches is copied back once (and the WAL is reset at a job's end).
+const WAL_AUTOCHECKPOINT: u32 = 25_000;
 
 impl SqliteStore {
     shared_statements!();
@@ -55,12 +67,21 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30))
-            .pragma("cache_size", "-32768")
-            .pragma("wal_autocheckpoint", "10000")
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT.to_string())
             .pragma("temp_store", "memory");
-        let pool = SqlitePoolOptions::new().max_connections(2).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options.clone().pragma("cache_size", format!("-{CACHE_KIB}")))
+            .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        // Jobs wait their turn here rather than on SQLite's lock; at most
+        // `workers` batches are open at once, each for about a second.
+        let batches = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(300))
+            .connect_with(options.pragma("cache_size", format!("-{BATCH_CACHE_KIB}")))
+            .await?;
+        Ok(SqliteStore { pool, batches })
     }
 
     pub async fn claim_job(&self, owner: &str, stale_after_secs: i64, busy: &[String]) -> Result<Option<Job>> {
@@ -97,7 +118,7 @@ impl SqliteStore {
     }
 
     pub async fn begin_batch(&self) -> Result<SqliteBatch> {
-        Ok(SqliteBatch { tx: self.pool.begin_with("BEGIN IMMEDIATE").await? })
+        Ok(SqliteBatch { tx: self.batches.begin_with("BEGIN IMMEDIATE").await? })
     }
 }
 
@@ -117,7 +138,7 @@ impl SqliteBatch {
                 list.push_bind(key.as_str());
             }
             q.push(")");
-            for row in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
+            for row in q.build().persistent(chunk.len() == ROWS_PER_STATEMENT).fetch_all(&mut *self.tx).await? {
                 earlier.insert(row.try_get(0)?, row.try_get::<i64, _>(1)? as u64);
             }
         }
@@ -130,7 +151,7 @@ impl SqliteBatch {
             q.push_values(chunk, |mut b, (key, line)| {
                 b.push_bind(job_id).push_bind(key.as_str()).push_bind(*line as i64);
             });
-            q.build().persistent(false).execute(&mut *self.tx).await?;
+            q.build().persistent(chunk.len() == ROWS_PER_STATEMENT).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -146,7 +167,7 @@ impl SqliteBatch {
                 list.push_bind(*r);
             }
             q.push(")");
-            for row in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
+            for row in q.build().persistent(chunk.len() == ROWS_PER_STATEMENT).fetch_all(&mut *self.tx).await? {
                 let c = rows::customer(&row)?;
                 found.insert(c.customer_ref.clone(), c);
             }
@@ -155,6 +176,9 @@ impl SqliteBatch {
     }
 
     pub async fn insert_customers(&mut self, account: &str, rows: &[StoredCustomer]) -> Result<()> {
+        // In key order: each index page is visited once per batch.
+        let mut rows: Vec<&StoredCustomer> = rows.iter().collect();
+        rows.sort_unstable_by(|a, b| a.customer_ref.cmp(&b.customer_ref));
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at, \
@@ -175,7 +199,7 @@ impl SqliteBatch {
                     .push_bind(job)
                     .push_bind(line);
             });
-            q.build().persistent(false).execute(&mut *self.tx).await?;
+            q.build().persistent(chunk.len() == ROWS_PER_STATEMENT).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
