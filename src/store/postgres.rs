@@ -11,7 +11,7 @@ use crate::domain::user::SftpUser;
 use crate::domain::AccountSettings;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 /// The database's clock.
@@ -88,9 +88,10 @@ impl PgStore {
     /// Refreshes the planner's statistics of the tables a batch reads. A
     /// table that grew from a few rows to millions within one upload still
     /// carries the plan for a few rows (scanning every row of the account
-    /// for each batch) until autovacuum's next ANALYZE.
+    /// for each batch) until autovacuum's next ANALYZE. Only the key's
+    /// columns: the JSON columns' statistics cost seconds and no plan needs them.
     pub async fn refresh_statistics(&self) -> Result<()> {
-        sqlx::query("ANALYZE customers").execute(&self.pool).await?;
+        sqlx::query("ANALYZE customers (account, ref)").execute(&self.pool).await?;
         sqlx::query("ANALYZE job_refs").execute(&self.pool).await?;
         Ok(())
     }
@@ -101,13 +102,22 @@ impl PgStore {
             .bind(account)
             .execute(&mut *tx)
             .await?;
-        Ok(PgBatch { tx })
+        Ok(PgBatch { tx, savepoints: 0, conflicted: false })
     }
 }
 
 pub struct PgBatch {
     tx: Transaction<'static, Postgres>,
+    /// Savepoints taken for optimistic inserts in this transaction.
+    savepoints: u32,
+    /// An optimistic insert of this transaction met an existing ref: the
+    /// rest of it inserts with `ON CONFLICT`.
+    conflicted: bool,
 }
+
+/// Optimistic inserts per transaction, at most: each savepoint is a
+/// subtransaction, and more than 64 of them slow every session's snapshots.
+const MAX_SAVEPOINTS: u32 = 32;
 
 impl PgBatch {
     /// Earlier claims of `keys` by this job recorded in `job_refs`.
@@ -198,6 +208,56 @@ impl PgBatch {
         copy.send(data.finish()).await?;
         copy.finish().await?;
         Ok(())
+    }
+
+    /// New customers are usually new: they are copied into the table at
+    /// once (binary `COPY`, in key order, each index entry written once, as
+    /// a bulk load does), under a savepoint. If a ref exists after all, that
+    /// is undone and the rows go in with `ON CONFLICT DO NOTHING` (which
+    /// probes the unique index once more per row), as do the rest of the
+    /// transaction's.
+    pub async fn insert_new(&mut self, account: &str, rows: &[StoredCustomer]) -> Result<HashSet<String>> {
+        if rows.is_empty() {
+            return Ok(HashSet::new());
+        }
+        if !self.conflicted && self.savepoints < MAX_SAVEPOINTS {
+            self.savepoints += 1;
+            sqlx::query("SAVEPOINT intake_insert").execute(&mut *self.tx).await?;
+            match self.insert_customers(account, rows).await {
+                Ok(()) => {
+                    sqlx::query("RELEASE SAVEPOINT intake_insert").execute(&mut *self.tx).await?;
+                    return Ok(rows.iter().map(|c| c.customer_ref.clone()).collect());
+                }
+                Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+                    sqlx::query("ROLLBACK TO SAVEPOINT intake_insert").execute(&mut *self.tx).await?;
+                    sqlx::query("RELEASE SAVEPOINT intake_insert").execute(&mut *self.tx).await?;
+                    self.conflicted = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let c = columns(rows);
+        let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at,
+               last_job_id, last_line)
+             SELECT u.id, $1, u.ref, u.addr::jsonb, u.meta::jsonb, u.app::jsonb, now(), now(), u.job, u.line
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[])
+               AS u(id, ref, addr, meta, app, job, line)
+             ORDER BY u.ref
+             ON CONFLICT (account, ref) DO NOTHING
+             RETURNING ref",
+        )
+        .bind(account)
+        .bind(c.ids)
+        .bind(c.refs)
+        .bind(c.addresses)
+        .bind(c.metadata)
+        .bind(c.appdata)
+        .bind(c.jobs)
+        .bind(c.lines)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(inserted.into_iter().collect())
     }
 
     pub async fn update_customers(&mut self, updates: &[StoredCustomer]) -> Result<()> {

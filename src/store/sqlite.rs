@@ -8,7 +8,7 @@ use crate::domain::user::SftpUser;
 use crate::domain::AccountSettings;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -202,6 +202,38 @@ impl SqliteBatch {
             q.build().persistent(chunk.len() == ROWS_PER_STATEMENT).execute(&mut *self.tx).await?;
         }
         Ok(())
+    }
+
+    pub async fn insert_new(&mut self, account: &str, rows: &[StoredCustomer]) -> Result<HashSet<String>> {
+        let mut rows: Vec<&StoredCustomer> = rows.iter().collect();
+        rows.sort_unstable_by(|a, b| a.customer_ref.cmp(&b.customer_ref));
+        let mut inserted = HashSet::with_capacity(rows.len());
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at, \
+                 last_job_id, last_line) ",
+            );
+            q.push_values(chunk, |mut b, c| {
+                let (addresses, metadata, appdata) = c.json_columns();
+                let (job, line) =
+                    c.last_job.as_ref().map(|(j, l)| (Some(j.as_str()), Some(*l as i64))).unwrap_or((None, None));
+                b.push_bind(&c.customer_id)
+                    .push_bind(account)
+                    .push_bind(&c.customer_ref)
+                    .push_bind(addresses)
+                    .push_bind(metadata)
+                    .push_bind(appdata)
+                    .push(NOW)
+                    .push(NOW)
+                    .push_bind(job)
+                    .push_bind(line);
+            });
+            q.push(" ON CONFLICT (account, ref) DO NOTHING RETURNING ref");
+            for row in q.build().persistent(chunk.len() == ROWS_PER_STATEMENT).fetch_all(&mut *self.tx).await? {
+                inserted.insert(row.try_get(0)?);
+            }
+        }
+        Ok(inserted)
     }
 
     pub async fn update_customers(&mut self, updates: &[StoredCustomer]) -> Result<()> {
