@@ -17,7 +17,8 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Jobs processed at once (round-robin, one batch at a time).
     pub workers: usize,
-    /// Records per batch: one transaction each.
+    /// Records per batch, at most: one transaction each (its upserts,
+    /// results and the job's progress commit together).
     pub batch_size: usize,
     /// Larger uploads are rejected with `file_too_large`.
     pub max_file_bytes: u64,
@@ -218,13 +219,13 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             workers: 4,
-            batch_size: 5_000,
+            batch_size: 100_000,
             max_file_bytes: 5 * 1024 * 1024 * 1024,
             max_rows: 50_000_000,
             max_record_bytes: 1024 * 1024,
             max_columns: 1000,
             max_gzip_ratio: 100,
-            batch_max_bytes: 2 * 1024 * 1024,
+            batch_max_bytes: 32 * 1024 * 1024,
             batch_max_millis: 1000,
             max_job_attempts: 3,
             max_job_retries: 12,

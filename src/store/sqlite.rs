@@ -40,13 +40,21 @@ pub struct SqliteStore {
     /// The one connection batches are written through: SQLite has one
     /// writer anyway, and the customers' pages are cached once, in it.
     batches: SqlitePool,
+    /// When the last batch began.
+    last_batch: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
+
+/// A pause before a batch that follows a long one at once: writers on the
+/// other connections (heartbeats, job claims, new uploads) wait on SQLite's
+/// lock by sleeping and retrying, and would otherwise never find it free
+/// between back-to-back batches of a large upload.
+const YIELD_AFTER_LONG_BATCH: Duration = Duration::from_millis(50);
 
 /// Page cache of the batch connection (KiB): the `(account, ref)` index a
 /// batch probes and extends.
-const BATCH_CACHE_KIB: u32 = 49_152;
+const BATCH_CACHE_KIB: u32 = 32_768;
 /// Page cache of each other connection (KiB): jobs, accounts, users.
-const CACHE_KIB: u32 = 4_096;
+const CACHE_KIB: u32 = 2_048;
 /// WAL pages after which a commit checkpoints: large, so a page written by
 /// many batches is copied back once (and the WAL is reset at a job's end).
 const WAL_AUTOCHECKPOINT: u32 = 25_000;
@@ -81,7 +89,7 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(300))
             .connect_with(options.pragma("cache_size", format!("-{BATCH_CACHE_KIB}")))
             .await?;
-        Ok(SqliteStore { pool, batches })
+        Ok(SqliteStore { pool, batches, last_batch: Default::default() })
     }
 
     pub async fn claim_job(&self, owner: &str, stale_after_secs: i64, busy: &[String]) -> Result<Option<Job>> {
@@ -118,6 +126,10 @@ impl SqliteStore {
     }
 
     pub async fn begin_batch(&self) -> Result<SqliteBatch> {
+        let previous = self.last_batch.lock().expect("batch clock").replace(std::time::Instant::now());
+        if previous.is_some_and(|at| (Duration::from_millis(500)..Duration::from_secs(2)).contains(&at.elapsed())) {
+            tokio::time::sleep(YIELD_AFTER_LONG_BATCH).await;
+        }
         Ok(SqliteBatch { tx: self.batches.begin_with("BEGIN IMMEDIATE").await? })
     }
 }
@@ -209,9 +221,11 @@ impl SqliteBatch {
         rows.sort_unstable_by(|a, b| a.customer_ref.cmp(&b.customer_ref));
         let mut inserted = HashSet::with_capacity(rows.len());
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            // OR IGNORE, not ON CONFLICT DO NOTHING: a statement that cannot
+            // abort needs no statement journal (a copy of every page it changes).
             let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at, \
-                 last_job_id, last_line) ",
+                "INSERT OR IGNORE INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, \
+                 updated_at, last_job_id, last_line) ",
             );
             q.push_values(chunk, |mut b, c| {
                 let (addresses, metadata, appdata) = c.json_columns();
@@ -228,7 +242,7 @@ impl SqliteBatch {
                     .push_bind(job)
                     .push_bind(line);
             });
-            q.push(" ON CONFLICT (account, ref) DO NOTHING RETURNING ref");
+            q.push(" RETURNING ref");
             for row in q.build().persistent(chunk.len() == ROWS_PER_STATEMENT).fetch_all(&mut *self.tx).await? {
                 inserted.insert(row.try_get(0)?);
             }
