@@ -11,10 +11,10 @@ order (line, ref, status, customer_id, error_code, error_field,
 error_message).
 
 It is what a competent script looks like, not a strawman: batches of
-BATCH rows, one multi-row `INSERT … ON CONFLICT … DO UPDATE … WHERE … IS
-DISTINCT FROM … RETURNING` per batch (psycopg's executemany pipelines it on
-PostgreSQL), one commit per batch. It keeps no crash-resume state and
-holds every ref of the file in a Python set for duplicates.
+BATCH rows, an `INSERT … ON CONFLICT … DO UPDATE … WHERE … IS DISTINCT FROM
+… RETURNING` per row (psycopg's executemany pipelines a batch's statements
+on PostgreSQL), one commit per batch. It keeps no crash-resume state and
+holds every ref of the file in a dict for duplicates.
 
 usage: loader.py FILE.csv RESULTS.csv ACCOUNT DATABASE_URL
        (postgres://… or sqlite:///path/to.db, the schema made by intake)
