@@ -3,11 +3,14 @@
 emails, metadata and appdata, about 5% bad rows. Also writes the same valid
 rows in the `customers` table's shape (for the raw-load baseline).
 
-usage: gen_customers.py ROWS OUT.csv RAW.csv ACCOUNT
+usage: gen_customers.py ROWS OUT.csv RAW.csv ACCOUNT [--changed]
+  --changed: the same refs and values, but every other row's metadata.city
+             differs (a re-import: half the rows update, half are unchanged)
 """
 import csv, json, random, sys, uuid
 
 rows, out_path, raw_path, account = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+changed = "--changed" in sys.argv[5:]
 rnd = random.Random(42)
 cities = ["Oslo", "Lyon", "Austin", "Osaka", "Lima", "Perth", "Turku", "Porto"]
 now = "2026-11-26T10:00:00Z"
@@ -31,6 +34,8 @@ with open(out_path, "w", newline="") as out, open(raw_path, "w", newline="") as 
         elif kind < 0.6:
             phone = ""
         name, city, crm = f"Customer {i}", cities[i % len(cities)], f"crm-{i}"
+        if changed and i % 2 == 0:
+            city = "Bergen"
         w.writerow([ref, email, phone, name, city, crm])
         if not bad:
             addresses = []

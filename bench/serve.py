@@ -7,14 +7,21 @@
     peak RSS, beside `intake ingest` of the same file in the same run;
 (c) 20 concurrent clients over 10 accounts, 5 files each: every report
     correct, total time.
+(d) --big: ROWS rows end to end through sftp, ROUNDS rounds (a fresh daemon
+    and database each): rows/s from the start of the upload to the summary,
+    the time from the end of the upload to the summary, the daemon's peak
+    RSS, and fairness: once the big job is running, a 10-row upload of
+    another account, its time to its summary and whether the big one was
+    still running then. Medians over the rounds.
 
-usage: bench/serve.py [--rows 1000000] [--backend sqlite|postgres]
-Needs a release build (cargo build --release) and PG_URL for postgres.
+usage: bench/serve.py [--rows 1000000] [--backend sqlite|postgres] [--big --rounds 3]
+Needs a release build (cargo build --release; BIN to pick another) and PG_URL for postgres.
 """
 import argparse, concurrent.futures, csv, json, os, shutil, signal, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "intake")
+BIN = os.environ.get("BIN") or os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")),
+                                            "release", "intake")
 
 
 def write_customers(path, prefix, rows):
@@ -87,11 +94,70 @@ def fresh_db(backend, name):
     return base.rsplit("/", 1)[0] + "/" + name
 
 
+def big_rounds(args):
+    """(d): ROWS rows end to end, ROUNDS rounds; medians."""
+    work = tempfile.mkdtemp(prefix="intake-serve-bench.")
+    try:
+        big = os.path.join(work, "big.csv")
+        write_customers(big, "b-", args.rows)
+        small = os.path.join(work, "small.csv")
+        write_customers(small, "s-", 10)
+        results = []
+        for r in range(args.rounds):
+            shutil.rmtree(os.path.join(work, "data"), ignore_errors=True)
+            db = fresh_db(args.backend, f"intake_serve_big_{os.getpid()}_{r}")
+            d = Daemon(work, ["big", "other"], db or f"sqlite://{work}/data/intake.db")
+            t0 = time.time()
+            d.sftp("big", f"put {big} /customers/big.csv\n")
+            t_uploaded = time.time()
+            progress = os.path.join(d.data, "accounts", "big", "outbox", "big.progress.json")
+            deadline = time.time() + 600
+            while True:
+                try:
+                    if json.load(open(progress)).get("rows_done", 0) > 0:
+                        break
+                except (OSError, ValueError):
+                    pass
+                if os.path.exists(d.summary_path("big", "big")) or time.time() > deadline:
+                    break
+                time.sleep(0.05)
+            t_small = time.time()
+            d.sftp("other", f"put {small} /customers/small.csv\n")
+            s_small = d.wait_summary("other", "small")
+            small_secs = time.time() - t_small
+            big_running = not os.path.exists(d.summary_path("big", "big"))
+            s = d.wait_summary("big", "big", timeout=7200)
+            t_done = time.time()
+            rss = peak_rss_kib(d.proc.pid) / 1024
+            d.stop()
+            assert s["created"] == args.rows and s_small["created"] == 10, (s, s_small)
+            row = {"rows_s": args.rows / (t_done - t0), "upload_s": t_uploaded - t0, "tail_s": t_done - t_uploaded,
+                   "rss": rss, "small_s": small_secs, "big_running": big_running}
+            results.append(row)
+            print(f"round {r + 1}: {row['rows_s']:.0f} rows/s, upload {row['upload_s']:.1f} s, end of upload to "
+                  f"summary {row['tail_s']:.1f} s, peak RSS {rss:.1f} MiB; 10-row upload of another account: "
+                  f"{small_secs:.2f} s to its summary, big job still running then: {big_running}", flush=True)
+            if db:
+                subprocess.run(["psql", "-q", os.environ.get("PG_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+                                "-c", f"DROP DATABASE intake_serve_big_{os.getpid()}_{r}"], check=False)
+        med = lambda k: statistics.median(x[k] for x in results)
+        print(f"(d) {args.backend}, {args.rows} rows via sftp, median of {len(results)}: {med('rows_s'):.0f} rows/s, "
+              f"end of upload to summary {med('tail_s'):.1f} s, peak RSS {med('rss'):.1f} MiB, other account's "
+              f"10-row upload {med('small_s'):.2f} s (big job still running: "
+              f"{sum(x['big_running'] for x in results)}/{len(results)})")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--backend", default="sqlite")
+    ap.add_argument("--big", action="store_true", help="only (d): ROWS rows end to end, --rounds rounds")
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    if args.big:
+        return big_rounds(args)
     work = tempfile.mkdtemp(prefix="intake-serve-bench.")
     try:
         accounts = [f"m{i}" for i in range(10)]

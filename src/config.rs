@@ -17,7 +17,8 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Jobs processed at once (round-robin, one batch at a time).
     pub workers: usize,
-    /// Records per batch: one transaction each.
+    /// Records per batch, at most: one transaction each (its upserts,
+    /// results and the job's progress commit together).
     pub batch_size: usize,
     /// Larger uploads are rejected with `file_too_large`.
     pub max_file_bytes: u64,
@@ -33,6 +34,9 @@ pub struct Config {
     pub max_gzip_ratio: u64,
     /// Bytes of records per batch (besides `batch_size` records).
     pub batch_max_bytes: usize,
+    /// Milliseconds a batch may take before it is committed (besides its
+    /// records and bytes).
+    pub batch_max_millis: u64,
     /// Starts of a job's processing without progress in between (each
     /// ended by a crash) after which the job is aborted, not resumed.
     pub max_job_attempts: u32,
@@ -219,13 +223,14 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             workers: 4,
-            batch_size: 5_000,
+            batch_size: 100_000,
             max_file_bytes: 5 * 1024 * 1024 * 1024,
             max_rows: 50_000_000,
             max_record_bytes: 1024 * 1024,
             max_columns: 1000,
             max_gzip_ratio: 100,
-            batch_max_bytes: 2 * 1024 * 1024,
+            batch_max_bytes: 32 * 1024 * 1024,
+            batch_max_millis: 1000,
             max_job_attempts: 3,
             max_job_retries: 12,
             keep_visible_secs: 10,
@@ -256,7 +261,7 @@ impl fmt::Debug for Config {
 
 /// Top-level keys the environment may set; others with the prefix are ignored
 /// (so `INTAKE_TEST_*` variables of a test run never break the config).
-const ENV_KEYS: [&str; 19] = [
+const ENV_KEYS: [&str; 20] = [
     "data_dir",
     "database_url",
     "workers",
@@ -267,6 +272,7 @@ const ENV_KEYS: [&str; 19] = [
     "max_columns",
     "max_gzip_ratio",
     "batch_max_bytes",
+    "batch_max_millis",
     "max_job_attempts",
     "max_job_retries",
     "keep_visible_secs",

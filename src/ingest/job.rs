@@ -100,11 +100,41 @@ pub struct JobPolicy {
     pub max_retries: u32,
 }
 
-/// How a batch is bounded: by records and by their bytes.
+/// How a batch (one transaction: its upserts, results and progress commit
+/// together) is bounded: by records, by their bytes and by time. A batch is
+/// read and applied in chunks of at most [`CHUNK_ROWS`] records and
+/// [`CHUNK_BYTES`], so memory stays bounded whatever the batch's size; the
+/// time bound keeps commits (and so progress files and the other jobs'
+/// turns) coming at least about once a second.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchLimits {
     pub rows: usize,
     pub bytes: usize,
+    pub time: Duration,
+}
+
+/// Records read and parsed at once, at most: one chunk is applied while the
+/// next is parsed.
+pub const CHUNK_ROWS: usize = 5_000;
+/// Bytes of records read and parsed at once, at most (one record past it).
+pub const CHUNK_BYTES: usize = 2 * 1024 * 1024;
+
+impl BatchLimits {
+    /// How much the next chunk may hold, when `rows` records of `bytes`
+    /// are in the batch it goes into (0, 0: a new batch).
+    fn chunk(&self, rows: usize, bytes: usize) -> ChunkLimits {
+        ChunkLimits {
+            rows: CHUNK_ROWS.min(self.rows.saturating_sub(rows)).max(1),
+            bytes: CHUNK_BYTES.min(self.bytes.saturating_sub(bytes)).max(1),
+        }
+    }
+}
+
+/// How much one chunk of a batch may hold.
+#[derive(Debug, Clone, Copy)]
+struct ChunkLimits {
+    rows: usize,
+    bytes: usize,
 }
 
 /// What every job needs.
@@ -130,7 +160,11 @@ impl Context {
             store,
             layout: Layout::new(&config.data_dir),
             limits: config.file_limits(),
-            batch: BatchLimits { rows: config.batch_size.max(1), bytes: config.batch_max_bytes.max(1) },
+            batch: BatchLimits {
+                rows: config.batch_size.max(1),
+                bytes: config.batch_max_bytes.max(1),
+                time: Duration::from_millis(config.batch_max_millis.max(1)),
+            },
             policy: JobPolicy { max_attempts: config.max_job_attempts.max(1), max_retries: config.max_job_retries },
             owner,
             heartbeat: config.cluster.heartbeat(),
@@ -148,9 +182,11 @@ pub enum Step {
 /// An upload's records, read from its content (decompressed if need be).
 pub(crate) type Rows = RowReader<Box<dyn Read + Send>>;
 
-/// The rows of one batch, and how far into the upload they reach.
+/// The rows of one chunk, and how far into the upload they reach.
 struct ReadBatch {
     rows: Vec<ParsedRow>,
+    /// Their bytes in the upload.
+    bytes: usize,
     /// Bytes of the upload read once its last row was (the reader's buffers ahead).
     consumed: u64,
 }
@@ -161,11 +197,11 @@ struct Upload {
     consumed: Arc<AtomicU64>,
 }
 
-/// The next batch, read and parsed on a blocking thread while the current one
+/// The next chunk, read and parsed on a blocking thread while the current one
 /// is written to the database.
 type NextBatch = tokio::task::JoinHandle<(Upload, std::io::Result<ReadBatch>)>;
 
-fn read_batch(mut upload: Upload, limits: BatchLimits) -> NextBatch {
+fn read_batch(mut upload: Upload, limits: ChunkLimits) -> NextBatch {
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
         let _in_job = span.enter();
@@ -182,7 +218,7 @@ fn read_batch(mut upload: Upload, limits: BatchLimits) -> NextBatch {
             }
         }
         let consumed = upload.consumed.load(Ordering::Relaxed);
-        (upload, Ok(ReadBatch { rows, consumed }))
+        (upload, Ok(ReadBatch { rows, bytes, consumed }))
     })
 }
 
@@ -271,7 +307,7 @@ impl JobRunner {
             .map(Box::new)
             .map_err(io_err("while opening the results file"))?;
         progress::publish_owned(ctx, &job, ProgressState::Running, upload.consumed.load(Ordering::Relaxed)).await;
-        let next = read_batch(upload, ctx.batch);
+        let next = read_batch(upload, ctx.batch.chunk(0, 0));
         let mut runner = JobRunner::new(job, State::Rows { next, results });
         runner.progress_at = Some(Instant::now());
         Ok(runner)
@@ -301,51 +337,70 @@ impl JobRunner {
                 publish::publish(ctx, &mut self.job, &summary).await?;
                 Ok(Step::Done(summary))
             }
-            State::Rows { next, mut results } => {
-                let (upload, read) = next.await?;
-                let read = read.map_err(io_err(format!("while reading upload {}", self.job.file_name)))?;
-                if read.rows.is_empty() {
-                    results.finish().map_err(io_err("while writing the results file"))?;
-                    self.state = Some(State::Ending(Ending::Completed));
-                    return Ok(Step::More);
+            State::Rows { mut next, mut results } => {
+                // One batch: chunks applied in one transaction until a bound is met.
+                let mut batch: Option<OpenBatch> = None;
+                loop {
+                    let (upload, read) = next.await?;
+                    let read = read.map_err(io_err(format!("while reading upload {}", self.job.file_name)))?;
+                    if read.rows.is_empty() {
+                        if let Some(open) = batch.take() {
+                            self.commit(ctx, open, &mut results).await?;
+                        }
+                        results.finish().map_err(io_err("while writing the results file"))?;
+                        self.state = Some(State::Ending(Ending::Completed));
+                        return Ok(Step::More);
+                    }
+                    let mut open = match batch.take() {
+                        Some(open) => open,
+                        None => OpenBatch::begin(ctx, &self.job).await?,
+                    };
+                    let (rows, bytes) = (open.rows + read.rows.len(), open.bytes + read.bytes);
+                    let full = rows >= ctx.batch.rows || bytes >= ctx.batch.bytes;
+                    // Parsed while this chunk is written.
+                    next = read_batch(upload, if full { ctx.batch.chunk(0, 0) } else { ctx.batch.chunk(rows, bytes) });
+                    self.apply_chunk(&mut open, read.rows, &mut results).await?;
+                    open.bytes += read.bytes;
+                    if full || open.started.elapsed() >= ctx.batch.time {
+                        self.commit(ctx, open, &mut results).await?;
+                        if self.progress_at.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
+                            progress::publish_owned(ctx, &self.job, ProgressState::Running, read.consumed).await;
+                            self.progress_at = Some(Instant::now());
+                        }
+                        self.state = Some(State::Rows { next, results });
+                        return Ok(Step::More);
+                    }
+                    batch = Some(open);
                 }
-                let next = read_batch(upload, ctx.batch);
-                self.apply(ctx, read.rows, &mut results).await?;
-                if self.progress_at.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
-                    progress::publish_owned(ctx, &self.job, ProgressState::Running, read.consumed).await;
-                    self.progress_at = Some(Instant::now());
-                }
-                self.state = Some(State::Rows { next, results });
-                Ok(Step::More)
             }
         }
     }
 
-    /// One batch in one transaction: claims, upserts, results, progress.
-    async fn apply(
+    /// Applies one chunk of records in the open batch: claims, upserts,
+    /// results (written, not yet committed).
+    async fn apply_chunk(
         &mut self,
-        ctx: &Context,
+        open: &mut OpenBatch,
         mut rows: Vec<ParsedRow>,
         results: &mut ResultsWriter,
     ) -> Result<(), IngestError> {
         let started = Instant::now();
-        let mut batch = ctx.store.begin_batch(&self.job.account).await?;
         let records: Vec<BatchRecord<'_>> = rows
             .iter()
             .map(|r| BatchRecord { line: r.line, claim: r.claim.as_deref(), command: r.outcome.as_ref().ok() })
             .collect();
         let writes = if self.job.kind.is_dry_run() { Writes::DryRun } else { Writes::Apply };
         let (job_id, account, scopes) = (&self.job.job_id, &self.job.account, self.job.scopes);
-        let outcomes = upsert::apply(&mut batch, job_id, account, scopes, &records, writes).await?;
+        let outcomes = upsert::apply(&mut open.batch, job_id, account, scopes, &records, writes).await?;
         drop(records);
-        let applied = Instant::now();
+        open.apply_time += started.elapsed();
+        let written = Instant::now();
         for (row, outcome) in rows.iter_mut().zip(&outcomes) {
             if let RecordOutcome::Duplicate(first) = outcome {
                 row.mark_duplicate(*first);
             }
         }
-        // Committed progress only changes once the batch commits.
-        let mut progress = self.job.progress;
+        let progress = &mut open.progress;
         for (row, outcome) in rows.into_iter().zip(outcomes) {
             fault_injection::at_ref(row.claim.as_deref());
             let result = row_result(row, outcome);
@@ -356,8 +411,18 @@ impl JobRunner {
                 RowStatus::Failed => progress.failed += 1,
             }
             progress.records_done += 1;
+            open.rows += 1;
             results.write(&result).map_err(io_err("while writing the results file"))?;
         }
+        open.results_time += written.elapsed();
+        Ok(())
+    }
+
+    /// Commits the batch: its upserts with the results written so far (on
+    /// disk first) and the job's progress, in one transaction.
+    async fn commit(&mut self, ctx: &Context, open: OpenBatch, results: &mut ResultsWriter) -> Result<(), IngestError> {
+        let OpenBatch { batch, mut progress, started, apply_time, results_time, .. } = open;
+        let synced = Instant::now();
         progress.results_offset = results.flush().map_err(io_err("while writing the results file"))?;
         // On disk before the offset is committed: after a power loss the
         // committed offset never points past the file's end.
@@ -366,17 +431,50 @@ impl JobRunner {
         batch.commit(&self.job.job_id, &ctx.owner, &progress).await?;
         self.job.results_owner = Some(ctx.owner.clone());
         crate::telemetry::metrics().batch_committed(written.elapsed());
+        let before = self.job.progress.records_done;
         self.job.progress = progress;
-        // After batches 4, 8, 16, ...: statistics within 2x of what a large
-        // upload has grown the tables to; small uploads never pay for it.
-        let batches = progress.records_done.div_ceil(ctx.batch.rows as u64);
-        if batches >= 4 && batches.is_power_of_two() {
+        // Once 20k, 40k, 80k, ... records are in: statistics within 2x of
+        // what a large upload has grown the tables to; small uploads never
+        // pay for it.
+        let threshold = |records: u64| (records / STATISTICS_FIRST).checked_ilog2();
+        if progress.records_done >= STATISTICS_FIRST && threshold(before) != threshold(progress.records_done) {
             ctx.store.refresh_statistics().await?;
         }
         tracing::debug!(job_id = %self.job.job_id, records = progress.records_done,
-            apply_ms = (applied - started).as_millis() as u64, results_ms = (written - applied).as_millis() as u64,
+            batch_ms = started.elapsed().as_millis() as u64, apply_ms = apply_time.as_millis() as u64,
+            results_ms = (results_time + (written - synced)).as_millis() as u64,
             commit_ms = written.elapsed().as_millis() as u64, "batch committed");
         Ok(())
+    }
+}
+
+/// Records after which the planner's statistics are first refreshed, then
+/// at each doubling.
+const STATISTICS_FIRST: u64 = 20_000;
+
+/// A batch being applied: its transaction and what it has done so far.
+struct OpenBatch {
+    batch: crate::store::Batch,
+    /// The job's progress once this batch commits.
+    progress: crate::store::JobProgress,
+    rows: usize,
+    bytes: usize,
+    started: Instant,
+    apply_time: Duration,
+    results_time: Duration,
+}
+
+impl OpenBatch {
+    async fn begin(ctx: &Context, job: &Job) -> Result<OpenBatch, IngestError> {
+        Ok(OpenBatch {
+            batch: ctx.store.begin_batch(&job.account).await?,
+            progress: job.progress,
+            rows: 0,
+            bytes: 0,
+            started: Instant::now(),
+            apply_time: Duration::ZERO,
+            results_time: Duration::ZERO,
+        })
     }
 }
 

@@ -53,6 +53,9 @@ pub struct Known {
     pub claimed: HashMap<String, u64>,
     /// Existing customers of the account, by ref.
     pub existing: HashMap<String, StoredCustomer>,
+    /// Customers created already for this batch (their ref was free), by
+    /// ref, with their id.
+    pub inserted: HashMap<String, String>,
 }
 
 /// The writes a batch makes, and each record's outcome.
@@ -109,10 +112,30 @@ pub async fn apply(
 ) -> Result<Vec<RecordOutcome>, StoreError> {
     let (first, _) = firsts(records);
     let keys: Vec<String> = first.iter().map(|&i| claim_key(records[i].claim.unwrap_or_default())).collect();
-    let refs: Vec<&str> =
-        first.iter().filter_map(|&i| records[i].claim).filter(|c| c.chars().count() <= MAX_REF_CHARS).collect();
-    let known =
-        Known { claimed: batch.claimed_refs(job_id, &keys).await?, existing: batch.existing(account, &refs).await? };
+    let claimed = batch.claimed_refs(job_id, &keys).await?;
+    // Most rows of an upload are new: those are inserted at once (if their
+    // ref is still free), and only the others are looked up.
+    let mut inserted = HashMap::new();
+    if writes == Writes::Apply {
+        let candidates: Vec<StoredCustomer> = first
+            .iter()
+            .zip(&keys)
+            .filter(|(_, key)| !claimed.contains_key(*key))
+            .filter_map(|(&i, _)| Some(created(records[i].command?, job_id, records[i].line)))
+            .collect();
+        let new = batch.insert_new(account, &candidates).await?;
+        inserted = candidates
+            .into_iter()
+            .filter(|c| new.contains(&c.customer_ref))
+            .map(|c| (c.customer_ref, c.customer_id))
+            .collect();
+    }
+    let refs: Vec<&str> = first
+        .iter()
+        .filter_map(|&i| records[i].claim)
+        .filter(|c| c.chars().count() <= MAX_REF_CHARS && !inserted.contains_key(*c))
+        .collect();
+    let known = Known { claimed, existing: batch.existing(account, &refs).await?, inserted };
     let mut decided = decide(job_id, scopes, records, &known);
     if writes == Writes::DryRun {
         dry_run(&mut decided);
@@ -142,6 +165,9 @@ pub fn decide(job_id: &str, scopes: Scopes, records: &[BatchRecord<'_>], known: 
             (None, None, _) => {
                 decided.claims.push((key, record.line));
                 RecordOutcome::Invalid
+            }
+            (None, Some(_), None) if known.inserted.contains_key(claim) => {
+                RecordOutcome::Applied(UpsertOutcome::Created(known.inserted[claim].clone()))
             }
             (None, Some(command), None) => {
                 let row = created(command, job_id, record.line);
@@ -260,6 +286,18 @@ mod tests {
         assert!(matches!(again.outcomes[..], [RecordOutcome::Applied(UpsertOutcome::Unchanged(_))]));
         assert!(again.updates.is_empty() && again.inserts.is_empty());
         assert_eq!(again.claims.len(), 1, "an unchanged row still claims its ref");
+    }
+
+    #[test]
+    fn a_row_inserted_ahead_of_the_rules_is_created_with_its_id_and_not_inserted_again() {
+        let c = command("a", "ann@example.com", json!({}));
+        let known = Known { inserted: HashMap::from([("a".to_owned(), "id-1".to_owned())]), ..Known::default() };
+        let decided = decide("j", Scopes::ALL, &[record(2, &c), record(3, &c)], &known);
+        assert_eq!(
+            decided.outcomes,
+            [RecordOutcome::Applied(UpsertOutcome::Created("id-1".into())), RecordOutcome::Duplicate(2)]
+        );
+        assert!(decided.inserts.is_empty() && decided.claims.is_empty());
     }
 
     #[test]

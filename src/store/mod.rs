@@ -15,7 +15,7 @@ use crate::clock::Timestamp;
 use crate::domain::user::{Scopes, SftpUser};
 use crate::domain::{AccountId, AccountSettings, FileEncoding, JobId, PhoneCheck, PhoneRegion, SettingError};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 pub use nodes::{NodeInfo, NodeLock, NodeStart, OwnedJob};
@@ -480,6 +480,13 @@ impl Batch {
 
     pub async fn insert_customers(&mut self, account: &str, rows: &[StoredCustomer]) -> Result<()> {
         on_batch!(self, b => b.insert_customers(account, rows).await)
+    }
+
+    /// Inserts those of `rows` whose ref the account has no customer for,
+    /// and returns their refs; the others are left as they are. One pass
+    /// over the `(account, ref)` index for rows that are mostly new.
+    pub async fn insert_new(&mut self, account: &str, rows: &[StoredCustomer]) -> Result<HashSet<String>> {
+        on_batch!(self, b => b.insert_new(account, rows).await)
     }
 
     pub async fn update_customers(&mut self, rows: &[StoredCustomer]) -> Result<()> {

@@ -11,7 +11,7 @@ use crate::domain::user::SftpUser;
 use crate::domain::AccountSettings;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 /// The database's clock.
@@ -90,9 +90,10 @@ impl PgStore {
     /// Refreshes the planner's statistics of the tables a batch reads. A
     /// table that grew from a few rows to millions within one upload still
     /// carries the plan for a few rows (scanning every row of the account
-    /// for each batch) until autovacuum's next ANALYZE.
+    /// for each batch) until autovacuum's next ANALYZE. Only the key's
+    /// columns: the JSON columns' statistics cost seconds and no plan needs them.
     pub async fn refresh_statistics(&self) -> Result<()> {
-        sqlx::query("ANALYZE customers").execute(&self.pool).await?;
+        sqlx::query("ANALYZE customers (account, ref)").execute(&self.pool).await?;
         sqlx::query("ANALYZE job_refs").execute(&self.pool).await?;
         Ok(())
     }
@@ -103,13 +104,22 @@ impl PgStore {
             .bind(account)
             .execute(&mut *tx)
             .await?;
-        Ok(PgBatch { tx })
+        Ok(PgBatch { tx, savepoints: 0, conflicted: false })
     }
 }
 
 pub struct PgBatch {
     tx: Transaction<'static, Postgres>,
+    /// Savepoints taken for optimistic inserts in this transaction.
+    savepoints: u32,
+    /// An optimistic insert of this transaction met an existing ref: the
+    /// rest of it inserts with `ON CONFLICT`.
+    conflicted: bool,
 }
+
+/// Optimistic inserts per transaction, at most: each savepoint is a
+/// subtransaction, and more than 64 of them slow every session's snapshots.
+const MAX_SAVEPOINTS: u32 = 32;
 
 impl PgBatch {
     /// Earlier claims of `keys` by this job recorded in `job_refs`.
@@ -160,18 +170,84 @@ impl PgBatch {
         Ok(found)
     }
 
+    /// New customers by binary `COPY` straight into the table, in key order
+    /// (each page of the `(account, ref)` index is visited once per batch).
+    /// The rules above the store decided that none of these refs exists, and
+    /// the account's advisory lock keeps it so until the batch commits.
     pub async fn insert_customers(&mut self, account: &str, rows: &[StoredCustomer]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
+        let mut sorted: Vec<&StoredCustomer> = rows.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.customer_ref.cmp(&b.customer_ref));
+        let mut data = CopyData::with_capacity(rows.len() * 256);
+        for c in sorted {
+            data.row(8);
+            data.text(&c.customer_id);
+            data.text(account);
+            data.text(&c.customer_ref);
+            data.jsonb(&c.addresses);
+            data.jsonb(&c.metadata);
+            data.jsonb(&c.appdata);
+            match &c.last_job {
+                Some((job, line)) => {
+                    data.text(job);
+                    data.int8(*line as i64);
+                }
+                None => {
+                    data.null();
+                    data.null();
+                }
+            }
+        }
+        let mut copy = self
+            .tx
+            .copy_in_raw(
+                "COPY customers (customer_id, account, ref, addresses, metadata, appdata, last_job_id, last_line) \
+                 FROM STDIN (FORMAT binary)",
+            )
+            .await?;
+        copy.send(data.finish()).await?;
+        copy.finish().await?;
+        Ok(())
+    }
+
+    /// New customers are usually new: they are copied into the table at
+    /// once (binary `COPY`, in key order, each index entry written once, as
+    /// a bulk load does), under a savepoint. If a ref exists after all, that
+    /// is undone and the rows go in with `ON CONFLICT DO NOTHING` (which
+    /// probes the unique index once more per row), as do the rest of the
+    /// transaction's.
+    pub async fn insert_new(&mut self, account: &str, rows: &[StoredCustomer]) -> Result<HashSet<String>> {
+        if rows.is_empty() {
+            return Ok(HashSet::new());
+        }
+        if !self.conflicted && self.savepoints < MAX_SAVEPOINTS {
+            self.savepoints += 1;
+            sqlx::query("SAVEPOINT intake_insert").execute(&mut *self.tx).await?;
+            match self.insert_customers(account, rows).await {
+                Ok(()) => {
+                    sqlx::query("RELEASE SAVEPOINT intake_insert").execute(&mut *self.tx).await?;
+                    return Ok(rows.iter().map(|c| c.customer_ref.clone()).collect());
+                }
+                Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+                    sqlx::query("ROLLBACK TO SAVEPOINT intake_insert").execute(&mut *self.tx).await?;
+                    sqlx::query("RELEASE SAVEPOINT intake_insert").execute(&mut *self.tx).await?;
+                    self.conflicted = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let c = columns(rows);
-        sqlx::query(
+        let inserted: Vec<String> = sqlx::query_scalar(
             "INSERT INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at,
                last_job_id, last_line)
              SELECT u.id, $1, u.ref, u.addr::jsonb, u.meta::jsonb, u.app::jsonb, now(), now(), u.job, u.line
              FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[])
                AS u(id, ref, addr, meta, app, job, line)
-             ORDER BY u.ref",
+             ORDER BY u.ref
+             ON CONFLICT (account, ref) DO NOTHING
+             RETURNING ref",
         )
         .bind(account)
         .bind(c.ids)
@@ -181,9 +257,9 @@ impl PgBatch {
         .bind(c.appdata)
         .bind(c.jobs)
         .bind(c.lines)
-        .execute(&mut *self.tx)
+        .fetch_all(&mut *self.tx)
         .await?;
-        Ok(())
+        Ok(inserted.into_iter().collect())
     }
 
     pub async fn update_customers(&mut self, updates: &[StoredCustomer]) -> Result<()> {
@@ -237,4 +313,53 @@ fn columns(rows: &[StoredCustomer]) -> Columns {
         out.lines.push(c.last_job.as_ref().map(|(_, l)| *l as i64));
     }
     out
+}
+
+/// Rows in PostgreSQL's binary `COPY` format.
+struct CopyData {
+    buf: Vec<u8>,
+}
+
+impl CopyData {
+    fn with_capacity(bytes: usize) -> CopyData {
+        let mut buf = Vec::with_capacity(bytes + 32);
+        // Signature, flags, header extension length.
+        buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        CopyData { buf }
+    }
+
+    /// Starts a row of `fields` fields.
+    fn row(&mut self, fields: i16) {
+        self.buf.extend_from_slice(&fields.to_be_bytes());
+    }
+
+    fn text(&mut self, value: &str) {
+        self.buf.extend_from_slice(&(value.len() as i32).to_be_bytes());
+        self.buf.extend_from_slice(value.as_bytes());
+    }
+
+    fn int8(&mut self, value: i64) {
+        self.buf.extend_from_slice(&8i32.to_be_bytes());
+        self.buf.extend_from_slice(&value.to_be_bytes());
+    }
+
+    fn null(&mut self) {
+        self.buf.extend_from_slice(&(-1i32).to_be_bytes());
+    }
+
+    /// A `jsonb` field: format version 1, then the JSON text.
+    fn jsonb(&mut self, value: &impl serde::Serialize) {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0, 0, 0, 0, 1]);
+        serde_json::to_writer(&mut self.buf, value).expect("JSON values serialise");
+        let len = (self.buf.len() - at - 4) as i32;
+        self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.buf.extend_from_slice(&(-1i16).to_be_bytes());
+        self.buf
+    }
 }

@@ -8,7 +8,7 @@ use crate::domain::user::SftpUser;
 use crate::domain::AccountSettings;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -37,7 +37,27 @@ const ROWS_PER_STATEMENT: usize = 500;
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The one connection batches are written through: SQLite has one
+    /// writer anyway, and the customers' pages are cached once, in it.
+    batches: SqlitePool,
+    /// When the last batch began.
+    last_batch: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
+
+/// A pause before a batch that follows a long one at once: writers on the
+/// other connections (heartbeats, job claims, new uploads) wait on SQLite's
+/// lock by sleeping and retrying, and would otherwise never find it free
+/// between back-to-back batches of a large upload.
+const YIELD_AFTER_LONG_BATCH: Duration = Duration::from_millis(50);
+
+/// Page cache of the batch connection (KiB): the `(account, ref)` index a
+/// batch probes and extends.
+const BATCH_CACHE_KIB: u32 = 32_768;
+/// Page cache of each other connection (KiB): jobs, accounts, users.
+const CACHE_KIB: u32 = 2_048;
+/// WAL pages after which a commit checkpoints: large, so a page written by
+/// many batches is copied back once (and the WAL is reset at a job's end).
+const WAL_AUTOCHECKPOINT: u32 = 25_000;
 
 impl SqliteStore {
     shared_statements!();
@@ -56,12 +76,21 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30))
-            .pragma("cache_size", "-32768")
-            .pragma("wal_autocheckpoint", "10000")
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT.to_string())
             .pragma("temp_store", "memory");
-        let pool = SqlitePoolOptions::new().max_connections(2).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options.clone().pragma("cache_size", format!("-{CACHE_KIB}")))
+            .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        // Jobs wait their turn here rather than on SQLite's lock; at most
+        // `workers` batches are open at once, each for about a second.
+        let batches = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(300))
+            .connect_with(options.pragma("cache_size", format!("-{BATCH_CACHE_KIB}")))
+            .await?;
+        Ok(SqliteStore { pool, batches, last_batch: Default::default() })
     }
 
     pub async fn claim_job(&self, owner: &str, stale_after_secs: i64, busy: &[String]) -> Result<Option<Job>> {
@@ -98,7 +127,11 @@ impl SqliteStore {
     }
 
     pub async fn begin_batch(&self) -> Result<SqliteBatch> {
-        Ok(SqliteBatch { tx: self.pool.begin_with("BEGIN IMMEDIATE").await? })
+        let previous = self.last_batch.lock().expect("batch clock").replace(std::time::Instant::now());
+        if previous.is_some_and(|at| (Duration::from_millis(500)..Duration::from_secs(2)).contains(&at.elapsed())) {
+            tokio::time::sleep(YIELD_AFTER_LONG_BATCH).await;
+        }
+        Ok(SqliteBatch { tx: self.batches.begin_with("BEGIN IMMEDIATE").await? })
     }
 }
 
@@ -118,7 +151,7 @@ impl SqliteBatch {
                 list.push_bind(key.as_str());
             }
             q.push(")");
-            for row in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
+            for row in q.build().persistent(chunk.len() == ROWS_PER_STATEMENT).fetch_all(&mut *self.tx).await? {
                 earlier.insert(row.try_get(0)?, row.try_get::<i64, _>(1)? as u64);
             }
         }
@@ -131,7 +164,7 @@ impl SqliteBatch {
             q.push_values(chunk, |mut b, (key, line)| {
                 b.push_bind(job_id).push_bind(key.as_str()).push_bind(*line as i64);
             });
-            q.build().persistent(false).execute(&mut *self.tx).await?;
+            q.build().persistent(chunk.len() == ROWS_PER_STATEMENT).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -147,7 +180,7 @@ impl SqliteBatch {
                 list.push_bind(*r);
             }
             q.push(")");
-            for row in q.build().persistent(false).fetch_all(&mut *self.tx).await? {
+            for row in q.build().persistent(chunk.len() == ROWS_PER_STATEMENT).fetch_all(&mut *self.tx).await? {
                 let c = rows::customer(&row)?;
                 found.insert(c.customer_ref.clone(), c);
             }
@@ -156,6 +189,9 @@ impl SqliteBatch {
     }
 
     pub async fn insert_customers(&mut self, account: &str, rows: &[StoredCustomer]) -> Result<()> {
+        // In key order: each index page is visited once per batch.
+        let mut rows: Vec<&StoredCustomer> = rows.iter().collect();
+        rows.sort_unstable_by(|a, b| a.customer_ref.cmp(&b.customer_ref));
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at, \
@@ -176,9 +212,43 @@ impl SqliteBatch {
                     .push_bind(job)
                     .push_bind(line);
             });
-            q.build().persistent(false).execute(&mut *self.tx).await?;
+            q.build().persistent(chunk.len() == ROWS_PER_STATEMENT).execute(&mut *self.tx).await?;
         }
         Ok(())
+    }
+
+    pub async fn insert_new(&mut self, account: &str, rows: &[StoredCustomer]) -> Result<HashSet<String>> {
+        let mut rows: Vec<&StoredCustomer> = rows.iter().collect();
+        rows.sort_unstable_by(|a, b| a.customer_ref.cmp(&b.customer_ref));
+        let mut inserted = HashSet::with_capacity(rows.len());
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            // OR IGNORE, not ON CONFLICT DO NOTHING: a statement that cannot
+            // abort needs no statement journal (a copy of every page it changes).
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, \
+                 updated_at, last_job_id, last_line) ",
+            );
+            q.push_values(chunk, |mut b, c| {
+                let (addresses, metadata, appdata) = c.json_columns();
+                let (job, line) =
+                    c.last_job.as_ref().map(|(j, l)| (Some(j.as_str()), Some(*l as i64))).unwrap_or((None, None));
+                b.push_bind(&c.customer_id)
+                    .push_bind(account)
+                    .push_bind(&c.customer_ref)
+                    .push_bind(addresses)
+                    .push_bind(metadata)
+                    .push_bind(appdata)
+                    .push(NOW)
+                    .push(NOW)
+                    .push_bind(job)
+                    .push_bind(line);
+            });
+            q.push(" RETURNING ref");
+            for row in q.build().persistent(chunk.len() == ROWS_PER_STATEMENT).fetch_all(&mut *self.tx).await? {
+                inserted.insert(row.try_get(0)?);
+            }
+        }
+        Ok(inserted)
     }
 
     pub async fn update_customers(&mut self, updates: &[StoredCustomer]) -> Result<()> {
