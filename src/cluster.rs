@@ -127,8 +127,14 @@ impl Node {
             Ok(owners) => {
                 for owner in owners.into_iter().filter(|o| *o != self.owner) {
                     tracing::info!(owner = %owner, "a node died (its database session is gone): resuming its jobs");
-                    if let Err(e) = store.release_owner(&owner, false).await {
-                        tracing::warn!(error = %e, owner = %owner, "cannot release a dead node's jobs");
+                    match store.release_owner(&owner, false).await {
+                        // Said once: the node is marked stopped (`intake nodes`).
+                        Ok(()) => {
+                            if let Err(e) = store.owner_stopped(&owner).await {
+                                tracing::warn!(error = %e, owner = %owner, "cannot mark a dead node stopped");
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, owner = %owner, "cannot release a dead node's jobs"),
                     }
                 }
             }

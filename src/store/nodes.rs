@@ -100,6 +100,15 @@ macro_rules! nodes_statements {
             Ok(())
         }
 
+        /// Marks the process `owner` stopped (it was seen dead), once.
+        pub async fn owner_stopped(&self, owner: &str) -> Result<()> {
+            sqlx::query(&format!("UPDATE nodes SET stopped_at = {NOW} WHERE owner = $1 AND stopped_at IS NULL"))
+                .bind(owner)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+
         /// Running jobs of earlier starts of node `node_id` (owners
         /// `node_id:…` other than `owner`) are released at once: the node's
         /// lock says no other process of it lives. A crash counts as an attempt.
@@ -278,6 +287,10 @@ impl Store {
 
     pub async fn node_stopped(&self, node_id: &str, owner: &str) -> Result<()> {
         on_store!(self, s => s.node_stopped(node_id, owner).await)
+    }
+
+    pub async fn owner_stopped(&self, owner: &str) -> Result<()> {
+        on_store!(self, s => s.owner_stopped(owner).await)
     }
 
     pub async fn release_node_leftovers(&self, node_id: &str, owner: &str) -> Result<u64> {

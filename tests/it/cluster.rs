@@ -317,6 +317,10 @@ async fn a_node_killed_mid_job_loses_nothing(c: &mut Cluster) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let takeover = killed.elapsed();
+    wait_until(Duration::from_secs(10), "the dead node marked stopped", || async {
+        c.nodes_json().await.iter().all(|n| n["node_id"] != "node-a")
+    })
+    .await;
     eprintln!("takeover after kill -9: {:.1} s for {} jobs", takeover.as_secs_f64(), lost.len());
     for client in clients {
         client.await.unwrap();
