@@ -193,25 +193,7 @@ impl SqliteBatch {
         let mut rows: Vec<&StoredCustomer> = rows.iter().collect();
         rows.sort_unstable_by(|a, b| a.customer_ref.cmp(&b.customer_ref));
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at, \
-                 last_job_id, last_line) ",
-            );
-            q.push_values(chunk, |mut b, c| {
-                let (addresses, metadata, appdata) = c.json_columns();
-                let (job, line) =
-                    c.last_job.as_ref().map(|(j, l)| (Some(j.as_str()), Some(*l as i64))).unwrap_or((None, None));
-                b.push_bind(&c.customer_id)
-                    .push_bind(account)
-                    .push_bind(&c.customer_ref)
-                    .push_bind(addresses)
-                    .push_bind(metadata)
-                    .push_bind(appdata)
-                    .push(NOW)
-                    .push(NOW)
-                    .push_bind(job)
-                    .push_bind(line);
-            });
+            let mut q = insert_statement("INSERT", account, chunk);
             q.build().persistent(chunk.len() == ROWS_PER_STATEMENT).execute(&mut *self.tx).await?;
         }
         Ok(())
@@ -224,25 +206,7 @@ impl SqliteBatch {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             // OR IGNORE, not ON CONFLICT DO NOTHING: a statement that cannot
             // abort needs no statement journal (a copy of every page it changes).
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT OR IGNORE INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, \
-                 updated_at, last_job_id, last_line) ",
-            );
-            q.push_values(chunk, |mut b, c| {
-                let (addresses, metadata, appdata) = c.json_columns();
-                let (job, line) =
-                    c.last_job.as_ref().map(|(j, l)| (Some(j.as_str()), Some(*l as i64))).unwrap_or((None, None));
-                b.push_bind(&c.customer_id)
-                    .push_bind(account)
-                    .push_bind(&c.customer_ref)
-                    .push_bind(addresses)
-                    .push_bind(metadata)
-                    .push_bind(appdata)
-                    .push(NOW)
-                    .push(NOW)
-                    .push_bind(job)
-                    .push_bind(line);
-            });
+            let mut q = insert_statement("INSERT OR IGNORE", account, chunk);
             q.push(" RETURNING ref");
             for row in q.build().persistent(chunk.len() == ROWS_PER_STATEMENT).fetch_all(&mut *self.tx).await? {
                 inserted.insert(row.try_get(0)?);
@@ -273,4 +237,27 @@ impl SqliteBatch {
     }
 
     batch_statements!();
+}
+
+/// `VERB INTO customers (…) VALUES …` for one chunk of `account`'s customers.
+fn insert_statement<'a>(verb: &str, account: &'a str, chunk: &[&'a StoredCustomer]) -> QueryBuilder<'a, Sqlite> {
+    let mut q = QueryBuilder::<Sqlite>::new(format!(
+        "{verb} INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at, \
+         last_job_id, last_line) "
+    ));
+    q.push_values(chunk, |mut b, c| {
+        let (addresses, metadata, appdata) = c.json_columns();
+        let (job, line) = c.last_job.as_ref().map(|(j, l)| (Some(j.as_str()), Some(*l as i64))).unwrap_or((None, None));
+        b.push_bind(&c.customer_id)
+            .push_bind(account)
+            .push_bind(&c.customer_ref)
+            .push_bind(addresses)
+            .push_bind(metadata)
+            .push_bind(appdata)
+            .push(NOW)
+            .push(NOW)
+            .push_bind(job)
+            .push_bind(line);
+    });
+    q
 }
