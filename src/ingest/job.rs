@@ -222,13 +222,57 @@ fn read_batch(mut upload: Upload, limits: ChunkLimits) -> NextBatch {
     })
 }
 
+/// The results file, written on a blocking thread while the job applies its
+/// next chunk: formatting and writing a chunk's results (and freeing its
+/// rows) is off the path between one database round trip and the next.
+struct Results {
+    writer: Option<Box<ResultsWriter>>,
+    pending: Option<tokio::task::JoinHandle<(Box<ResultsWriter>, std::io::Result<()>)>>,
+}
+
+impl Results {
+    fn new(writer: ResultsWriter) -> Results {
+        Results { writer: Some(Box::new(writer)), pending: None }
+    }
+
+    /// The writer, once what was handed to it is written.
+    async fn ready(&mut self) -> Result<&mut ResultsWriter, IngestError> {
+        if let Some(pending) = self.pending.take() {
+            let (writer, written) = pending.await?;
+            self.writer = Some(writer);
+            written.map_err(io_err("while writing the results file"))?;
+        }
+        Ok(self.writer.as_mut().expect("the results writer is here or pending"))
+    }
+
+    /// Appends `rows` on a blocking thread (`ready` waits for it).
+    async fn write(&mut self, rows: Vec<RowResult>) -> Result<(), IngestError> {
+        self.ready().await?;
+        let mut writer = self.writer.take().expect("the results writer is here");
+        let span = tracing::Span::current();
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            let _in_job = span.enter();
+            let written = rows.iter().try_for_each(|r| writer.write(r));
+            (writer, written)
+        }));
+        Ok(())
+    }
+
+    /// Flushes everything to disk.
+    async fn finish(mut self) -> Result<(), IngestError> {
+        self.ready().await?;
+        let writer = self.writer.take().expect("the results writer is here");
+        blocking("while writing the results file".into(), move || writer.finish()).await
+    }
+}
+
 /// How often a running job's progress file is brought up to date, at most.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 enum State {
     Rows {
         next: NextBatch,
-        results: Box<ResultsWriter>,
+        results: Results,
     },
     /// No record is left, or the file is rejected: decide, then publish.
     Ending(Ending),
@@ -242,6 +286,8 @@ pub struct JobRunner {
     state: Option<State>,
     /// When the progress file was last published.
     progress_at: Option<Instant>,
+    /// New or existing refs, as the last chunk held.
+    expect: upsert::Expect,
 }
 
 /// Runs blocking file work off the async threads.
@@ -304,7 +350,7 @@ impl JobRunner {
         std::fs::create_dir_all(&spool).map_err(io_err("while creating the job's spool"))?;
         publish::adopt_results(ctx, &job).map_err(io_err("while taking over the committed results"))?;
         let results = ResultsWriter::open(&publish::results_path(ctx, &job), job.progress.results_offset, bom)
-            .map(Box::new)
+            .map(Results::new)
             .map_err(io_err("while opening the results file"))?;
         progress::publish_owned(ctx, &job, ProgressState::Running, upload.consumed.load(Ordering::Relaxed)).await;
         let next = read_batch(upload, ctx.batch.chunk(0, 0));
@@ -314,7 +360,7 @@ impl JobRunner {
     }
 
     fn new(job: Job, state: State) -> JobRunner {
-        JobRunner { job, state: Some(state), progress_at: None }
+        JobRunner { job, state: Some(state), progress_at: None, expect: upsert::Expect::default() }
     }
 
     fn ending(job: Job, ending: Ending) -> JobRunner {
@@ -347,7 +393,7 @@ impl JobRunner {
                         if let Some(open) = batch.take() {
                             self.commit(ctx, open, &mut results).await?;
                         }
-                        results.finish().map_err(io_err("while writing the results file"))?;
+                        results.finish().await?;
                         self.state = Some(State::Ending(Ending::Completed));
                         return Ok(Step::More);
                     }
@@ -382,7 +428,7 @@ impl JobRunner {
         &mut self,
         open: &mut OpenBatch,
         mut rows: Vec<ParsedRow>,
-        results: &mut ResultsWriter,
+        results: &mut Results,
     ) -> Result<(), IngestError> {
         let started = Instant::now();
         let records: Vec<BatchRecord<'_>> = rows
@@ -391,7 +437,8 @@ impl JobRunner {
             .collect();
         let writes = if self.job.kind.is_dry_run() { Writes::DryRun } else { Writes::Apply };
         let (job_id, account, scopes) = (&self.job.job_id, &self.job.account, self.job.scopes);
-        let outcomes = upsert::apply(&mut open.batch, job_id, account, scopes, &records, writes).await?;
+        let outcomes =
+            upsert::apply(&mut open.batch, job_id, account, scopes, &records, writes, &mut self.expect).await?;
         drop(records);
         open.apply_time += started.elapsed();
         let written = Instant::now();
@@ -401,6 +448,7 @@ impl JobRunner {
             }
         }
         let progress = &mut open.progress;
+        let mut chunk = Vec::with_capacity(rows.len());
         for (row, outcome) in rows.into_iter().zip(outcomes) {
             fault_injection::at_ref(row.claim.as_deref());
             let result = row_result(row, outcome);
@@ -412,17 +460,19 @@ impl JobRunner {
             }
             progress.records_done += 1;
             open.rows += 1;
-            results.write(&result).map_err(io_err("while writing the results file"))?;
+            chunk.push(result);
         }
+        results.write(chunk).await?;
         open.results_time += written.elapsed();
         Ok(())
     }
 
     /// Commits the batch: its upserts with the results written so far (on
     /// disk first) and the job's progress, in one transaction.
-    async fn commit(&mut self, ctx: &Context, open: OpenBatch, results: &mut ResultsWriter) -> Result<(), IngestError> {
+    async fn commit(&mut self, ctx: &Context, open: OpenBatch, results: &mut Results) -> Result<(), IngestError> {
         let OpenBatch { batch, mut progress, started, apply_time, results_time, .. } = open;
         let synced = Instant::now();
+        let results = results.ready().await?;
         progress.results_offset = results.flush().map_err(io_err("while writing the results file"))?;
         // On disk before the offset is committed: after a power loss the
         // committed offset never points past the file's end.

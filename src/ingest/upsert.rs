@@ -98,10 +98,24 @@ pub enum Writes {
     DryRun,
 }
 
+/// What a job expects of the valid rows of its next chunk, from what its
+/// last chunk held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Expect {
+    /// Mostly new refs (a first import): inserted before anything is looked
+    /// up; only the refs that were taken are looked up.
+    #[default]
+    New,
+    /// Mostly existing refs (a re-import): looked up first, and only the
+    /// ones found free are inserted (no insert attempt that fails per row).
+    Existing,
+}
+
 /// Applies a batch of records of job `job_id` under the rules of spec §3.
 /// A claim leaves a trace: created and updated customers carry the job and
 /// line in `last_job`; other claims go to the job's claim table. Both commit
-/// with the batch, so a resumed job sees every earlier claim.
+/// with the batch, so a resumed job sees every earlier claim. `expect` says
+/// how to find the new rows, and is updated from what this chunk held.
 pub async fn apply(
     batch: &mut Batch,
     job_id: &str,
@@ -109,22 +123,33 @@ pub async fn apply(
     scopes: Scopes,
     records: &[BatchRecord<'_>],
     writes: Writes,
+    expect: &mut Expect,
 ) -> Result<Vec<RecordOutcome>, StoreError> {
     let (first, _) = firsts(records);
     let keys: Vec<String> = first.iter().map(|&i| claim_key(records[i].claim.unwrap_or_default())).collect();
-    let claimed = batch.claimed_refs(job_id, &keys).await?;
-    // Most rows of an upload are new: those are inserted at once (if their
-    // ref is still free), and only the others are looked up.
-    let mut inserted = HashMap::new();
-    if writes == Writes::Apply {
-        let candidates: Vec<StoredCustomer> = first
+    let insert_first = writes == Writes::Apply && *expect == Expect::New;
+    // The new rows are made while the database looks for earlier claims.
+    let new_rows = async {
+        if !insert_first {
+            return Vec::new();
+        }
+        first
             .iter()
             .zip(&keys)
-            .filter(|(_, key)| !claimed.contains_key(*key))
-            .filter_map(|(&i, _)| Some(created(records[i].command?, job_id, records[i].line)))
-            .collect();
-        let new = batch.insert_new(account, &candidates).await?;
-        inserted = candidates
+            .filter_map(|(&i, key)| Some((key, created(records[i].command?, job_id, records[i].line))))
+            .collect()
+    };
+    let (claimed, new_rows) = tokio::join!(batch.claimed_refs(job_id, &keys), new_rows);
+    let claimed = claimed?;
+    let candidates =
+        first.iter().zip(&keys).filter(|(&i, key)| records[i].command.is_some() && !claimed.contains_key(*key));
+    let candidates = candidates.count();
+    let mut inserted = HashMap::new();
+    if insert_first {
+        let rows: Vec<StoredCustomer> =
+            new_rows.into_iter().filter(|(key, _)| !claimed.contains_key(*key)).map(|(_, row)| row).collect();
+        let new = batch.insert_new(account, &rows).await?;
+        inserted = rows
             .into_iter()
             .filter(|c| new.contains(&c.customer_ref))
             .map(|c| (c.customer_ref, c.customer_id))
@@ -139,6 +164,9 @@ pub async fn apply(
     let mut decided = decide(job_id, scopes, records, &known);
     if writes == Writes::DryRun {
         dry_run(&mut decided);
+    } else if candidates > 0 {
+        let new = known.inserted.len() + decided.inserts.len();
+        *expect = if new * 2 >= candidates { Expect::New } else { Expect::Existing };
     }
     batch.insert_customers(account, &decided.inserts).await?;
     batch.update_customers(&decided.updates).await?;

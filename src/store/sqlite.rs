@@ -31,7 +31,7 @@ fn at(t: Timestamp) -> String {
     crate::clock::format_stored(t)
 }
 
-/// Rows per multi-row statement: 8 binds each, far under the bind limit.
+/// Rows per multi-row statement: 10 binds each, far under the bind limit.
 const ROWS_PER_STATEMENT: usize = 500;
 
 #[derive(Clone)]
@@ -131,29 +131,38 @@ impl SqliteStore {
         if previous.is_some_and(|at| (Duration::from_millis(500)..Duration::from_secs(2)).contains(&at.elapsed())) {
             tokio::time::sleep(YIELD_AFTER_LONG_BATCH).await;
         }
-        Ok(SqliteBatch { tx: self.batches.begin_with("BEGIN IMMEDIATE").await? })
+        let mut tx = self.batches.begin_with("BEGIN IMMEDIATE").await?;
+        let now = sqlx::query_scalar(&format!("SELECT {NOW}")).fetch_one(&mut *tx).await?;
+        Ok(SqliteBatch { tx, now })
     }
 }
 
 pub struct SqliteBatch {
     tx: Transaction<'static, Sqlite>,
+    /// The database's clock when the batch began: the creation time of the
+    /// customers it inserts (as PostgreSQL's `now()`, the transaction's
+    /// start), bound once rather than computed twice for every row.
+    now: String,
 }
 
 impl SqliteBatch {
-    /// Earlier claims of `keys` by this job recorded in `job_refs`.
+    /// Earlier claims of `keys` by this job recorded in `job_refs`: one
+    /// statement, the keys bound as one JSON array.
     pub async fn claimed_refs(&mut self, job_id: &str, keys: &[String]) -> Result<HashMap<String, u64>> {
         let mut earlier = HashMap::new();
-        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new("SELECT ref_key, line FROM job_refs WHERE job_id = ");
-            q.push_bind(job_id).push(" AND ref_key IN (");
-            let mut list = q.separated(", ");
-            for key in chunk {
-                list.push_bind(key.as_str());
-            }
-            q.push(")");
-            for row in q.build().persistent(chunk.len() == ROWS_PER_STATEMENT).fetch_all(&mut *self.tx).await? {
-                earlier.insert(row.try_get(0)?, row.try_get::<i64, _>(1)? as u64);
-            }
+        if keys.is_empty() {
+            return Ok(earlier);
+        }
+        let keys = serde_json::to_string(keys).expect("strings serialise");
+        let rows = sqlx::query(
+            "SELECT ref_key, line FROM job_refs WHERE job_id = ? AND ref_key IN (SELECT value FROM json_each(?))",
+        )
+        .bind(job_id)
+        .bind(keys)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        for row in rows {
+            earlier.insert(row.try_get(0)?, row.try_get::<i64, _>(1)? as u64);
         }
         Ok(earlier)
     }
@@ -193,7 +202,7 @@ impl SqliteBatch {
         let mut rows: Vec<&StoredCustomer> = rows.iter().collect();
         rows.sort_unstable_by(|a, b| a.customer_ref.cmp(&b.customer_ref));
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut q = insert_statement("INSERT", account, chunk);
+            let mut q = insert_statement("INSERT", account, &self.now, chunk);
             q.build().persistent(chunk.len() == ROWS_PER_STATEMENT).execute(&mut *self.tx).await?;
         }
         Ok(())
@@ -203,16 +212,57 @@ impl SqliteBatch {
         let mut rows: Vec<&StoredCustomer> = rows.iter().collect();
         rows.sort_unstable_by(|a, b| a.customer_ref.cmp(&b.customer_ref));
         let mut inserted = HashSet::with_capacity(rows.len());
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            // OR IGNORE, not ON CONFLICT DO NOTHING: a statement that cannot
-            // abort needs no statement journal (a copy of every page it changes).
-            let mut q = insert_statement("INSERT OR IGNORE", account, chunk);
-            q.push(" RETURNING ref");
-            for row in q.build().persistent(chunk.len() == ROWS_PER_STATEMENT).fetch_all(&mut *self.tx).await? {
-                inserted.insert(row.try_get(0)?);
+        let now = self.now.clone();
+        // OR IGNORE, not ON CONFLICT DO NOTHING: a statement that cannot
+        // abort needs no statement journal (a copy of every page it changes).
+        let statement = |chunk| insert_statement("INSERT OR IGNORE", account, &now, chunk);
+        let mut chunks = rows.chunks(ROWS_PER_STATEMENT);
+        let mut next = chunks.next().map(|chunk| (chunk, statement(chunk)));
+        while let Some((chunk, mut q)) = next.take() {
+            // The next statement is built (its JSON written, its values
+            // bound) while SQLite's thread runs this one.
+            let (done, following) =
+                tokio::join!(q.build().persistent(chunk.len() == ROWS_PER_STATEMENT).execute(&mut *self.tx), async {
+                    chunks.next().map(|chunk| (chunk, statement(chunk)))
+                });
+            if done?.rows_affected() == chunk.len() as u64 {
+                // The usual case, a new customer per row: no row to read back.
+                inserted.extend(chunk.iter().map(|c| c.customer_ref.clone()));
+            } else {
+                inserted.extend(self.inserted_of(chunk).await?);
             }
+            next = following;
         }
         Ok(inserted)
+    }
+
+    /// Which rows of `chunk` an `INSERT OR IGNORE` inserted: those whose new
+    /// customer id is in the table with the row's own ref, job and line.
+    async fn inserted_of(&mut self, chunk: &[&StoredCustomer]) -> Result<Vec<String>> {
+        let mut q =
+            QueryBuilder::<Sqlite>::new("SELECT ref, last_job_id, last_line FROM customers WHERE customer_id IN (");
+        let mut list = q.separated(", ");
+        for c in chunk {
+            list.push_bind(c.customer_id.as_str());
+        }
+        q.push(")");
+        let found: HashSet<(String, Option<String>, Option<i64>)> = q
+            .build()
+            .persistent(false)
+            .fetch_all(&mut *self.tx)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect::<Result<_>>()?;
+        Ok(chunk
+            .iter()
+            .filter(|c| {
+                let (job, line) =
+                    c.last_job.as_ref().map(|(j, l)| (Some(j.clone()), Some(*l as i64))).unwrap_or_default();
+                found.contains(&(c.customer_ref.clone(), job, line))
+            })
+            .map(|c| c.customer_ref.clone())
+            .collect())
     }
 
     pub async fn update_customers(&mut self, updates: &[StoredCustomer]) -> Result<()> {
@@ -220,13 +270,14 @@ impl SqliteBatch {
             let (addresses, metadata, appdata) = c.json_columns();
             let (job, line) =
                 c.last_job.as_ref().map(|(j, l)| (Some(j.as_str()), Some(*l as i64))).unwrap_or((None, None));
-            sqlx::query(&format!(
-                "UPDATE customers SET addresses = ?, metadata = ?, appdata = ?, updated_at = {NOW}, last_job_id = ?,
+            sqlx::query(
+                "UPDATE customers SET addresses = ?, metadata = ?, appdata = ?, updated_at = ?, last_job_id = ?,
                    last_line = ? WHERE customer_id = ?",
-            ))
+            )
             .bind(addresses)
             .bind(metadata)
             .bind(appdata)
+            .bind(self.now.as_str())
             .bind(job)
             .bind(line)
             .bind(&c.customer_id)
@@ -239,8 +290,13 @@ impl SqliteBatch {
     batch_statements!();
 }
 
-/// `VERB INTO customers (…) VALUES …` for one chunk of `account`'s customers.
-fn insert_statement<'a>(verb: &str, account: &'a str, chunk: &[&'a StoredCustomer]) -> QueryBuilder<'a, Sqlite> {
+/// `VERB INTO customers (…) VALUES …` for one chunk of `account`'s customers, created `now`.
+fn insert_statement<'a>(
+    verb: &str,
+    account: &'a str,
+    now: &'a str,
+    chunk: &[&'a StoredCustomer],
+) -> QueryBuilder<'a, Sqlite> {
     let mut q = QueryBuilder::<Sqlite>::new(format!(
         "{verb} INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at, \
          last_job_id, last_line) "
@@ -254,8 +310,8 @@ fn insert_statement<'a>(verb: &str, account: &'a str, chunk: &[&'a StoredCustome
             .push_bind(addresses)
             .push_bind(metadata)
             .push_bind(appdata)
-            .push(NOW)
-            .push(NOW)
+            .push_bind(now)
+            .push_bind(now)
             .push_bind(job)
             .push_bind(line);
     });

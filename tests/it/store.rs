@@ -5,7 +5,7 @@ use intake::domain::user::{Scopes, SftpUser};
 use intake::domain::{
     AccountId, AccountSettings, Address, AddressKind, Addresses, CreateCustomer, CustomerRef, JsonObject, PhoneCheck,
 };
-use intake::ingest::upsert::{apply, BatchRecord, RecordOutcome, UpsertOutcome, Writes};
+use intake::ingest::upsert::{apply, BatchRecord, Expect, RecordOutcome, UpsertOutcome, Writes};
 use intake::store::{JobProgress, JobStatus, NewJob, Store, StoreError};
 use serde_json::{json, Map, Value};
 
@@ -74,7 +74,8 @@ async fn upsert(store: &Store, avid: &str, may_update: bool, commands: &[CreateC
     let job = owned_job(store, &owner).await;
     let mut batch = store.begin_batch(avid).await.unwrap();
     let scopes = if may_update { Scopes::ALL } else { Scopes::CREATE_ONLY };
-    let outcomes = apply(&mut batch, &job, avid, scopes, &records(commands), Writes::Apply).await.unwrap();
+    let outcomes =
+        apply(&mut batch, &job, avid, scopes, &records(commands), Writes::Apply, &mut Expect::default()).await.unwrap();
     batch.commit(&job, &owner, &JobProgress::default()).await.unwrap();
     outcomes
         .into_iter()
@@ -165,7 +166,9 @@ async fn a_batch_that_is_not_committed_leaves_nothing(db: TestDb) {
     {
         let mut batch = store.begin_batch("acme").await.unwrap();
         let c = [command("c1", &["+15555001234"], json!({}), json!({}))];
-        apply(&mut batch, "some-job", "acme", Scopes::ALL, &records(&c), Writes::Apply).await.unwrap();
+        apply(&mut batch, "some-job", "acme", Scopes::ALL, &records(&c), Writes::Apply, &mut Expect::default())
+            .await
+            .unwrap();
         // dropped: rolled back, as after a crash
     }
     assert_eq!(store.count_customers("acme").await.unwrap(), 0);
@@ -173,20 +176,30 @@ async fn a_batch_that_is_not_committed_leaves_nothing(db: TestDb) {
 
 async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
     let store = db.store().await;
-    store.add_account(&account("acme")).await.unwrap();
-    upsert(&store, "acme", true, &[command("old", &["+15555001234"], json!({}), json!({}))]).await;
-    store.create_job(&new_job("job-1", "acme")).await.unwrap();
-    store.mark_queued("job-1", None, Scopes::ALL).await.unwrap();
-    store.claim_job("me", LIVE, &[]).await.unwrap().unwrap();
+    // The same outcomes whether a chunk's new rows are inserted first or
+    // looked up first (each strategy in an account and jobs of its own).
+    claims_across_batches(&store, Expect::New, "acme", "job-1").await;
+    claims_across_batches(&store, Expect::Existing, "initech", "job-3").await;
+}
+
+async fn claims_across_batches(store: &Store, strategy: Expect, acme: &str, job_1: &str) {
+    store.add_account(&account(acme)).await.unwrap();
+    upsert(store, acme, true, &[command("old", &["+15555001234"], json!({}), json!({}))]).await;
+    store.create_job(&new_job(job_1, acme)).await.unwrap();
+    store.mark_queued(job_1, None, Scopes::ALL).await.unwrap();
+    let me = format!("me-{job_1}");
+    let claimed = store.claim_job(&me, LIVE, &[]).await.unwrap().unwrap();
+    assert_eq!(claimed.job_id.as_str(), job_1);
     let valid = |r: &str| command(r, &["+15555001234"], json!({}), json!({}));
     let (a, old, b) = (valid("a"), valid("old"), valid("b"));
     let rec = |line, claim, command| BatchRecord { line, claim, command };
+    let mut expect = strategy;
     // Batch 1: `a` created; `bad` invalid (claims it anyway); `old` unchanged; `a` again.
-    let mut batch = store.begin_batch("acme").await.unwrap();
+    let mut batch = store.begin_batch(acme).await.unwrap();
     let first = apply(
         &mut batch,
-        "job-1",
-        "acme",
+        job_1,
+        acme,
         Scopes::ALL,
         &[
             rec(2, Some("a"), Some(&a)),
@@ -196,6 +209,7 @@ async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
             rec(6, None, None),
         ],
         Writes::Apply,
+        &mut expect,
     )
     .await
     .unwrap();
@@ -205,14 +219,15 @@ async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
     assert_eq!(first[3], RecordOutcome::Duplicate(2));
     assert_eq!(first[4], RecordOutcome::Invalid);
     let progress = JobProgress { records_done: 5, results_offset: 99, created: 1, ..Default::default() };
-    batch.commit("job-1", "me", &progress).await.unwrap();
+    batch.commit(job_1, &me, &progress).await.unwrap();
     // Batch 2: every earlier claim is seen, whatever became of its record.
-    let mut batch = store.begin_batch("acme").await.unwrap();
+    let mut batch = store.begin_batch(acme).await.unwrap();
+    expect = strategy;
     let bad_now_valid = valid("bad");
     let second = apply(
         &mut batch,
-        "job-1",
-        "acme",
+        job_1,
+        acme,
         Scopes::ALL,
         &[
             rec(7, Some("a"), None),
@@ -222,6 +237,7 @@ async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
             rec(11, Some("a"), Some(&a)),
         ],
         Writes::Apply,
+        &mut expect,
     )
     .await
     .unwrap();
@@ -230,11 +246,20 @@ async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
     // A second duplicate in the same batch names the file's first line too, not the batch's.
     assert_eq!(second[4], RecordOutcome::Duplicate(2));
     // Another job's claims are its own.
-    let other =
-        apply(&mut batch, "job-2", "acme", Scopes::ALL, &[rec(2, Some("zzz"), None)], Writes::Apply).await.unwrap();
+    let other = apply(
+        &mut batch,
+        &format!("{job_1}-other"),
+        acme,
+        Scopes::ALL,
+        &[rec(2, Some("zzz"), None)],
+        Writes::Apply,
+        &mut Expect::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(other, [RecordOutcome::Invalid]);
     drop(batch);
-    let stored = store.get_job("job-1").await.unwrap().unwrap();
+    let stored = store.get_job(job_1).await.unwrap().unwrap();
     assert_eq!(stored.progress, progress);
 }
 
@@ -283,7 +308,9 @@ async fn a_job_is_never_claimed_twice(db: TestDb) {
     // Its former owner can no longer commit: nothing of its batch lands.
     let mut batch = store.begin_batch(&taken.account).await.unwrap();
     let c = [command("late", &["+15555001234"], json!({}), json!({}))];
-    apply(&mut batch, &taken.job_id, &taken.account, Scopes::ALL, &records(&c), Writes::Apply).await.unwrap();
+    apply(&mut batch, &taken.job_id, &taken.account, Scopes::ALL, &records(&c), Writes::Apply, &mut Expect::default())
+        .await
+        .unwrap();
     let err = batch.commit(&taken.job_id, owner_of(&taken.job_id), &JobProgress::default()).await.unwrap_err();
     assert!(matches!(err, StoreError::NotOwner(_)), "{err}");
     assert_eq!(store.count_customers(&taken.account).await.unwrap(), 0, "a fenced-off batch commits nothing");
@@ -319,7 +346,49 @@ async fn accounts_and_users_are_managed(db: TestDb) {
     assert!(matches!(store.remove_user("acme-ops").await, Err(StoreError::NotFound(_))));
 }
 
+/// A chunk of mostly existing refs makes the next one look up first; a
+/// chunk of mostly new ones, insert first. Outcomes are the same either way.
+async fn a_reimport_is_looked_up_first(db: TestDb) {
+    let store = db.store().await;
+    store.add_account(&account("acme")).await.unwrap();
+    let row = |r: &str, city: &str| command(r, &["+15555001234"], json!({"city": city}), json!({}));
+    let first = [row("r1", "Oslo"), row("r2", "Oslo"), row("r3", "Oslo"), row("r4", "Oslo")];
+    upsert(&store, "acme", true, &first).await;
+    let mut expect = Expect::New;
+    // Each chunk as the first of an upload of its own (a ref is claimed once per upload).
+    let run = async |commands: &[CreateCustomer], expect: &mut Expect| {
+        let owner = uuid::Uuid::new_v4().to_string();
+        let job = owned_job(&store, &owner).await;
+        let mut batch = store.begin_batch("acme").await.unwrap();
+        let out = apply(&mut batch, &job, "acme", Scopes::ALL, &records(commands), Writes::Apply, expect).await;
+        batch.commit(&job, &owner, &JobProgress::default()).await.unwrap();
+        out.unwrap()
+    };
+    let kind = |o: &RecordOutcome| match o {
+        RecordOutcome::Applied(UpsertOutcome::Created(_)) => "created",
+        RecordOutcome::Applied(UpsertOutcome::Updated(_)) => "updated",
+        RecordOutcome::Applied(UpsertOutcome::Unchanged(_)) => "unchanged",
+        other => panic!("{other:?}"),
+    };
+    // Inserted first: every ref was taken.
+    let out = run(&[row("r1", "Lima"), row("r2", "Oslo")], &mut expect).await;
+    assert_eq!(out.iter().map(kind).collect::<Vec<_>>(), ["updated", "unchanged"]);
+    assert_eq!(expect, Expect::Existing);
+    // Looked up first: the same rules, and a new ref among them is created.
+    let out = run(&[row("r3", "Lima"), row("r4", "Oslo"), row("n1", "Oslo")], &mut expect).await;
+    assert_eq!(out.iter().map(kind).collect::<Vec<_>>(), ["updated", "unchanged", "created"]);
+    assert_eq!(expect, Expect::Existing);
+    // Mostly new again: back to inserting first.
+    let out = run(&[row("n2", "Oslo"), row("n3", "Oslo"), row("r1", "Lima")], &mut expect).await;
+    assert_eq!(out.iter().map(kind).collect::<Vec<_>>(), ["created", "created", "unchanged"]);
+    assert_eq!(expect, Expect::New);
+    let stored = store.get_customer("acme", "r3").await.unwrap().unwrap();
+    assert_eq!(stored.metadata.get("city"), Some(&json!("Lima")));
+    assert_eq!(store.count_customers("acme").await.unwrap(), 7);
+}
+
 crate::on_both_backends!(
+    a_reimport_is_looked_up_first,
     new_refs_are_created_and_existing_ones_merged,
     without_update_scope_an_existing_ref_fails,
     refs_are_per_account,
