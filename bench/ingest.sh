@@ -11,13 +11,13 @@
 # usage: bench/ingest.sh [ROWS ...]      (default 1000000)
 # env:   PG_URL (default postgres://postgres@127.0.0.1:5432/postgres), ROUNDS (default 3),
 #        BIN (a built intake; default: cargo build --release), LOADER=0 to skip the Python loader,
-#        SQLITE_CACHE_KIB (default 65536: intake's 2 connections x 32 MiB)
+#        SQLITE_CACHE_KIB (default 36864: intake's page caches, 32 MiB for batches + 2 x 2 MiB)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS_LIST=("${@:-1000000}")
 ROUNDS=${ROUNDS:-3}
 LOADER=${LOADER:-1}
-SQLITE_CACHE_KIB=${SQLITE_CACHE_KIB:-65536}
+SQLITE_CACHE_KIB=${SQLITE_CACHE_KIB:-36864}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PG_BASE=${PG_URL%/*}
 command -v sqlite3 >/dev/null || { apt-get update -qq && apt-get install -y -qq sqlite3; }

@@ -114,8 +114,11 @@ pub struct BatchLimits {
 }
 
 /// Records read and parsed at once, at most: one chunk is applied while the
-/// next is parsed.
-pub const CHUNK_ROWS: usize = 5_000;
+/// next is parsed and the last one's results are written. A record in flight
+/// costs a few KiB of heap (its parsed form, the row made of it, its results
+/// line): 2,500 rather than 5,000 took 8–11 MiB off the peak RSS, at no cost
+/// on SQLite and about 3 % on PostgreSQL (BENCHMARKS.md, issue 10).
+pub const CHUNK_ROWS: usize = 2_500;
 /// Bytes of records read and parsed at once, at most (one record past it).
 pub const CHUNK_BYTES: usize = 2 * 1024 * 1024;
 
@@ -286,8 +289,8 @@ pub struct JobRunner {
     state: Option<State>,
     /// When the progress file was last published.
     progress_at: Option<Instant>,
-    /// New or existing refs, as the last chunk held.
-    expect: upsert::Expect,
+    /// What its earlier chunks told it.
+    hints: upsert::Hints,
 }
 
 /// Runs blocking file work off the async threads.
@@ -356,11 +359,14 @@ impl JobRunner {
         let next = read_batch(upload, ctx.batch.chunk(0, 0));
         let mut runner = JobRunner::new(job, State::Rows { next, results });
         runner.progress_at = Some(Instant::now());
+        if fresh {
+            runner.hints = upsert::Hints::fresh(runner.job.rows_total);
+        }
         Ok(runner)
     }
 
     fn new(job: Job, state: State) -> JobRunner {
-        JobRunner { job, state: Some(state), progress_at: None, expect: upsert::Expect::default() }
+        JobRunner { job, state: Some(state), progress_at: None, hints: upsert::Hints::default() }
     }
 
     fn ending(job: Job, ending: Ending) -> JobRunner {
@@ -438,7 +444,7 @@ impl JobRunner {
         let writes = if self.job.kind.is_dry_run() { Writes::DryRun } else { Writes::Apply };
         let (job_id, account, scopes) = (&self.job.job_id, &self.job.account, self.job.scopes);
         let outcomes =
-            upsert::apply(&mut open.batch, job_id, account, scopes, &records, writes, &mut self.expect).await?;
+            upsert::apply(&mut open.batch, job_id, account, scopes, &records, writes, &mut self.hints).await?;
         drop(records);
         open.apply_time += started.elapsed();
         let written = Instant::now();

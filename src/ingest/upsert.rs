@@ -111,11 +111,52 @@ pub enum Expect {
     Existing,
 }
 
+/// What a job has learnt from its earlier chunks, to ask the database less.
+#[derive(Default)]
+pub struct Hints {
+    /// New or existing refs, as the last chunk held.
+    pub expect: Expect,
+    /// Every key this job recorded in `job_refs` (and false positives). `None`
+    /// (a job resumed after a restart or a fault): the keys of earlier runs
+    /// are unknown, so every key is asked about.
+    claimed: Option<bloomfilter::Bloom<str>>,
+}
+
+/// Claim keys a job's filter holds at a 1 % false-positive rate; past that,
+/// more keys are asked about (about 1.2 MB at most per job).
+const MAX_FILTERED_CLAIMS: usize = 1_000_000;
+
+impl Hints {
+    /// For a job starting on its first record, `rows` records long: it has
+    /// claimed nothing yet, and only the keys it claims are ever asked about.
+    pub fn fresh(rows: u64) -> Hints {
+        let capacity = (rows as usize).clamp(1_000, MAX_FILTERED_CLAIMS);
+        let filter = bloomfilter::Bloom::new_for_fp_rate_with_seed(capacity, 0.01, &rand::random())
+            .expect("a filter for a positive number of keys");
+        Hints { expect: Expect::New, claimed: Some(filter) }
+    }
+
+    /// The keys among `keys` this job may have claimed earlier.
+    fn maybe_claimed<'k>(&self, keys: &'k [String]) -> Vec<&'k str> {
+        let keys = keys.iter().map(String::as_str);
+        match &self.claimed {
+            Some(filter) => keys.filter(|k| filter.check(k)).collect(),
+            None => keys.collect(),
+        }
+    }
+
+    fn claimed(&mut self, claims: &[(String, u64)]) {
+        if let Some(filter) = &mut self.claimed {
+            claims.iter().for_each(|(key, _)| filter.set(key));
+        }
+    }
+}
+
 /// Applies a batch of records of job `job_id` under the rules of spec §3.
 /// A claim leaves a trace: created and updated customers carry the job and
 /// line in `last_job`; other claims go to the job's claim table. Both commit
-/// with the batch, so a resumed job sees every earlier claim. `expect` says
-/// how to find the new rows, and is updated from what this chunk held.
+/// with the batch, so a resumed job sees every earlier claim. `hints` say
+/// what to ask the database, and learn from this chunk.
 pub async fn apply(
     batch: &mut Batch,
     job_id: &str,
@@ -123,11 +164,11 @@ pub async fn apply(
     scopes: Scopes,
     records: &[BatchRecord<'_>],
     writes: Writes,
-    expect: &mut Expect,
+    hints: &mut Hints,
 ) -> Result<Vec<RecordOutcome>, StoreError> {
     let (first, _) = firsts(records);
     let keys: Vec<String> = first.iter().map(|&i| claim_key(records[i].claim.unwrap_or_default())).collect();
-    let insert_first = writes == Writes::Apply && *expect == Expect::New;
+    let insert_first = writes == Writes::Apply && hints.expect == Expect::New;
     // The new rows are made while the database looks for earlier claims.
     let new_rows = async {
         if !insert_first {
@@ -139,7 +180,8 @@ pub async fn apply(
             .filter_map(|(&i, key)| Some((key, created(records[i].command?, job_id, records[i].line))))
             .collect()
     };
-    let (claimed, new_rows) = tokio::join!(batch.claimed_refs(job_id, &keys), new_rows);
+    let asked = hints.maybe_claimed(&keys);
+    let (claimed, new_rows) = tokio::join!(batch.claimed_refs(job_id, &asked), new_rows);
     let claimed = claimed?;
     let candidates =
         first.iter().zip(&keys).filter(|(&i, key)| records[i].command.is_some() && !claimed.contains_key(*key));
@@ -166,8 +208,9 @@ pub async fn apply(
         dry_run(&mut decided);
     } else if candidates > 0 {
         let new = known.inserted.len() + decided.inserts.len();
-        *expect = if new * 2 >= candidates { Expect::New } else { Expect::Existing };
+        hints.expect = if new * 2 >= candidates { Expect::New } else { Expect::Existing };
     }
+    hints.claimed(&decided.claims);
     batch.insert_customers(account, &decided.inserts).await?;
     batch.update_customers(&decided.updates).await?;
     batch.record_claims(job_id, &decided.claims).await?;

@@ -469,7 +469,7 @@ macro_rules! on_batch {
 impl Batch {
     /// The earlier lines of job `job_id` that claimed these ref keys
     /// without leaving a trace in `customers` (see `claim_key`).
-    pub async fn claimed_refs(&mut self, job_id: &str, keys: &[String]) -> Result<HashMap<String, u64>> {
+    pub async fn claimed_refs(&mut self, job_id: &str, keys: &[&str]) -> Result<HashMap<String, u64>> {
         on_batch!(self, b => b.claimed_refs(job_id, keys).await)
     }
 

@@ -123,7 +123,10 @@ const MAX_SAVEPOINTS: u32 = 32;
 
 impl PgBatch {
     /// Earlier claims of `keys` by this job recorded in `job_refs`.
-    pub async fn claimed_refs(&mut self, job_id: &str, keys: &[String]) -> Result<HashMap<String, u64>> {
+    pub async fn claimed_refs(&mut self, job_id: &str, keys: &[&str]) -> Result<HashMap<String, u64>> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
         let rows = sqlx::query("SELECT ref_key, line FROM job_refs WHERE job_id = $1 AND ref_key = ANY($2)")
             .bind(job_id)
             .bind(keys)
@@ -173,33 +176,15 @@ impl PgBatch {
     /// New customers by binary `COPY` straight into the table, in key order
     /// (each page of the `(account, ref)` index is visited once per batch).
     /// The rules above the store decided that none of these refs exists, and
-    /// the account's advisory lock keeps it so until the batch commits.
+    /// the account's advisory lock keeps it so until the batch commits. The
+    /// rows are sent as they are encoded, so the server inserts the first
+    /// ones while the next are written.
     pub async fn insert_customers(&mut self, account: &str, rows: &[StoredCustomer]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
         let mut sorted: Vec<&StoredCustomer> = rows.iter().collect();
         sorted.sort_unstable_by(|a, b| a.customer_ref.cmp(&b.customer_ref));
-        let mut data = CopyData::with_capacity(rows.len() * 256);
-        for c in sorted {
-            data.row(8);
-            data.text(&c.customer_id);
-            data.text(account);
-            data.text(&c.customer_ref);
-            data.jsonb(&c.addresses);
-            data.jsonb(&c.metadata);
-            data.jsonb(&c.appdata);
-            match &c.last_job {
-                Some((job, line)) => {
-                    data.text(job);
-                    data.int8(*line as i64);
-                }
-                None => {
-                    data.null();
-                    data.null();
-                }
-            }
-        }
         let mut copy = self
             .tx
             .copy_in_raw(
@@ -207,6 +192,29 @@ impl PgBatch {
                  FROM STDIN (FORMAT binary)",
             )
             .await?;
+        let mut data = CopyData::with_capacity(COPY_PIECE_ROWS * 256);
+        for piece in sorted.chunks(COPY_PIECE_ROWS) {
+            for c in piece {
+                data.row(8);
+                data.text(&c.customer_id);
+                data.text(account);
+                data.text(&c.customer_ref);
+                data.jsonb(&c.addresses);
+                data.jsonb(&c.metadata);
+                data.jsonb(&c.appdata);
+                match &c.last_job {
+                    Some((job, line)) => {
+                        data.text(job);
+                        data.int8(*line as i64);
+                    }
+                    None => {
+                        data.null();
+                        data.null();
+                    }
+                }
+            }
+            copy.send(data.take()).await?;
+        }
         copy.send(data.finish()).await?;
         copy.finish().await?;
         Ok(())
@@ -315,6 +323,9 @@ fn columns(rows: &[StoredCustomer]) -> Columns {
     out
 }
 
+/// Rows encoded before they are sent to the server, in a `COPY`.
+const COPY_PIECE_ROWS: usize = 500;
+
 /// Rows in PostgreSQL's binary `COPY` format.
 struct CopyData {
     buf: Vec<u8>,
@@ -356,6 +367,12 @@ impl CopyData {
         serde_json::to_writer(&mut self.buf, value).expect("JSON values serialise");
         let len = (self.buf.len() - at - 4) as i32;
         self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// What was encoded so far, to send; the buffer starts again empty.
+    fn take(&mut self) -> Vec<u8> {
+        let capacity = self.buf.capacity();
+        std::mem::replace(&mut self.buf, Vec::with_capacity(capacity))
     }
 
     fn finish(mut self) -> Vec<u8> {

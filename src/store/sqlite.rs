@@ -148,7 +148,7 @@ pub struct SqliteBatch {
 impl SqliteBatch {
     /// Earlier claims of `keys` by this job recorded in `job_refs`: one
     /// statement, the keys bound as one JSON array.
-    pub async fn claimed_refs(&mut self, job_id: &str, keys: &[String]) -> Result<HashMap<String, u64>> {
+    pub async fn claimed_refs(&mut self, job_id: &str, keys: &[&str]) -> Result<HashMap<String, u64>> {
         let mut earlier = HashMap::new();
         if keys.is_empty() {
             return Ok(earlier);

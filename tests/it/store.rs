@@ -5,7 +5,7 @@ use intake::domain::user::{Scopes, SftpUser};
 use intake::domain::{
     AccountId, AccountSettings, Address, AddressKind, Addresses, CreateCustomer, CustomerRef, JsonObject, PhoneCheck,
 };
-use intake::ingest::upsert::{apply, BatchRecord, Expect, RecordOutcome, UpsertOutcome, Writes};
+use intake::ingest::upsert::{apply, BatchRecord, Expect, Hints, RecordOutcome, UpsertOutcome, Writes};
 use intake::store::{JobProgress, JobStatus, NewJob, Store, StoreError};
 use serde_json::{json, Map, Value};
 
@@ -75,7 +75,7 @@ async fn upsert(store: &Store, avid: &str, may_update: bool, commands: &[CreateC
     let mut batch = store.begin_batch(avid).await.unwrap();
     let scopes = if may_update { Scopes::ALL } else { Scopes::CREATE_ONLY };
     let outcomes =
-        apply(&mut batch, &job, avid, scopes, &records(commands), Writes::Apply, &mut Expect::default()).await.unwrap();
+        apply(&mut batch, &job, avid, scopes, &records(commands), Writes::Apply, &mut Hints::default()).await.unwrap();
     batch.commit(&job, &owner, &JobProgress::default()).await.unwrap();
     outcomes
         .into_iter()
@@ -166,7 +166,7 @@ async fn a_batch_that_is_not_committed_leaves_nothing(db: TestDb) {
     {
         let mut batch = store.begin_batch("acme").await.unwrap();
         let c = [command("c1", &["+15555001234"], json!({}), json!({}))];
-        apply(&mut batch, "some-job", "acme", Scopes::ALL, &records(&c), Writes::Apply, &mut Expect::default())
+        apply(&mut batch, "some-job", "acme", Scopes::ALL, &records(&c), Writes::Apply, &mut Hints::default())
             .await
             .unwrap();
         // dropped: rolled back, as after a crash
@@ -177,12 +177,15 @@ async fn a_batch_that_is_not_committed_leaves_nothing(db: TestDb) {
 async fn the_first_record_of_a_ref_claims_it_across_batches(db: TestDb) {
     let store = db.store().await;
     // The same outcomes whether a chunk's new rows are inserted first or
-    // looked up first (each strategy in an account and jobs of its own).
-    claims_across_batches(&store, Expect::New, "acme", "job-1").await;
-    claims_across_batches(&store, Expect::Existing, "initech", "job-3").await;
+    // looked up first, and whether the job filters the claims it asks about
+    // (a fresh job) or asks about all (a resumed one); each in an account
+    // and jobs of its own.
+    claims_across_batches(&store, Expect::New, false, "acme", "job-1").await;
+    claims_across_batches(&store, Expect::New, true, "initech", "job-3").await;
+    claims_across_batches(&store, Expect::Existing, true, "hooli", "job-5").await;
 }
 
-async fn claims_across_batches(store: &Store, strategy: Expect, acme: &str, job_1: &str) {
+async fn claims_across_batches(store: &Store, strategy: Expect, fresh: bool, acme: &str, job_1: &str) {
     store.add_account(&account(acme)).await.unwrap();
     upsert(store, acme, true, &[command("old", &["+15555001234"], json!({}), json!({}))]).await;
     store.create_job(&new_job(job_1, acme)).await.unwrap();
@@ -193,7 +196,8 @@ async fn claims_across_batches(store: &Store, strategy: Expect, acme: &str, job_
     let valid = |r: &str| command(r, &["+15555001234"], json!({}), json!({}));
     let (a, old, b) = (valid("a"), valid("old"), valid("b"));
     let rec = |line, claim, command| BatchRecord { line, claim, command };
-    let mut expect = strategy;
+    let mut hints = if fresh { Hints::fresh(11) } else { Hints::default() };
+    hints.expect = strategy;
     // Batch 1: `a` created; `bad` invalid (claims it anyway); `old` unchanged; `a` again.
     let mut batch = store.begin_batch(acme).await.unwrap();
     let first = apply(
@@ -209,7 +213,7 @@ async fn claims_across_batches(store: &Store, strategy: Expect, acme: &str, job_
             rec(6, None, None),
         ],
         Writes::Apply,
-        &mut expect,
+        &mut hints,
     )
     .await
     .unwrap();
@@ -222,7 +226,7 @@ async fn claims_across_batches(store: &Store, strategy: Expect, acme: &str, job_
     batch.commit(job_1, &me, &progress).await.unwrap();
     // Batch 2: every earlier claim is seen, whatever became of its record.
     let mut batch = store.begin_batch(acme).await.unwrap();
-    expect = strategy;
+    hints.expect = strategy;
     let bad_now_valid = valid("bad");
     let second = apply(
         &mut batch,
@@ -237,7 +241,7 @@ async fn claims_across_batches(store: &Store, strategy: Expect, acme: &str, job_
             rec(11, Some("a"), Some(&a)),
         ],
         Writes::Apply,
-        &mut expect,
+        &mut hints,
     )
     .await
     .unwrap();
@@ -253,7 +257,7 @@ async fn claims_across_batches(store: &Store, strategy: Expect, acme: &str, job_
         Scopes::ALL,
         &[rec(2, Some("zzz"), None)],
         Writes::Apply,
-        &mut Expect::default(),
+        &mut Hints::default(),
     )
     .await
     .unwrap();
@@ -308,7 +312,7 @@ async fn a_job_is_never_claimed_twice(db: TestDb) {
     // Its former owner can no longer commit: nothing of its batch lands.
     let mut batch = store.begin_batch(&taken.account).await.unwrap();
     let c = [command("late", &["+15555001234"], json!({}), json!({}))];
-    apply(&mut batch, &taken.job_id, &taken.account, Scopes::ALL, &records(&c), Writes::Apply, &mut Expect::default())
+    apply(&mut batch, &taken.job_id, &taken.account, Scopes::ALL, &records(&c), Writes::Apply, &mut Hints::default())
         .await
         .unwrap();
     let err = batch.commit(&taken.job_id, owner_of(&taken.job_id), &JobProgress::default()).await.unwrap_err();
@@ -354,13 +358,13 @@ async fn a_reimport_is_looked_up_first(db: TestDb) {
     let row = |r: &str, city: &str| command(r, &["+15555001234"], json!({"city": city}), json!({}));
     let first = [row("r1", "Oslo"), row("r2", "Oslo"), row("r3", "Oslo"), row("r4", "Oslo")];
     upsert(&store, "acme", true, &first).await;
-    let mut expect = Expect::New;
+    let mut hints = Hints::default();
     // Each chunk as the first of an upload of its own (a ref is claimed once per upload).
-    let run = async |commands: &[CreateCustomer], expect: &mut Expect| {
+    let run = async |commands: &[CreateCustomer], hints: &mut Hints| {
         let owner = uuid::Uuid::new_v4().to_string();
         let job = owned_job(&store, &owner).await;
         let mut batch = store.begin_batch("acme").await.unwrap();
-        let out = apply(&mut batch, &job, "acme", Scopes::ALL, &records(commands), Writes::Apply, expect).await;
+        let out = apply(&mut batch, &job, "acme", Scopes::ALL, &records(commands), Writes::Apply, hints).await;
         batch.commit(&job, &owner, &JobProgress::default()).await.unwrap();
         out.unwrap()
     };
@@ -371,17 +375,17 @@ async fn a_reimport_is_looked_up_first(db: TestDb) {
         other => panic!("{other:?}"),
     };
     // Inserted first: every ref was taken.
-    let out = run(&[row("r1", "Lima"), row("r2", "Oslo")], &mut expect).await;
+    let out = run(&[row("r1", "Lima"), row("r2", "Oslo")], &mut hints).await;
     assert_eq!(out.iter().map(kind).collect::<Vec<_>>(), ["updated", "unchanged"]);
-    assert_eq!(expect, Expect::Existing);
+    assert_eq!(hints.expect, Expect::Existing);
     // Looked up first: the same rules, and a new ref among them is created.
-    let out = run(&[row("r3", "Lima"), row("r4", "Oslo"), row("n1", "Oslo")], &mut expect).await;
+    let out = run(&[row("r3", "Lima"), row("r4", "Oslo"), row("n1", "Oslo")], &mut hints).await;
     assert_eq!(out.iter().map(kind).collect::<Vec<_>>(), ["updated", "unchanged", "created"]);
-    assert_eq!(expect, Expect::Existing);
+    assert_eq!(hints.expect, Expect::Existing);
     // Mostly new again: back to inserting first.
-    let out = run(&[row("n2", "Oslo"), row("n3", "Oslo"), row("r1", "Lima")], &mut expect).await;
+    let out = run(&[row("n2", "Oslo"), row("n3", "Oslo"), row("r1", "Lima")], &mut hints).await;
     assert_eq!(out.iter().map(kind).collect::<Vec<_>>(), ["created", "created", "unchanged"]);
-    assert_eq!(expect, Expect::New);
+    assert_eq!(hints.expect, Expect::New);
     let stored = store.get_customer("acme", "r3").await.unwrap().unwrap();
     assert_eq!(stored.metadata.get("city"), Some(&json!("Lima")));
     assert_eq!(store.count_customers("acme").await.unwrap(), 7);
