@@ -116,8 +116,11 @@ pub struct BatchLimits {
 /// Records read and parsed at once, at most: one chunk is applied while the
 /// next is parsed and the last one's results are written. A record in flight
 /// costs a few KiB of heap (its parsed form, the row made of it, its results
-/// line): 2,500 rather than 5,000 took 8–11 MiB off the peak RSS, at no cost
-/// on SQLite and about 3 % on PostgreSQL (BENCHMARKS.md, issue 10).
+/// line), and a job has three chunks in flight (one parsed, one applied, one's
+/// results written). 2,500 rather than 5,000 took 8–11 MiB off the peak RSS
+/// and kept it flat from 1 M to 10 M rows; the same speed on SQLite, 3 %
+/// less on PostgreSQL (9 % on short, all-valid rows through the daemon).
+/// BENCHMARKS.md, issue 10.
 pub const CHUNK_ROWS: usize = 2_500;
 /// Bytes of records read and parsed at once, at most (one record past it).
 pub const CHUNK_BYTES: usize = 2 * 1024 * 1024;
