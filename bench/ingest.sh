@@ -25,16 +25,7 @@ if [ "$LOADER" = 1 ]; then
   python3 -c 'import phonenumbers, email_validator, psycopg' 2>/dev/null ||
     python3 -m pip install -q phonenumbers email-validator 'psycopg[binary]'
 fi
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --quiet
-  BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/intake
-fi
-WORK=$(mktemp -d /tmp/intake-bench.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
-
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-now() { date +%s.%N; }
-fresh_pg() { psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"; }
+. bench/common.sh intake-bench
 
 for ROWS in "${ROWS_LIST[@]}"; do
   python3 bench/gen_customers.py "$ROWS" "$WORK/customers.csv" "$WORK/raw.csv" bench

@@ -17,16 +17,7 @@ ROWS=${1:-1000000}
 ROUNDS=${ROUNDS:-3}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PG_BASE=${PG_URL%/*}
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --quiet
-  BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/intake
-fi
-WORK=$(mktemp -d /tmp/intake-reimport.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
-
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-now() { date +%s.%N; }
-fresh_pg() { psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"; }
+. bench/common.sh intake-reimport
 COLUMNS="customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at, last_job_id, last_line"
 
 python3 bench/gen_customers.py "$ROWS" "$WORK/first.csv" "$WORK/first.raw.csv" bench
