@@ -274,6 +274,14 @@ impl Store {
         }
     }
 
+    /// This store's instance: random at each connect, the tail of the names
+    /// its process owns jobs under (`NODE:INSTANCE`) and, on PostgreSQL, of
+    /// its sessions' `application_name` (`intake:INSTANCE`), so a process
+    /// taking a job over from a frozen one finds that one's sessions.
+    pub fn instance(&self) -> &str {
+        dispatch!(self, s => &s.instance)
+    }
+
     pub fn backend(&self) -> &'static str {
         match self {
             Store::Sqlite(_) => "sqlite",
@@ -731,6 +739,18 @@ pub fn claim_key(claim: &str) -> String {
     }
 }
 
+/// A new store instance id (see `Store::instance`).
+fn new_instance() -> std::sync::Arc<str> {
+    uuid::Uuid::new_v4().simple().to_string()[..12].into()
+}
+
+/// The PostgreSQL `application_name` of the sessions of the store that owns
+/// jobs as `owner` (`NODE:INSTANCE`); `None` for an owner of another form.
+fn session_name(owner: &str) -> Option<String> {
+    let (_, instance) = owner.rsplit_once(':')?;
+    (!instance.is_empty()).then(|| format!("intake:{instance}"))
+}
+
 /// A database URL with its password hidden, for messages and logs.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -753,5 +773,17 @@ mod tests {
     fn a_database_password_never_shows_in_a_redacted_url() {
         assert_eq!(redact_url("postgres://app:s3cret@db:5432/intake"), "postgres://app:***@db:5432/intake");
         assert_eq!(redact_url("sqlite://data/intake.db"), "sqlite://data/intake.db");
+    }
+
+    #[test]
+    fn an_owner_names_the_sessions_of_its_store_instance() {
+        let instance = new_instance();
+        assert_eq!(instance.len(), 12);
+        let owner = format!("node-a.example_1:{instance}");
+        assert_eq!(session_name(&owner), Some(format!("intake:{instance}")));
+        // Within PostgreSQL's 63 bytes of application_name, whatever the node id.
+        assert!(session_name(&format!("{}:{instance}", "n".repeat(64))).unwrap().len() <= 63);
+        assert_eq!(session_name("w1"), None, "an owner of another form names no session");
+        assert_eq!(session_name("node-a:"), None);
     }
 }

@@ -35,6 +35,7 @@ fn at(t: Timestamp) -> Timestamp {
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    pub(super) instance: std::sync::Arc<str>,
 }
 
 impl PgStore {
@@ -49,17 +50,19 @@ impl PgStore {
 
     pub async fn connect(url: &str, idle_in_transaction: std::time::Duration) -> Result<Self> {
         let idle = format!("{}ms", idle_in_transaction.as_millis().max(1000));
-        let options =
-            PgConnectOptions::from_str(url)?.options([("idle_in_transaction_session_timeout", idle.as_str())]);
+        let instance = super::new_instance();
+        let options = PgConnectOptions::from_str(url)?
+            .options([("idle_in_transaction_session_timeout", idle.as_str())])
+            .application_name(&format!("intake:{instance}"));
         let pool = PgPoolOptions::new().max_connections(8).connect_with(options).await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(PgStore { pool })
+        Ok(PgStore { pool, instance })
     }
 
     pub async fn claim_job(&self, owner: &str, stale_after_secs: i64, busy: &[String]) -> Result<Option<Job>> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs
+            "SELECT {JOB_COLUMNS}, CASE WHEN status = 'running' THEN owner END AS previous_owner FROM jobs
              WHERE (status = 'queued' OR (status = 'retrying' AND retry_at <= now())
                     OR (status = 'running' AND (owner IS NULL OR owner = $1 OR heartbeat_at < {})))
                AND NOT (account = ANY($3)) AND {}
@@ -74,6 +77,7 @@ impl PgStore {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let mut job = rows::job(&row)?;
+        let previous: Option<String> = row.try_get("previous_owner")?;
         job.attempts += 1;
         job.status = super::JobStatus::Running;
         sqlx::query(
@@ -84,7 +88,38 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        if let Some(previous) = previous.filter(|p| p != owner) {
+            self.fence(&previous, &job).await;
+        }
         Ok(Some(job))
+    }
+
+    /// Ends the open transactions of the process that ran `job` before it was
+    /// taken over. That process stopped heartbeating, but a frozen process
+    /// (SIGSTOP, a paused VM) can hold its batch's locks for ever: the
+    /// server ends an idle transaction after `idle_in_transaction`, not one
+    /// stopped inside a statement, such as a `COPY` waiting for its next rows.
+    /// Ended here, its locks go, and the job's new owner is not held up;
+    /// if the process wakes up, its batch fails and it finds the job gone.
+    async fn fence(&self, previous: &str, job: &Job) {
+        let Some(name) = super::session_name(previous) else { return };
+        let ended = sqlx::query_scalar::<_, i64>(
+            "WITH stale AS MATERIALIZED (
+               SELECT pid FROM pg_stat_activity
+               WHERE application_name = $1 AND xact_start IS NOT NULL AND pid <> pg_backend_pid()
+                 AND datname = current_database())
+             SELECT count(*) FROM stale WHERE pg_terminate_backend(pid)",
+        )
+        .bind(&name)
+        .fetch_one(&self.pool)
+        .await;
+        match ended {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(job_id = %job.job_id, previous_owner = previous, sessions = n,
+                "ended the open transactions of the process the job was taken from"),
+            Err(e) => tracing::warn!(job_id = %job.job_id, previous_owner = previous, error = %e,
+                "cannot end the open transactions of the process the job was taken from"),
+        }
     }
 
     /// Refreshes the planner's statistics of the tables a batch reads. A

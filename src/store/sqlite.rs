@@ -42,6 +42,7 @@ pub struct SqliteStore {
     batches: SqlitePool,
     /// When the last batch began.
     last_batch: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    pub(super) instance: std::sync::Arc<str>,
 }
 
 /// A pause before a batch that follows a long one at once: writers on the
@@ -90,7 +91,7 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(300))
             .connect_with(options.pragma("cache_size", format!("-{BATCH_CACHE_KIB}")))
             .await?;
-        Ok(SqliteStore { pool, batches, last_batch: Default::default() })
+        Ok(SqliteStore { pool, batches, last_batch: Default::default(), instance: super::new_instance() })
     }
 
     pub async fn claim_job(&self, owner: &str, stale_after_secs: i64, busy: &[String]) -> Result<Option<Job>> {

@@ -292,11 +292,17 @@ async fn a_node_killed_mid_job_loses_nothing(c: &mut Cluster) {
             }
         }));
     }
-    // Node A owns running jobs: kill it.
-    wait_until(REPORT, "node A to run jobs", || async { c.owned().await.get("node-a").is_some_and(|j| !j.is_empty()) })
-        .await;
-    let lost = c.owned().await.remove("node-a").unwrap_or_default();
-    assert!(!lost.is_empty(), "node A ran jobs when it was killed");
+    // Node A owns running jobs: kill it. The jobs are the ones seen in the
+    // same look that found them (a second look may find them done).
+    let deadline = Instant::now() + REPORT;
+    let lost = loop {
+        let running = c.owned().await.remove("node-a").unwrap_or_default();
+        if !running.is_empty() {
+            break running;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for node A to run jobs");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let killed = Instant::now();
     c.nodes[0].kill9().await;
     // Every job A owned is taken over by B (or done) within the takeover time.
@@ -361,15 +367,17 @@ async fn a_frozen_node_that_wakes_up_publishes_nothing(c: &mut Cluster) {
     assert_eq!(attempts, 1);
     let store = c.db.store().await;
     let deadline = Instant::now() + REPORT;
-    let job_id = loop {
+    let (job_id, owner) = loop {
         let jobs = store.find_jobs(Some("m00"), Some(JobStatus::Running), 10).await.unwrap();
         if let Some(j) = jobs.into_iter().find(|j| j.file_name == "frozen.csv" && j.progress.records_done > 0) {
-            break j.job_id.to_string();
+            let job_id = j.job_id.to_string();
+            if let Some(owner) = runner_of(c, &job_id).await {
+                break (job_id, owner);
+            }
         }
         assert!(Instant::now() < deadline, "the frozen.csv job did not run");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let owner = runner_of(c, &job_id).await.expect("a node runs it");
     let other = 1 - owner;
     signal(c.nodes[owner].pid(), libc::SIGSTOP);
     let frozen = Instant::now();

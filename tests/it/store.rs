@@ -401,3 +401,46 @@ crate::on_both_backends!(
     a_job_is_never_claimed_twice,
     accounts_and_users_are_managed,
 );
+
+/// A process frozen inside a batch (SIGSTOP, a paused VM) holds its
+/// transaction's locks: the account's advisory lock, the refs it inserted.
+/// The process that takes its job over ends that transaction, so the job
+/// goes on at once instead of waiting for the frozen one to wake up; the
+/// frozen batch, if it ever goes on, commits nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_owners_open_batch_is_ended_when_its_job_is_taken_over() {
+    let Some(db) = TestDb::postgres().await else { return };
+    let (frozen, taker) = (db.store().await, db.store().await);
+    assert_ne!(frozen.instance(), taker.instance(), "each store is an instance of its own");
+    frozen.add_account(&account("acme")).await.unwrap();
+    frozen.create_job(&new_job("held", "acme")).await.unwrap();
+    frozen.mark_queued("held", None, Scopes::ALL).await.unwrap();
+    let frozen_owner = format!("node-a:{}", frozen.instance());
+    let job = frozen.claim_job(&frozen_owner, LIVE, &[]).await.unwrap().unwrap();
+    let c = [command("r1", &["+15555001234"], json!({}), json!({}))];
+    let mut held = frozen.begin_batch("acme").await.unwrap();
+    apply(&mut held, "held", "acme", Scopes::ALL, &records(&c), Writes::Apply, &mut Hints::fresh(1)).await.unwrap();
+    // The batch stays open, as in a process that stopped here.
+
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let taker_owner = format!("node-b:{}", taker.instance());
+    let taken = taker.claim_job(&taker_owner, std::time::Duration::ZERO, &[]).await.unwrap().unwrap();
+    assert_eq!(taken.job_id, job.job_id);
+    let resumed = async {
+        let mut batch = taker.begin_batch("acme").await.unwrap();
+        let out = apply(&mut batch, "held", "acme", Scopes::ALL, &records(&c), Writes::Apply, &mut Hints::default())
+            .await
+            .unwrap();
+        batch.commit("held", &taker_owner, &JobProgress::default()).await.unwrap();
+        out
+    };
+    // Without the fence this waits for the frozen transaction (the test
+    // store's idle-in-transaction timeout is 60 s).
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), resumed)
+        .await
+        .expect("the new owner's batch was held up by the frozen one's transaction");
+    assert!(matches!(out[0], RecordOutcome::Applied(UpsertOutcome::Created(_))), "{:?}", out[0]);
+    let late = held.commit("held", &frozen_owner, &JobProgress::default()).await;
+    assert!(late.is_err(), "the frozen batch commits nothing");
+    assert_eq!(taker.count_customers("acme").await.unwrap(), 1);
+}
