@@ -73,6 +73,12 @@ pub fn is_upload_temp_of(name: &str, node_id: &str) -> bool {
 /// Reports written aside before they are renamed into place.
 const PUBLISH_TEMP_PREFIX: &str = ".intake-tmp.";
 
+/// Whether `name` is a report written aside (`publish_atomically`): one
+/// that is still there long after was left by a process that died.
+pub fn is_publish_temp(name: &str) -> bool {
+    name.starts_with(PUBLISH_TEMP_PREFIX)
+}
+
 /// The longest file name the file systems intake runs on take.
 pub const MAX_NAME_BYTES: usize = 255;
 /// The longest suffix intake adds to a report stem.

@@ -1,7 +1,8 @@
 //! Retention: uploads (`archive/`) and reports (`outbox/`) carry customer
 //! data, so files older than `[retention] archive_days` / `outbox_days` are
 //! deleted (0 keeps them). The database keeps its jobs: `intake jobs` still
-//! shows them, `intake jobs show` says their files are gone.
+//! shows them, `intake jobs show` says their files are gone. Reports that a
+//! process which died left written aside (`.intake-tmp.*`) go too.
 
 use crate::config::RetentionSettings;
 use crate::mailbox::Layout;
@@ -15,33 +16,50 @@ use tokio_util::sync::CancellationToken;
 pub struct Swept {
     pub archive: u64,
     pub outbox: u64,
+    /// Reports written aside by a process that died before renaming them
+    /// into place (whatever the retention days).
+    pub temps: u64,
 }
 
-/// Deletes the files older than the settings say, in every account's folders.
+/// How old a report written aside must be before it is taken for a dead
+/// process's leftover: writing one takes milliseconds.
+pub const STALE_PUBLISH_TEMP: Duration = Duration::from_secs(3600);
+
+/// Deletes the files older than the settings say, in every account's folders,
+/// and the reports that dead processes left written aside.
 pub fn sweep(layout: &Layout, settings: &RetentionSettings) -> Swept {
     let mut swept = Swept::default();
     let Ok(accounts) = std::fs::read_dir(layout.accounts_root()) else { return swept };
+    let days = |days: u64| Duration::from_secs(days * 86_400);
     for account in accounts.flatten() {
         if !account.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
         let avid = account.file_name().to_string_lossy().into_owned();
+        let (archive, outbox) = (layout.archive(&avid), layout.outbox(&avid));
         if settings.archive_days > 0 {
-            swept.archive += delete_older(&layout.archive(&avid), settings.archive_days);
+            swept.archive += delete_older(&archive, days(settings.archive_days), |_| true);
         }
         if settings.outbox_days > 0 {
-            swept.outbox += delete_older(&layout.outbox(&avid), settings.outbox_days);
+            swept.outbox += delete_older(&outbox, days(settings.outbox_days), |_| true);
+        }
+        for dir in [&archive, &outbox] {
+            swept.temps += delete_older(dir, STALE_PUBLISH_TEMP, crate::mailbox::is_publish_temp);
         }
     }
     swept
 }
 
-/// Deletes the regular files of `dir` last modified more than `days` ago.
-fn delete_older(dir: &Path, days: u64) -> u64 {
-    let Some(cutoff) = SystemTime::now().checked_sub(Duration::from_secs(days * 86_400)) else { return 0 };
+/// Deletes the regular files of `dir` that `this` names, last modified more
+/// than `age` ago.
+fn delete_older(dir: &Path, age: Duration, this: impl Fn(&str) -> bool) -> u64 {
+    let Some(cutoff) = SystemTime::now().checked_sub(age) else { return 0 };
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     let mut deleted = 0;
     for entry in entries.flatten() {
+        if !this(&entry.file_name().to_string_lossy()) {
+            continue;
+        }
         let Ok(meta) = entry.metadata() else { continue };
         if !meta.is_file() || meta.modified().map_or(true, |m| m >= cutoff) {
             continue;
@@ -63,16 +81,16 @@ pub async fn run(
     settings: RetentionSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    if settings.archive_days == 0 && settings.outbox_days == 0 {
-        return Ok(());
-    }
     loop {
         let (l, s) = (layout.clone(), settings.clone());
         let swept = tokio::task::spawn_blocking(move || sweep(&l, &s)).await?;
         let m = crate::telemetry::metrics();
         m.retention_deleted("archive", swept.archive);
         m.retention_deleted("outbox", swept.outbox);
-        if swept != Swept::default() {
+        if swept.temps > 0 {
+            tracing::info!(files = swept.temps, "removed reports that a process which died left written aside");
+        }
+        if swept.archive + swept.outbox > 0 {
             tracing::info!(
                 archive = swept.archive,
                 outbox = swept.outbox,

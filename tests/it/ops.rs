@@ -622,10 +622,19 @@ async fn retention_deletes_old_archive_and_outbox_files_and_jobs_still_show(db: 
     backdate(&new_upload, 6); // within
     backdate(&outbox.join("old.results.csv"), 31); // past the default outbox_days = 30
     backdate(&outbox.join("old.summary.json"), 29); // within
+                                                    // A report a killed process left written aside, and one being written.
+    let (left, writing) = (outbox.join(".intake-tmp.0123abcd"), outbox.join(".intake-tmp.4567ef01"));
+    std::fs::write(&left, "job_id,").unwrap();
+    std::fs::write(&writing, "job_id,").unwrap();
+    let status = std::process::Command::new("touch").args(["-d", "2 hours ago"]).arg(&left).status().unwrap();
+    assert!(status.success());
     d.start().await;
     eventually(REPORT, "the sweep at start", || (!old_upload.exists()).then_some(())).await;
     eventually(REPORT, "the old report to go", || (!outbox.join("old.results.csv").exists()).then_some(())).await;
     assert!(new_upload.exists() && outbox.join("old.summary.json").exists() && outbox.join("new.results.csv").exists());
+    assert!(!left.exists(), "a report left written aside an hour ago and more is removed");
+    assert!(writing.exists(), "a fresh one may be a report being published");
+    assert!(d.log().contains("left written aside"), "{}", d.log());
     let m = scrape(&d).await;
     assert_eq!(m.value("intake_retention_deleted_files_total", &[("folder", "archive")]), 1.0);
     assert_eq!(m.value("intake_retention_deleted_files_total", &[("folder", "outbox")]), 1.0);
