@@ -489,6 +489,15 @@ impl View {
                 return Err(failure("A folder has that name"));
             }
         }
+        // A visible upload whose job runs (or whose report is out) keeps its
+        // name: the job removes it by that name, and under another it would
+        // stay for ever, never processed.
+        if crate::mailbox::taken_by(&src).map_or(true, |job| job.is_some()) {
+            return Err(denied(
+                "Permission denied: this upload is being processed under its name (its report will be in \
+                 /outbox); upload the file again under the new name instead",
+            ));
+        }
         if let Err(e) = crate::mailbox::set_uploader(&src, &self.user.username) {
             tracing::error!(user = %self.user.username, error = %e, "cannot record the uploader on the file");
             return Err(failure("Rename failed: the server could not store it; try again later"));

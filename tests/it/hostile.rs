@@ -401,7 +401,43 @@ async fn an_upload_stays_visible_until_its_report_is_out(db: TestDb) {
     assert_eq!(d.summary("acme", "w", REPORT).await["created"], 20_000);
 }
 
+/// A visible upload that a job took keeps its name until the job removes
+/// it: renamed, it would stay in /customers for ever, never processed. A
+/// file not taken yet is renamed as before (the temp-name clients' flow).
+async fn a_visible_upload_being_processed_keeps_its_name(db: TestDb) {
+    let d = TestDaemon::spawn(&db, &accounts(), &[("INTAKE_KEEP_VISIBLE_SECS", "60")]).await;
+    let file = d.dir.join("k.csv");
+    write_customers(&file, "k-", 5);
+    d.upload("acme", &file, "k.csv").await;
+    assert_eq!(d.summary("acme", "k", REPORT).await["created"], 5);
+    // Processed, still visible for a minute: the rename is refused.
+    let out = d
+        .sftp(
+            "acme",
+            "-rename /customers/k.csv /customers/k2.csv
+ls -1 /customers
+",
+        )
+        .await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(stderr.contains("Permission denied"), "{}", describe(&out));
+    let listed: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("sftp>")).collect();
+    assert_eq!(listed, ["/customers/k.csv"], "{}", describe(&out));
+    assert!(!d.log().contains("file renamed"), "nothing was renamed\n{}", d.log());
+    // A temp name renamed to its final name is an upload, as ever.
+    let out = d
+        .sftp(
+            "acme",
+            &format!("put {} /customers/t.csv.part\nrename /customers/t.csv.part /customers/t.csv\n", file.display()),
+        )
+        .await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(d.summary("acme", "t", REPORT).await["unchanged"], 5);
+}
+
 crate::on_both_backends!(
+    a_visible_upload_being_processed_keeps_its_name,
     names_that_end_inside_a_character_are_processed_or_ignored,
     deep_nesting_rejects_the_file_with_a_message_naming_the_limit,
     a_long_name_placed_by_another_server_gets_a_shortened_report,
