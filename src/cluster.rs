@@ -21,7 +21,7 @@ const MAX_DEFAULT_IDS: usize = 16;
 /// This process's place in the cluster.
 pub struct Node {
     pub id: NodeId,
-    /// This start's name in `jobs.owner`: `node_id:INSTANCE` (`Store::instance`).
+    /// This start's name in `jobs.owner`: `Store::owner_name`.
     pub owner: String,
     lock: tokio::sync::Mutex<NodeLock>,
 }
@@ -64,7 +64,7 @@ impl Node {
         let Some(lock) = store.lock_node(id.as_str(), &config.data_dir.join("nodes")).await? else {
             return Ok(None);
         };
-        let owner = format!("{id}:{}", store.instance());
+        let owner = store.owner_name(id.as_str());
         let released = store.release_node_leftovers(id.as_str(), &owner).await?;
         if released > 0 {
             tracing::info!(node = %id, jobs = released, "resuming the jobs an earlier start of this node left running");

@@ -282,6 +282,11 @@ impl Store {
         dispatch!(self, s => &s.instance)
     }
 
+    /// The name node `node_id` of this process owns jobs under: `NODE:INSTANCE`.
+    pub fn owner_name(&self, node_id: &str) -> String {
+        format!("{node_id}:{}", self.instance())
+    }
+
     pub fn backend(&self) -> &'static str {
         match self {
             Store::Sqlite(_) => "sqlite",
@@ -744,11 +749,16 @@ fn new_instance() -> std::sync::Arc<str> {
     uuid::Uuid::new_v4().simple().to_string()[..12].into()
 }
 
+/// The PostgreSQL `application_name` of a store instance's sessions.
+fn instance_session_name(instance: &str) -> String {
+    format!("intake:{instance}")
+}
+
 /// The PostgreSQL `application_name` of the sessions of the store that owns
-/// jobs as `owner` (`NODE:INSTANCE`); `None` for an owner of another form.
+/// jobs as `owner` (`Store::owner_name`); `None` for an owner of another form.
 fn session_name(owner: &str) -> Option<String> {
     let (_, instance) = owner.rsplit_once(':')?;
-    (!instance.is_empty()).then(|| format!("intake:{instance}"))
+    (!instance.is_empty()).then(|| instance_session_name(instance))
 }
 
 /// A database URL with its password hidden, for messages and logs.

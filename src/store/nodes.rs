@@ -9,7 +9,7 @@ use super::{Result, Store, StoreError};
 #[derive(Debug, Clone)]
 pub struct NodeStart {
     pub node_id: String,
-    /// The process's name in `jobs.owner`: `node_id:INSTANCE` (`Store::instance`).
+    /// The process's name in `jobs.owner`: `Store::owner_name`.
     pub owner: String,
     pub host: String,
     pub pid: u32,

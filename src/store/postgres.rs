@@ -53,7 +53,7 @@ impl PgStore {
         let instance = super::new_instance();
         let options = PgConnectOptions::from_str(url)?
             .options([("idle_in_transaction_session_timeout", idle.as_str())])
-            .application_name(&format!("intake:{instance}"));
+            .application_name(&super::instance_session_name(&instance));
         let pool = PgPoolOptions::new().max_connections(8).connect_with(options).await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
         Ok(PgStore { pool, instance })

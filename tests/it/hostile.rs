@@ -411,14 +411,7 @@ async fn a_visible_upload_being_processed_keeps_its_name(db: TestDb) {
     d.upload("acme", &file, "k.csv").await;
     assert_eq!(d.summary("acme", "k", REPORT).await["created"], 5);
     // Processed, still visible for a minute: the rename is refused.
-    let out = d
-        .sftp(
-            "acme",
-            "-rename /customers/k.csv /customers/k2.csv
-ls -1 /customers
-",
-        )
-        .await;
+    let out = d.sftp("acme", "-rename /customers/k.csv /customers/k2.csv\nls -1 /customers\n").await;
     assert!(out.status.success(), "{}", describe(&out));
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(stderr.contains("Permission denied"), "{}", describe(&out));

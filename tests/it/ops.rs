@@ -622,7 +622,8 @@ async fn retention_deletes_old_archive_and_outbox_files_and_jobs_still_show(db: 
     backdate(&new_upload, 6); // within
     backdate(&outbox.join("old.results.csv"), 31); // past the default outbox_days = 30
     backdate(&outbox.join("old.summary.json"), 29); // within
-                                                    // A report a killed process left written aside, and one being written.
+
+    // A report a killed process left written aside, and one being written.
     let (left, writing) = (outbox.join(".intake-tmp.0123abcd"), outbox.join(".intake-tmp.4567ef01"));
     std::fs::write(&left, "job_id,").unwrap();
     std::fs::write(&writing, "job_id,").unwrap();

@@ -415,7 +415,7 @@ async fn a_frozen_owners_open_batch_is_ended_when_its_job_is_taken_over() {
     frozen.add_account(&account("acme")).await.unwrap();
     frozen.create_job(&new_job("held", "acme")).await.unwrap();
     frozen.mark_queued("held", None, Scopes::ALL).await.unwrap();
-    let frozen_owner = format!("node-a:{}", frozen.instance());
+    let frozen_owner = frozen.owner_name("node-a");
     let job = frozen.claim_job(&frozen_owner, LIVE, &[]).await.unwrap().unwrap();
     let c = [command("r1", &["+15555001234"], json!({}), json!({}))];
     let mut held = frozen.begin_batch("acme").await.unwrap();
@@ -423,7 +423,7 @@ async fn a_frozen_owners_open_batch_is_ended_when_its_job_is_taken_over() {
     // The batch stays open, as in a process that stopped here.
 
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let taker_owner = format!("node-b:{}", taker.instance());
+    let taker_owner = taker.owner_name("node-b");
     let taken = taker.claim_job(&taker_owner, std::time::Duration::ZERO, &[]).await.unwrap().unwrap();
     assert_eq!(taken.job_id, job.job_id);
     let resumed = async {
