@@ -3,7 +3,9 @@
 //! refusal — while the daemon stays the same process, its memory stays
 //! bounded, and another account's upload is processed meanwhile.
 
-use crate::support::{describe, eventually, read_results, write_customers, TestAccount, TestDaemon, TestDb};
+use crate::support::{
+    describe, eventually, openssh_sftp, read_results, write_customers, DelayProxy, TestAccount, TestDaemon, TestDb,
+};
 use intake::store::{JobStatus, NewJob, Store};
 use std::io::Write;
 use std::path::Path;
@@ -404,14 +406,22 @@ async fn an_upload_stays_visible_until_its_report_is_out(db: TestDb) {
 /// A visible upload that a job took keeps its name until the job removes
 /// it: renamed, it would stay in /customers for ever, never processed. A
 /// file not taken yet is renamed as before (the temp-name clients' flow).
+/// OpenSSH sftp through the 20 ms round-trip delay proxy.
 async fn a_visible_upload_being_processed_keeps_its_name(db: TestDb) {
     let d = TestDaemon::spawn(&db, &accounts(), &[("INTAKE_KEEP_VISIBLE_SECS", "60")]).await;
+    let proxy = DelayProxy::start(d.addr.as_ref().unwrap().parse().unwrap(), Duration::from_millis(10)).await;
+    let port = proxy.port.to_string();
+    let sftp = |batch: String| {
+        let (dir, key, port) = (d.dir.clone(), d.key.clone(), port.clone());
+        async move { openssh_sftp(&dir, &key, &port, "acme", &batch).await }
+    };
     let file = d.dir.join("k.csv");
     write_customers(&file, "k-", 5);
-    d.upload("acme", &file, "k.csv").await;
+    let out = sftp(format!("put {} /customers/k.csv\n", file.display())).await;
+    assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(d.summary("acme", "k", REPORT).await["created"], 5);
     // Processed, still visible for a minute: the rename is refused.
-    let out = d.sftp("acme", "-rename /customers/k.csv /customers/k2.csv\nls -1 /customers\n").await;
+    let out = sftp("-rename /customers/k.csv /customers/k2.csv\nls -1 /customers\n".into()).await;
     assert!(out.status.success(), "{}", describe(&out));
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(stderr.contains("Permission denied"), "{}", describe(&out));
@@ -419,12 +429,9 @@ async fn a_visible_upload_being_processed_keeps_its_name(db: TestDb) {
     assert_eq!(listed, ["/customers/k.csv"], "{}", describe(&out));
     assert!(!d.log().contains("file renamed"), "nothing was renamed\n{}", d.log());
     // A temp name renamed to its final name is an upload, as ever.
-    let out = d
-        .sftp(
-            "acme",
-            &format!("put {} /customers/t.csv.part\nrename /customers/t.csv.part /customers/t.csv\n", file.display()),
-        )
-        .await;
+    let out =
+        sftp(format!("put {} /customers/t.csv.part\nrename /customers/t.csv.part /customers/t.csv\n", file.display()))
+            .await;
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(d.summary("acme", "t", REPORT).await["unchanged"], 5);
 }
