@@ -40,16 +40,43 @@ pub struct SqliteStore {
     /// The one connection batches are written through: SQLite has one
     /// writer anyway, and the customers' pages are cached once, in it.
     batches: SqlitePool,
-    /// When the last batch began.
-    last_batch: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// When batches began, for the yield to other writers.
+    batch_clock: std::sync::Arc<std::sync::Mutex<BatchClock>>,
     pub(super) instance: std::sync::Arc<str>,
 }
 
-/// A pause before a batch that follows a long one at once: writers on the
-/// other connections (heartbeats, job claims, new uploads) wait on SQLite's
-/// lock by sleeping and retrying, and would otherwise never find it free
-/// between back-to-back batches of a large upload.
-const YIELD_AFTER_LONG_BATCH: Duration = Duration::from_millis(50);
+/// A pause before a batch once batches have followed one another for
+/// `YIELD_EVERY`: writers on the other connections (heartbeats, job claims,
+/// another account's upload) wait on SQLite's lock by sleeping and retrying,
+/// and would otherwise never find it free between back-to-back batches,
+/// whether they are long (one large upload) or short (a small `batch_size`).
+const YIELD_TO_OTHER_WRITERS: Duration = Duration::from_millis(50);
+const YIELD_EVERY: Duration = Duration::from_millis(500);
+/// Batches further apart than this are not back to back.
+const BACK_TO_BACK: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+struct BatchClock {
+    /// When the last batch began.
+    last: Option<std::time::Instant>,
+    /// When batches began following one another, or the last yield ended.
+    since: Option<std::time::Instant>,
+}
+
+impl BatchClock {
+    /// Records a batch beginning now; whether it should first yield.
+    fn begin(&mut self, now: std::time::Instant) -> bool {
+        if self.last.is_none_or(|at| now.duration_since(at) >= BACK_TO_BACK) {
+            self.since = Some(now);
+        }
+        self.last = Some(now);
+        let yields = self.since.is_some_and(|since| now.duration_since(since) >= YIELD_EVERY);
+        if yields {
+            self.since = Some(now + YIELD_TO_OTHER_WRITERS);
+        }
+        yields
+    }
+}
 
 /// Page cache of the batch connection (KiB): the `(account, ref)` index a
 /// batch probes and extends.
@@ -91,7 +118,7 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(300))
             .connect_with(options.pragma("cache_size", format!("-{BATCH_CACHE_KIB}")))
             .await?;
-        Ok(SqliteStore { pool, batches, last_batch: Default::default(), instance: super::new_instance() })
+        Ok(SqliteStore { pool, batches, batch_clock: Default::default(), instance: super::new_instance() })
     }
 
     pub async fn claim_job(&self, owner: &str, stale_after_secs: i64, busy: &[String]) -> Result<Option<Job>> {
@@ -128,9 +155,8 @@ impl SqliteStore {
     }
 
     pub async fn begin_batch(&self) -> Result<SqliteBatch> {
-        let previous = self.last_batch.lock().expect("batch clock").replace(std::time::Instant::now());
-        if previous.is_some_and(|at| (Duration::from_millis(500)..Duration::from_secs(2)).contains(&at.elapsed())) {
-            tokio::time::sleep(YIELD_AFTER_LONG_BATCH).await;
+        if self.batch_clock.lock().expect("batch clock").begin(std::time::Instant::now()) {
+            tokio::time::sleep(YIELD_TO_OTHER_WRITERS).await;
         }
         let mut tx = self.batches.begin_with("BEGIN IMMEDIATE").await?;
         let now = sqlx::query_scalar(&format!("SELECT {NOW}")).fetch_one(&mut *tx).await?;
@@ -317,4 +343,26 @@ fn insert_statement<'a>(
             .push_bind(line);
     });
     q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn back_to_back_batches_yield_every_half_second_whatever_their_length() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // Short batches, every 10 ms: one yield per 500 ms of them.
+        let mut clock = BatchClock::default();
+        let yields: Vec<u64> = (0..=120).map(|i| i * 10).filter(|&t| clock.begin(ms(t))).collect();
+        assert_eq!(yields, [500, 1050]);
+        // Long batches (1 s each): a yield before each one after the first.
+        let mut clock = BatchClock::default();
+        let yields: Vec<bool> = [0, 1_000, 2_050, 3_100].into_iter().map(|t| clock.begin(ms(t))).collect();
+        assert_eq!(yields, [false, true, true, true]);
+        // A batch after a pause is not back to back: no yield.
+        assert!(!clock.begin(ms(3_100 + 2_500)));
+    }
 }

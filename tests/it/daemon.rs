@@ -135,7 +135,7 @@ async fn a_small_file_is_not_starved_by_another_accounts_huge_one(db: TestDb) {
         TestDaemon::spawn_in_process(&db, &[TestAccount::new("big"), TestAccount::new("small")], &[("INTAKE_BATCH_SIZE", "500")])
             .await;
     let big = d.dir.join("huge.csv");
-    write_customers(&big, "h-", 150_000);
+    write_customers(&big, "h-", 400_000);
     let small = d.dir.join("tiny.csv");
     write_customers(&small, "t-", 10);
     d.upload("big", &big, "huge.csv").await;
