@@ -12,9 +12,11 @@
     the time from the end of the upload to the summary, the daemon's peak
     RSS, and fairness: once the big job is running, a 10-row upload of
     another account, its time to its summary and whether the big one was
-    still running then. Medians over the rounds.
+    still running then. Medians over the rounds. With --bin NAME=PATH given
+    more than once, each round runs every build in turn (interleaved), and
+    the medians of each are compared with the first's.
 
-usage: bench/serve.py [--rows 1000000] [--backend sqlite|postgres] [--big --rounds 3]
+usage: bench/serve.py [--rows 1000000] [--backend sqlite|postgres] [--big --rounds 3 [--bin A=PATH --bin B=PATH]]
 Needs a release build (cargo build --release; BIN to pick another) and PG_URL for postgres.
 """
 import argparse, concurrent.futures, csv, json, os, shutil, signal, statistics, subprocess, sys, tempfile, time
@@ -40,7 +42,7 @@ def peak_rss_kib(pid):
 
 
 class Daemon:
-    def __init__(self, work, accounts, db_url):
+    def __init__(self, work, accounts, db_url, binary=None):
         self.work = work
         self.data = os.path.join(work, "data")
         if not os.path.exists(os.path.join(work, "key")):
@@ -53,7 +55,7 @@ class Daemon:
             cfg += f'\n[[users]]\nusername = "{a}"\naccount = "{a}"\nkeys = ["{public}"]\n'
         open(os.path.join(work, "config.toml"), "w").write(cfg)
         self.env = dict(os.environ, INTAKE_DATA_DIR=self.data, INTAKE_DATABASE_URL=db_url, INTAKE_LOG="warn")
-        self.proc = subprocess.Popen([BIN, "serve", "--config", os.path.join(work, "config.toml")], env=self.env,
+        self.proc = subprocess.Popen([binary or BIN, "serve", "--config", os.path.join(work, "config.toml")], env=self.env,
                                      stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "serve.log"), "w"))
         addr_file = os.path.join(self.data, "sftp.addr")
         deadline = time.time() + 60
@@ -90,63 +92,80 @@ def fresh_db(backend, name):
     if backend == "sqlite":
         return None
     base = os.environ.get("PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    subprocess.run(["psql", "-q", base, "-c", f"DROP DATABASE IF EXISTS {name}", "-c", f"CREATE DATABASE {name}"], check=True)
+    subprocess.run(["psql", "-q", base, "-c", "SET client_min_messages = warning", "-c", f"DROP DATABASE IF EXISTS {name}",
+                    "-c", f"CREATE DATABASE {name}"], check=True)
     return base.rsplit("/", 1)[0] + "/" + name
 
 
 def big_rounds(args):
-    """(d): ROWS rows end to end, ROUNDS rounds; medians."""
+    """(d): ROWS rows end to end, ROUNDS rounds (each build in turn); medians."""
+    builds = [b.split("=", 1) for b in args.bin] or [["intake", BIN]]
     work = tempfile.mkdtemp(prefix="intake-serve-bench.")
     try:
         big = os.path.join(work, "big.csv")
         write_customers(big, "b-", args.rows)
         small = os.path.join(work, "small.csv")
         write_customers(small, "s-", 10)
-        results = []
+        results = {name: [] for name, _ in builds}
         for r in range(args.rounds):
-            shutil.rmtree(os.path.join(work, "data"), ignore_errors=True)
-            db = fresh_db(args.backend, f"intake_serve_big_{os.getpid()}_{r}")
-            d = Daemon(work, ["big", "other"], db or f"sqlite://{work}/data/intake.db")
-            t0 = time.time()
-            d.sftp("big", f"put {big} /customers/big.csv\n")
-            t_uploaded = time.time()
-            progress = os.path.join(d.data, "accounts", "big", "outbox", "big.progress.json")
-            deadline = time.time() + 600
-            while True:
-                try:
-                    if json.load(open(progress)).get("rows_done", 0) > 0:
-                        break
-                except (OSError, ValueError):
-                    pass
-                if os.path.exists(d.summary_path("big", "big")) or time.time() > deadline:
-                    break
-                time.sleep(0.05)
-            t_small = time.time()
-            d.sftp("other", f"put {small} /customers/small.csv\n")
-            s_small = d.wait_summary("other", "small")
-            small_secs = time.time() - t_small
-            big_running = not os.path.exists(d.summary_path("big", "big"))
-            s = d.wait_summary("big", "big", timeout=7200)
-            t_done = time.time()
-            rss = peak_rss_kib(d.proc.pid) / 1024
-            d.stop()
-            assert s["created"] == args.rows and s_small["created"] == 10, (s, s_small)
-            row = {"rows_s": args.rows / (t_done - t0), "upload_s": t_uploaded - t0, "tail_s": t_done - t_uploaded,
-                   "rss": rss, "small_s": small_secs, "big_running": big_running}
-            results.append(row)
-            print(f"round {r + 1}: {row['rows_s']:.0f} rows/s, upload {row['upload_s']:.1f} s, end of upload to "
-                  f"summary {row['tail_s']:.1f} s, peak RSS {rss:.1f} MiB; 10-row upload of another account: "
-                  f"{small_secs:.2f} s to its summary, big job still running then: {big_running}", flush=True)
-            if db:
-                subprocess.run(["psql", "-q", os.environ.get("PG_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
-                                "-c", f"DROP DATABASE intake_serve_big_{os.getpid()}_{r}"], check=False)
-        med = lambda k: statistics.median(x[k] for x in results)
-        print(f"(d) {args.backend}, {args.rows} rows via sftp, median of {len(results)}: {med('rows_s'):.0f} rows/s, "
-              f"end of upload to summary {med('tail_s'):.1f} s, peak RSS {med('rss'):.1f} MiB, other account's "
-              f"10-row upload {med('small_s'):.2f} s (big job still running: "
-              f"{sum(x['big_running'] for x in results)}/{len(results)})")
+            for name, binary in builds:
+                row = big_round(args, work, big, small, f"{r}_{len(results[name])}_{name}", binary)
+                results[name].append(row)
+                print(f"round {r + 1}, {name}: {row['rows_s']:.0f} rows/s, upload {row['upload_s']:.1f} s, end of "
+                      f"upload to summary {row['tail_s']:.1f} s, peak RSS {row['rss']:.1f} MiB; 10-row upload of "
+                      f"another account: {row['small_s']:.2f} s to its summary, big job still running then: "
+                      f"{row['big_running']}", flush=True)
+        first = builds[0][0]
+        for name, _ in builds:
+            rows = results[name]
+            med = lambda k, rows=rows: statistics.median(x[k] for x in rows)
+            versus = ""
+            if name != first:
+                base = lambda k: statistics.median(x[k] for x in results[first])
+                versus = f" (vs {first}: rows/s {med('rows_s') / base('rows_s'):.2f}x, peak RSS {med('rss') / base('rss'):.3f}x)"
+            print(f"(d) {name}, {args.backend}, {args.rows} rows via sftp, median of {len(rows)}: {med('rows_s'):.0f} "
+                  f"rows/s, end of upload to summary {med('tail_s'):.1f} s, peak RSS {med('rss'):.1f} MiB, other "
+                  f"account's 10-row upload {med('small_s'):.2f} s (big job still running: "
+                  f"{sum(x['big_running'] for x in rows)}/{len(rows)}){versus}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def big_round(args, work, big, small, tag, binary):
+    """One round of (d) with a fresh daemon and database."""
+    shutil.rmtree(os.path.join(work, "data"), ignore_errors=True)
+    db_name = f"intake_serve_big_{os.getpid()}_{tag}".lower().replace("-", "_")
+    db = fresh_db(args.backend, db_name)
+    d = Daemon(work, ["big", "other"], db or f"sqlite://{work}/data/intake.db", binary)
+    t0 = time.time()
+    d.sftp("big", f"put {big} /customers/big.csv\n")
+    t_uploaded = time.time()
+    progress = os.path.join(d.data, "accounts", "big", "outbox", "big.progress.json")
+    deadline = time.time() + 600
+    while True:
+        try:
+            if json.load(open(progress)).get("rows_done", 0) > 0:
+                break
+        except (OSError, ValueError):
+            pass
+        if os.path.exists(d.summary_path("big", "big")) or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    t_small = time.time()
+    d.sftp("other", f"put {small} /customers/small.csv\n")
+    s_small = d.wait_summary("other", "small")
+    small_secs = time.time() - t_small
+    big_running = not os.path.exists(d.summary_path("big", "big"))
+    s = d.wait_summary("big", "big", timeout=7200)
+    t_done = time.time()
+    rss = peak_rss_kib(d.proc.pid) / 1024
+    d.stop()
+    assert s["created"] == args.rows and s_small["created"] == 10, (s, s_small)
+    if db:
+        subprocess.run(["psql", "-q", os.environ.get("PG_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+                        "-c", f"DROP DATABASE {db_name}"], check=False)
+    return {"rows_s": args.rows / (t_done - t0), "upload_s": t_uploaded - t0, "tail_s": t_done - t_uploaded,
+            "rss": rss, "small_s": small_secs, "big_running": big_running}
 
 
 def main():
@@ -155,6 +174,8 @@ def main():
     ap.add_argument("--backend", default="sqlite")
     ap.add_argument("--big", action="store_true", help="only (d): ROWS rows end to end, --rounds rounds")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--bin", action="append", default=[], metavar="NAME=PATH",
+                    help="with --big: a build to run in every round (give two or more to compare them)")
     args = ap.parse_args()
     if args.big:
         return big_rounds(args)

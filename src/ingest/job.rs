@@ -8,6 +8,7 @@ use super::progress::{self, ProgressState};
 use super::publish::{self, Ending};
 use super::report::{ResultsWriter, RowResult, RowStatus, Summary};
 use super::rows::{scan, FileLimits, ParsedRow, RowReader};
+use super::thread::{JobThread, Pending};
 use super::upsert::{self, BatchRecord, RecordOutcome, UpsertOutcome, Writes};
 use crate::clock;
 use crate::config::Config;
@@ -203,14 +204,12 @@ struct Upload {
     consumed: Arc<AtomicU64>,
 }
 
-/// The next chunk, read and parsed on a blocking thread while the current one
-/// is written to the database.
-type NextBatch = tokio::task::JoinHandle<(Upload, std::io::Result<ReadBatch>)>;
+/// The next chunk, read and parsed on the job's reading thread while the
+/// current one is written to the database.
+type NextBatch = Pending<(Upload, std::io::Result<ReadBatch>)>;
 
-fn read_batch(mut upload: Upload, limits: ChunkLimits) -> NextBatch {
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || {
-        let _in_job = span.enter();
+fn read_batch(reader: &JobThread, mut upload: Upload, limits: ChunkLimits) -> NextBatch {
+    reader.run(move || {
         let mut rows = Vec::with_capacity(limits.rows.min(8192));
         let mut bytes = 0;
         while rows.len() < limits.rows && bytes < limits.bytes {
@@ -228,17 +227,19 @@ fn read_batch(mut upload: Upload, limits: ChunkLimits) -> NextBatch {
     })
 }
 
-/// The results file, written on a blocking thread while the job applies its
-/// next chunk: formatting and writing a chunk's results (and freeing its
-/// rows) is off the path between one database round trip and the next.
+/// The results file, written on the job's results thread while the job
+/// applies its next chunk: formatting and writing a chunk's results (and
+/// freeing its rows) is off the path between one database round trip and the
+/// next.
 struct Results {
+    thread: JobThread,
     writer: Option<Box<ResultsWriter>>,
-    pending: Option<tokio::task::JoinHandle<(Box<ResultsWriter>, std::io::Result<()>)>>,
+    pending: Option<Pending<(Box<ResultsWriter>, std::io::Result<()>)>>,
 }
 
 impl Results {
-    fn new(writer: ResultsWriter) -> Results {
-        Results { writer: Some(Box::new(writer)), pending: None }
+    fn new(thread: JobThread, writer: ResultsWriter) -> Results {
+        Results { thread, writer: Some(Box::new(writer)), pending: None }
     }
 
     /// The writer, once what was handed to it is written.
@@ -255,9 +256,7 @@ impl Results {
     async fn write(&mut self, rows: Vec<RowResult>) -> Result<(), IngestError> {
         self.ready().await?;
         let mut writer = self.writer.take().expect("the results writer is here");
-        let span = tracing::Span::current();
-        self.pending = Some(tokio::task::spawn_blocking(move || {
-            let _in_job = span.enter();
+        self.pending = Some(self.thread.run(move || {
             let written = rows.iter().try_for_each(|r| writer.write(r));
             (writer, written)
         }));
@@ -268,7 +267,7 @@ impl Results {
     async fn finish(mut self) -> Result<(), IngestError> {
         self.ready().await?;
         let writer = self.writer.take().expect("the results writer is here");
-        blocking("while writing the results file".into(), move || writer.finish()).await
+        self.thread.run(move || writer.finish()).await?.map_err(io_err("while writing the results file"))
     }
 }
 
@@ -277,6 +276,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 enum State {
     Rows {
+        reader: JobThread,
         next: NextBatch,
         results: Results,
     },
@@ -355,12 +355,14 @@ impl JobRunner {
         let spool = ctx.layout.spool(&job.job_id);
         std::fs::create_dir_all(&spool).map_err(io_err("while creating the job's spool"))?;
         publish::adopt_results(ctx, &job).map_err(io_err("while taking over the committed results"))?;
-        let results = ResultsWriter::open(&publish::results_path(ctx, &job), job.progress.results_offset, bom)
-            .map(Results::new)
+        let writer = ResultsWriter::open(&publish::results_path(ctx, &job), job.progress.results_offset, bom)
             .map_err(io_err("while opening the results file"))?;
+        let threads = JobThread::spawn("intake-read").and_then(|r| Ok((r, JobThread::spawn("intake-results")?)));
+        let (reader, results) = threads.map_err(io_err("while starting the job's threads"))?;
+        let results = Results::new(results, writer);
         progress::publish_owned(ctx, &job, ProgressState::Running, upload.consumed.load(Ordering::Relaxed)).await;
-        let next = read_batch(upload, ctx.batch.chunk(0, 0));
-        let mut runner = JobRunner::new(job, State::Rows { next, results });
+        let next = read_batch(&reader, upload, ctx.batch.chunk(0, 0));
+        let mut runner = JobRunner::new(job, State::Rows { reader, next, results });
         runner.progress_at = Some(Instant::now());
         if fresh {
             runner.hints = upsert::Hints::fresh(runner.job.rows_total);
@@ -392,7 +394,7 @@ impl JobRunner {
                 publish::publish(ctx, &mut self.job, &summary).await?;
                 Ok(Step::Done(summary))
             }
-            State::Rows { mut next, mut results } => {
+            State::Rows { reader, mut next, mut results } => {
                 // One batch: chunks applied in one transaction until a bound is met.
                 let mut batch: Option<OpenBatch> = None;
                 loop {
@@ -413,7 +415,11 @@ impl JobRunner {
                     let (rows, bytes) = (open.rows + read.rows.len(), open.bytes + read.bytes);
                     let full = rows >= ctx.batch.rows || bytes >= ctx.batch.bytes;
                     // Parsed while this chunk is written.
-                    next = read_batch(upload, if full { ctx.batch.chunk(0, 0) } else { ctx.batch.chunk(rows, bytes) });
+                    next = read_batch(
+                        &reader,
+                        upload,
+                        if full { ctx.batch.chunk(0, 0) } else { ctx.batch.chunk(rows, bytes) },
+                    );
                     self.apply_chunk(&mut open, read.rows, &mut results).await?;
                     open.bytes += read.bytes;
                     if full || open.started.elapsed() >= ctx.batch.time {
@@ -422,7 +428,7 @@ impl JobRunner {
                             progress::publish_owned(ctx, &self.job, ProgressState::Running, read.consumed).await;
                             self.progress_at = Some(Instant::now());
                         }
-                        self.state = Some(State::Rows { next, results });
+                        self.state = Some(State::Rows { reader, next, results });
                         return Ok(Step::More);
                     }
                     batch = Some(open);

@@ -8,6 +8,7 @@ pub mod progress;
 pub mod publish;
 pub mod report;
 pub mod rows;
+mod thread;
 pub mod upload;
 pub mod upsert;
 pub mod watcher;
