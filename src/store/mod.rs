@@ -445,6 +445,17 @@ impl Store {
     }
 
     /// Starts a batch: claims, upserts and progress commit together.
+    /// Whether other work waits while a batch is open: on SQLite, which has
+    /// one writer, a statement on the other connections or another job's
+    /// batch; never on PostgreSQL (batches of different accounts run side by
+    /// side, and nothing else waits for them).
+    pub fn others_waiting(&self) -> bool {
+        match self {
+            Store::Sqlite(s) => s.others_waiting(),
+            Store::Postgres(_) => false,
+        }
+    }
+
     pub async fn begin_batch(&self, account: &str) -> Result<Batch> {
         Ok(match self {
             Store::Sqlite(s) => Batch::Sqlite(s.begin_batch().await?),

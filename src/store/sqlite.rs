@@ -42,6 +42,8 @@ pub struct SqliteStore {
     batches: SqlitePool,
     /// When batches began, for the yield to other writers.
     batch_clock: std::sync::Arc<std::sync::Mutex<BatchClock>>,
+    /// Jobs waiting for the batch connection.
+    batches_waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     pub(super) instance: std::sync::Arc<str>,
 }
 
@@ -54,6 +56,11 @@ const YIELD_TO_OTHER_WRITERS: Duration = Duration::from_millis(50);
 const YIELD_EVERY: Duration = Duration::from_millis(500);
 /// Batches further apart than this are not back to back.
 const BACK_TO_BACK: Duration = Duration::from_secs(2);
+/// How long a batch about to begin waits, at most, while statements on the
+/// other connections are under way (most likely waiting for the lock the
+/// last batch held): SQLite's busy handler retries a writer that has waited
+/// a while only every 100 ms, so a shorter pause could fall between two tries.
+const WAIT_FOR_OTHER_WRITERS: Duration = Duration::from_millis(150);
 
 #[derive(Default)]
 struct BatchClock {
@@ -118,7 +125,13 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(300))
             .connect_with(options.pragma("cache_size", format!("-{BATCH_CACHE_KIB}")))
             .await?;
-        Ok(SqliteStore { pool, batches, batch_clock: Default::default(), instance: super::new_instance() })
+        Ok(SqliteStore {
+            pool,
+            batches,
+            batch_clock: Default::default(),
+            batches_waiting: Default::default(),
+            instance: super::new_instance(),
+        })
     }
 
     pub async fn claim_job(&self, owner: &str, stale_after_secs: i64, busy: &[String]) -> Result<Option<Job>> {
@@ -154,13 +167,55 @@ impl SqliteStore {
         Ok(Some(job))
     }
 
+    /// Whether work besides the open batch waits for SQLite's one writer: a
+    /// statement on the other connections (an arrival, a job's claim or
+    /// report, a heartbeat) or another job's batch.
+    pub fn others_waiting(&self) -> bool {
+        self.statements_under_way() || self.batches_waiting.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+
+    fn statements_under_way(&self) -> bool {
+        self.pool.size() as usize > self.pool.num_idle()
+    }
+
+    /// Begins a batch once the writers on the other connections are done
+    /// (at most `WAIT_FOR_OTHER_WRITERS`), and after the periodic yield to
+    /// writers this process does not see (another process's).
     pub async fn begin_batch(&self) -> Result<SqliteBatch> {
-        if self.batch_clock.lock().expect("batch clock").begin(std::time::Instant::now()) {
-            tokio::time::sleep(YIELD_TO_OTHER_WRITERS).await;
+        let started = std::time::Instant::now();
+        let yields = self.batch_clock.lock().expect("batch clock").begin(started);
+        loop {
+            let waited = started.elapsed();
+            let for_others = self.statements_under_way() && waited < WAIT_FOR_OTHER_WRITERS;
+            let periodic = yields && waited < YIELD_TO_OTHER_WRITERS;
+            if !(for_others || periodic) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let mut tx = self.batches.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = {
+            let _waiting = Waiting::on(&self.batches_waiting);
+            self.batches.begin_with("BEGIN IMMEDIATE").await?
+        };
         let now = sqlx::query_scalar(&format!("SELECT {NOW}")).fetch_one(&mut *tx).await?;
         Ok(SqliteBatch { tx, now })
+    }
+}
+
+/// Counts a job waiting for the batch connection while it waits (a future
+/// dropped while waiting included).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn on(count: &'a std::sync::atomic::AtomicUsize) -> Waiting<'a> {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -349,6 +404,39 @@ fn insert_statement<'a>(
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    /// Waits (10 s at most) for `condition`: a connection goes back to its
+    /// pool on a task of its own, after it is dropped.
+    async fn until(what: &str, condition: impl Fn() -> bool) {
+        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+            while !condition() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        waited.await.unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    }
+
+    #[tokio::test]
+    async fn a_batch_sees_others_waiting_and_begins_after_the_other_connections_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::connect(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap();
+        assert!(!store.others_waiting());
+        // A statement under way on the other connections (here: one held).
+        let held = store.pool.acquire().await.unwrap();
+        assert!(store.others_waiting());
+        let started = Instant::now();
+        let batch = store.begin_batch().await.unwrap();
+        assert!(started.elapsed() >= WAIT_FOR_OTHER_WRITERS, "began after {:?}", started.elapsed());
+        drop(held);
+        until("the connection back in its pool", || !store.others_waiting()).await;
+        // Another job waiting for the batch connection.
+        let other = store.clone();
+        let waiting = tokio::spawn(async move { other.begin_batch().await.map(|_| ()) });
+        until("the other job's wait to be seen", || store.others_waiting()).await;
+        drop(batch);
+        waiting.await.unwrap().unwrap();
+        until("no one waiting", || !store.others_waiting()).await;
+    }
 
     #[test]
     fn back_to_back_batches_yield_every_half_second_whatever_their_length() {

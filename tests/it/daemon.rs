@@ -155,6 +155,50 @@ async fn a_small_file_is_not_starved_by_another_accounts_huge_one(db: TestDb) {
     d.summary("big", "huge", Duration::from_secs(300)).await;
 }
 
+/// A batch may hold a whole large upload (`batch_size` and the batch's time
+/// and bytes raised far past it): another account's small upload still gets
+/// through while it runs. On SQLite, with its one writer, the small one's
+/// arrival, claim, batch and report would otherwise wait for the large
+/// batch's commit, that is for the whole large job; the batch commits early
+/// when others wait for the database instead.
+async fn a_small_upload_is_not_held_behind_another_accounts_long_batch(db: TestDb) {
+    let one_batch = [
+        ("INTAKE_BATCH_SIZE", "100000000"),
+        ("INTAKE_BATCH_MAX_BYTES", "10000000000"),
+        ("INTAKE_BATCH_MAX_MILLIS", "3600000"),
+    ];
+    let accounts = [TestAccount::new("big"), TestAccount::new("small")];
+    let d = TestDaemon::spawn_in_process(&db, &accounts, &one_batch).await;
+    let rows = 400_000;
+    let big = d.dir.join("huge.csv");
+    write_customers(&big, "h-", rows);
+    let small = d.dir.join("tiny.csv");
+    write_customers(&small, "t-", 10);
+    d.upload("big", &big, "huge.csv").await;
+    // Its batch is open once results are written (before the batch commits).
+    let store = db.store().await;
+    let spool = d.data_dir.join("spool");
+    eventually(REPORT, "the huge job's batch to be under way", || {
+        let jobs = futures_lite_block(store.list_jobs(Some("big"), 1));
+        let job = jobs.first()?;
+        let results = std::fs::read_dir(spool.join(job.job_id.as_str())).ok()?.flatten().find(|f| {
+            f.file_name().to_string_lossy().starts_with("results") && f.metadata().is_ok_and(|m| m.len() > 100_000)
+        });
+        results.map(|_| ())
+    })
+    .await;
+    d.upload("small", &small, "tiny.csv").await;
+    let summary = d.summary("small", "tiny", REPORT).await;
+    assert_eq!(summary["created"], 10);
+    let big_job = store.list_jobs(Some("big"), 1).await.unwrap().remove(0);
+    assert!(
+        big_job.progress.records_done < rows as u64 && big_job.status == JobStatus::Running,
+        "the small upload's report came only once the huge job was done: {big_job:?}"
+    );
+    let summary = d.summary("big", "huge", Duration::from_secs(300)).await;
+    assert_eq!(summary["created"], rows);
+}
+
 async fn a_same_name_upload_during_processing_disturbs_nothing(db: TestDb) {
     let d = TestDaemon::spawn_in_process(&db, &[TestAccount::new("acme")], &[("INTAKE_BATCH_SIZE", "1000")]).await;
     let first = d.dir.join("first.csv");
@@ -227,6 +271,7 @@ crate::on_both_backends!(
     files_already_waiting_are_processed_at_start,
     a_kill_9_at_any_moment_loses_and_doubles_nothing,
     a_small_file_is_not_starved_by_another_accounts_huge_one,
+    a_small_upload_is_not_held_behind_another_accounts_long_batch,
     a_same_name_upload_during_processing_disturbs_nothing,
     an_external_sftp_server_writing_the_folders_is_watched,
     sigterm_stops_promptly_and_cleanly,
