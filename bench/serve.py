@@ -17,7 +17,8 @@
     the medians of each are compared with the first's.
 
 usage: bench/serve.py [--rows 1000000] [--backend sqlite|postgres] [--big --rounds 3 [--bin A=PATH --bin B=PATH]]
-Needs a release build (cargo build --release; BIN to pick another) and PG_URL for postgres.
+Needs a release build (cargo build --release; BIN to pick another) and PG_URL for postgres;
+the daemons log at `warn` (BENCH_INTAKE_LOG to change it) into serve.log in the scratch directory.
 """
 import argparse, concurrent.futures, csv, json, os, shutil, signal, statistics, subprocess, sys, tempfile, time
 
@@ -54,7 +55,8 @@ class Daemon:
         for a in accounts:
             cfg += f'\n[[users]]\nusername = "{a}"\naccount = "{a}"\nkeys = ["{public}"]\n'
         open(os.path.join(work, "config.toml"), "w").write(cfg)
-        self.env = dict(os.environ, INTAKE_DATA_DIR=self.data, INTAKE_DATABASE_URL=db_url, INTAKE_LOG="warn")
+        self.env = dict(os.environ, INTAKE_DATA_DIR=self.data, INTAKE_DATABASE_URL=db_url,
+                        INTAKE_LOG=os.environ.get("BENCH_INTAKE_LOG", "warn"))
         self.proc = subprocess.Popen([binary or BIN, "serve", "--config", os.path.join(work, "config.toml")], env=self.env,
                                      stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "serve.log"), "w"))
         addr_file = os.path.join(self.data, "sftp.addr")

@@ -444,7 +444,6 @@ impl Store {
         }
     }
 
-    /// Starts a batch: claims, upserts and progress commit together.
     /// Whether other work waits while a batch is open: on SQLite, which has
     /// one writer, a statement on the other connections or another job's
     /// batch; never on PostgreSQL (batches of different accounts run side by
@@ -456,6 +455,7 @@ impl Store {
         }
     }
 
+    /// Starts a batch: claims, upserts and progress commit together.
     pub async fn begin_batch(&self, account: &str) -> Result<Batch> {
         Ok(match self {
             Store::Sqlite(s) => Batch::Sqlite(s.begin_batch().await?),
