@@ -252,7 +252,7 @@ impl Results {
         Ok(self.writer.as_mut().expect("the results writer is here or pending"))
     }
 
-    /// Appends `rows` on a blocking thread (`ready` waits for it).
+    /// Appends `rows` on the results thread (`ready` waits for it).
     async fn write(&mut self, rows: Vec<RowResult>) -> Result<(), IngestError> {
         self.ready().await?;
         let mut writer = self.writer.take().expect("the results writer is here");
@@ -270,6 +270,12 @@ impl Results {
         self.thread.run(move || writer.finish()).await?.map_err(io_err("while writing the results file"))
     }
 }
+
+/// How long a batch runs at least before it commits early for others that
+/// wait for the database (`Store::others_waiting`): short enough that another
+/// account's small upload hardly waits, long enough that two large ones taking
+/// turns still commit thousands of rows at a time.
+const YIELD_AFTER: Duration = Duration::from_millis(100);
 
 /// How often a running job's progress file is brought up to date, at most.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -422,7 +428,12 @@ impl JobRunner {
                     );
                     self.apply_chunk(&mut open, read.rows, &mut results).await?;
                     open.bytes += read.bytes;
-                    if full || open.started.elapsed() >= ctx.batch.time {
+                    // Others waiting for the database (SQLite's one writer:
+                    // another account's arrival, claim, batch or report) get
+                    // it after this chunk, not after the whole batch.
+                    let elapsed = open.started.elapsed();
+                    let others_first = elapsed >= YIELD_AFTER && ctx.store.others_waiting();
+                    if full || elapsed >= ctx.batch.time || others_first {
                         self.commit(ctx, open, &mut results).await?;
                         if self.progress_at.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
                             progress::publish_owned(ctx, &self.job, ProgressState::Running, read.consumed).await;

@@ -420,7 +420,7 @@ mod tests {
     async fn a_batch_sees_others_waiting_and_begins_after_the_other_connections_writers() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::connect(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap();
-        assert!(!store.others_waiting());
+        until("the migrations' connection back in its pool", || !store.others_waiting()).await;
         // A statement under way on the other connections (here: one held).
         let held = store.pool.acquire().await.unwrap();
         assert!(store.others_waiting());
