@@ -263,6 +263,23 @@ impl Results {
         Ok(())
     }
 
+    /// Flushes what was handed to it and waits until it is on disk, on the
+    /// results thread (an fsync takes up to a few hundred milliseconds on a
+    /// busy disk: not on the runtime's threads); the file's length then.
+    async fn sync(&mut self) -> Result<u64, IngestError> {
+        self.ready().await?;
+        let mut writer = self.writer.take().expect("the results writer is here");
+        let (writer, synced) = self
+            .thread
+            .run(move || {
+                let synced = writer.flush().and_then(|length| writer.sync().map(|()| length));
+                (writer, synced)
+            })
+            .await?;
+        self.writer = Some(writer);
+        synced.map_err(io_err("while writing the results file"))
+    }
+
     /// Flushes everything to disk.
     async fn finish(mut self) -> Result<(), IngestError> {
         self.ready().await?;
@@ -270,12 +287,6 @@ impl Results {
         self.thread.run(move || writer.finish()).await?.map_err(io_err("while writing the results file"))
     }
 }
-
-/// How long a batch runs at least before it commits early for others that
-/// wait for the database (`Store::others_waiting`): short enough that another
-/// account's small upload hardly waits, long enough that two large ones taking
-/// turns still commit thousands of rows at a time.
-const YIELD_AFTER: Duration = Duration::from_millis(100);
 
 /// How often a running job's progress file is brought up to date, at most.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -432,7 +443,7 @@ impl JobRunner {
                     // another account's arrival, claim, batch or report) get
                     // it after this chunk, not after the whole batch.
                     let elapsed = open.started.elapsed();
-                    let others_first = elapsed >= YIELD_AFTER && ctx.store.others_waiting();
+                    let others_first = ctx.store.yield_after().is_some_and(|after| elapsed >= after);
                     if full || elapsed >= ctx.batch.time || others_first {
                         self.commit(ctx, open, &mut results).await?;
                         if self.progress_at.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
@@ -498,11 +509,9 @@ impl JobRunner {
     async fn commit(&mut self, ctx: &Context, open: OpenBatch, results: &mut Results) -> Result<(), IngestError> {
         let OpenBatch { batch, mut progress, started, apply_time, results_time, .. } = open;
         let synced = Instant::now();
-        let results = results.ready().await?;
-        progress.results_offset = results.flush().map_err(io_err("while writing the results file"))?;
         // On disk before the offset is committed: after a power loss the
         // committed offset never points past the file's end.
-        results.sync().map_err(io_err("while writing the results file"))?;
+        progress.results_offset = results.sync().await?;
         let written = Instant::now();
         batch.commit(&self.job.job_id, &ctx.owner, &progress).await?;
         self.job.results_owner = Some(ctx.owner.clone());

@@ -444,14 +444,14 @@ impl Store {
         }
     }
 
-    /// Whether other work waits while a batch is open: on SQLite, which has
-    /// one writer, a statement on the other connections or another job's
-    /// batch; never on PostgreSQL (batches of different accounts run side by
-    /// side, and nothing else waits for them).
-    pub fn others_waiting(&self) -> bool {
+    /// How long an open batch may have run before it commits for others
+    /// that wait for the database; None: no one waits. Only on SQLite, which
+    /// has one writer; on PostgreSQL batches of different accounts run side
+    /// by side, and nothing else waits for them.
+    pub fn yield_after(&self) -> Option<std::time::Duration> {
         match self {
-            Store::Sqlite(s) => s.others_waiting(),
-            Store::Postgres(_) => false,
+            Store::Sqlite(s) => s.yield_after(),
+            Store::Postgres(_) => None,
         }
     }
 

@@ -56,6 +56,8 @@ const YIELD_TO_OTHER_WRITERS: Duration = Duration::from_millis(50);
 const YIELD_EVERY: Duration = Duration::from_millis(500);
 /// Batches further apart than this are not back to back.
 const BACK_TO_BACK: Duration = Duration::from_secs(2);
+/// How long a batch runs at least before it commits for another job's batch.
+const BATCH_TURN: Duration = Duration::from_millis(250);
 /// How long a batch about to begin waits, at most, while statements on the
 /// other connections are under way (most likely waiting for the lock the
 /// last batch held): SQLite's busy handler retries a writer that has waited
@@ -167,11 +169,21 @@ impl SqliteStore {
         Ok(Some(job))
     }
 
-    /// Whether work besides the open batch waits for SQLite's one writer: a
-    /// statement on the other connections (an arrival, a job's claim or
-    /// report, a heartbeat) or another job's batch.
-    pub fn others_waiting(&self) -> bool {
-        self.statements_under_way() || self.batches_waiting.load(std::sync::atomic::Ordering::Relaxed) > 0
+    /// How long the open batch may have run before it commits for others
+    /// that wait for SQLite's one writer; None: no one waits. Statements on
+    /// the other connections (an arrival, a job's claim or report, a
+    /// heartbeat: short, and each holds up a step of another job) get it
+    /// after the batch's current chunk; another job's batch once the open one
+    /// has run `BATCH_TURN`, so that two large uploads taking turns still
+    /// commit thousands of rows at a time.
+    pub fn yield_after(&self) -> Option<Duration> {
+        if self.statements_under_way() {
+            Some(Duration::ZERO)
+        } else if self.batches_waiting.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            Some(BATCH_TURN)
+        } else {
+            None
+        }
     }
 
     fn statements_under_way(&self) -> bool {
@@ -417,25 +429,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_batch_sees_others_waiting_and_begins_after_the_other_connections_writers() {
+    async fn a_batch_sees_who_waits_and_begins_after_the_other_connections_writers() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::connect(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap();
-        until("the migrations' connection back in its pool", || !store.others_waiting()).await;
+        until("the migrations' connection back in its pool", || store.yield_after().is_none()).await;
         // A statement under way on the other connections (here: one held).
         let held = store.pool.acquire().await.unwrap();
-        assert!(store.others_waiting());
+        assert_eq!(store.yield_after(), Some(Duration::ZERO), "at the open batch's next chunk");
         let started = Instant::now();
         let batch = store.begin_batch().await.unwrap();
         assert!(started.elapsed() >= WAIT_FOR_OTHER_WRITERS, "began after {:?}", started.elapsed());
         drop(held);
-        until("the connection back in its pool", || !store.others_waiting()).await;
+        until("the connection back in its pool", || store.yield_after().is_none()).await;
         // Another job waiting for the batch connection.
         let other = store.clone();
         let waiting = tokio::spawn(async move { other.begin_batch().await.map(|_| ()) });
-        until("the other job's wait to be seen", || store.others_waiting()).await;
+        until("the other job's wait to be seen", || store.yield_after() == Some(BATCH_TURN)).await;
         drop(batch);
         waiting.await.unwrap().unwrap();
-        until("no one waiting", || !store.others_waiting()).await;
+        until("no one waiting", || store.yield_after().is_none()).await;
     }
 
     #[test]
