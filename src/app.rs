@@ -5,7 +5,7 @@
 use crate::config::{Config, UserDecl};
 use crate::domain::user::{Scopes, SftpUser};
 use crate::domain::{AccountId, AccountSettings};
-use crate::ingest::{job, watcher, worker, Context};
+use crate::ingest::{arrival, watcher, worker, Context};
 use crate::mailbox::Layout;
 use crate::sftp::{LoginLimit, SftpServer, SftpSettings, UserDirectory};
 use crate::store::Store;
@@ -192,7 +192,7 @@ pub async fn start(config: Config) -> Result<RunningApp> {
     let node = Arc::new(crate::cluster::Node::claim(&config, &store).await?);
     node.register(&store, None).await?;
     let ctx = Arc::new(Context::new(&config, store.clone(), node.owner.clone()));
-    job::recover_arriving(&ctx, ctx.takeover_after).await?;
+    arrival::recover_arriving(&ctx, ctx.takeover_after).await?;
 
     let shutdown = CancellationToken::new();
     crate::telemetry::metrics().set_account_labels(config.http.account_labels);

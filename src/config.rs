@@ -318,8 +318,8 @@ impl Config {
     }
 
     /// The limits every file is read within.
-    pub fn file_limits(&self) -> crate::ingest::rows::FileLimits {
-        crate::ingest::rows::FileLimits {
+    pub fn file_limits(&self) -> crate::domain::FileLimits {
+        crate::domain::FileLimits {
             max_file_bytes: self.max_file_bytes,
             max_rows: self.max_rows,
             max_record_bytes: self.max_record_bytes.max(1024),

@@ -10,7 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use intake::config::{Config, LogFormat};
 use intake::domain::user::{Scopes, SftpUser};
 use intake::domain::{AccountId, AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
-use intake::ingest::{self, Context, JobRunner, Step};
+use intake::ingest::arrival::{self, Arrival, Take, Uploader};
+use intake::ingest::{self, driver, Context};
 use intake::mailbox::Layout;
 use intake::store::Store;
 use std::io::{BufRead, IsTerminal, Write};
@@ -294,21 +295,26 @@ async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool)
         bail!("{} is not a file", file.display());
     }
     let node = intake::cluster::CommandNode::start(config, &store).await?;
-    let ctx = Context::new(config, store, node.owner().to_owned());
-    let arrival = ingest::job::Arrival {
+    let ctx = std::sync::Arc::new(Context::new(config, store, node.owner().to_owned()));
+    let arrival = Arrival {
         account: avid,
         source: file,
         file_name,
         kind: intake::store::JobKind::Import,
-        uploader: ingest::job::Uploader::Operator {
-            scopes: if may_update { Scopes::ALL } else { Scopes::CREATE_ONLY },
-        },
-        take: ingest::job::Take::Copy,
+        uploader: Uploader::Operator { scopes: if may_update { Scopes::ALL } else { Scopes::CREATE_ONLY } },
+        take: Take::Copy,
     };
-    let job = ingest::job::enqueue(&ctx, arrival, Some(&ctx.owner)).await?;
-    let mut runner = JobRunner::open(&ctx, job).await?;
+    let claimed = arrival::arrive_and_take(&ctx, arrival).await;
+    let claimed = match claimed {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            node.finish().await;
+            return Err(e.into());
+        }
+    };
+    let job_id = claimed.job.job_id.clone();
     let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(runner.job().rows_total);
+        let bar = indicatif::ProgressBar::new(claimed.job.rows_total);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rows ({per_sec}, {eta} left)",
@@ -317,20 +323,27 @@ async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool)
         );
         bar
     });
-    let summary = loop {
-        match runner.step(&ctx).await? {
-            Step::More => {
-                if let Some(bar) = &bar {
-                    bar.set_position(runner.job().progress.records_done);
-                }
-            }
-            Step::Done(summary) => break summary,
+    // The same driver as the daemon's workers: a failure gets the same
+    // handling (an `aborted` report, or a retry a daemon resumes).
+    let summary = driver::run_one(&ctx, claimed, |runner| {
+        if let Some(bar) = &bar {
+            bar.set_length(runner.job().rows_total);
+            bar.set_position(runner.records_done());
         }
-    };
+    })
+    .await;
     node.finish().await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    let Some(summary) = summary else {
+        let job = ctx.store.get_job(&job_id).await?;
+        let status = job.map(|j| j.status.as_str()).unwrap_or("unknown");
+        bail!(
+            "job {job_id} did not finish here ({status}): `intake jobs show {job_id}` says why; a retrying job is \
+             resumed by a running daemon"
+        );
+    };
     let names = intake::mailbox::ReportNames::of(file_name, false);
     let outbox = layout.outbox(avid);
     match &summary.error {

@@ -176,7 +176,7 @@ fn job_json(j: &Job) -> Value {
         "spool_path": j.spool_path,
         "visible_path": j.visible_path,
         // The decided summary (what is published), once decided.
-        "outcome": j.outcome.as_deref().and_then(|o| serde_json::from_str::<Value>(o).ok()),
+        "outcome": j.outcome.as_ref().and_then(|o| serde_json::to_value(o).ok()),
     })
 }
 
@@ -275,16 +275,16 @@ async fn retry_job(config: &Config, store: Store, job_id: &str) -> Result<ExitCo
     })?;
     let node = intake::cluster::CommandNode::start(config, &store).await?;
     let ctx = Context::new(config, store, node.owner().to_owned());
-    let uploader = ingest::job::Uploader::Operator { scopes: job.scopes };
-    let arrival = ingest::job::Arrival {
+    let uploader = ingest::arrival::Uploader::Operator { scopes: job.scopes };
+    let arrival = ingest::arrival::Arrival {
         account: &job.account,
         source: &source,
         file_name: &job.file_name,
         kind: job.kind,
         uploader,
-        take: ingest::job::Take::Copy,
+        take: ingest::arrival::Take::Copy,
     };
-    let new = ingest::job::enqueue(&ctx, arrival, None).await;
+    let new = ingest::arrival::arrive(&ctx, arrival).await;
     node.finish().await;
     let new = new?;
     println!("job {} queued: a retry of {job_id} ({} of account {})", new.job_id, job.file_name, job.account);

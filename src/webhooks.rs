@@ -11,7 +11,7 @@
 
 use crate::clock;
 use crate::config::WebhookSettings;
-use crate::ingest::report::Summary;
+use crate::domain::Summary;
 use crate::store::{Delivery, Store, StoreError};
 use hmac::{Hmac, Mac};
 use std::sync::Arc;
@@ -48,7 +48,7 @@ pub async fn job_ended(store: &Store, summary: &Summary) -> Result<(), StoreErro
         summary.account.clone(),
         Some(summary.job_id.clone()),
         // A dry run of /validate is announced as what it is.
-        format!("{}.{}", if summary.dry_run { "validation" } else { "job" }, summary.status),
+        summary.event(),
         webhook.url,
         serde_json::to_string(summary).expect("a summary serialises"),
     );

@@ -1,10 +1,12 @@
 //! The Create Customer command and its parts, built only through parse functions;
-//! row and file error codes; SFTP users. Imports nothing from the rest of the crate.
+//! row and file error codes; SFTP users; jobs and how they end. Imports nothing from the rest of the crate.
 
 pub mod account;
 pub mod customer;
 pub mod errors;
 pub mod ids;
+pub mod job;
+pub mod limits;
 pub mod user;
 
 pub use account::{AccountId, AccountSettings, SettingError};
@@ -14,3 +16,5 @@ pub use customer::{
 };
 pub use errors::{FileError, FileErrorCode, RowError, RowErrorCode};
 pub use ids::{JobId, NodeId};
+pub use job::{JobKind, JobPhase, JobStatus, Summary, SummaryError};
+pub use limits::FileLimits;

@@ -3,7 +3,7 @@
 //! and removed once the summary is out. Written only by the job's owner,
 //! in its own steps, so a removed progress file never comes back.
 
-use super::job::Context;
+use super::context::Context;
 use crate::clock;
 use crate::mailbox::{publish_atomically, ReportNames};
 use crate::store::Job;

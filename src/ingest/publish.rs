@@ -7,12 +7,13 @@
 //! and the job finished. Every publishing step can be redone after a crash;
 //! nothing here reads back what the merchant can delete.
 
-use super::job::{io_err, Context, IngestError};
-use super::report::{count_error_codes, ResultsWriter, Summary, SummaryError};
+use super::context::{blocking, job_settings, Context, IngestError};
+use super::report::{count_error_codes, ResultsWriter};
 use crate::clock;
-use crate::domain::{AccountSettings, FileError};
+use crate::domain::{AccountSettings, FileError, JobStatus, Summary, SummaryError};
 use crate::mailbox::{archive_name, publish_atomically, rename_durably, ReportNames};
-use crate::store::{Job, JobPhase, JobStatus, StoreError};
+use crate::store::{Job, JobLease, JobPhase, JobProgress, StoreError};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// How a job ends.
@@ -80,18 +81,21 @@ pub fn adopt_results(ctx: &Context, job: &Job) -> std::io::Result<()> {
     crate::mailbox::sync_dir(&ctx.layout.spool(&job.job_id))
 }
 
-/// Decides how `job` (as committed) ends: stores the summary with the job,
-/// after making the spool's results file hold exactly the committed rows.
-pub async fn decide(ctx: &Context, job: &mut Job, ending: Ending) -> Result<Summary, IngestError> {
-    let spool = ctx.layout.spool(&job.job_id);
-    std::fs::create_dir_all(&spool).map_err(io_err("while creating the job's spool"))?;
-    let results = results_path(ctx, job);
-    let (status, error) = match &ending {
-        Ending::Completed => (JobStatus::Completed, None),
-        Ending::Rejected(e) => {
-            job.progress = Default::default();
-            (JobStatus::Rejected, Some(SummaryError::from(e)))
-        }
+/// The job as committed: what deciding and publishing read, never what a
+/// runner held in memory.
+async fn committed(ctx: &Context, lease: &JobLease) -> Result<Job, IngestError> {
+    let job = ctx.store.get_job(lease.job_id()).await?;
+    Ok(job.ok_or_else(|| StoreError::NotFound(format!("job {}", lease.job_id())))?)
+}
+
+/// Decides how the leased job (as committed) ends: stores the summary with
+/// the job, after making the spool's results file hold exactly the
+/// committed rows and writing the failed records.
+pub async fn decide(ctx: &Context, lease: &JobLease, ending: Ending) -> Result<Summary, IngestError> {
+    let job = committed(ctx, lease).await?;
+    let (status, error, progress) = match &ending {
+        Ending::Completed => (JobStatus::Completed, None, job.progress),
+        Ending::Rejected(e) => (JobStatus::Rejected, Some(SummaryError::from(e)), JobProgress::default()),
         Ending::Aborted(message) => (
             JobStatus::Aborted,
             Some(SummaryError {
@@ -102,106 +106,116 @@ pub async fn decide(ctx: &Context, job: &mut Job, ending: Ending) -> Result<Summ
                     job.job_id
                 ),
             }),
+            job.progress,
         ),
     };
-    let account = super::job::job_settings(ctx, job).await?;
-    adopt_results(ctx, job).map_err(io_err("while taking over the committed results"))?;
-    // The committed rows, or the header alone (offset 0).
-    let offset = if results.exists() { job.progress.results_offset } else { 0 };
-    ResultsWriter::open(&results, offset, account.report_bom)
-        .and_then(ResultsWriter::finish)
-        .map_err(io_err("while writing the results file"))?;
-    let (errors_by_code, any_failed_file) = write_failed_records(ctx, job, &ending, account).await?;
+    let account = job_settings(ctx, &job).await?;
+    let (work_ctx, work_job) = (ctx.clone(), job.clone());
+    let (errors_by_code, any_failed_file) = blocking("while writing the report", move || {
+        write_decided_files(&work_ctx, &work_job, &ending, progress, account)
+    })
+    .await?;
     let failed_file = any_failed_file.then(|| ReportNames::of(&job.file_name, job.kind.is_dry_run()).failed);
-    job.status = status;
-    job.error_code = error.as_ref().map(|e| e.code.clone());
-    job.error_message = error.as_ref().map(|e| e.message.clone());
     let finished_at = clock::now();
-    job.finished_at = Some(finished_at);
     let summary = Summary {
         account: job.account.clone(),
         file: job.file_name.clone(),
         job_id: job.job_id.to_string(),
         sha256: job.sha256.clone(),
         bytes: job.bytes,
-        status: status.as_str().to_owned(),
-        rows: job.progress.records_done,
-        created: job.progress.created,
-        updated: job.progress.updated,
-        unchanged: job.progress.unchanged,
-        failed: job.progress.failed,
-        received_at: clock::format_rfc3339(job.received_at),
-        started_at: clock::format_rfc3339(job.started_at.unwrap_or(finished_at)),
-        finished_at: clock::format_rfc3339(finished_at),
+        status,
+        rows: progress.records_done,
+        created: progress.created,
+        updated: progress.updated,
+        unchanged: progress.unchanged,
+        failed: progress.failed,
+        received_at: job.received_at,
+        started_at: job.started_at.unwrap_or(finished_at),
+        finished_at,
         error,
         errors_by_code,
         dry_run: job.kind.is_dry_run(),
         failed_file,
     };
-    let json = serde_json::to_string(&summary).expect("a summary serialises");
-    ctx.store.decide_job(&job.job_id, &ctx.owner, &json).await?;
-    job.results_owner = Some(ctx.owner.clone());
-    job.phase = JobPhase::Publishing;
-    job.outcome = Some(json);
+    ctx.store.decide_job(lease, &summary).await?;
     Ok(summary)
 }
 
-/// Counts the committed results' error codes and, when any row failed,
-/// copies the failed records into the spool's failed file; says whether
-/// there is one. An aborted job's upload may be what failed: then it has
-/// no failed file.
-async fn write_failed_records(
+/// The spool's results file cut to the committed rows (or the header alone),
+/// and the failed records; the error codes counted, and whether any record
+/// failed. An aborted job's upload may be what failed: then it has no
+/// failed-records file.
+fn write_decided_files(
     ctx: &Context,
     job: &Job,
     ending: &Ending,
+    progress: JobProgress,
     account: AccountSettings,
-) -> Result<(std::collections::BTreeMap<String, u64>, bool), IngestError> {
+) -> std::io::Result<(BTreeMap<String, u64>, bool)> {
+    std::fs::create_dir_all(ctx.layout.spool(&job.job_id))?;
     let (results, failed) = (results_path(ctx, job), failed_path(ctx, job));
-    let upload = PathBuf::from(&job.spool_path);
-    let (any_failed, limits) = (job.progress.failed > 0 && !matches!(ending, Ending::Rejected(_)), ctx.limits);
-    let aborted = matches!(ending, Ending::Aborted(_));
-    let (job_id, file) = (job.job_id.clone(), job.file_name.clone());
-    let work = move || -> Result<_, IngestError> {
-        let counts = count_error_codes(&results).map_err(io_err("while reading the results file"))?;
-        remove_if_present(&failed).map_err(io_err("while writing the failed records"))?;
-        if !any_failed {
-            return Ok((counts, false));
+    adopt_results(ctx, job)?;
+    let offset = if results.exists() { progress.results_offset } else { 0 };
+    ResultsWriter::open(&results, offset, account.report_bom).and_then(ResultsWriter::finish)?;
+    let counts = count_error_codes(&results)?;
+    remove_if_present(&failed)?;
+    if progress.failed == 0 || matches!(ending, Ending::Rejected(_)) {
+        return Ok((counts, false));
+    }
+    match super::failed::write(Path::new(&job.spool_path), &results, &failed, &account, ctx.limits) {
+        Ok(n) if n > 0 => Ok((counts, true)),
+        Ok(_) => {
+            let _ = std::fs::remove_file(&failed);
+            Ok((counts, false))
         }
-        match super::failed::write(&upload, &results, &failed, &account, limits) {
-            Ok(n) if n > 0 => Ok((counts, true)),
-            Ok(_) => {
-                let _ = std::fs::remove_file(&failed);
-                Ok((counts, false))
+        Err(e) => {
+            let _ = std::fs::remove_file(&failed);
+            if !matches!(ending, Ending::Aborted(_)) {
+                return Err(e);
             }
-            Err(e) => {
-                let _ = std::fs::remove_file(&failed);
-                if !aborted {
-                    return Err(io_err("while writing the failed records")(e));
-                }
-                tracing::warn!(job_id = %job_id, file = %file, error = %e, "an aborted job gets no failed-records file");
-                Ok((counts, false))
-            }
+            tracing::warn!(job_id = %job.job_id, file = %job.file_name, error = %e,
+                "an aborted job gets no failed-records file");
+            Ok((counts, false))
         }
-    };
-    tokio::task::spawn_blocking(work).await?
+    }
 }
 
 /// The decided summary of a job in phase `publishing`.
 pub fn decided(job: &Job) -> Result<Summary, IngestError> {
-    let json = job.outcome.as_deref().unwrap_or_default();
-    serde_json::from_str(json)
-        .map_err(|e| IngestError::Store(StoreError::Corrupt(format!("the outcome of job {}: {e}", job.job_id))))
+    job.outcome.clone().ok_or_else(|| {
+        IngestError::Store(StoreError::Corrupt(format!("job {} is publishing without an outcome", job.job_id)))
+    })
 }
 
 /// Publishes a decided job's report, archives its upload and finishes it.
-pub async fn publish(ctx: &Context, job: &mut Job, summary: &Summary) -> Result<(), IngestError> {
+pub async fn publish(ctx: &Context, lease: JobLease, summary: &Summary) -> Result<(), IngestError> {
     // A process frozen after deciding that wakes up once another has
     // published (and a newer upload of the name perhaps too) touches nothing.
-    if !ctx.store.owns_job(&job.job_id, &ctx.owner).await? {
-        return Err(IngestError::Store(StoreError::NotOwner(job.job_id.to_string())));
+    if !ctx.store.owns_job(lease.job_id(), lease.owner()).await? {
+        return Err(IngestError::Store(StoreError::NotOwner(lease.job_id().to_string())));
     }
+    let job = committed(ctx, &lease).await?;
+    let (work_ctx, work_job, failed_file) = (ctx.clone(), job.clone(), summary.failed_file.is_some());
+    let json = serde_json::to_vec_pretty(summary).expect("a summary serialises");
+    blocking("while publishing the report", move || publish_files(&work_ctx, &work_job, failed_file, &json)).await?;
+    crate::webhooks::job_ended(&ctx.store, summary).await?;
+    ctx.store.finish_job(lease, summary).await?;
+    crate::telemetry::metrics().job_finished(summary);
+    let spool = ctx.layout.spool(&job.job_id);
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(spool)).await;
+    tracing::info!(account = %job.account, file = %job.file_name, job_id = %job.job_id,
+        status = %summary.status, rows = summary.rows, created = summary.created, updated = summary.updated,
+        unchanged = summary.unchanged, failed = summary.failed,
+        error = summary.error.as_ref().map(|e| e.code.as_str()).unwrap_or(""), "job finished");
+    Ok(())
+}
+
+/// The report's files in the order the contract promises: results and
+/// failed records, then the summary (`json`) last, then the progress file
+/// removed and the upload archived. Each step can be redone after a crash.
+fn publish_files(ctx: &Context, job: &Job, failed_file: bool, json: &[u8]) -> std::io::Result<()> {
     let layout = &ctx.layout;
-    layout.ensure_account(&job.account).map_err(io_err("while creating the account's folders"))?;
+    layout.ensure_account(&job.account)?;
     let names = ReportNames::of(&job.file_name, job.kind.is_dry_run());
     let outbox = layout.outbox(&job.account);
     let summary_path = outbox.join(&names.summary);
@@ -210,76 +224,56 @@ pub async fn publish(ctx: &Context, job: &mut Job, summary: &Summary) -> Result<
     let results = owned_path(ctx, job, "results", decider);
     if results.exists() {
         // An older upload's summary must not stand beside this upload's results.
-        remove_if_present(&summary_path).map_err(io_err("while replacing the summary"))?;
-        rename_durably(&results, &outbox.join(&names.results)).map_err(io_err("while publishing the results file"))?;
+        remove_if_present(&summary_path)?;
+        rename_durably(&results, &outbox.join(&names.results))?;
     }
     let failed = owned_path(ctx, job, "failed", decider);
-    if summary.failed_file.is_none() {
+    if !failed_file {
         // An older upload's failed records are no part of this report.
-        remove_if_present(&outbox.join(&names.failed)).map_err(io_err("while replacing the failed records"))?;
+        remove_if_present(&outbox.join(&names.failed))?;
     } else if failed.exists() {
-        rename_durably(&failed, &outbox.join(&names.failed)).map_err(io_err("while publishing the failed records"))?;
+        rename_durably(&failed, &outbox.join(&names.failed))?;
     }
-    let json = serde_json::to_vec_pretty(summary).expect("a summary serialises");
-    publish_atomically(&summary_path, &json).map_err(io_err("while publishing the summary"))?;
-    super::progress::remove(ctx, job).map_err(io_err("while removing the progress file"))?;
+    publish_atomically(&summary_path, json)?;
+    super::progress::remove(ctx, job)?;
     let upload = PathBuf::from(&job.spool_path);
     if upload.exists() {
         let archived = archive_name(&clock::compact(job.received_at), &job.job_id, &job.file_name);
-        rename_durably(&upload, &layout.archive(&job.account).join(archived))
-            .map_err(io_err("while archiving the upload"))?;
+        rename_durably(&upload, &layout.archive(&job.account).join(archived))?;
     }
-    job.status = JobStatus::parse(&summary.status)?;
-    // Decided in this process: the exact time; after a restart, the
-    // summary's (to the second), never before the start.
-    let finished = job.finished_at.or_else(|| clock::parse(&summary.finished_at));
-    job.finished_at = finished.map(|f| job.started_at.map_or(f, |s| f.max(s)));
-    job.progress.records_done = summary.rows;
-    crate::webhooks::job_ended(&ctx.store, summary).await?;
-    ctx.store.finish_job(job, &ctx.owner).await?;
-    crate::telemetry::metrics().job_finished(summary);
-    job.phase = JobPhase::Done;
-    let _ = std::fs::remove_dir_all(layout.spool(&job.job_id));
-    tracing::info!(account = %job.account, file = %job.file_name, job_id = %job.job_id,
-        status = %summary.status, rows = summary.rows, created = summary.created, updated = summary.updated,
-        unchanged = summary.unchanged, failed = summary.failed,
-        error = summary.error.as_ref().map(|e| e.code.as_str()).unwrap_or(""), "job finished");
     Ok(())
 }
 
-/// Ends a job this process owns as `aborted`, from what the database says
-/// was committed (whatever the process held in memory is not trusted). A
-/// job whose outcome was already decided is published as decided. When even
+/// Ends the leased job as `aborted`, from what the database says was
+/// committed (whatever the process held in memory is not trusted). A job
+/// whose outcome was already decided is published as decided. When even
 /// that fails, the job is closed in the database without a report, so its
 /// account's next upload is not held up: the error is logged.
-pub async fn abort(ctx: &Context, job_id: &str, reason: &str) -> Result<Summary, IngestError> {
-    let mut job = ctx
-        .store
-        .get_job(job_id)
-        .await?
-        .ok_or_else(|| IngestError::Store(StoreError::NotFound(format!("job {job_id}"))))?;
-    tracing::error!(account = %job.account, file = %job.file_name, job_id, reason, "aborting the job");
-    let published = async {
-        let summary = match job.phase {
-            JobPhase::Publishing => decided(&job)?,
-            _ => decide(ctx, &mut job, Ending::Aborted(reason.to_owned())).await?,
-        };
-        publish(ctx, &mut job, &summary).await?;
-        Ok::<_, IngestError>(summary)
-    }
-    .await;
+pub async fn abort(ctx: &Context, lease: JobLease, reason: &str) -> Result<Summary, IngestError> {
+    let job = committed(ctx, &lease).await?;
+    tracing::error!(account = %job.account, file = %job.file_name, job_id = %job.job_id, reason, "aborting the job");
+    let summary = match job.phase {
+        JobPhase::Publishing => decided(&job),
+        _ => decide(ctx, &lease, Ending::Aborted(reason.to_owned())).await,
+    };
+    let published = match summary {
+        Ok(summary) => publish(ctx, lease, &summary).await.map(|()| summary),
+        Err(e) => Err(e),
+    };
     match published {
         Ok(summary) => Ok(summary),
         Err(e @ IngestError::Store(StoreError::NotOwner(_))) => Err(e),
         Err(e) => {
-            tracing::error!(account = %job.account, file = %job.file_name, job_id, error = %e,
+            tracing::error!(account = %job.account, file = %job.file_name, job_id = %job.job_id, error = %e,
                 "cannot publish the report of an aborted job; closing it without one");
-            job.status = JobStatus::Aborted;
-            job.finished_at = Some(clock::now());
-            job.error_code = Some(INTERNAL_ERROR.to_owned());
-            job.error_message = Some(format!("{reason}; the report could not be published: {e}"));
+            let error = SummaryError {
+                code: INTERNAL_ERROR.to_owned(),
+                message: format!("{reason}; the report could not be published: {e}"),
+            };
             let _ = super::progress::remove(ctx, &job);
-            ctx.store.finish_job(&job, &ctx.owner).await?;
+            if let Some(lease) = ctx.store.lease_owned(&job.job_id, &ctx.owner).await? {
+                ctx.store.finish_unreported(lease, &error).await?;
+            }
             Err(e)
         }
     }

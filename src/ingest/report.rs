@@ -1,8 +1,8 @@
 //! The results report: `NAME.results.csv` (one row per record, in input order)
 //! and `NAME.summary.json` (written last: its presence means the report is complete).
 
-use crate::domain::{FileError, RowError};
-use serde::{Deserialize, Serialize};
+use crate::domain::RowError;
+pub use crate::domain::{Summary, SummaryError};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::path::Path;
@@ -110,35 +110,6 @@ pub fn listed_messages(errors: &[RowError]) -> String {
     message
 }
 
-/// `NAME.summary.json`, exactly the keys of the spec, in its order.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Summary {
-    pub account: String,
-    pub file: String,
-    pub job_id: String,
-    pub sha256: String,
-    pub bytes: u64,
-    pub status: String,
-    pub rows: u64,
-    pub created: u64,
-    pub updated: u64,
-    pub unchanged: u64,
-    pub failed: u64,
-    pub received_at: String,
-    pub started_at: String,
-    pub finished_at: String,
-    pub error: Option<SummaryError>,
-    /// How many failed rows have each error code (their first error).
-    #[serde(default)]
-    pub errors_by_code: std::collections::BTreeMap<String, u64>,
-    /// A file of `/validate`: each row's outcome as it would be; nothing written.
-    #[serde(default)]
-    pub dry_run: bool,
-    /// The name in `/outbox` of the failed records, when there is such a file.
-    #[serde(default)]
-    pub failed_file: Option<String>,
-}
-
 /// Counts the `error_code` column of a results file.
 pub fn count_error_codes(path: &Path) -> io::Result<std::collections::BTreeMap<String, u64>> {
     let mut counts = std::collections::BTreeMap::new();
@@ -151,16 +122,4 @@ pub fn count_error_codes(path: &Path) -> io::Result<std::collections::BTreeMap<S
         }
     }
     Ok(counts)
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SummaryError {
-    pub code: String,
-    pub message: String,
-}
-
-impl From<&FileError> for SummaryError {
-    fn from(e: &FileError) -> Self {
-        SummaryError { code: e.code.code().to_owned(), message: e.message.clone() }
-    }
 }

@@ -8,8 +8,9 @@
 //! `settle`. A full scan runs at start, when the kernel reports lost events,
 //! and periodically as a safety net. Knows nothing about SFTP.
 
-use super::job::{enqueue, Arrival, Context, IngestError, Take, Uploader};
-use super::worker::contained;
+use super::arrival::{arrive, Arrival, Take, Uploader};
+use super::context::{Context, IngestError};
+use super::driver::contained;
 use crate::mailbox::{is_upload_name, Folder};
 use crate::store::{JobKind, StoreError};
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
@@ -211,7 +212,7 @@ async fn take(ctx: &Arc<Context>, path: &Path, wake: &Notify) {
     };
     let arrival =
         Arrival { account: avid, source: path, file_name: &name, kind, uploader: Uploader::Recorded, take: how };
-    match enqueue(ctx, arrival, None).await {
+    match arrive(ctx, arrival).await {
         Ok(job) => {
             tracing::info!(account = %avid, file = %name, job_id = %job.job_id, kind = kind.as_str(),
                 uploader = job.uploader.as_deref().unwrap_or("-"), may_update = job.scopes.update, "upload received");

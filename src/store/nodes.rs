@@ -1,9 +1,12 @@
-//! The nodes sharing one database (issue 13): who runs, their heartbeats on
-//! the database's clock, the jobs they own; on PostgreSQL also each node's
-//! session lock (held while its process lives, so a killed node is seen dead
-//! at once) and the login failures all nodes count together.
+//! Table `nodes`: the processes sharing one database, their heartbeats on
+//! the database's clock and the jobs they own; each node's lock (on
+//! PostgreSQL a session lock held while its process lives, so a killed node
+//! is seen dead at once; on SQLite a file lock on the one host). Table
+//! `login_penalties` (PostgreSQL): the failed logins all nodes count together.
 
+use super::sql::{Backend, Columns, Sql};
 use super::{Result, Store, StoreError};
+use sqlx::{Encode, Executor, IntoArguments, Type};
 
 /// What a node says of itself when it starts.
 #[derive(Debug, Clone)]
@@ -46,211 +49,137 @@ pub struct OwnedJob {
 /// and a tag); the second is derived from the node id.
 pub(crate) const NODE_LOCK_CLASS: i32 = 0x696e_746b;
 
-/// The same SQL on both backends, expanded into each store's `impl`.
-macro_rules! nodes_statements {
-    () => {
-        /// Records that `n` runs now (a restart replaces the row of its node).
-        pub async fn register_node(&self, n: &super::nodes::NodeStart) -> Result<()> {
-            sqlx::query(&format!(
-                "INSERT INTO nodes (node_id, owner, host, pid, version, sftp_addr, started_at, heartbeat_at, stopped_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, {NOW}, {NOW}, NULL)
-                 ON CONFLICT (node_id) DO UPDATE SET owner = excluded.owner, host = excluded.host, pid = excluded.pid,
-                   version = excluded.version, sftp_addr = excluded.sftp_addr, started_at = excluded.started_at,
-                   heartbeat_at = excluded.heartbeat_at, stopped_at = NULL"
-            ))
-            .bind(&n.node_id)
-            .bind(&n.owner)
-            .bind(&n.host)
-            .bind(n.pid as i64)
-            .bind(&n.version)
-            .bind(&n.sftp_addr)
+impl<DB> Sql<DB>
+where
+    DB: Backend,
+    DB::Row: Columns,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    /// Records that `n` runs now (a restart replaces the row of its node).
+    pub(crate) async fn register_node(&self, n: &NodeStart) -> Result<()> {
+        let now = DB::NOW;
+        sqlx::query(&format!(
+            "INSERT INTO nodes (node_id, owner, host, pid, version, sftp_addr, started_at, heartbeat_at, stopped_at)
+             VALUES ($1, $2, $3, $4, $5, $6, {now}, {now}, NULL)
+             ON CONFLICT (node_id) DO UPDATE SET owner = excluded.owner, host = excluded.host, pid = excluded.pid,
+               version = excluded.version, sftp_addr = excluded.sftp_addr, started_at = excluded.started_at,
+               heartbeat_at = excluded.heartbeat_at, stopped_at = NULL"
+        ))
+        .bind(n.node_id.as_str())
+        .bind(n.owner.as_str())
+        .bind(n.host.as_str())
+        .bind(n.pid as i64)
+        .bind(n.version.as_str())
+        .bind(n.sftp_addr.as_deref())
+        .execute(&self.pool)
+        .await?;
+        // Commands run as nodes of their own: forget those stopped a day ago.
+        sqlx::query(&format!("DELETE FROM nodes WHERE stopped_at < {}", DB::seconds_from_now("$1")))
+            .bind(-86_400i64)
             .execute(&self.pool)
             .await?;
-            // Commands run as nodes of their own: forget those stopped a day ago.
-            sqlx::query(&format!("DELETE FROM nodes WHERE stopped_at < {}", seconds_from_now("$1")))
-                .bind(-86_400i64)
-                .execute(&self.pool)
-                .await?;
-            Ok(())
-        }
+        Ok(())
+    }
 
-        /// The node's heartbeat and its running jobs'; false when the node's
-        /// row names another process now (a newer start of the same node).
-        pub async fn node_heartbeat(&self, node_id: &str, owner: &str) -> Result<bool> {
-            let mut tx = self.begin_write().await?;
-            let done = sqlx::query(&format!("UPDATE nodes SET heartbeat_at = {NOW} WHERE node_id = $1 AND owner = $2"))
-                .bind(node_id)
-                .bind(owner)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(&format!("UPDATE jobs SET heartbeat_at = {NOW} WHERE owner = $1 AND status = 'running'"))
-                .bind(owner)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(done.rows_affected() == 1)
-        }
+    /// The node's heartbeat and its running jobs'; false when the node's
+    /// row names another process now (a newer start of the same node).
+    pub(crate) async fn node_heartbeat(&self, node_id: &str, owner: &str) -> Result<bool> {
+        let now = DB::NOW;
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let done = sqlx::query(&format!("UPDATE nodes SET heartbeat_at = {now} WHERE node_id = $1 AND owner = $2"))
+            .bind(node_id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!("UPDATE jobs SET heartbeat_at = {now} WHERE owner = $1 AND status = 'running'"))
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
 
-        pub async fn node_stopped(&self, node_id: &str, owner: &str) -> Result<()> {
-            sqlx::query(&format!("UPDATE nodes SET stopped_at = {NOW} WHERE node_id = $1 AND owner = $2"))
-                .bind(node_id)
-                .bind(owner)
-                .execute(&self.pool)
-                .await?;
-            Ok(())
-        }
-
-        /// Marks the process `owner` stopped (it was seen dead), once.
-        pub async fn owner_stopped(&self, owner: &str) -> Result<()> {
-            sqlx::query(&format!("UPDATE nodes SET stopped_at = {NOW} WHERE owner = $1 AND stopped_at IS NULL"))
-                .bind(owner)
-                .execute(&self.pool)
-                .await?;
-            Ok(())
-        }
-
-        /// Running jobs of earlier starts of node `node_id` (owners
-        /// `node_id:…` other than `owner`) are released at once: the node's
-        /// lock says no other process of it lives. A crash counts as an attempt.
-        pub async fn release_node_leftovers(&self, node_id: &str, owner: &str) -> Result<u64> {
-            let done = sqlx::query(
-                "UPDATE jobs SET owner = NULL
-                 WHERE status = 'running' AND owner <> $2 AND substr(owner, 1, length($1)) = $1",
-            )
-            .bind(format!("{node_id}:"))
+    pub(crate) async fn node_stopped(&self, node_id: &str, owner: &str) -> Result<()> {
+        let now = DB::NOW;
+        sqlx::query(&format!("UPDATE nodes SET stopped_at = {now} WHERE node_id = $1 AND owner = $2"))
+            .bind(node_id)
             .bind(owner)
             .execute(&self.pool)
             .await?;
-            Ok(done.rows_affected())
-        }
+        Ok(())
+    }
 
-        pub async fn owns_job(&self, job_id: &str, owner: &str) -> Result<bool> {
-            let owned: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM jobs WHERE job_id = $1 AND owner = $2 AND status IN ('running', 'retrying')",
-            )
-            .bind(job_id)
+    /// Marks the process `owner` stopped (it was seen dead), once.
+    pub(crate) async fn owner_stopped(&self, owner: &str) -> Result<()> {
+        let now = DB::NOW;
+        sqlx::query(&format!("UPDATE nodes SET stopped_at = {now} WHERE owner = $1 AND stopped_at IS NULL"))
             .bind(owner)
-            .fetch_one(&self.pool)
+            .execute(&self.pool)
             .await?;
-            Ok(owned > 0)
-        }
+        Ok(())
+    }
 
-        pub async fn list_nodes(&self) -> Result<Vec<super::nodes::NodeInfo>> {
-            let rows: Vec<(String, String, String, i64, String, Option<String>, f64, f64, bool)> =
-                sqlx::query_as(&format!(
-                    "SELECT node_id, owner, host, pid, version, sftp_addr, {}, {}, stopped_at IS NOT NULL
-                     FROM nodes ORDER BY node_id",
-                    seconds_since("started_at"),
-                    seconds_since("heartbeat_at"),
-                ))
-                .fetch_all(&self.pool)
-                .await?;
-            let jobs: Vec<(String, String, String, String)> = sqlx::query_as(
-                "SELECT owner, job_id, account, file_name FROM jobs
-                 WHERE status = 'running' AND owner IS NOT NULL ORDER BY received_at, job_id",
-            )
-            .fetch_all(&self.pool)
-            .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(node_id, owner, host, pid, version, sftp_addr, up, age, stopped)| {
-                    let jobs = jobs
-                        .iter()
-                        .filter(|(o, ..)| *o == owner)
-                        .map(|(_, job_id, account, file)| super::nodes::OwnedJob {
-                            job_id: job_id.clone(),
-                            account: account.clone(),
-                            file: file.clone(),
-                        })
-                        .collect();
-                    super::nodes::NodeInfo {
-                        node_id,
-                        owner,
-                        host,
-                        pid: pid.max(0) as u64,
-                        version,
-                        sftp_addr,
-                        up_secs: up.max(0.0),
-                        heartbeat_age_secs: age.max(0.0),
-                        stopped,
-                        jobs,
-                    }
+    /// Running jobs of earlier starts of node `node_id` (owners
+    /// `node_id:…` other than `owner`) are released at once: the node's
+    /// lock says no other process of it lives. A crash counts as an attempt.
+    pub(crate) async fn release_node_leftovers(&self, node_id: &str, owner: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE jobs SET owner = NULL
+             WHERE status = 'running' AND owner <> $2 AND substr(owner, 1, length($1)) = $1",
+        )
+        .bind(format!("{node_id}:").as_str())
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    pub(crate) async fn list_nodes(&self) -> Result<Vec<NodeInfo>> {
+        let sql = format!(
+            "SELECT node_id, owner, host, pid, version, sftp_addr, {} AS up, {} AS age, stopped_at IS NOT NULL AS stopped
+             FROM nodes ORDER BY node_id",
+            DB::seconds_since("started_at"),
+            DB::seconds_since("heartbeat_at"),
+        );
+        let nodes = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        let jobs = sqlx::query(
+            "SELECT owner, job_id, account, file_name FROM jobs
+             WHERE status = 'running' AND owner IS NOT NULL ORDER BY received_at, job_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let jobs = jobs
+            .iter()
+            .map(|r| {
+                let job =
+                    OwnedJob { job_id: r.text("job_id")?, account: r.text("account")?, file: r.text("file_name")? };
+                Ok((r.text("owner")?, job))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        nodes
+            .iter()
+            .map(|r| {
+                let owner = r.text("owner")?;
+                let jobs = jobs.iter().filter(|(o, _)| *o == owner).map(|(_, job)| job.clone()).collect();
+                Ok(NodeInfo {
+                    node_id: r.text("node_id")?,
+                    host: r.text("host")?,
+                    pid: r.count("pid")?,
+                    version: r.text("version")?,
+                    sftp_addr: r.maybe_text("sftp_addr")?,
+                    up_secs: r.real("up")?.max(0.0),
+                    heartbeat_age_secs: r.real("age")?.max(0.0),
+                    stopped: r.flag("stopped")?,
+                    owner,
+                    jobs,
                 })
-                .collect())
-        }
-    };
-}
-
-/// PostgreSQL only: node locks and shared login penalties.
-macro_rules! pg_cluster_statements {
-    () => {
-        /// Takes node `node_id`'s session lock on a connection of its own,
-        /// kept for the process's life; `None` when another live process holds it.
-        pub async fn lock_node(&self, node_id: &str) -> Result<Option<super::nodes::PgNodeLock>> {
-            let mut conn = self.pool.acquire().await?.detach();
-            let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2) & 2147483647)")
-                .bind(super::nodes::NODE_LOCK_CLASS)
-                .bind(node_id)
-                .fetch_one(&mut conn)
-                .await?;
-            Ok(held.then(|| super::nodes::PgNodeLock { conn: tokio::sync::Mutex::new(conn) }))
-        }
-
-        /// The owners of nodes that have not stopped and whose session lock is
-        /// gone from this database: their processes died (the server ends a
-        /// dead client's session), so their jobs can be taken over at once.
-        pub async fn dead_node_owners(&self) -> Result<Vec<String>> {
-            Ok(sqlx::query_scalar(
-                "SELECT owner FROM nodes WHERE stopped_at IS NULL AND NOT EXISTS (
-                   SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-                     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                     AND classid = $1::oid AND objid = (hashtext(nodes.node_id) & 2147483647)::oid AND objsubid = 2)",
-            )
-            .bind(super::nodes::NODE_LOCK_CLASS)
-            .fetch_all(&self.pool)
-            .await?)
-        }
-
-        /// Counts one failed login of `source`; returns whether it is now
-        /// refused (`max_failures` within `window_secs`; the refusal lasts a
-        /// full window from the failure that reached the limit).
-        pub async fn record_login_failure(&self, source: &str, max_failures: u32, window_secs: f64) -> Result<bool> {
-            Ok(sqlx::query_scalar(
-                "INSERT INTO login_penalties AS p (source, failures, since) VALUES ($1, 1, now())
-                 ON CONFLICT (source) DO UPDATE SET
-                   failures = CASE WHEN p.since < now() - $3 * interval '1 second' THEN 1 ELSE p.failures + 1 END,
-                   since = CASE WHEN p.since < now() - $3 * interval '1 second' OR p.failures + 1 = $2 THEN now()
-                                ELSE p.since END
-                 RETURNING failures >= $2",
-            )
-            .bind(source)
-            .bind(max_failures as i32)
-            .bind(window_secs)
-            .fetch_one(&self.pool)
-            .await?)
-        }
-
-        pub async fn login_refused(&self, source: &str, max_failures: u32, window_secs: f64) -> Result<bool> {
-            Ok(sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM login_penalties
-                   WHERE source = $1 AND failures >= $2 AND since >= now() - $3 * interval '1 second')",
-            )
-            .bind(source)
-            .bind(max_failures as i32)
-            .bind(window_secs)
-            .fetch_one(&self.pool)
-            .await?)
-        }
-
-        /// Forgets failures whose window has passed.
-        pub async fn prune_login_failures(&self, window_secs: f64) -> Result<u64> {
-            let done = sqlx::query("DELETE FROM login_penalties WHERE since < now() - $1 * interval '1 second'")
-                .bind(window_secs)
-                .execute(&self.pool)
-                .await?;
-            Ok(done.rows_affected())
-        }
-    };
+            })
+            .collect()
+    }
 }
 
 /// A node's PostgreSQL session lock: held while this value and its
@@ -275,30 +204,47 @@ pub enum NodeLock {
     File(std::fs::File),
 }
 
-// `on_store!` is ops.rs's (declared before this module).
 impl Store {
     pub async fn register_node(&self, n: &NodeStart) -> Result<()> {
-        on_store!(self, s => s.register_node(n).await)
+        match self {
+            Store::Sqlite(s) => s.sql.register_node(n).await,
+            Store::Postgres(s) => s.sql.register_node(n).await,
+        }
     }
 
     pub async fn node_heartbeat(&self, node_id: &str, owner: &str) -> Result<bool> {
-        on_store!(self, s => s.node_heartbeat(node_id, owner).await)
+        match self {
+            Store::Sqlite(s) => s.sql.node_heartbeat(node_id, owner).await,
+            Store::Postgres(s) => s.sql.node_heartbeat(node_id, owner).await,
+        }
     }
 
     pub async fn node_stopped(&self, node_id: &str, owner: &str) -> Result<()> {
-        on_store!(self, s => s.node_stopped(node_id, owner).await)
+        match self {
+            Store::Sqlite(s) => s.sql.node_stopped(node_id, owner).await,
+            Store::Postgres(s) => s.sql.node_stopped(node_id, owner).await,
+        }
     }
 
     pub async fn owner_stopped(&self, owner: &str) -> Result<()> {
-        on_store!(self, s => s.owner_stopped(owner).await)
+        match self {
+            Store::Sqlite(s) => s.sql.owner_stopped(owner).await,
+            Store::Postgres(s) => s.sql.owner_stopped(owner).await,
+        }
     }
 
     pub async fn release_node_leftovers(&self, node_id: &str, owner: &str) -> Result<u64> {
-        on_store!(self, s => s.release_node_leftovers(node_id, owner).await)
+        match self {
+            Store::Sqlite(s) => s.sql.release_node_leftovers(node_id, owner).await,
+            Store::Postgres(s) => s.sql.release_node_leftovers(node_id, owner).await,
+        }
     }
 
     pub async fn list_nodes(&self) -> Result<Vec<NodeInfo>> {
-        on_store!(self, s => s.list_nodes().await)
+        match self {
+            Store::Sqlite(s) => s.sql.list_nodes().await,
+            Store::Postgres(s) => s.sql.list_nodes().await,
+        }
     }
 
     /// Takes node `node_id`'s lock; `None` when another live process holds it.
@@ -330,11 +276,6 @@ impl Store {
             Store::Postgres(s) => s.dead_node_owners().await,
             Store::Sqlite(_) => Ok(Vec::new()),
         }
-    }
-
-    /// Whether login failures are shared between nodes (PostgreSQL).
-    pub fn shares_login_failures(&self) -> bool {
-        matches!(self, Store::Postgres(_))
     }
 
     /// PostgreSQL: counts a failed login for all nodes; `None` on SQLite.

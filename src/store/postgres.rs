@@ -4,50 +4,60 @@
 //! serialised with a transaction-scoped advisory lock, so several intake
 //! processes can share one database.
 
-use super::rows::{self, CUSTOMER_COLUMNS_PG as CUSTOMER_COLUMNS, JOB_COLUMNS_PG as JOB_COLUMNS};
-use super::{scopes_to_text, Job, JobProgress, NewJob, Result, StoreError, StoredCustomer};
+use super::customers::{customer, record_progress};
+use super::jobs::{claimed, job, Claimed, JobLease, JobProgress, ONE_JOB_PER_ACCOUNT};
+use super::nodes::{PgNodeLock, NODE_LOCK_CLASS};
+use super::sql::{Backend, Sql};
+use super::{Result, StoreError, StoredCustomer};
 use crate::clock::Timestamp;
-use crate::domain::user::SftpUser;
-use crate::domain::AccountSettings;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{Postgres, Row, Transaction};
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
-/// The database's clock.
-const NOW: &str = "now()";
+/// Timestamps are `timestamptz`, read back as RFC 3339 text.
+impl Backend for Postgres {
+    const NOW: &'static str = "now()";
+    const BEGIN_WRITE: &'static str = "BEGIN";
+    const JOB_COLUMNS: &'static str = concat!(
+        "job_id, account, file_name, spool_path, sha256, bytes, status, ",
+        "to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS received_at, ",
+        "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS started_at, ",
+        "to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS finished_at, ",
+        "rows_total, records_done, results_offset, created, updated, unchanged, failed, error_code, error_message, ",
+        "uploader, may_update, phase, outcome, attempts, retries, ",
+        "to_char(retry_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS retry_at, ",
+        "last_error, visible_path, kind, settings, results_owner"
+    );
+    const CUSTOMER_COLUMNS: &'static str =
+        "customer_id, ref, addresses::text AS addresses, metadata::text AS metadata, \
+        appdata::text AS appdata, last_job_id, last_line";
+    type Stamp = Timestamp;
 
-/// The database's clock `param` seconds from now (negative: ago).
-fn seconds_from_now(param: &str) -> String {
-    format!("(now() + {param}::double precision * interval '1 second')")
-}
+    fn at(t: Timestamp) -> Timestamp {
+        t
+    }
 
-/// Seconds from the timestamp `expr` to the database's now.
-fn seconds_since(expr: &str) -> String {
-    format!("EXTRACT(EPOCH FROM (now() - {expr}))::float8")
-}
+    fn seconds_from_now(param: &str) -> String {
+        format!("(now() + {param}::double precision * interval '1 second')")
+    }
 
-/// A host timestamp as a `timestamptz`.
-fn at(t: Timestamp) -> Timestamp {
-    t
+    fn seconds_since(expr: &str) -> String {
+        format!("EXTRACT(EPOCH FROM (now() - {expr}))::float8")
+    }
+
+    fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
 }
 
 #[derive(Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(super) sql: Sql<Postgres>,
     pub(super) instance: std::sync::Arc<str>,
 }
 
 impl PgStore {
-    shared_statements!();
-    ops_statements!();
-    nodes_statements!();
-    pg_cluster_statements!();
-
-    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
-        Ok(self.pool.begin().await?)
-    }
-
     pub async fn connect(url: &str, idle_in_transaction: std::time::Duration) -> Result<Self> {
         let idle = format!("{}ms", idle_in_transaction.as_millis().max(1000));
         let instance = super::new_instance();
@@ -56,19 +66,24 @@ impl PgStore {
             .application_name(&super::instance_session_name(&instance));
         let pool = PgPoolOptions::new().max_connections(8).connect_with(options).await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(PgStore { pool, instance })
+        Ok(PgStore { sql: Sql::new(pool), instance })
     }
 
-    pub async fn claim_job(&self, owner: &str, stale_after_secs: i64, busy: &[String]) -> Result<Option<Job>> {
-        let mut tx = self.pool.begin().await?;
+    pub(super) async fn claim_job(
+        &self,
+        owner: &str,
+        stale_after_secs: i64,
+        busy: &[String],
+    ) -> Result<Option<Claimed>> {
+        let mut tx = self.sql.pool.begin().await?;
         let row = sqlx::query(&format!(
-            "SELECT {JOB_COLUMNS}, CASE WHEN status = 'running' THEN owner END AS previous_owner FROM jobs
+            "SELECT {}, CASE WHEN status = 'running' THEN owner END AS previous_owner FROM jobs
              WHERE (status = 'queued' OR (status = 'retrying' AND retry_at <= now())
                     OR (status = 'running' AND (owner IS NULL OR owner = $1 OR heartbeat_at < {})))
-               AND NOT (account = ANY($3)) AND {}
+               AND NOT (account = ANY($3)) AND {ONE_JOB_PER_ACCOUNT}
              ORDER BY received_at, job_id LIMIT 1 FOR UPDATE SKIP LOCKED",
-            seconds_from_now("$2"),
-            one_job_per_account!()
+            Postgres::JOB_COLUMNS,
+            Postgres::seconds_from_now("$2"),
         ))
         .bind(owner)
         .bind(-stale_after_secs)
@@ -76,7 +91,7 @@ impl PgStore {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let mut job = rows::job(&row)?;
+        let mut job = job(&row)?;
         let previous: Option<String> = row.try_get("previous_owner")?;
         job.attempts += 1;
         job.status = super::JobStatus::Running;
@@ -91,7 +106,7 @@ impl PgStore {
         if let Some(previous) = previous.filter(|p| p != owner) {
             self.fence(&previous, &job).await;
         }
-        Ok(Some(job))
+        Ok(Some(claimed(job, owner)))
     }
 
     /// Ends the open transactions of the process that ran `job` before it was
@@ -101,7 +116,7 @@ impl PgStore {
     /// stopped inside a statement, such as a `COPY` waiting for its next rows.
     /// Ended here, its locks go, and the job's new owner is not held up;
     /// if the process wakes up, its batch fails and it finds the job gone.
-    async fn fence(&self, previous: &str, job: &Job) {
+    async fn fence(&self, previous: &str, job: &super::Job) {
         let Some(name) = super::session_name(previous) else { return };
         let ended = sqlx::query_scalar::<_, i64>(
             "WITH stale AS MATERIALIZED (
@@ -111,7 +126,7 @@ impl PgStore {
              SELECT count(*) FROM stale WHERE pg_terminate_backend(pid)",
         )
         .bind(&name)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.sql.pool)
         .await;
         match ended {
             Ok(0) => {}
@@ -128,13 +143,80 @@ impl PgStore {
     /// for each batch) until autovacuum's next ANALYZE. Only the key's
     /// columns: the JSON columns' statistics cost seconds and no plan needs them.
     pub async fn refresh_statistics(&self) -> Result<()> {
-        sqlx::query("ANALYZE customers (account, ref)").execute(&self.pool).await?;
-        sqlx::query("ANALYZE job_refs").execute(&self.pool).await?;
+        sqlx::query("ANALYZE customers (account, ref)").execute(&self.sql.pool).await?;
+        sqlx::query("ANALYZE job_refs").execute(&self.sql.pool).await?;
         Ok(())
     }
 
-    pub async fn begin_batch(&self, account: &str) -> Result<PgBatch> {
-        let mut tx = self.pool.begin().await?;
+    /// Takes node `node_id`'s session lock on a connection of its own,
+    /// kept for the process's life; `None` when another live process holds it.
+    pub(super) async fn lock_node(&self, node_id: &str) -> Result<Option<PgNodeLock>> {
+        let mut conn = self.sql.pool.acquire().await?.detach();
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2) & 2147483647)")
+            .bind(NODE_LOCK_CLASS)
+            .bind(node_id)
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(held.then(|| PgNodeLock { conn: tokio::sync::Mutex::new(conn) }))
+    }
+
+    /// The owners of nodes that have not stopped and whose session lock is
+    /// gone from this database: their processes died (the server ends a
+    /// dead client's session), so their jobs can be taken over at once.
+    pub(super) async fn dead_node_owners(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT owner FROM nodes WHERE stopped_at IS NULL AND NOT EXISTS (
+               SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                 AND classid = $1::oid AND objid = (hashtext(nodes.node_id) & 2147483647)::oid AND objsubid = 2)",
+        )
+        .bind(NODE_LOCK_CLASS)
+        .fetch_all(&self.sql.pool)
+        .await?)
+    }
+
+    /// Counts one failed login of `source`; returns whether it is now
+    /// refused (`max_failures` within `window_secs`; the refusal lasts a
+    /// full window from the failure that reached the limit).
+    pub(super) async fn record_login_failure(&self, source: &str, max_failures: u32, window_secs: f64) -> Result<bool> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO login_penalties AS p (source, failures, since) VALUES ($1, 1, now())
+             ON CONFLICT (source) DO UPDATE SET
+               failures = CASE WHEN p.since < now() - $3 * interval '1 second' THEN 1 ELSE p.failures + 1 END,
+               since = CASE WHEN p.since < now() - $3 * interval '1 second' OR p.failures + 1 = $2 THEN now()
+                            ELSE p.since END
+             RETURNING failures >= $2",
+        )
+        .bind(source)
+        .bind(max_failures as i32)
+        .bind(window_secs)
+        .fetch_one(&self.sql.pool)
+        .await?)
+    }
+
+    pub(super) async fn login_refused(&self, source: &str, max_failures: u32, window_secs: f64) -> Result<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM login_penalties
+               WHERE source = $1 AND failures >= $2 AND since >= now() - $3 * interval '1 second')",
+        )
+        .bind(source)
+        .bind(max_failures as i32)
+        .bind(window_secs)
+        .fetch_one(&self.sql.pool)
+        .await?)
+    }
+
+    /// Forgets failures whose window has passed.
+    pub(super) async fn prune_login_failures(&self, window_secs: f64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM login_penalties WHERE since < now() - $1 * interval '1 second'")
+            .bind(window_secs)
+            .execute(&self.sql.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub(super) async fn begin_batch(&self, account: &str) -> Result<PgBatch> {
+        let mut tx = self.sql.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('intake.customers'), hashtext($1))")
             .bind(account)
             .execute(&mut *tx)
@@ -194,15 +276,17 @@ impl PgBatch {
         if refs.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows =
-            sqlx::query(&format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE account = $1 AND ref = ANY($2)"))
-                .bind(account)
-                .bind(refs)
-                .fetch_all(&mut *self.tx)
-                .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM customers WHERE account = $1 AND ref = ANY($2)",
+            Postgres::CUSTOMER_COLUMNS
+        ))
+        .bind(account)
+        .bind(refs)
+        .fetch_all(&mut *self.tx)
+        .await?;
         let mut found = HashMap::with_capacity(rows.len());
         for row in rows {
-            let c = rows::customer(&row)?;
+            let c = customer(&row)?;
             found.insert(c.customer_ref.clone(), c);
         }
         Ok(found)
@@ -328,7 +412,11 @@ impl PgBatch {
         Ok(())
     }
 
-    batch_statements!();
+    pub(super) async fn commit(mut self, lease: &JobLease, progress: &JobProgress) -> Result<()> {
+        record_progress::<Postgres>(&mut self.tx, lease, progress).await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
 }
 
 /// Customers as column arrays, for `UNNEST`.

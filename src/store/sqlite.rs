@@ -1,34 +1,44 @@
 //! SQLite: the embedded default. WAL, one writer at a time (`BEGIN IMMEDIATE`),
 //! a large page cache; batches stay far under the 32,766 bind limit.
 
-use super::rows::{self, CUSTOMER_COLUMNS_SQLITE as CUSTOMER_COLUMNS, JOB_COLUMNS_SQLITE as JOB_COLUMNS};
-use super::{scopes_to_text, Job, JobProgress, NewJob, Result, StoreError, StoredCustomer};
+use super::customers::{customer, record_progress};
+use super::jobs::{claimed, job, Claimed, JobLease, JobProgress, ONE_JOB_PER_ACCOUNT};
+use super::sql::{Backend, Sql};
+use super::{Result, StoredCustomer};
 use crate::clock::Timestamp;
-use crate::domain::user::SftpUser;
-use crate::domain::AccountSettings;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// The database's clock, as SQLite keeps timestamps: fixed-width UTC text
-/// that sorts as time does (see `clock::format_stored`).
-const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+/// Timestamps are fixed-width UTC text that sorts as time does (see
+/// `clock::format_stored`).
+impl Backend for Sqlite {
+    const NOW: &'static str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    const JOB_COLUMNS: &'static str = "job_id, account, file_name, spool_path, sha256, bytes, status, received_at, \
+        started_at, finished_at, rows_total, records_done, results_offset, created, updated, unchanged, failed, \
+        error_code, error_message, uploader, may_update, phase, outcome, attempts, retries, retry_at, last_error, \
+        visible_path, kind, settings, results_owner";
+    const CUSTOMER_COLUMNS: &'static str = "customer_id, ref, addresses, metadata, appdata, last_job_id, last_line";
+    type Stamp = String;
 
-/// The database's clock `param` seconds from now (negative: ago).
-fn seconds_from_now(param: &str) -> String {
-    format!("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', {param} || ' seconds')")
-}
+    fn at(t: Timestamp) -> String {
+        crate::clock::format_stored(t)
+    }
 
-/// Seconds from the timestamp `expr` to the database's now.
-fn seconds_since(expr: &str) -> String {
-    format!("((julianday('now') - julianday({expr})) * 86400.0)")
-}
+    fn seconds_from_now(param: &str) -> String {
+        format!("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', {param} || ' seconds')")
+    }
 
-/// A host timestamp as SQLite keeps it.
-fn at(t: Timestamp) -> String {
-    crate::clock::format_stored(t)
+    fn seconds_since(expr: &str) -> String {
+        format!("((julianday('now') - julianday({expr})) * 86400.0)")
+    }
+
+    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
 }
 
 /// Rows per multi-row statement: 10 binds each, far under the bind limit.
@@ -36,7 +46,7 @@ const ROWS_PER_STATEMENT: usize = 500;
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) sql: Sql<Sqlite>,
     /// The one connection batches are written through: SQLite has one
     /// writer anyway, and the customers' pages are cached once, in it.
     batches: SqlitePool,
@@ -97,15 +107,6 @@ const CACHE_KIB: u32 = 2_048;
 const WAL_AUTOCHECKPOINT: u32 = 25_000;
 
 impl SqliteStore {
-    shared_statements!();
-    ops_statements!();
-    nodes_statements!();
-
-    /// SQLite has one writer: take the write lock up front, not at the first write.
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
-    }
-
     pub async fn connect(url: &str) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -128,7 +129,7 @@ impl SqliteStore {
             .connect_with(options.pragma("cache_size", format!("-{BATCH_CACHE_KIB}")))
             .await?;
         Ok(SqliteStore {
-            pool,
+            sql: Sql::new(pool),
             batches,
             batch_clock: Default::default(),
             batches_waiting: Default::default(),
@@ -136,11 +137,18 @@ impl SqliteStore {
         })
     }
 
-    pub async fn claim_job(&self, owner: &str, stale_after_secs: i64, busy: &[String]) -> Result<Option<Job>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+    pub(super) async fn claim_job(
+        &self,
+        owner: &str,
+        stale_after_secs: i64,
+        busy: &[String],
+    ) -> Result<Option<Claimed>> {
+        let mut tx = self.sql.pool.begin_with(Sqlite::BEGIN_WRITE).await?;
         let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE (status = 'queued' OR (status = 'retrying' AND retry_at <= {NOW}) \
-             OR (status = 'running' AND (owner IS NULL OR owner = "
+            "SELECT {} FROM jobs WHERE (status = 'queued' OR (status = 'retrying' AND retry_at <= {}) \
+             OR (status = 'running' AND (owner IS NULL OR owner = ",
+            Sqlite::JOB_COLUMNS,
+            Sqlite::NOW
         ));
         q.push_bind(owner).push(" OR heartbeat_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ");
         q.push_bind(-stale_after_secs).push(" || ' seconds'))))");
@@ -152,21 +160,22 @@ impl SqliteStore {
             }
             q.push(")");
         }
-        q.push(concat!(" AND ", one_job_per_account!(), " ORDER BY received_at, rowid LIMIT 1"));
+        q.push(" AND ").push(ONE_JOB_PER_ACCOUNT).push(" ORDER BY received_at, rowid LIMIT 1");
         let row = q.build().persistent(false).fetch_optional(&mut *tx).await?;
         let Some(row) = row else { return Ok(None) };
-        let mut job = rows::job(&row)?;
+        let mut job = job(&row)?;
         job.attempts += 1;
         job.status = super::JobStatus::Running;
         sqlx::query(&format!(
-            "UPDATE jobs SET owner = ?, heartbeat_at = {NOW}, status = 'running', attempts = attempts + 1 WHERE job_id = ?",
+            "UPDATE jobs SET owner = ?, heartbeat_at = {}, status = 'running', attempts = attempts + 1 WHERE job_id = ?",
+            Sqlite::NOW
         ))
         .bind(owner)
         .bind(job.job_id.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Some(job))
+        Ok(Some(claimed(job, owner)))
     }
 
     /// How long the open batch may have run before it commits for others
@@ -187,13 +196,13 @@ impl SqliteStore {
     }
 
     fn statements_under_way(&self) -> bool {
-        self.pool.size() as usize > self.pool.num_idle()
+        self.sql.pool.size() as usize > self.sql.pool.num_idle()
     }
 
     /// Begins a batch once the writers on the other connections are done
     /// (at most `WAIT_FOR_OTHER_WRITERS`), and after the periodic yield to
     /// writers this process does not see (another process's).
-    pub async fn begin_batch(&self) -> Result<SqliteBatch> {
+    pub(super) async fn begin_batch(&self) -> Result<SqliteBatch> {
         let started = std::time::Instant::now();
         let yields = self.batch_clock.lock().expect("batch clock").begin(started);
         loop {
@@ -207,9 +216,9 @@ impl SqliteStore {
         }
         let mut tx = {
             let _waiting = Waiting::on(&self.batches_waiting);
-            self.batches.begin_with("BEGIN IMMEDIATE").await?
+            self.batches.begin_with(Sqlite::BEGIN_WRITE).await?
         };
-        let now = sqlx::query_scalar(&format!("SELECT {NOW}")).fetch_one(&mut *tx).await?;
+        let now = sqlx::query_scalar(&format!("SELECT {}", Sqlite::NOW)).fetch_one(&mut *tx).await?;
         Ok(SqliteBatch { tx, now })
     }
 }
@@ -275,8 +284,10 @@ impl SqliteBatch {
     pub async fn existing(&mut self, account: &str, refs: &[&str]) -> Result<HashMap<String, StoredCustomer>> {
         let mut found = HashMap::new();
         for chunk in refs.chunks(ROWS_PER_STATEMENT) {
-            let mut q =
-                QueryBuilder::<Sqlite>::new(format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE account = "));
+            let mut q = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT {} FROM customers WHERE account = ",
+                Sqlite::CUSTOMER_COLUMNS
+            ));
             q.push_bind(account).push(" AND ref IN (");
             let mut list = q.separated(", ");
             for r in chunk {
@@ -284,7 +295,7 @@ impl SqliteBatch {
             }
             q.push(")");
             for row in q.build().persistent(chunk.len() == ROWS_PER_STATEMENT).fetch_all(&mut *self.tx).await? {
-                let c = rows::customer(&row)?;
+                let c = customer(&row)?;
                 found.insert(c.customer_ref.clone(), c);
             }
         }
@@ -381,7 +392,11 @@ impl SqliteBatch {
         Ok(())
     }
 
-    batch_statements!();
+    pub(super) async fn commit(mut self, lease: &JobLease, progress: &JobProgress) -> Result<()> {
+        record_progress::<Sqlite>(&mut self.tx, lease, progress).await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
 }
 
 /// `VERB INTO customers (…) VALUES …` for one chunk of `account`'s customers, created `now`.
@@ -434,7 +449,7 @@ mod tests {
         let store = SqliteStore::connect(&format!("sqlite://{}/t.db", dir.path().display())).await.unwrap();
         until("the migrations' connection back in its pool", || store.yield_after().is_none()).await;
         // A statement under way on the other connections (here: one held).
-        let held = store.pool.acquire().await.unwrap();
+        let held = store.sql.pool.acquire().await.unwrap();
         assert_eq!(store.yield_after(), Some(Duration::ZERO), "at the open batch's next chunk");
         let started = Instant::now();
         let batch = store.begin_batch().await.unwrap();

@@ -145,11 +145,13 @@ impl Metrics {
     }
 
     /// A job ended: its status, rows by outcome, and how long it ran.
-    pub fn job_finished(&self, summary: &crate::ingest::report::Summary) {
+    pub fn job_finished(&self, summary: &crate::domain::Summary) {
         let account = &summary.account;
         // A dry run (`/validate`) writes nothing: its rows are what would be.
         let kind = if summary.dry_run { "validation" } else { "import" };
-        self.jobs_finished.get_or_create(&self.labels(account, &[("status", &summary.status), ("kind", kind)])).inc();
+        self.jobs_finished
+            .get_or_create(&self.labels(account, &[("status", summary.status.as_str()), ("kind", kind)]))
+            .inc();
         for (outcome, n) in [
             ("created", summary.created),
             ("updated", summary.updated),
@@ -158,9 +160,7 @@ impl Metrics {
         ] {
             self.rows.get_or_create(&self.labels(account, &[("outcome", outcome), ("kind", kind)])).inc_by(n);
         }
-        if let Some(seconds) = seconds_between(&summary.started_at, &summary.finished_at) {
-            self.job_duration.observe(seconds);
-        }
+        self.job_duration.observe((summary.finished_at - summary.started_at).as_seconds_f64().max(0.0));
     }
 
     pub fn batch_committed(&self, took: Duration) {

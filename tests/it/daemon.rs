@@ -94,7 +94,7 @@ async fn a_kill_9_at_any_moment_loses_and_doubles_nothing(db: TestDb) {
     let mut last = 0;
     for round in 0..3 {
         let seen = eventually(REPORT, "progress before a kill", || {
-            let jobs = futures_lite_block(store.list_jobs(Some("acme"), 1));
+            let jobs = futures_lite_block(store.find_jobs(Some("acme"), None, 1));
             let job = jobs.first()?.clone();
             (job.status == JobStatus::Completed || job.progress.records_done > last).then_some(job)
         })
@@ -141,7 +141,7 @@ async fn a_small_file_is_not_starved_by_another_accounts_huge_one(db: TestDb) {
     d.upload("big", &big, "huge.csv").await;
     let store = db.store().await;
     eventually(REPORT, "the huge job to start", || {
-        let jobs = futures_lite_block(store.list_jobs(Some("big"), 1));
+        let jobs = futures_lite_block(store.find_jobs(Some("big"), None, 1));
         jobs.first().filter(|j| j.progress.records_done > 0).map(|_| ())
     })
     .await;
@@ -179,7 +179,7 @@ async fn a_small_upload_is_not_held_behind_another_accounts_long_batch(db: TestD
     let store = db.store().await;
     let spool = d.data_dir.join("spool");
     eventually(REPORT, "the huge job's batch to be under way", || {
-        let jobs = futures_lite_block(store.list_jobs(Some("big"), 1));
+        let jobs = futures_lite_block(store.find_jobs(Some("big"), None, 1));
         let job = jobs.first()?;
         let results = std::fs::read_dir(spool.join(job.job_id.as_str())).ok()?.flatten().find(|f| {
             f.file_name().to_string_lossy().starts_with("results") && f.metadata().is_ok_and(|m| m.len() > 100_000)
@@ -190,7 +190,7 @@ async fn a_small_upload_is_not_held_behind_another_accounts_long_batch(db: TestD
     d.upload("small", &small, "tiny.csv").await;
     let summary = d.summary("small", "tiny", REPORT).await;
     assert_eq!(summary["created"], 10);
-    let big_job = store.list_jobs(Some("big"), 1).await.unwrap().remove(0);
+    let big_job = store.find_jobs(Some("big"), None, 1).await.unwrap().remove(0);
     assert!(
         big_job.progress.records_done < rows as u64 && big_job.status == JobStatus::Running,
         "the small upload's report came only once the huge job was done: {big_job:?}"
@@ -208,17 +208,17 @@ async fn a_same_name_upload_during_processing_disturbs_nothing(db: TestDb) {
     d.upload("acme", &first, "daily.csv").await;
     let store = db.store().await;
     eventually(REPORT, "the first upload to start", || {
-        let jobs = futures_lite_block(store.list_jobs(Some("acme"), 1));
+        let jobs = futures_lite_block(store.find_jobs(Some("acme"), None, 1));
         jobs.first().filter(|j| j.progress.records_done > 0).map(|_| ())
     })
     .await;
     d.upload("acme", &second, "daily.csv").await;
     eventually(Duration::from_secs(300), "both jobs to finish", || {
-        let jobs = futures_lite_block(store.list_jobs(Some("acme"), 10));
+        let jobs = futures_lite_block(store.find_jobs(Some("acme"), None, 10));
         (jobs.len() == 2 && jobs.iter().all(|j| j.status == JobStatus::Completed)).then_some(())
     })
     .await;
-    let jobs = store.list_jobs(Some("acme"), 10).await.unwrap();
+    let jobs = store.find_jobs(Some("acme"), None, 10).await.unwrap();
     let mut counts: Vec<u64> = jobs.iter().map(|j| j.progress.created).collect();
     counts.sort();
     assert_eq!(counts, [3, 40_000]);
@@ -301,7 +301,7 @@ async fn two_processes_sharing_postgres_never_take_the_same_job() {
         assert_eq!(s["created"], 200, "{avid}/{stem}: {s}");
     }
     let store = db.store().await;
-    let jobs = store.list_jobs(None, 100).await.unwrap();
+    let jobs = store.find_jobs(None, None, 100).await.unwrap();
     assert_eq!(jobs.len(), 12, "one job per upload");
     assert!(jobs.iter().all(|j| j.status == JobStatus::Completed && j.progress.created == 200));
     let owners = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();

@@ -294,7 +294,7 @@ async fn a_job_that_keeps_killing_the_process_is_aborted_after_three_starts(db: 
     let pid = d.pid();
     others_still_served(&d, pid, "after-crashes").await;
     let store = db.store().await;
-    let job = store.list_jobs(Some("acme"), 1).await.unwrap().remove(0);
+    let job = store.find_jobs(Some("acme"), None, 1).await.unwrap().remove(0);
     assert_eq!(job.status, JobStatus::Aborted);
 }
 
@@ -319,7 +319,7 @@ async fn a_failing_write_is_retried_then_aborted(db: TestDb) {
     write_customers(&file, "r-", 3);
     d.upload("acme", &file, "r.csv").await;
     eventually(REPORT, "the job to be retrying", || {
-        let jobs = futures_block(store.list_jobs(Some("acme"), 1));
+        let jobs = futures_block(store.find_jobs(Some("acme"), None, 1));
         jobs.first().filter(|j| j.status == JobStatus::Retrying).map(|_| ())
     })
     .await;
@@ -386,7 +386,7 @@ async fn an_upload_stays_visible_until_its_report_is_out(db: TestDb) {
     eventually_gone(&d, "v.csv").await;
     // One upload, one job, one archived file: the visible copy was never taken again.
     let store = db.store().await;
-    assert_eq!(store.list_jobs(Some("acme"), 10).await.unwrap().len(), 1);
+    assert_eq!(store.find_jobs(Some("acme"), None, 10).await.unwrap().len(), 1);
     let archived: Vec<_> = std::fs::read_dir(d.data_dir.join("accounts/acme/archive")).unwrap().collect();
     assert_eq!(archived.len(), 1);
     // Deleting the visible file once it was taken does not cancel the job.
@@ -394,7 +394,7 @@ async fn an_upload_stays_visible_until_its_report_is_out(db: TestDb) {
     write_customers(&big, "w-", 20_000);
     d.upload("acme", &big, "w.csv").await;
     eventually(REPORT, "the upload to be taken", || {
-        let jobs = futures_block(store.list_jobs(Some("acme"), 1));
+        let jobs = futures_block(store.find_jobs(Some("acme"), None, 1));
         jobs.first().filter(|j| j.file_name == "w.csv").map(|_| ())
     })
     .await;

@@ -122,7 +122,7 @@ impl Interop {
         .await;
         // Long enough for a client retry or a second job to have shown up.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let jobs = self.db.store().await.list_jobs(Some("acme"), 100).await.unwrap();
+        let jobs = self.db.store().await.find_jobs(Some("acme"), None, 100).await.unwrap();
         assert_eq!(jobs.len(), 1, "{what}: exactly one job for one upload: {jobs:?}\n{}", self.daemon.log());
         let archived: Vec<_> = std::fs::read_dir(&archive).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(archived.len(), 1, "{what}: one archived upload: {archived:?}");

@@ -6,7 +6,7 @@ use intake::domain::{
     AccountId, AccountSettings, Address, AddressKind, Addresses, CreateCustomer, CustomerRef, JsonObject, PhoneCheck,
 };
 use intake::ingest::upsert::{apply, BatchRecord, Expect, Hints, RecordOutcome, UpsertOutcome, Writes};
-use intake::store::{JobProgress, JobStatus, NewJob, Store, StoreError};
+use intake::store::{Job, JobLease, JobProgress, JobStatus, NewJob, Store, StoreError};
 use serde_json::{json, Map, Value};
 
 fn object(v: Value) -> Map<String, Value> {
@@ -25,6 +25,30 @@ fn command(r: &str, addresses: &[&str], metadata: Value, appdata: Value) -> Crea
         JsonObject::metadata(object(metadata)),
         JsonObject::appdata(object(appdata)),
     )
+}
+
+/// A completed job's summary, as publishing would record it.
+fn summary_of(job: &Job) -> intake::domain::Summary {
+    intake::domain::Summary {
+        account: job.account.clone(),
+        file: job.file_name.clone(),
+        job_id: job.job_id.to_string(),
+        sha256: job.sha256.clone(),
+        bytes: job.bytes,
+        status: JobStatus::Completed,
+        rows: 0,
+        created: 0,
+        updated: 0,
+        unchanged: 0,
+        failed: 0,
+        received_at: job.received_at,
+        started_at: job.received_at,
+        finished_at: job.received_at,
+        error: None,
+        errors_by_code: Default::default(),
+        dry_run: false,
+        failed_file: None,
+    }
 }
 
 fn account(avid: &str) -> AccountSettings {
@@ -51,13 +75,13 @@ fn new_job(job_id: &str, account: &str) -> NewJob {
 }
 
 /// A job owned by `owner`, as a worker holds one while it applies batches.
-async fn owned_job(store: &Store, owner: &str) -> String {
+async fn owned_job(store: &Store, owner: &str) -> JobLease {
     let id = uuid::Uuid::new_v4().to_string();
     store.create_job(&new_job(&id, &format!("jobs-{id}"))).await.unwrap();
     store.mark_queued(&id, None, Scopes::ALL).await.unwrap();
-    let job = store.claim_job(owner, LIVE, &[]).await.unwrap().unwrap();
-    assert_eq!(job.job_id.as_str(), id);
-    id
+    let claimed = store.claim_job(owner, LIVE, &[]).await.unwrap().unwrap();
+    assert_eq!(claimed.job.job_id.as_str(), id);
+    claimed.lease
 }
 
 fn records(commands: &[CreateCustomer]) -> Vec<BatchRecord<'_>> {
@@ -71,12 +95,13 @@ fn records(commands: &[CreateCustomer]) -> Vec<BatchRecord<'_>> {
 /// Applies valid commands as one batch of a new job and commits.
 async fn upsert(store: &Store, avid: &str, may_update: bool, commands: &[CreateCustomer]) -> Vec<UpsertOutcome> {
     let owner = uuid::Uuid::new_v4().to_string();
-    let job = owned_job(store, &owner).await;
+    let lease = owned_job(store, &owner).await;
     let mut batch = store.begin_batch(avid).await.unwrap();
     let scopes = if may_update { Scopes::ALL } else { Scopes::CREATE_ONLY };
+    let job = lease.job_id();
     let outcomes =
-        apply(&mut batch, &job, avid, scopes, &records(commands), Writes::Apply, &mut Hints::default()).await.unwrap();
-    batch.commit(&job, &owner, &JobProgress::default()).await.unwrap();
+        apply(&mut batch, job, avid, scopes, &records(commands), Writes::Apply, &mut Hints::default()).await.unwrap();
+    batch.commit(&lease, &JobProgress::default()).await.unwrap();
     outcomes
         .into_iter()
         .map(|o| match o {
@@ -192,7 +217,7 @@ async fn claims_across_batches(store: &Store, strategy: Expect, fresh: bool, acm
     store.mark_queued(job_1, None, Scopes::ALL).await.unwrap();
     let me = format!("me-{job_1}");
     let claimed = store.claim_job(&me, LIVE, &[]).await.unwrap().unwrap();
-    assert_eq!(claimed.job_id.as_str(), job_1);
+    assert_eq!(claimed.job.job_id.as_str(), job_1);
     let valid = |r: &str| command(r, &["+15555001234"], json!({}), json!({}));
     let (a, old, b) = (valid("a"), valid("old"), valid("b"));
     let rec = |line, claim, command| BatchRecord { line, claim, command };
@@ -223,7 +248,7 @@ async fn claims_across_batches(store: &Store, strategy: Expect, fresh: bool, acm
     assert_eq!(first[3], RecordOutcome::Duplicate(2));
     assert_eq!(first[4], RecordOutcome::Invalid);
     let progress = JobProgress { records_done: 5, results_offset: 99, created: 1, ..Default::default() };
-    batch.commit(job_1, &me, &progress).await.unwrap();
+    batch.commit(&claimed.lease, &progress).await.unwrap();
     // Batch 2: every earlier claim is seen, whatever became of its record.
     let mut batch = store.begin_batch(acme).await.unwrap();
     hints.expect = strategy;
@@ -284,28 +309,31 @@ async fn a_job_is_never_claimed_twice(db: TestDb) {
         tasks.push(tokio::spawn(async move {
             // As a worker does: the accounts of its open jobs are busy.
             let (mut mine, mut busy) = (Vec::new(), Vec::new());
-            while let Some(job) = store.claim_job(owner, LIVE, &busy).await.unwrap() {
-                busy.push(job.account);
-                mine.push((job.job_id, owner));
+            while let Some(claimed) = store.claim_job(owner, LIVE, &busy).await.unwrap() {
+                busy.push(claimed.job.account);
+                mine.push((claimed.job.job_id, owner, claimed.lease));
             }
             mine
         }));
     }
-    let mut claimed: Vec<(intake::domain::JobId, &str)> = Vec::new();
+    let mut claimed: Vec<(intake::domain::JobId, &str, JobLease)> = Vec::new();
     for t in tasks {
         claimed.extend(t.await.unwrap());
     }
-    claimed.sort();
+    claimed.sort_by(|a, b| a.0.cmp(&b.0));
     // One job per account at a time, oldest first, whoever claims.
-    let ids: Vec<&str> = claimed.iter().map(|(id, _)| id.as_str()).collect();
+    let ids: Vec<&str> = claimed.iter().map(|(id, ..)| id.as_str()).collect();
     assert_eq!(ids, ["job-0", "job-1", "job-2"]);
-    let owner_of = |id: &str| claimed.iter().find(|(j, _)| j.as_str() == id).unwrap().1;
+    let mut leases: std::collections::HashMap<String, JobLease> =
+        claimed.into_iter().map(|(id, _, lease)| (id.to_string(), lease)).collect();
 
     // A running job with a live owner is not taken over; a stale one is.
     assert!(store.claim_job("p4", LIVE, &[]).await.unwrap().is_none());
     // Stale on the database's clock: no heartbeat since a moment ago.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let taken = store.claim_job("p4", std::time::Duration::ZERO, &["acct-0".into()]).await.unwrap().unwrap();
+    let new_lease = taken.lease;
+    let taken = taken.job;
     assert!(["job-1", "job-2"].contains(&taken.job_id.as_str()), "busy accounts are skipped: {}", taken.job_id);
     assert_eq!(store.get_job(&taken.job_id).await.unwrap().unwrap().status, JobStatus::Running);
 
@@ -315,17 +343,22 @@ async fn a_job_is_never_claimed_twice(db: TestDb) {
     apply(&mut batch, &taken.job_id, &taken.account, Scopes::ALL, &records(&c), Writes::Apply, &mut Hints::default())
         .await
         .unwrap();
-    let err = batch.commit(&taken.job_id, owner_of(&taken.job_id), &JobProgress::default()).await.unwrap_err();
+    let former = &leases[taken.job_id.as_str()];
+    assert_ne!(former, &new_lease);
+    let err = batch.commit(former, &JobProgress::default()).await.unwrap_err();
     assert!(matches!(err, StoreError::NotOwner(_)), "{err}");
     assert_eq!(store.count_customers(&taken.account).await.unwrap(), 0, "a fenced-off batch commits nothing");
 
-    // When an account's job finishes, its next one can be claimed.
-    let mut done = store.get_job("job-0").await.unwrap().unwrap();
-    done.status = JobStatus::Completed;
-    assert!(matches!(store.finish_job(&done, "not-the-owner").await, Err(StoreError::NotOwner(_))));
-    store.finish_job(&done, owner_of("job-0")).await.unwrap();
+    // When an account's job finishes, its next one can be claimed; a lease
+    // that lost its job finishes nothing.
+    let summary = summary_of(&store.get_job("job-0").await.unwrap().unwrap());
+    let lost = leases.remove(taken.job_id.as_str()).unwrap();
+    assert!(matches!(store.finish_job(lost, &summary).await, Err(StoreError::NotOwner(_))));
+    store.finish_job(leases.remove("job-0").unwrap(), &summary).await.unwrap();
+    let done = store.get_job("job-0").await.unwrap().unwrap();
+    assert_eq!((done.status, done.phase), (JobStatus::Completed, intake::store::JobPhase::Done));
     let next = store.claim_job("p5", LIVE, &[]).await.unwrap().unwrap();
-    assert_eq!(next.job_id.as_str(), "job-3");
+    assert_eq!(next.job.job_id.as_str(), "job-3");
 }
 
 async fn accounts_and_users_are_managed(db: TestDb) {
@@ -362,10 +395,11 @@ async fn a_reimport_is_looked_up_first(db: TestDb) {
     // Each chunk as the first of an upload of its own (a ref is claimed once per upload).
     let run = async |commands: &[CreateCustomer], hints: &mut Hints| {
         let owner = uuid::Uuid::new_v4().to_string();
-        let job = owned_job(&store, &owner).await;
+        let lease = owned_job(&store, &owner).await;
         let mut batch = store.begin_batch("acme").await.unwrap();
-        let out = apply(&mut batch, &job, "acme", Scopes::ALL, &records(commands), Writes::Apply, hints).await;
-        batch.commit(&job, &owner, &JobProgress::default()).await.unwrap();
+        let out =
+            apply(&mut batch, lease.job_id(), "acme", Scopes::ALL, &records(commands), Writes::Apply, hints).await;
+        batch.commit(&lease, &JobProgress::default()).await.unwrap();
         out.unwrap()
     };
     let kind = |o: &RecordOutcome| match o {
@@ -425,13 +459,13 @@ async fn a_frozen_owners_open_batch_is_ended_when_its_job_is_taken_over() {
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let taker_owner = taker.owner_name("node-b");
     let taken = taker.claim_job(&taker_owner, std::time::Duration::ZERO, &[]).await.unwrap().unwrap();
-    assert_eq!(taken.job_id, job.job_id);
+    assert_eq!(taken.job.job_id, job.job.job_id);
     let resumed = async {
         let mut batch = taker.begin_batch("acme").await.unwrap();
         let out = apply(&mut batch, "held", "acme", Scopes::ALL, &records(&c), Writes::Apply, &mut Hints::default())
             .await
             .unwrap();
-        batch.commit("held", &taker_owner, &JobProgress::default()).await.unwrap();
+        batch.commit(&taken.lease, &JobProgress::default()).await.unwrap();
         out
     };
     // Without the fence this waits for the frozen transaction (the test
@@ -440,7 +474,7 @@ async fn a_frozen_owners_open_batch_is_ended_when_its_job_is_taken_over() {
         .await
         .expect("the new owner's batch was held up by the frozen one's transaction");
     assert!(matches!(out[0], RecordOutcome::Applied(UpsertOutcome::Created(_))), "{:?}", out[0]);
-    let late = held.commit("held", &frozen_owner, &JobProgress::default()).await;
+    let late = held.commit(&job.lease, &JobProgress::default()).await;
     assert!(late.is_err(), "the frozen batch commits nothing");
     assert_eq!(taker.count_customers("acme").await.unwrap(), 1);
 }

@@ -1,0 +1,164 @@
+//! Drives a job's runner with containment and the failure policy: each
+//! open and step runs in a task of its own, so a panic ends that job
+//! (`aborted`), never its caller; a transient error puts the job aside
+//! (`retrying`, exponential backoff); a job whose processing keeps killing
+//! the process is aborted after `max_attempts` starts instead of being
+//! resumed forever. The worker pool steps many jobs through it, round-robin;
+//! `intake ingest` runs one to its end ([`run_one`]).
+
+use super::context::{Context, Fault, IngestError};
+use super::job::{JobRunner, Step};
+use super::progress::{self, ProgressState};
+use super::publish;
+use crate::domain::Summary;
+use crate::store::{Claimed, Job};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// The longest wait before a transient failure is retried.
+const MAX_BACKOFF_SECS: u64 = 300;
+
+/// What became of a job after one open or step.
+pub enum Stepped {
+    /// It goes on: step it again.
+    More(Box<JobRunner>),
+    /// It ended with its report published.
+    Done(Box<Summary>),
+    /// It failed, and the failure was handled (retried later, taken over by
+    /// another process, or aborted with its report).
+    Failed,
+}
+
+/// Opens a claimed job, or aborts it when its processing was started too
+/// often without getting further.
+pub async fn open(ctx: &Arc<Context>, claimed: Claimed) -> Stepped {
+    let job = claimed.job.clone();
+    let span = job_span(&job);
+    if job.attempts > ctx.policy.max_attempts {
+        let reason = format!(
+            "its processing was started {} times without getting further (each start ended the process)",
+            job.attempts - 1
+        );
+        let publish_ctx = ctx.clone();
+        let aborted = contained(async move { publish::abort(&publish_ctx, claimed.lease, &reason).await }).await;
+        if let Err(e) | Ok(Err(e)) = aborted {
+            tracing::error!(parent: &span, error = %e, "the aborted job's report could not be published");
+        }
+        return Stepped::Failed;
+    }
+    let open_ctx = ctx.clone();
+    match contained(async move { JobRunner::open(&open_ctx, claimed).await }.instrument(span.clone())).await {
+        Ok(Ok(runner)) => Stepped::More(Box::new(runner)),
+        Ok(Err(e)) | Err(e) => {
+            handle_failure(ctx, &job, e).instrument(span).await;
+            Stepped::Failed
+        }
+    }
+}
+
+/// Processes one batch of a job (or one step of its end).
+pub async fn step(ctx: &Arc<Context>, runner: Box<JobRunner>) -> Stepped {
+    let job = runner.job().clone();
+    let (step_ctx, span) = (ctx.clone(), job_span(&job));
+    match contained(async move { runner.step(&step_ctx).await }.instrument(span.clone())).await {
+        Ok(Ok(Step::More(runner))) => Stepped::More(runner),
+        Ok(Ok(Step::Done(summary))) => Stepped::Done(summary),
+        Ok(Err(e)) | Err(e) => {
+            // Settled first: until then no worker may claim the job again.
+            handle_failure(ctx, &job, e).instrument(span).await;
+            Stepped::Failed
+        }
+    }
+}
+
+/// Runs a claimed job to its end, as a worker would; `on_step` sees the
+/// runner after each batch. Returns the published summary, or `None` when
+/// the job failed (then it was handled as a worker handles it: retried
+/// later by a daemon, or aborted with its report).
+pub async fn run_one(ctx: &Arc<Context>, claimed: Claimed, mut on_step: impl FnMut(&JobRunner)) -> Option<Summary> {
+    let mut stepped = open(ctx, claimed).await;
+    loop {
+        stepped = match stepped {
+            Stepped::More(runner) => {
+                on_step(&runner);
+                step(ctx, runner).await
+            }
+            Stepped::Done(summary) => return Some(*summary),
+            Stepped::Failed => return None,
+        };
+    }
+}
+
+/// Runs `work` in a task of its own, so that a panic in it becomes an error
+/// of this one unit of work.
+pub(crate) async fn contained<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, IngestError> {
+    tokio::spawn(work).await.map_err(|e| match e.try_into_panic() {
+        Ok(panic) => IngestError::Panic(panic_message(&*panic)),
+        Err(e) => IngestError::Task(e),
+    })
+}
+
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
+/// The span every log line of a job's processing is in (its ids, in the
+/// text and the JSON log format alike).
+pub(crate) fn job_span(job: &Job) -> tracing::Span {
+    tracing::info_span!("job", account = %job.account, job_id = %job.job_id, file = %job.file_name)
+}
+
+/// Decides what a failed open or step means for its job.
+async fn handle_failure(ctx: &Context, job: &Job, error: IngestError) {
+    let (account, file, job_id) = (&job.account, &job.file_name, &job.job_id);
+    let fault = error.fault();
+    if fault == Fault::LostOwnership {
+        tracing::info!(account = %account, file = %file, job_id = %job_id, "another process took the job over");
+        progress::remove_lost(ctx, job).await;
+        return;
+    }
+    let lease = match ctx.store.lease_owned(job_id, &ctx.owner).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => {
+            tracing::info!(account = %account, file = %file, job_id = %job_id, error = %error,
+                "the job failed after another process took it over");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(job_id = %job_id, error = %e, failure = %error,
+                "cannot settle the failed job; it resumes after its heartbeat times out");
+            return;
+        }
+    };
+    let reason = match fault {
+        Fault::Transient if job.retries < ctx.policy.max_retries => {
+            let retries = job.retries + 1;
+            let wait = 2u64.saturating_pow(retries).min(MAX_BACKOFF_SECS);
+            let message = format!("{error}");
+            tracing::warn!(account = %account, file = %file, job_id = %job_id, error = %message, retries,
+                wait_secs = wait, "job interrupted by a transient fault; it resumes from its last committed batch");
+            if let Err(e) = ctx.store.retry_job(lease, retries, Duration::from_secs(wait), &message).await {
+                tracing::warn!(job_id = %job_id, error = %e,
+                    "cannot record the retry; the job resumes after its heartbeat times out");
+            } else if let Ok(Some(job)) = ctx.store.get_job(job_id).await {
+                // How far its committed rows reach, in proportion.
+                let done = job.bytes.saturating_mul(job.progress.records_done) / job.rows_total.max(1);
+                progress::publish_owned(ctx, &job, ProgressState::Retrying, done).await;
+            }
+            return;
+        }
+        Fault::Transient => format!("gave up after {} retries; the last error: {error}", job.retries),
+        Fault::Deterministic | Fault::LostOwnership => format!("{error}"),
+    };
+    if let Err(e) = publish::abort(ctx, lease, &reason).await {
+        tracing::error!(account = %account, file = %file, job_id = %job_id, error = %e,
+            "the aborted job's report could not be published");
+    }
+}

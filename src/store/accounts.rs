@@ -1,0 +1,213 @@
+//! Tables `accounts` (an account's settings) and `sftp_users` (its logins).
+
+use super::sql::{missing_as, Backend, Columns, Sql};
+use super::{Result, Store, StoreError};
+use crate::domain::user::{Scopes, SftpUser};
+use crate::domain::{AccountId, AccountSettings, FileEncoding, PhoneCheck, PhoneRegion, SettingError};
+use sqlx::{Encode, Executor, IntoArguments, Type};
+
+const ACCOUNT_COLUMNS: &str = "avid, default_region, encoding, phone_check, report_bom";
+const USER_COLUMNS: &str = "username, account, public_keys, password_hash, scopes";
+
+/// A stored setting that does not parse: the database was changed by hand.
+fn corrupt(e: SettingError) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn account(r: &impl Columns) -> Result<AccountSettings> {
+    Ok(AccountSettings {
+        default_region: r.maybe_text("default_region")?.map(|c| PhoneRegion::parse(&c)).transpose().map_err(corrupt)?,
+        encoding: FileEncoding::parse(&r.text("encoding")?).map_err(corrupt)?,
+        phone_check: PhoneCheck::parse(&r.text("phone_check")?).map_err(corrupt)?,
+        report_bom: r.flag("report_bom")?,
+        avid: AccountId::parse(&r.text("avid")?).map_err(corrupt)?,
+    })
+}
+
+fn user(r: &impl Columns) -> Result<SftpUser> {
+    Ok(SftpUser {
+        username: r.text("username")?,
+        account: AccountId::parse(&r.text("account")?).map_err(corrupt)?,
+        public_keys: r.text("public_keys")?.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect(),
+        password_hash: r.maybe_text("password_hash")?,
+        scopes: Scopes::parse(r.text("scopes")?.split_whitespace()).map_err(corrupt)?,
+    })
+}
+
+impl<DB> Sql<DB>
+where
+    DB: Backend,
+    DB::Row: Columns,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+{
+    /// Creates an account; with `replace`, an existing one takes the new settings.
+    pub(crate) async fn add_account(&self, a: &AccountSettings, replace: bool) -> Result<()> {
+        let sql = if replace {
+            "INSERT INTO accounts (avid, default_region, encoding, phone_check, report_bom) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (avid) DO UPDATE SET default_region = excluded.default_region,
+               encoding = excluded.encoding, phone_check = excluded.phone_check, report_bom = excluded.report_bom"
+        } else {
+            "INSERT INTO accounts (avid, default_region, encoding, phone_check, report_bom) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING"
+        };
+        let region = a.default_region.map(|r| r.code());
+        let done = sqlx::query(sql)
+            .bind(a.avid.as_str())
+            .bind(region.as_deref())
+            .bind(a.encoding.as_str())
+            .bind(a.phone_check.as_str())
+            .bind(a.report_bom)
+            .execute(&self.pool)
+            .await?;
+        if DB::rows_affected(&done) == 0 {
+            return Err(StoreError::AlreadyExists(format!("account `{}`", a.avid)));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn get_account(&self, avid: &str) -> Result<Option<AccountSettings>> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE avid = $1");
+        let row = sqlx::query(&sql).bind(avid).fetch_optional(&self.pool).await?;
+        row.as_ref().map(account).transpose()
+    }
+
+    pub(crate) async fn list_accounts(&self) -> Result<Vec<AccountSettings>> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY avid");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(account).collect()
+    }
+
+    pub(crate) async fn remove_account(&self, avid: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM accounts WHERE avid = $1").bind(avid).execute(&self.pool).await?;
+        if DB::rows_affected(&done) == 0 {
+            return Err(StoreError::NotFound(format!("account `{avid}`")));
+        }
+        Ok(())
+    }
+
+    /// Creates a user; with `replace`, an existing one is replaced.
+    pub(crate) async fn add_user(&self, u: &SftpUser, replace: bool) -> Result<()> {
+        let sql = if replace {
+            "INSERT INTO sftp_users (username, account, public_keys, password_hash, scopes) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (username) DO UPDATE SET account = excluded.account, public_keys = excluded.public_keys,
+               password_hash = excluded.password_hash, scopes = excluded.scopes"
+        } else {
+            "INSERT INTO sftp_users (username, account, public_keys, password_hash, scopes) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING"
+        };
+        let keys = u.public_keys.join("\n");
+        let scopes = u.scopes.names().join(" ");
+        let done = sqlx::query(sql)
+            .bind(u.username.as_str())
+            .bind(u.account.as_str())
+            .bind(keys.as_str())
+            .bind(u.password_hash.as_deref())
+            .bind(scopes.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(missing_as(|| format!("account `{}`", u.account)))?;
+        if DB::rows_affected(&done) == 0 {
+            return Err(StoreError::AlreadyExists(format!("user `{}`", u.username)));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn find_user(&self, username: &str) -> Result<Option<SftpUser>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM sftp_users WHERE username = $1");
+        let row = sqlx::query(&sql).bind(username).fetch_optional(&self.pool).await?;
+        row.as_ref().map(user).transpose()
+    }
+
+    pub(crate) async fn list_users(&self) -> Result<Vec<SftpUser>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM sftp_users ORDER BY username");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(user).collect()
+    }
+
+    pub(crate) async fn remove_user(&self, username: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM sftp_users WHERE username = $1").bind(username).execute(&self.pool).await?;
+        if DB::rows_affected(&done) == 0 {
+            return Err(StoreError::NotFound(format!("user `{username}`")));
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    pub async fn add_account(&self, account: &AccountSettings) -> Result<()> {
+        match self {
+            Store::Sqlite(s) => s.sql.add_account(account, false).await,
+            Store::Postgres(s) => s.sql.add_account(account, false).await,
+        }
+    }
+
+    /// Creates or updates an account (used for accounts declared in config).
+    pub async fn put_account(&self, account: &AccountSettings) -> Result<()> {
+        match self {
+            Store::Sqlite(s) => s.sql.add_account(account, true).await,
+            Store::Postgres(s) => s.sql.add_account(account, true).await,
+        }
+    }
+
+    pub async fn get_account(&self, avid: &str) -> Result<Option<AccountSettings>> {
+        match self {
+            Store::Sqlite(s) => s.sql.get_account(avid).await,
+            Store::Postgres(s) => s.sql.get_account(avid).await,
+        }
+    }
+
+    pub async fn list_accounts(&self) -> Result<Vec<AccountSettings>> {
+        match self {
+            Store::Sqlite(s) => s.sql.list_accounts().await,
+            Store::Postgres(s) => s.sql.list_accounts().await,
+        }
+    }
+
+    /// Removes the account and its users; its customers stay in the store.
+    pub async fn remove_account(&self, avid: &str) -> Result<()> {
+        match self {
+            Store::Sqlite(s) => s.sql.remove_account(avid).await,
+            Store::Postgres(s) => s.sql.remove_account(avid).await,
+        }
+    }
+
+    pub async fn add_user(&self, user: &SftpUser) -> Result<()> {
+        match self {
+            Store::Sqlite(s) => s.sql.add_user(user, false).await,
+            Store::Postgres(s) => s.sql.add_user(user, false).await,
+        }
+    }
+
+    /// Creates or replaces a user (used for users declared in config).
+    pub async fn put_user(&self, user: &SftpUser) -> Result<()> {
+        match self {
+            Store::Sqlite(s) => s.sql.add_user(user, true).await,
+            Store::Postgres(s) => s.sql.add_user(user, true).await,
+        }
+    }
+
+    pub async fn find_user(&self, username: &str) -> Result<Option<SftpUser>> {
+        match self {
+            Store::Sqlite(s) => s.sql.find_user(username).await,
+            Store::Postgres(s) => s.sql.find_user(username).await,
+        }
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<SftpUser>> {
+        match self {
+            Store::Sqlite(s) => s.sql.list_users().await,
+            Store::Postgres(s) => s.sql.list_users().await,
+        }
+    }
+
+    pub async fn remove_user(&self, username: &str) -> Result<()> {
+        match self {
+            Store::Sqlite(s) => s.sql.remove_user(username).await,
+            Store::Postgres(s) => s.sql.remove_user(username).await,
+        }
+    }
+}
