@@ -284,12 +284,28 @@ const ENV_KEYS: [&str; 20] = [
     "cluster",
 ];
 
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    Missing(std::path::PathBuf),
+    /// A key of the wrong type, an unknown key (a typo), a malformed file.
+    #[error(transparent)]
+    Invalid(Box<figment::Error>),
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        ConfigError::Invalid(Box::new(e))
+    }
+}
+
 impl Config {
     /// Loads defaults, then the file (if it exists, or fails if it was named
     /// explicitly and is missing), then the environment.
-    pub fn load(path: &Path, explicit: bool) -> Result<Config, Box<figment::Error>> {
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
         if explicit && !path.exists() {
-            return Err(Box::new(figment::Error::from(format!("config file {} does not exist", path.display()))));
+            return Err(ConfigError::Missing(path.to_path_buf()));
         }
         let config: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(path))

@@ -1,4 +1,4 @@
-//! The operator's commands of issue 11: `intake jobs` (list, `show`,
+//! The operator's commands: `intake jobs` (list, `show`,
 //! `retry`, `--status`, `--json`), `intake account set` (the webhook),
 //! `intake webhooks list` and `intake webhook test`.
 

@@ -116,7 +116,7 @@ async fn record(
     };
     let job = ctx.store.get_job(&job_id).await?.ok_or_else(|| StoreError::NotFound(format!("job {job_id}")))?;
     if !take_now {
-        progress::publish_or_log(ctx, &job, ProgressState::Queued, 0);
+        progress::publish_or_log(ctx, &job, &job.progress, ProgressState::Queued, 0).await;
     }
     Ok((job, lease))
 }
@@ -181,7 +181,7 @@ pub async fn recover_arriving(ctx: &Context, older_than: Duration) -> Result<(),
         if Path::new(&job.spool_path).exists() {
             let (who, scopes) = recorded_uploader(ctx, Path::new(&job.spool_path)).await;
             ctx.store.mark_queued(&job.job_id, who.as_deref(), scopes).await?;
-            progress::publish_or_log(ctx, &job, ProgressState::Queued, 0);
+            progress::publish_or_log(ctx, &job, &job.progress, ProgressState::Queued, 0).await;
         } else {
             let _ = std::fs::remove_dir_all(ctx.layout.spool(&job.job_id));
             ctx.store.delete_job(&job.job_id).await?;

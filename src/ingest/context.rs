@@ -106,7 +106,7 @@ pub struct BatchLimits {
 /// results written). 2,500 rather than 5,000 took 8–11 MiB off the peak RSS
 /// and kept it flat from 1 M to 10 M rows; the same speed on SQLite, 3 %
 /// less on PostgreSQL (9 % on short, all-valid rows through the daemon).
-/// BENCHMARKS.md, issue 10.
+/// BENCHMARKS.md, "Memory".
 pub const CHUNK_ROWS: usize = 2_500;
 /// Bytes of records read and parsed at once, at most (one record past it).
 pub const CHUNK_BYTES: usize = 2 * 1024 * 1024;

@@ -150,7 +150,7 @@ async fn handle_failure(ctx: &Context, job: &Job, error: IngestError) {
             } else if let Ok(Some(job)) = ctx.store.get_job(job_id).await {
                 // How far its committed rows reach, in proportion.
                 let done = job.bytes.saturating_mul(job.progress.records_done) / job.rows_total.max(1);
-                progress::publish_owned(ctx, &job, ProgressState::Retrying, done).await;
+                progress::publish_owned(ctx, &job, &job.progress, ProgressState::Retrying, done).await;
             }
             return;
         }
@@ -160,5 +160,112 @@ async fn handle_failure(ctx: &Context, job: &Job, error: IngestError) {
     if let Err(e) = publish::abort(ctx, lease, &reason).await {
         tracing::error!(account = %account, file = %file, job_id = %job_id, error = %e,
             "the aborted job's report could not be published");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The job lifecycle without a daemon: a SQLite store in a temporary
+    //! directory, arrivals and leases as every front end makes them.
+    use super::*;
+    use crate::domain::user::Scopes;
+    use crate::domain::{AccountId, AccountSettings, JobStatus};
+    use crate::ingest::arrival::{arrive, arrive_and_take, Arrival, Take, Uploader};
+    use crate::store::{JobPhase, Store};
+
+    async fn context(dir: &std::path::Path, owner: &str) -> Arc<Context> {
+        let mut config = crate::config::Config { data_dir: dir.to_path_buf(), ..Default::default() };
+        config.batch_size = 2;
+        let store = Store::connect(&format!("sqlite://{}/intake.db", dir.display())).await.unwrap();
+        store.add_account(&AccountSettings::new(AccountId::parse("acme").unwrap())).await.ok();
+        let ctx = Context::new(&config, store, owner.to_owned());
+        ctx.layout.ensure_account("acme").unwrap();
+        Arc::new(ctx)
+    }
+
+    fn upload(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+        let path = dir.join("upload-source.csv");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn arrival<'a>(source: &'a std::path::Path) -> Arrival<'a> {
+        Arrival {
+            account: "acme",
+            source,
+            file_name: "may.csv",
+            kind: Default::default(),
+            uploader: Uploader::Operator { scopes: Scopes::ALL },
+            take: Take::Copy,
+        }
+    }
+
+    const FILE: &str = "ref,address\nc1,+15555001234\nc2,not a phone\nc3,ann@example.com\nc1,+15555001235\n";
+
+    #[tokio::test]
+    async fn a_job_runs_from_arrival_to_its_published_report_under_one_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path(), "node-a:1").await;
+        let source = upload(dir.path(), FILE);
+        let claimed = arrive_and_take(&ctx, arrival(&source)).await.unwrap();
+        assert_eq!(claimed.lease.owner(), "node-a:1");
+        let job_id = claimed.job.job_id.clone();
+        let mut seen = Vec::new();
+        let summary = run_one(&ctx, claimed, |runner| seen.push(runner.records_done())).await.unwrap();
+        assert_eq!((summary.status, summary.rows, summary.created, summary.failed), (JobStatus::Completed, 4, 2, 2));
+        assert_eq!(seen.first(), Some(&0));
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "progress only grows: {seen:?}");
+        let job = ctx.store.get_job(&job_id).await.unwrap().unwrap();
+        assert_eq!((job.status, job.phase, job.progress.records_done), (JobStatus::Completed, JobPhase::Done, 4));
+        let json = |s: &crate::domain::Summary| serde_json::to_string(s).unwrap();
+        assert_eq!(job.outcome.as_ref().map(json), Some(json(&summary)), "the decided outcome is what was published");
+        assert!(job.finished_at >= job.started_at);
+        let outbox = ctx.layout.outbox("acme");
+        let published: crate::domain::Summary =
+            serde_json::from_slice(&std::fs::read(outbox.join("may.summary.json")).unwrap()).unwrap();
+        assert_eq!(json(&published), json(&summary));
+        assert!(outbox.join("may.failed.csv").exists());
+        assert!(!outbox.join("may.progress.json").exists());
+        assert!(!ctx.store.owns_job(&job_id, "node-a:1").await.unwrap(), "the lease ended with the job");
+    }
+
+    #[tokio::test]
+    async fn a_runner_whose_job_was_taken_over_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path(), "node-a:1").await;
+        let source = upload(dir.path(), FILE);
+        let queued = arrive(&ctx, arrival(&source)).await.unwrap();
+        let claimed = ctx.store.claim_job("node-a:1", Duration::from_secs(3600), &[]).await.unwrap().unwrap();
+        let Stepped::More(runner) = open(&ctx, claimed).await else { panic!("the job opens") };
+        // Another process takes it over (node-a looks stale to it).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let other = ctx.store.claim_job("node-b:1", Duration::ZERO, &[]).await.unwrap().unwrap();
+        assert_eq!(other.job.job_id, queued.job_id);
+        assert!(matches!(step(&ctx, runner).await, Stepped::Failed), "its next batch is fenced off");
+        let job = ctx.store.get_job(&queued.job_id).await.unwrap().unwrap();
+        assert_eq!((job.status, job.progress.records_done), (JobStatus::Running, 0));
+        assert!(ctx.store.owns_job(&queued.job_id, "node-b:1").await.unwrap(), "the new owner keeps it");
+    }
+
+    #[tokio::test]
+    async fn a_job_started_too_often_is_aborted_with_a_report_of_what_was_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path(), "node-a:1").await;
+        let source = upload(dir.path(), FILE);
+        let queued = arrive(&ctx, arrival(&source)).await.unwrap();
+        // Each claim without committed progress is one more start.
+        for _ in 0..ctx.policy.max_attempts {
+            let claimed = ctx.store.claim_job("node-a:1", Duration::from_secs(3600), &[]).await.unwrap().unwrap();
+            drop(claimed);
+            ctx.store.release_owner("node-a:1", false).await.unwrap();
+        }
+        let claimed = ctx.store.claim_job("node-a:1", Duration::from_secs(3600), &[]).await.unwrap().unwrap();
+        assert!(claimed.job.attempts > ctx.policy.max_attempts);
+        assert!(matches!(open(&ctx, claimed).await, Stepped::Failed));
+        let job = ctx.store.get_job(&queued.job_id).await.unwrap().unwrap();
+        assert_eq!(job.status, JobStatus::Aborted);
+        assert_eq!(job.error_code.as_deref(), Some(publish::INTERNAL_ERROR));
+        let summary = std::fs::read_to_string(ctx.layout.outbox("acme").join("may.summary.json")).unwrap();
+        assert!(summary.contains("\"status\": \"aborted\""), "{summary}");
     }
 }

@@ -218,7 +218,14 @@ impl JobRunner {
         let threads = JobThread::spawn("intake-read").and_then(|r| Ok((r, JobThread::spawn("intake-results")?)));
         let (reader, results) = threads.map_err(io_err("while starting the job's threads"))?;
         let results = Results::new(results, writer);
-        progress::publish_owned(ctx, &job, ProgressState::Running, upload.consumed.load(Ordering::Relaxed)).await;
+        progress::publish_owned(
+            ctx,
+            &job,
+            &job.progress,
+            ProgressState::Running,
+            upload.consumed.load(Ordering::Relaxed),
+        )
+        .await;
         let next = read_batch(&reader, upload, ctx.batch.chunk(0, 0));
         let mut runner = JobRunner::new(lease, job, State::Rows { reader, next, results });
         runner.progress_at = Some(Instant::now());
@@ -291,7 +298,14 @@ impl JobRunner {
                     if full || elapsed >= ctx.batch.time || others_first {
                         self.commit(ctx, open, &mut results).await?;
                         if self.progress_at.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
-                            progress::publish_owned(ctx, &self.job, ProgressState::Running, read.consumed).await;
+                            progress::publish_owned(
+                                ctx,
+                                &self.job,
+                                &self.progress,
+                                ProgressState::Running,
+                                read.consumed,
+                            )
+                            .await;
                             self.progress_at = Some(Instant::now());
                         }
                         self.state = Some(State::Rows { reader, next, results });

@@ -6,7 +6,7 @@
 use super::context::Context;
 use crate::clock;
 use crate::mailbox::{publish_atomically, ReportNames};
-use crate::store::Job;
+use crate::store::{Job, JobProgress};
 use serde::Serialize;
 use std::io;
 
@@ -43,12 +43,11 @@ struct Progress<'a> {
     retry_at: Option<String>,
 }
 
-/// Publishes `job`'s progress; `bytes_done` is how far into the upload its
-/// committed rows reach.
-pub fn publish(ctx: &Context, job: &Job, state: ProgressState, bytes_done: u64) -> io::Result<()> {
+/// Publishes `job`'s progress (`p`, committed); `bytes_done` is how far
+/// into the upload its committed rows reach.
+fn publish(ctx: &Context, job: &Job, p: &JobProgress, state: ProgressState, bytes_done: u64) -> io::Result<()> {
     let bytes_total =
         if job.bytes > 0 { job.bytes } else { std::fs::metadata(&job.spool_path).map(|m| m.len()).unwrap_or_default() };
-    let p = &job.progress;
     let progress = Progress {
         job_id: &job.job_id,
         file: &job.file_name,
@@ -72,10 +71,16 @@ pub fn publish(ctx: &Context, job: &Job, state: ProgressState, bytes_done: u64) 
     publish_atomically(&path(ctx, job), &json)
 }
 
-/// Publishes `job`'s progress, logging rather than failing: progress is
-/// a courtesy to the merchant, never a reason to stop a job.
-pub fn publish_or_log(ctx: &Context, job: &Job, state: ProgressState, bytes_done: u64) {
-    if let Err(e) = publish(ctx, job, state, bytes_done) {
+/// Publishes `job`'s progress (`progress`, committed) on a blocking
+/// thread, logging rather than failing: progress is a courtesy to the
+/// merchant, never a reason to stop a job.
+pub async fn publish_or_log(ctx: &Context, job: &Job, progress: &JobProgress, state: ProgressState, bytes_done: u64) {
+    let (work_ctx, work_job, progress) = (ctx.clone(), job.clone(), *progress);
+    let written = tokio::task::spawn_blocking(move || publish(&work_ctx, &work_job, &progress, state, bytes_done))
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r);
+    if let Err(e) = written {
         tracing::warn!(account = %job.account, file = %job.file_name, job_id = %job.job_id, error = %e,
             "cannot publish the job's progress");
     }
@@ -84,9 +89,9 @@ pub fn publish_or_log(ctx: &Context, job: &Job, state: ProgressState, bytes_done
 /// Publishes a running job's progress only while `ctx.owner` still owns
 /// it: a node that was frozen and wakes up after another took the job over
 /// (and perhaps finished it) writes none.
-pub async fn publish_owned(ctx: &Context, job: &Job, state: ProgressState, bytes_done: u64) {
+pub async fn publish_owned(ctx: &Context, job: &Job, progress: &JobProgress, state: ProgressState, bytes_done: u64) {
     match ctx.store.owns_job(&job.job_id, &ctx.owner).await {
-        Ok(true) => publish_or_log(ctx, job, state, bytes_done),
+        Ok(true) => publish_or_log(ctx, job, progress, state, bytes_done).await,
         Ok(false) => {}
         Err(e) => tracing::debug!(job_id = %job.job_id, error = %e, "progress not published: ownership unknown"),
     }

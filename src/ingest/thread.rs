@@ -5,7 +5,7 @@
 //! was idle, so a job's records were allocated on one thread and freed on
 //! another, and the allocator kept pages of every thread that had ever held
 //! a chunk (each thread's heap is its own). The daemon's peak memory grew
-//! with the length of the run (BENCHMARKS.md, issue 10, round 4). One thread
+//! with the length of the run (BENCHMARKS.md, "Memory"). One thread
 //! per role and job allocates every chunk of that role: what one chunk freed,
 //! the next reuses.
 

@@ -1,4 +1,4 @@
-//! The upsert rules of spec §3, decided here once for both backends: the
+//! The upsert rules (README, "Upserts"), decided here once for both backends: the
 //! store answers questions (which refs this file claimed already, which
 //! customers exist and with what) and applies the writes decided here.
 //!
@@ -152,7 +152,7 @@ impl Hints {
     }
 }
 
-/// Applies a batch of records of job `job_id` under the rules of spec §3.
+/// Applies a batch of records of job `job_id` under the upsert rules.
 /// A claim leaves a trace: created and updated customers carry the job and
 /// line in `last_job`; other claims go to the job's claim table. Both commit
 /// with the batch, so a resumed job sees every earlier claim. `hints` say
