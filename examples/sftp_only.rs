@@ -20,7 +20,7 @@ struct Users(HashMap<String, SftpUser>);
 
 #[async_trait::async_trait]
 impl UserDirectory for Users {
-    async fn find_user(&self, username: &str) -> anyhow::Result<Option<SftpUser>> {
+    async fn find_user(&self, username: &str) -> Result<Option<SftpUser>, intake::sftp::DirectoryError> {
         Ok(self.0.get(username).cloned())
     }
 }

@@ -7,7 +7,7 @@ use crate::domain::user::{Scopes, SftpUser};
 use crate::domain::{AccountId, AccountSettings};
 use crate::ingest::{arrival, watcher, worker, Context};
 use crate::mailbox::Layout;
-use crate::sftp::{LoginLimit, SftpServer, SftpSettings, UserDirectory};
+use crate::sftp::{DirectoryError, LoginLimit, SftpServer, SftpSettings, UserDirectory};
 use crate::store::Store;
 use anyhow::{Context as _, Result};
 use std::net::IpAddr;
@@ -23,16 +23,16 @@ struct StoreUsers(Store);
 
 #[async_trait::async_trait]
 impl UserDirectory for StoreUsers {
-    async fn find_user(&self, username: &str) -> anyhow::Result<Option<SftpUser>> {
+    async fn find_user(&self, username: &str) -> Result<Option<SftpUser>, DirectoryError> {
         Ok(self.0.find_user(username).await?)
     }
 
     /// PostgreSQL: every node counts the same failures.
-    async fn record_login_failure(&self, source: IpAddr, limit: LoginLimit) -> anyhow::Result<Option<bool>> {
+    async fn record_login_failure(&self, source: IpAddr, limit: LoginLimit) -> Result<Option<bool>, DirectoryError> {
         Ok(self.0.record_login_failure(&source.to_string(), limit.max_failures, limit.window.as_secs_f64()).await?)
     }
 
-    async fn login_refused(&self, source: IpAddr, limit: LoginLimit) -> anyhow::Result<Option<bool>> {
+    async fn login_refused(&self, source: IpAddr, limit: LoginLimit) -> Result<Option<bool>, DirectoryError> {
         Ok(self.0.login_refused(&source.to_string(), limit.max_failures, limit.window.as_secs_f64()).await?)
     }
 }

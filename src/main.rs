@@ -1,4 +1,4 @@
-//! The `intake` command line. The only place that uses `anyhow`.
+//! The `intake` command line. Errors are `anyhow` here and in the daemon's wiring (`app`, `cluster`), typed below them.
 
 // One audited call into the allocator (`tune_allocator`); nothing else.
 #![deny(unsafe_code)]

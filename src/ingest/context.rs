@@ -173,3 +173,12 @@ pub(crate) async fn blocking<T: Send + 'static>(
     let (what, span) = (what.into(), tracing::Span::current());
     tokio::task::spawn_blocking(move || span.in_scope(work)).await?.map_err(io_err(what))
 }
+
+/// What a caught panic said.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}

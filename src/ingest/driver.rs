@@ -6,7 +6,7 @@
 //! resumed forever. The worker pool steps many jobs through it, round-robin;
 //! `intake ingest` runs one to its end ([`run_one`]).
 
-use super::context::{Context, Fault, IngestError};
+use super::context::{panic_message, Context, Fault, IngestError};
 use super::job::{JobRunner, Step};
 use super::progress::{self, ProgressState};
 use super::publish;
@@ -99,14 +99,6 @@ pub(crate) async fn contained<T: Send + 'static>(
         Ok(panic) => IngestError::Panic(panic_message(&*panic)),
         Err(e) => IngestError::Task(e),
     })
-}
-
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic".to_owned())
 }
 
 /// The span every log line of a job's processing is in (its ids, in the

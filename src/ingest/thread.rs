@@ -42,7 +42,7 @@ impl JobThread {
         let span = tracing::Span::current();
         let piece: Work = Box::new(move || {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| span.in_scope(work)));
-            let _ = done.send(outcome.map_err(|panic| super::driver::panic_message(&*panic)));
+            let _ = done.send(outcome.map_err(|panic| super::context::panic_message(&*panic)));
         });
         // The receiving end lives as long as the thread; a thread that is
         // gone drops the piece, and `Pending` reports it.

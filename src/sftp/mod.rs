@@ -26,23 +26,27 @@ pub use server::SftpServer;
 pub use crate::mailbox::UPLOAD_TEMP_PREFIX;
 use std::net::IpAddr;
 
+/// Why the user directory could not answer (the database is unreachable):
+/// the login is refused and the cause logged.
+pub type DirectoryError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Where the SFTP server looks users up; the daemon implements it over the database.
 ///
 /// Called on every login attempt, so users and keys added while the server
 /// runs work at once.
 #[async_trait::async_trait]
 pub trait UserDirectory: Send + Sync + 'static {
-    async fn find_user(&self, username: &str) -> anyhow::Result<Option<crate::domain::user::SftpUser>>;
+    async fn find_user(&self, username: &str) -> Result<Option<crate::domain::user::SftpUser>, DirectoryError>;
 
     /// Counts a failed login of `source` for every node sharing this
     /// directory; `Some(refused now)`, or `None` when failures are kept per
     /// process (the default: the server counts them in memory either way).
-    async fn record_login_failure(&self, _source: IpAddr, _limit: LoginLimit) -> anyhow::Result<Option<bool>> {
+    async fn record_login_failure(&self, _source: IpAddr, _limit: LoginLimit) -> Result<Option<bool>, DirectoryError> {
         Ok(None)
     }
 
     /// Whether another node has refused `source`; `None` as above.
-    async fn login_refused(&self, _source: IpAddr, _limit: LoginLimit) -> anyhow::Result<Option<bool>> {
+    async fn login_refused(&self, _source: IpAddr, _limit: LoginLimit) -> Result<Option<bool>, DirectoryError> {
         Ok(None)
     }
 }

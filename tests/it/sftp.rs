@@ -31,7 +31,7 @@ impl Users {
 
 #[async_trait::async_trait]
 impl UserDirectory for Users {
-    async fn find_user(&self, username: &str) -> anyhow::Result<Option<SftpUser>> {
+    async fn find_user(&self, username: &str) -> Result<Option<SftpUser>, intake::sftp::DirectoryError> {
         Ok(self.0.lock().unwrap().get(username).cloned())
     }
 }
