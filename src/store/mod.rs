@@ -8,8 +8,10 @@ mod shared;
 pub mod ops;
 #[macro_use]
 pub mod nodes;
+mod one_customer;
 mod postgres;
 mod sqlite;
+mod tokens;
 
 use crate::clock::Timestamp;
 use crate::domain::user::{Scopes, SftpUser};
@@ -19,9 +21,11 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 pub use nodes::{NodeInfo, NodeLock, NodeStart, OwnedJob};
+pub use one_customer::{CustomerKey, CustomerRecord};
 pub use ops::{Delivery, DeliveryStatus, JobCounts, Webhook, WebhookSecret};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use tokens::{NewToken, TokenInfo, TokenUser};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -553,7 +557,7 @@ impl StoredCustomer {
         )
     }
 
-    fn from_columns(
+    pub(crate) fn from_columns(
         customer_id: String,
         customer_ref: String,
         addresses: &str,
