@@ -3,6 +3,7 @@
 //! rules of the CSV upsert (`ingest::upsert`).
 
 use super::auth::Caller;
+use super::idempotency;
 use super::problem::{FieldError, Problem};
 use super::ApiState;
 use crate::domain::{AccountSettings, RowError};
@@ -154,7 +155,8 @@ fn read_body(bytes: &Bytes, headers: &HeaderMap, allowed: &[&str]) -> Result<Bod
     Ok(Body { customer_ref, addresses, metadata, appdata })
 }
 
-/// `POST /api/v1/accounts/{avid}/customers`: creates, never updates.
+/// `POST /api/v1/accounts/{avid}/customers`: creates, never updates;
+/// with an `Idempotency-Key`, the first final answer is replayed for 24 h.
 pub(super) async fn create(
     State(state): State<ApiState>,
     caller: Caller,
@@ -164,13 +166,37 @@ pub(super) async fn create(
 ) -> Result<Response, Problem> {
     let account = account_of(&state, &caller, &avid).await?;
     caller.require_create()?;
-    let body = read_body(&bytes, &headers, &["ref", "addresses", "metadata", "appdata"])?;
+    let Some(key) = idempotency::key_of(&headers)? else {
+        let (customer, location) = create_customer(&state, &account, &caller, &headers, &bytes).await?;
+        return Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(customer)).into_response());
+    };
+    let hash = idempotency::request_hash("POST customers", &bytes);
+    if let Some(replayed) = idempotency::replay(&state, &avid, &key, &hash).await? {
+        return Ok(replayed);
+    }
+    let (status, location, body) = match create_customer(&state, &account, &caller, &headers, &bytes).await {
+        Ok((customer, location)) => (StatusCode::CREATED, Some(location), customer.to_string()),
+        Err(problem) => (problem.status, None, problem.body_json()),
+    };
+    idempotency::remember(&state, &avid, &key, &hash, status, location, body).await
+}
+
+/// Validates and creates; the stored customer and its location.
+async fn create_customer(
+    state: &ApiState,
+    account: &AccountSettings,
+    caller: &Caller,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+) -> Result<(Value, String), Problem> {
+    let avid = account.avid.as_str();
+    let body = read_body(bytes, headers, &["ref", "addresses", "metadata", "appdata"])?;
     let command = rows::parse_values(
         body.customer_ref.as_deref(),
         body.addresses.as_deref(),
         body.metadata.as_ref(),
         body.appdata.as_ref(),
-        &account,
+        account,
     )
     .map_err(invalid)?;
     let customer = StoredCustomer {
@@ -181,7 +207,7 @@ pub(super) async fn create(
         appdata: command.appdata().as_map().clone(),
         last_job: None,
     };
-    let created = state.store.create_customer(&avid, &customer).await.map_err(Problem::internal)?;
+    let created = state.store.create_customer(avid, &customer).await.map_err(Problem::internal)?;
     if !created {
         return Err(Problem::new(
             StatusCode::CONFLICT,
@@ -194,13 +220,13 @@ pub(super) async fn create(
     }
     let record = state
         .store
-        .find_customer(&avid, CustomerKey::Id(&customer.customer_id))
+        .find_customer(avid, CustomerKey::Id(&customer.customer_id))
         .await
         .map_err(Problem::internal)?
         .ok_or_else(|| Problem::internal("a created customer cannot be read back"))?;
     tracing::info!(account = %avid, customer_id = %customer.customer_id, user = %caller.username, "customer created over the API");
     let location = format!("/api/v1/accounts/{avid}/customers/{}", customer.customer_id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(customer_json(&record))).into_response())
+    Ok((customer_json(&record), location))
 }
 
 #[derive(serde::Deserialize)]

@@ -5,6 +5,7 @@
 
 pub mod auth;
 mod customers;
+mod idempotency;
 pub mod problem;
 
 use crate::config::ApiSettings;

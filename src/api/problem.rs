@@ -64,17 +64,27 @@ pub struct ProblemBody {
     pub errors: Vec<FieldError>,
 }
 
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let body = ProblemBody {
+impl Problem {
+    fn body(&self) -> ProblemBody {
+        ProblemBody {
             kind: format!("urn:intake:problem:{}", self.code),
             title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
             status: self.status.as_u16(),
-            detail: self.detail,
+            detail: self.detail.clone(),
             code: self.code.to_owned(),
-            errors: self.errors,
-        };
-        let json = serde_json::to_vec(&body).unwrap_or_default();
+            errors: self.errors.clone(),
+        }
+    }
+
+    /// The problem document's text.
+    pub fn body_json(&self) -> String {
+        serde_json::to_string(&self.body()).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let json = self.body_json();
         let mut response = (self.status, [(header::CONTENT_TYPE, "application/problem+json")], json).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));

@@ -8,6 +8,7 @@ mod shared;
 pub mod ops;
 #[macro_use]
 pub mod nodes;
+mod idempotency;
 mod one_customer;
 mod postgres;
 mod sqlite;
@@ -20,6 +21,7 @@ use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+pub use idempotency::StoredAnswer;
 pub use nodes::{NodeInfo, NodeLock, NodeStart, OwnedJob};
 pub use one_customer::{CustomerKey, CustomerRecord};
 pub use ops::{Delivery, DeliveryStatus, JobCounts, Webhook, WebhookSecret};

@@ -384,7 +384,53 @@ async fn the_customer_routes_create_load_and_merge_like_a_csv_row(db: TestDb) {
     }
 }
 
+async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_body(db: TestDb) {
+    let daemon = TestDaemon::spawn_in_process(&db, &[TestAccount::new("acme"), TestAccount::new("other")], &[]).await;
+    let api = daemon.api_addr().await;
+    let base = format!("http://{api}/api/v1/accounts/acme/customers");
+    let acme = token(&daemon, "acme", &[]).await;
+    let c = client();
+    let body = json!({"ref": "idem-1", "addresses": ["+15555001234"]});
+    let send =
+        |body: &Value, key: &str| c.post(&base).bearer_auth(&acme).header("Idempotency-Key", key).json(body).send();
+
+    let first = send(&body, "k-1").await.unwrap();
+    assert_eq!(first.status().as_u16(), 201);
+    let location = first.headers()["location"].clone();
+    let first: Value = first.json().await.unwrap();
+    // Replayed: the same 201 and customer, not a 409.
+    let again = send(&body, "k-1").await.unwrap();
+    assert_eq!(again.status().as_u16(), 201);
+    assert_eq!(again.headers()["location"], location);
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    // Another body with the key: 422.
+    let other_body = json!({"ref": "idem-2", "addresses": ["+15555001234"]});
+    let reused = send(&other_body, "k-1").await.unwrap();
+    assert_eq!(reused.status().as_u16(), 422);
+    assert_eq!(reused.json::<Value>().await.unwrap()["code"], "idempotency_key_reused");
+    // A new key for the same ref: the conflict, remembered too.
+    let conflict = send(&body, "k-2").await.unwrap();
+    assert_eq!(conflict.status().as_u16(), 409);
+    assert_eq!(send(&body, "k-2").await.unwrap().status().as_u16(), 409);
+    // Keys are per account: another account's same key is its own.
+    let other = token(&daemon, "other", &[]).await;
+    let theirs = c
+        .post(format!("http://{api}/api/v1/accounts/other/customers"))
+        .bearer_auth(&other)
+        .header("Idempotency-Key", "k-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status().as_u16(), 201);
+    assert_ne!(theirs.json::<Value>().await.unwrap()["id"], first["id"]);
+    // A key that is not a key.
+    let bad = send(&body, &"x".repeat(300)).await.unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+}
+
 crate::on_both_backends!(
+    an_idempotency_key_replays_the_first_answer_and_refuses_another_body,
     a_silent_flood_on_the_ops_listener_is_capped_and_uploads_and_the_api_go_on,
     a_slowloris_client_is_cut_and_huge_headers_never_hold_the_server,
     tls_serves_http2_to_curl_with_a_generated_certificate,
