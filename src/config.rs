@@ -470,6 +470,17 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_config_loads_with_the_api_defaults() {
+        let shipped = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"));
+        let config = Config::load(shipped, true).unwrap();
+        let defaults = ApiSettings::default();
+        assert_eq!(config.api.listen, defaults.listen);
+        assert_eq!(config.api.max_connections, defaults.max_connections);
+        assert_eq!(config.api.max_json_bytes, defaults.max_json_bytes);
+        assert_eq!(config.http.max_connections, HttpSettings::default().max_connections);
+    }
+
+    #[test]
     fn the_database_password_never_shows_in_debug() {
         let config = Config { database_url: Some("postgres://u:hunter2@h/db".into()), ..Config::default() };
         assert!(!format!("{config:?}").contains("hunter2"));

@@ -76,7 +76,29 @@ pub fn router(state: ApiState, settings: &ApiSettings) -> Router {
             Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take this method")
         })
         .layer(DefaultBodyLimit::max(settings.max_json_bytes))
+        .layer(axum::middleware::map_response(as_problem))
         .with_state(state)
+}
+
+/// An error answered by the framework (a body over the limit, a bad query
+/// string) becomes a problem document like every other error.
+async fn as_problem(response: axum::response::Response) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (code, detail) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is over the limit".to_owned()),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send JSON".to_owned()),
+        s if s.is_server_error() => ("internal_error", "the request failed; try again later".to_owned()),
+        _ => ("bad_request", "the request is malformed".to_owned()),
+    };
+    Problem::new(status, code, detail).into_response()
 }
 
 /// The bound API listener.

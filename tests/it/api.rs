@@ -317,6 +317,7 @@ async fn the_customer_routes_create_load_and_merge_like_a_csv_row(db: TestDb) {
     let huge = json!({"ref": "r".repeat(10 * 1024 * 1024), "addresses": ["+15555001234"]});
     let too_big = c.post(&base).bearer_auth(&acme).json(&huge).send().await.unwrap();
     assert_eq!(too_big.status().as_u16(), 413);
+    assert_eq!(too_big.json::<Value>().await.unwrap()["code"], "payload_too_large");
     // JSON nested 100,000 deep: an error, not a crash.
     let deep = format!(
         "{{\"ref\":\"d\",\"addresses\":[\"+15555001234\"],\"metadata\":{}{}}}",
