@@ -35,7 +35,7 @@ class Node:
     def __init__(self, work, data, node_id, db_url, key_pub):
         self.work, self.data, self.node_id = work, data, node_id
         os.makedirs(work, exist_ok=True)
-        cfg = f'[sftp]\nlisten = "127.0.0.1:0"\n[http]\nenabled = false\n[cluster]\nnode_id = "{node_id}"\n'
+        cfg = f'[sftp]\nlisten = "127.0.0.1:0"\n[http]\nenabled = false\n[api]\nenabled = false\n[cluster]\nnode_id = "{node_id}"\n'
         cfg += '\n[[accounts]]\navid = "acme"\n'
         cfg += f'\n[[users]]\nusername = "acme"\naccount = "acme"\nkeys = ["{key_pub}"]\n'
         self.config = os.path.join(work, "config.toml")

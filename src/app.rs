@@ -115,6 +115,8 @@ pub struct RunningApp {
     pub sftp_addr: Option<std::net::SocketAddr>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served (when enabled).
     pub http_addr: Option<std::net::SocketAddr>,
+    /// Where the public API is served (when enabled).
+    pub api_addr: Option<std::net::SocketAddr>,
     shutdown: CancellationToken,
     tasks: Parts,
 }
@@ -158,6 +160,9 @@ pub async fn serve(config: Config, _config_path: &Path) -> Result<()> {
     }
     if let Some(addr) = app.http_addr {
         let _ = std::fs::write(data_dir.join("http.addr"), addr.to_string());
+    }
+    if let Some(addr) = app.api_addr {
+        let _ = std::fs::write(data_dir.join("api.addr"), addr.to_string());
     }
     let shutdown = app.shutdown.clone();
     tokio::spawn(async move {
@@ -209,11 +214,12 @@ pub async fn start(config: Config) -> Result<RunningApp> {
         });
     }
     let http_addr = start_http(&config, &store, &mut tasks, &shutdown, &sftp_bound).await?;
+    let api_addr = crate::api::start(&config, &store, &mut tasks, &shutdown).await?;
     start_pipeline(&config, ctx, &store, layout, &mut tasks, &shutdown);
-    Ok(RunningApp { sftp_addr, http_addr, shutdown, tasks })
+    Ok(RunningApp { sftp_addr, http_addr, api_addr, shutdown, tasks })
 }
 
-type Parts = tokio::task::JoinSet<Result<()>>;
+pub(crate) type Parts = tokio::task::JoinSet<Result<()>>;
 
 /// The SFTP server, when enabled; returns where it listens.
 async fn start_sftp(
@@ -271,7 +277,7 @@ async fn start_http(
             data_dir: config.data_dir.clone(),
             sftp_bound: config.sftp.enabled.then(|| sftp_bound.clone()),
         };
-        let http = crate::telemetry::http::HttpServer::bind(&config.http.listen, health)
+        let http = crate::telemetry::http::HttpServer::bind(&config.http.listen, config.http.limits(), health)
             .await
             .with_context(|| format!("while binding the HTTP listener ([http] listen = {})", config.http.listen))?;
         let addr = http.local_addr()?;

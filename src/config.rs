@@ -51,6 +51,8 @@ pub struct Config {
     pub sftp: SftpSettings,
     /// The operations endpoint: `/metrics`, `/healthz`, `/readyz`.
     pub http: HttpSettings,
+    /// The public HTTP API.
+    pub api: ApiSettings,
     /// Completion webhooks: delivery timeout and retries.
     pub webhooks: WebhookSettings,
     /// How long uploads and reports are kept.
@@ -72,11 +74,94 @@ pub struct HttpSettings {
     /// Label job and row metrics with the account (only with few accounts:
     /// every account adds series).
     pub account_labels: bool,
+    /// Connections open at once, in all and from one address.
+    pub max_connections: usize,
+    pub max_connections_per_source: usize,
+    /// Seconds to send a request's header; seconds without a byte moved.
+    pub header_read_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        HttpSettings { enabled: true, listen: "127.0.0.1:9180".into(), account_labels: false }
+        HttpSettings {
+            enabled: true,
+            listen: "127.0.0.1:9180".into(),
+            account_labels: false,
+            max_connections: 64,
+            max_connections_per_source: 16,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 30,
+        }
+    }
+}
+
+impl HttpSettings {
+    pub fn limits(&self) -> crate::serve_http::Limits {
+        crate::serve_http::Limits {
+            max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs.max(1)),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs.max(1)),
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            max_streams: 16,
+        }
+    }
+}
+
+/// `[api]`: the public HTTP API listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    pub enabled: bool,
+    pub listen: String,
+    /// PEM certificate chain and private key: TLS on (both or neither).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Connections open at once, in all and from one address.
+    pub max_connections: usize,
+    pub max_connections_per_source: usize,
+    /// Seconds to send a request's header (and TLS handshake); seconds a
+    /// connection may move no byte.
+    pub header_read_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    /// Bytes of a request's header; header fields in one request.
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// Bytes of a JSON request body (a bulk job's data: `max_file_bytes`).
+    pub max_json_bytes: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            enabled: true,
+            listen: "127.0.0.1:8080".into(),
+            tls_cert: None,
+            tls_key: None,
+            max_connections: 1024,
+            max_connections_per_source: 64,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_json_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl ApiSettings {
+    pub fn limits(&self) -> crate::serve_http::Limits {
+        crate::serve_http::Limits {
+            max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs.max(1)),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs.max(1)),
+            max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+            max_streams: 100,
+        }
     }
 }
 
@@ -237,6 +322,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             sftp: SftpSettings::default(),
             http: HttpSettings::default(),
+            api: ApiSettings::default(),
             webhooks: WebhookSettings::default(),
             retention: RetentionSettings::default(),
             cluster: ClusterSettings::default(),
@@ -261,7 +347,7 @@ impl fmt::Debug for Config {
 
 /// Top-level keys the environment may set; others with the prefix are ignored
 /// (so `INTAKE_TEST_*` variables of a test run never break the config).
-const ENV_KEYS: [&str; 20] = [
+const ENV_KEYS: [&str; 21] = [
     "data_dir",
     "database_url",
     "workers",
@@ -279,6 +365,7 @@ const ENV_KEYS: [&str; 20] = [
     "log_format",
     "sftp",
     "http",
+    "api",
     "webhooks",
     "retention",
     "cluster",
@@ -396,6 +483,17 @@ mod tests {
             assert!(!format!("{config:?}").contains("hunter2"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_shipped_config_loads_with_the_api_defaults() {
+        let shipped = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"));
+        let config = Config::load(shipped, true).unwrap();
+        let defaults = ApiSettings::default();
+        assert_eq!(config.api.listen, defaults.listen);
+        assert_eq!(config.api.max_connections, defaults.max_connections);
+        assert_eq!(config.api.max_json_bytes, defaults.max_json_bytes);
+        assert_eq!(config.http.max_connections, HttpSettings::default().max_connections);
     }
 
     #[test]

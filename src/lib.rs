@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 
+pub mod api;
 pub mod app;
 pub mod clock;
 pub mod cluster;
@@ -15,6 +16,7 @@ pub mod domain;
 pub mod ingest;
 pub mod mailbox;
 pub mod retention;
+pub mod serve_http;
 pub mod sftp;
 pub mod store;
 pub mod telemetry;

@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 mod ops_cli;
+mod token_cli;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
@@ -110,6 +111,9 @@ enum Command {
     Webhook(ops_cli::WebhookCommand),
     /// The nodes sharing this database: live or not, last heartbeat, the jobs they run.
     Nodes(ops_cli::NodesArgs),
+    /// API tokens: create (printed once), list, revoke.
+    #[command(subcommand)]
+    Token(token_cli::TokenCommand),
 }
 
 #[derive(Subcommand)]
@@ -245,6 +249,7 @@ async fn run(command: Command, config: Config, config_path: PathBuf) -> Result<E
         Command::Webhooks(cmd) => ops_cli::webhooks(&open_store(&config).await?, cmd).await,
         Command::Webhook(cmd) => ops_cli::webhook(&config, open_store(&config).await?, cmd).await,
         Command::Nodes(args) => ops_cli::nodes(&config, &open_store(&config).await?, args).await,
+        Command::Token(cmd) => token_cli::token(&open_store(&config).await?, cmd).await,
     }
 }
 

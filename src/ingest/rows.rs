@@ -911,6 +911,111 @@ impl Cells<'_, '_> {
     }
 }
 
+/// One customer given as values (the API's JSON body) instead of a CSV
+/// record: the same parse functions, limits, codes and messages as a row's
+/// cells. `ref_value`/`addresses` are `None` when the body lacks them;
+/// errors name the body's fields (`ref`, `addresses[2]`, `metadata`).
+pub fn parse_values(
+    ref_value: Option<&str>,
+    addresses: Option<&[String]>,
+    metadata: Option<&Map<String, Value>>,
+    appdata: Option<&Map<String, Value>>,
+    account: &AccountSettings,
+) -> Result<CreateCustomer, Vec<RowError>> {
+    let mut errors = Vec::new();
+    let customer_ref = match ref_value {
+        Some(raw) if raw.len() > MAX_CELL_BYTES => {
+            let message = format!("ref is {} bytes long; the limit is {MAX_CELL_BYTES}", raw.len());
+            errors.push(RowError::new(RowErrorCode::FieldTooLong, "ref", message));
+            None
+        }
+        raw => match CustomerRef::parse(raw.unwrap_or_default()) {
+            Ok(r) => Some(r),
+            Err(Invalid { code, message }) => {
+                errors.push(RowError::new(code, "ref", message));
+                None
+            }
+        },
+    };
+    let mut parsed: Vec<Address> = Vec::new();
+    let values = addresses.unwrap_or_default();
+    for (i, value) in values.iter().enumerate() {
+        let field = format!("addresses[{i}]");
+        if value.trim().is_empty() {
+            continue;
+        }
+        if value.len() > MAX_CELL_BYTES {
+            let message = format!("{field} is {} bytes long; the limit is {MAX_CELL_BYTES}", value.len());
+            errors.push(RowError::new(RowErrorCode::FieldTooLong, field, message));
+            continue;
+        }
+        match Address::parse(value, AddressKind::Any, account.default_region, account.phone_check) {
+            Ok(address) => parsed.push(address),
+            Err(Invalid { code, message }) => errors.push(RowError::new(code, field, message)),
+        }
+    }
+    let addresses = if parsed.is_empty() {
+        if values.iter().all(|v| v.trim().is_empty()) {
+            errors.push(RowError::new(
+                RowErrorCode::MissingAddress,
+                "addresses",
+                "the customer has no address (a phone number or an email)",
+            ));
+        }
+        None
+    } else {
+        match Addresses::new(parsed) {
+            Ok(a) => Some(a),
+            Err(Invalid { code, message }) => {
+                errors.push(RowError::new(code, "addresses", message));
+                None
+            }
+        }
+    };
+    let mut object = |map: Option<&Map<String, Value>>, target: Target| {
+        let map = map.cloned().unwrap_or_default();
+        let depth = value_depth(&map, MAX_NESTING + 1);
+        let problem = if depth > MAX_NESTING {
+            Some(format!("{} nests more than {MAX_NESTING} levels deep", target.name()))
+        } else if has_nul(&map) {
+            Some(format!("{} contains a NUL character (\\u0000), which cannot be stored", target.name()))
+        } else {
+            None
+        };
+        if let Some(message) = problem {
+            errors.push(RowError::new(target.code(), target.name(), message));
+        }
+        map
+    };
+    let metadata = object(metadata, Target::Metadata);
+    let appdata = object(appdata, Target::Appdata);
+    match (errors.is_empty(), customer_ref, addresses) {
+        (true, Some(customer_ref), Some(addresses)) => Ok(CreateCustomer::new(
+            customer_ref,
+            addresses,
+            JsonObject::metadata(metadata),
+            JsonObject::appdata(appdata),
+        )),
+        _ => Err(errors),
+    }
+}
+
+/// How deep an object's arrays and objects nest, counting at most to `stop`
+/// (the recursion never goes deeper than that).
+fn value_depth(map: &Map<String, Value>, stop: usize) -> usize {
+    fn depth(v: &Value, stop: usize) -> usize {
+        if stop == 0 {
+            return 0;
+        }
+        match v {
+            Value::Array(a) => 1 + a.iter().map(|v| depth(v, stop - 1)).max().unwrap_or(0),
+            Value::Object(m) => 1 + m.values().map(|v| depth(v, stop - 1)).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    1 + map.values().map(|v| depth(v, stop.saturating_sub(1))).max().unwrap_or(0)
+}
+
 /// How deep the arrays and objects of a JSON text nest (strings skipped),
 /// counted without parsing, so that no parser recurses over it.
 fn json_depth(text: &str) -> usize {

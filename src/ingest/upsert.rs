@@ -304,7 +304,7 @@ fn created(command: &CreateCustomer, job_id: &str, line: u64) -> StoredCustomer 
 }
 
 /// Addresses replaced; metadata and appdata keys of the row set, others kept.
-fn merged(current: &StoredCustomer, command: &CreateCustomer) -> StoredCustomer {
+pub fn merged(current: &StoredCustomer, command: &CreateCustomer) -> StoredCustomer {
     let mut merged = current.clone();
     merged.addresses = command.addresses().to_json();
     for (k, v) in command.metadata().as_map() {
@@ -317,7 +317,7 @@ fn merged(current: &StoredCustomer, command: &CreateCustomer) -> StoredCustomer 
 }
 
 /// Equal as the merchant sees it (normalised values; where it came from aside).
-fn same_content(a: &StoredCustomer, b: &StoredCustomer) -> bool {
+pub fn same_content(a: &StoredCustomer, b: &StoredCustomer) -> bool {
     a.addresses == b.addresses && a.metadata == b.metadata && a.appdata == b.appdata
 }
 

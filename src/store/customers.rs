@@ -1,4 +1,5 @@
-//! Tables `customers` (one row per customer, read by other services too) and
+//! Tables `customers` (one row per customer, read by other services too;
+//! written in batches by jobs, one at a time by the API) and
 //! `job_refs` (the refs a running job has claimed), written in batches: a
 //! [`Batch`] is one transaction whose upserts commit together with its
 //! job's progress. What to write is decided above the store
@@ -34,6 +35,21 @@ impl StoredCustomer {
             text(serde_json::to_string(&self.appdata)),
         )
     }
+}
+
+/// A stored customer with its times (RFC 3339, UTC).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerRecord {
+    pub customer: StoredCustomer,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// How one customer is looked up, always within one account.
+#[derive(Debug, Clone, Copy)]
+pub enum CustomerKey<'a> {
+    Id(&'a str),
+    Ref(&'a str),
 }
 
 /// Decodes [`Backend::CUSTOMER_COLUMNS`].
@@ -113,6 +129,73 @@ where
         row.as_ref().map(customer).transpose()
     }
 
+    /// One customer of `account`, with its times.
+    pub(crate) async fn find_customer(&self, account: &str, key: CustomerKey<'_>) -> Result<Option<CustomerRecord>> {
+        let (by, value) = match key {
+            CustomerKey::Id(v) => ("customer_id", v),
+            CustomerKey::Ref(v) => ("ref", v),
+        };
+        let sql = format!(
+            "SELECT {}, {}, {} FROM customers WHERE account = $1 AND {by} = $2",
+            DB::CUSTOMER_COLUMNS,
+            DB::time_text("created_at", "created_text"),
+            DB::time_text("updated_at", "updated_text"),
+        );
+        let row = sqlx::query(&sql).bind(account).bind(value).fetch_optional(&self.pool).await?;
+        row.map(|r| {
+            let customer = StoredCustomer { last_job: None, ..customer(&r)? };
+            Ok(CustomerRecord { customer, created_at: r.text("created_text")?, updated_at: r.text("updated_text")? })
+        })
+        .transpose()
+    }
+
+    /// Creates `c` unless its ref is taken in `account`; whether it was created.
+    pub(crate) async fn create_customer(&self, account: &str, c: &StoredCustomer) -> Result<bool> {
+        let (addresses, metadata, appdata) = c.json_columns();
+        let sql = format!(
+            "INSERT INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at)
+             VALUES ($1, $2, $3, {}, {}, {}, {now}, {now}) ON CONFLICT DO NOTHING",
+            DB::json("$4"),
+            DB::json("$5"),
+            DB::json("$6"),
+            now = DB::NOW,
+        );
+        let done = sqlx::query(&sql)
+            .bind(c.customer_id.as_str())
+            .bind(account)
+            .bind(c.customer_ref.as_str())
+            .bind(addresses.as_str())
+            .bind(metadata.as_str())
+            .bind(appdata.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
+
+    /// Writes `c`'s addresses, metadata and appdata over the stored ones;
+    /// false if it is gone.
+    pub(crate) async fn replace_customer(&self, account: &str, c: &StoredCustomer) -> Result<bool> {
+        let (addresses, metadata, appdata) = c.json_columns();
+        let sql = format!(
+            "UPDATE customers SET addresses = {}, metadata = {}, appdata = {}, updated_at = {},
+               last_job_id = NULL, last_line = NULL
+             WHERE account = $1 AND customer_id = $2",
+            DB::json("$3"),
+            DB::json("$4"),
+            DB::json("$5"),
+            DB::NOW,
+        );
+        let done = sqlx::query(&sql)
+            .bind(account)
+            .bind(c.customer_id.as_str())
+            .bind(addresses.as_str())
+            .bind(metadata.as_str())
+            .bind(appdata.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
+
     pub(crate) async fn count_customers(&self, account: &str) -> Result<u64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM customers WHERE account = $1")
             .bind(account)
@@ -128,6 +211,31 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.sql.get_customer(account, customer_ref).await,
             Store::Postgres(s) => s.sql.get_customer(account, customer_ref).await,
+        }
+    }
+
+    /// One customer of `account`, with its times.
+    pub async fn find_customer(&self, account: &str, key: CustomerKey<'_>) -> Result<Option<CustomerRecord>> {
+        match self {
+            Store::Sqlite(s) => s.sql.find_customer(account, key).await,
+            Store::Postgres(s) => s.sql.find_customer(account, key).await,
+        }
+    }
+
+    /// Creates `customer` unless its ref is taken in `account`; whether it was.
+    pub async fn create_customer(&self, account: &str, customer: &StoredCustomer) -> Result<bool> {
+        match self {
+            Store::Sqlite(s) => s.sql.create_customer(account, customer).await,
+            Store::Postgres(s) => s.sql.create_customer(account, customer).await,
+        }
+    }
+
+    /// Writes `customer`'s addresses, metadata and appdata over the stored
+    /// ones; false if it is gone.
+    pub async fn replace_customer(&self, account: &str, customer: &StoredCustomer) -> Result<bool> {
+        match self {
+            Store::Sqlite(s) => s.sql.replace_customer(account, customer).await,
+            Store::Postgres(s) => s.sql.replace_customer(account, customer).await,
         }
     }
 

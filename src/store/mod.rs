@@ -12,22 +12,26 @@
 
 mod accounts;
 mod customers;
+mod idempotency;
 mod jobs;
 mod nodes;
 mod postgres;
 mod sql;
 mod sqlite;
+mod tokens;
 mod webhooks;
 
 use crate::domain::job::UnknownName;
 use std::time::Duration;
 
 pub use crate::domain::{JobKind, JobPhase, JobStatus};
-pub use customers::{claim_key, Batch, StoredCustomer};
+pub use customers::{claim_key, Batch, CustomerKey, CustomerRecord, StoredCustomer};
+pub use idempotency::StoredAnswer;
 pub use jobs::{Claimed, FirstPass, Job, JobCounts, JobLease, JobProgress, NewJob};
 pub use nodes::{NodeInfo, NodeLock, NodeStart, OwnedJob};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use tokens::{NewToken, TokenInfo, TokenUser};
 pub use webhooks::{Delivery, DeliveryStatus, Webhook, WebhookSecret};
 
 #[derive(Debug, thiserror::Error)]

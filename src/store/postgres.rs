@@ -17,6 +17,7 @@ use std::str::FromStr;
 
 /// Timestamps are `timestamptz`, read back as RFC 3339 text.
 impl Backend for Postgres {
+    const EPOCH_NOW: &'static str = "CAST(extract(epoch FROM now()) AS BIGINT)";
     const NOW: &'static str = "now()";
     const BEGIN_WRITE: &'static str = "BEGIN";
     const JOB_COLUMNS: &'static str = concat!(
@@ -48,6 +49,14 @@ impl Backend for Postgres {
 
     fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
         done.rows_affected()
+    }
+
+    fn json(param: &str) -> String {
+        format!("{param}::jsonb")
+    }
+
+    fn time_text(column: &str, alias: &str) -> String {
+        format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS {alias}")
     }
 }
 

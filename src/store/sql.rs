@@ -27,6 +27,12 @@ pub(crate) trait Backend: Database {
     fn seconds_since(expr: &str) -> String;
     /// The rows a statement changed.
     fn rows_affected(done: &Self::QueryResult) -> u64;
+    /// The database's clock in whole Unix seconds.
+    const EPOCH_NOW: &'static str;
+    /// A bound JSON text parameter as the backend stores JSON.
+    fn json(param: &str) -> String;
+    /// A timestamp column as RFC 3339 text with milliseconds, named `alias`.
+    fn time_text(column: &str, alias: &str) -> String;
 }
 
 /// A backend's pool, on which the shared statements of each table are

@@ -15,6 +15,7 @@ use std::time::Duration;
 /// Timestamps are fixed-width UTC text that sorts as time does (see
 /// `clock::format_stored`).
 impl Backend for Sqlite {
+    const EPOCH_NOW: &'static str = "CAST(strftime('%s', 'now') AS INTEGER)";
     const NOW: &'static str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     const JOB_COLUMNS: &'static str = "job_id, account, file_name, spool_path, sha256, bytes, status, received_at, \
@@ -38,6 +39,14 @@ impl Backend for Sqlite {
 
     fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         done.rows_affected()
+    }
+
+    fn json(param: &str) -> String {
+        param.to_owned()
+    }
+
+    fn time_text(column: &str, alias: &str) -> String {
+        format!("{column} AS {alias}")
     }
 }
 

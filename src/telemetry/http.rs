@@ -4,6 +4,7 @@
 //! 200, else 503 naming the failed checks). Serves no merchant data.
 
 use super::metrics;
+use crate::serve_http::{BoundedServer, Limits};
 use crate::store::Store;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -32,18 +33,18 @@ pub struct Health {
 
 /// The bound HTTP listener.
 pub struct HttpServer {
-    listener: tokio::net::TcpListener,
+    server: BoundedServer,
     health: Health,
 }
 
 impl HttpServer {
-    pub async fn bind(listen: &str, health: Health) -> std::io::Result<HttpServer> {
-        let listener = tokio::net::TcpListener::bind(listen).await?;
-        Ok(HttpServer { listener, health })
+    pub async fn bind(listen: &str, limits: Limits, health: Health) -> std::io::Result<HttpServer> {
+        let server = BoundedServer::bind("http", listen, limits, None).await?;
+        Ok(HttpServer { server, health })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.server.local_addr()
     }
 
     /// Serves until `shutdown`.
@@ -53,7 +54,7 @@ impl HttpServer {
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(ready))
             .with_state(self.health);
-        axum::serve(self.listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+        self.server.run(app, shutdown).await
     }
 }
 

@@ -14,7 +14,7 @@ async fn an_app_started_in_process_serves_an_upload_and_stops_cleanly(db: TestDb
         &config_path,
         format!(
             "data_dir = {data_dir:?}\ndatabase_url = {url:?}\n[sftp]\nlisten = \"127.0.0.1:0\"\n\
-             auth_rejection_millis = 0\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             auth_rejection_millis = 0\n[http]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
              [[accounts]]\navid = \"acme\"\n[[users]]\nusername = \"acme\"\naccount = \"acme\"\nkeys = [{public:?}]\n",
             data_dir = data_dir.display().to_string(),
             url = db.url,

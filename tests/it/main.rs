@@ -3,6 +3,7 @@
 
 mod support;
 
+mod api;
 mod cluster;
 mod daemon;
 mod fuzz_corpus;

@@ -200,7 +200,8 @@ impl TestDaemon {
         };
         let data_dir = dir.join("data");
         let mut toml = String::from(
-            "[sftp]\nlisten = \"127.0.0.1:0\"\nauth_rejection_millis = 0\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            "[sftp]\nlisten = \"127.0.0.1:0\"\nauth_rejection_millis = 0\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [api]\nlisten = \"127.0.0.1:0\"\n",
         );
         for a in accounts {
             toml += &format!("\n[[accounts]]\navid = \"{}\"\n", a.avid);
@@ -240,8 +241,26 @@ impl TestDaemon {
     /// signal, memory figure or log of it). `settings` are `INTAKE_*`
     /// variables, written into its config instead of the environment.
     pub async fn spawn_in_process(db: &TestDb, accounts: &[TestAccount], settings: &[(&str, &str)]) -> TestDaemon {
+        TestDaemon::spawn_in_process_with(db, accounts, settings, &[]).await
+    }
+
+    /// As `spawn_in_process`, with TOML lines added to sections of the
+    /// config: `("api", "tls_cert = \"...\"")` (sections `sftp`, `http`, `api`).
+    pub async fn spawn_in_process_with(
+        db: &TestDb,
+        accounts: &[TestAccount],
+        settings: &[(&str, &str)],
+        sections: &[(&str, &str)],
+    ) -> TestDaemon {
         let temp = tempfile::tempdir().unwrap();
         let mut daemon = TestDaemon::prepare(temp.path(), db, accounts, &[]);
+        let mut toml = std::fs::read_to_string(&daemon.config).unwrap();
+        for (section, lines) in sections {
+            let head = format!("[{section}]\n");
+            let at = toml.find(&head).unwrap_or_else(|| panic!("no [{section}] in the test config")) + head.len();
+            toml.insert_str(at, &format!("{lines}\n"));
+        }
+        std::fs::write(&daemon.config, toml).unwrap();
         daemon._temp = Some(temp);
         let mut top = format!("data_dir = {:?}\ndatabase_url = {:?}\n", daemon.data_dir.display().to_string(), db.url);
         for (name, value) in settings {
@@ -266,6 +285,7 @@ impl TestDaemon {
     pub async fn start(&mut self) {
         let _ = std::fs::remove_file(self.data_dir.join("sftp.addr"));
         let _ = std::fs::remove_file(self.data_dir.join("http.addr"));
+        let _ = std::fs::remove_file(self.data_dir.join("api.addr"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("serve.log")).unwrap();
         let mut cmd = Command::new(intake_bin());
         cmd.arg("serve").arg("--config").arg(&self.config).current_dir(&self.dir);
@@ -300,6 +320,18 @@ impl TestDaemon {
         }
         let addr_file = self.data_dir.join("http.addr");
         eventually(Duration::from_secs(60), "the daemon's HTTP listener", || {
+            std::fs::read_to_string(&addr_file).ok().filter(|a| !a.is_empty())
+        })
+        .await
+    }
+
+    /// The public API's address.
+    pub async fn api_addr(&self) -> String {
+        if let Some(app) = &self.app {
+            return app.api_addr.expect("the API enabled").to_string();
+        }
+        let addr_file = self.data_dir.join("api.addr");
+        eventually(Duration::from_secs(60), "the daemon's API listener", || {
             std::fs::read_to_string(&addr_file).ok().filter(|a| !a.is_empty())
         })
         .await

@@ -1,0 +1,190 @@
+//! The public HTTP API (`[api] listen`): customers one at a time, with the
+//! same validation and upsert rules as a CSV row, for a caller holding a
+//! bearer token of one account. Errors are problem documents. Knows nothing
+//! about SFTP.
+
+pub mod auth;
+mod customers;
+mod idempotency;
+pub mod problem;
+
+use crate::config::ApiSettings;
+use crate::serve_http::{BoundedServer, TlsFiles};
+use crate::store::Store;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use problem::Problem;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// What every request handler sees.
+#[derive(Clone)]
+pub struct ApiState {
+    pub(crate) store: Store,
+    failures: Arc<auth::Failures>,
+}
+
+impl ApiState {
+    /// `max_failures` in `window` from one address: refused for a window
+    /// (`[sftp] max_login_failures_per_source`, `login_penalty_secs`).
+    pub fn new(store: Store, max_failures: u32, window: Duration) -> ApiState {
+        ApiState { store, failures: Arc::new(auth::Failures::new(max_failures, window)) }
+    }
+
+    /// Refused by this process's count or by the count nodes share.
+    async fn refused(&self, ip: IpAddr) -> bool {
+        if self.failures.is_refused(ip) {
+            return true;
+        }
+        if self.failures.max == 0 {
+            return false;
+        }
+        let source = ip.to_string();
+        let shared = self.store.login_refused(&source, self.failures.max, self.failures.window.as_secs_f64());
+        matches!(shared.await, Ok(Some(true)))
+    }
+
+    /// Counts a failure here and for all nodes; whether it is refused now.
+    async fn record_failure(&self, ip: IpAddr) -> bool {
+        let here = self.failures.record(ip);
+        if self.failures.max == 0 {
+            return here;
+        }
+        let source = ip.to_string();
+        let shared = self.store.record_login_failure(&source, self.failures.max, self.failures.window.as_secs_f64());
+        match shared.await {
+            Ok(refused) => refused.unwrap_or(false) || here,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count a failed token attempt for all nodes");
+                here
+            }
+        }
+    }
+}
+
+/// The API's routes.
+pub fn router(state: ApiState, settings: &ApiSettings) -> Router {
+    Router::new()
+        .route("/api/v1/accounts/{avid}/customers", get(customers::find).post(customers::create))
+        .route("/api/v1/accounts/{avid}/customers/{id}", get(customers::get).patch(customers::update))
+        .fallback(|| async { Problem::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take this method")
+        })
+        .layer(DefaultBodyLimit::max(settings.max_json_bytes))
+        .layer(axum::middleware::map_response(as_problem))
+        .with_state(state)
+}
+
+/// An error answered by the framework (a body over the limit, a bad query
+/// string) becomes a problem document like every other error.
+async fn as_problem(response: axum::response::Response) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (code, detail) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is over the limit".to_owned()),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send JSON".to_owned()),
+        s if s.is_server_error() => ("internal_error", "the request failed; try again later".to_owned()),
+        _ => ("bad_request", "the request is malformed".to_owned()),
+    };
+    Problem::new(status, code, detail).into_response()
+}
+
+/// The bound API listener.
+pub struct ApiServer {
+    server: BoundedServer,
+    app: Router,
+}
+
+impl ApiServer {
+    pub async fn bind(settings: &ApiSettings, tls: Option<Arc<TlsFiles>>, state: ApiState) -> std::io::Result<Self> {
+        let server = BoundedServer::bind("api", &settings.listen, settings.limits(), tls).await?;
+        Ok(ApiServer { server, app: router(state, settings) })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.server.local_addr()
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        self.server.run(self.app, shutdown).await
+    }
+}
+
+/// Starts the API listener when enabled (TLS from `[api] tls_cert` /
+/// `tls_key`, read again on SIGHUP); returns where it listens.
+pub async fn start(
+    config: &crate::config::Config,
+    store: &Store,
+    tasks: &mut crate::app::Parts,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<SocketAddr>> {
+    use anyhow::Context as _;
+    let settings = &config.api;
+    if !settings.enabled {
+        return Ok(None);
+    }
+    let tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(TlsFiles::load(cert, key)?)),
+        (None, None) => None,
+        _ => anyhow::bail!("[api] tls_cert and tls_key go together"),
+    };
+    let state = ApiState::new(
+        store.clone(),
+        config.sftp.max_login_failures_per_source,
+        Duration::from_secs(config.sftp.login_penalty_secs),
+    );
+    let server = ApiServer::bind(settings, tls.clone(), state)
+        .await
+        .with_context(|| format!("while binding the API listener ([api] listen = {})", settings.listen))?;
+    let addr = server.local_addr()?;
+    if tls.is_some() {
+        tracing::info!(%addr, "serving the HTTP API over TLS");
+    } else if crate::serve_http::is_loopback(&settings.listen) {
+        tracing::info!(%addr, "serving the HTTP API (plain HTTP on loopback)");
+    } else {
+        tracing::warn!(%addr, "serving the HTTP API over plain HTTP on a non-loopback address: put a TLS proxy in front or set [api] tls_cert and tls_key");
+    }
+    if let Some(tls) = tls {
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            reload_on_hangup(tls, stop).await;
+            Ok(())
+        });
+    }
+    let stop = shutdown.clone();
+    tasks.spawn(async move { server.run(stop).await.context("the API server failed") });
+    Ok(Some(addr))
+}
+
+/// Reads the certificate and key again at every SIGHUP.
+async fn reload_on_hangup(tls: Arc<TlsFiles>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP; the TLS certificate is read at start only");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hangups.recv() => match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: the API's TLS certificate and key were read again"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: the TLS certificate was not reloaded; the one in use stays"),
+            },
+        }
+    }
+}
