@@ -4,6 +4,7 @@
 pub mod check;
 pub mod failed;
 pub mod job;
+pub mod mappings;
 pub mod progress;
 pub mod publish;
 pub mod report;

@@ -8,7 +8,7 @@
 //! nothing here reads back what the merchant can delete.
 
 use super::job::{io_err, Context, IngestError};
-use super::report::{count_error_codes, ResultsWriter, Summary, SummaryError};
+use super::report::{count_error_codes, ResultsWriter, Summary, SummaryError, SummaryMapping};
 use crate::clock;
 use crate::domain::{AccountSettings, FileError};
 use crate::mailbox::{archive_name, publish_atomically, rename_durably, ReportNames};
@@ -105,6 +105,24 @@ pub async fn decide(ctx: &Context, job: &mut Job, ending: Ending) -> Result<Summ
         ),
     };
     let account = super::job::job_settings(ctx, job).await?;
+    let mut error = error;
+    if let (Ending::Rejected(e), Some(error)) = (&ending, error.as_mut()) {
+        if suggestion_text(ctx, job, e.code, &account).is_some() {
+            let name = super::mappings::suggestion_name(&job.file_name);
+            error.message = format!(
+                "{}; a mapping profile for these columns is suggested in {name}: check it, upload it into /mappings, \
+                 then upload the file again",
+                error.message
+            );
+        }
+    }
+    let applied = account.mapping.applied();
+    let mapping = applied.map(|a| SummaryMapping {
+        name: a.profile.name.clone(),
+        preset: a.profile.preset,
+        sha256: a.profile.sha256().to_owned(),
+    });
+    let ignored_columns = applied.map(|a| a.ignored.clone()).unwrap_or_default();
     adopt_results(ctx, job).map_err(io_err("while taking over the committed results"))?;
     // The committed rows, or the header alone (offset 0).
     let offset = if results.exists() { job.progress.results_offset } else { 0 };
@@ -137,6 +155,8 @@ pub async fn decide(ctx: &Context, job: &mut Job, ending: Ending) -> Result<Summ
         errors_by_code,
         dry_run: job.kind.is_dry_run(),
         failed_file,
+        mapping,
+        ignored_columns,
     };
     let json = serde_json::to_string(&summary).expect("a summary serialises");
     ctx.store.decide_job(&job.job_id, &ctx.owner, &json).await?;
@@ -220,6 +240,23 @@ pub async fn publish(ctx: &Context, job: &mut Job, summary: &Summary) -> Result<
     } else if failed.exists() {
         rename_durably(&failed, &outbox.join(&names.failed)).map_err(io_err("while publishing the failed records"))?;
     }
+    // The suggested profile of a file rejected for its columns (derived
+    // from the upload again: it is still in the spool until archived);
+    // an older upload's suggestion is no part of this report.
+    let suggestion_path = outbox.join(super::mappings::suggestion_name(&job.file_name));
+    let code = summary.error.as_ref().and_then(|e| super::mappings::mappable_code(&e.code));
+    let suggestion = match (summary.status.as_str(), code) {
+        ("rejected", Some(code)) => {
+            let account = super::job::job_settings(ctx, job).await?;
+            suggestion_text(ctx, job, code, &account)
+        }
+        _ => None,
+    };
+    match suggestion {
+        Some(text) => publish_atomically(&suggestion_path, text.as_bytes())
+            .map_err(io_err("while publishing the suggested mapping"))?,
+        None => remove_if_present(&suggestion_path).map_err(io_err("while replacing the suggested mapping"))?,
+    }
     let json = serde_json::to_vec_pretty(summary).expect("a summary serialises");
     publish_atomically(&summary_path, &json).map_err(io_err("while publishing the summary"))?;
     super::progress::remove(ctx, job).map_err(io_err("while removing the progress file"))?;
@@ -281,6 +318,24 @@ pub async fn abort(ctx: &Context, job_id: &str, reason: &str) -> Result<Summary,
             let _ = super::progress::remove(ctx, &job);
             ctx.store.finish_job(&job, &ctx.owner).await?;
             Err(e)
+        }
+    }
+}
+
+/// The profile suggested for `job`'s upload, rejected with `code` (`None`:
+/// none is, or the upload cannot be read for it, which only loses the hint).
+fn suggestion_text(
+    ctx: &Context,
+    job: &Job,
+    code: crate::domain::FileErrorCode,
+    account: &AccountSettings,
+) -> Option<String> {
+    let upload = PathBuf::from(&job.spool_path);
+    match super::mappings::suggestion(&upload, &job.file_name, code, account.encoding, ctx.limits) {
+        Ok(text) => text,
+        Err(e) => {
+            tracing::warn!(job_id = %job.job_id, file = %job.file_name, error = %e, "no mapping suggestion");
+            None
         }
     }
 }

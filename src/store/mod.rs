@@ -10,6 +10,8 @@ pub mod ops;
 pub mod nodes;
 mod postgres;
 mod sqlite;
+// After the macro modules: a module of plain methods.
+pub mod mappings;
 
 use crate::clock::Timestamp;
 use crate::domain::user::{Scopes, SftpUser};
@@ -18,6 +20,7 @@ use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+pub use mappings::{PutMapping, StoredMapping};
 pub use nodes::{NodeInfo, NodeLock, NodeStart, OwnedJob};
 pub use ops::{Delivery, DeliveryStatus, JobCounts, Webhook, WebhookSecret};
 pub use postgres::PgStore;
@@ -313,7 +316,35 @@ impl Store {
 
     /// Removes the account and its users; its customers stay in the store.
     pub async fn remove_account(&self, avid: &str) -> Result<()> {
+        dispatch!(self, s => s.remove_account_mappings(avid).await)?;
         dispatch!(self, s => s.remove_account(avid).await)
+    }
+
+    /// Stores a (checked) profile; a new name only under `max` per account.
+    pub async fn put_mapping(&self, account: &str, name: &str, text: &str, sha256: &str, max: u32) -> Result<PutMapping> {
+        dispatch!(self, s => s.put_mapping(account, name, text, sha256, max).await)
+    }
+
+    pub async fn get_mapping(&self, account: &str, name: &str) -> Result<Option<StoredMapping>> {
+        dispatch!(self, s => s.get_mapping(account, name).await)
+    }
+
+    /// The account's profiles, by name.
+    pub async fn list_mappings(&self, account: &str) -> Result<Vec<StoredMapping>> {
+        dispatch!(self, s => s.list_mappings(account).await)
+    }
+
+    pub async fn remove_mapping(&self, account: &str, name: &str) -> Result<bool> {
+        dispatch!(self, s => s.remove_mapping(account, name).await)
+    }
+
+    pub async fn set_presets(&self, account: &str, presets: &[String]) -> Result<()> {
+        dispatch!(self, s => s.set_presets(account, presets).await)
+    }
+
+    /// The presets the account has enabled, in the order they are tried.
+    pub async fn get_presets(&self, account: &str) -> Result<Vec<String>> {
+        dispatch!(self, s => s.get_presets(account).await)
     }
 
     pub async fn add_user(&self, user: &SftpUser) -> Result<()> {
@@ -702,6 +733,7 @@ pub(crate) mod rows {
             phone_check: PhoneCheck::parse(&r.text(3)?).map_err(corrupt)?,
             report_bom: r.flag(4)?,
             avid: AccountId::parse(&r.text(0)?).map_err(corrupt)?,
+            mapping: Default::default(),
         })
     }
 

@@ -34,7 +34,7 @@ fn at(t: Timestamp) -> Timestamp {
 
 #[derive(Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     pub(super) instance: std::sync::Arc<str>,
 }
 

@@ -36,7 +36,7 @@ const ROWS_PER_STATEMENT: usize = 500;
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     /// The one connection batches are written through: SQLite has one
     /// writer anyway, and the customers' pages are cached once, in it.
     batches: SqlitePool,

@@ -463,18 +463,37 @@ impl MappedHeader {
     }
 }
 
+/// A profile as applied to one file: the profile and the columns it dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedMapping {
+    pub profile: Arc<Profile>,
+    /// The header's ignored columns, as written in the file.
+    pub ignored: Vec<String>,
+}
+
 /// The mapping an upload is read with.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum MappingChoice {
-    /// None: the header must be the vocabulary (a file checked offline
-    /// without a profile, a job from before profiles).
+    /// None: the header must be the vocabulary (a file checked without a
+    /// profile, a job that started with none or from before profiles).
     #[default]
     Unmapped,
-    /// Pick one by [`select`] for the upload named `file_name`.
+    /// Pick one by [`select`] for the upload named `file_name`, among
+    /// `profiles` (the account's by name, then its enabled presets).
     Select { file_name: String, profiles: Arc<Vec<Arc<Profile>>> },
-    /// This one, already picked (a job keeps the profile it started with;
-    /// `None`: it started with none).
-    Chosen(Option<Arc<Profile>>),
+    /// This one, picked when the job's first pass began: a job keeps the
+    /// profile it started with.
+    Chosen(AppliedMapping),
+}
+
+impl MappingChoice {
+    /// The profile a file was read with, if any.
+    pub fn applied(&self) -> Option<&AppliedMapping> {
+        match self {
+            MappingChoice::Chosen(applied) => Some(applied),
+            _ => None,
+        }
+    }
 }
 
 /// Why no profile reads a header that the vocabulary alone does not.
