@@ -157,7 +157,8 @@ impl AccountSettings {
             Some(m) => {
                 let field = |key: &str| m.get(key).and_then(|x| x.as_str()).ok_or_else(bad);
                 let preset = m.get("preset").and_then(|x| x.as_bool()).unwrap_or(false);
-                let profile = Profile::parse_as(field("name")?, field("text")?.as_bytes(), preset).map_err(|_| bad())?;
+                let profile =
+                    Profile::parse_as(field("name")?, field("text")?.as_bytes(), preset).map_err(|_| bad())?;
                 let ignored = m
                     .get("ignored")
                     .and_then(|x| x.as_array())

@@ -12,8 +12,8 @@ use super::thread::{JobThread, Pending};
 use super::upsert::{self, BatchRecord, RecordOutcome, UpsertOutcome, Writes};
 use crate::clock;
 use crate::config::Config;
-use crate::domain::user::Scopes;
 use crate::domain::mapping::MappingChoice;
+use crate::domain::user::Scopes;
 use crate::domain::{AccountId, AccountSettings, FileError, JobId};
 use crate::mailbox::Layout;
 use crate::store::{Job, JobKind, JobPhase, Store, StoreError};
@@ -336,7 +336,8 @@ impl JobRunner {
         // A first pass reads with the account's settings as they are now and
         // keeps them with the job; a resumed job reads as it began.
         let fresh = job.progress.records_done == 0;
-        let mut account = if fresh { account_settings(ctx, &job.account).await? } else { job_settings(ctx, &job).await? };
+        let mut account =
+            if fresh { account_settings(ctx, &job.account).await? } else { job_settings(ctx, &job).await? };
         if fresh {
             // The profiles as they are now; the one the file is read with is
             // kept with the job (a profile changed or removed later does not

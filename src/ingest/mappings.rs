@@ -21,7 +21,9 @@ pub async fn candidates(store: &Store, account: &str) -> Result<Vec<Arc<Profile>
     for stored in store.list_mappings(account).await? {
         match Profile::parse(&stored.name, stored.text.as_bytes()) {
             Ok(p) => profiles.push(Arc::new(p)),
-            Err(e) => tracing::warn!(account, mapping = %stored.name, error = %e, "a stored mapping profile no longer parses; skipped"),
+            Err(e) => {
+                tracing::warn!(account, mapping = %stored.name, error = %e, "a stored mapping profile no longer parses; skipped")
+            }
         }
     }
     for name in store.get_presets(account).await? {

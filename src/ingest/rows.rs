@@ -4,15 +4,15 @@
 //! Memory stays flat: one record is held at a time.
 
 use crate::domain::customer::quote;
+use crate::domain::mapping::{self, AppliedMapping, Feed, MappedHeader, MappingChoice, Selection};
 use crate::domain::{
     AccountSettings, Address, AddressKind, Addresses, CreateCustomer, CustomerRef, FileEncoding, FileError,
     FileErrorCode, Invalid, JsonObject, RowError, RowErrorCode,
 };
-use crate::domain::mapping::{self, AppliedMapping, Feed, MappedHeader, MappingChoice, Selection};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::io::{self, BufRead, BufReader, Read};
+use std::sync::Arc;
 
 /// The largest cell, in bytes; a longer one fails its row with `field_too_long`.
 pub const MAX_CELL_BYTES: usize = 64 * 1024;
@@ -287,10 +287,9 @@ impl Header {
 
     /// The profile that reads the file, with the columns it ignores.
     pub fn applied(&self) -> Option<AppliedMapping> {
-        self.mapping.as_ref().map(|m| AppliedMapping {
-            profile: Arc::clone(&m.header.profile),
-            ignored: m.header.ignored.clone(),
-        })
+        self.mapping
+            .as_ref()
+            .map(|m| AppliedMapping { profile: Arc::clone(&m.header.profile), ignored: m.header.ignored.clone() })
     }
 
     /// The file's column `i`, as normalised.
@@ -1067,7 +1066,8 @@ impl Cells<'_, '_> {
         }
         if cell.len() > MAX_CELL_BYTES {
             let name = self.header.names[i].clone();
-            let message = self.describe(i, format!("{name} is {} bytes long; the limit is {MAX_CELL_BYTES}", self.cells[i].len()));
+            let message = self
+                .describe(i, format!("{name} is {} bytes long; the limit is {MAX_CELL_BYTES}", self.cells[i].len()));
             self.errors.push(RowError::new(RowErrorCode::FieldTooLong, name, message));
             return None;
         }
@@ -1634,7 +1634,10 @@ mod tests {
         assert_eq!(c.customer_ref().as_str(), "42", "the apostrophe is dropped");
         let got: Vec<&str> = c.addresses().iter().map(|a| a.as_str()).collect();
         assert_eq!(got, ["+15555001234", "ann@example.com", "+15555001235"]);
-        assert_eq!(Value::Object(c.metadata().as_map().clone()), serde_json::json!({"firstName": "Ann", "source": "shop"}));
+        assert_eq!(
+            Value::Object(c.metadata().as_map().clone()),
+            serde_json::json!({"firstName": "Ann", "source": "shop"})
+        );
         let c = r[1].outcome.as_ref().unwrap();
         assert_eq!(c.customer_ref().as_str(), "bob@example.com", "the fallback");
     }
@@ -1657,7 +1660,8 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].line, 3);
         assert!(r[0].outcome.is_ok());
-        let scanned = scan(&b"sep=,\r\nref,address\r\nc1,+15555001234\r\n"[..], &account(), FileLimits::default()).unwrap();
+        let scanned =
+            scan(&b"sep=,\r\nref,address\r\nc1,+15555001234\r\n"[..], &account(), FileLimits::default()).unwrap();
         assert_eq!((scanned.rejection, scanned.records), (None, 1));
     }
 

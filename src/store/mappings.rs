@@ -63,7 +63,14 @@ where
 }
 
 impl SqliteStore {
-    pub async fn put_mapping(&self, account: &str, name: &str, text: &str, sha256: &str, max: u32) -> Result<PutMapping> {
+    pub async fn put_mapping(
+        &self,
+        account: &str,
+        name: &str,
+        text: &str,
+        sha256: &str,
+        max: u32,
+    ) -> Result<PutMapping> {
         let done = sqlx::query(PUT)
             .bind(account)
             .bind(name)
@@ -108,7 +115,14 @@ impl SqliteStore {
 }
 
 impl PgStore {
-    pub async fn put_mapping(&self, account: &str, name: &str, text: &str, sha256: &str, max: u32) -> Result<PutMapping> {
+    pub async fn put_mapping(
+        &self,
+        account: &str,
+        name: &str,
+        text: &str,
+        sha256: &str,
+        max: u32,
+    ) -> Result<PutMapping> {
         let done = sqlx::query(PUT)
             .bind(account)
             .bind(name)

@@ -321,7 +321,14 @@ impl Store {
     }
 
     /// Stores a (checked) profile; a new name only under `max` per account.
-    pub async fn put_mapping(&self, account: &str, name: &str, text: &str, sha256: &str, max: u32) -> Result<PutMapping> {
+    pub async fn put_mapping(
+        &self,
+        account: &str,
+        name: &str,
+        text: &str,
+        sha256: &str,
+        max: u32,
+    ) -> Result<PutMapping> {
         dispatch!(self, s => s.put_mapping(account, name, text, sha256, max).await)
     }
 

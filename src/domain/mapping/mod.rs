@@ -201,11 +201,7 @@ impl Profile {
             Some(glob) => {
                 let pattern = glob.get_ref();
                 if pattern.len() > MAX_GLOB_BYTES || pattern.is_empty() {
-                    return Err(at(
-                        glob.span(),
-                        "files",
-                        format!("the glob must be 1 to {MAX_GLOB_BYTES} bytes long"),
-                    ));
+                    return Err(at(glob.span(), "files", format!("the glob must be 1 to {MAX_GLOB_BYTES} bytes long")));
                 }
                 let matcher = globset::GlobBuilder::new(pattern)
                     .case_insensitive(true)
@@ -218,10 +214,9 @@ impl Profile {
         };
         let default_region = match raw.default_region {
             None => None,
-            Some(r) => Some(
-                PhoneRegion::parse(r.get_ref())
-                    .map_err(|e| at(r.span(), "default_region", e.to_string()))?,
-            ),
+            Some(r) => {
+                Some(PhoneRegion::parse(r.get_ref()).map_err(|e| at(r.span(), "default_region", e.to_string()))?)
+            }
         };
         let mut targets_seen: HashMap<String, String> = HashMap::new();
         let mut columns: HashMap<String, Vec<String>> = HashMap::new();
@@ -248,12 +243,18 @@ impl Profile {
         for (key, targets) in columns_written {
             let source = check_source(key, "columns")?;
             if let Some(first) = sources_seen.insert(source.clone(), key.get_ref().clone()) {
-                return Err(at(key.span(), key.get_ref(), format!("the same column as `{first}` (names match case-insensitively)")));
+                return Err(at(
+                    key.span(),
+                    key.get_ref(),
+                    format!("the same column as `{first}` (names match case-insensitively)"),
+                ));
             }
             let not_text = || at(targets.span(), key.get_ref(), "a target is a string or a list of strings".into());
             let list: Vec<&str> = match targets.get_ref() {
                 toml::Value::String(t) => vec![t.as_str()],
-                toml::Value::Array(ts) => ts.iter().map(|t| t.as_str().ok_or_else(not_text)).collect::<Result<_, _>>()?,
+                toml::Value::Array(ts) => {
+                    ts.iter().map(|t| t.as_str().ok_or_else(not_text)).collect::<Result<_, _>>()?
+                }
                 _ => return Err(not_text()),
             };
             if list.is_empty() {
@@ -301,7 +302,11 @@ impl Profile {
             let target = canonical_target(key.get_ref())
                 .ok_or_else(|| at(key.span(), key.get_ref(), "unknown target for a constant".into()))?;
             if target == "ref" {
-                return Err(at(key.span(), key.get_ref(), "a constant cannot be the ref: every row would share it".into()));
+                return Err(at(
+                    key.span(),
+                    key.get_ref(),
+                    "a constant cannot be the ref: every row would share it".into(),
+                ));
             }
             if value.get_ref().len() > MAX_VALUE_BYTES {
                 return Err(at(value.span(), key.get_ref(), format!("a constant is at most {MAX_VALUE_BYTES} bytes")));
@@ -382,7 +387,8 @@ impl Profile {
             if let Some(targets) = self.columns.get(name) {
                 for target in targets {
                     let fallbacks = self.fallbacks(target, &position);
-                    columns.push(MappedColumn { target: target.clone(), feed: Feed::Cell { index: Some(i), fallbacks } });
+                    columns
+                        .push(MappedColumn { target: target.clone(), feed: Feed::Cell { index: Some(i), fallbacks } });
                 }
             } else if self.ignore.contains(name) {
                 ignored.push(header[i].trim().to_owned());

@@ -10,13 +10,38 @@ use std::collections::HashSet;
 const EMAIL: &[&str] = &["email", "e-mail", "email address", "e-mail address", "mail", "email_address", "emailaddress"];
 /// ... a phone column.
 const PHONE: &[&str] = &[
-    "phone", "mobile", "cell", "phone number", "telephone", "tel", "mobile phone", "cell phone", "mobile number",
-    "phone_number", "mobile phone number", "telephone number", "cellphone", "phonenumber",
+    "phone",
+    "mobile",
+    "cell",
+    "phone number",
+    "telephone",
+    "tel",
+    "mobile phone",
+    "cell phone",
+    "mobile number",
+    "phone_number",
+    "mobile phone number",
+    "telephone number",
+    "cellphone",
+    "phonenumber",
 ];
 /// ... the customer's id.
 const REF: &[&str] = &[
-    "ref", "customer id", "customer number", "external id", "id", "customer_id", "customer ref", "customer reference",
-    "reference", "reference id", "client id", "record id", "customer no", "customer no.", "externalid",
+    "ref",
+    "customer id",
+    "customer number",
+    "external id",
+    "id",
+    "customer_id",
+    "customer ref",
+    "customer reference",
+    "reference",
+    "reference id",
+    "client id",
+    "record id",
+    "customer no",
+    "customer no.",
+    "externalid",
 ];
 
 /// What the table guesses for one column, and why.

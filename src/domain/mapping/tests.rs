@@ -149,7 +149,9 @@ fn one_source_may_feed_several_targets() {
 #[test]
 fn selection_prefers_the_glob_then_the_vocabulary_then_the_first_that_explains() {
     let a = Arc::new(Profile::parse("a", b"[columns]\n\"Id\" = \"ref\"\n\"Mail\" = \"email\"\n").unwrap());
-    let b = Arc::new(Profile::parse("b", b"[columns]\n\"Id\" = \"ref\"\n\"Mail\" = \"email\"\n\"X\" = \"metadata.x\"\n").unwrap());
+    let b = Arc::new(
+        Profile::parse("b", b"[columns]\n\"Id\" = \"ref\"\n\"Mail\" = \"email\"\n\"X\" = \"metadata.x\"\n").unwrap(),
+    );
     let globbed = Arc::new(Profile::parse("g", b"files = \"special*.csv\"\n[columns]\n\"Id\" = \"ref\"\n").unwrap());
     let all = vec![a.clone(), b.clone(), globbed.clone()];
     let theirs = header(&["Id", "Mail"]);
@@ -165,7 +167,9 @@ fn selection_prefers_the_glob_then_the_vocabulary_then_the_first_that_explains()
 
 #[test]
 fn a_glob_that_matches_everything_takes_every_file() {
-    let star = Arc::new(Profile::parse("star", b"files = \"*\"\n[columns]\n\"Id\" = \"ref\"\n\"Mail\" = \"email\"\n").unwrap());
+    let star = Arc::new(
+        Profile::parse("star", b"files = \"*\"\n[columns]\n\"Id\" = \"ref\"\n\"Mail\" = \"email\"\n").unwrap(),
+    );
     assert!(star.matches_file("anything.csv"));
     assert!(matches!(select(&[star], "ours.csv", &header(&["ref", "email"]), true), Selection::Refused(_)));
 }
