@@ -1195,10 +1195,17 @@ impl Cells<'_, '_> {
                     Ok(Value::Object(map)) if has_nul(&map) => {
                         Some(format!("{} contains a NUL character (\\u0000), which cannot be stored", target.name()))
                     }
-                    Ok(Value::Object(map)) => {
-                        object = map;
-                        None
-                    }
+                    Ok(Value::Object(map)) => match duplicate_key(cell) {
+                        Some(key) => Some(format!(
+                            "{} sets the key {} twice (one of the values would be lost)",
+                            target.name(),
+                            quote(&key)
+                        )),
+                        None => {
+                            object = map;
+                            None
+                        }
+                    },
                     Ok(_) => Some(format!("{} must be a JSON object such as {{\"key\": \"value\"}}", target.name())),
                     Err(e) => Some(format!("{} is not valid JSON ({})", target.name(), json_reason(&e))),
                 },
@@ -1249,6 +1256,61 @@ fn json_depth(text: &str) -> usize {
         }
     }
     deepest
+}
+
+/// The first key set twice in one object of a JSON text (that is valid
+/// JSON; depth already bounded), found without building anything.
+fn duplicate_key(text: &str) -> Option<String> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    struct Check<'a>(&'a std::cell::RefCell<Option<String>>);
+    impl<'de> DeserializeSeed<'de> for Check<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Check<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut keys = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !keys.insert(key.clone()) && self.0.borrow().is_none() {
+                    *self.0.borrow_mut() = Some(key);
+                }
+                map.next_value_seed(Check(self.0))?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Check(self.0))?.is_some() {}
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+    let found = std::cell::RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_str(text);
+    Check(&found).deserialize(&mut de).ok()?;
+    found.into_inner()
 }
 
 fn has_nul(map: &Map<String, Value>) -> bool {
@@ -1691,5 +1753,32 @@ mod tests {
         assert_eq!(strip_apostrophe("'2024-05-01"), "2024-05-01");
         assert_eq!(strip_apostrophe("'quoted'"), "'quoted'");
         assert_eq!(strip_apostrophe("O'Brien"), "O'Brien");
+    }
+
+    #[test]
+    fn a_duplicate_key_in_a_json_cell_fails_the_row() {
+        let r =
+            rows("ref,address,metadata\nc1,+15555001234,\"{\"\"tier\"\":\"\"gold\"\",\"\"tier\"\":\"\"silver\"\"}\"\n");
+        let errors = r[0].outcome.as_ref().unwrap_err();
+        assert_eq!((errors[0].code.code(), errors[0].field.as_str()), ("invalid_metadata", "metadata"));
+        assert!(errors[0].message.contains("`tier` twice"), "{}", errors[0].message);
+        let r = rows("ref,address,appdata\nc1,+15555001234,\"{\"\"a\"\":{\"\"b\"\":1,\"\"b\"\":2}}\"\n");
+        assert_eq!(first_error(&r[0]), ("invalid_appdata", "appdata".into()), "nested objects too");
+        assert_eq!(duplicate_key(r#"{"a":[{"x":1},{"x":2}],"b":{"x":1}}"#), None, "same keys in different objects");
+    }
+
+    #[test]
+    fn numbers_keep_their_digits() {
+        let r = rows("ref,address,metadata\nc1,+15555001234,\"{\"\"id\"\":123456789012345678901,\"\"p\"\":0.10}\"\n");
+        let c = r[0].outcome.as_ref().unwrap();
+        let text = serde_json::to_string(c.metadata().as_map()).unwrap();
+        assert_eq!(text, r#"{"id":123456789012345678901,"p":0.10}"#);
+    }
+
+    #[test]
+    fn a_dotted_key_inside_an_object_is_that_key_not_a_path() {
+        let r = rows("ref,address,metadata,metadata.a.b\nc1,+15555001234,\"{\"\"a.b\"\":1}\",2\n");
+        let c = r[0].outcome.as_ref().unwrap();
+        assert_eq!(Value::Object(c.metadata().as_map().clone()), serde_json::json!({"a.b": 1, "a": {"b": "2"}}));
     }
 }

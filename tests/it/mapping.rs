@@ -397,7 +397,31 @@ async fn profiles_are_bounded_in_size_entries_depth_and_count(db: TestDb) {
     assert!(out.status.success(), "replacing one is allowed: {}", describe(&out));
 }
 
+async fn metadata_is_stored_without_silent_change(db: TestDb) {
+    let d = TestDaemon::spawn_in_process(&db, &[TestAccount::new("shop")], &[]).await;
+    let local = d.dir.join("meta.csv");
+    std::fs::write(
+        &local,
+        "ref,email,metadata,metadata.firstName\n\
+         m1,m1@example.com,\"{\"\"id\"\":123456789012345678901,\"\"price\"\":0.10,\"\"a.b\"\":1}\",Ann\n\
+         m2,m2@example.com,\"{\"\"tier\"\":\"\"gold\"\",\"\"tier\"\":\"\"silver\"\"}\",Bob\n",
+    )
+    .unwrap();
+    put_via(&d, &d.port(), &local, "/customers/meta.csv").await;
+    let summary = report(&d, "shop", "meta.summary.json").await;
+    assert_eq!([&summary["created"], &summary["failed"]], [1, 1], "{summary}");
+    let results = read_results(&d.outbox("shop").join("meta.results.csv"));
+    assert_eq!((results[2][4].as_str(), results[2][5].as_str()), ("invalid_metadata", "metadata"), "{results:?}");
+    let store = db.store().await;
+    let metadata = stored(&store, "shop", "m1").await.1;
+    assert_eq!(serde_json::to_string(&metadata["id"]).unwrap(), "123456789012345678901", "digits kept");
+    assert_eq!(serde_json::to_string(&metadata["price"]).unwrap(), "0.10");
+    assert_eq!(metadata["firstName"], "Ann", "the key keeps its case");
+    assert_eq!(metadata["a.b"], 1, "a dotted key inside the object is that key");
+}
+
 on_both_backends!(
+    metadata_is_stored_without_silent_change,
     every_presets_real_export_imports_through_openssh_sftp,
     a_rejected_header_gets_a_suggestion_that_works_unchanged,
     a_dry_run_with_a_profile_predicts_the_import,
