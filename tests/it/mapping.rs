@@ -260,9 +260,10 @@ async fn a_rejected_header_gets_a_suggestion_that_works_unchanged(db: TestDb) {
     assert_eq!(summary["error"]["code"], "missing_header", "no column is one of ours: {summary}");
     assert!(summary["error"]["message"].as_str().unwrap().contains("crm-2026-05.mapping-suggestion.toml"), "{summary}");
     assert_eq!(summary["mapping"], serde_json::Value::Null);
-    let suggestion = std::fs::read_to_string(d.outbox("shop").join("crm-2026-05.mapping-suggestion.toml")).unwrap();
-    let out = d.cli(&["mapping", "set", "shop", "crm", "--file", "-"], &suggestion).await;
-    assert!(out.status.success(), "{}\n{suggestion}", describe(&out));
+    let suggested = d.outbox("shop").join("crm-2026-05.mapping-suggestion.toml");
+    let suggestion = std::fs::read_to_string(&suggested).unwrap();
+    // Uploaded unchanged into /mappings, as a merchant would.
+    put_via(&d, &port, &suggested, "/mappings/crm.toml").await;
     put_via(&d, &port, &local, "/customers/crm-2026-05.csv").await;
     let again = eventually(REPORT, "the second report", || {
         let text = std::fs::read_to_string(d.outbox("shop").join("crm-2026-05.summary.json")).ok()?;
@@ -420,7 +421,79 @@ async fn metadata_is_stored_without_silent_change(db: TestDb) {
     assert_eq!(metadata["a.b"], 1, "a dotted key inside the object is that key");
 }
 
+/// Uploads `text` to `path` with a raw SFTP session and returns the
+/// message of the failure status its CLOSE gets.
+async fn close_message(d: &TestDaemon, path: &str, text: &[u8]) -> String {
+    use russh_sftp::protocol::{FileAttributes, OpenFlags};
+    let key = russh::keys::load_secret_key(&d.key, None).unwrap();
+    let addr: std::net::SocketAddr = d.addr.as_ref().unwrap().parse().unwrap();
+    let conn = crate::sftp::login_key(addr, "shop", &key).await.unwrap();
+    let channel = conn.channel_open_session().await.unwrap();
+    channel.request_subsystem(true, "sftp").await.unwrap();
+    let raw = russh_sftp::client::RawSftpSession::new(channel.into_stream());
+    raw.init().await.unwrap();
+    let flags = OpenFlags::CREATE | OpenFlags::WRITE | OpenFlags::TRUNCATE;
+    let handle = raw.open(path, flags, FileAttributes::default()).await.unwrap().handle;
+    raw.write(handle.clone(), 0, text.to_vec()).await.unwrap();
+    match raw.close(handle).await {
+        Err(russh_sftp::client::error::Error::Status(s)) => s.error_message,
+        other => panic!("the close was not refused: {other:?}"),
+    }
+}
+
+async fn the_mappings_folder_over_openssh_sftp(db: TestDb) {
+    let d = TestDaemon::spawn_in_process(&db, &[TestAccount::new("shop")], &[]).await;
+    let proxy = DelayProxy::start(d.addr.as_ref().unwrap().parse().unwrap(), Duration::from_millis(10)).await;
+    let port = proxy.port.to_string();
+    let sftp = |batch: String| {
+        let (d, port) = (&d, &port);
+        async move { openssh_sftp(&d.dir, &d.key, port, "shop", &batch).await }
+    };
+    let good = d.dir.join("good.toml");
+    std::fs::write(&good, "[columns]\n\"Id\" = \"ref\"\n\"Mail\" = \"email\"\n").unwrap();
+    let bad = d.dir.join("bad.toml");
+    std::fs::write(&bad, "[columns]\n\"Mobile\" = \"telephone\"\n").unwrap();
+    let out = sftp(format!("put {} /mappings/crm.toml\nls -l /mappings\nls /\n", good.display())).await;
+    let shown = describe(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("crm.toml") && shown.contains("mappings"), "listed: {shown}");
+    let out = sftp(format!("put {} /mappings/broken.toml\n", bad.display())).await;
+    let shown = describe(&out);
+    assert!(!out.status.success() && shown.contains("close remote: Failure"), "refused at close: {shown}");
+    // OpenSSH prints the status code only; the status's message names the
+    // line and the key (what WinSCP, FileZilla, lftp show).
+    let message = close_message(&d, "/mappings/broken.toml", &std::fs::read(&bad).unwrap()).await;
+    assert!(message.contains("line 2, key `Mobile`") && message.contains("unknown target"), "{message}");
+    let message = close_message(&d, "/mappings/utf.toml", b"[columns]\n\"Caf\xe9\" = \"email\"\n").await;
+    assert!(message.contains("line 2") && message.contains("UTF-8"), "{message}");
+    let long = "n".repeat(65);
+    for name in ["bad name.toml", "x.txt", long.as_str()] {
+        let out = sftp(format!("put {} \"/mappings/{name}\"\n", good.display())).await;
+        assert!(!out.status.success(), "{name}: {}", describe(&out));
+    }
+    let back = d.dir.join("back.toml");
+    let out = sftp(format!("get /mappings/crm.toml {}\n", back.display())).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&good).unwrap());
+    let store = db.store().await;
+    let names: Vec<String> = store.list_mappings("shop").await.unwrap().into_iter().map(|m| m.name).collect();
+    assert_eq!(names, ["crm"], "only the valid one is stored");
+    // Live for the next upload.
+    let file = d.dir.join("list.csv");
+    std::fs::write(&file, "Id,Mail\nz1,z1@example.com\n").unwrap();
+    put_via(&d, &port, &file, "/customers/list.csv").await;
+    assert_eq!(report(&d, "shop", "list.summary.json").await["mapping"]["name"], "crm");
+    let out = sftp("rm /mappings/crm.toml\nls /mappings\n".into()).await;
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && !listed.lines().any(|l| !l.starts_with("sftp>") && l.contains("crm.toml")),
+        "{listed}"
+    );
+    assert!(store.list_mappings("shop").await.unwrap().is_empty());
+}
+
 on_both_backends!(
+    the_mappings_folder_over_openssh_sftp,
     metadata_is_stored_without_silent_change,
     every_presets_real_export_imports_through_openssh_sftp,
     a_rejected_header_gets_a_suggestion_that_works_unchanged,

@@ -113,7 +113,7 @@ pub(crate) fn authorized_line(key: &PrivateKey) -> String {
     key.public_key().to_openssh().unwrap()
 }
 
-struct Client;
+pub(crate) struct Client;
 
 impl client::Handler for Client {
     type Error = russh::Error;
@@ -129,7 +129,7 @@ async fn connect(addr: SocketAddr) -> Result<Conn, russh::Error> {
     client::connect(Arc::new(client::Config::default()), addr, Client).await
 }
 
-async fn login_key(addr: SocketAddr, name: &str, key: &PrivateKey) -> Result<Conn, String> {
+pub(crate) async fn login_key(addr: SocketAddr, name: &str, key: &PrivateKey) -> Result<Conn, String> {
     let mut conn = connect(addr).await.map_err(|e| e.to_string())?;
     let auth = conn
         .authenticate_publickey(name, PrivateKeyWithHashAlg::new(Arc::new(key.clone()), None))
