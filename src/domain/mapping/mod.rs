@@ -400,7 +400,7 @@ impl Profile {
             }
         }
         // A target no column of this header feeds, read from its fallbacks.
-        for (target, _) in &self.fallback {
+        for target in self.fallback.keys() {
             if !columns.iter().any(|c| &c.target == target) {
                 let fallbacks = self.fallbacks(target, &position);
                 if !fallbacks.is_empty() {
