@@ -423,8 +423,8 @@ async fn metadata_is_stored_without_silent_change(db: TestDb) {
 
 /// Uploads `text` to `path` with a raw SFTP session and returns the
 /// message of the failure status its CLOSE gets.
-async fn close_message(d: &TestDaemon, path: &str, text: &[u8]) -> String {
-    use russh_sftp::protocol::{FileAttributes, OpenFlags};
+/// A raw SFTP session as `shop` (with its connection, which must outlive it).
+async fn raw_session(d: &TestDaemon) -> (impl Drop, russh_sftp::client::RawSftpSession) {
     let key = russh::keys::load_secret_key(&d.key, None).unwrap();
     let addr: std::net::SocketAddr = d.addr.as_ref().unwrap().parse().unwrap();
     let conn = crate::sftp::login_key(addr, "shop", &key).await.unwrap();
@@ -432,8 +432,18 @@ async fn close_message(d: &TestDaemon, path: &str, text: &[u8]) -> String {
     channel.request_subsystem(true, "sftp").await.unwrap();
     let raw = russh_sftp::client::RawSftpSession::new(channel.into_stream());
     raw.init().await.unwrap();
-    let flags = OpenFlags::CREATE | OpenFlags::WRITE | OpenFlags::TRUNCATE;
-    let handle = raw.open(path, flags, FileAttributes::default()).await.unwrap().handle;
+    (conn, raw)
+}
+
+const WRITE: fn() -> russh_sftp::protocol::OpenFlags = || {
+    use russh_sftp::protocol::OpenFlags;
+    OpenFlags::CREATE | OpenFlags::WRITE | OpenFlags::TRUNCATE
+};
+
+async fn close_message(d: &TestDaemon, path: &str, text: &[u8]) -> String {
+    use russh_sftp::protocol::FileAttributes;
+    let (_conn, raw) = raw_session(d).await;
+    let handle = raw.open(path, WRITE(), FileAttributes::default()).await.unwrap().handle;
     raw.write(handle.clone(), 0, text.to_vec()).await.unwrap();
     match raw.close(handle).await {
         Err(russh_sftp::client::error::Error::Status(s)) => s.error_message,
@@ -471,6 +481,19 @@ async fn the_mappings_folder_over_openssh_sftp(db: TestDb) {
         let out = sftp(format!("put {} \"/mappings/{name}\"\n", good.display())).await;
         assert!(!out.status.success(), "{name}: {}", describe(&out));
     }
+    let (_conn, raw) = raw_session(&d).await;
+    for name in ["a\u{7}b.toml", "a\nb.toml", ".hidden.toml", "x/y.toml"] {
+        let opened = raw.open(format!("/mappings/{name}"), WRITE(), Default::default()).await;
+        match opened {
+            Err(russh_sftp::client::error::Error::Status(s)) => {
+                assert!(
+                    s.error_message.contains("NAME.toml") || s.status_code != russh_sftp::protocol::StatusCode::Ok,
+                    "{name:?}: {s:?}"
+                )
+            }
+            other => panic!("{name:?} was not refused: {other:?}"),
+        }
+    }
     let back = d.dir.join("back.toml");
     let out = sftp(format!("get /mappings/crm.toml {}\n", back.display())).await;
     assert!(out.status.success(), "{}", describe(&out));
@@ -490,6 +513,28 @@ async fn the_mappings_folder_over_openssh_sftp(db: TestDb) {
         "{listed}"
     );
     assert!(store.list_mappings("shop").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn check_applies_a_profile_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("crm.toml");
+    std::fs::write(&profile, "[columns]\n\"Customer ID\" = \"ref\"\n\"Mobile\" = \"phone\"\nignore = []\n").unwrap();
+    let file = dir.path().join("crm.csv");
+    std::fs::write(&file, "sep=;\nCustomer ID;Mobile\nc1;+15555001234\nc2;1.5555001234E+10\n").unwrap();
+    let (p, f) = (profile.to_str().unwrap(), file.to_str().unwrap());
+    let out = crate::support::intake(&["check", "--mapping", p, f], &[], dir.path()).await;
+    let shown = describe(&out);
+    assert!(!out.status.success(), "`ignore` inside [columns] is no target: {shown}");
+    assert!(shown.contains("line 4, key `ignore`"), "{shown}");
+    std::fs::write(&profile, "[columns]\n\"Customer ID\" = \"ref\"\n\"Mobile\" = \"phone\"\n").unwrap();
+    let out = crate::support::intake(&["check", "--mapping", p, f], &[], dir.path()).await;
+    let shown = describe(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("mapping crm (sha256 "), "{shown}");
+    assert!(shown.contains("line 4: invalid_phone [mobile]") && shown.contains("spreadsheet"), "{shown}");
+    let out = crate::support::intake(&["check", f], &[], dir.path()).await;
+    assert_eq!(out.status.code(), Some(2), "without the profile the header is not ours: {}", describe(&out));
 }
 
 on_both_backends!(
