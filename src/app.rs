@@ -35,6 +35,19 @@ impl UserDirectory for StoreUsers {
     async fn login_refused(&self, source: IpAddr, limit: LoginLimit) -> Result<Option<bool>, DirectoryError> {
         Ok(self.0.login_refused(&source.to_string(), limit.max_failures, limit.window.as_secs_f64()).await?)
     }
+
+    async fn list_mappings(&self, account: &str) -> anyhow::Result<Vec<(String, String)>> {
+        Ok(self.0.list_mappings(account).await?.into_iter().map(|m| (m.name, m.text)).collect())
+    }
+
+    async fn put_mapping(&self, account: &str, name: &str, text: &[u8]) -> anyhow::Result<Result<(), String>> {
+        let stored = crate::ingest::mappings::store_profile(&self.0, account, name, text).await?;
+        Ok(stored.map(|_| ()).map_err(|refused| refused.to_string()))
+    }
+
+    async fn remove_mapping(&self, account: &str, name: &str) -> anyhow::Result<bool> {
+        Ok(self.0.remove_mapping(account, name).await?)
+    }
 }
 
 /// Opens the configured database (creating the SQLite file's folder).

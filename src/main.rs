@@ -3,6 +3,7 @@
 // One audited call into the allocator (`tune_allocator`); nothing else.
 #![deny(unsafe_code)]
 
+mod mapping_cli;
 mod ops_cli;
 mod token_cli;
 
@@ -85,6 +86,9 @@ enum Command {
         /// possible (default) or valid.
         #[arg(long)]
         phone_check: Option<String>,
+        /// A mapping profile (TOML) to read the file with, as the daemon would.
+        #[arg(long)]
+        mapping: Option<PathBuf>,
     },
     /// Process a file without SFTP, writing the report into the account's outbox.
     Ingest {
@@ -101,6 +105,9 @@ enum Command {
     /// Manage SFTP users.
     #[command(subcommand)]
     User(UserCommand),
+    /// An account's mapping profiles: how its own export columns map onto ours.
+    #[command(subcommand)]
+    Mapping(mapping_cli::MappingCommand),
     /// List recent uploads with their status and counts; show or retry one.
     Jobs(ops_cli::JobsArgs),
     /// Webhook events: pending, given up, delivered.
@@ -145,6 +152,10 @@ struct AccountArgs {
     /// CSV reports without a BOM (the default).
     #[arg(long)]
     no_report_bom: bool,
+    /// Built-in mapping presets to try for this account's files:
+    /// shopify,stripe,square,woocommerce,hubspot,mailchimp, `all` or `none`.
+    #[arg(long)]
+    presets: Option<String>,
     #[command(flatten)]
     webhook: ops_cli::WebhookArgs,
 }
@@ -237,7 +248,9 @@ fn init_logging(format: LogFormat, default_filter: &str) {
 
 async fn run(command: Command, config: Config, config_path: PathBuf) -> Result<ExitCode> {
     match command {
-        Command::Check { file, region, encoding, phone_check } => check(&file, region, encoding, phone_check, &config),
+        Command::Check { file, region, encoding, phone_check, mapping } => {
+            check(&file, region, encoding, phone_check, mapping.as_deref(), &config)
+        }
         Command::Serve => {
             intake::app::serve(config, &config_path).await?;
             Ok(ExitCode::SUCCESS)
@@ -245,6 +258,7 @@ async fn run(command: Command, config: Config, config_path: PathBuf) -> Result<E
         Command::Ingest { file, account, no_update } => ingest_file(&config, &file, &account, !no_update).await,
         Command::Account(cmd) => account(&config, cmd).await,
         Command::User(cmd) => user(&config, cmd).await,
+        Command::Mapping(cmd) => mapping_cli::mapping(&open_store(&config).await?, cmd).await,
         Command::Jobs(args) => ops_cli::jobs(&config, open_store(&config).await?, args).await,
         Command::Webhooks(cmd) => ops_cli::webhooks(&open_store(&config).await?, cmd).await,
         Command::Webhook(cmd) => ops_cli::webhook(&config, open_store(&config).await?, cmd).await,
@@ -262,9 +276,25 @@ fn check(
     region: Option<String>,
     encoding: Option<String>,
     phone_check: Option<String>,
+    mapping: Option<&Path>,
     config: &Config,
 ) -> Result<ExitCode> {
-    let account = AccountSettings::from_text("check", region.as_deref(), encoding.as_deref(), phone_check.as_deref())?;
+    let mut account =
+        AccountSettings::from_text("check", region.as_deref(), encoding.as_deref(), phone_check.as_deref())?;
+    if let Some(path) = mapping {
+        let bytes = std::fs::read(path).with_context(|| format!("while reading {}", path.display()))?;
+        let name = path.file_stem().and_then(|n| n.to_str()).unwrap_or("mapping");
+        let name: String =
+            name.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')).take(64).collect();
+        let name = if name.is_empty() || name.starts_with('.') { "mapping".to_owned() } else { name };
+        let profile = intake::domain::mapping::Profile::parse(&name, &bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let file_name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        account.mapping = intake::domain::mapping::MappingChoice::Select {
+            file_name,
+            profiles: std::sync::Arc::new(vec![std::sync::Arc::new(profile)]),
+        };
+    }
     let mut out = std::io::stdout().lock();
     let outcome = ingest::check::check_file(file, &account, config.file_limits(), |row| {
         if let Err(errors) = &row.outcome {
@@ -277,6 +307,15 @@ fn check(
         }
     })
     .with_context(|| format!("while reading {}", file.display()))?;
+    if let Some(applied) = &outcome.mapping {
+        writeln!(
+            out,
+            "mapping {} (sha256 {}); ignored columns: {}",
+            applied.profile.name,
+            applied.profile.sha256(),
+            if applied.ignored.is_empty() { "none".to_owned() } else { applied.ignored.join(", ") }
+        )?;
+    }
     if let Some(rejection) = outcome.rejection {
         writeln!(out, "rejected: {}: {}", rejection.code.code(), rejection.message)?;
         return Ok(ExitCode::from(2));
@@ -372,7 +411,11 @@ async fn account(config: &Config, cmd: AccountCommand) -> Result<ExitCode> {
         AccountCommand::Add(a) => {
             let settings = a.applied_to(AccountSettings::new(AccountId::parse(&a.avid)?))?;
             ops_cli::check_webhook_args(&a.webhook)?;
+            let presets = a.presets.as_deref().map(presets_of).transpose()?;
             store.add_account(&settings).await?;
+            if let Some(presets) = presets {
+                store.set_presets(&a.avid, &presets).await?;
+            }
             Layout::new(&config.data_dir).ensure_account(&a.avid).context("while creating the account's folders")?;
             println!("added account {}", a.avid);
             ops_cli::apply_webhook(&store, &a.avid, &a.webhook).await?;
@@ -381,7 +424,11 @@ async fn account(config: &Config, cmd: AccountCommand) -> Result<ExitCode> {
             let current = store.get_account(&a.avid).await?.with_context(|| format!("no account `{}`", a.avid))?;
             let settings = a.applied_to(current)?;
             ops_cli::check_webhook_args(&a.webhook)?;
+            let presets = a.presets.as_deref().map(presets_of).transpose()?;
             store.put_account(&settings).await?;
+            if let Some(presets) = presets {
+                store.set_presets(&a.avid, &presets).await?;
+            }
             ops_cli::apply_webhook(&store, &a.avid, &a.webhook).await?;
             println!("updated account {}", a.avid);
         }
@@ -405,6 +452,11 @@ async fn account(config: &Config, cmd: AccountCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A `--presets` value: names, `all` or `none`.
+fn presets_of(raw: &str) -> Result<Vec<String>> {
+    intake::domain::mapping::presets::parse_list(raw).map_err(anyhow::Error::msg)
 }
 
 async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {

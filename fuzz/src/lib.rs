@@ -49,6 +49,7 @@ pub fn rows(data: &[u8]) {
         encoding: FileEncoding::parse(if flags & 1 == 0 { "utf-8" } else { "windows-1252" }).expect("known"),
         phone_check: check_of(flags & 8 != 0),
         report_bom: false,
+        mapping: Default::default(),
     };
     let mut limits = FileLimits::default();
     if flags & 16 != 0 {

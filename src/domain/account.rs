@@ -2,6 +2,7 @@
 //! the CLI, the config, the database, an SFTP login) and its settings.
 
 use super::customer::{FileEncoding, PhoneCheck, PhoneRegion};
+use super::mapping::{AppliedMapping, MappingChoice, Profile};
 use std::fmt;
 
 /// Why a setting given as text (CLI, config, database) is not one.
@@ -87,6 +88,8 @@ pub struct AccountSettings {
     /// Whether the CSV reports start with a UTF-8 BOM (Excel on Windows
     /// shows non-ASCII text garbled without one).
     pub report_bom: bool,
+    /// Which mapping profile reads the account's file (none by default).
+    pub mapping: MappingChoice,
 }
 
 impl AccountSettings {
@@ -98,6 +101,7 @@ impl AccountSettings {
             encoding: FileEncoding::Utf8,
             phone_check: PhoneCheck::Possible,
             report_bom: false,
+            mapping: MappingChoice::Unmapped,
         }
     }
 
@@ -121,12 +125,23 @@ impl AccountSettings {
 impl AccountSettings {
     /// The settings a file is read and reported with, as one text to keep
     /// with a job (the account may change while the job runs).
+    /// The mapping profile the file is read with is kept whole (its text),
+    /// so that a profile changed or removed later does not change the job.
     pub fn snapshot(&self) -> String {
+        let mapping = self.mapping.applied().map(|a| {
+            serde_json::json!({
+                "name": a.profile.name,
+                "preset": a.profile.preset,
+                "text": a.profile.text(),
+                "ignored": a.ignored,
+            })
+        });
         serde_json::json!({
             "default_region": self.default_region.map(|r| r.code()),
             "encoding": self.encoding.as_str(),
             "phone_check": self.phone_check.as_str(),
             "report_bom": self.report_bom,
+            "mapping": mapping,
         })
         .to_string()
     }
@@ -136,8 +151,25 @@ impl AccountSettings {
         let v: serde_json::Value =
             serde_json::from_str(snapshot).map_err(|_| SettingError::Snapshot(snapshot.to_owned()))?;
         let text = |key: &str| v.get(key).and_then(|x| x.as_str());
+        let bad = || SettingError::Snapshot(snapshot.chars().take(200).collect());
+        let mapping = match v.get("mapping").filter(|m| !m.is_null()) {
+            None => MappingChoice::Unmapped,
+            Some(m) => {
+                let field = |key: &str| m.get(key).and_then(|x| x.as_str()).ok_or_else(bad);
+                let preset = m.get("preset").and_then(|x| x.as_bool()).unwrap_or(false);
+                let profile =
+                    Profile::parse_as(field("name")?, field("text")?.as_bytes(), preset).map_err(|_| bad())?;
+                let ignored = m
+                    .get("ignored")
+                    .and_then(|x| x.as_array())
+                    .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
+                MappingChoice::Chosen(AppliedMapping { profile: std::sync::Arc::new(profile), ignored })
+            }
+        };
         Ok(AccountSettings {
             report_bom: v.get("report_bom").and_then(|x| x.as_bool()).unwrap_or(false),
+            mapping,
             ..AccountSettings::from_text(avid.as_str(), text("default_region"), text("encoding"), text("phone_check"))?
         })
     }

@@ -162,6 +162,21 @@ pub struct Summary {
     /// The name in `/outbox` of the failed records, when there is such a file.
     #[serde(default)]
     pub failed_file: Option<String>,
+    /// The mapping profile the file was read with (`null`: none).
+    #[serde(default)]
+    pub mapping: Option<SummaryMapping>,
+    /// The file's columns that profile drops on purpose, as written in the file.
+    #[serde(default)]
+    pub ignored_columns: Vec<String>,
+}
+
+/// The summary's `mapping`: which profile, and which version of it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SummaryMapping {
+    pub name: String,
+    pub preset: bool,
+    /// The SHA-256 of the profile's text.
+    pub sha256: String,
 }
 
 impl Summary {
@@ -235,6 +250,8 @@ mod tests {
             errors_by_code: BTreeMap::new(),
             dry_run: false,
             failed_file: None,
+            mapping: None,
+            ignored_columns: Vec::new(),
         }
     }
 

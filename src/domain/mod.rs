@@ -7,6 +7,7 @@ pub mod errors;
 pub mod ids;
 pub mod job;
 pub mod limits;
+pub mod mapping;
 pub mod user;
 
 pub use account::{AccountId, AccountSettings, SettingError};
@@ -16,5 +17,5 @@ pub use customer::{
 };
 pub use errors::{FileError, FileErrorCode, RowError, RowErrorCode};
 pub use ids::{JobId, NodeId};
-pub use job::{JobKind, JobPhase, JobStatus, Summary, SummaryError};
+pub use job::{JobKind, JobPhase, JobStatus, Summary, SummaryError, SummaryMapping};
 pub use limits::FileLimits;

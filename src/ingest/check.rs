@@ -14,6 +14,8 @@ pub struct CheckOutcome {
     pub rejection: Option<FileError>,
     pub rows: u64,
     pub failed: u64,
+    /// The mapping profile the file was read with, if any.
+    pub mapping: Option<crate::domain::mapping::AppliedMapping>,
 }
 
 /// Reads the file, calling `on_failure` for each failing record in order.
@@ -27,12 +29,17 @@ pub fn check_file(
     if let Some(rejection) = scanned.rejection {
         return Ok(CheckOutcome { rejection: Some(rejection), ..Default::default() });
     }
+    let mut account = account.clone();
+    account.mapping = match scanned.mapping.clone() {
+        Some(applied) => crate::domain::mapping::MappingChoice::Chosen(applied),
+        None => crate::domain::mapping::MappingChoice::Unmapped,
+    };
     let content = super::upload::open(File::open(path)?, limits.max_gzip_ratio)?;
-    let mut reader = match RowReader::open(content.reader, account.clone(), limits)? {
+    let mut reader = match RowReader::open(content.reader, account, limits)? {
         Ok(reader) => reader,
         Err(rejection) => return Ok(CheckOutcome { rejection: Some(rejection), ..Default::default() }),
     };
-    let mut outcome = CheckOutcome::default();
+    let mut outcome = CheckOutcome { mapping: scanned.mapping, ..Default::default() };
     let mut claimed: HashMap<String, u64> = HashMap::new();
     while let Some(mut row) = reader.next_row()? {
         outcome.rows += 1;

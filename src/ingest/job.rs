@@ -14,6 +14,7 @@ use super::rows::{scan, FileLimits, ParsedRow, RowReader};
 use super::thread::{JobThread, Pending};
 use super::upsert::{self, BatchRecord, RecordOutcome, UpsertOutcome, Writes};
 use crate::clock;
+use crate::domain::mapping::MappingChoice;
 use crate::domain::{AccountSettings, FileError, Summary};
 use crate::store::{Claimed, Job, JobLease, JobPhase, JobProgress, StoreError};
 use std::fs::File;
@@ -177,7 +178,18 @@ impl JobRunner {
         // A first pass reads with the account's settings as they are now and
         // keeps them with the job; a resumed job reads as it began.
         let fresh = job.progress.records_done == 0;
-        let account = if fresh { account_settings(ctx, &job.account).await? } else { job_settings(ctx, &job).await? };
+        let mut account =
+            if fresh { account_settings(ctx, &job.account).await? } else { job_settings(ctx, &job).await? };
+        if fresh {
+            // The profiles as they are now; the one the file is read with is
+            // kept with the job (a profile changed or removed later does not
+            // change it).
+            let profiles = super::mappings::candidates(&ctx.store, &job.account).await?;
+            if !profiles.is_empty() {
+                account.mapping =
+                    MappingChoice::Select { file_name: job.file_name.clone(), profiles: Arc::new(profiles) };
+            }
+        }
         let bom = account.report_bom;
         let upload = PathBuf::from(&job.spool_path);
         let reading = format!("while reading upload {} of job {}", job.file_name, job.job_id);
@@ -185,6 +197,7 @@ impl JobRunner {
             let (path, acct, limits) = (upload.clone(), account.clone(), ctx.limits);
             let scanned = blocking(reading.clone(), move || scan(File::open(&path)?, &acct, limits)).await?;
             let now = clock::now();
+            account.mapping = scanned.mapping.clone().map_or(MappingChoice::Unmapped, MappingChoice::Chosen);
             let settings = account.snapshot();
             let pass = crate::store::FirstPass {
                 sha256: &scanned.sha256,

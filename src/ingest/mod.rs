@@ -15,6 +15,7 @@ pub mod context;
 pub mod driver;
 pub mod failed;
 pub mod job;
+pub mod mappings;
 pub mod progress;
 pub mod publish;
 pub mod report;

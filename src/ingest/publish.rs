@@ -10,7 +10,7 @@
 use super::context::{blocking, job_settings, Context, IngestError};
 use super::report::{count_error_codes, ResultsWriter};
 use crate::clock;
-use crate::domain::{AccountSettings, FileError, JobStatus, Summary, SummaryError};
+use crate::domain::{AccountSettings, FileError, FileErrorCode, JobStatus, Summary, SummaryError, SummaryMapping};
 use crate::mailbox::{archive_name, publish_atomically, rename_durably, ReportNames};
 use crate::store::{Job, JobLease, JobPhase, JobProgress, StoreError};
 use std::collections::BTreeMap;
@@ -110,11 +110,34 @@ pub async fn decide(ctx: &Context, lease: &JobLease, ending: Ending) -> Result<S
         ),
     };
     let account = job_settings(ctx, &job).await?;
+    let applied = account.mapping.applied();
+    let mapping = applied.map(|a| SummaryMapping {
+        name: a.profile.name.clone(),
+        preset: a.profile.preset,
+        sha256: a.profile.sha256().to_owned(),
+    });
+    let ignored_columns = applied.map(|a| a.ignored.clone()).unwrap_or_default();
+    let rejected_code = match &ending {
+        Ending::Rejected(e) => Some(e.code),
+        _ => None,
+    };
     let (work_ctx, work_job) = (ctx.clone(), job.clone());
-    let (errors_by_code, any_failed_file) = blocking("while writing the report", move || {
-        write_decided_files(&work_ctx, &work_job, &ending, progress, account)
+    let (errors_by_code, any_failed_file, suggested) = blocking("while writing the report", move || {
+        let suggested =
+            rejected_code.is_some_and(|code| suggestion_text(&work_ctx, &work_job, code, &account).is_some());
+        let (counts, any_failed) = write_decided_files(&work_ctx, &work_job, &ending, progress, account)?;
+        Ok((counts, any_failed, suggested))
     })
     .await?;
+    let mut error = error;
+    if let (true, Some(error)) = (suggested, error.as_mut()) {
+        let name = super::mappings::suggestion_name(&job.file_name);
+        error.message = format!(
+            "{}; a mapping profile for these columns is suggested in {name}: check it, upload it into /mappings, \
+             then upload the file again",
+            error.message
+        );
+    }
     let failed_file = any_failed_file.then(|| ReportNames::of(&job.file_name, job.kind.is_dry_run()).failed);
     let finished_at = clock::now();
     let summary = Summary {
@@ -136,6 +159,8 @@ pub async fn decide(ctx: &Context, lease: &JobLease, ending: Ending) -> Result<S
         errors_by_code,
         dry_run: job.kind.is_dry_run(),
         failed_file,
+        mapping,
+        ignored_columns,
     };
     ctx.store.decide_job(lease, &summary).await?;
     Ok(summary)
@@ -195,9 +220,17 @@ pub async fn publish(ctx: &Context, lease: JobLease, summary: &Summary) -> Resul
         return Err(IngestError::Store(StoreError::NotOwner(lease.job_id().to_string())));
     }
     let job = committed(ctx, &lease).await?;
+    let code = summary.error.as_ref().and_then(|e| super::mappings::mappable_code(&e.code));
+    let suggestion = match (summary.status, code) {
+        (JobStatus::Rejected, Some(code)) => Some((code, job_settings(ctx, &job).await?)),
+        _ => None,
+    };
     let (work_ctx, work_job, failed_file) = (ctx.clone(), job.clone(), summary.failed_file.is_some());
     let json = serde_json::to_vec_pretty(summary).expect("a summary serialises");
-    blocking("while publishing the report", move || publish_files(&work_ctx, &work_job, failed_file, &json)).await?;
+    blocking("while publishing the report", move || {
+        publish_files(&work_ctx, &work_job, failed_file, &json, suggestion)
+    })
+    .await?;
     crate::webhooks::job_ended(&ctx.store, summary).await?;
     ctx.store.finish_job(lease, summary).await?;
     crate::telemetry::metrics().job_finished(summary);
@@ -213,7 +246,13 @@ pub async fn publish(ctx: &Context, lease: JobLease, summary: &Summary) -> Resul
 /// The report's files in the order the contract promises: results and
 /// failed records, then the summary (`json`) last, then the progress file
 /// removed and the upload archived. Each step can be redone after a crash.
-fn publish_files(ctx: &Context, job: &Job, failed_file: bool, json: &[u8]) -> std::io::Result<()> {
+fn publish_files(
+    ctx: &Context,
+    job: &Job,
+    failed_file: bool,
+    json: &[u8],
+    suggestion: Option<(FileErrorCode, AccountSettings)>,
+) -> std::io::Result<()> {
     let layout = &ctx.layout;
     layout.ensure_account(&job.account)?;
     let names = ReportNames::of(&job.file_name, job.kind.is_dry_run());
@@ -233,6 +272,14 @@ fn publish_files(ctx: &Context, job: &Job, failed_file: bool, json: &[u8]) -> st
         remove_if_present(&outbox.join(&names.failed))?;
     } else if failed.exists() {
         rename_durably(&failed, &outbox.join(&names.failed))?;
+    }
+    // The suggested profile of a file rejected for its columns (derived
+    // from the upload again: it is still in the spool until archived);
+    // an older upload's suggestion is no part of this report.
+    let suggestion_path = outbox.join(super::mappings::suggestion_name(&job.file_name));
+    match suggestion.and_then(|(code, account)| suggestion_text(ctx, job, code, &account)) {
+        Some(text) => publish_atomically(&suggestion_path, text.as_bytes())?,
+        None => remove_if_present(&suggestion_path)?,
     }
     publish_atomically(&summary_path, json)?;
     super::progress::remove(ctx, job)?;
@@ -275,6 +322,19 @@ pub async fn abort(ctx: &Context, lease: JobLease, reason: &str) -> Result<Summa
                 ctx.store.finish_unreported(lease, &error).await?;
             }
             Err(e)
+        }
+    }
+}
+
+/// The profile suggested for `job`'s upload, rejected with `code` (`None`:
+/// none is, or the upload cannot be read for it, which only loses the hint).
+fn suggestion_text(ctx: &Context, job: &Job, code: FileErrorCode, account: &AccountSettings) -> Option<String> {
+    let upload = PathBuf::from(&job.spool_path);
+    match super::mappings::suggestion(&upload, &job.file_name, code, account.encoding, ctx.limits) {
+        Ok(text) => text,
+        Err(e) => {
+            tracing::warn!(job_id = %job.job_id, file = %job.file_name, error = %e, "no mapping suggestion");
+            None
         }
     }
 }

@@ -2,7 +2,7 @@
 //! and `NAME.summary.json` (written last: its presence means the report is complete).
 
 use crate::domain::RowError;
-pub use crate::domain::{Summary, SummaryError};
+pub use crate::domain::{Summary, SummaryError, SummaryMapping};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::path::Path;

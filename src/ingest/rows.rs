@@ -4,6 +4,7 @@
 //! Memory stays flat: one record is held at a time.
 
 use crate::domain::customer::quote;
+use crate::domain::mapping::{self, AppliedMapping, Feed, MappedHeader, MappingChoice, Selection};
 pub use crate::domain::FileLimits;
 use crate::domain::{
     AccountSettings, Address, AddressKind, Addresses, CreateCustomer, CustomerRef, FileEncoding, FileError,
@@ -12,6 +13,7 @@ use crate::domain::{
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::io::{self, BufRead, BufReader, Read};
+use std::sync::Arc;
 
 /// The largest cell, in bytes; a longer one fails its row with `field_too_long`.
 pub const MAX_CELL_BYTES: usize = 64 * 1024;
@@ -61,7 +63,13 @@ impl Target {
     }
 }
 
-fn column_of(name: &str) -> Option<Column> {
+/// What a column name means: the fixed names and the `metadata.`/`appdata.`
+/// prefixes are case-insensitive; a key keeps its case (`metadata.firstName`
+/// sets `firstName`).
+fn column_of(raw: &str) -> Option<Column> {
+    let raw = raw.trim();
+    let lower = raw.to_lowercase();
+    let name = lower.as_str();
     match name {
         "ref" => return Some(Column::Ref),
         "address" => return Some(Column::Address(AddressKind::Any)),
@@ -77,7 +85,9 @@ fn column_of(name: &str) -> Option<Column> {
         return (1..=10).contains(&n).then_some(Column::Address(AddressKind::Any));
     }
     for target in [Target::Metadata, Target::Appdata] {
-        if let Some(path) = name.strip_prefix(target.name()).and_then(|rest| rest.strip_prefix('.')) {
+        let prefix = target.name().len() + 1;
+        if name.starts_with(target.name()) && name[target.name().len()..].starts_with('.') {
+            let path = &raw[prefix..];
             let keys: Vec<String> = path.split('.').map(str::to_owned).collect();
             if keys.iter().any(|k| k.is_empty()) {
                 return None;
@@ -91,9 +101,25 @@ fn column_of(name: &str) -> Option<Column> {
 /// The file's header: one meaning per column, in file order.
 #[derive(Debug, Clone)]
 pub struct Header {
+    /// Per column: the name `error_field` gives (for a mapped column, the
+    /// merchant's own column as normalised).
     names: Vec<String>,
     columns: Vec<Column>,
     ref_index: usize,
+    /// Set when a mapping profile reads the file: `columns` are then the
+    /// vocabulary's columns it produces, not the file's.
+    mapping: Option<Arc<Mapped>>,
+}
+
+/// How a profile turns the file's header into the vocabulary's columns.
+#[derive(Debug)]
+struct Mapped {
+    header: MappedHeader,
+    /// Per produced column: how its messages name it (`"Mobile" (phone)`).
+    labels: Vec<String>,
+    /// Fallback region for numbers without `+` (the profile's, over the account's).
+    default_region: Option<crate::domain::PhoneRegion>,
+    strip_apostrophe: bool,
 }
 
 impl Header {
@@ -116,7 +142,7 @@ impl Header {
             ));
         }
         let names: Vec<String> = raw_names.iter().map(|n| n.trim().to_lowercase()).collect();
-        let columns: Vec<Option<Column>> = names.iter().map(|n| column_of(n)).collect();
+        let columns: Vec<Option<Column>> = raw_names.iter().map(|n| column_of(n)).collect();
         if columns.iter().all(Option::is_none) {
             return Err(FileError::new(
                 FileErrorCode::MissingHeader,
@@ -166,19 +192,113 @@ impl Header {
                 "the header has no address column (address, addresses, address_N, email or phone)",
             ));
         }
-        Ok(Header { names, columns, ref_index })
+        Ok(Header { names, columns, ref_index, mapping: None })
+    }
+
+    /// Reads a header line's names with the account's mapping: the profile
+    /// chosen for the file, or the one [`mapping::select`] picks.
+    pub fn read(raw_names: &[String], account: &AccountSettings, max_columns: usize) -> Result<Header, FileError> {
+        let plain = Header::parse(raw_names, max_columns);
+        match &account.mapping {
+            MappingChoice::Unmapped => plain,
+            MappingChoice::Chosen(applied) => {
+                let mapped = applied
+                    .profile
+                    .apply(raw_names)
+                    .map_err(|why| FileError::new(FileErrorCode::UnknownColumn, why))?;
+                Header::mapped(mapped, account)
+            }
+            MappingChoice::Select { file_name, profiles } => {
+                let plain_ok = match &plain {
+                    Ok(_) => true,
+                    Err(e) if is_mappable(e.code) => false,
+                    Err(_) => return plain,
+                };
+                let normalised: Vec<String> = raw_names.iter().map(|n| n.trim().to_lowercase()).collect();
+                let mut seen = std::collections::HashSet::with_capacity(normalised.len());
+                if let Some(dup) = normalised.iter().find(|n| !seen.insert(n.as_str())) {
+                    return Err(FileError::new(
+                        FileErrorCode::DuplicateColumn,
+                        format!("the column {} appears more than once in the header", quote(dup)),
+                    ));
+                }
+                match mapping::select(profiles, file_name, raw_names, plain_ok) {
+                    Selection::Plain => plain,
+                    Selection::Mapped(mapped) => Header::mapped(mapped, account),
+                    Selection::Refused(why) => Err(FileError::new(FileErrorCode::UnknownColumn, why)),
+                }
+            }
+        }
+    }
+
+    /// The header a profile produces.
+    fn mapped(mapped: MappedHeader, account: &AccountSettings) -> Result<Header, FileError> {
+        let mut names = Vec::with_capacity(mapped.columns.len());
+        let mut columns = Vec::with_capacity(mapped.columns.len());
+        let mut labels = Vec::with_capacity(mapped.columns.len());
+        for column in &mapped.columns {
+            let meaning = column_of(&column.target).ok_or_else(|| {
+                FileError::new(FileErrorCode::UnknownColumn, format!("unknown target {}", quote(&column.target)))
+            })?;
+            if let Column::Key(_, keys) = &meaning {
+                if keys.len() > MAX_NESTING {
+                    return Err(FileError::new(
+                        FileErrorCode::UnknownColumn,
+                        format!("the target {} nests too deep; the limit is {MAX_NESTING}", quote(&column.target)),
+                    ));
+                }
+            }
+            let name = mapped.field_name(column);
+            labels.push(match &column.feed {
+                Feed::Cell { index: Some(_), .. } => format!("\"{}\" ({})", name, column.target),
+                _ => format!("({})", column.target),
+            });
+            names.push(name);
+            columns.push(meaning);
+        }
+        let ref_index = columns
+            .iter()
+            .position(|c| *c == Column::Ref)
+            .ok_or_else(|| FileError::new(FileErrorCode::MissingRefColumn, "the mapping gives no `ref` column"))?;
+        let profile = &mapped.profile;
+        let mapping = Mapped {
+            default_region: profile.default_region.or(account.default_region),
+            strip_apostrophe: profile.strip_apostrophe,
+            labels,
+            header: mapped,
+        };
+        Ok(Header { names, columns, ref_index, mapping: Some(Arc::new(mapping)) })
     }
 
     fn empty() -> Header {
-        Header { names: Vec::new(), columns: Vec::new(), ref_index: 0 }
+        Header { names: Vec::new(), columns: Vec::new(), ref_index: 0, mapping: None }
     }
 
+    /// The number of fields a record of the file has.
     pub fn len(&self) -> usize {
-        self.columns.len()
+        match &self.mapping {
+            Some(m) => m.header.source_names.len(),
+            None => self.columns.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.columns.is_empty()
+        self.len() == 0
+    }
+
+    /// The profile that reads the file, with the columns it ignores.
+    pub fn applied(&self) -> Option<AppliedMapping> {
+        self.mapping
+            .as_ref()
+            .map(|m| AppliedMapping { profile: Arc::clone(&m.header.profile), ignored: m.header.ignored.clone() })
+    }
+
+    /// The file's column `i`, as normalised.
+    fn source_name(&self, i: usize) -> &str {
+        match &self.mapping {
+            Some(m) => &m.header.source_names[i],
+            None => &self.names[i],
+        }
     }
 
     fn first_address_name(&self) -> &str {
@@ -188,6 +308,17 @@ impl Header {
             .map(|i| self.names[i].as_str())
             .unwrap_or("address")
     }
+}
+
+/// Whether a profile may explain a header the vocabulary rejects this way.
+pub fn is_mappable(code: FileErrorCode) -> bool {
+    matches!(
+        code,
+        FileErrorCode::UnknownColumn
+            | FileErrorCode::MissingHeader
+            | FileErrorCode::MissingRefColumn
+            | FileErrorCode::MissingAddressColumn
+    )
 }
 
 /// One record of the file, parsed.
@@ -363,8 +494,24 @@ fn prepare<R: Read>(inner: R) -> io::Result<(BufReader<R>, u8)> {
     // CR alone ends a line too (old Mac exports).
     let first_line =
         buf.split(|&b| b == b'\n' || b == b'\r').find(|line| !line.iter().all(u8::is_ascii_whitespace)).unwrap_or(&[]);
-    let delimiter = detect_delimiter(first_line);
+    let delimiter = sep_line(first_line).unwrap_or_else(|| detect_delimiter(first_line));
     Ok((reader, delimiter))
+}
+
+/// Excel's `sep=,` first line (also `;`, TAB, `|`): the delimiter it names.
+fn sep_line(line: &[u8]) -> Option<u8> {
+    let line = line.trim_ascii();
+    match line {
+        [s, e, p, b'=', d] if [*s, *e, *p].eq_ignore_ascii_case(b"sep") && matches!(d, b',' | b';' | b'\t' | b'|') => {
+            Some(*d)
+        }
+        _ => None,
+    }
+}
+
+/// Whether a record is Excel's `sep=X` line, read with the delimiter it names.
+fn is_sep_record(record: &csv::ByteRecord) -> bool {
+    record.len() == 2 && record[0].trim_ascii().eq_ignore_ascii_case(b"sep=") && record[1].trim_ascii().is_empty()
 }
 
 fn csv_reader<R: Read>(reader: R, delimiter: u8) -> csv::Reader<R> {
@@ -396,6 +543,8 @@ pub struct FileScan {
     pub records: u64,
     /// Set when the file must be rejected whole.
     pub rejection: Option<FileError>,
+    /// The mapping profile that reads the file, when one does.
+    pub mapping: Option<AppliedMapping>,
 }
 
 /// Hashes what passes through it.
@@ -462,6 +611,10 @@ pub fn scan(file: impl Read + Send, account: &AccountSettings, limits: FileLimit
     };
     // The hash and size are of the whole upload, wherever reading stopped.
     io::copy(&mut hashing, &mut io::sink())?;
+    let mapping = match &found.header {
+        Some(Ok(header)) => header.applied(),
+        _ => None,
+    };
     let rejection = if let Some(problem) = found.unreadable {
         let code = match problem {
             super::upload::ContentError::NotGzip(_) => FileErrorCode::NotText,
@@ -500,7 +653,8 @@ pub fn scan(file: impl Read + Send, account: &AccountSettings, limits: FileLimit
         }
     };
     let records = found.records;
-    Ok(FileScan { sha256: hex::encode(hashing.hasher.finalize()), bytes: hashing.bytes, records, rejection })
+    let mapping = if rejection.is_none() { mapping } else { None };
+    Ok(FileScan { sha256: hex::encode(hashing.hasher.finalize()), bytes: hashing.bytes, records, rejection, mapping })
 }
 
 /// The content pass of [`scan`]: reads records until the end or the first
@@ -511,6 +665,7 @@ fn scan_content(raw: impl Read + Send, account: &AccountSettings, limits: FileLi
     let mut csv = csv_reader(LineCounter::new(prepared, limits.max_record_bytes), delimiter);
     let mut record = csv::ByteRecord::new();
     let mut found = ContentScan::default();
+    let mut sep_skipped = false;
     // Binary content is known from the first bytes: no need to parse it.
     if csv.get_ref().inner.get_ref().head.contains(&0) {
         found.binary = true;
@@ -548,7 +703,11 @@ fn scan_content(raw: impl Read + Send, account: &AccountSettings, limits: FileLi
             break;
         }
         if found.header.is_none() {
-            found.header = Some(decode_header(&record, account.encoding, limits.max_columns));
+            if !sep_skipped && is_sep_record(&record) {
+                sep_skipped = true;
+                continue;
+            }
+            found.header = Some(decode_header(&record, account, limits.max_columns));
         } else {
             found.records += 1;
         }
@@ -560,7 +719,8 @@ fn scan_content(raw: impl Read + Send, account: &AccountSettings, limits: FileLi
     Ok(found)
 }
 
-fn decode_header(record: &csv::ByteRecord, encoding: FileEncoding, max_columns: usize) -> Result<Header, FileError> {
+fn decode_header(record: &csv::ByteRecord, account: &AccountSettings, max_columns: usize) -> Result<Header, FileError> {
+    let encoding = account.encoding;
     let mut names = Vec::with_capacity(record.len());
     for field in record.iter() {
         match decode(field, encoding) {
@@ -573,7 +733,34 @@ fn decode_header(record: &csv::ByteRecord, encoding: FileEncoding, max_columns: 
             }
         }
     }
-    Header::parse(&names, max_columns)
+    Header::read(&names, account, max_columns)
+}
+
+/// The names of a file's header line, decoded (`None`: no header line, or
+/// not text), for the suggestion made for a rejected file. Reads up to the
+/// first non-blank record past Excel's `sep=` line.
+pub fn header_names(file: impl Read, encoding: FileEncoding, limits: FileLimits) -> io::Result<Option<Vec<String>>> {
+    let (prepared, delimiter) = prepare(file)?;
+    let mut csv = csv_reader(LineCounter::new(prepared, limits.max_record_bytes), delimiter);
+    let mut record = csv::ByteRecord::new();
+    let mut sep_skipped = false;
+    loop {
+        match csv.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return Ok(None),
+        }
+        if is_blank(&record) {
+            continue;
+        }
+        if !sep_skipped && is_sep_record(&record) {
+            sep_skipped = true;
+            continue;
+        }
+        if record.len() > limits.max_columns {
+            return Ok(None);
+        }
+        return Ok(record.iter().map(|f| decode(f, encoding).map(|n| n.into_owned())).collect());
+    }
 }
 
 /// Decodes a cell; `None` for bytes not valid in the encoding. NUL is not
@@ -629,7 +816,10 @@ impl<R: Read> RowReader<R> {
         if reader.next_record()?.is_none() {
             return Ok(Err(FileError::new(FileErrorCode::EmptyFile, "the file is empty")));
         }
-        reader.header = match decode_header(&reader.record, reader.account.encoding, limits.max_columns) {
+        if is_sep_record(&reader.record) && reader.next_record()?.is_none() {
+            return Ok(Err(FileError::new(FileErrorCode::EmptyFile, "the file is empty")));
+        }
+        reader.header = match decode_header(&reader.record, &reader.account, limits.max_columns) {
             Ok(header) => header,
             Err(e) => return Ok(Err(e)),
         };
@@ -690,13 +880,17 @@ fn parse_record(header: &Header, account: &AccountSettings, record: &csv::ByteRe
     let cells = match decode_cells(header, account, record) {
         Ok(cells) => cells,
         Err(error) => {
-            let claim = record
-                .get(header.ref_index)
+            let claim = ref_source(header)
+                .and_then(|i| record.get(i))
                 .and_then(|f| decode(f, account.encoding))
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty());
             return ParsedRow { line, claim, outcome: Err(vec![error]), bytes: 0 };
         }
+    };
+    let cells = match &header.mapping {
+        None => cells,
+        Some(mapped) => mapped_cells(mapped, cells),
     };
     let mut row = Cells { header, cells, errors: Vec::new() };
     let ref_cell = row.cells[header.ref_index].trim();
@@ -714,6 +908,79 @@ fn parse_record(header: &Header, account: &AccountSettings, record: &csv::ByteRe
         _ => Err(row.errors),
     };
     ParsedRow { line, claim, outcome, bytes: 0 }
+}
+
+/// The file's column the ref is read from (a mapped ref: its own column).
+fn ref_source(header: &Header) -> Option<usize> {
+    match &header.mapping {
+        None => Some(header.ref_index),
+        Some(m) => match &m.header.columns[header.ref_index].feed {
+            Feed::Cell { index, fallbacks } => index.or_else(|| fallbacks.first().copied()),
+            Feed::Constant(_) => None,
+        },
+    }
+}
+
+/// The cells of the columns a profile produces, from the file's cells:
+/// fallbacks for empty ones, constants, and one leading `'` dropped where
+/// a spreadsheet-safe export added it.
+fn mapped_cells<'r>(mapped: &Mapped, cells: Vec<Cow<'r, str>>) -> Vec<Cow<'r, str>> {
+    let strip = |cell: &Cow<'r, str>| -> Cow<'r, str> {
+        match cell {
+            Cow::Borrowed(text) if mapped.strip_apostrophe => Cow::Borrowed(strip_apostrophe(text)),
+            Cow::Owned(text) if mapped.strip_apostrophe => Cow::Owned(strip_apostrophe(text).to_owned()),
+            other => other.clone(),
+        }
+    };
+    mapped
+        .header
+        .columns
+        .iter()
+        .map(|column| match &column.feed {
+            Feed::Constant(value) => Cow::Owned(value.clone()),
+            Feed::Cell { index, fallbacks } => {
+                let own = index.map(|i| strip(&cells[i]));
+                match own {
+                    Some(cell) if !cell.trim().is_empty() => cell,
+                    own => fallbacks
+                        .iter()
+                        .map(|&i| strip(&cells[i]))
+                        .find(|c| !c.trim().is_empty())
+                        .or(own)
+                        .unwrap_or(Cow::Borrowed("")),
+                }
+            }
+        })
+        .collect()
+}
+
+/// Drops the one leading `'` a spreadsheet-safe export puts before a number,
+/// a phone number or a date (`'+15551234567`, `'0042`, `'2024-05-01`).
+fn strip_apostrophe(text: &str) -> &str {
+    let trimmed = text.trim();
+    match trimmed.strip_prefix('\'') {
+        Some(rest)
+            if rest.bytes().any(|b| b.is_ascii_digit())
+                && rest.bytes().all(|b| b.is_ascii_digit() || b" +-./:()TZ".contains(&b)) =>
+        {
+            rest
+        }
+        _ => text,
+    }
+}
+
+/// A phone value a spreadsheet turned into a number in E notation
+/// (`1.5551234567E+10`): its digits are lost.
+fn is_e_notation(value: &str) -> bool {
+    let v = value.trim();
+    let Some((mantissa, exponent)) = v.split_once(['E', 'e']) else { return false };
+    let exponent = exponent.strip_prefix('+').unwrap_or(exponent);
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && !exponent.is_empty()
+        && exponent.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The record's cells as text, or the one record-level error that stops it.
@@ -734,7 +1001,7 @@ fn decode_cells<'r>(
     for (i, field) in record.iter().enumerate() {
         match decode(field, account.encoding) {
             Some(text) => cells.push(text),
-            None => undecodable.push(quote(&header.names[i])),
+            None => undecodable.push(quote(header.source_name(i))),
         }
     }
     if undecodable.is_empty() {
@@ -756,6 +1023,15 @@ struct Cells<'h, 'r> {
 }
 
 impl Cells<'_, '_> {
+    /// A message about column `i`, naming our target for a mapped column
+    /// (`"Mobile" (phone): ...`).
+    fn describe(&self, i: usize, message: impl Into<String>) -> String {
+        match &self.header.mapping {
+            Some(m) => format!("{}: {}", m.labels[i], message.into()),
+            None => message.into(),
+        }
+    }
+
     /// The trimmed cell `i` when it is worth reading: not empty, and not
     /// over the size limit (that is its error).
     fn usable(&mut self, i: usize) -> Option<&str> {
@@ -764,9 +1040,10 @@ impl Cells<'_, '_> {
             return None;
         }
         if cell.len() > MAX_CELL_BYTES {
-            let name = &self.header.names[i];
-            let message = format!("{name} is {} bytes long; the limit is {MAX_CELL_BYTES}", self.cells[i].len());
-            self.errors.push(RowError::new(RowErrorCode::FieldTooLong, name.clone(), message));
+            let name = self.header.names[i].clone();
+            let message = self
+                .describe(i, format!("{name} is {} bytes long; the limit is {MAX_CELL_BYTES}", self.cells[i].len()));
+            self.errors.push(RowError::new(RowErrorCode::FieldTooLong, name, message));
             return None;
         }
         Some(self.cells[i].trim())
@@ -781,7 +1058,9 @@ impl Cells<'_, '_> {
         match CustomerRef::parse(self.cells[i].trim()) {
             Ok(r) => Some(r),
             Err(Invalid { code, message }) => {
-                self.errors.push(RowError::new(code, "ref", message));
+                let field = if self.header.mapping.is_some() { self.header.names[i].clone() } else { "ref".to_owned() };
+                let message = self.describe(i, message);
+                self.errors.push(RowError::new(code, field, message));
                 None
             }
         }
@@ -818,12 +1097,21 @@ impl Cells<'_, '_> {
                 if !seen_raw.insert(value) {
                     continue;
                 }
-                match Address::parse(
-                    value,
-                    kind.unwrap_or(AddressKind::Any),
-                    account.default_region,
-                    account.phone_check,
-                ) {
+                if header.mapping.is_some() && kind != Some(AddressKind::Email) && is_e_notation(value) {
+                    cell_errors += 1;
+                    let message = self.describe(
+                        i,
+                        format!(
+                            "{} is a number in E notation: a spreadsheet turned the phone number into a number \
+                             and its digits are lost; format the column as text and export again",
+                            quote(value)
+                        ),
+                    );
+                    self.errors.push(RowError::new(RowErrorCode::InvalidPhone, header.names[i].clone(), message));
+                    continue;
+                }
+                let region = header.mapping.as_ref().map_or(account.default_region, |m| m.default_region);
+                match Address::parse(value, kind.unwrap_or(AddressKind::Any), region, account.phone_check) {
                     Ok(address) => {
                         if distinct.insert(address.as_str().to_owned()) {
                             addresses.push(address);
@@ -831,6 +1119,7 @@ impl Cells<'_, '_> {
                     }
                     Err(Invalid { code, message }) => {
                         cell_errors += 1;
+                        let message = self.describe(i, message);
                         self.errors.push(RowError::new(code, header.names[i].clone(), message));
                     }
                 }
@@ -881,16 +1170,25 @@ impl Cells<'_, '_> {
                     Ok(Value::Object(map)) if has_nul(&map) => {
                         Some(format!("{} contains a NUL character (\\u0000), which cannot be stored", target.name()))
                     }
-                    Ok(Value::Object(map)) => {
-                        object = map;
-                        None
-                    }
+                    Ok(Value::Object(map)) => match duplicate_key(cell) {
+                        Some(key) => Some(format!(
+                            "{} sets the key {} twice (one of the values would be lost)",
+                            target.name(),
+                            quote(&key)
+                        )),
+                        None => {
+                            object = map;
+                            None
+                        }
+                    },
                     Ok(_) => Some(format!("{} must be a JSON object such as {{\"key\": \"value\"}}", target.name())),
                     Err(e) => Some(format!("{} is not valid JSON ({})", target.name(), json_reason(&e))),
                 },
             };
             if let Some(message) = problem {
-                self.errors.push(RowError::new(target.code(), target.name(), message));
+                let field = if header.mapping.is_some() { header.names[i].clone() } else { target.name().to_owned() };
+                let message = self.describe(i, message);
+                self.errors.push(RowError::new(target.code(), field, message));
             }
         }
         for (i, column) in header.columns.iter().enumerate() {
@@ -900,11 +1198,8 @@ impl Cells<'_, '_> {
             }
             let Some(cell) = self.usable(i).map(str::to_owned) else { continue };
             if !insert_path(&mut object, keys, Value::String(cell)) {
-                self.errors.push(RowError::new(
-                    target.code(),
-                    header.names[i].clone(),
-                    format!("{} sets a key that this row already sets", header.names[i]),
-                ));
+                let message = self.describe(i, format!("{} sets a key that this row already sets", header.names[i]));
+                self.errors.push(RowError::new(target.code(), header.names[i].clone(), message));
             }
         }
         object
@@ -1041,6 +1336,61 @@ fn json_depth(text: &str) -> usize {
         }
     }
     deepest
+}
+
+/// The first key set twice in one object of a JSON text (that is valid
+/// JSON; depth already bounded), found without building anything.
+fn duplicate_key(text: &str) -> Option<String> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    struct Check<'a>(&'a std::cell::RefCell<Option<String>>);
+    impl<'de> DeserializeSeed<'de> for Check<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Check<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut keys = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !keys.insert(key.clone()) && self.0.borrow().is_none() {
+                    *self.0.borrow_mut() = Some(key);
+                }
+                map.next_value_seed(Check(self.0))?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Check(self.0))?.is_some() {}
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+    let found = std::cell::RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_str(text);
+    Check(&found).deserialize(&mut de).ok()?;
+    found.into_inner()
 }
 
 fn has_nul(map: &Map<String, Value>) -> bool {
@@ -1396,5 +1746,119 @@ mod tests {
     fn an_addresses_cell_of_separators_only_is_missing_address() {
         let r = rows("ref,addresses\nc1,\" , ; \"\n");
         assert_eq!(first_error(&r[0]), ("missing_address", "addresses".to_owned()));
+    }
+
+    fn mapped_account(profile: &str) -> AccountSettings {
+        let p = std::sync::Arc::new(crate::domain::mapping::Profile::parse("mine", profile.as_bytes()).unwrap());
+        let mut acct = account();
+        acct.mapping = MappingChoice::Select { file_name: "export.csv".into(), profiles: Arc::new(vec![p]) };
+        acct
+    }
+
+    const PROFILE: &str = "ignore = [\"Total Spent\"]\n[columns]\n\"Customer ID\" = \"ref\"\n\"Email\" = \"email\"\n\
+        \"Mobile\" = \"phone\"\n\"Phone 2\" = \"address_2\"\n\"First Name\" = \"metadata.firstName\"\n\
+        [constants]\n\"metadata.source\" = \"shop\"\n[fallback]\nref = [\"Email\"]\n";
+
+    #[test]
+    fn a_mapped_file_keeps_the_merchants_column_order_and_applies_fallbacks_and_constants() {
+        let text = "Mobile,Customer ID,Email,Total Spent,Phone 2,First Name\n\
+                    '+15555001234,'42,ann@example.com,10.00,+15555001235,Ann\n\
+                    ,,bob@example.com,0,,Bob\n";
+        let acct = mapped_account(PROFILE);
+        let scanned = scan(text.as_bytes(), &acct, FileLimits::default()).unwrap();
+        assert_eq!(scanned.rejection, None);
+        let applied = scanned.mapping.clone().expect("mapped");
+        assert_eq!(applied.ignored, ["Total Spent"]);
+        let mut chosen = account();
+        chosen.mapping = MappingChoice::Chosen(applied);
+        let r = rows_of(text.as_bytes(), chosen);
+        let c = r[0].outcome.as_ref().unwrap();
+        assert_eq!(c.customer_ref().as_str(), "42", "the apostrophe is dropped");
+        let got: Vec<&str> = c.addresses().iter().map(|a| a.as_str()).collect();
+        assert_eq!(got, ["+15555001234", "ann@example.com", "+15555001235"]);
+        assert_eq!(
+            Value::Object(c.metadata().as_map().clone()),
+            serde_json::json!({"firstName": "Ann", "source": "shop"})
+        );
+        let c = r[1].outcome.as_ref().unwrap();
+        assert_eq!(c.customer_ref().as_str(), "bob@example.com", "the fallback");
+    }
+
+    #[test]
+    fn a_mapped_error_names_the_merchants_column_and_our_target() {
+        let text = "Customer ID,Email,Mobile\nc1,ann@example.com,1.5551234567E+10\nc2,ann@example.com,12\n";
+        let r = rows_of(text.as_bytes(), mapped_account(PROFILE));
+        let errors = r[0].outcome.as_ref().unwrap_err();
+        assert_eq!((errors[0].code.code(), errors[0].field.as_str()), ("invalid_phone", "mobile"));
+        assert!(errors[0].message.starts_with("\"mobile\" (phone): "), "{}", errors[0].message);
+        assert!(errors[0].message.contains("spreadsheet"), "{}", errors[0].message);
+        let errors = r[1].outcome.as_ref().unwrap_err();
+        assert_eq!(errors[0].field, "mobile");
+    }
+
+    #[test]
+    fn excels_sep_line_is_skipped_and_still_counts_as_a_line() {
+        let r = rows("sep=;\nref;address\nc1;+15555001234\n");
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].line, 3);
+        assert!(r[0].outcome.is_ok());
+        let scanned =
+            scan(&b"sep=,\r\nref,address\r\nc1,+15555001234\r\n"[..], &account(), FileLimits::default()).unwrap();
+        assert_eq!((scanned.rejection, scanned.records), (None, 1));
+    }
+
+    #[test]
+    fn an_unmapped_header_is_read_as_before_when_no_profile_explains_it() {
+        let acct = mapped_account(PROFILE);
+        let scanned = scan(&b"ref,address\nc1,+15555001234\n"[..], &acct, FileLimits::default()).unwrap();
+        assert_eq!((scanned.rejection, scanned.mapping), (None, None));
+        let scanned = scan(&b"ref,adress\n"[..], &acct, FileLimits::default()).unwrap();
+        assert_eq!(scanned.rejection.unwrap().code, FileErrorCode::UnknownColumn);
+        let scanned = scan(&b"Customer ID,Email,email\n"[..], &acct, FileLimits::default()).unwrap();
+        assert_eq!(scanned.rejection.unwrap().code, FileErrorCode::DuplicateColumn, "two columns one name");
+    }
+
+    #[test]
+    fn a_metadata_column_keeps_its_keys_case() {
+        let r = rows("ref,address,Metadata.firstName\nc1,+15555001234,Ann\n");
+        let c = r[0].outcome.as_ref().unwrap();
+        assert_eq!(Value::Object(c.metadata().as_map().clone()), serde_json::json!({"firstName": "Ann"}));
+    }
+
+    #[test]
+    fn e_notation_and_apostrophes_are_recognised() {
+        assert!(is_e_notation("1.5551234567E+10") && is_e_notation("4.4e11") && is_e_notation("1E5"));
+        assert!(!is_e_notation("+15551234567") && !is_e_notation("E+10") && !is_e_notation("1.5E"));
+        assert_eq!(strip_apostrophe("'+15551234567"), "+15551234567");
+        assert_eq!(strip_apostrophe("'2024-05-01"), "2024-05-01");
+        assert_eq!(strip_apostrophe("'quoted'"), "'quoted'");
+        assert_eq!(strip_apostrophe("O'Brien"), "O'Brien");
+    }
+
+    #[test]
+    fn a_duplicate_key_in_a_json_cell_fails_the_row() {
+        let r =
+            rows("ref,address,metadata\nc1,+15555001234,\"{\"\"tier\"\":\"\"gold\"\",\"\"tier\"\":\"\"silver\"\"}\"\n");
+        let errors = r[0].outcome.as_ref().unwrap_err();
+        assert_eq!((errors[0].code.code(), errors[0].field.as_str()), ("invalid_metadata", "metadata"));
+        assert!(errors[0].message.contains("`tier` twice"), "{}", errors[0].message);
+        let r = rows("ref,address,appdata\nc1,+15555001234,\"{\"\"a\"\":{\"\"b\"\":1,\"\"b\"\":2}}\"\n");
+        assert_eq!(first_error(&r[0]), ("invalid_appdata", "appdata".into()), "nested objects too");
+        assert_eq!(duplicate_key(r#"{"a":[{"x":1},{"x":2}],"b":{"x":1}}"#), None, "same keys in different objects");
+    }
+
+    #[test]
+    fn numbers_keep_their_digits() {
+        let r = rows("ref,address,metadata\nc1,+15555001234,\"{\"\"id\"\":123456789012345678901,\"\"p\"\":0.10}\"\n");
+        let c = r[0].outcome.as_ref().unwrap();
+        let text = serde_json::to_string(c.metadata().as_map()).unwrap();
+        assert_eq!(text, r#"{"id":123456789012345678901,"p":0.10}"#);
+    }
+
+    #[test]
+    fn a_dotted_key_inside_an_object_is_that_key_not_a_path() {
+        let r = rows("ref,address,metadata,metadata.a.b\nc1,+15555001234,\"{\"\"a.b\"\":1}\",2\n");
+        let c = r[0].outcome.as_ref().unwrap();
+        assert_eq!(Value::Object(c.metadata().as_map().clone()), serde_json::json!({"a.b": 1, "a": {"b": "2"}}));
     }
 }

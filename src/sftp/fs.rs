@@ -79,7 +79,13 @@ pub(crate) struct FsShared {
     pub(crate) open_files: Arc<OpenFiles>,
     /// Names this node's upload temps (see `mailbox::upload_temp_name`).
     pub(crate) node_id: String,
+    /// Where `/mappings` keeps the account's mapping profiles.
+    pub(crate) directory: Arc<dyn super::UserDirectory>,
 }
+
+/// The `/mappings` folder: mapping profiles, kept in the database.
+#[path = "mappings.rs"]
+mod mappings;
 
 /// Paths on disk that some session has open (reading or uploading).
 #[derive(Default)]
@@ -831,16 +837,25 @@ impl russh_sftp::server::Handler for AccountFs {
     }
 
     async fn realpath(&mut self, id: u32, path: String) -> Reply<Name> {
+        if let Some(result) = mappings::realpath(id, &path) {
+            return self.noted("realpath", &path, result);
+        }
         let result = self.view.resolve(&path).map(|v| Name { id, files: vec![File::dummy(v.display)] });
         self.noted("realpath", &path, result)
     }
 
     async fn stat(&mut self, id: u32, path: String) -> Reply<Attrs> {
+        if let Some(result) = self.mapping_stat(id, &path).await {
+            return self.noted("stat", &path, result);
+        }
         let result = self.view.resolve(&path).and_then(|v| self.view.attrs_of(&v)).map(|attrs| Attrs { id, attrs });
         self.noted("stat", &path, result)
     }
 
     async fn lstat(&mut self, id: u32, path: String) -> Reply<Attrs> {
+        if let Some(result) = self.mapping_stat(id, &path).await {
+            return self.noted("lstat", &path, result);
+        }
         let result = self.view.resolve(&path).and_then(|v| self.view.attrs_of(&v)).map(|attrs| Attrs { id, attrs });
         self.noted("lstat", &path, result)
     }
@@ -852,12 +867,18 @@ impl russh_sftp::server::Handler for AccountFs {
     }
 
     async fn open(&mut self, id: u32, filename: String, pflags: OpenFlags, _attrs: FileAttributes) -> Reply<Handle> {
+        if let Some(result) = self.mapping_open(id, &filename, pflags).await {
+            return self.noted("open", &filename, result);
+        }
         let result = self.do_open(id, &filename, pflags).await;
         self.noted("open", &filename, result)
     }
 
     async fn close(&mut self, id: u32, handle: String) -> Reply<Status> {
         let shown = self.handle_display(&handle);
+        if let Some(result) = self.mapping_close(id, &handle).await {
+            return self.noted("close", &shown, result);
+        }
         let result = self.do_close(id, &handle);
         self.noted("close", &shown, result)
     }
@@ -895,6 +916,9 @@ impl russh_sftp::server::Handler for AccountFs {
     }
 
     async fn opendir(&mut self, id: u32, path: String) -> Reply<Handle> {
+        if let Some(result) = self.mapping_opendir(id, &path).await {
+            return self.noted("opendir", &path, result);
+        }
         let result = self.do_opendir(id, &path).await;
         self.noted("opendir", &path, result)
     }
@@ -905,6 +929,9 @@ impl russh_sftp::server::Handler for AccountFs {
     }
 
     async fn remove(&mut self, id: u32, filename: String) -> Reply<Status> {
+        if let Some(result) = self.mapping_remove(id, &filename).await {
+            return self.noted("remove", &filename, result);
+        }
         let result = self.do_remove(id, &filename);
         self.noted("remove", &filename, result)
     }

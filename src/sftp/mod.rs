@@ -49,6 +49,23 @@ pub trait UserDirectory: Send + Sync + 'static {
     async fn login_refused(&self, _source: IpAddr, _limit: LoginLimit) -> Result<Option<bool>, DirectoryError> {
         Ok(None)
     }
+
+    /// An account's mapping profiles as (name, text), by name: the
+    /// `/mappings` folder's listing.
+    async fn list_mappings(&self, _account: &str) -> anyhow::Result<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
+
+    /// Checks and stores a profile uploaded into `/mappings`; `Ok(Err(why))`
+    /// when it is refused (the line and key, said to the client).
+    async fn put_mapping(&self, _account: &str, _name: &str, _text: &[u8]) -> anyhow::Result<Result<(), String>> {
+        Ok(Err("mapping profiles are not kept by this server".to_owned()))
+    }
+
+    /// Removes a profile; whether there was one.
+    async fn remove_mapping(&self, _account: &str, _name: &str) -> anyhow::Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Failed logins a source may make within `window` before it is refused for

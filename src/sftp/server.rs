@@ -154,7 +154,7 @@ impl SftpServer {
         let config = ssh_config(settings, host_keys, methods.clone());
 
         let shared = Arc::new(Shared {
-            users,
+            users: Arc::clone(&users),
             accounts_root,
             allow_ssh_rsa_sha1: settings.allow_ssh_rsa_sha1,
             passwords: PasswordChecker::new(settings.max_concurrent_password_checks),
@@ -172,6 +172,7 @@ impl SftpServer {
                 handles_per_account: Counter::new(settings.max_handles_per_account.max(1)),
                 open_files: Arc::new(OpenFiles::default()),
                 node_id: node_id.clone(),
+                directory: Arc::clone(&users),
             }),
         });
         tracing::info!(listen = %local_addr, "SFTP server listening");

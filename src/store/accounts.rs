@@ -21,6 +21,7 @@ fn account(r: &impl Columns) -> Result<AccountSettings> {
         phone_check: PhoneCheck::parse(&r.text("phone_check")?).map_err(corrupt)?,
         report_bom: r.flag("report_bom")?,
         avid: AccountId::parse(&r.text("avid")?).map_err(corrupt)?,
+        mapping: Default::default(),
     })
 }
 
@@ -167,11 +168,18 @@ impl Store {
         }
     }
 
-    /// Removes the account and its users; its customers stay in the store.
+    /// Removes the account, its users and mapping profiles; its customers
+    /// stay in the store.
     pub async fn remove_account(&self, avid: &str) -> Result<()> {
         match self {
-            Store::Sqlite(s) => s.sql.remove_account(avid).await,
-            Store::Postgres(s) => s.sql.remove_account(avid).await,
+            Store::Sqlite(s) => {
+                s.sql.remove_account_mappings(avid).await?;
+                s.sql.remove_account(avid).await
+            }
+            Store::Postgres(s) => {
+                s.sql.remove_account_mappings(avid).await?;
+                s.sql.remove_account(avid).await
+            }
         }
     }
 

@@ -12,6 +12,7 @@ mod in_process;
 mod interop_clients;
 mod interop_sftp;
 mod mailbox_props;
+mod mapping;
 mod merchant;
 mod ops;
 mod samples;

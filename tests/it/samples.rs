@@ -97,7 +97,9 @@ async fn every_sample_gives_its_expected_report(db: TestDb) {
                 "error",
                 "errors_by_code",
                 "dry_run",
-                "failed_file"
+                "failed_file",
+                "mapping",
+                "ignored_columns"
             ]
         );
         // The error counts match the results.

@@ -48,6 +48,8 @@ fn summary_of(job: &Job) -> intake::domain::Summary {
         errors_by_code: Default::default(),
         dry_run: false,
         failed_file: None,
+        mapping: None,
+        ignored_columns: Vec::new(),
     }
 }
 
