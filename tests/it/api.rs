@@ -430,7 +430,48 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_body(db
     assert_eq!(bad.status().as_u16(), 400);
 }
 
+/// The committed `docs/openapi.json` is what the server generates and
+/// serves (run with `INTAKE_WRITE_OPENAPI=1` to write it after a change),
+/// and every documented route and method is served.
+async fn the_committed_openapi_document_is_the_served_one_and_documents_every_route(db: TestDb) {
+    let committed_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json");
+    let generated = intake::api::openapi_document();
+    if std::env::var_os("INTAKE_WRITE_OPENAPI").is_some() {
+        std::fs::create_dir_all(committed_path.parent().unwrap()).unwrap();
+        std::fs::write(&committed_path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&committed_path).expect("docs/openapi.json is committed");
+    assert!(
+        committed == generated,
+        "docs/openapi.json differs from the code's document: INTAKE_WRITE_OPENAPI=1 cargo test --test it openapi"
+    );
+
+    let daemon = TestDaemon::spawn_in_process(&db, &[TestAccount::new("acme")], &[]).await;
+    let api = daemon.api_addr().await;
+    let served = client().get(format!("http://{api}/api/v1/openapi.json")).send().await.unwrap();
+    assert_eq!(served.status().as_u16(), 200);
+    assert_eq!(served.text().await.unwrap(), generated);
+
+    let document: Value = serde_json::from_str(&generated).unwrap();
+    assert_eq!(document["openapi"].as_str().unwrap().get(..3), Some("3.1"));
+    let t = token(&daemon, "acme", &[]).await;
+    let mut documented = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let url = format!("http://{api}{}", path.replace("{avid}", "acme").replace("{id}", "none"));
+            let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+            let response = client().request(method.clone(), &url).bearer_auth(&t).send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            assert!(status != 405 && body["detail"] != "no such route", "{method} {path} is documented, not served");
+            documented += 1;
+        }
+    }
+    assert_eq!(documented, 5, "{document}");
+}
+
 crate::on_both_backends!(
+    the_committed_openapi_document_is_the_served_one_and_documents_every_route,
     an_idempotency_key_replays_the_first_answer_and_refuses_another_body,
     a_silent_flood_on_the_ops_listener_is_capped_and_uploads_and_the_api_go_on,
     a_slowloris_client_is_cut_and_huge_headers_never_hold_the_server,
