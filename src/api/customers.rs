@@ -162,7 +162,8 @@ fn read_body(bytes: &Bytes, headers: &HeaderMap, allowed: &[&str]) -> Result<Bod
     tag = "customers",
     params(
         ("avid" = String, Path, description = "The account's AVID (the token's account)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 h (1-255 visible ASCII characters)")
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 h (1-255 visible ASCII characters)",
+            pattern = r"^[!-~]([ -~]{0,253}[!-~])?$")
     ),
     request_body(content = CustomerInput, content_type = "application/json"),
     responses(

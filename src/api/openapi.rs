@@ -37,12 +37,14 @@ impl Modify for BearerToken {
     }
 }
 
-/// A customer to create.
-#[derive(ToSchema)]
+/// A customer to create (no other fields).
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub(super) struct CustomerInput {
     /// The merchant's identifier, unique in the account (1–255 characters after trimming).
-    #[schema(rename = "ref", min_length = 1, max_length = 255)]
+    #[serde(rename = "ref")]
+    #[schema(min_length = 1, max_length = 255)]
     customer_ref: String,
     /// Phone numbers (E.164) or emails; the first is the default; duplicates are dropped.
     #[schema(min_items = 1, max_items = 10)]
@@ -57,11 +59,12 @@ pub(super) struct CustomerInput {
 
 /// Changes to a customer: addresses (when given) replace the stored ones;
 /// metadata and appdata keys given are set, others kept.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub(super) struct CustomerPatch {
     /// If given, the customer's own ref (a ref cannot change).
-    #[schema(rename = "ref")]
+    #[serde(rename = "ref")]
     customer_ref: Option<String>,
     #[schema(min_items = 1, max_items = 10)]
     addresses: Option<Vec<String>>,
