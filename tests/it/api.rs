@@ -470,7 +470,52 @@ async fn the_committed_openapi_document_is_the_served_one_and_documents_every_ro
     assert_eq!(documented, 5, "{document}");
 }
 
+/// A 5 GB Content-Length and a body that never ends: 413 at the limit,
+/// never read to the end, never held.
+async fn an_endless_or_oversized_body_gets_413_at_the_limit(db: TestDb) {
+    let daemon = TestDaemon::spawn_in_process(&db, &[TestAccount::new("acme")], &[]).await;
+    let api = daemon.api_addr().await;
+    let t = token(&daemon, "acme", &[]).await;
+    let head = |framing: &str| {
+        format!(
+            "POST /api/v1/accounts/acme/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\n\
+             Content-Type: application/json\r\n{framing}\r\n"
+        )
+    };
+    for framing in ["Content-Length: 5000000000\r\n", "Transfer-Encoding: chunked\r\n"] {
+        let stream = TcpStream::connect(&api).await.unwrap();
+        let (mut read, mut write) = stream.into_split();
+        let request = head(framing);
+        let chunked = framing.starts_with("Transfer");
+        // Writes until the server stops reading (at most 64 MiB).
+        let writer = tokio::spawn(async move {
+            write.write_all(request.as_bytes()).await?;
+            let piece = vec![b' '; 64 * 1024];
+            for _ in 0..1024 {
+                if chunked {
+                    write.write_all(format!("{:x}\r\n", piece.len()).as_bytes()).await?;
+                    write.write_all(&piece).await?;
+                    write.write_all(b"\r\n").await?;
+                } else {
+                    write.write_all(&piece).await?;
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        let mut answer = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(20), read.read(&mut answer))
+            .await
+            .expect("an answer before the body ends")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{framing}: {answer}");
+        assert!(answer.contains("payload_too_large"), "{answer}");
+        writer.abort();
+    }
+}
+
 crate::on_both_backends!(
+    an_endless_or_oversized_body_gets_413_at_the_limit,
     the_committed_openapi_document_is_the_served_one_and_documents_every_route,
     an_idempotency_key_replays_the_first_answer_and_refuses_another_body,
     a_silent_flood_on_the_ops_listener_is_capped_and_uploads_and_the_api_go_on,
