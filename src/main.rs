@@ -309,6 +309,7 @@ async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool)
             scopes: if may_update { Scopes::ALL } else { Scopes::CREATE_ONLY },
         },
         take: ingest::job::Take::Copy,
+        job_id: None,
     };
     let job = ingest::job::enqueue(&ctx, arrival, Some(&ctx.owner)).await?;
     let mut runner = JobRunner::open(&ctx, job).await?;

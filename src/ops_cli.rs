@@ -283,6 +283,7 @@ async fn retry_job(config: &Config, store: Store, job_id: &str) -> Result<ExitCo
         kind: job.kind,
         uploader,
         take: ingest::job::Take::Copy,
+        job_id: None,
     };
     let new = ingest::job::enqueue(&ctx, arrival, None).await;
     node.finish().await;

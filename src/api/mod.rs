@@ -6,6 +6,7 @@
 pub mod auth;
 mod customers;
 mod idempotency;
+mod jobs;
 mod openapi;
 pub mod problem;
 
@@ -28,6 +29,8 @@ pub struct ApiState {
     failures: Arc<auth::Failures>,
     /// The OpenAPI document, made with the router.
     openapi: Arc<std::sync::OnceLock<String>>,
+    /// Where bulk jobs arrive (as SFTP uploads do); `None`: no bulk jobs.
+    ctx: Option<Arc<crate::ingest::Context>>,
 }
 
 impl ApiState {
@@ -38,7 +41,14 @@ impl ApiState {
             store,
             failures: Arc::new(auth::Failures::new(max_failures, window)),
             openapi: Arc::new(std::sync::OnceLock::new()),
+            ctx: None,
         }
+    }
+
+    /// Bulk jobs arrive through `ctx`, as SFTP uploads do.
+    pub fn with_jobs(mut self, ctx: Arc<crate::ingest::Context>) -> ApiState {
+        self.ctx = Some(ctx);
+        self
     }
 
     /// Refused by this process's count or by the count nodes share.
@@ -80,6 +90,12 @@ fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(customers::find, customers::create))
         .routes(routes!(customers::get, customers::update))
+        .routes(routes!(jobs::create))
+        .routes(routes!(jobs::get, jobs::discard))
+        .routes(routes!(jobs::put_data))
+        .routes(routes!(jobs::complete))
+        .routes(routes!(jobs::results))
+        .routes(routes!(jobs::failed))
         .routes(routes!(openapi::serve))
         .split_for_parts()
 }
@@ -150,6 +166,7 @@ impl ApiServer {
 pub async fn start(
     config: &crate::config::Config,
     store: &Store,
+    ctx: Arc<crate::ingest::Context>,
     tasks: &mut crate::app::Parts,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<SocketAddr>> {
@@ -167,7 +184,8 @@ pub async fn start(
         store.clone(),
         config.sftp.max_login_failures_per_source,
         Duration::from_secs(config.sftp.login_penalty_secs),
-    );
+    )
+    .with_jobs(ctx);
     let server = ApiServer::bind(settings, tls.clone(), state)
         .await
         .with_context(|| format!("while binding the API listener ([api] listen = {})", settings.listen))?;

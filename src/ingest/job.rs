@@ -669,6 +669,9 @@ pub struct Arrival<'a> {
     pub kind: JobKind,
     pub uploader: Uploader,
     pub take: Take,
+    /// The job's id when the front end chose it before the file was complete
+    /// (an HTTP bulk job); otherwise a new one.
+    pub job_id: Option<JobId>,
 }
 
 /// Makes a job of a complete upload: records it (`arriving`), then brings
@@ -677,8 +680,8 @@ pub struct Arrival<'a> {
 /// the job (its progress file says so) — or, with `owner`, runs it as that
 /// owner's at once. A crash in between is settled by `recover_arriving`.
 pub async fn enqueue(ctx: &Context, arrival: Arrival<'_>, owner: Option<&str>) -> Result<Job, IngestError> {
-    let Arrival { account, source, file_name, kind, uploader, take } = arrival;
-    let job_id = JobId::generate();
+    let Arrival { account, source, file_name, kind, uploader, take, job_id } = arrival;
+    let job_id = job_id.unwrap_or_else(JobId::generate);
     let spool = ctx.layout.spool(&job_id);
     let upload = spool.join("upload.csv");
     let new = crate::store::NewJob {

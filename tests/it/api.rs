@@ -467,7 +467,7 @@ async fn the_committed_openapi_document_is_the_served_one_and_documents_every_ro
             documented += 1;
         }
     }
-    assert_eq!(documented, 5, "{document}");
+    assert_eq!(documented, 12, "{document}");
 }
 
 /// A 5 GB Content-Length and a body that never ends: 413 at the limit,
@@ -514,7 +514,117 @@ async fn an_endless_or_oversized_body_gets_413_at_the_limit(db: TestDb) {
     }
 }
 
+/// results.csv with the customer_id column blanked (ids differ per account).
+fn without_ids(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let mut cells: Vec<&str> = line.split(',').collect();
+            if cells.len() > 3 {
+                cells[3] = "";
+            }
+            cells.join(",")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn a_bulk_job_over_http_resumes_completes_once_and_reports_as_sftp_does(db: TestDb) {
+    let daemon = TestDaemon::spawn_in_process(&db, &[TestAccount::new("acme"), TestAccount::new("other")], &[]).await;
+    let api = daemon.api_addr().await;
+    let acme = token(&daemon, "acme", &[]).await;
+    let other = token(&daemon, "other", &[]).await;
+    let c = client();
+    let file = daemon.dir.join("bulk.csv");
+    write_customers(&file, "bk-", 50);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.extend_from_slice(b"bad-1,not-a-phone\n");
+    std::fs::write(&file, &bytes).unwrap();
+
+    // The same file over SFTP, by the other account.
+    daemon.upload("other", &file, "bulk.csv").await;
+    let sftp_summary = daemon.summary("other", "bulk", Duration::from_secs(120)).await;
+
+    let jobs = format!("http://{api}/api/v1/accounts/acme/jobs");
+    let created = c.post(&jobs).bearer_auth(&acme).json(&json!({"file": "bulk.csv"})).send().await.unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let job: Value = created.json().await.unwrap();
+    assert_eq!(job["state"], "open");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let url = format!("{jobs}/{id}");
+    // Another account sees nothing of it.
+    for u in [url.clone(), format!("{url}/results")] {
+        assert_eq!(c.get(&u).bearer_auth(&other).send().await.unwrap().status().as_u16(), 404);
+    }
+    let crossed = c.get(format!("http://{api}/api/v1/accounts/other/jobs/{id}")).bearer_auth(&other).send().await;
+    assert_eq!(crossed.unwrap().status().as_u16(), 404);
+
+    // Two pieces; a gap is refused with 416.
+    let total = bytes.len();
+    let half = total / 2;
+    let piece = |start: usize, end: usize| {
+        c.put(format!("{url}/data"))
+            .bearer_auth(&acme)
+            .header("Content-Range", format!("bytes {start}-{}/{total}", end - 1))
+            .body(bytes[start..end].to_vec())
+            .send()
+    };
+    assert_eq!(piece(0, half).await.unwrap().status().as_u16(), 200);
+    assert_eq!(piece(half + 1, total).await.unwrap().status().as_u16(), 416);
+    assert_eq!(piece(half, total).await.unwrap().status().as_u16(), 200);
+    let open: Value = c.get(&url).bearer_auth(&acme).send().await.unwrap().json().await.unwrap();
+    assert_eq!(open["bytes_received"], total);
+
+    // Two completes: one is queued, the other refused.
+    let (a, b) = tokio::join!(
+        c.post(format!("{url}/complete")).bearer_auth(&acme).send(),
+        c.post(format!("{url}/complete")).bearer_auth(&acme).send()
+    );
+    let mut statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [202, 409]);
+    assert_eq!(piece(0, half).await.unwrap().status().as_u16(), 409, "a PUT after complete");
+
+    let summary = daemon.summary("acme", "bulk", Duration::from_secs(120)).await;
+    assert_eq!(summary["job_id"], id.as_str());
+    let done: Value = c.get(&url).bearer_auth(&acme).send().await.unwrap().json().await.unwrap();
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["created"], sftp_summary["created"]);
+    assert_eq!(done["failed"], 1);
+    let results = c.get(format!("{url}/results")).bearer_auth(&acme).send().await.unwrap();
+    assert_eq!(results.status().as_u16(), 200);
+    let over_http = results.text().await.unwrap();
+    let over_sftp = std::fs::read_to_string(daemon.outbox("other").join("bulk.results.csv")).unwrap();
+    assert_eq!(without_ids(&over_http), without_ids(&over_sftp));
+    assert_eq!(over_http, std::fs::read_to_string(daemon.outbox("acme").join("bulk.results.csv")).unwrap());
+    let failed = c.get(format!("{url}/failed")).bearer_auth(&acme).send().await.unwrap();
+    assert_eq!(failed.status().as_u16(), 200);
+    assert!(failed.text().await.unwrap().contains("bad-1"));
+
+    // The job is listed by `intake jobs`, with the same id.
+    let listed = daemon.cli(&["jobs", "--account", "acme", "--json"], "").await;
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&id));
+
+    // A job from SFTP can be read over HTTP by its account.
+    let sftp_id = sftp_summary["job_id"].as_str().unwrap();
+    let theirs = c.get(format!("http://{api}/api/v1/accounts/other/jobs/{sftp_id}")).bearer_auth(&other).send().await;
+    let theirs: Value = theirs.unwrap().json().await.unwrap();
+    assert_eq!(theirs["state"], "completed");
+
+    // An open job can be discarded.
+    let second: Value =
+        c.post(&jobs).bearer_auth(&acme).json(&json!({"file": "x.csv"})).send().await.unwrap().json().await.unwrap();
+    let second_url = format!("{jobs}/{}", second["id"].as_str().unwrap());
+    assert_eq!(c.delete(&second_url).bearer_auth(&acme).send().await.unwrap().status().as_u16(), 204);
+    assert_eq!(c.get(&second_url).bearer_auth(&acme).send().await.unwrap().status().as_u16(), 404);
+    // Names that are not uploads are refused.
+    for name in ["../x.csv", "x.txt", ".hidden.csv"] {
+        let refused = c.post(&jobs).bearer_auth(&acme).json(&json!({"file": name})).send().await.unwrap();
+        assert_eq!(refused.status().as_u16(), 422, "{name}");
+    }
+}
+
 crate::on_both_backends!(
+    a_bulk_job_over_http_resumes_completes_once_and_reports_as_sftp_does,
     an_endless_or_oversized_body_gets_413_at_the_limit,
     the_committed_openapi_document_is_the_served_one_and_documents_every_route,
     an_idempotency_key_replays_the_first_answer_and_refuses_another_body,
