@@ -456,3 +456,63 @@ pub(super) async fn discard(
     let _ = std::fs::remove_file(&data);
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// The most jobs a listing looks through (newest first).
+const LISTED_JOBS: u32 = 1000;
+
+#[derive(serde::Deserialize)]
+pub(super) struct ListQuery {
+    status: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{avid}/jobs",
+    tag = "jobs",
+    params(
+        ("avid" = String, Path, description = "The account's AVID"),
+        ("status" = Option<String>, Query, description = "queued, running, completed, rejected or aborted"),
+        ("limit" = Option<u32>, Query, description = "1-100 (default 50)", minimum = 1, maximum = 100),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")
+    ),
+    responses(
+        (status = 200, description = "{jobs, next_cursor}: newest first, every channel (the newest 1000 jobs)", body = Object),
+        (status = 400, description = "A bad status or limit", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (or not the token's)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+    )
+)]
+/// `GET /api/v1/accounts/{avid}/jobs?status=S&limit=N&cursor=C`.
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(avid): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<ListQuery>,
+) -> Result<Json<Value>, Problem> {
+    caller_account(&caller, &avid)?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=100).contains(&limit) {
+        return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid_limit", "limit is 1 to 100"));
+    }
+    let states = ["queued", "running", "completed", "rejected", "aborted"];
+    if let Some(status) = query.status.as_deref().filter(|s| !states.contains(s)) {
+        let shown = crate::domain::customer::quote(status);
+        return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid_status", format!("{shown} is not a job state")));
+    }
+    let jobs = state.store.list_jobs(Some(&avid), LISTED_JOBS).await.map_err(Problem::internal)?;
+    let after_cursor = match &query.cursor {
+        Some(cursor) => jobs.iter().position(|j| j.job_id.as_str() == cursor).map_or(jobs.len(), |i| i + 1),
+        None => 0,
+    };
+    let page: Vec<&Job> = jobs[after_cursor..]
+        .iter()
+        .filter(|j| query.status.as_deref().is_none_or(|s| state_name(j.status) == s))
+        .take(limit as usize + 1)
+        .collect();
+    let next = (page.len() > limit as usize).then(|| page[limit as usize - 1].job_id.to_string());
+    let listed: Vec<Value> = page.iter().take(limit as usize).map(|j| job_json(&state, j)).collect();
+    Ok(Json(json!({"jobs": listed, "next_cursor": next})))
+}

@@ -90,7 +90,7 @@ fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(customers::find, customers::create))
         .routes(routes!(customers::get, customers::update))
-        .routes(routes!(jobs::create))
+        .routes(routes!(jobs::list, jobs::create))
         .routes(routes!(jobs::get, jobs::discard))
         .routes(routes!(jobs::put_data))
         .routes(routes!(jobs::complete))

@@ -467,7 +467,7 @@ async fn the_committed_openapi_document_is_the_served_one_and_documents_every_ro
             documented += 1;
         }
     }
-    assert_eq!(documented, 12, "{document}");
+    assert_eq!(documented, 13, "{document}");
 }
 
 /// A 5 GB Content-Length and a body that never ends: 413 at the limit,
@@ -609,6 +609,17 @@ async fn a_bulk_job_over_http_resumes_completes_once_and_reports_as_sftp_does(db
     let theirs = c.get(format!("http://{api}/api/v1/accounts/other/jobs/{sftp_id}")).bearer_auth(&other).send().await;
     let theirs: Value = theirs.unwrap().json().await.unwrap();
     assert_eq!(theirs["state"], "completed");
+
+    // Listed newest first, with a cursor.
+    let first_page: Value = c.get(format!("{jobs}?limit=1")).bearer_auth(&acme).send().await.unwrap().json().await.unwrap();
+    assert_eq!(first_page["jobs"][0]["id"], id.as_str());
+    let completed: Value =
+        c.get(format!("{jobs}?status=completed")).bearer_auth(&acme).send().await.unwrap().json().await.unwrap();
+    assert_eq!(completed["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(completed["next_cursor"], Value::Null);
+    let theirs_listed: Value =
+        c.get(format!("http://{api}/api/v1/accounts/other/jobs")).bearer_auth(&other).send().await.unwrap().json().await.unwrap();
+    assert!(!theirs_listed.to_string().contains(&id), "another account's job listed");
 
     // An open job can be discarded.
     let second: Value =
