@@ -457,6 +457,22 @@ pub(super) async fn discard(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A job's state, as listed.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(super) enum JobState {
+    #[schema(rename = "queued")]
+    Queued,
+    #[schema(rename = "running")]
+    Running,
+    #[schema(rename = "completed")]
+    Completed,
+    #[schema(rename = "rejected")]
+    Rejected,
+    #[schema(rename = "aborted")]
+    Aborted,
+}
+
 /// The most jobs a listing looks through (newest first).
 const LISTED_JOBS: u32 = 1000;
 
@@ -473,7 +489,7 @@ pub(super) struct ListQuery {
     tag = "jobs",
     params(
         ("avid" = String, Path, description = "The account's AVID"),
-        ("status" = Option<String>, Query, description = "queued, running, completed, rejected or aborted"),
+        ("status" = Option<JobState>, Query, description = "Only jobs in this state"),
         ("limit" = Option<u32>, Query, description = "1-100 (default 50)", minimum = 1, maximum = 100),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")
     ),

@@ -17,10 +17,13 @@ use utoipa::{Modify, OpenApi, ToSchema};
             Errors are RFC 9457 problem documents carrying intake's stable codes.",
         license(name = "Apache-2.0")
     ),
-    components(schemas(ProblemBody, FieldError, CustomerInput, CustomerPatch, Customer)),
+    components(schemas(ProblemBody, FieldError, CustomerInput, CustomerPatch, Customer, super::jobs::JobState)),
     modifiers(&BearerToken),
     security(("bearer" = [])),
-    tags((name = "customers", description = "The Create Customer command and loading a customer"))
+    tags(
+        (name = "customers", description = "The Create Customer command and loading a customer"),
+        (name = "jobs", description = "Bulk jobs: a CSV file on the engine of SFTP uploads")
+    )
 )]
 pub(super) struct ApiDoc;
 

@@ -611,14 +611,22 @@ async fn a_bulk_job_over_http_resumes_completes_once_and_reports_as_sftp_does(db
     assert_eq!(theirs["state"], "completed");
 
     // Listed newest first, with a cursor.
-    let first_page: Value = c.get(format!("{jobs}?limit=1")).bearer_auth(&acme).send().await.unwrap().json().await.unwrap();
+    let first_page: Value =
+        c.get(format!("{jobs}?limit=1")).bearer_auth(&acme).send().await.unwrap().json().await.unwrap();
     assert_eq!(first_page["jobs"][0]["id"], id.as_str());
     let completed: Value =
         c.get(format!("{jobs}?status=completed")).bearer_auth(&acme).send().await.unwrap().json().await.unwrap();
     assert_eq!(completed["jobs"].as_array().unwrap().len(), 1);
     assert_eq!(completed["next_cursor"], Value::Null);
-    let theirs_listed: Value =
-        c.get(format!("http://{api}/api/v1/accounts/other/jobs")).bearer_auth(&other).send().await.unwrap().json().await.unwrap();
+    let theirs_listed: Value = c
+        .get(format!("http://{api}/api/v1/accounts/other/jobs"))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(!theirs_listed.to_string().contains(&id), "another account's job listed");
 
     // An open job can be discarded.
