@@ -227,7 +227,7 @@ pub async fn start(config: Config) -> Result<RunningApp> {
         });
     }
     let http_addr = start_http(&config, &store, &mut tasks, &shutdown, &sftp_bound).await?;
-    let api_addr = crate::api::start(&config, &store, &mut tasks, &shutdown).await?;
+    let api_addr = crate::api::start(&config, &store, ctx.clone(), &mut tasks, &shutdown).await?;
     start_pipeline(&config, ctx, &store, layout, &mut tasks, &shutdown);
     Ok(RunningApp { sftp_addr, http_addr, api_addr, shutdown, tasks })
 }

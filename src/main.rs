@@ -347,6 +347,7 @@ async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool)
         kind: intake::store::JobKind::Import,
         uploader: Uploader::Operator { scopes: if may_update { Scopes::ALL } else { Scopes::CREATE_ONLY } },
         take: Take::Copy,
+        job_id: None,
     };
     let claimed = arrival::arrive_and_take(&ctx, arrival).await;
     let claimed = match claimed {

@@ -283,6 +283,7 @@ async fn retry_job(config: &Config, store: Store, job_id: &str) -> Result<ExitCo
         kind: job.kind,
         uploader,
         take: ingest::arrival::Take::Copy,
+        job_id: None,
     };
     let new = ingest::arrival::arrive(&ctx, arrival).await;
     node.finish().await;

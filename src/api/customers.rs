@@ -4,7 +4,8 @@
 
 use super::auth::Caller;
 use super::idempotency;
-use super::problem::{FieldError, Problem};
+use super::openapi::{Customer, CustomerInput, CustomerPatch};
+use super::problem::{FieldError, Problem, ProblemBody};
 use super::ApiState;
 use crate::domain::{AccountSettings, RowError};
 use crate::ingest::{rows, upsert};
@@ -155,6 +156,29 @@ fn read_body(bytes: &Bytes, headers: &HeaderMap, allowed: &[&str]) -> Result<Bod
     Ok(Body { customer_ref, addresses, metadata, appdata })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/accounts/{avid}/customers",
+    tag = "customers",
+    params(
+        ("avid" = String, Path, description = "The account's AVID (the token's account)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 h (1-255 visible ASCII characters)",
+            pattern = r"^[!-~]([ -~]{0,253}[!-~])?$")
+    ),
+    request_body(content = CustomerInput, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = Customer, headers(("Location" = String, description = "The customer's URL"))),
+        (status = 400, description = "Not JSON, or a bad Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (or not the token's) or customer", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts from this address", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks customers:create", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The account has a customer with this ref (code ref_exists)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over max_json_bytes", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid: every error with its row error code, or an Idempotency-Key reused with another body", body = ProblemBody, content_type = "application/problem+json")
+    )
+)]
 /// `POST /api/v1/accounts/{avid}/customers`: creates, never updates;
 /// with an `Idempotency-Key`, the first final answer is replayed for 24 h.
 pub(super) async fn create(
@@ -235,6 +259,19 @@ pub(super) struct RefQuery {
     customer_ref: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{avid}/customers",
+    tag = "customers",
+    params(("avid" = String, Path, description = "The account's AVID (the token's account)"), ("ref" = String, Query, description = "The customer's ref")),
+    responses(
+        (status = 200, description = "The customer, appdata included", body = Customer),
+        (status = 400, description = "No ref given", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (or not the token's) or customer", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts from this address", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /api/v1/accounts/{avid}/customers?ref=REF`.
 pub(super) async fn find(
     State(state): State<ApiState>,
@@ -255,6 +292,18 @@ pub(super) async fn find(
     Ok(Json(customer_json(&record)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{avid}/customers/{id}",
+    tag = "customers",
+    params(("avid" = String, Path, description = "The account's AVID (the token's account)"), ("id" = String, Path, description = "The customer's id")),
+    responses(
+        (status = 200, description = "The customer, appdata included", body = Customer),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (or not the token's) or customer", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts from this address", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /api/v1/accounts/{avid}/customers/{id}`.
 pub(super) async fn get(
     State(state): State<ApiState>,
@@ -271,6 +320,24 @@ pub(super) async fn get(
     Ok(Json(customer_json(&record)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/accounts/{avid}/customers/{id}",
+    tag = "customers",
+    params(("avid" = String, Path, description = "The account's AVID (the token's account)"), ("id" = String, Path, description = "The customer's id")),
+    request_body(content = CustomerPatch, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The customer after the change (unchanged if nothing changed)", body = Customer),
+        (status = 400, description = "Not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (or not the token's) or customer", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts from this address", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks customers:update", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over max_json_bytes", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid: every error with its row error code", body = ProblemBody, content_type = "application/problem+json")
+    )
+)]
 /// `PATCH /api/v1/accounts/{avid}/customers/{id}`: the CSV upsert's merge:
 /// addresses (when given) replaced, metadata and appdata keys given set,
 /// others kept; nothing written when nothing changes.

@@ -6,6 +6,8 @@
 pub mod auth;
 mod customers;
 mod idempotency;
+mod jobs;
+mod openapi;
 pub mod problem;
 
 use crate::config::ApiSettings;
@@ -13,7 +15,6 @@ use crate::serve_http::{BoundedServer, TlsFiles};
 use crate::store::Store;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::get;
 use axum::Router;
 use problem::Problem;
 use std::net::{IpAddr, SocketAddr};
@@ -26,13 +27,28 @@ use tokio_util::sync::CancellationToken;
 pub struct ApiState {
     pub(crate) store: Store,
     failures: Arc<auth::Failures>,
+    /// The OpenAPI document, made with the router.
+    openapi: Arc<std::sync::OnceLock<String>>,
+    /// Where bulk jobs arrive (as SFTP uploads do); `None`: no bulk jobs.
+    ctx: Option<Arc<crate::ingest::Context>>,
 }
 
 impl ApiState {
     /// `max_failures` in `window` from one address: refused for a window
     /// (`[sftp] max_login_failures_per_source`, `login_penalty_secs`).
     pub fn new(store: Store, max_failures: u32, window: Duration) -> ApiState {
-        ApiState { store, failures: Arc::new(auth::Failures::new(max_failures, window)) }
+        ApiState {
+            store,
+            failures: Arc::new(auth::Failures::new(max_failures, window)),
+            openapi: Arc::new(std::sync::OnceLock::new()),
+            ctx: None,
+        }
+    }
+
+    /// Bulk jobs arrive through `ctx`, as SFTP uploads do.
+    pub fn with_jobs(mut self, ctx: Arc<crate::ingest::Context>) -> ApiState {
+        self.ctx = Some(ctx);
+        self
     }
 
     /// Refused by this process's count or by the count nodes share.
@@ -66,11 +82,34 @@ impl ApiState {
     }
 }
 
+/// The routes and their OpenAPI document, from one list: a route is
+/// served only if it is documented.
+fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi as _;
+    use utoipa_axum::{router::OpenApiRouter, routes};
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(customers::find, customers::create))
+        .routes(routes!(customers::get, customers::update))
+        .routes(routes!(jobs::list, jobs::create))
+        .routes(routes!(jobs::get, jobs::discard))
+        .routes(routes!(jobs::put_data))
+        .routes(routes!(jobs::complete))
+        .routes(routes!(jobs::results))
+        .routes(routes!(jobs::failed))
+        .routes(routes!(openapi::serve))
+        .split_for_parts()
+}
+
+/// The OpenAPI document the server serves (`docs/openapi.json`).
+pub fn openapi_document() -> String {
+    openapi::document(&routes().1)
+}
+
 /// The API's routes.
 pub fn router(state: ApiState, settings: &ApiSettings) -> Router {
-    Router::new()
-        .route("/api/v1/accounts/{avid}/customers", get(customers::find).post(customers::create))
-        .route("/api/v1/accounts/{avid}/customers/{id}", get(customers::get).patch(customers::update))
+    let (routes, document) = routes();
+    let _ = state.openapi.set(openapi::document(&document));
+    routes
         .fallback(|| async { Problem::not_found("route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take this method")
@@ -127,6 +166,7 @@ impl ApiServer {
 pub async fn start(
     config: &crate::config::Config,
     store: &Store,
+    ctx: Arc<crate::ingest::Context>,
     tasks: &mut crate::app::Parts,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<SocketAddr>> {
@@ -144,7 +184,8 @@ pub async fn start(
         store.clone(),
         config.sftp.max_login_failures_per_source,
         Duration::from_secs(config.sftp.login_penalty_secs),
-    );
+    )
+    .with_jobs(ctx);
     let server = ApiServer::bind(settings, tls.clone(), state)
         .await
         .with_context(|| format!("while binding the API listener ([api] listen = {})", settings.listen))?;

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 /// One invalid field of a request body: the row error vocabulary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub code: String,
     pub field: String,
@@ -51,8 +51,8 @@ impl Problem {
     }
 }
 
-/// The problem document as sent.
-#[derive(Serialize)]
+/// An RFC 9457 problem document with intake's stable `code`.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ProblemBody {
     #[serde(rename = "type")]
     pub kind: String,

@@ -47,6 +47,9 @@ pub struct Arrival<'a> {
     pub kind: JobKind,
     pub uploader: Uploader,
     pub take: Take,
+    /// The job's id when the front end chose it before the file was complete
+    /// (an HTTP bulk job); otherwise a new one.
+    pub job_id: Option<JobId>,
 }
 
 /// Makes a queued job of a complete upload (its progress file says so).
@@ -71,8 +74,8 @@ async fn record(
     arrival: Arrival<'_>,
     take_now: bool,
 ) -> Result<(Job, Option<crate::store::JobLease>), IngestError> {
-    let Arrival { account, source, file_name, kind, uploader, take } = arrival;
-    let job_id = JobId::generate();
+    let Arrival { account, source, file_name, kind, uploader, take, job_id } = arrival;
+    let job_id = job_id.unwrap_or_else(JobId::generate);
     let spool = ctx.layout.spool(&job_id);
     let upload = spool.join("upload.csv");
     let new = crate::store::NewJob {

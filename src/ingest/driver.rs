@@ -189,6 +189,7 @@ mod tests {
             kind: Default::default(),
             uploader: Uploader::Operator { scopes: Scopes::ALL },
             take: Take::Copy,
+            job_id: None,
         }
     }
 

@@ -210,8 +210,15 @@ async fn take(ctx: &Arc<Context>, path: &Path, wake: &Notify) {
         Ok(Some(_)) => Take::Link,
         _ => Take::Move,
     };
-    let arrival =
-        Arrival { account: avid, source: path, file_name: &name, kind, uploader: Uploader::Recorded, take: how };
+    let arrival = Arrival {
+        account: avid,
+        source: path,
+        file_name: &name,
+        kind,
+        uploader: Uploader::Recorded,
+        take: how,
+        job_id: None,
+    };
     match arrive(ctx, arrival).await {
         Ok(job) => {
             tracing::info!(account = %avid, file = %name, job_id = %job.job_id, kind = kind.as_str(),

@@ -430,7 +430,222 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_body(db
     assert_eq!(bad.status().as_u16(), 400);
 }
 
+/// The committed `docs/openapi.json` is what the server generates and
+/// serves (run with `INTAKE_WRITE_OPENAPI=1` to write it after a change),
+/// and every documented route and method is served.
+async fn the_committed_openapi_document_is_the_served_one_and_documents_every_route(db: TestDb) {
+    let committed_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json");
+    let generated = intake::api::openapi_document();
+    if std::env::var_os("INTAKE_WRITE_OPENAPI").is_some() {
+        std::fs::create_dir_all(committed_path.parent().unwrap()).unwrap();
+        std::fs::write(&committed_path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&committed_path).expect("docs/openapi.json is committed");
+    assert!(
+        committed == generated,
+        "docs/openapi.json differs from the code's document: INTAKE_WRITE_OPENAPI=1 cargo test --test it openapi"
+    );
+
+    let daemon = TestDaemon::spawn_in_process(&db, &[TestAccount::new("acme")], &[]).await;
+    let api = daemon.api_addr().await;
+    let served = client().get(format!("http://{api}/api/v1/openapi.json")).send().await.unwrap();
+    assert_eq!(served.status().as_u16(), 200);
+    assert_eq!(served.text().await.unwrap(), generated);
+
+    let document: Value = serde_json::from_str(&generated).unwrap();
+    assert_eq!(document["openapi"].as_str().unwrap().get(..3), Some("3.1"));
+    let t = token(&daemon, "acme", &[]).await;
+    let mut documented = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let url = format!("http://{api}{}", path.replace("{avid}", "acme").replace("{id}", "none"));
+            let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+            let response = client().request(method.clone(), &url).bearer_auth(&t).send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            assert!(status != 405 && body["detail"] != "no such route", "{method} {path} is documented, not served");
+            documented += 1;
+        }
+    }
+    assert_eq!(documented, 13, "{document}");
+}
+
+/// A 5 GB Content-Length and a body that never ends: 413 at the limit,
+/// never read to the end, never held.
+async fn an_endless_or_oversized_body_gets_413_at_the_limit(db: TestDb) {
+    let daemon = TestDaemon::spawn_in_process(&db, &[TestAccount::new("acme")], &[]).await;
+    let api = daemon.api_addr().await;
+    let t = token(&daemon, "acme", &[]).await;
+    let head = |framing: &str| {
+        format!(
+            "POST /api/v1/accounts/acme/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\n\
+             Content-Type: application/json\r\n{framing}\r\n"
+        )
+    };
+    for framing in ["Content-Length: 5000000000\r\n", "Transfer-Encoding: chunked\r\n"] {
+        let stream = TcpStream::connect(&api).await.unwrap();
+        let (mut read, mut write) = stream.into_split();
+        let request = head(framing);
+        let chunked = framing.starts_with("Transfer");
+        // Writes until the server stops reading (at most 64 MiB).
+        let writer = tokio::spawn(async move {
+            write.write_all(request.as_bytes()).await?;
+            let piece = vec![b' '; 64 * 1024];
+            for _ in 0..1024 {
+                if chunked {
+                    write.write_all(format!("{:x}\r\n", piece.len()).as_bytes()).await?;
+                    write.write_all(&piece).await?;
+                    write.write_all(b"\r\n").await?;
+                } else {
+                    write.write_all(&piece).await?;
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        let mut answer = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(20), read.read(&mut answer))
+            .await
+            .expect("an answer before the body ends")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{framing}: {answer}");
+        assert!(answer.contains("payload_too_large"), "{answer}");
+        writer.abort();
+    }
+}
+
+/// results.csv with the customer_id column blanked (ids differ per account).
+fn without_ids(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let mut cells: Vec<&str> = line.split(',').collect();
+            if cells.len() > 3 {
+                cells[3] = "";
+            }
+            cells.join(",")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn a_bulk_job_over_http_resumes_completes_once_and_reports_as_sftp_does(db: TestDb) {
+    let daemon = TestDaemon::spawn_in_process(&db, &[TestAccount::new("acme"), TestAccount::new("other")], &[]).await;
+    let api = daemon.api_addr().await;
+    let acme = token(&daemon, "acme", &[]).await;
+    let other = token(&daemon, "other", &[]).await;
+    let c = client();
+    let file = daemon.dir.join("bulk.csv");
+    write_customers(&file, "bk-", 50);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.extend_from_slice(b"bad-1,not-a-phone\n");
+    std::fs::write(&file, &bytes).unwrap();
+
+    // The same file over SFTP, by the other account.
+    daemon.upload("other", &file, "bulk.csv").await;
+    let sftp_summary = daemon.summary("other", "bulk", Duration::from_secs(120)).await;
+
+    let jobs = format!("http://{api}/api/v1/accounts/acme/jobs");
+    let created = c.post(&jobs).bearer_auth(&acme).json(&json!({"file": "bulk.csv"})).send().await.unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let job: Value = created.json().await.unwrap();
+    assert_eq!(job["state"], "open");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let url = format!("{jobs}/{id}");
+    // Another account sees nothing of it.
+    for u in [url.clone(), format!("{url}/results")] {
+        assert_eq!(c.get(&u).bearer_auth(&other).send().await.unwrap().status().as_u16(), 404);
+    }
+    let crossed = c.get(format!("http://{api}/api/v1/accounts/other/jobs/{id}")).bearer_auth(&other).send().await;
+    assert_eq!(crossed.unwrap().status().as_u16(), 404);
+
+    // Two pieces; a gap is refused with 416.
+    let total = bytes.len();
+    let half = total / 2;
+    let piece = |start: usize, end: usize| {
+        c.put(format!("{url}/data"))
+            .bearer_auth(&acme)
+            .header("Content-Range", format!("bytes {start}-{}/{total}", end - 1))
+            .body(bytes[start..end].to_vec())
+            .send()
+    };
+    assert_eq!(piece(0, half).await.unwrap().status().as_u16(), 200);
+    assert_eq!(piece(half + 1, total).await.unwrap().status().as_u16(), 416);
+    assert_eq!(piece(half, total).await.unwrap().status().as_u16(), 200);
+    let open: Value = c.get(&url).bearer_auth(&acme).send().await.unwrap().json().await.unwrap();
+    assert_eq!(open["bytes_received"], total);
+
+    // Two completes: one is queued, the other refused.
+    let (a, b) = tokio::join!(
+        c.post(format!("{url}/complete")).bearer_auth(&acme).send(),
+        c.post(format!("{url}/complete")).bearer_auth(&acme).send()
+    );
+    let mut statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [202, 409]);
+    assert_eq!(piece(0, half).await.unwrap().status().as_u16(), 409, "a PUT after complete");
+
+    let summary = daemon.summary("acme", "bulk", Duration::from_secs(120)).await;
+    assert_eq!(summary["job_id"], id.as_str());
+    let done: Value = c.get(&url).bearer_auth(&acme).send().await.unwrap().json().await.unwrap();
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["created"], sftp_summary["created"]);
+    assert_eq!(done["failed"], 1);
+    let results = c.get(format!("{url}/results")).bearer_auth(&acme).send().await.unwrap();
+    assert_eq!(results.status().as_u16(), 200);
+    let over_http = results.text().await.unwrap();
+    let over_sftp = std::fs::read_to_string(daemon.outbox("other").join("bulk.results.csv")).unwrap();
+    assert_eq!(without_ids(&over_http), without_ids(&over_sftp));
+    assert_eq!(over_http, std::fs::read_to_string(daemon.outbox("acme").join("bulk.results.csv")).unwrap());
+    let failed = c.get(format!("{url}/failed")).bearer_auth(&acme).send().await.unwrap();
+    assert_eq!(failed.status().as_u16(), 200);
+    assert!(failed.text().await.unwrap().contains("bad-1"));
+
+    // The job is listed by `intake jobs`, with the same id.
+    let listed = daemon.cli(&["jobs", "--account", "acme", "--json"], "").await;
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&id));
+
+    // A job from SFTP can be read over HTTP by its account.
+    let sftp_id = sftp_summary["job_id"].as_str().unwrap();
+    let theirs = c.get(format!("http://{api}/api/v1/accounts/other/jobs/{sftp_id}")).bearer_auth(&other).send().await;
+    let theirs: Value = theirs.unwrap().json().await.unwrap();
+    assert_eq!(theirs["state"], "completed");
+
+    // Listed newest first, with a cursor.
+    let first_page: Value =
+        c.get(format!("{jobs}?limit=1")).bearer_auth(&acme).send().await.unwrap().json().await.unwrap();
+    assert_eq!(first_page["jobs"][0]["id"], id.as_str());
+    let completed: Value =
+        c.get(format!("{jobs}?status=completed")).bearer_auth(&acme).send().await.unwrap().json().await.unwrap();
+    assert_eq!(completed["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(completed["next_cursor"], Value::Null);
+    let theirs_listed: Value = c
+        .get(format!("http://{api}/api/v1/accounts/other/jobs"))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!theirs_listed.to_string().contains(&id), "another account's job listed");
+
+    // An open job can be discarded.
+    let second: Value =
+        c.post(&jobs).bearer_auth(&acme).json(&json!({"file": "x.csv"})).send().await.unwrap().json().await.unwrap();
+    let second_url = format!("{jobs}/{}", second["id"].as_str().unwrap());
+    assert_eq!(c.delete(&second_url).bearer_auth(&acme).send().await.unwrap().status().as_u16(), 204);
+    assert_eq!(c.get(&second_url).bearer_auth(&acme).send().await.unwrap().status().as_u16(), 404);
+    // Names that are not uploads are refused.
+    for name in ["../x.csv", "x.txt", ".hidden.csv"] {
+        let refused = c.post(&jobs).bearer_auth(&acme).json(&json!({"file": name})).send().await.unwrap();
+        assert_eq!(refused.status().as_u16(), 422, "{name}");
+    }
+}
+
 crate::on_both_backends!(
+    a_bulk_job_over_http_resumes_completes_once_and_reports_as_sftp_does,
+    an_endless_or_oversized_body_gets_413_at_the_limit,
+    the_committed_openapi_document_is_the_served_one_and_documents_every_route,
     an_idempotency_key_replays_the_first_answer_and_refuses_another_body,
     a_silent_flood_on_the_ops_listener_is_capped_and_uploads_and_the_api_go_on,
     a_slowloris_client_is_cut_and_huge_headers_never_hold_the_server,

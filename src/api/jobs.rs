@@ -1,0 +1,534 @@
+//! Bulk jobs over HTTP, on the SFTP uploads' engine: an open job is a hidden
+//! file in the account's `/customers` (or `/validate` for a dry run) with a
+//! small record beside it, both on the data directory every node shares;
+//! `complete` hands the file to the same arrival as an SFTP upload, under
+//! the id chosen at create. Reports go to the account's `/outbox`.
+
+use super::auth::Caller;
+use super::problem::{Problem, ProblemBody};
+use super::ApiState;
+use crate::domain::JobId;
+use crate::ingest::arrival::{Arrival, Take, Uploader};
+use crate::mailbox::{Folder, ReportNames};
+use crate::store::{Job, JobKind, JobStatus};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use tokio::io::AsyncWriteExt;
+
+/// The prefix of an open job's data file (and `.json` record) in the folder.
+const OPEN_PREFIX: &str = ".intake-api.";
+
+/// What `POST …/jobs` records about an open job.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OpenJob {
+    file: String,
+    dry_run: bool,
+    username: String,
+    create: bool,
+    update: bool,
+}
+
+fn folder(dry_run: bool) -> Folder {
+    if dry_run {
+        Folder::Validate
+    } else {
+        Folder::Customers
+    }
+}
+
+/// A job id from a path: only what `JobId::generate` makes (a UUID).
+fn job_id(raw: &str) -> Result<JobId, Problem> {
+    uuid::Uuid::try_parse(raw).map_err(|_| Problem::not_found("job"))?;
+    Ok(JobId::from(raw.to_ascii_lowercase()))
+}
+
+/// The data file and record of an open job, in whichever folder it is.
+fn open_paths(state: &ApiState, avid: &str, id: &JobId) -> Option<(PathBuf, PathBuf, OpenJob)> {
+    let layout = &state.ctx.as_ref()?.layout;
+    for dry_run in [false, true] {
+        let dir = layout.folder(avid, folder(dry_run));
+        let record = dir.join(format!("{OPEN_PREFIX}{id}.json"));
+        if let Ok(text) = std::fs::read_to_string(&record) {
+            let open: OpenJob = serde_json::from_str(&text).ok()?;
+            return Some((dir.join(format!("{OPEN_PREFIX}{id}")), record, open));
+        }
+    }
+    None
+}
+
+fn caller_account(caller: &Caller, avid: &str) -> Result<(), Problem> {
+    caller.check_account(avid)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateJob {
+    file: String,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    mapping: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/accounts/{avid}/jobs",
+    tag = "jobs",
+    params(("avid" = String, Path, description = "The account's AVID")),
+    request_body(content = Object, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The open job", body = Object),
+        (status = 403, description = "The token lacks customers:create", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over max_json_bytes", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid job (file name, mapping)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+    )
+)]
+/// `POST /api/v1/accounts/{avid}/jobs`.
+pub(super) async fn create(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(avid): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    caller_account(&caller, &avid)?;
+    caller.require_create()?;
+    let request: CreateJob = serde_json::from_slice(&body).map_err(|e| {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_job", format!("the job is invalid: {e}"))
+    })?;
+    if request.mapping.is_some() {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_mapping",
+            "mapping profiles are not served yet",
+        ));
+    }
+    if !crate::mailbox::is_upload_name(&request.file) || request.file.contains('/') {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_file_name",
+            "file must be a name ending in .csv or .csv.gz (no folders)",
+        ));
+    }
+    if let Some(problem) = crate::mailbox::upload_name_problem(&request.file) {
+        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_file_name", problem));
+    }
+    let ctx = state.ctx.as_ref().ok_or_else(|| Problem::internal("no job context"))?;
+    let id = JobId::generate();
+    let dir = ctx.layout.folder(&avid, folder(request.dry_run));
+    let open = OpenJob {
+        file: request.file.clone(),
+        dry_run: request.dry_run,
+        username: caller.username.clone(),
+        create: caller.scopes.create,
+        update: caller.scopes.update,
+    };
+    let record = serde_json::to_vec(&open).map_err(Problem::internal)?;
+    std::fs::File::create(dir.join(format!("{OPEN_PREFIX}{id}"))).map_err(Problem::internal)?;
+    crate::mailbox::publish_atomically(&dir.join(format!("{OPEN_PREFIX}{id}.json")), &record)
+        .map_err(Problem::internal)?;
+    let location = format!("/api/v1/accounts/{avid}/jobs/{id}");
+    let body = json!({"id": id.as_str(), "file": request.file, "state": "open", "dry_run": request.dry_run, "bytes_received": 0});
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(body)).into_response())
+}
+
+/// `Content-Range: bytes START-END/TOTAL` (TOTAL may be `*`).
+fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Problem> {
+    let Some(value) = headers.get(header::CONTENT_RANGE) else { return Ok(None) };
+    let bad = || {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid_content_range", "Content-Range must be bytes START-END/TOTAL")
+    };
+    let text = value.to_str().map_err(|_| bad())?;
+    let range = text.strip_prefix("bytes ").ok_or_else(bad)?;
+    let (span, _total) = range.split_once('/').ok_or_else(bad)?;
+    let (start, end) = span.split_once('-').ok_or_else(bad)?;
+    let (start, end): (u64, u64) = (start.parse().map_err(|_| bad())?, end.parse().map_err(|_| bad())?);
+    if end < start {
+        return Err(bad());
+    }
+    Ok(Some((start, end)))
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/accounts/{avid}/jobs/{id}/data",
+    tag = "jobs",
+    params(("avid" = String, Path, description = "The account's AVID"), ("id" = String, Path, description = "The job's id"), ("Content-Range" = Option<String>, Header, description = "bytes START-END/TOTAL: appends where the last piece ended")),
+    responses(
+        (status = 200, description = "Bytes received so far", body = Object),
+        (status = 400, description = "A bad Content-Range or a body shorter than it", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The job is completed", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "Over max_file_bytes", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 416, description = "The piece does not start where the last ended", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+    )
+)]
+/// `PUT /api/v1/accounts/{avid}/jobs/{id}/data`: the file's bytes, streamed
+/// to disk; with `Content-Range` appended where the last piece ended.
+pub(super) async fn put_data(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path((avid, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    caller_account(&caller, &avid)?;
+    let id = job_id(&id)?;
+    let Some((data, _, _)) = open_paths(&state, &avid, &id) else {
+        return Err(not_open(&state, &avid, &id).await);
+    };
+    let max = state.ctx.as_ref().map_or(u64::MAX, |c| c.limits.max_file_bytes);
+    let have = tokio::fs::metadata(&data).await.map_err(|_| Problem::not_found("job"))?.len();
+    let range = content_range(&headers)?;
+    let mut file = match range {
+        Some((start, _)) if start != have => {
+            return Err(Problem::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_contiguous",
+                format!("the job has {have} bytes: the next piece starts at byte {have}"),
+            ));
+        }
+        Some(_) => tokio::fs::OpenOptions::new().append(true).open(&data).await,
+        None => tokio::fs::OpenOptions::new().write(true).truncate(true).open(&data).await,
+    }
+    .map_err(Problem::internal)?;
+    let mut written = if range.is_some() { have } else { 0 };
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|_| Problem::new(StatusCode::BAD_REQUEST, "body_incomplete", "the body ended early"))?;
+        let Ok(bytes) = frame.into_data() else { continue };
+        written += bytes.len() as u64;
+        if written > max {
+            return Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "file_too_large",
+                format!("the file is over max_file_bytes ({max} bytes)"),
+            ));
+        }
+        file.write_all(&bytes).await.map_err(Problem::internal)?;
+    }
+    file.flush().await.map_err(Problem::internal)?;
+    if let Some((start, end)) = range {
+        if written != end + 1 {
+            let got = written - start;
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_content_range",
+                format!("Content-Range announced {} bytes; {got} came", end - start + 1),
+            ));
+        }
+    }
+    Ok(Json(json!({"id": id.as_str(), "state": "open", "bytes_received": written})).into_response())
+}
+
+/// Why a job is not open: unknown (404) or completed, maybe still arriving (409).
+async fn not_open(state: &ApiState, avid: &str, id: &JobId) -> Problem {
+    // Being completed: its file is taken but not yet a job (a job is recorded
+    // before its file leaves the folder, so one of the two is seen).
+    let completing = state.ctx.as_ref().is_some_and(|ctx| {
+        [false, true].into_iter().any(|dry_run| {
+            ctx.layout.folder(avid, folder(dry_run)).join(format!("{OPEN_PREFIX}{id}.completing")).exists()
+        })
+    });
+    if completing {
+        return Problem::new(StatusCode::CONFLICT, "job_not_open", "the job is completed: its data cannot change");
+    }
+    match state.store.get_job(id.as_str()).await {
+        Ok(Some(job)) if job.account == avid => {
+            Problem::new(StatusCode::CONFLICT, "job_not_open", "the job is completed: its data cannot change")
+        }
+        _ => Problem::not_found("job"),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/accounts/{avid}/jobs/{id}/complete",
+    tag = "jobs",
+    params(("avid" = String, Path, description = "The account's AVID"), ("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 202, description = "Queued", body = Object),
+        (status = 409, description = "Completed already", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+    )
+)]
+/// `POST /api/v1/accounts/{avid}/jobs/{id}/complete`: the file becomes a job.
+pub(super) async fn complete(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path((avid, id)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    caller_account(&caller, &avid)?;
+    let id = job_id(&id)?;
+    let ctx = state.ctx.clone().ok_or_else(|| Problem::internal("no job context"))?;
+    let Some((data, record, open)) = open_paths(&state, &avid, &id) else {
+        return Err(not_open(&state, &avid, &id).await);
+    };
+    // Taken once: of two completes racing, one renames, the other finds nothing.
+    let taken = data.with_file_name(format!("{OPEN_PREFIX}{id}.completing"));
+    if std::fs::rename(&data, &taken).is_err() {
+        return Err(not_open(&state, &avid, &id).await);
+    }
+    let _ = std::fs::remove_file(&record);
+    let scopes = crate::domain::user::Scopes { create: open.create, update: open.update };
+    let arrival = Arrival {
+        account: &avid,
+        source: &taken,
+        file_name: &open.file,
+        kind: if open.dry_run { JobKind::Validation } else { JobKind::Import },
+        uploader: Uploader::Operator { scopes },
+        take: Take::Move,
+        job_id: Some(id.clone()),
+    };
+    let job = crate::ingest::arrival::arrive(&ctx, arrival).await.map_err(Problem::internal)?;
+    tracing::info!(account = %avid, job_id = %job.job_id, file = %open.file, user = %open.username, "bulk job completed over the API");
+    let location = format!("/api/v1/accounts/{avid}/jobs/{id}");
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(job_json(&state, &job))).into_response())
+}
+
+fn state_name(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Running => "running",
+        JobStatus::Completed => "completed",
+        JobStatus::Rejected => "rejected",
+        JobStatus::Aborted => "aborted",
+        _ => "queued",
+    }
+}
+
+/// The report file of a job, if the one in the outbox is this job's (a
+/// later upload of the same name replaces the reports).
+fn report_of(state: &ApiState, job: &Job, name: impl Fn(&ReportNames) -> String) -> Option<PathBuf> {
+    let ctx = state.ctx.as_ref()?;
+    let names = ReportNames::of(&job.file_name, job.kind.is_dry_run());
+    let outbox = ctx.layout.outbox(&job.account);
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(outbox.join(&names.summary)).ok()?).ok()?;
+    (summary["job_id"] == job.job_id.as_str()).then(|| outbox.join(name(&names)))
+}
+
+fn job_json(state: &ApiState, job: &Job) -> Value {
+    let mut out = serde_json::Map::new();
+    let ctx = state.ctx.as_ref();
+    let names = ReportNames::of(&job.file_name, job.kind.is_dry_run());
+    let report = if job.status.is_final() { &names.summary } else { &names.progress };
+    if let Some(outbox) = ctx.map(|c| c.layout.outbox(&job.account)) {
+        if let Ok(Value::Object(keys)) =
+            std::fs::read_to_string(outbox.join(report)).map(|t| serde_json::from_str(&t).unwrap_or(Value::Null))
+        {
+            if keys.get("job_id").and_then(Value::as_str) == Some(job.job_id.as_str()) {
+                out.extend(keys);
+            }
+        }
+    }
+    out.insert("id".into(), json!(job.job_id.as_str()));
+    out.insert("file".into(), json!(job.file_name));
+    out.insert("state".into(), json!(state_name(job.status)));
+    Value::Object(out)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{avid}/jobs/{id}",
+    tag = "jobs",
+    params(("avid" = String, Path, description = "The account's AVID"), ("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "id, file, state and the keys of progress.json / summary.json", body = Object),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+    )
+)]
+/// `GET /api/v1/accounts/{avid}/jobs/{id}`.
+pub(super) async fn get(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path((avid, id)): Path<(String, String)>,
+) -> Result<Json<Value>, Problem> {
+    caller_account(&caller, &avid)?;
+    let id = job_id(&id)?;
+    if let Some((data, _, open)) = open_paths(&state, &avid, &id) {
+        let bytes = std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
+        return Ok(Json(
+            json!({"id": id.as_str(), "file": open.file, "state": "open", "dry_run": open.dry_run, "bytes_received": bytes}),
+        ));
+    }
+    match state.store.get_job(id.as_str()).await.map_err(Problem::internal)? {
+        Some(job) if job.account == avid => Ok(Json(job_json(&state, &job))),
+        _ => Err(Problem::not_found("job")),
+    }
+}
+
+async fn report(state: &ApiState, caller: &Caller, avid: &str, id: &str, failed: bool) -> Result<Response, Problem> {
+    caller_account(caller, avid)?;
+    let id = job_id(id)?;
+    let job = match state.store.get_job(id.as_str()).await.map_err(Problem::internal)? {
+        Some(job) if job.account == avid => job,
+        _ => return Err(Problem::not_found("job")),
+    };
+    let path = report_of(state, &job, |n| if failed { n.failed.clone() } else { n.results.clone() });
+    let Some(file) = path.and_then(|p| std::fs::File::open(p).ok()) else {
+        return Err(Problem::not_found(if failed { "failed rows file" } else { "results file (yet)" }));
+    };
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], Body::from_stream(stream)).into_response())
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{avid}/jobs/{id}/results",
+    tag = "jobs",
+    params(("avid" = String, Path, description = "The account's AVID"), ("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "results.csv", body = String, content_type = "text/csv"),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+    )
+)]
+/// `GET /api/v1/accounts/{avid}/jobs/{id}/results`.
+pub(super) async fn results(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path((avid, id)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    report(&state, &caller, &avid, &id, false).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{avid}/jobs/{id}/failed",
+    tag = "jobs",
+    params(("avid" = String, Path, description = "The account's AVID"), ("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "failed.csv (404 if no row failed)", body = String, content_type = "text/csv"),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+    )
+)]
+/// `GET /api/v1/accounts/{avid}/jobs/{id}/failed`.
+pub(super) async fn failed(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path((avid, id)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    report(&state, &caller, &avid, &id, true).await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/accounts/{avid}/jobs/{id}",
+    tag = "jobs",
+    params(("avid" = String, Path, description = "The account's AVID"), ("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 204, description = "Discarded"),
+        (status = 409, description = "Completed already", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+    )
+)]
+/// `DELETE /api/v1/accounts/{avid}/jobs/{id}`: discards an open job.
+pub(super) async fn discard(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path((avid, id)): Path<(String, String)>,
+) -> Result<StatusCode, Problem> {
+    caller_account(&caller, &avid)?;
+    let id = job_id(&id)?;
+    let Some((data, record, _)) = open_paths(&state, &avid, &id) else {
+        return Err(not_open(&state, &avid, &id).await);
+    };
+    let _ = std::fs::remove_file(&record);
+    let _ = std::fs::remove_file(&data);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A job's state, as listed.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(super) enum JobState {
+    #[schema(rename = "queued")]
+    Queued,
+    #[schema(rename = "running")]
+    Running,
+    #[schema(rename = "completed")]
+    Completed,
+    #[schema(rename = "rejected")]
+    Rejected,
+    #[schema(rename = "aborted")]
+    Aborted,
+}
+
+/// The most jobs a listing looks through (newest first).
+const LISTED_JOBS: u32 = 1000;
+
+#[derive(serde::Deserialize)]
+pub(super) struct ListQuery {
+    status: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{avid}/jobs",
+    tag = "jobs",
+    params(
+        ("avid" = String, Path, description = "The account's AVID"),
+        ("status" = Option<JobState>, Query, description = "Only jobs in this state"),
+        ("limit" = Option<u32>, Query, description = "1-100 (default 50)", minimum = 1, maximum = 100),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")
+    ),
+    responses(
+        (status = 200, description = "{jobs, next_cursor}: newest first, every channel (the newest 1000 jobs)", body = Object),
+        (status = 400, description = "A bad status or limit", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (or not the token's)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+    )
+)]
+/// `GET /api/v1/accounts/{avid}/jobs?status=S&limit=N&cursor=C`.
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(avid): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<ListQuery>,
+) -> Result<Json<Value>, Problem> {
+    caller_account(&caller, &avid)?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=100).contains(&limit) {
+        return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid_limit", "limit is 1 to 100"));
+    }
+    let states = ["queued", "running", "completed", "rejected", "aborted"];
+    if let Some(status) = query.status.as_deref().filter(|s| !states.contains(s)) {
+        let shown = crate::domain::customer::quote(status);
+        return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid_status", format!("{shown} is not a job state")));
+    }
+    let jobs = state.store.find_jobs(Some(&avid), None, LISTED_JOBS).await.map_err(Problem::internal)?;
+    let after_cursor = match &query.cursor {
+        Some(cursor) => jobs.iter().position(|j| j.job_id.as_str() == cursor).map_or(jobs.len(), |i| i + 1),
+        None => 0,
+    };
+    let page: Vec<&Job> = jobs[after_cursor..]
+        .iter()
+        .filter(|j| query.status.as_deref().is_none_or(|s| state_name(j.status) == s))
+        .take(limit as usize + 1)
+        .collect();
+    let next = (page.len() > limit as usize).then(|| page[limit as usize - 1].job_id.to_string());
+    let listed: Vec<Value> = page.iter().take(limit as usize).map(|j| job_json(&state, j)).collect();
+    Ok(Json(json!({"jobs": listed, "next_cursor": next})))
+}
