@@ -76,6 +76,11 @@ pub struct SftpSettings {
     /// on this many seconds (an upload under way finishes), then are cut.
     /// Default 10.
     pub shutdown_drain_secs: u64,
+    /// An upload (CLOSE, or RENAME onto an upload name) never replaces an
+    /// earlier upload of that name the daemon has not taken yet: it waits
+    /// up to this many seconds for it to be taken (in turn, per name), then
+    /// is refused with a status saying so. Default 30.
+    pub publish_wait_secs: u64,
     /// Set by the daemon from `[cluster] node_id` (not read from the file):
     /// names this node's upload temps in a data directory nodes share, so a
     /// node starting cleans up only its own.
@@ -107,6 +112,7 @@ impl Default for SftpSettings {
             max_concurrent_password_checks: 2,
             proxy_protocol_from: Vec::new(),
             shutdown_drain_secs: 10,
+            publish_wait_secs: 30,
             node_id: String::new(),
         }
     }

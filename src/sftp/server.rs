@@ -172,6 +172,8 @@ impl SftpServer {
                 handles_per_account: Counter::new(settings.max_handles_per_account.max(1)),
                 open_files: Arc::new(OpenFiles::default()),
                 node_id: node_id.clone(),
+                publisher: Default::default(),
+                publish_wait: Duration::from_secs(settings.publish_wait_secs),
             }),
         });
         tracing::info!(listen = %local_addr, "SFTP server listening");

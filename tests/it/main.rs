@@ -4,6 +4,7 @@
 mod support;
 
 mod cluster;
+mod containment;
 mod daemon;
 mod fuzz_corpus;
 mod hostile;

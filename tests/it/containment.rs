@@ -1,0 +1,176 @@
+//! Nothing acknowledged is ever lost and nothing one party does stalls the
+//! others: bursts of uploads of one name, full disks, floods, hung
+//! receivers, through the real daemon.
+
+use crate::support::{describe, eventually, openssh_sftp, TestAccount, TestDaemon, TestDb};
+use std::time::Duration;
+
+const REPORT: Duration = Duration::from_secs(120);
+
+/// Runs a store call from a polling closure.
+fn block<T>(f: impl std::future::Future<Output = Result<T, intake::store::StoreError>>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f)).unwrap()
+}
+
+/// 50 uploads of one name within a fraction of a second from 8 sessions
+/// (half `put` it, half `put` a temp name and `rename` it onto the name):
+/// every OK answered is one job, and every job gets its report in turn.
+async fn a_burst_of_uploads_of_one_name_gives_every_upload_its_job(db: TestDb) {
+    let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[]).await;
+    const UPLOADS: usize = 50;
+    const SESSIONS: usize = 8;
+    let mut batches = vec![String::new(); SESSIONS];
+    for i in 0..UPLOADS {
+        let local = d.dir.join(format!("burst{i}.csv"));
+        std::fs::write(&local, format!("ref,email\nburst-{i},b{i}@example.com\n")).unwrap();
+        let session = i % SESSIONS;
+        batches[session] += &if session % 2 == 0 {
+            format!("put {} /customers/same.csv\n", local.display())
+        } else {
+            format!(
+                "put {} /customers/same.csv.part{i}\nrename /customers/same.csv.part{i} /customers/same.csv\n",
+                local.display()
+            )
+        };
+    }
+    let runs = batches.into_iter().map(|batch| {
+        let (dir, key, port) = (d.dir.clone(), d.key.clone(), d.port());
+        tokio::spawn(async move { openssh_sftp(&dir, &key, &port, "acme", &batch).await })
+    });
+    for run in runs.collect::<Vec<_>>() {
+        let out = run.await.unwrap();
+        assert!(out.status.success(), "every upload is acknowledged: {}\n{}", describe(&out), d.log());
+    }
+    let store = db.store().await;
+    let jobs = eventually(REPORT, "a finished job for every upload", || {
+        let jobs = block(store.list_jobs(Some("acme"), 1000));
+        (jobs.len() >= UPLOADS && jobs.iter().all(|j| j.status.is_final())).then_some(jobs)
+    })
+    .await;
+    assert_eq!(jobs.len(), UPLOADS, "one job per acknowledged upload");
+    assert!(jobs.iter().all(|j| j.file_name == "same.csv"));
+    assert_eq!(block(store.count_customers("acme")), UPLOADS as u64, "every upload's row is in");
+    let summary = d.summary("acme", "same", REPORT).await;
+    assert_eq!(summary["created"], 1, "{summary}");
+}
+
+crate::on_both_backends!(a_burst_of_uploads_of_one_name_gives_every_upload_its_job);
+
+/// A small tmpfs mounted for one test (the test runs as root in CI), removed
+/// when dropped; [`SmallDisk::fill`] takes every free byte, `free` gives them back.
+struct SmallDisk {
+    mount: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(mib: u64) -> SmallDisk {
+        let mount = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(mount.path())
+            .output()
+            .expect("mount runs");
+        assert!(out.status.success(), "mounting a tmpfs needs root: {}", String::from_utf8_lossy(&out.stderr));
+        SmallDisk { mount }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.mount.path()
+    }
+
+    fn filler(&self) -> std::path::PathBuf {
+        self.path().join("filler")
+    }
+
+    /// Writes until the file system is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.filler()).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let mut byte = [0u8; 1];
+        while file.write_all(&byte[..]).is_ok() {
+            byte[0] = 1;
+        }
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.filler()).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.mount.path()).status();
+    }
+}
+
+/// Whether `/readyz` answers 503 naming `check`, within `limit`.
+async fn not_ready_with(d: &TestDaemon, check: &str, limit: Duration) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let (status, body) = d.http_get("/readyz").await;
+        if status == 503 && body.contains(check) {
+            return body;
+        }
+        assert!(std::time::Instant::now() < deadline, "/readyz never reported {check}: {status} {body}\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The data directory (and SQLite's database) fills up while a job runs
+/// and again while idle, then space returns: every upload acknowledged gets
+/// its report, with no restart, and `/readyz` said the store could not
+/// write meanwhile.
+async fn a_full_disk_that_frees_again_loses_nothing_and_needs_no_restart(mut db: TestDb) {
+    let disk = SmallDisk::mount(48);
+    let data_dir = disk.path().join("data");
+    if db.url.starts_with("sqlite") {
+        db.url = format!("sqlite://{}", disk.path().join("intake.db").display());
+    }
+    let data = data_dir.display().to_string();
+    let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[("INTAKE_DATA_DIR", &data)]).await;
+    let pid = d.pid();
+    let big = d.dir.join("big.csv");
+    crate::support::write_customers(&big, "big-", 60_000);
+    d.upload("acme", &big, "big.csv").await;
+    let store = db.store().await;
+    eventually(REPORT, "the job to run", || {
+        let jobs = block(store.list_jobs(Some("acme"), 10));
+        jobs.iter().any(|j| j.file_name == "big.csv" && j.status == intake::store::JobStatus::Running).then_some(())
+    })
+    .await;
+    // Full while the job runs.
+    disk.fill();
+    not_ready_with(&d, "not ready", Duration::from_secs(30)).await;
+    let during = d.dir.join("during.csv");
+    crate::support::write_customers(&during, "during-", 10);
+    let acknowledged =
+        d.sftp("acme", &format!("put {} /customers/during.csv\n", during.display())).await.status.success();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    disk.free();
+    let summary = d.summary("acme", "big", REPORT).await;
+    assert_eq!(summary["status"], "completed", "{summary}");
+    assert_eq!(summary["created"], 60_000, "{summary}");
+    if acknowledged {
+        assert_eq!(d.summary("acme", "during", REPORT).await["created"], 10);
+    }
+    // Full while idle, then freed.
+    disk.fill();
+    not_ready_with(&d, "not ready", Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    disk.free();
+    eventually(Duration::from_secs(30), "/readyz 200 again", || {
+        let (status, _) =
+            tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(d.http_get("/readyz")));
+        (status == 200).then_some(())
+    })
+    .await;
+    let after = d.dir.join("after.csv");
+    crate::support::write_customers(&after, "after-", 10);
+    d.upload("acme", &after, "after.csv").await;
+    assert_eq!(d.summary("acme", "after", REPORT).await["created"], 10, "{}", d.log());
+    assert_eq!(d.pid(), pid, "no restart");
+}
+
+crate::on_both_backends!(a_full_disk_that_frees_again_loses_nothing_and_needs_no_restart);
