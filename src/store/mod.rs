@@ -8,6 +8,7 @@ mod shared;
 pub mod ops;
 #[macro_use]
 pub mod nodes;
+mod health;
 mod postgres;
 mod sqlite;
 
@@ -285,6 +286,11 @@ impl Store {
     /// The name node `node_id` of this process owns jobs under: `NODE:INSTANCE`.
     pub fn owner_name(&self, node_id: &str) -> String {
         format!("{node_id}:{}", self.instance())
+    }
+
+    /// Commits one small write for `node`: whether the store takes writes.
+    pub async fn write_probe(&self, node: &str) -> Result<()> {
+        dispatch!(self, s => s.write_probe(node).await)
     }
 
     pub fn backend(&self) -> &'static str {

@@ -34,7 +34,7 @@ fn at(t: Timestamp) -> Timestamp {
 
 #[derive(Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     pub(super) instance: std::sync::Arc<str>,
 }
 
@@ -54,7 +54,11 @@ impl PgStore {
         let options = PgConnectOptions::from_str(url)?
             .options([("idle_in_transaction_session_timeout", idle.as_str())])
             .application_name(&super::instance_session_name(&instance));
-        let pool = PgPoolOptions::new().max_connections(8).connect_with(options).await?;
+        let pool = PgPoolOptions::new()
+            .after_release(super::health::release_unless_in_doubt::<sqlx::Postgres>)
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
         Ok(PgStore { pool, instance })
     }

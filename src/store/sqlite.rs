@@ -36,7 +36,7 @@ const ROWS_PER_STATEMENT: usize = 500;
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     /// The one connection batches are written through: SQLite has one
     /// writer anyway, and the customers' pages are cached once, in it.
     batches: SqlitePool,
@@ -116,6 +116,7 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT.to_string())
             .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
+            .after_release(super::health::release_unless_in_doubt::<Sqlite>)
             .max_connections(2)
             .connect_with(options.clone().pragma("cache_size", format!("-{CACHE_KIB}")))
             .await?;
@@ -123,6 +124,7 @@ impl SqliteStore {
         // Jobs wait their turn here rather than on SQLite's lock; at most
         // `workers` batches are open at once, each for about a second.
         let batches = SqlitePoolOptions::new()
+            .after_release(super::health::release_unless_in_doubt::<Sqlite>)
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(300))
             .connect_with(options.pragma("cache_size", format!("-{BATCH_CACHE_KIB}")))

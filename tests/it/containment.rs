@@ -105,6 +105,19 @@ impl Drop for SmallDisk {
     }
 }
 
+/// The summary of `stem`, or a panic that shows the daemon's log.
+async fn report(d: &TestDaemon, stem: &str) -> serde_json::Value {
+    let path = d.outbox("acme").join(format!("{stem}.summary.json"));
+    let deadline = std::time::Instant::now() + REPORT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return serde_json::from_str(&text).unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "no report for {stem}\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Whether `/readyz` answers 503 naming `check`, within `limit`.
 async fn not_ready_with(d: &TestDaemon, check: &str, limit: Duration) -> String {
     let deadline = std::time::Instant::now() + limit;
@@ -128,8 +141,15 @@ async fn a_full_disk_that_frees_again_loses_nothing_and_needs_no_restart(mut db:
     if db.url.starts_with("sqlite") {
         db.url = format!("sqlite://{}", disk.path().join("intake.db").display());
     }
-    let data = data_dir.display().to_string();
-    let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[("INTAKE_DATA_DIR", &data)]).await;
+    let home = tempfile::tempdir().unwrap();
+    let mut d = TestDaemon::prepare(home.path(), &db, &[TestAccount::new("acme")], &[]);
+    for (name, value) in &mut d.env {
+        if name == "INTAKE_DATA_DIR" {
+            *value = data_dir.display().to_string();
+        }
+    }
+    d.data_dir = data_dir;
+    d.start().await;
     let pid = d.pid();
     let big = d.dir.join("big.csv");
     crate::support::write_customers(&big, "big-", 60_000);
@@ -149,11 +169,11 @@ async fn a_full_disk_that_frees_again_loses_nothing_and_needs_no_restart(mut db:
         d.sftp("acme", &format!("put {} /customers/during.csv\n", during.display())).await.status.success();
     tokio::time::sleep(Duration::from_secs(3)).await;
     disk.free();
-    let summary = d.summary("acme", "big", REPORT).await;
+    let summary = report(&d, "big").await;
     assert_eq!(summary["status"], "completed", "{summary}");
     assert_eq!(summary["created"], 60_000, "{summary}");
     if acknowledged {
-        assert_eq!(d.summary("acme", "during", REPORT).await["created"], 10);
+        assert_eq!(report(&d, "during").await["created"], 10);
     }
     // Full while idle, then freed.
     disk.fill();
@@ -169,7 +189,7 @@ async fn a_full_disk_that_frees_again_loses_nothing_and_needs_no_restart(mut db:
     let after = d.dir.join("after.csv");
     crate::support::write_customers(&after, "after-", 10);
     d.upload("acme", &after, "after.csv").await;
-    assert_eq!(d.summary("acme", "after", REPORT).await["created"], 10, "{}", d.log());
+    assert_eq!(report(&d, "after").await["created"], 10, "{}", d.log());
     assert_eq!(d.pid(), pid, "no restart");
 }
 
