@@ -5,6 +5,7 @@ pub mod account;
 pub mod customer;
 pub mod errors;
 pub mod ids;
+pub mod shown;
 pub mod user;
 
 pub use account::{AccountId, AccountSettings, SettingError};

