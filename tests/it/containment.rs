@@ -248,3 +248,38 @@ async fn report_of(d: &TestDaemon, stem: &str) -> serde_json::Value {
 }
 
 crate::on_both_backends!(reports_open_safely_in_a_spreadsheet_and_terminals_see_no_escapes);
+
+/// Names that read as `.csv` but are not (a trailing space or dot, an
+/// invisible character, a Cyrillic `с`) are refused at upload, by `put` and
+/// by `rename`, with a status that says why: never acknowledged and then
+/// left unprocessed. Client temp names upload as ever.
+async fn names_that_only_look_like_csv_are_refused_at_upload(db: TestDb) {
+    let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[]).await;
+    let file = d.dir.join("n.csv");
+    crate::support::write_customers(&file, "n-", 2);
+    for name in ["x.csv ", "y.csv.", "z.csv\u{200B}", "w.\u{0441}sv"] {
+        let out = d.sftp("acme", &format!("put {} \"/customers/{name}\"\n", file.display())).await;
+        assert!(!out.status.success(), "{name:?} must be refused: {}", describe(&out));
+        let batch = format!(
+            "put {} /customers/n.csv.part\nrename /customers/n.csv.part \"/customers/{name}\"\n",
+            file.display()
+        );
+        let out = d.sftp("acme", &batch).await;
+        assert!(!out.status.success(), "rename onto {name:?} must be refused: {}", describe(&out));
+    }
+    // OpenSSH prints the status code only; the message says why (as WinSCP
+    // and FileZilla show it), and the log has it.
+    let log = d.log();
+    assert_eq!(log.matches("after .csv").count(), 6, "{log}");
+    assert_eq!(log.matches("only looks like .csv").count(), 2, "{log}");
+    let names: Vec<String> = std::fs::read_dir(d.customers("acme"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["n.csv.part"], "nothing with those names was stored");
+    let out = d.sftp("acme", "rename /customers/n.csv.part /customers/n.csv\n").await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(d.summary("acme", "n", REPORT).await["created"], 2);
+}
+
+crate::on_both_backends!(names_that_only_look_like_csv_are_refused_at_upload);
