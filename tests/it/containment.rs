@@ -283,3 +283,94 @@ async fn names_that_only_look_like_csv_are_refused_at_upload(db: TestDb) {
 }
 
 crate::on_both_backends!(names_that_only_look_like_csv_are_refused_at_upload);
+
+/// `sftp -b` of `batch` as `user`, its connection made from `source` (a
+/// loopback address of its own).
+async fn sftp_from(d: &TestDaemon, source: &str, user: &str, batch: &str) -> std::process::Output {
+    let batch_file = d.dir.join(format!("batch-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&batch_file, batch).unwrap();
+    let mut cmd = tokio::process::Command::new("sftp");
+    cmd.args(["-q", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"])
+        .args(["-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR", "-o", &format!("BindAddress={source}")])
+        .args(["-F", "/dev/null", "-i"])
+        .arg(&d.key)
+        .args(["-P", &d.port(), "-b"])
+        .arg(&batch_file)
+        .arg(format!("{user}@127.0.0.1"))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(120), cmd.output()).await.expect("sftp finished in time").unwrap()
+}
+
+/// 200 connections from 40 addresses that never send a byte, then 50
+/// merchants (each from an address of its own, as cron jobs of 50 servers)
+/// logging in at the same moment: every merchant's upload succeeds, at the
+/// defaults and with a pre-auth table (`max_startups`) of 100, which the
+/// silent connections alone would fill: they are evicted first. A silent
+/// connection is dropped after `ident_timeout_secs`.
+async fn silent_floods_never_lock_merchants_out(db: TestDb) {
+    const MERCHANTS: usize = 50;
+    let accounts: Vec<TestAccount> = (0..MERCHANTS).map(|i| TestAccount::new(&format!("m{i:02}"))).collect();
+    for max_startups in [None, Some("100:30:100")] {
+        let settings: Vec<(&str, &str)> = max_startups.map(|m| ("INTAKE_SFTP__MAX_STARTUPS", m)).into_iter().collect();
+        let fresh = db.another().await;
+        let d = TestDaemon::spawn(&fresh, &accounts, &settings).await;
+        let target: std::net::SocketAddr = d.addr.as_ref().unwrap().parse().unwrap();
+        let mut silent = Vec::new();
+        for i in 0..200 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(format!("127.0.0.{}:0", 10 + i % 40).parse().unwrap()).unwrap();
+            silent.push(socket.connect(target).await.unwrap());
+        }
+        // Older than a round trip: what a flood holds.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let file = d.dir.join("cron.csv");
+        crate::support::write_customers(&file, "cron-", 3);
+        let runs: Vec<_> = accounts
+            .iter()
+            .enumerate()
+            .map(|(i, account)| {
+                let batch = format!("put {} /customers/cron.csv\n", file.display());
+                let (d, user) = (&d, account.avid.clone());
+                async move { (user.clone(), sftp_from(d, &format!("127.0.1.{}", i + 1), &user, &batch).await) }
+            })
+            .collect();
+        for (user, out) in futures_join(runs).await {
+            assert!(out.status.success(), "{user} ({max_startups:?}): {}\n{}", describe(&out), d.log());
+        }
+        for account in &accounts {
+            assert_eq!(d.summary(&account.avid, "cron", REPORT).await["created"], 3);
+        }
+        // A silent connection is dropped once its identification is overdue.
+        use tokio::io::AsyncReadExt;
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(15), silent[199].read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "a silent connection was still open after 15 s");
+    }
+}
+
+/// Runs the futures at once, results in order.
+async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if outputs[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(out) => outputs[i] = Some(out),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("every future finished")).collect()
+}
+
+crate::on_both_backends!(silent_floods_never_lock_merchants_out);
