@@ -8,6 +8,7 @@ mod shared;
 pub mod ops;
 #[macro_use]
 pub mod nodes;
+mod deliveries_fair;
 mod health;
 mod postgres;
 mod sqlite;
@@ -286,6 +287,12 @@ impl Store {
     /// The name node `node_id` of this process owns jobs under: `NODE:INSTANCE`.
     pub fn owner_name(&self, node_id: &str) -> String {
         format!("{node_id}:{}", self.instance())
+    }
+
+    /// Due webhook events, at most `per_account` of each account's, taken
+    /// round-robin across accounts.
+    pub async fn due_deliveries_fair(&self, now: &str, per_account: u32, limit: u32) -> Result<Vec<Delivery>> {
+        dispatch!(self, s => s.due_deliveries_fair(now, per_account, limit).await)
     }
 
     /// Commits one small write for `node`: whether the store takes writes.

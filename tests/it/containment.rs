@@ -374,3 +374,94 @@ async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
 }
 
 crate::on_both_backends!(silent_floods_never_lock_merchants_out);
+
+/// A webhook receiver that accepts connections and never answers.
+async fn hung_receiver() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (url, task)
+}
+
+/// A receiver that answers 204 at once; counts the requests it got.
+async fn quick_receiver() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = got.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Headers, then the body by its length.
+                loop {
+                    let Ok(n) = socket.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = socket.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n").await;
+            });
+        }
+    });
+    (url, got, task)
+}
+
+/// One account's receiver accepts and never answers, with 64 events due;
+/// another account's job ends meanwhile: its webhook arrives within
+/// seconds (a per-account cap on attempts in flight, round-robin).
+async fn a_hung_webhook_receiver_slows_only_its_own_account(db: TestDb) {
+    let d = TestDaemon::spawn(&db, &[TestAccount::new("hung"), TestAccount::new("fine")], &[]).await;
+    let (hung_url, _hung) = hung_receiver().await;
+    let (fine_url, fine_got, _fine) = quick_receiver().await;
+    let store = db.store().await;
+    store.set_webhook("hung", &hung_url, &intake::store::WebhookSecret::new("s3cret-hung".into())).await.unwrap();
+    store.set_webhook("fine", &fine_url, &intake::store::WebhookSecret::new("s3cret-fine".into())).await.unwrap();
+    for i in 0..64 {
+        let event = intake::store::Delivery::pending(
+            format!("evt_hung_{i}"),
+            "hung".to_owned(),
+            None,
+            "job.completed".to_owned(),
+            hung_url.clone(),
+            format!("{{\"n\":{i}}}"),
+        );
+        store.enqueue_delivery(&event).await.unwrap();
+    }
+    // Let the hung receiver take every slot it can.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let file = d.dir.join("f.csv");
+    crate::support::write_customers(&file, "f-", 2);
+    d.upload("fine", &file, "f.csv").await;
+    d.summary("fine", "f", REPORT).await;
+    let reported = std::time::Instant::now();
+    eventually(Duration::from_secs(60), "the healthy account's webhook", || {
+        (fine_got.load(std::sync::atomic::Ordering::SeqCst) >= 1).then_some(())
+    })
+    .await;
+    let waited = reported.elapsed();
+    assert!(waited < Duration::from_secs(5), "the healthy account's webhook came {waited:?} after its report");
+}
+
+crate::on_both_backends!(a_hung_webhook_receiver_slows_only_its_own_account);
