@@ -797,6 +797,31 @@ impl AccountFs {
         }
     }
 
+    /// Attributes of `path`; a path this session is uploading to answers
+    /// from the upload in progress (its size growing): FUSE clients (sshfs)
+    /// stat a file right after creating it and give up when it is missing.
+    fn path_attrs(&self, path: &str) -> Reply<FileAttributes> {
+        let v = self.view.resolve(path)?;
+        if let Some(meta) = self.uploading(&v) {
+            let meta = meta.map_err(|e| self.view.io_error("fstat", &v.display, e))?;
+            let (user, group) = self.view.names();
+            return visible_attrs(&meta, Access::Writable, user, group).ok_or_else(no_such_file);
+        }
+        self.view.attrs_of(&v)
+    }
+
+    /// The metadata of this session's upload in progress to `v`, if any.
+    fn uploading(&self, v: &VirtualPath) -> Option<std::io::Result<Metadata>> {
+        if !matches!(v.place, Place::Entry { .. }) {
+            return None;
+        }
+        let target = v.on_disk(&self.view.root);
+        self.handles.values().find_map(|h| match &h.open {
+            Open::Upload(up) if up.target == target => Some(up.file.metadata()),
+            _ => None,
+        })
+    }
+
     pub(crate) fn max_upload_bytes(&self) -> u64 {
         self.shared.max_upload_bytes
     }
@@ -872,12 +897,12 @@ impl russh_sftp::server::Handler for AccountFs {
     }
 
     async fn stat(&mut self, id: u32, path: String) -> Reply<Attrs> {
-        let result = self.view.resolve(&path).and_then(|v| self.view.attrs_of(&v)).map(|attrs| Attrs { id, attrs });
+        let result = self.path_attrs(&path).map(|attrs| Attrs { id, attrs });
         self.noted("stat", &path, result)
     }
 
     async fn lstat(&mut self, id: u32, path: String) -> Reply<Attrs> {
-        let result = self.view.resolve(&path).and_then(|v| self.view.attrs_of(&v)).map(|attrs| Attrs { id, attrs });
+        let result = self.path_attrs(&path).map(|attrs| Attrs { id, attrs });
         self.noted("lstat", &path, result)
     }
 

@@ -465,3 +465,63 @@ async fn a_hung_webhook_receiver_slows_only_its_own_account(db: TestDb) {
 }
 
 crate::on_both_backends!(a_hung_webhook_receiver_slows_only_its_own_account);
+
+/// sshfs (a FUSE client) through the 20 ms round-trip delay proxy: `cp`,
+/// `mv`, `rsync` and `rsync --inplace` into the mounted /customers. sshfs
+/// stats a file right after creating it: the session's upload in progress
+/// answers (it is published on close). Every copy gets its report.
+async fn sshfs_copies_into_customers_are_uploads(db: TestDb) {
+    let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[]).await;
+    let proxy =
+        crate::support::DelayProxy::start(d.addr.as_ref().unwrap().parse().unwrap(), Duration::from_millis(10)).await;
+    let mount = tempfile::tempdir().unwrap();
+    let options = format!(
+        "IdentityFile={},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,IdentitiesOnly=yes,BatchMode=yes",
+        d.key.display()
+    );
+    let out = tokio::process::Command::new("sshfs")
+        .args(["-p", &proxy.port.to_string(), "acme@127.0.0.1:/customers"])
+        .arg(mount.path())
+        .args(["-o", &options])
+        .output()
+        .await
+        .expect("sshfs runs (apt-get install sshfs)");
+    assert!(out.status.success(), "sshfs mount: {}", describe(&out));
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("fusermount").arg("-uz").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.path().to_path_buf());
+    let copies: [(&str, Vec<String>); 4] = [
+        ("cp", vec!["cp".into()]),
+        ("mv", vec!["mv".into()]),
+        ("rsync", vec!["rsync".into()]),
+        ("inplace", vec!["rsync".into(), "--inplace".into()]),
+    ];
+    for (stem, command) in copies {
+        let local = d.dir.join(format!("{stem}.csv"));
+        crate::support::write_customers(&local, &format!("{stem}-"), 5);
+        let out = tokio::process::Command::new(&command[0])
+            .args(&command[1..])
+            .arg(&local)
+            .arg(mount.path().join(format!("{stem}.csv")))
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{command:?}: {}", describe(&out));
+        let summary = d.summary("acme", stem, REPORT).await;
+        assert_eq!(summary["created"], 5, "{command:?}: {summary}");
+    }
+    let store = db.store().await;
+    let jobs = store.list_jobs(Some("acme"), 100).await.unwrap();
+    assert_eq!(
+        jobs.len(),
+        4,
+        "one job per copy, no empty extra: {:?}",
+        jobs.iter().map(|j| &j.file_name).collect::<Vec<_>>()
+    );
+}
+
+crate::on_both_backends!(sshfs_copies_into_customers_are_uploads);
