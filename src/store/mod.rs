@@ -10,6 +10,7 @@ pub mod ops;
 pub mod nodes;
 mod deliveries_fair;
 mod health;
+mod nodes_quiet;
 mod postgres;
 mod sqlite;
 

@@ -525,3 +525,51 @@ async fn sshfs_copies_into_customers_are_uploads(db: TestDb) {
 }
 
 crate::on_both_backends!(sshfs_copies_into_customers_are_uploads);
+
+/// A PostgreSQL restart ends every node's session, and so every node's
+/// lock, at once: two live nodes that lost their locks (their lock
+/// connections closed, as a restart closes them) and still heartbeat are
+/// never taken for dead, by each other; one that stops beating is, once
+/// its heartbeat has been quiet (two beats).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_node_lock_with_a_live_heartbeat_is_no_dead_node() {
+    let Some(db) = TestDb::postgres().await else { return };
+    let store = db.store().await;
+    let mut locks = Vec::new();
+    for node in ["node-a", "node-b"] {
+        let start = intake::store::NodeStart {
+            node_id: node.to_owned(),
+            owner: format!("{node}#1"),
+            host: "test".to_owned(),
+            pid: 1,
+            version: "test".to_owned(),
+            sftp_addr: None,
+        };
+        store.register_node(&start).await.unwrap();
+        locks.push(store.lock_node(node, std::path::Path::new("")).await.unwrap().expect("the lock is free"));
+    }
+    // What a restart does to every session: the locks are gone.
+    drop(locks);
+    let quiet = Duration::from_secs(2);
+    for _ in 0..4 {
+        for node in ["node-a", "node-b"] {
+            assert!(store.node_heartbeat(node, &format!("{node}#1")).await.unwrap());
+        }
+        assert_eq!(store.dead_node_owners_after(quiet).await.unwrap(), Vec::<String>::new(), "live nodes are not dead");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The lock alone said otherwise: what took live nodes' jobs before.
+    assert_eq!(store.dead_node_owners().await.unwrap().len(), 2);
+    // node-b stops beating; node-a goes on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(store.node_heartbeat("node-a", "node-a#1").await.unwrap());
+        let dead = store.dead_node_owners_after(quiet).await.unwrap();
+        if !dead.is_empty() {
+            assert_eq!(dead, ["node-b#1"]);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "a node that stopped beating is seen dead");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
