@@ -33,6 +33,7 @@ async fn a_burst_of_uploads_of_one_name_gives_every_upload_its_job(db: TestDb) {
             )
         };
     }
+    let started = std::time::Instant::now();
     let runs = batches.into_iter().map(|batch| {
         let (dir, key, port) = (d.dir.clone(), d.key.clone(), d.port());
         tokio::spawn(async move { openssh_sftp(&dir, &key, &port, "acme", &batch).await })
@@ -52,6 +53,11 @@ async fn a_burst_of_uploads_of_one_name_gives_every_upload_its_job(db: TestDb) {
     assert_eq!(block(store.count_customers("acme")), UPLOADS as u64, "every upload's row is in");
     let summary = d.summary("acme", "same", REPORT).await;
     assert_eq!(summary["created"], 1, "{summary}");
+    eprintln!(
+        "measured: burst of {UPLOADS} uploads, {:.1} s, peak RSS {} MiB",
+        started.elapsed().as_secs_f64(),
+        d.peak_rss_mib()
+    );
 }
 
 crate::on_both_backends!(a_burst_of_uploads_of_one_name_gives_every_upload_its_job);
@@ -151,6 +157,7 @@ async fn a_full_disk_that_frees_again_loses_nothing_and_needs_no_restart(mut db:
     d.data_dir = data_dir;
     d.start().await;
     let pid = d.pid();
+    let started = std::time::Instant::now();
     let big = d.dir.join("big.csv");
     crate::support::write_customers(&big, "big-", 60_000);
     d.upload("acme", &big, "big.csv").await;
@@ -191,6 +198,7 @@ async fn a_full_disk_that_frees_again_loses_nothing_and_needs_no_restart(mut db:
     d.upload("acme", &after, "after.csv").await;
     assert_eq!(report(&d, "after").await["created"], 10, "{}", d.log());
     assert_eq!(d.pid(), pid, "no restart");
+    eprintln!("measured: full disk twice, {:.1} s, peak RSS {} MiB", started.elapsed().as_secs_f64(), d.peak_rss_mib());
 }
 
 crate::on_both_backends!(a_full_disk_that_frees_again_loses_nothing_and_needs_no_restart);
@@ -324,6 +332,7 @@ async fn silent_floods_never_lock_merchants_out(db: TestDb) {
         }
         // Older than a round trip: what a flood holds.
         tokio::time::sleep(Duration::from_millis(1500)).await;
+        let flooded = std::time::Instant::now();
         let file = d.dir.join("cron.csv");
         crate::support::write_customers(&file, "cron-", 3);
         let runs: Vec<_> = accounts
@@ -341,6 +350,11 @@ async fn silent_floods_never_lock_merchants_out(db: TestDb) {
         for account in &accounts {
             assert_eq!(d.summary(&account.avid, "cron", REPORT).await["created"], 3);
         }
+        eprintln!(
+            "measured: flood {max_startups:?}, 50 merchants in {:.1} s, peak RSS {} MiB",
+            flooded.elapsed().as_secs_f64(),
+            d.peak_rss_mib()
+        );
         // A silent connection is dropped once its identification is overdue.
         use tokio::io::AsyncReadExt;
         let mut rest = Vec::new();
@@ -462,6 +476,11 @@ async fn a_hung_webhook_receiver_slows_only_its_own_account(db: TestDb) {
     .await;
     let waited = reported.elapsed();
     assert!(waited < Duration::from_secs(5), "the healthy account's webhook came {waited:?} after its report");
+    eprintln!(
+        "measured: webhook beside a hung receiver after {:.2} s, peak RSS {} MiB",
+        waited.as_secs_f64(),
+        d.peak_rss_mib()
+    );
 }
 
 crate::on_both_backends!(a_hung_webhook_receiver_slows_only_its_own_account);
