@@ -24,7 +24,7 @@ async fn a_burst_of_uploads_of_one_name_gives_every_upload_its_job(db: TestDb) {
         let local = d.dir.join(format!("burst{i}.csv"));
         std::fs::write(&local, format!("ref,email\nburst-{i},b{i}@example.com\n")).unwrap();
         let session = i % SESSIONS;
-        batches[session] += &if session % 2 == 0 {
+        batches[session] += &if session.is_multiple_of(2) {
             format!("put {} /customers/same.csv\n", local.display())
         } else {
             format!(
