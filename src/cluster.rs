@@ -103,14 +103,16 @@ impl Node {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            self.beat(&store, login_window).await;
+            self.beat(&store, login_window, heartbeat * 2).await;
         }
         if let Err(e) = store.node_stopped(self.id.as_str(), &self.owner).await {
             tracing::warn!(error = %e, "cannot record that this node stopped");
         }
     }
 
-    async fn beat(&self, store: &Store, login_window: Duration) {
+    /// One beat; a node whose lock is gone is seen dead once it has not
+    /// beaten for `quiet` either (a database restart ends every lock).
+    async fn beat(&self, store: &Store, login_window: Duration, quiet: Duration) {
         match store.node_heartbeat(self.id.as_str(), &self.owner).await {
             Ok(true) => {}
             Ok(false) => {
@@ -123,7 +125,7 @@ impl Node {
             Err(e) => tracing::warn!(error = %e, "node heartbeat failed"),
         }
         self.keep_lock(store).await;
-        match store.dead_node_owners().await {
+        match store.dead_node_owners_after(quiet).await {
             Ok(owners) => {
                 for owner in owners.into_iter().filter(|o| *o != self.owner) {
                     tracing::info!(owner = %owner, "a node died (its database session is gone): resuming its jobs");

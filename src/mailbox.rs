@@ -160,11 +160,63 @@ pub fn upload_name_problem(file_name: &str) -> Option<String> {
     if file_name.chars().any(char::is_control) {
         return Some("Invalid file name: control characters are not allowed".to_owned());
     }
+    if let Some(problem) = looks_like_upload_but_is_not(file_name) {
+        return Some(problem);
+    }
     if is_upload_name(file_name) && file_name.len() > MAX_UPLOAD_NAME_BYTES {
         return Some(format!(
             "File name too long: an upload's name may have at most {MAX_UPLOAD_NAME_BYTES} bytes \
              (its reports are named after it)"
         ));
+    }
+    None
+}
+
+/// Characters that are invisible or blank at the end of a name.
+fn is_invisible_or_blank(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}' | '\u{180E}')
+        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// The ASCII letter or dot that `c` is drawn like in a file name's
+/// extension (Cyrillic `с`, `ѕ`, `ѵ`, Greek `ν`, fullwidth and small-capital
+/// forms, dot leaders), or `c` itself.
+fn ascii_lookalike(c: char) -> char {
+    match c {
+        'с' | 'С' | 'ϲ' | 'Ϲ' | 'ｃ' | 'Ｃ' | 'ᴄ' | 'ⅽ' | 'Ⅽ' => 'c',
+        'ѕ' | 'Ѕ' | 'ｓ' | 'Ｓ' | 'ꜱ' => 's',
+        'ѵ' | 'Ѵ' | 'ν' | 'ｖ' | 'Ｖ' | 'ᴠ' | 'ⅴ' | 'Ⅴ' => 'v',
+        'ɡ' | 'ｇ' | 'Ｇ' | 'ɢ' => 'g',
+        'ｚ' | 'Ｚ' | 'ᴢ' => 'z',
+        '․' | '．' | '。' | '﹒' | '·' => '.',
+        other => other,
+    }
+}
+
+/// Why a visible name that reads as an upload name (`x.csv ` with a trailing
+/// space, `y.csv.`, `z.csv` + U+200B, `w.сsv` with a Cyrillic `с`) is not
+/// one: the watcher would never take it, so the client is told at upload.
+/// Client temp names (`x.csv.filepart`, `.in.x.csv`) are never such names.
+fn looks_like_upload_but_is_not(file_name: &str) -> Option<String> {
+    if file_name.starts_with('.') || is_upload_name(file_name) {
+        return None;
+    }
+    let trimmed = file_name.trim_end_matches(|c: char| c == '.' || is_invisible_or_blank(c));
+    if trimmed.len() < file_name.len() && is_upload_name(trimmed) {
+        return Some(
+            "Invalid file name: it ends in blank, invisible characters or dots after .csv; \
+             only names ending in .csv or .csv.gz are processed"
+                .to_owned(),
+        );
+    }
+    let folded: String = trimmed.chars().filter(|c| !is_invisible_or_blank(*c)).map(ascii_lookalike).collect();
+    if is_upload_name(&folded) {
+        return Some(
+            "Invalid file name: its extension only looks like .csv (characters that are not plain \
+             ASCII letters, or invisible ones); only names ending in .csv or .csv.gz are processed"
+                .to_owned(),
+        );
     }
     None
 }
@@ -420,6 +472,37 @@ mod tests {
         assert!(stem.contains('~'));
         assert_ne!(report_stem(&format!("{}x.csv", "顧".repeat(84))), stem);
         assert!(archive_name("20261126T100000Z", "abcdef12", &name).len() <= MAX_NAME_BYTES);
+    }
+
+    #[test]
+    fn names_that_only_look_like_csv_are_refused_and_client_temps_are_not() {
+        for name in [
+            "x.csv ",
+            "y.csv.",
+            "y.csv..",
+            "z.csv\u{200B}",
+            "w.\u{0441}sv",
+            "v.cs\u{0475}",
+            "u.csv.gz ",
+            "t\u{FF0E}csv",
+            "s.csv\u{FEFF}",
+        ] {
+            assert!(upload_name_problem(name).is_some(), "{name:?}");
+        }
+        for name in [
+            "x.csv",
+            "x.CSV.gz",
+            "x.csv.filepart",
+            ".in.x.csv",
+            ".in.x.csv.",
+            "x.csv.part",
+            "x.csv~",
+            "notes.txt",
+            "顧客.csv",
+            "x.csv.tmp ",
+        ] {
+            assert!(upload_name_problem(name).is_none(), "{name:?}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod token_cli;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use intake::config::{Config, LogFormat};
+use intake::domain::shown::printable;
 use intake::domain::user::{Scopes, SftpUser};
 use intake::domain::{AccountId, AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
 use intake::ingest::arrival::{self, Arrival, Take, Uploader};
@@ -301,8 +302,9 @@ fn check(
             for (i, e) in errors.iter().enumerate() {
                 let lead =
                     if i == 0 { format!("line {}", row.line) } else { " ".repeat(format!("line {}", row.line).len()) };
-                let field = if e.field.is_empty() { String::new() } else { format!(" [{}]", e.field) };
-                let _ = writeln!(out, "{lead}: {}{field}: {}", e.code, e.message);
+                // The file's text never reaches the terminal as escape sequences.
+                let field = if e.field.is_empty() { String::new() } else { format!(" [{}]", printable(&e.field)) };
+                let _ = writeln!(out, "{lead}: {}{field}: {}", e.code, printable(&e.message));
             }
         }
     })
@@ -317,7 +319,7 @@ fn check(
         )?;
     }
     if let Some(rejection) = outcome.rejection {
-        writeln!(out, "rejected: {}: {}", rejection.code.code(), rejection.message)?;
+        writeln!(out, "rejected: {}: {}", rejection.code.code(), printable(&rejection.message))?;
         return Ok(ExitCode::from(2));
     }
     writeln!(out, "{} rows: {} valid, {} failing", outcome.rows, outcome.rows - outcome.failed, outcome.failed)?;

@@ -25,6 +25,9 @@ pub const EVENT_HEADER: &str = "Intake-Event";
 const DUE_PER_ROUND: u32 = 32;
 /// Attempts in flight at once.
 const MAX_IN_FLIGHT: usize = 16;
+/// Attempts in flight at once for one account: a receiver that hangs holds
+/// this many, never every slot (events are taken round-robin by account).
+const MAX_IN_FLIGHT_PER_ACCOUNT: usize = 4;
 const POLL: Duration = Duration::from_secs(1);
 
 /// The `Intake-Signature` value of `body` signed at `t` (unix seconds).
@@ -60,6 +63,7 @@ pub async fn job_ended(store: &Store, summary: &Summary) -> Result<(), StoreErro
 pub async fn run(store: Store, settings: WebhookSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let sender = Arc::new(Sender::new(store.clone(), settings)?);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let in_flight = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
     let mut attempts = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -68,7 +72,7 @@ pub async fn run(store: Store, settings: WebhookSettings, shutdown: Cancellation
         }
         while attempts.try_join_next().is_some() {}
         let now = clock::now_rfc3339();
-        let due = match store.due_deliveries(&now, DUE_PER_ROUND).await {
+        let due = match store.due_deliveries_fair(&now, MAX_IN_FLIGHT_PER_ACCOUNT as u32, DUE_PER_ROUND).await {
             Ok(due) => due,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the webhook outbox; retrying");
@@ -76,6 +80,7 @@ pub async fn run(store: Store, settings: WebhookSettings, shutdown: Cancellation
             }
         };
         for delivery in due {
+            let Some(account_slot) = InFlight::take(&in_flight, &delivery.account) else { continue };
             let Ok(slot) = slots.clone().try_acquire_owned() else { break };
             let lease = clock::seconds_ago_rfc3339(-(sender.settings.timeout_secs.max(1) as i64 + 5));
             match store.lease_delivery(&delivery.delivery_id, &delivery.next_attempt_at, &lease).await {
@@ -89,13 +94,47 @@ pub async fn run(store: Store, settings: WebhookSettings, shutdown: Cancellation
             let sender = sender.clone();
             attempts.spawn(async move {
                 sender.attempt(delivery).await;
-                drop(slot);
+                drop((slot, account_slot));
             });
         }
     }
     attempts.abort_all();
     while attempts.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Attempts in flight per account.
+type InFlightCounts = Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>;
+
+/// One account's attempt in flight, counted until dropped.
+struct InFlight {
+    counts: InFlightCounts,
+    account: String,
+}
+
+impl InFlight {
+    /// Counts one more attempt for `account`, or `None` at its cap.
+    fn take(counts: &InFlightCounts, account: &str) -> Option<InFlight> {
+        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(account.to_owned()).or_insert(0);
+        if *n >= MAX_IN_FLIGHT_PER_ACCOUNT {
+            return None;
+        }
+        *n += 1;
+        Some(InFlight { counts: counts.clone(), account: account.to_owned() })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.account) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.account);
+            }
+        }
+    }
 }
 
 /// Sends one event at a time; shared by the delivery loop and `intake webhook test`.

@@ -54,6 +54,12 @@ impl CustomerRef {
                 format!("ref is {chars} characters long; the limit is {MAX_REF_CHARS}"),
             ));
         }
+        if let Some((at, c)) = trimmed.chars().enumerate().find(|(_, c)| c.is_control()) {
+            return Err(Invalid::new(
+                RowErrorCode::InvalidRef,
+                format!("ref has a control character (U+{:04X}) at character {}", u32::from(c), at + 1),
+            ));
+        }
         Ok(CustomerRef(trimmed.to_owned()))
     }
 

@@ -7,6 +7,8 @@ use std::fmt;
 pub enum RowErrorCode {
     MissingRef,
     RefTooLong,
+    /// Control characters (escape sequences, line breaks) in the ref.
+    InvalidRef,
     DuplicateRef,
     RefExists,
     MissingAddress,
@@ -25,6 +27,7 @@ impl RowErrorCode {
         match self {
             Self::MissingRef => "missing_ref",
             Self::RefTooLong => "ref_too_long",
+            Self::InvalidRef => "invalid_ref",
             Self::DuplicateRef => "duplicate_ref",
             Self::RefExists => "ref_exists",
             Self::MissingAddress => "missing_address",

@@ -8,6 +8,7 @@ pub mod ids;
 pub mod job;
 pub mod limits;
 pub mod mapping;
+pub mod shown;
 pub mod user;
 
 pub use account::{AccountId, AccountSettings, SettingError};

@@ -67,16 +67,23 @@ impl ResultsWriter {
         let line = r.line.to_string();
         let (code, field) = r.errors.first().map(|e| (e.code.code(), e.field.as_str())).unwrap_or(("", ""));
         let message = listed_messages(&r.errors);
-        self.csv.write_record([
-            line.as_str(),
-            r.customer_ref.as_str(),
-            r.status.as_str(),
-            r.customer_id.as_str(),
-            code,
-            field,
-            message.as_str(),
-        ])?;
-        Ok(())
+        // Cells are written as a spreadsheet shows them, as text (a ref
+        // `=HYPERLINK(...)` is never run by whoever opens the report), and
+        // control characters written out (`\u{1b}`): no escape sequence
+        // reaches whoever prints the report.
+        use crate::domain::shown::{printable, spreadsheet_safe};
+        let safe = |cell: &str| spreadsheet_safe(&printable(cell)).into_owned();
+        self.csv
+            .write_record([
+                line.as_str(),
+                &safe(&r.customer_ref),
+                r.status.as_str(),
+                &safe(&r.customer_id),
+                code,
+                &safe(field),
+                &safe(&message),
+            ])
+            .map_err(into_io)
     }
 
     /// Hands everything written to the OS; returns the file's length, the
@@ -97,6 +104,18 @@ impl ResultsWriter {
         self.csv.flush()?;
         self.csv.get_ref().sync_data()
     }
+}
+
+/// The I/O error inside a CSV writer's error as it was (a full disk stays
+/// ENOSPC: a transient fault, retried), anything else wrapped.
+fn into_io(error: csv::Error) -> io::Error {
+    if matches!(error.kind(), csv::ErrorKind::Io(_)) {
+        if let csv::ErrorKind::Io(e) = error.into_kind() {
+            return e;
+        }
+        return io::Error::other("a CSV writer error");
+    }
+    io::Error::other(error)
 }
 
 /// A record's error messages, `; `-separated: the first few and how many more,

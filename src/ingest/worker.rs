@@ -80,7 +80,12 @@ async fn housekeeping(ctx: Arc<Context>, keep_visible_secs: u64, shutdown: Cance
 async fn work(ctx: Arc<Context>, shared: Arc<Shared>, wake: Arc<Notify>, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
         let woken = wake.notified();
-        if let Err(e) = admit(&ctx, &shared).await {
+        let admitted = admit(&ctx, &shared).await;
+        match &admitted {
+            Ok(_) => crate::telemetry::pulse::claims_answered(),
+            Err(_) => crate::telemetry::pulse::claims_failed(),
+        }
+        if let Err(e) = admitted {
             tracing::error!(error = %e, "cannot take jobs from the database; retrying");
             pause(&shutdown, Duration::from_secs(2)).await;
             continue;

@@ -34,13 +34,20 @@ pub struct SftpSettings {
     /// logged-in sessions do not count (an office behind one NAT). Default 20.
     pub max_connections_per_source: usize,
     /// Connections not yet logged in, all sources together, as OpenSSH's
-    /// `MaxStartups start:rate:full`: from `start` on, a new connection is
-    /// dropped with probability `rate`% rising linearly to 100% at `full`.
-    /// Default `"10:30:100"`.
+    /// `MaxStartups start:rate:full`: from `start` on, a new connection
+    /// first evicts one that made least progress (no SSH identification for
+    /// a second, then none begun to log in for 10 s; from the source holding
+    /// most); when none may be evicted, it is dropped with probability
+    /// `rate`% rising linearly to 100% at `full`. Default `"300:30:600"`,
+    /// sized for hundreds of cron jobs logging in at the same minute
+    /// (OpenSSH's 10:30:100 is sized for interactive logins).
     pub max_startups: String,
     /// Seconds from accept in which a connection must log in (the SSH
     /// handshake included), or it is dropped. Default 120.
     pub login_grace_secs: u64,
+    /// Seconds from accept in which a connection must send its SSH
+    /// identification line, or it is dropped (silent floods). Default 5.
+    pub ident_timeout_secs: u64,
     /// A file a client left in /customers under a name that is never
     /// processed (a temp name such as `x.csv.filepart` or `.in.x.csv`,
     /// abandoned by a dropped connection) is removed once it is this many
@@ -76,6 +83,11 @@ pub struct SftpSettings {
     /// on this many seconds (an upload under way finishes), then are cut.
     /// Default 10.
     pub shutdown_drain_secs: u64,
+    /// An upload (CLOSE, or RENAME onto an upload name) never replaces an
+    /// earlier upload of that name the daemon has not taken yet: it waits
+    /// up to this many seconds for it to be taken (in turn, per name), then
+    /// is refused with a status saying so. Default 30.
+    pub publish_wait_secs: u64,
     /// Set by the daemon from `[cluster] node_id` (not read from the file):
     /// names this node's upload temps in a data directory nodes share, so a
     /// node starting cleans up only its own.
@@ -95,8 +107,9 @@ impl Default for SftpSettings {
             max_handles_per_account: 256,
             max_channels_per_connection: 10,
             max_connections_per_source: 20,
-            max_startups: "10:30:100".to_owned(),
+            max_startups: "300:30:600".to_owned(),
             login_grace_secs: 120,
+            ident_timeout_secs: 5,
             stale_temp_secs: 24 * 3600,
             allow_ssh_rsa_sha1: false,
             idle_timeout_secs: 600,
@@ -107,6 +120,7 @@ impl Default for SftpSettings {
             max_concurrent_password_checks: 2,
             proxy_protocol_from: Vec::new(),
             shutdown_drain_secs: 10,
+            publish_wait_secs: 30,
             node_id: String::new(),
         }
     }

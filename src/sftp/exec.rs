@@ -389,7 +389,7 @@ async fn scp_receive_file(io: &mut Io, fs: &mut AccountFs, line: &str, target: &
         }
     };
     if !io.send([0u8]).await {
-        let _ = fs.exec_close(&handle);
+        fs.exec_discard(&handle);
         return Received::Stop;
     }
     let mut error = None;
@@ -397,8 +397,8 @@ async fn scp_receive_file(io: &mut Io, fs: &mut AccountFs, line: &str, target: &
     while offset < size {
         let want = usize::try_from((size - offset).min(256 * 1024)).unwrap_or(256 * 1024);
         let Some(chunk) = io.chunk(want).await else {
-            // The client went away mid-file: nothing is published
-            // (dropping the session's handles discards the temp file).
+            // The client went away mid-file (a short read): nothing is published.
+            fs.exec_discard(&handle);
             return Received::Stop;
         };
         if error.is_none() {
@@ -415,12 +415,17 @@ async fn scp_receive_file(io: &mut Io, fs: &mut AccountFs, line: &str, target: &
             let _ = io.line(MAX_SCP_LINE).await;
             error.get_or_insert_with(|| "the client reported an error while sending".to_owned());
         }
-        None => return Received::Stop,
+        None => {
+            // The channel ended before the client said the file was whole.
+            fs.exec_discard(&handle);
+            return Received::Stop;
+        }
     }
     if error.is_some() {
-        // Never published: the failed upload's temp file goes on close.
-        let _ = fs.exec_close(&handle);
-    } else if let Err(e) = fs.exec_close(&handle) {
+        // A transfer the client declared failed (its local read failed: the
+        // data is padding) or one a write failed on is never published.
+        fs.exec_discard(&handle);
+    } else if let Err(e) = fs.exec_close(&handle).await {
         error = Some(message(&e));
     }
     match error {
@@ -486,7 +491,7 @@ async fn scp_source(io: &mut Io, fs: &mut AccountFs, path: &str, preserve: bool)
         }
     };
     let status = send_file(io, fs, &handle, path, &attrs, preserve).await;
-    let _ = fs.exec_close(&handle);
+    let _ = fs.exec_close(&handle).await;
     status
 }
 
@@ -584,7 +589,7 @@ async fn hash(io: &mut Io, fs: &mut AccountFs, algorithm: HashAlgorithm, path: O
         // Hashing a big file must not hold the runtime thread.
         tokio::task::yield_now().await;
     };
-    let _ = fs.exec_close(&handle);
+    let _ = fs.exec_close(&handle).await;
     if let Err(e) = result {
         io.stderr(&format!("{command}: {path}: {e}")).await;
         return 1;

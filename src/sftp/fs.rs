@@ -27,7 +27,8 @@ use russh_sftp::server::StatusReply;
 
 use super::guard::{Counter, Slot};
 use super::jail::{self, Folder, JailError, Place, VirtualPath};
-use crate::mailbox::{upload_name_problem, upload_temp_name};
+use super::publish::PublishError;
+use crate::mailbox::{is_upload_name, upload_name_problem, upload_temp_name};
 
 /// Largest SFTP packet a client may send (russh-sftp's own limit).
 pub(crate) const MAX_CLIENT_PACKET: u32 = 256 * 1024;
@@ -81,6 +82,10 @@ pub(crate) struct FsShared {
     pub(crate) node_id: String,
     /// Where `/mappings` keeps the account's mapping profiles.
     pub(crate) directory: Arc<dyn super::UserDirectory>,
+    /// Puts uploads under their final names, never over an untaken one.
+    pub(crate) publisher: super::publish::Publisher,
+    /// How long a publish waits for an earlier upload of its name to be taken.
+    pub(crate) publish_wait: Duration,
 }
 
 /// The `/mappings` folder: mapping profiles, kept in the database.
@@ -181,6 +186,8 @@ pub(crate) struct AccountFs {
 }
 
 const TOO_LARGE: &str = "File too large: over the maximum upload size";
+const BUSY: &str =
+    "Upload refused: an earlier upload of this name is still waiting to be processed; try again in a minute";
 const HOLE: &str = "Write refused: it would leave a hole in the file (write it in order)";
 
 impl View {
@@ -422,7 +429,7 @@ impl AccountFs {
         Ok(self.new_handle(Open::Read { file, display: v.display.clone(), _open: open }, slot))
     }
 
-    fn finish_upload(&self, upload: Upload) -> Reply<()> {
+    async fn finish_upload(&self, upload: Upload) -> Reply<()> {
         let Upload { file, temp, target, display: shown, size, failed, .. } = upload;
         drop(file);
         if let Some(reason) = failed {
@@ -436,9 +443,19 @@ impl AccountFs {
             tracing::error!(user = %self.view.user.username, error = %e, "cannot record the uploader on the file");
             return Err(failure("Upload failed: the server could not store it; try again later"));
         }
-        if let Err(e) = std::fs::rename(&temp, &target) {
-            let _ = std::fs::remove_file(&temp);
-            return Err(self.view.io_error("publish", &shown, e));
+        let guarded = target.file_name().is_some_and(|n| is_upload_name(&n.to_string_lossy()));
+        match self.shared.publisher.publish(&temp, &target, guarded, self.shared.publish_wait).await {
+            Ok(()) => {}
+            Err(PublishError::Busy) => {
+                let _ = std::fs::remove_file(&temp);
+                tracing::warn!(account = %self.view.user.account, user = %self.view.user.username, file = %shown,
+                    "upload refused: an earlier upload of its name is still waiting to be taken");
+                return Err(failure(BUSY));
+            }
+            Err(PublishError::Io(e)) => {
+                let _ = std::fs::remove_file(&temp);
+                return Err(self.view.io_error("publish", &shown, e));
+            }
         }
         tracing::info!(
             account = %self.view.user.account, user = %self.view.user.username,
@@ -448,13 +465,27 @@ impl AccountFs {
         Ok(())
     }
 
-    fn do_rename(&self, oldpath: &str, newpath: &str) -> Reply<()> {
-        self.view.rename(oldpath, newpath)
+    async fn do_rename(&self, oldpath: &str, newpath: &str) -> Reply<()> {
+        let (src, dst, from, to) = self.view.rename_checked(oldpath, newpath)?;
+        let guarded = dst.file_name().is_some_and(|n| is_upload_name(&n.to_string_lossy()));
+        match self.shared.publisher.publish(&src, &dst, guarded, self.shared.publish_wait).await {
+            Ok(()) => {}
+            Err(PublishError::Busy) => return Err(failure(BUSY)),
+            Err(PublishError::Io(e)) => return Err(self.view.io_error("rename", &from.display, e)),
+        }
+        let user = &self.view.user;
+        tracing::info!(
+            account = %user.account, user = %user.username,
+            from = %from.display, to = %to.display, "file renamed"
+        );
+        Ok(())
     }
 }
 
 impl View {
-    fn rename(&self, oldpath: &str, newpath: &str) -> Reply<()> {
+    /// Checks a RENAME and records the uploader on the file; returns the
+    /// paths on disk (from, to) and as the client named them.
+    fn rename_checked(&self, oldpath: &str, newpath: &str) -> Reply<(PathBuf, PathBuf, VirtualPath, VirtualPath)> {
         let reserved = |e| match e {
             JailError::Reserved => denied("Permission denied: names starting with '.intake-' are reserved"),
             JailError::NotFound => no_such_file(),
@@ -508,12 +539,7 @@ impl View {
             tracing::error!(user = %self.user.username, error = %e, "cannot record the uploader on the file");
             return Err(failure("Rename failed: the server could not store it; try again later"));
         }
-        std::fs::rename(&src, &dst).map_err(|e| self.io_error("rename", &from.display, e))?;
-        tracing::info!(
-            account = %self.user.account, user = %self.user.username,
-            from = %from.display, to = %to.display, "file renamed"
-        );
-        Ok(())
+        Ok((src, dst, from, to))
     }
 }
 
@@ -565,9 +591,9 @@ impl AccountFs {
         Ok(Handle { id, handle })
     }
 
-    fn do_close(&mut self, id: u32, handle: &str) -> Reply<Status> {
+    async fn do_close(&mut self, id: u32, handle: &str) -> Reply<Status> {
         match self.handles.remove(handle) {
-            Some(OpenHandle { open: Open::Upload(upload), .. }) => self.finish_upload(upload).map(|()| ok(id)),
+            Some(OpenHandle { open: Open::Upload(upload), .. }) => self.finish_upload(upload).await.map(|()| ok(id)),
             Some(_) => Ok(ok(id)),
             None => Err(failure("Invalid handle")),
         }
@@ -732,7 +758,7 @@ impl AccountFs {
         Ok(ok(id))
     }
 
-    fn do_extended(&self, id: u32, request: &str, data: &[u8]) -> Reply<Packet> {
+    async fn do_extended(&self, id: u32, request: &str, data: &[u8]) -> Reply<Packet> {
         match request {
             "limits@openssh.com" => {
                 let mut reply = Vec::with_capacity(32);
@@ -751,7 +777,7 @@ impl AccountFs {
                 let (Some(old), Some(new)) = (take_string(&mut rest), take_string(&mut rest)) else {
                     return Err(StatusCode::BadMessage.with_message("Malformed request"));
                 };
-                self.do_rename(&old, &new).map(|()| Packet::Status(ok(id)))
+                self.do_rename(&old, &new).await.map(|()| Packet::Status(ok(id)))
             }
             "users-groups-by-id@openssh.com" => {
                 let mut rest = data;
@@ -775,6 +801,31 @@ impl AccountFs {
             "hardlink@openssh.com" => Err(denied("Permission denied: links cannot be created")),
             _ => Err(unsupported("Operation not supported")),
         }
+    }
+
+    /// Attributes of `path`; a path this session is uploading to answers
+    /// from the upload in progress (its size growing): FUSE clients (sshfs)
+    /// stat a file right after creating it and give up when it is missing.
+    fn path_attrs(&self, path: &str) -> Reply<FileAttributes> {
+        let v = self.view.resolve(path)?;
+        if let Some(meta) = self.uploading(&v) {
+            let meta = meta.map_err(|e| self.view.io_error("fstat", &v.display, e))?;
+            let (user, group) = self.view.names();
+            return visible_attrs(&meta, Access::Writable, user, group).ok_or_else(no_such_file);
+        }
+        self.view.attrs_of(&v)
+    }
+
+    /// The metadata of this session's upload in progress to `v`, if any.
+    fn uploading(&self, v: &VirtualPath) -> Option<std::io::Result<Metadata>> {
+        if !matches!(v.place, Place::Entry { .. }) {
+            return None;
+        }
+        let target = v.on_disk(&self.view.root);
+        self.handles.values().find_map(|h| match &h.open {
+            Open::Upload(up) if up.target == target => Some(up.file.metadata()),
+            _ => None,
+        })
     }
 
     pub(crate) fn max_upload_bytes(&self) -> u64 {
@@ -809,10 +860,20 @@ impl AccountFs {
         }
     }
 
-    pub(crate) fn exec_close(&mut self, handle: &str) -> Reply<()> {
+    pub(crate) async fn exec_close(&mut self, handle: &str) -> Reply<()> {
         let shown = self.handle_display(handle);
-        let result = self.do_close(0, handle).map(|_| ());
+        let result = self.do_close(0, handle).await.map(|_| ());
         self.noted("close", &shown, result)
+    }
+
+    /// Ends an upload without publishing it: its temp file goes.
+    pub(crate) fn exec_discard(&mut self, handle: &str) {
+        if let Some(OpenHandle { open: Open::Upload(upload), .. }) = self.handles.remove(handle) {
+            drop(upload.file);
+            let _ = std::fs::remove_file(&upload.temp);
+            tracing::info!(account = %self.view.user.account, user = %self.view.user.username,
+                file = %upload.display.escape_debug(), "upload discarded: the client reported it failed or went away");
+        }
     }
 
     /// Logs a refusal the exec commands send in their own words.
@@ -848,7 +909,7 @@ impl russh_sftp::server::Handler for AccountFs {
         if let Some(result) = self.mapping_stat(id, &path).await {
             return self.noted("stat", &path, result);
         }
-        let result = self.view.resolve(&path).and_then(|v| self.view.attrs_of(&v)).map(|attrs| Attrs { id, attrs });
+        let result = self.path_attrs(&path).map(|attrs| Attrs { id, attrs });
         self.noted("stat", &path, result)
     }
 
@@ -856,7 +917,7 @@ impl russh_sftp::server::Handler for AccountFs {
         if let Some(result) = self.mapping_stat(id, &path).await {
             return self.noted("lstat", &path, result);
         }
-        let result = self.view.resolve(&path).and_then(|v| self.view.attrs_of(&v)).map(|attrs| Attrs { id, attrs });
+        let result = self.path_attrs(&path).map(|attrs| Attrs { id, attrs });
         self.noted("lstat", &path, result)
     }
 
@@ -879,7 +940,7 @@ impl russh_sftp::server::Handler for AccountFs {
         if let Some(result) = self.mapping_close(id, &handle).await {
             return self.noted("close", &shown, result);
         }
-        let result = self.do_close(id, &handle);
+        let result = self.do_close(id, &handle).await;
         self.noted("close", &shown, result)
     }
 
@@ -937,7 +998,7 @@ impl russh_sftp::server::Handler for AccountFs {
     }
 
     async fn rename(&mut self, id: u32, oldpath: String, newpath: String) -> Reply<Status> {
-        let result = self.do_rename(&oldpath, &newpath).map(|()| ok(id));
+        let result = self.do_rename(&oldpath, &newpath).await.map(|()| ok(id));
         self.noted("rename", &format!("{oldpath} -> {newpath}"), result)
     }
 
@@ -958,7 +1019,7 @@ impl russh_sftp::server::Handler for AccountFs {
     }
 
     async fn extended(&mut self, id: u32, request: String, data: Vec<u8>) -> Reply<Packet> {
-        let result = self.do_extended(id, &request, &data);
+        let result = self.do_extended(id, &request, &data).await;
         let op: String = request.chars().take(64).collect();
         self.noted("extended", &op, result)
     }

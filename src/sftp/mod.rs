@@ -17,6 +17,7 @@ mod guard;
 mod host_key;
 mod jail;
 mod proxy;
+mod publish;
 mod server;
 
 pub use auth::{authorized_keys, hash_password, read_authorized_keys, KeyFileError};

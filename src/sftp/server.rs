@@ -72,6 +72,8 @@ struct Shared {
     per_account: Arc<Counter<String>>,
     max_channels_per_connection: usize,
     login_grace: Duration,
+    /// How long a connection may take to send its SSH identification.
+    ident_timeout: Duration,
     /// Balancers whose connections start with a PROXY protocol header.
     proxies: Vec<IpAddr>,
     /// The methods every rejection offers again (see `reject`).
@@ -165,6 +167,7 @@ impl SftpServer {
             per_account: Counter::new(settings.max_sessions_per_account.max(1)),
             max_channels_per_connection: settings.max_channels_per_connection.max(1),
             login_grace: Duration::from_secs(settings.login_grace_secs.max(1)),
+            ident_timeout: Duration::from_secs(settings.ident_timeout_secs.max(1)),
             proxies: settings.proxy_protocol_from.clone(),
             methods,
             fs: Arc::new(FsShared {
@@ -173,6 +176,8 @@ impl SftpServer {
                 open_files: Arc::new(OpenFiles::default()),
                 node_id: node_id.clone(),
                 directory: Arc::clone(&users),
+                publisher: Default::default(),
+                publish_wait: Duration::from_secs(settings.publish_wait_secs),
             }),
         });
         tracing::info!(listen = %local_addr, "SFTP server listening");
@@ -256,7 +261,7 @@ async fn accept_connection(
     let mut startup = None;
     let client = if shared.proxies.contains(&peer.ip()) {
         // Counted among the connections not logged in while its header is awaited.
-        let Some(admitted) = shared.startups.try_admit() else {
+        let Some(admitted) = shared.startups.try_admit(peer.ip()) else {
             tracing::warn!(balancer = %peer, "connection dropped: too many connections are not logged in (max_startups)");
             return;
         };
@@ -273,9 +278,14 @@ async fn accept_connection(
     };
     let Some(pre_auth) = admit(&shared, client, startup) else { return };
     let authed = CancellationToken::new();
+    let watch = PreAuthWatch {
+        progress: pre_auth.startup.progress.clone(),
+        evicted: pre_auth.startup.evicted.clone(),
+        ident_timeout: shared.ident_timeout,
+    };
     let handler = SshSession::new(Arc::clone(&shared), client, pre_auth, authed.clone());
     let span = handler.span.clone();
-    serve_connection(config, socket, handler, sessions, authed, shared.login_grace).instrument(span).await
+    serve_connection(config, socket, handler, sessions, authed, shared.login_grace, watch).instrument(span).await
 }
 
 /// The checks a connection passes before its SSH handshake: the source's
@@ -289,18 +299,26 @@ fn admit(shared: &Shared, client: SocketAddr, startup: Option<super::guard::Star
         tracing::warn!(peer = %client, "connection refused: too many connections from this address are not logged in");
         return None;
     };
-    let Some(startup) = startup.or_else(|| shared.startups.try_admit()) else {
+    let Some(startup) = startup.or_else(|| shared.startups.try_admit(client.ip())) else {
         tracing::warn!(peer = %client, "connection dropped: too many connections are not logged in (max_startups)");
         return None;
     };
-    Some(PreAuth { _source: source_slot, _startup: startup })
+    Some(PreAuth { _source: source_slot, startup })
 }
 
 /// What a connection holds until it logs in: its place in the per-source
 /// and the global (MaxStartups) counts of connections not logged in.
 struct PreAuth {
     _source: Slot<IpAddr>,
-    _startup: super::guard::Startup,
+    startup: super::guard::Startup,
+}
+
+/// What `serve_connection` watches until the login: how far the connection
+/// came, whether a newcomer evicted it, how long it may take to identify.
+struct PreAuthWatch {
+    progress: Arc<std::sync::atomic::AtomicU8>,
+    evicted: CancellationToken,
+    ident_timeout: Duration,
 }
 
 async fn serve_connection(
@@ -310,6 +328,7 @@ async fn serve_connection(
     shutdown: CancellationToken,
     authed: CancellationToken,
     login_grace: Duration,
+    watch: PreAuthWatch,
 ) {
     let peer = handler.peer;
     let _counted = crate::telemetry::metrics().sftp_connection();
@@ -319,8 +338,16 @@ async fn serve_connection(
     // The login grace time counts from accept and covers the handshake too.
     let grace = tokio::time::sleep(login_grace);
     tokio::pin!(grace);
+    let PreAuthWatch { progress, evicted, ident_timeout } = watch;
     let session = tokio::select! {
-        s = russh::server::run_stream(config, socket, handler) => s,
+        s = tokio::time::timeout(ident_timeout, russh::server::run_stream(config, socket, handler)) => match s {
+            Ok(s) => s,
+            Err(_) => {
+                tracing::info!(peer = %peer, ident_timeout_secs = ident_timeout.as_secs(), "connection dropped: no SSH identification in time");
+                return;
+            }
+        },
+        _ = evicted.cancelled() => return,
         _ = shutdown.cancelled() => return,
         _ = &mut grace => {
             tracing::info!(peer = %peer, grace_secs = login_grace.as_secs(), "connection dropped: no login within the login grace time");
@@ -334,6 +361,7 @@ async fn serve_connection(
             return;
         }
     };
+    progress.fetch_max(super::guard::progress::IDENTIFIED, std::sync::atomic::Ordering::Relaxed);
     let handle = session.handle();
     tokio::pin!(session);
     let mut grace_over = false;
@@ -355,6 +383,12 @@ async fn serve_connection(
                     let _ = tokio::time::timeout(Duration::from_secs(2), &mut session).await;
                     return;
                 }
+            }
+            _ = evicted.cancelled(), if !authed.is_cancelled() => {
+                let _ = handle
+                    .disconnect(russh::Disconnect::ByApplication, "too many connections not logged in".into(), "en".into())
+                    .await;
+                return;
             }
             _ = shutdown.cancelled() => {
                 let _ = handle
@@ -577,6 +611,15 @@ impl SshSession {
         !self.rsa_sha1_refused(algorithm) && key_is_authorized(&user.public_keys, key)
     }
 
+    /// The connection asked to log in: past the key exchange, it is no
+    /// longer among the first to be evicted.
+    fn authenticating(&self) {
+        if let Some(pre_auth) = &self.pre_auth {
+            let progress = super::guard::progress::AUTHENTICATING;
+            pre_auth.startup.progress.fetch_max(progress, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Prepares the account root and records the login.
     fn log_in(&mut self, user: SftpUser, method: &'static str) -> Auth {
         // An `AccountId` names exactly one folder under the accounts root.
@@ -625,6 +668,7 @@ impl russh::server::Handler for SshSession {
 
     #[tracing::instrument(name = "ssh", parent = &self.span, skip_all)]
     async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+        self.authenticating();
         if self.shared.refused(self.peer.ip()).await {
             return Ok(self.reject());
         }
@@ -643,6 +687,7 @@ impl russh::server::Handler for SshSession {
 
     #[tracing::instrument(name = "ssh", parent = &self.span, skip_all)]
     async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        self.authenticating();
         if self.shared.refused(self.peer.ip()).await {
             return Ok(self.reject());
         }
@@ -657,6 +702,7 @@ impl russh::server::Handler for SshSession {
 
     #[tracing::instrument(name = "ssh", parent = &self.span, skip_all)]
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        self.authenticating();
         if self.shared.refused(self.peer.ip()).await {
             return Ok(self.reject());
         }

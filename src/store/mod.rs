@@ -12,6 +12,7 @@
 
 mod accounts;
 mod customers;
+mod health;
 mod idempotency;
 mod jobs;
 mod mappings;

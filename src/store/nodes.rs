@@ -269,11 +269,12 @@ impl Store {
         }
     }
 
-    /// Owners of nodes seen dead through their lock (PostgreSQL); none on
-    /// SQLite, where a node's earlier starts are released when it starts.
-    pub async fn dead_node_owners(&self) -> Result<Vec<String>> {
+    /// Owners of nodes seen dead: their lock gone (PostgreSQL) and no
+    /// heartbeat for `quiet`; none on SQLite, where a node's earlier starts
+    /// are released when it starts.
+    pub async fn dead_node_owners_after(&self, quiet: std::time::Duration) -> Result<Vec<String>> {
         match self {
-            Store::Postgres(s) => s.dead_node_owners().await,
+            Store::Postgres(s) => s.dead_node_owners(quiet.as_secs_f64()).await,
             Store::Sqlite(_) => Ok(Vec::new()),
         }
     }

@@ -73,7 +73,11 @@ impl PgStore {
         let options = PgConnectOptions::from_str(url)?
             .options([("idle_in_transaction_session_timeout", idle.as_str())])
             .application_name(&super::instance_session_name(&instance));
-        let pool = PgPoolOptions::new().max_connections(8).connect_with(options).await?;
+        let pool = PgPoolOptions::new()
+            .after_release(super::health::release_unless_in_doubt::<sqlx::Postgres>)
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
         Ok(PgStore { sql: Sql::new(pool), instance })
     }
@@ -169,17 +173,22 @@ impl PgStore {
         Ok(held.then(|| PgNodeLock { conn: tokio::sync::Mutex::new(conn) }))
     }
 
-    /// The owners of nodes that have not stopped and whose session lock is
-    /// gone from this database: their processes died (the server ends a
-    /// dead client's session), so their jobs can be taken over at once.
-    pub(super) async fn dead_node_owners(&self) -> Result<Vec<String>> {
+    /// Owners of nodes not stopped, without their session lock, that have
+    /// not heartbeaten for `quiet_secs`. A server restart ends every node's
+    /// session (and lock) at once, and a node that is alive takes its lock
+    /// again at its next beat: a lost lock means a dead node only once its
+    /// heartbeat is quiet too.
+    pub(super) async fn dead_node_owners(&self, quiet_secs: f64) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
-            "SELECT owner FROM nodes WHERE stopped_at IS NULL AND NOT EXISTS (
-               SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                 AND classid = $1::oid AND objid = (hashtext(nodes.node_id) & 2147483647)::oid AND objsubid = 2)",
+            "SELECT owner FROM nodes WHERE stopped_at IS NULL
+               AND heartbeat_at < now() - $2 * interval '1 second'
+               AND NOT EXISTS (
+                 SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND classid = $1::oid AND objid = (hashtext(nodes.node_id) & 2147483647)::oid AND objsubid = 2)",
         )
         .bind(NODE_LOCK_CLASS)
+        .bind(quiet_secs)
         .fetch_all(&self.sql.pool)
         .await?)
     }

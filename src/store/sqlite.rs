@@ -126,6 +126,7 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT.to_string())
             .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
+            .after_release(super::health::release_unless_in_doubt::<Sqlite>)
             .max_connections(2)
             .connect_with(options.clone().pragma("cache_size", format!("-{CACHE_KIB}")))
             .await?;
@@ -133,6 +134,7 @@ impl SqliteStore {
         // Jobs wait their turn here rather than on SQLite's lock; at most
         // `workers` batches are open at once, each for about a second.
         let batches = SqlitePoolOptions::new()
+            .after_release(super::health::release_unless_in_doubt::<Sqlite>)
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(300))
             .connect_with(options.pragma("cache_size", format!("-{BATCH_CACHE_KIB}")))

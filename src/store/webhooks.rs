@@ -199,16 +199,22 @@ where
         Ok(())
     }
 
-    pub(crate) async fn due_deliveries(&self, now: &str, limit: u32) -> Result<Vec<Delivery>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {} FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1
-             ORDER BY next_attempt_at LIMIT $2",
-            DELIVERY_COLUMNS
-        ))
-        .bind(now)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
+    /// Due events, at most `per_account` of each account's, taken
+    /// round-robin (every account's oldest first, then every account's
+    /// second...), so one account's backlog never hides another's.
+    pub(crate) async fn due_deliveries_fair(&self, now: &str, per_account: u32, limit: u32) -> Result<Vec<Delivery>> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM (
+                 SELECT *, ROW_NUMBER() OVER (PARTITION BY account ORDER BY next_attempt_at, delivery_id) AS turn
+                 FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1
+             ) AS due WHERE turn <= $2 ORDER BY turn, next_attempt_at LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(now)
+            .bind(i64::from(per_account))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(delivery).collect()
     }
 
@@ -328,11 +334,12 @@ impl Store {
         }
     }
 
-    /// Pending deliveries due at `now`, the longest waiting first.
-    pub async fn due_deliveries(&self, now: &str, limit: u32) -> Result<Vec<Delivery>> {
+    /// Due webhook events, at most `per_account` of each account's, taken
+    /// round-robin across accounts.
+    pub async fn due_deliveries_fair(&self, now: &str, per_account: u32, limit: u32) -> Result<Vec<Delivery>> {
         match self {
-            Store::Sqlite(s) => s.sql.due_deliveries(now, limit).await,
-            Store::Postgres(s) => s.sql.due_deliveries(now, limit).await,
+            Store::Sqlite(s) => s.sql.due_deliveries_fair(now, per_account, limit).await,
+            Store::Postgres(s) => s.sql.due_deliveries_fair(now, per_account, limit).await,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The operations endpoint: `GET /metrics` (Prometheus, OpenMetrics text),
 //! `GET /healthz` (the process answers) and `GET /readyz` (the database
-//! answers, the data directory takes writes, the SFTP listener is bound:
+//! answers and commits a write, the data directory takes writes, workers
+//! can take jobs, the SFTP listener is bound:
 //! 200, else 503 naming the failed checks). Serves no merchant data.
 
 use super::metrics;
@@ -93,6 +94,15 @@ async fn ready(State(health): State<Health>) -> Response {
     if let Err(why) = data_dir_writable(&health).await {
         failed.insert("data_dir".into(), why.into());
     }
+    if let Err(why) = database_writable(&health).await {
+        failed.insert("database_write".into(), why.into());
+    }
+    if let Some(failing) = super::pulse::claims_failing_for().filter(|f| *f >= super::pulse::CLAIMS_FAILING_LIMIT) {
+        failed.insert(
+            "jobs".into(),
+            format!("no job could be taken from the database for {} s", failing.as_secs()).into(),
+        );
+    }
     if let Some(bound) = &health.sftp_bound {
         if !bound.load(Ordering::Relaxed) {
             failed.insert("sftp".into(), "the SFTP listener is not bound".into());
@@ -128,6 +138,18 @@ async fn database_ready(health: &Health) -> Result<(), String> {
     match tokio::time::timeout(CHECK_TIMEOUT, check).await {
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
+    }
+}
+
+/// The store commits a write (a full disk or a read-only database fails
+/// it, while reads still answer).
+async fn database_writable(health: &Health) -> Result<(), String> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let node = format!("{}:{}", host.trim(), health.data_dir.display());
+    match tokio::time::timeout(CHECK_TIMEOUT, health.store.write_probe(&node)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("the database takes no writes: {e}")),
+        Err(_) => Err(format!("a write got no answer within {} s", CHECK_TIMEOUT.as_secs())),
     }
 }
 

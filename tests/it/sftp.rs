@@ -257,13 +257,53 @@ async fn an_upload_is_published_under_its_name_only_when_closed() {
     assert_eq!(meta.size, Some(28));
     assert_eq!(sftp.read("/customers/May.csv").await.unwrap().len(), 28);
 
-    // A second upload with the same name replaces the first atomically on close.
+    // A second upload with the same name replaces the first atomically on
+    // close, once the first was taken (as the watcher does: marked, linked
+    // into its job's spool); until then the close waits.
     let mut again = sftp.create("/customers/May.csv").await.unwrap();
     again.write_all(b"ref,address\n").await.unwrap();
     again.flush().await.unwrap();
     assert_eq!(std::fs::read(customers.join("May.csv")).unwrap().len(), 28);
+    let spooled = server.dir.path().join("spooled.csv");
+    let taker = {
+        let (first, spooled) = (customers.join("May.csv"), spooled.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            intake::mailbox::set_taken_by(&first, "job-1").unwrap();
+            std::fs::hard_link(&first, &spooled).unwrap();
+        })
+    };
     again.shutdown().await.unwrap();
+    taker.await.unwrap();
     assert_eq!(std::fs::read(customers.join("May.csv")).unwrap(), b"ref,address\n");
+    assert_eq!(std::fs::read(&spooled).unwrap().len(), 28, "the taken upload is its job's still");
+    assert_eq!(visible_names(&customers), ["May.csv"]);
+}
+
+/// An upload never replaces an earlier one of its name that was not taken:
+/// after `publish_wait_secs` it is refused with a status that says why, by
+/// CLOSE and by RENAME alike, and the earlier one stays.
+#[tokio::test]
+async fn an_upload_over_an_untaken_one_of_its_name_is_refused_after_the_wait() {
+    let (server, _conn, sftp) = alice(SftpSettings { publish_wait_secs: 1, ..test_settings() }).await;
+    let customers = server.account_dir("acme").join("customers");
+    std::fs::write(customers.join("x.csv"), b"first").unwrap();
+    let mut file = sftp.create("/customers/x.csv").await.unwrap();
+    file.write_all(b"second").await.unwrap();
+    let refused = file.shutdown().await;
+    assert!(refused.is_err(), "the close is refused");
+    let mut part = sftp.create("/customers/x.csv.part").await.unwrap();
+    part.write_all(b"third").await.unwrap();
+    part.shutdown().await.unwrap();
+    match sftp.rename("/customers/x.csv.part", "/customers/x.csv").await {
+        Err(russh_sftp::client::error::Error::Status(s)) => {
+            assert_eq!(s.status_code, StatusCode::Failure);
+            assert!(s.error_message.contains("earlier upload of this name"), "{}", s.error_message);
+        }
+        other => panic!("the rename must be refused: {other:?}"),
+    }
+    assert_eq!(std::fs::read(customers.join("x.csv")).unwrap(), b"first");
+    assert_eq!(visible_names(&customers), ["x.csv", "x.csv.part"]);
 }
 
 #[tokio::test]
@@ -284,7 +324,10 @@ async fn a_disconnect_mid_upload_leaves_nothing_behind() {
 async fn an_upload_to_a_temp_name_is_published_by_the_rename() {
     let (server, _conn, sftp) = alice(test_settings()).await;
     let customers = server.account_dir("acme").join("customers");
+    // An earlier upload of the name that a job took (marked, linked into its spool).
     std::fs::write(customers.join("x.csv"), b"old").unwrap();
+    intake::mailbox::set_taken_by(&customers.join("x.csv"), "job-1").unwrap();
+    std::fs::hard_link(customers.join("x.csv"), server.dir.path().join("spooled.csv")).unwrap();
     let mut file = sftp.create("/customers/x.csv.filepart").await.unwrap();
     file.write_all(b"ref,address\n").await.unwrap();
     file.shutdown().await.unwrap();
@@ -880,4 +923,41 @@ async fn abandoned_client_temp_files_are_swept_unless_open() {
     assert!(customers.join("kept.csv").exists(), "an upload name is the watcher's, never swept");
     drop(open);
     wait_until("the closed one is swept later", || !customers.join("open.csv.part").exists()).await;
+}
+
+/// Legacy `scp -t`: a transfer the client declares failed after sending its
+/// bytes (status 1 or 2: OpenSSH's scp pads the declared size when its local
+/// read fails, then reports the error), a short read and a channel that ends
+/// before the final status are never published; a whole one is.
+#[tokio::test]
+async fn an_scp_transfer_the_client_declares_failed_is_never_published() {
+    let (server, key) = server_with_alice(test_settings()).await;
+    let conn = login_key(server.addr, "alice", &key).await.unwrap();
+    let customers = server.folder("acme", "customers");
+    let padded = b"ref,address\na1,+15555001234\n\0\0\0\0\0\0\0\0".to_vec();
+    let file = |name: &str, size: usize| format!("C0644 {size} {name}\n").into_bytes();
+    let cases: [(&str, Vec<u8>); 4] = [
+        (
+            "error.csv",
+            [file("error.csv", padded.len()), padded.clone(), b"\x01scp: error.csv: Input/output error\n".to_vec()]
+                .concat(),
+        ),
+        (
+            "fatal.csv",
+            [file("fatal.csv", padded.len()), padded.clone(), b"\x02scp: fatal.csv: Input/output error\n".to_vec()]
+                .concat(),
+        ),
+        ("short.csv", [file("short.csv", 1000), padded.clone()].concat()),
+        ("nostatus.csv", [file("nostatus.csv", padded.len()), padded.clone()].concat()),
+    ];
+    for (name, stdin) in cases {
+        let (exit, _, err) = exec(&conn, "scp -t /customers", &stdin).await;
+        assert_ne!(exit, Some(0), "{name}: {err}");
+        assert!(!customers.join(name).exists(), "{name} was published although the client declared it failed");
+    }
+    let whole = [file("whole.csv", padded.len()), padded.clone(), vec![0]].concat();
+    let (exit, _, err) = exec(&conn, "scp -t /customers", &whole).await;
+    assert_eq!(exit, Some(0), "{err}");
+    assert_eq!(std::fs::read(customers.join("whole.csv")).unwrap(), padded);
+    assert_eq!(visible_names(&customers), ["whole.csv"], "no temp file is left behind");
 }
