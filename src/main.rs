@@ -3,22 +3,13 @@
 // One audited call into the allocator (`tune_allocator`); nothing else.
 #![deny(unsafe_code)]
 
-mod mapping_cli;
-mod ops_cli;
-mod token_cli;
+mod cli;
 
-use anyhow::{bail, Context as _, Result};
-use clap::{Args, Parser, Subcommand};
+use anyhow::Result;
+use clap::{Parser, Subcommand};
 use intake::config::{Config, LogFormat};
-use intake::domain::shown::printable;
-use intake::domain::user::{Scopes, SftpUser};
-use intake::domain::{AccountId, AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
-use intake::ingest::arrival::{self, Arrival, Take, Uploader};
-use intake::ingest::{self, driver, Context};
-use intake::mailbox::Layout;
-use intake::store::Store;
-use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Frees memory back to the OS once a large batch is done with it.
@@ -102,105 +93,26 @@ enum Command {
     },
     /// Manage accounts.
     #[command(subcommand)]
-    Account(AccountCommand),
+    Account(cli::accounts::AccountCommand),
     /// Manage SFTP users.
     #[command(subcommand)]
-    User(UserCommand),
+    User(cli::accounts::UserCommand),
     /// An account's mapping profiles: how its own export columns map onto ours.
     #[command(subcommand)]
-    Mapping(mapping_cli::MappingCommand),
+    Mapping(cli::mappings::MappingCommand),
     /// List recent uploads with their status and counts; show or retry one.
-    Jobs(ops_cli::JobsArgs),
+    Jobs(cli::jobs::JobsArgs),
     /// Webhook events: pending, given up, delivered.
     #[command(subcommand)]
-    Webhooks(ops_cli::WebhooksCommand),
+    Webhooks(cli::webhooks::WebhooksCommand),
     /// One account's webhook.
     #[command(subcommand)]
-    Webhook(ops_cli::WebhookCommand),
+    Webhook(cli::webhooks::WebhookCommand),
     /// The nodes sharing this database: live or not, last heartbeat, the jobs they run.
-    Nodes(ops_cli::NodesArgs),
+    Nodes(cli::nodes::NodesArgs),
     /// API tokens: create (printed once), list, revoke.
     #[command(subcommand)]
-    Token(token_cli::TokenCommand),
-}
-
-#[derive(Subcommand)]
-enum AccountCommand {
-    /// Add an account (its folders are created under the data directory).
-    Add(AccountArgs),
-    /// Change an account's settings; those not given stay as they are.
-    Set(AccountArgs),
-    List,
-    /// Remove an account and its SFTP users; its customers stay in the store.
-    Remove {
-        avid: String,
-    },
-}
-
-#[derive(Args)]
-struct AccountArgs {
-    avid: String,
-    #[arg(long)]
-    default_region: Option<String>,
-    #[arg(long)]
-    encoding: Option<String>,
-    #[arg(long)]
-    phone_check: Option<String>,
-    /// Start the CSV reports with a UTF-8 BOM, so that Excel on Windows shows
-    /// non-ASCII text correctly.
-    #[arg(long, overrides_with = "no_report_bom")]
-    report_bom: bool,
-    /// CSV reports without a BOM (the default).
-    #[arg(long)]
-    no_report_bom: bool,
-    /// Built-in mapping presets to try for this account's files:
-    /// shopify,stripe,square,woocommerce,hubspot,mailchimp, `all` or `none`.
-    #[arg(long)]
-    presets: Option<String>,
-    #[command(flatten)]
-    webhook: ops_cli::WebhookArgs,
-}
-
-impl AccountArgs {
-    /// The settings these arguments give `base`.
-    fn applied_to(&self, mut base: AccountSettings) -> Result<AccountSettings> {
-        if let Some(region) = &self.default_region {
-            base.default_region = Some(PhoneRegion::parse(region)?);
-        }
-        if let Some(encoding) = &self.encoding {
-            base.encoding = FileEncoding::parse(encoding)?;
-        }
-        if let Some(check) = &self.phone_check {
-            base.phone_check = PhoneCheck::parse(check)?;
-        }
-        if self.report_bom || self.no_report_bom {
-            base.report_bom = self.report_bom;
-        }
-        Ok(base)
-    }
-}
-
-#[derive(Subcommand)]
-enum UserCommand {
-    /// Add an SFTP user to an account.
-    Add {
-        username: String,
-        #[arg(long)]
-        account: String,
-        /// A file of OpenSSH public keys (authorized_keys lines); repeatable.
-        #[arg(long = "key")]
-        keys: Vec<PathBuf>,
-        /// Read a password from standard input (one line).
-        #[arg(long)]
-        password_stdin: bool,
-        /// customers:create and/or customers:update (default: both).
-        #[arg(long = "scope")]
-        scopes: Vec<String>,
-    },
-    List,
-    Remove {
-        username: String,
-    },
+    Token(cli::tokens::TokenCommand),
 }
 
 fn main() -> ExitCode {
@@ -250,273 +162,24 @@ fn init_logging(format: LogFormat, default_filter: &str) {
 async fn run(command: Command, config: Config, config_path: PathBuf) -> Result<ExitCode> {
     match command {
         Command::Check { file, region, encoding, phone_check, mapping } => {
-            check(&file, region, encoding, phone_check, mapping.as_deref(), &config)
+            cli::check::check(&file, region, encoding, phone_check, mapping.as_deref(), &config)
         }
         Command::Serve => {
             intake::app::serve(config, &config_path).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ingest { file, account, no_update } => ingest_file(&config, &file, &account, !no_update).await,
-        Command::Account(cmd) => account(&config, cmd).await,
-        Command::User(cmd) => user(&config, cmd).await,
-        Command::Mapping(cmd) => mapping_cli::mapping(&open_store(&config).await?, cmd).await,
-        Command::Jobs(args) => ops_cli::jobs(&config, open_store(&config).await?, args).await,
-        Command::Webhooks(cmd) => ops_cli::webhooks(&open_store(&config).await?, cmd).await,
-        Command::Webhook(cmd) => ops_cli::webhook(&config, open_store(&config).await?, cmd).await,
-        Command::Nodes(args) => ops_cli::nodes(&config, &open_store(&config).await?, args).await,
-        Command::Token(cmd) => token_cli::token(&open_store(&config).await?, cmd).await,
-    }
-}
-
-async fn open_store(config: &Config) -> Result<Store> {
-    intake::app::open_store(config).await
-}
-
-fn check(
-    file: &Path,
-    region: Option<String>,
-    encoding: Option<String>,
-    phone_check: Option<String>,
-    mapping: Option<&Path>,
-    config: &Config,
-) -> Result<ExitCode> {
-    let mut account =
-        AccountSettings::from_text("check", region.as_deref(), encoding.as_deref(), phone_check.as_deref())?;
-    if let Some(path) = mapping {
-        let bytes = std::fs::read(path).with_context(|| format!("while reading {}", path.display()))?;
-        let name = path.file_stem().and_then(|n| n.to_str()).unwrap_or("mapping");
-        let name: String =
-            name.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')).take(64).collect();
-        let name = if name.is_empty() || name.starts_with('.') { "mapping".to_owned() } else { name };
-        let profile = intake::domain::mapping::Profile::parse(&name, &bytes)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let file_name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-        account.mapping = intake::domain::mapping::MappingChoice::Select {
-            file_name,
-            profiles: std::sync::Arc::new(vec![std::sync::Arc::new(profile)]),
-        };
-    }
-    let mut out = std::io::stdout().lock();
-    let outcome = ingest::check::check_file(file, &account, config.file_limits(), |row| {
-        if let Err(errors) = &row.outcome {
-            for (i, e) in errors.iter().enumerate() {
-                let lead =
-                    if i == 0 { format!("line {}", row.line) } else { " ".repeat(format!("line {}", row.line).len()) };
-                // The file's text never reaches the terminal as escape sequences.
-                let field = if e.field.is_empty() { String::new() } else { format!(" [{}]", printable(&e.field)) };
-                let _ = writeln!(out, "{lead}: {}{field}: {}", e.code, printable(&e.message));
-            }
+        Command::Ingest { file, account, no_update } => {
+            cli::ingest::ingest_file(&config, &file, &account, !no_update).await
         }
-    })
-    .with_context(|| format!("while reading {}", file.display()))?;
-    if let Some(applied) = &outcome.mapping {
-        writeln!(
-            out,
-            "mapping {} (sha256 {}); ignored columns: {}",
-            applied.profile.name,
-            applied.profile.sha256(),
-            if applied.ignored.is_empty() { "none".to_owned() } else { applied.ignored.join(", ") }
-        )?;
+        Command::Account(cmd) => cli::accounts::account(&config, cmd).await,
+        Command::User(cmd) => cli::accounts::user(&config, cmd).await,
+        Command::Mapping(cmd) => cli::mappings::mapping(&cli::open_store(&config).await?, cmd).await,
+        Command::Jobs(args) => cli::jobs::jobs(&config, cli::open_store(&config).await?, args).await,
+        Command::Webhooks(cmd) => cli::webhooks::webhooks(&cli::open_store(&config).await?, cmd).await,
+        Command::Webhook(cmd) => cli::webhooks::webhook(&config, cli::open_store(&config).await?, cmd).await,
+        Command::Nodes(args) => cli::nodes::nodes(&config, &cli::open_store(&config).await?, args).await,
+        Command::Token(cmd) => cli::tokens::token(&cli::open_store(&config).await?, cmd).await,
     }
-    if let Some(rejection) = outcome.rejection {
-        writeln!(out, "rejected: {}: {}", rejection.code.code(), printable(&rejection.message))?;
-        return Ok(ExitCode::from(2));
-    }
-    writeln!(out, "{} rows: {} valid, {} failing", outcome.rows, outcome.rows - outcome.failed, outcome.failed)?;
-    Ok(if outcome.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: bool) -> Result<ExitCode> {
-    let store = open_store(config).await?;
-    if store.get_account(avid).await?.is_none() {
-        bail!("account `{avid}` does not exist; add it with `intake account add {avid}`");
-    }
-    let layout = Layout::new(&config.data_dir);
-    layout.ensure_account(avid).context("while creating the account's folders")?;
-    let file_name = file
-        .file_name()
-        .and_then(|n| n.to_str())
-        .with_context(|| format!("{} has no usable file name", file.display()))?;
-    if !file.is_file() {
-        bail!("{} is not a file", file.display());
-    }
-    let node = intake::cluster::CommandNode::start(config, &store).await?;
-    let ctx = std::sync::Arc::new(Context::new(config, store, node.owner().to_owned()));
-    let arrival = Arrival {
-        account: avid,
-        source: file,
-        file_name,
-        kind: intake::store::JobKind::Import,
-        uploader: Uploader::Operator { scopes: if may_update { Scopes::ALL } else { Scopes::CREATE_ONLY } },
-        take: Take::Copy,
-        job_id: None,
-    };
-    let claimed = arrival::arrive_and_take(&ctx, arrival).await;
-    let claimed = match claimed {
-        Ok(claimed) => claimed,
-        Err(e) => {
-            node.finish().await;
-            return Err(e.into());
-        }
-    };
-    let job_id = claimed.job.job_id.clone();
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(claimed.job.rows_total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rows ({per_sec}, {eta} left)",
-            )
-            .expect("a valid template"),
-        );
-        bar
-    });
-    // The same driver as the daemon's workers: a failure gets the same
-    // handling (an `aborted` report, or a retry a daemon resumes).
-    let summary = driver::run_one(&ctx, claimed, |runner| {
-        if let Some(bar) = &bar {
-            bar.set_length(runner.job().rows_total);
-            bar.set_position(runner.records_done());
-        }
-    })
-    .await;
-    node.finish().await;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    let Some(summary) = summary else {
-        let job = ctx.store.get_job(&job_id).await?;
-        let status = job.map(|j| j.status.as_str()).unwrap_or("unknown");
-        bail!(
-            "job {job_id} did not finish here ({status}): `intake jobs show {job_id}` says why; a retrying job is \
-             resumed by a running daemon"
-        );
-    };
-    let names = intake::mailbox::ReportNames::of(file_name, false);
-    let outbox = layout.outbox(avid);
-    match &summary.error {
-        Some(e) => println!("{}: {}: {}: {}", summary.file, summary.status, e.code, e.message),
-        None => println!(
-            "{}: {} rows: {} created, {} updated, {} unchanged, {} failed",
-            summary.file, summary.rows, summary.created, summary.updated, summary.unchanged, summary.failed
-        ),
-    }
-    println!("report: {}", outbox.join(&names.results).display());
-    if summary.failed > 0 {
-        println!("failed records: {}", outbox.join(&names.failed).display());
-    }
-    println!("summary: {}", outbox.join(&names.summary).display());
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn account(config: &Config, cmd: AccountCommand) -> Result<ExitCode> {
-    let store = open_store(config).await?;
-    match cmd {
-        AccountCommand::Add(a) => {
-            let settings = a.applied_to(AccountSettings::new(AccountId::parse(&a.avid)?))?;
-            ops_cli::check_webhook_args(&a.webhook)?;
-            let presets = a.presets.as_deref().map(presets_of).transpose()?;
-            store.add_account(&settings).await?;
-            if let Some(presets) = presets {
-                store.set_presets(&a.avid, &presets).await?;
-            }
-            Layout::new(&config.data_dir).ensure_account(&a.avid).context("while creating the account's folders")?;
-            println!("added account {}", a.avid);
-            ops_cli::apply_webhook(&store, &a.avid, &a.webhook).await?;
-        }
-        AccountCommand::Set(a) => {
-            let current = store.get_account(&a.avid).await?.with_context(|| format!("no account `{}`", a.avid))?;
-            let settings = a.applied_to(current)?;
-            ops_cli::check_webhook_args(&a.webhook)?;
-            let presets = a.presets.as_deref().map(presets_of).transpose()?;
-            store.put_account(&settings).await?;
-            if let Some(presets) = presets {
-                store.set_presets(&a.avid, &presets).await?;
-            }
-            ops_cli::apply_webhook(&store, &a.avid, &a.webhook).await?;
-            println!("updated account {}", a.avid);
-        }
-        AccountCommand::List => {
-            println!("{:<24} {:<8} {:<14} {:<11} REPORT_BOM", "AVID", "REGION", "ENCODING", "PHONE_CHECK");
-            for a in store.list_accounts().await? {
-                let region = a.default_region.map(|r| r.code()).unwrap_or_else(|| "-".into());
-                let bom = if a.report_bom { "yes" } else { "no" };
-                println!(
-                    "{:<24} {:<8} {:<14} {:<11} {bom}",
-                    a.avid,
-                    region,
-                    a.encoding.as_str(),
-                    a.phone_check.as_str()
-                );
-            }
-        }
-        AccountCommand::Remove { avid } => {
-            store.remove_account(&avid).await?;
-            println!("removed account {avid} and its SFTP users; its customers and files are kept");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// A `--presets` value: names, `all` or `none`.
-fn presets_of(raw: &str) -> Result<Vec<String>> {
-    intake::domain::mapping::presets::parse_list(raw).map_err(anyhow::Error::msg)
-}
-
-async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
-    let store = open_store(config).await?;
-    match cmd {
-        UserCommand::Add { username, account, keys, password_stdin, scopes } => {
-            let mut public_keys = Vec::new();
-            for path in &keys {
-                public_keys.extend(intake::sftp::read_authorized_keys(path)?);
-            }
-            let password_hash = if password_stdin {
-                let mut line = String::new();
-                std::io::stdin().lock().read_line(&mut line).context("while reading the password")?;
-                let password = line.trim_end_matches(['\n', '\r']);
-                if password.is_empty() {
-                    bail!("the password read from standard input is empty");
-                }
-                Some(intake::sftp::hash_password(password)?)
-            } else {
-                None
-            };
-            if public_keys.is_empty() && password_hash.is_none() {
-                bail!("give the user a way to log in: --key FILE and/or --password-stdin");
-            }
-            let scopes =
-                if scopes.is_empty() { Scopes::ALL } else { Scopes::parse(scopes.iter().map(String::as_str))? };
-            store
-                .add_user(&SftpUser {
-                    username: username.clone(),
-                    account: AccountId::parse(&account)?,
-                    public_keys,
-                    password_hash,
-                    scopes,
-                })
-                .await?;
-            println!("added user {username}");
-        }
-        UserCommand::List => {
-            println!("{:<24} {:<24} {:<5} {:<9} SCOPES", "USERNAME", "ACCOUNT", "KEYS", "PASSWORD");
-            for u in store.list_users().await? {
-                let password = if u.password_hash.is_some() { "yes" } else { "no" };
-                println!(
-                    "{:<24} {:<24} {:<5} {:<9} {}",
-                    u.username,
-                    u.account,
-                    u.public_keys.len(),
-                    password,
-                    u.scopes.names().join(" ")
-                );
-            }
-        }
-        UserCommand::Remove { username } => {
-            store.remove_user(&username).await?;
-            println!("removed user {username}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(all(test, feature = "mimalloc"))]

@@ -1,0 +1,202 @@
+//! `intake account` and `intake user`: accounts (settings, presets, webhook)
+//! and their SFTP users.
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand};
+use intake::config::Config;
+use intake::domain::user::{Scopes, SftpUser};
+use intake::domain::{AccountId, AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
+use intake::mailbox::Layout;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum AccountCommand {
+    /// Add an account (its folders are created under the data directory).
+    Add(AccountArgs),
+    /// Change an account's settings; those not given stay as they are.
+    Set(AccountArgs),
+    List,
+    /// Remove an account and its SFTP users; its customers stay in the store.
+    Remove {
+        avid: String,
+    },
+}
+
+#[derive(Args)]
+pub struct AccountArgs {
+    avid: String,
+    #[arg(long)]
+    default_region: Option<String>,
+    #[arg(long)]
+    encoding: Option<String>,
+    #[arg(long)]
+    phone_check: Option<String>,
+    /// Start the CSV reports with a UTF-8 BOM, so that Excel on Windows shows
+    /// non-ASCII text correctly.
+    #[arg(long, overrides_with = "no_report_bom")]
+    report_bom: bool,
+    /// CSV reports without a BOM (the default).
+    #[arg(long)]
+    no_report_bom: bool,
+    /// Built-in mapping presets to try for this account's files:
+    /// shopify,stripe,square,woocommerce,hubspot,mailchimp, `all` or `none`.
+    #[arg(long)]
+    presets: Option<String>,
+    #[command(flatten)]
+    webhook: super::webhooks::WebhookArgs,
+}
+
+impl AccountArgs {
+    /// The settings these arguments give `base`.
+    fn applied_to(&self, mut base: AccountSettings) -> Result<AccountSettings> {
+        if let Some(region) = &self.default_region {
+            base.default_region = Some(PhoneRegion::parse(region)?);
+        }
+        if let Some(encoding) = &self.encoding {
+            base.encoding = FileEncoding::parse(encoding)?;
+        }
+        if let Some(check) = &self.phone_check {
+            base.phone_check = PhoneCheck::parse(check)?;
+        }
+        if self.report_bom || self.no_report_bom {
+            base.report_bom = self.report_bom;
+        }
+        Ok(base)
+    }
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Add an SFTP user to an account.
+    Add {
+        username: String,
+        #[arg(long)]
+        account: String,
+        /// A file of OpenSSH public keys (authorized_keys lines); repeatable.
+        #[arg(long = "key")]
+        keys: Vec<PathBuf>,
+        /// Read a password from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+        /// customers:create and/or customers:update (default: both).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    List,
+    Remove {
+        username: String,
+    },
+}
+
+pub async fn account(config: &Config, cmd: AccountCommand) -> Result<ExitCode> {
+    let store = super::open_store(config).await?;
+    match cmd {
+        AccountCommand::Add(a) => {
+            let settings = a.applied_to(AccountSettings::new(AccountId::parse(&a.avid)?))?;
+            super::webhooks::check_webhook_args(&a.webhook)?;
+            let presets = a.presets.as_deref().map(presets_of).transpose()?;
+            store.add_account(&settings).await?;
+            if let Some(presets) = presets {
+                store.set_presets(&a.avid, &presets).await?;
+            }
+            Layout::new(&config.data_dir).ensure_account(&a.avid).context("while creating the account's folders")?;
+            println!("added account {}", a.avid);
+            super::webhooks::apply_webhook(&store, &a.avid, &a.webhook).await?;
+        }
+        AccountCommand::Set(a) => {
+            let current = store.get_account(&a.avid).await?.with_context(|| format!("no account `{}`", a.avid))?;
+            let settings = a.applied_to(current)?;
+            super::webhooks::check_webhook_args(&a.webhook)?;
+            let presets = a.presets.as_deref().map(presets_of).transpose()?;
+            store.put_account(&settings).await?;
+            if let Some(presets) = presets {
+                store.set_presets(&a.avid, &presets).await?;
+            }
+            super::webhooks::apply_webhook(&store, &a.avid, &a.webhook).await?;
+            println!("updated account {}", a.avid);
+        }
+        AccountCommand::List => {
+            println!("{:<24} {:<8} {:<14} {:<11} REPORT_BOM", "AVID", "REGION", "ENCODING", "PHONE_CHECK");
+            for a in store.list_accounts().await? {
+                let region = a.default_region.map(|r| r.code()).unwrap_or_else(|| "-".into());
+                let bom = if a.report_bom { "yes" } else { "no" };
+                println!(
+                    "{:<24} {:<8} {:<14} {:<11} {bom}",
+                    a.avid,
+                    region,
+                    a.encoding.as_str(),
+                    a.phone_check.as_str()
+                );
+            }
+        }
+        AccountCommand::Remove { avid } => {
+            store.remove_account(&avid).await?;
+            println!("removed account {avid} and its SFTP users; its customers and files are kept");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A `--presets` value: names, `all` or `none`.
+fn presets_of(raw: &str) -> Result<Vec<String>> {
+    intake::domain::mapping::presets::parse_list(raw).map_err(anyhow::Error::msg)
+}
+
+pub async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
+    let store = super::open_store(config).await?;
+    match cmd {
+        UserCommand::Add { username, account, keys, password_stdin, scopes } => {
+            let mut public_keys = Vec::new();
+            for path in &keys {
+                public_keys.extend(intake::sftp::read_authorized_keys(path)?);
+            }
+            let password_hash = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line).context("while reading the password")?;
+                let password = line.trim_end_matches(['\n', '\r']);
+                if password.is_empty() {
+                    bail!("the password read from standard input is empty");
+                }
+                Some(intake::sftp::hash_password(password)?)
+            } else {
+                None
+            };
+            if public_keys.is_empty() && password_hash.is_none() {
+                bail!("give the user a way to log in: --key FILE and/or --password-stdin");
+            }
+            let scopes =
+                if scopes.is_empty() { Scopes::ALL } else { Scopes::parse(scopes.iter().map(String::as_str))? };
+            store
+                .add_user(&SftpUser {
+                    username: username.clone(),
+                    account: AccountId::parse(&account)?,
+                    public_keys,
+                    password_hash,
+                    scopes,
+                })
+                .await?;
+            println!("added user {username}");
+        }
+        UserCommand::List => {
+            println!("{:<24} {:<24} {:<5} {:<9} SCOPES", "USERNAME", "ACCOUNT", "KEYS", "PASSWORD");
+            for u in store.list_users().await? {
+                let password = if u.password_hash.is_some() { "yes" } else { "no" };
+                println!(
+                    "{:<24} {:<24} {:<5} {:<9} {}",
+                    u.username,
+                    u.account,
+                    u.public_keys.len(),
+                    password,
+                    u.scopes.names().join(" ")
+                );
+            }
+        }
+        UserCommand::Remove { username } => {
+            store.remove_user(&username).await?;
+            println!("removed user {username}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
