@@ -371,6 +371,32 @@ async fn ingest_beside_the_daemon_gives_a_report_the_database_agrees_with(db: Te
     assert!(!d.log().contains(job_id), "the daemon never touched the ingest's job:\n{}", d.log());
 }
 
+/// A job `intake ingest` cannot finish (here a panic at one row, the debug
+/// build's fault hook) ends as a daemon's would: `aborted`, with the report
+/// of the rows committed before it, never left `running`.
+async fn a_failed_cli_ingest_gets_the_aborted_report_a_daemon_gives(db: TestDb) {
+    let d = TestDaemon::spawn(&db, &accounts(), &[("INTAKE_BATCH_SIZE", "100")]).await;
+    let file = d.dir.join("bad.csv");
+    write_customers(&file, "b-", 1000);
+    let mut env: Vec<(&str, &str)> = d.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.push(("INTAKE_TEST_PANIC_AT_REF", "b-500"));
+    env.push(("INTAKE_BATCH_SIZE", "100"));
+    let args = ["ingest", file.to_str().unwrap(), "--account", "acme", "--config", d.config.to_str().unwrap()];
+    let out = crate::support::intake(&args, &env, &d.dir).await;
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("aborted"), "{}", describe(&out));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.outbox("acme").join("bad.summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"], "aborted", "{summary}");
+    assert_eq!(summary["error"]["code"], "internal_error", "{summary}");
+    let done = summary["rows"].as_u64().unwrap();
+    assert!(done < 1000, "only the rows committed before the fault are reported: {summary}");
+    let store = db.store().await;
+    let job = store.get_job(summary["job_id"].as_str().unwrap()).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Aborted, "never left running for a daemon to take over");
+    assert_eq!(store.count_customers("acme").await.unwrap(), done, "the database holds what the report says");
+}
+
 /// Uploads stay where the client put them until their report is out (and a
 /// few seconds after): `ls` and `stat` by name work right after `put`; the
 /// visible copy is never taken twice; then it leaves for /archive.
@@ -448,5 +474,6 @@ crate::on_both_backends!(
     a_job_that_keeps_killing_the_process_is_aborted_after_three_starts,
     a_failing_write_is_retried_then_aborted,
     ingest_beside_the_daemon_gives_a_report_the_database_agrees_with,
+    a_failed_cli_ingest_gets_the_aborted_report_a_daemon_gives,
     an_upload_stays_visible_until_its_report_is_out,
 );
