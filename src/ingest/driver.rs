@@ -136,13 +136,19 @@ async fn handle_failure(ctx: &Context, job: &Job, error: IngestError) {
             let message = format!("{error}");
             tracing::warn!(account = %account, file = %file, job_id = %job_id, error = %message, retries,
                 wait_secs = wait, "job interrupted by a transient fault; it resumes from its last committed batch");
-            if let Err(e) = ctx.store.retry_job(lease, retries, Duration::from_secs(wait), &message).await {
-                tracing::warn!(job_id = %job_id, error = %e,
-                    "cannot record the retry; the job resumes after its heartbeat times out");
-            } else if let Ok(Some(job)) = ctx.store.get_job(job_id).await {
+            // Published while this process still owns the job: once the
+            // retry is recorded the job has no owner and another node may
+            // take it, so a later write could overwrite its progress.
+            if let Ok(Some(mut job)) = ctx.store.get_job(job_id).await {
+                job.retries = retries;
+                job.retry_at = Some(crate::clock::now() + Duration::from_secs(wait));
                 // How far its committed rows reach, in proportion.
                 let done = job.bytes.saturating_mul(job.progress.records_done) / job.rows_total.max(1);
                 progress::publish_owned(ctx, &job, &job.progress, ProgressState::Retrying, done).await;
+            }
+            if let Err(e) = ctx.store.retry_job(lease, retries, Duration::from_secs(wait), &message).await {
+                tracing::warn!(job_id = %job_id, error = %e,
+                    "cannot record the retry; the job resumes after its heartbeat times out");
             }
             return;
         }

@@ -327,6 +327,14 @@ async fn a_failing_write_is_retried_then_aborted(db: TestDb) {
     let out = crate::support::intake(&["jobs", "--config", d.config.to_str().unwrap()], &env, &d.dir).await;
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(listing.contains("retrying (1 of 2)") && listing.contains("refused by a test trigger"), "{listing}");
+    // The merchant sees it too: progress.json says when it is tried again.
+    let progress_path = d.outbox("acme").join("r.progress.json");
+    let progress = eventually(REPORT, "a retrying progress file", || {
+        let p: serde_json::Value = serde_json::from_slice(&std::fs::read(&progress_path).ok()?).ok()?;
+        (p["state"] == "retrying").then_some(p)
+    })
+    .await;
+    assert!(progress["retry_at"].is_string(), "{progress}");
     // Meanwhile other accounts are served.
     let pid = d.pid();
     others_still_served(&d, pid, "during-retry").await;
