@@ -7,7 +7,7 @@
 //! and the job finished. Every publishing step can be redone after a crash;
 //! nothing here reads back what the merchant can delete.
 
-use super::context::{blocking, job_settings, Context, IngestError};
+use super::context::{blocking, job_settings, Context, Fault, IngestError};
 use super::report::{count_error_codes, ResultsWriter};
 use crate::clock;
 use crate::domain::{AccountSettings, FileError, FileErrorCode, JobStatus, Summary, SummaryError, SummaryMapping};
@@ -291,11 +291,18 @@ fn publish_files(
     Ok(())
 }
 
+/// How soon an aborted job whose report could not be published (a full
+/// disk, a database that cannot write) is tried again.
+const PUBLISH_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Ends the leased job as `aborted`, from what the database says was
 /// committed (whatever the process held in memory is not trusted). A job
-/// whose outcome was already decided is published as decided. When even
-/// that fails, the job is closed in the database without a report, so its
-/// account's next upload is not held up: the error is logged.
+/// whose outcome was already decided is published as decided. When that
+/// fails for a passing reason (a full disk), the job waits and is tried
+/// again; when it fails for good, the job is closed in the database
+/// without a report, so its account's next upload is not held up: the
+/// error is logged.
+
 pub async fn abort(ctx: &Context, lease: JobLease, reason: &str) -> Result<Summary, IngestError> {
     let job = committed(ctx, &lease).await?;
     tracing::error!(account = %job.account, file = %job.file_name, job_id = %job.job_id, reason, "aborting the job");
@@ -310,6 +317,18 @@ pub async fn abort(ctx: &Context, lease: JobLease, reason: &str) -> Result<Summa
     match published {
         Ok(summary) => Ok(summary),
         Err(e @ IngestError::Store(StoreError::NotOwner(_))) => Err(e),
+        // A full disk or a database that cannot write now: the report is
+        // owed, so the job is put aside and its publishing tried again
+        // (its summary, once decided, is kept with it), however long that takes.
+        Err(e) if e.fault() == Fault::Transient => {
+            tracing::warn!(account = %job.account, file = %job.file_name, job_id = %job.job_id, error = %e,
+                retry_secs = PUBLISH_RETRY.as_secs(), "cannot publish the aborted job's report yet; trying again");
+            if let Some(lease) = ctx.store.lease_owned(&job.job_id, &ctx.owner).await? {
+                let message = format!("{reason}; its report could not be published yet: {e}");
+                ctx.store.retry_job(lease, job.retries, PUBLISH_RETRY, &message).await?;
+            }
+            Err(e)
+        }
         Err(e) => {
             tracing::error!(account = %job.account, file = %job.file_name, job_id = %job.job_id, error = %e,
                 "cannot publish the report of an aborted job; closing it without one");

@@ -592,3 +592,53 @@ async fn a_lost_node_lock_with_a_live_heartbeat_is_no_dead_node() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A job that cannot publish its report while the disk is full (no
+/// retries left) still gets it once space returns: the report is owed, so
+/// its publishing waits rather than closing the job without one.
+async fn a_job_given_up_on_a_full_disk_is_reported_when_space_returns(mut db: TestDb) {
+    let disk = SmallDisk::mount(48);
+    let data_dir = disk.path().join("data");
+    if db.url.starts_with("sqlite") {
+        db.url = format!("sqlite://{}", disk.path().join("intake.db").display());
+    }
+    let home = tempfile::tempdir().unwrap();
+    let mut d = TestDaemon::prepare(home.path(), &db, &[TestAccount::new("acme")], &[("INTAKE_MAX_JOB_RETRIES", "0")]);
+    for (name, value) in &mut d.env {
+        if name == "INTAKE_DATA_DIR" {
+            *value = data_dir.display().to_string();
+        }
+    }
+    d.data_dir = data_dir;
+    d.start().await;
+    let big = d.dir.join("big.csv");
+    crate::support::write_customers(&big, "big-", 60_000);
+    d.upload("acme", &big, "big.csv").await;
+    let store = db.store().await;
+    eventually(REPORT, "the job to run", || {
+        let jobs = block(store.find_jobs(Some("acme"), None, 10));
+        jobs.iter().any(|j| j.file_name == "big.csv" && j.status == intake::store::JobStatus::Running).then_some(())
+    })
+    .await;
+    disk.fill();
+    // It gives up (no retries) and cannot publish its report yet.
+    eventually(Duration::from_secs(60), "the report to fail to publish", || {
+        d.log().contains("cannot publish the").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    disk.free();
+    // Decided before the disk filled (`completed`) or given up (`aborted`):
+    // either way reported, with the rows committed.
+    let summary = report(&d, "big").await;
+    match summary["status"].as_str() {
+        Some("completed") => assert_eq!(summary["created"], 60_000, "{summary}"),
+        Some("aborted") => {}
+        _ => panic!("{summary}"),
+    }
+    let counted = ["created", "failed"].iter().map(|k| summary[k].as_u64().unwrap()).sum::<u64>();
+    let results = std::fs::read_to_string(d.outbox("acme").join("big.results.csv")).unwrap();
+    assert_eq!(results.lines().count() as u64, counted + 1, "the report holds the committed rows");
+}
+
+crate::on_both_backends!(a_job_given_up_on_a_full_disk_is_reported_when_space_returns);
