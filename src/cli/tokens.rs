@@ -1,6 +1,7 @@
 //! `intake token create|list|revoke`: API tokens. A token is printed once,
 //! when it is made; only its hash is stored.
 
+use intake::domain::shown::printable;
 use anyhow::{bail, Result};
 use clap::Subcommand;
 use intake::domain::user::Scopes;
@@ -95,7 +96,7 @@ pub async fn token(store: &Store, cmd: TokenCommand) -> Result<ExitCode> {
                     t.account,
                     t.scopes.join(" "),
                     state,
-                    t.name.unwrap_or_default()
+                    printable(&t.name.unwrap_or_default())
                 );
             }
             Ok(ExitCode::SUCCESS)

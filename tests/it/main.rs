@@ -16,6 +16,8 @@ mod mailbox_props;
 mod mapping;
 mod merchant;
 mod ops;
+mod raw_sftp;
+mod resume;
 mod samples;
 mod sftp;
 mod store;
