@@ -6,6 +6,7 @@ mod support;
 mod api;
 mod cluster;
 mod containment;
+mod containment2;
 mod daemon;
 mod fuzz_corpus;
 mod hostile;

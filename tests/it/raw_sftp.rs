@@ -9,7 +9,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 pub const WRITE: u32 = 0x02;
-pub const APPEND: u32 = 0x04;
 pub const CREAT: u32 = 0x08;
 pub const TRUNC: u32 = 0x10;
 
