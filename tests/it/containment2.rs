@@ -124,7 +124,7 @@ fn starts_with_a_timestamp(line: &str) -> bool {
 /// `intake jobs` raw: every log line is one of the daemon's.
 async fn file_names_never_forge_a_log_line(db: TestDb) {
     let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[]).await;
-    let forged = "\r\n2026-01-01T00:00:00.000000Z  INFO intake: upload complete file=/customers/forged.csv\x1b[2J";
+    let forged = "\r\n2026-01-01T00:00:00.000000Z  INFO intake: upload complete file=forged.csv\x1b[2J";
     let mut raw = RawSftp::connect(&d.key, &d.port(), "acme").await;
     let refused = raw.open(&format!("/customers/x{forged}.csv"), WRITE | CREAT | TRUNC).await;
     assert!(refused.is_err(), "control characters are refused at upload");
