@@ -1,9 +1,9 @@
 //! `intake ingest`: a file processed without SFTP, through the same arrival
 //! and driver as the daemon's, with a progress bar on a terminal.
 
-use intake::domain::shown::printable;
 use anyhow::{bail, Context as _, Result};
 use intake::config::Config;
+use intake::domain::shown::printable;
 use intake::domain::user::Scopes;
 use intake::ingest::arrival::{self, Arrival, Take, Uploader};
 use intake::ingest::{driver, Context};

@@ -186,7 +186,9 @@ fn plain(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => printable(s).into_owned(),
-        Value::Object(m) => m.iter().map(|(k, v)| format!("{}={}", printable(k), plain(v))).collect::<Vec<_>>().join(" "),
+        Value::Object(m) => {
+            m.iter().map(|(k, v)| format!("{}={}", printable(k), plain(v))).collect::<Vec<_>>().join(" ")
+        }
         other => other.to_string(),
     }
 }

@@ -1,10 +1,10 @@
 //! `intake mapping set|show|list|rm`: an account's mapping profiles, from a
 //! file or standard input, checked before they are stored.
 
-use intake::domain::shown::printable;
 use anyhow::{bail, Context as _, Result};
 use clap::Subcommand;
 use intake::domain::mapping::{check_name, presets, MAX_PROFILE_BYTES};
+use intake::domain::shown::printable;
 use intake::ingest::mappings::{store_profile, Refused};
 use intake::store::Store;
 use std::io::Read;

@@ -1,9 +1,9 @@
 //! `intake token create|list|revoke`: API tokens. A token is printed once,
 //! when it is made; only its hash is stored.
 
-use intake::domain::shown::printable;
 use anyhow::{bail, Result};
 use clap::Subcommand;
+use intake::domain::shown::printable;
 use intake::domain::user::Scopes;
 use intake::store::{NewToken, Store};
 use std::process::ExitCode;

@@ -1,10 +1,10 @@
 //! `intake webhooks` (events pending, given up, delivered), `intake webhook
 //! test`, and the webhook options of `intake account add|set`.
 
-use intake::domain::shown::printable;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use intake::config::Config;
+use intake::domain::shown::printable;
 use intake::store::{Delivery, Store, WebhookSecret};
 use serde_json::{json, Value};
 use std::io::BufRead;
@@ -153,7 +153,12 @@ pub async fn webhook(config: &Config, store: Store, cmd: WebhookCommand) -> Resu
             Ok(ExitCode::SUCCESS)
         }
         Err(why) => {
-            println!("not delivered {} to {}: {}", delivery.delivery_id, printable(&webhook.url), printable(&why.to_string()));
+            println!(
+                "not delivered {} to {}: {}",
+                delivery.delivery_id,
+                printable(&webhook.url),
+                printable(&why.to_string())
+            );
             Ok(ExitCode::FAILURE)
         }
     }

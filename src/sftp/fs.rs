@@ -464,7 +464,8 @@ impl AccountFs {
                 .open(&temp)
                 .map_err(|e| self.view.io_error("create", &v.display, e))?,
         };
-        let size = if resumed { file.metadata().map_err(|e| self.view.io_error("fstat", &v.display, e))?.len() } else { 0 };
+        let size =
+            if resumed { file.metadata().map_err(|e| self.view.io_error("fstat", &v.display, e))?.len() } else { 0 };
         if resumed {
             tracing::info!(account = %self.view.user.account, user = %self.view.user.username,
                 file = %v.display.escape_debug(), bytes = size, "upload resumed from the part kept");
@@ -963,7 +964,9 @@ impl AccountFs {
             return visible_attrs(&meta, Access::Writable, user, group).ok_or_else(no_such_file);
         }
         let result = self.view.attrs_of(&v);
-        if matches!(&result, Err(e) if e.status_code == StatusCode::NoSuchFile) && matches!(v.place, Place::Entry { .. }) {
+        if matches!(&result, Err(e) if e.status_code == StatusCode::NoSuchFile)
+            && matches!(v.place, Place::Entry { .. })
+        {
             self.shared.open_files.note_missed(&v.on_disk(&self.view.root));
         }
         result

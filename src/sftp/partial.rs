@@ -65,11 +65,7 @@ pub(crate) fn claim(dir: &Path, name: &str, temp: &Path) -> io::Result<Option<Fi
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     }
-    let file = OpenOptions::new()
-        .write(true)
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(temp)?;
+    let file = OpenOptions::new().write(true).read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(temp)?;
     // Written to again from now on: not stale while the client resumes.
     let _ = file.set_modified(SystemTime::now());
     Ok(Some(file))
@@ -158,7 +154,10 @@ pub(crate) fn sweep_expired(accounts_root: &Path, keep_for: Duration) -> usize {
                 }
                 let Ok(meta) = entry.metadata() else { continue };
                 let age = meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok());
-                if meta.file_type().is_file() && age.is_some_and(|a| a >= keep_for) && std::fs::remove_file(entry.path()).is_ok() {
+                if meta.file_type().is_file()
+                    && age.is_some_and(|a| a >= keep_for)
+                    && std::fs::remove_file(entry.path()).is_ok()
+                {
                     removed += 1;
                     tracing::info!(account = %account.file_name().to_string_lossy().escape_debug(), bytes = meta.len(),
                         "a partial upload kept for resuming expired; removed");

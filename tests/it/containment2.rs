@@ -22,6 +22,7 @@ fn block<T>(f: impl std::future::Future<Output = Result<T, intake::store::StoreE
 /// upload) still gets its `empty_file` report.
 async fn an_empty_upload_given_up_by_its_client_gets_no_report(db: TestDb) {
     let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[]).await;
+    let started = std::time::Instant::now();
     let mut a = RawSftp::connect(&d.key, &d.port(), "acme").await;
     let mut b = RawSftp::connect(&d.key, &d.port(), "acme").await;
     let handle = a.open("/customers/gone.csv", WRITE | CREAT | TRUNC).await.unwrap();
@@ -46,9 +47,15 @@ async fn an_empty_upload_given_up_by_its_client_gets_no_report(db: TestDb) {
     let jobs = block(db.store().await.find_jobs(Some("acme"), None, 10));
     assert_eq!(jobs.len(), 2, "{jobs:?}");
     assert!(jobs.iter().all(|j| j.file_name != "gone.csv"), "{jobs:?}");
+    measured(&d, "empty upload given up, beside two deliberate ones", started);
 }
 
 crate::on_both_backends!(an_empty_upload_given_up_by_its_client_gets_no_report);
+
+/// Prints a figure for BENCHMARKS.md: seconds since `started`, the daemon's peak RSS.
+fn measured(d: &TestDaemon, what: &str, started: std::time::Instant) {
+    eprintln!("measured: {what}: {:.1} s, peak RSS {} MiB", started.elapsed().as_secs_f64(), d.peak_rss_mib());
+}
 
 /// Holds the store's write lock (SQLite: an exclusive transaction of
 /// another process; PostgreSQL: the probe table locked), until dropped.
@@ -102,12 +109,19 @@ async fn healthz_and_readyz_report_a_store_that_takes_no_writes(db: TestDb) {
     let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[]).await;
     health_until(&d, Duration::from_secs(10), |h, r| h.0 == 200 && r.0 == 200).await;
     let lock = WriteBlock::hold(&db).await;
+    let started = std::time::Instant::now();
     health_until(&d, Duration::from_secs(30), |h, r| {
-        h.0 == 503 && h.1["failed"]["database_write"].is_string() && r.0 == 503 && r.1["failed"]["database_write"].is_string()
+        h.0 == 503
+            && h.1["failed"]["database_write"].is_string()
+            && r.0 == 503
+            && r.1["failed"]["database_write"].is_string()
     })
     .await;
+    measured(&d, "store write-locked: /healthz and /readyz 503", started);
     lock.release().await;
+    let started = std::time::Instant::now();
     health_until(&d, Duration::from_secs(30), |h, r| h.0 == 200 && r.0 == 200).await;
+    measured(&d, "lock released: both 200", started);
 }
 
 crate::on_both_backends!(healthz_and_readyz_report_a_store_that_takes_no_writes);
@@ -124,6 +138,7 @@ fn starts_with_a_timestamp(line: &str) -> bool {
 /// `intake jobs` raw: every log line is one of the daemon's.
 async fn file_names_never_forge_a_log_line(db: TestDb) {
     let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[]).await;
+    let started = std::time::Instant::now();
     let forged = "\r\n2026-01-01T00:00:00.000000Z  INFO intake: upload complete file=forged.csv\x1b[2J";
     let mut raw = RawSftp::connect(&d.key, &d.port(), "acme").await;
     let refused = raw.open(&format!("/customers/x{forged}.csv"), WRITE | CREAT | TRUNC).await;
@@ -155,6 +170,7 @@ async fn file_names_never_forge_a_log_line(db: TestDb) {
     let shown = String::from_utf8_lossy(&out.stdout);
     assert_eq!(shown.lines().count(), 3, "a header and one line per job: {shown:?}");
     assert!(!shown.contains(['\r', '\x1b', '\u{202e}']), "{shown:?}");
+    measured(&d, "names with CR/LF, ESC, bidi: no forged line", started);
 }
 
 crate::on_both_backends!(file_names_never_forge_a_log_line);

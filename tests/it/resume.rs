@@ -131,6 +131,11 @@ async fn cut_upload(d: &TestDaemon, db: &TestDb, local: &Path, remote: &str) -> 
     kept
 }
 
+/// Prints a figure for BENCHMARKS.md: seconds since `started`, the daemon's peak RSS.
+fn measured(d: &TestDaemon, what: &str, started: std::time::Instant) {
+    eprintln!("measured: {what}: {:.1} s, peak RSS {} MiB", started.elapsed().as_secs_f64(), d.peak_rss_mib());
+}
+
 fn sha256_hex(path: &Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
 }
@@ -160,6 +165,7 @@ async fn a_cut_upload_resumes_with_openssh_reput(db: TestDb) {
     let d = TestDaemon::spawn(&db, &[TestAccount::new("acme"), TestAccount::new("beta")], &[]).await;
     let local = d.dir.join("big.csv");
     write_customers(&local, "big-", ROWS);
+    let started = std::time::Instant::now();
     cut_upload(&d, &db, &local, "big.csv").await;
 
     let mut other = RawSftp::connect(&d.key, &d.port(), "beta").await;
@@ -168,15 +174,10 @@ async fn a_cut_upload_resumes_with_openssh_reput(db: TestDb) {
     assert!(!out.status.success(), "another account cannot resume it: {}", describe(&out));
     assert_eq!(partials(&d.customers("acme")).len(), 1, "and it is still kept");
 
-    let started = std::time::Instant::now();
     let out = d.sftp("acme", &format!("reput {} /customers/big.csv\n", local.display())).await;
     assert!(out.status.success(), "reput: {}\n{}", describe(&out), d.log());
     assert_imported_once(&d, &db, &local, "big").await;
-    eprintln!(
-        "measured: cut at 1 MiB, reput and report of {ROWS} rows, {:.1} s, peak RSS {} MiB",
-        started.elapsed().as_secs_f64(),
-        d.peak_rss_mib()
-    );
+    measured(&d, "cut at 1 MiB, reput, report", started);
 
     // A client that opens a kept part's name without TRUNCATE and writes
     // from the start replaces the part whole: none of its bytes are left.
@@ -199,6 +200,7 @@ async fn a_cut_upload_resumes_with_lftp_put_c(db: TestDb) {
     let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[]).await;
     let local = d.dir.join("big.csv");
     write_customers(&local, "big-", ROWS);
+    let started = std::time::Instant::now();
     cut_upload(&d, &db, &local, "big.csv").await;
     let connect = format!(
         "ssh -a -x -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes \
@@ -214,6 +216,7 @@ async fn a_cut_upload_resumes_with_lftp_put_c(db: TestDb) {
     let out = tokio::process::Command::new("lftp").args(["-c", &script]).current_dir(&d.dir).output().await.unwrap();
     assert!(out.status.success(), "lftp put -c: {}\n{}", describe(&out), d.log());
     assert_imported_once(&d, &db, &local, "big").await;
+    measured(&d, "cut at 1 MiB, lftp put -c, report", started);
 }
 
 crate::on_both_backends!(a_cut_upload_resumes_with_lftp_put_c);
@@ -225,6 +228,7 @@ async fn a_cut_filepart_upload_resumes_and_is_renamed(db: TestDb) {
     let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[]).await;
     let local = d.dir.join("big.csv");
     write_customers(&local, "big-", ROWS);
+    let started = std::time::Instant::now();
     cut_upload(&d, &db, &local, "big.csv.filepart").await;
     let out = d
         .sftp(
@@ -237,6 +241,7 @@ async fn a_cut_filepart_upload_resumes_and_is_renamed(db: TestDb) {
         .await;
     assert!(out.status.success(), "put -a and rename: {}\n{}", describe(&out), d.log());
     assert_imported_once(&d, &db, &local, "big").await;
+    measured(&d, "cut .filepart at 1 MiB, put -a, rename, report", started);
 }
 
 crate::on_both_backends!(a_cut_filepart_upload_resumes_and_is_renamed);
@@ -246,12 +251,16 @@ async fn a_kept_part_expires(db: TestDb) {
     let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[("INTAKE_SFTP__RESUME_KEEP_SECS", "3")]).await;
     let local = d.dir.join("big.csv");
     write_customers(&local, "big-", ROWS);
+    let started = std::time::Instant::now();
     cut_upload(&d, &db, &local, "big.csv").await;
-    eventually(Duration::from_secs(30), "the part to expire", || partials(&d.customers("acme")).is_empty().then_some(()))
-        .await;
+    eventually(Duration::from_secs(30), "the part to expire", || {
+        partials(&d.customers("acme")).is_empty().then_some(())
+    })
+    .await;
     let out = d.sftp("acme", &format!("reput {} /customers/big.csv\n", local.display())).await;
     assert!(!out.status.success(), "nothing left to resume: {}", describe(&out));
     assert!(block(db.store().await.find_jobs(Some("acme"), None, 10)).is_empty(), "and it never became a job");
+    measured(&d, "cut, kept 3 s, removed", started);
 }
 
 crate::on_both_backends!(a_kept_part_expires);

@@ -306,18 +306,33 @@ async fn an_upload_over_an_untaken_one_of_its_name_is_refused_after_the_wait() {
     assert_eq!(visible_names(&customers), ["x.csv", "x.csv.part"]);
 }
 
+/// A disconnect mid-upload publishes nothing: the part received is kept
+/// under a hidden reserved name, for resuming (`tests/it/resume.rs`), and
+/// with resuming off (`resume_keep_secs = 0`) nothing at all is left.
 #[tokio::test]
-async fn a_disconnect_mid_upload_leaves_nothing_behind() {
-    let (server, conn, sftp) = alice(test_settings()).await;
-    let customers = server.account_dir("acme").join("customers");
-    let mut file = sftp.create("/customers/big.csv").await.unwrap();
-    file.write_all(&vec![b'x'; 100_000]).await.unwrap();
-    file.flush().await.unwrap();
-    assert_eq!(visible_names(&customers).len(), 1);
-    conn.disconnect(russh::Disconnect::ByApplication, "bye", "en").await.unwrap();
-    drop(file);
-    drop(sftp);
-    wait_until("the temp file is gone", || visible_names(&customers).is_empty()).await;
+async fn a_disconnect_mid_upload_publishes_nothing() {
+    for keep in [86_400, 0] {
+        let (server, conn, sftp) = alice(SftpSettings { resume_keep_secs: keep, ..test_settings() }).await;
+        let customers = server.account_dir("acme").join("customers");
+        let mut file = sftp.create("/customers/big.csv").await.unwrap();
+        file.write_all(&vec![b'x'; 100_000]).await.unwrap();
+        file.flush().await.unwrap();
+        assert_eq!(visible_names(&customers).len(), 1);
+        conn.disconnect(russh::Disconnect::ByApplication, "bye", "en").await.unwrap();
+        drop(file);
+        drop(sftp);
+        wait_until("the temp file is gone", || {
+            !visible_names(&customers).iter().any(|n| n.starts_with(".intake-upload."))
+        })
+        .await;
+        let names = visible_names(&customers);
+        if keep == 0 {
+            assert!(names.is_empty(), "{names:?}");
+        } else {
+            assert!(names.len() == 1 && names[0].starts_with(".intake-partial."), "kept hidden: {names:?}");
+            assert_eq!(std::fs::metadata(customers.join(&names[0])).unwrap().len(), 100_000);
+        }
+    }
 }
 
 #[tokio::test]
