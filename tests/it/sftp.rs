@@ -609,7 +609,7 @@ async fn shell_exec_pty_and_other_subsystems_are_refused() {
 }
 
 #[tokio::test]
-async fn shutdown_disconnects_sessions_discards_unfinished_uploads_and_returns() {
+async fn shutdown_disconnects_sessions_publishes_no_unfinished_upload_and_returns() {
     let (mut server, _conn, sftp) = alice(SftpSettings { shutdown_drain_secs: 0, ..test_settings() }).await;
     let customers = server.account_dir("acme").join("customers");
     let mut file = sftp.create("/customers/cut.csv").await.unwrap();
@@ -619,7 +619,12 @@ async fn shutdown_disconnects_sessions_discards_unfinished_uploads_and_returns()
     let started = Instant::now();
     server.stop().await;
     assert!(started.elapsed() < Duration::from_secs(8));
-    wait_until("the temp file is gone", || visible_names(&customers).is_empty()).await;
+    // Nothing is published; the part is kept hidden for resuming.
+    wait_until("the temp file is gone", || {
+        let names = visible_names(&customers);
+        names.len() == 1 && names[0].starts_with(".intake-partial.")
+    })
+    .await;
     assert!(connect(server.addr).await.is_err());
 }
 
