@@ -139,7 +139,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command, config, cli.config)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // An error may quote a merchant's file name or cell: escaped.
+            eprintln!("error: {}", intake::domain::shown::printable(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
