@@ -114,11 +114,18 @@ async fn cut_upload(d: &TestDaemon, db: &TestDb, local: &Path, remote: &str) -> 
     assert!(!out.status.success(), "the cut upload fails: {}", describe(&out));
     assert!(proxy.cut.load(Ordering::Relaxed), "the proxy cut the connection");
     let full = std::fs::metadata(local).unwrap().len();
-    let kept = eventually(Duration::from_secs(30), "the part received is kept", || {
-        partials(&d.customers("acme")).first().map(|(_, len)| *len)
-    })
-    .await;
+    // Kept once the server has seen the connection go: STAT of the name says so.
+    let mut raw = RawSftp::connect(&d.key, &d.port(), "acme").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let kept = loop {
+        if let Ok(size) = raw.lstat(&format!("/customers/{remote}")).await {
+            break size;
+        }
+        assert!(std::time::Instant::now() < deadline, "the part received is never kept\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(kept > 0 && kept < full, "a part of it: {kept} of {full} bytes");
+    assert!(partials(&d.customers("acme")).iter().any(|(_, len)| *len == kept), "kept hidden, under a reserved name");
     let store = db.store().await;
     let jobs = block(store.find_jobs(Some("acme"), None, 100));
     assert!(jobs.iter().all(|j| !remote.starts_with(j.file_name.as_str())), "a kept part is never a job: {jobs:?}");
@@ -126,8 +133,6 @@ async fn cut_upload(d: &TestDaemon, db: &TestDb, local: &Path, remote: &str) -> 
     assert!(listing.status.success(), "{}", describe(&listing));
     let shown = String::from_utf8_lossy(&listing.stdout);
     assert!(!shown.contains(remote) && !shown.contains(".intake-"), "hidden from listings: {shown}");
-    let mut raw = RawSftp::connect(&d.key, &d.port(), "acme").await;
-    assert_eq!(raw.lstat(&format!("/customers/{remote}")).await, Ok(kept), "STAT answers with the part's size");
     kept
 }
 
@@ -264,3 +269,26 @@ async fn a_kept_part_expires(db: TestDb) {
 }
 
 crate::on_both_backends!(a_kept_part_expires);
+
+/// With `max_partial_uploads_per_account = 1`, keeping a second cut upload
+/// removes the first: only the newest can be resumed, and STAT says so.
+async fn only_the_newest_parts_within_the_account_limit_are_kept(db: TestDb) {
+    let d =
+        TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[("INTAKE_SFTP__MAX_PARTIAL_UPLOADS_PER_ACCOUNT", "1")])
+            .await;
+    let local = d.dir.join("big.csv");
+    write_customers(&local, "big-", ROWS);
+    let first = cut_upload(&d, &db, &local, "first.csv").await;
+    let mut raw = RawSftp::connect(&d.key, &d.port(), "acme").await;
+    assert_eq!(raw.lstat("/customers/first.csv").await, Ok(first));
+    let second = cut_upload(&d, &db, &local, "second.csv").await;
+    eventually(Duration::from_secs(10), "one part kept", || (partials(&d.customers("acme")).len() == 1).then_some(()))
+        .await;
+    assert_eq!(raw.lstat("/customers/first.csv").await.map_err(|s| s.0), Err(NO_SUCH_FILE), "the older part went");
+    assert_eq!(raw.lstat("/customers/second.csv").await, Ok(second));
+    let out = d.sftp("acme", &format!("reput {} /customers/second.csv\n", local.display())).await;
+    assert!(out.status.success(), "reput: {}\n{}", describe(&out), d.log());
+    assert_imported_once(&d, &db, &local, "second").await;
+}
+
+crate::on_both_backends!(only_the_newest_parts_within_the_account_limit_are_kept);
