@@ -135,7 +135,9 @@ fn trim(account_root: &Path, limits: &Limits, newest: &Path) {
             continue;
         }
         if std::fs::remove_file(&path).is_ok() {
-            tracing::info!(account_root = %account_root.display(), "a partial upload was removed: the account's limit of partial uploads kept for resuming was reached");
+            let account = account_root.file_name().unwrap_or_default().to_string_lossy();
+            tracing::info!(account = %account, bytes = len,
+                "a partial upload was removed: the account's limit of cut uploads kept for resuming was reached");
         }
     }
 }
