@@ -494,6 +494,8 @@ mod tests {
         assert_eq!(config.api.max_connections, defaults.max_connections);
         assert_eq!(config.api.max_json_bytes, defaults.max_json_bytes);
         assert_eq!(config.http.max_connections, HttpSettings::default().max_connections);
+        // Every [sftp] key the file sets says the default, as its comments claim.
+        assert_eq!(config.sftp, crate::sftp::SftpSettings::default());
     }
 
     #[test]

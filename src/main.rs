@@ -139,7 +139,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command, config, cli.config)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // An error may quote a merchant's file name or cell: escaped.
+            eprintln!("error: {}", intake::domain::shown::printable(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -149,14 +150,8 @@ fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("INTAKE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     // Colours only on a terminal: a log file or journal gets plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    // User text in fields is escaped either way (`telemetry::logs`).
+    intake::telemetry::logs::init(matches!(format, LogFormat::Json), filter, std::io::stderr().is_terminal());
 }
 
 async fn run(command: Command, config: Config, config_path: PathBuf) -> Result<ExitCode> {

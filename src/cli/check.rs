@@ -51,9 +51,14 @@ pub fn check(
         writeln!(
             out,
             "mapping {} (sha256 {}); ignored columns: {}",
-            applied.profile.name,
+            printable(&applied.profile.name),
             applied.profile.sha256(),
-            if applied.ignored.is_empty() { "none".to_owned() } else { applied.ignored.join(", ") }
+            // The file's own column names.
+            if applied.ignored.is_empty() {
+                "none".to_owned()
+            } else {
+                printable(&applied.ignored.join(", ")).into_owned()
+            }
         )?;
     }
     if let Some(rejection) = outcome.rejection {

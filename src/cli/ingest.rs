@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context as _, Result};
 use intake::config::Config;
+use intake::domain::shown::printable;
 use intake::domain::user::Scopes;
 use intake::ingest::arrival::{self, Arrival, Take, Uploader};
 use intake::ingest::{driver, Context};
@@ -79,16 +80,22 @@ pub async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: b
     let names = intake::mailbox::ReportNames::of(file_name, false);
     let outbox = layout.outbox(avid);
     match &summary.error {
-        Some(e) => println!("{}: {}: {}: {}", summary.file, summary.status, e.code, e.message),
+        Some(e) => println!("{}: {}: {}: {}", printable(&summary.file), summary.status, e.code, printable(&e.message)),
         None => println!(
             "{}: {} rows: {} created, {} updated, {} unchanged, {} failed",
-            summary.file, summary.rows, summary.created, summary.updated, summary.unchanged, summary.failed
+            printable(&summary.file),
+            summary.rows,
+            summary.created,
+            summary.updated,
+            summary.unchanged,
+            summary.failed
         ),
     }
-    println!("report: {}", outbox.join(&names.results).display());
+    let path = |name: &str| printable(&outbox.join(name).display().to_string()).into_owned();
+    println!("report: {}", path(&names.results));
     if summary.failed > 0 {
-        println!("failed records: {}", outbox.join(&names.failed).display());
+        println!("failed records: {}", path(&names.failed));
     }
-    println!("summary: {}", outbox.join(&names.summary).display());
+    println!("summary: {}", path(&names.summary));
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use intake::config::Config;
+use intake::domain::shown::printable;
 use intake::ingest::{self, Context};
 use intake::mailbox::{archive_name, Layout, ReportNames};
 use intake::store::{Job, JobStatus, Store};
@@ -84,15 +85,15 @@ fn print_jobs(config: &Config, jobs: &[Job]) {
             p.unchanged,
             p.failed,
             intake::clock::format_rfc3339(j.received_at),
-            if j.kind.is_dry_run() { format!("/validate/{}", j.file_name) } else { j.file_name.clone() }
+            printable(&if j.kind.is_dry_run() { format!("/validate/{}", j.file_name) } else { j.file_name.clone() })
         );
         match j.status {
             JobStatus::Retrying => println!(
                 "    next try at {}; last error: {}",
                 j.retry_at.map(intake::clock::format_rfc3339).as_deref().unwrap_or("-"),
-                j.last_error.as_deref().unwrap_or("-")
+                printable(j.last_error.as_deref().unwrap_or("-"))
             ),
-            JobStatus::Aborted => println!("    {}", j.error_message.as_deref().unwrap_or("-")),
+            JobStatus::Aborted => println!("    {}", printable(j.error_message.as_deref().unwrap_or("-"))),
             _ => {}
         }
     }
@@ -172,7 +173,7 @@ async fn show_job(config: &Config, store: &Store, job_id: &str, as_json: bool) -
             Value::Object(inner) => {
                 println!("{key}:");
                 for (k, v) in inner {
-                    println!("  {k:<16} {}", plain(&v));
+                    println!("  {:<16} {}", printable(&k), plain(&v));
                 }
             }
             other => println!("{key:<18} {}", plain(&other)),
@@ -184,8 +185,10 @@ async fn show_job(config: &Config, store: &Store, job_id: &str, as_json: bool) -
 fn plain(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        Value::Object(m) => m.iter().map(|(k, v)| format!("{k}={}", plain(v))).collect::<Vec<_>>().join(" "),
+        Value::String(s) => printable(s).into_owned(),
+        Value::Object(m) => {
+            m.iter().map(|(k, v)| format!("{}={}", printable(k), plain(v))).collect::<Vec<_>>().join(" ")
+        }
         other => other.to_string(),
     }
 }
@@ -224,6 +227,11 @@ async fn retry_job(config: &Config, store: Store, job_id: &str) -> Result<ExitCo
     let new = ingest::arrival::arrive(&ctx, arrival).await;
     node.finish().await;
     let new = new?;
-    println!("job {} queued: a retry of {job_id} ({} of account {})", new.job_id, job.file_name, job.account);
+    println!(
+        "job {} queued: a retry of {job_id} ({} of account {})",
+        new.job_id,
+        printable(&job.file_name),
+        job.account
+    );
     Ok(ExitCode::SUCCESS)
 }

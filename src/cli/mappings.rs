@@ -4,6 +4,7 @@
 use anyhow::{bail, Context as _, Result};
 use clap::Subcommand;
 use intake::domain::mapping::{check_name, presets, MAX_PROFILE_BYTES};
+use intake::domain::shown::printable;
 use intake::ingest::mappings::{store_profile, Refused};
 use intake::store::Store;
 use std::io::Read;
@@ -57,7 +58,14 @@ pub async fn mapping(store: &Store, cmd: MappingCommand) -> Result<ExitCode> {
             }
         }
         MappingCommand::Show { avid, name } => match store.get_mapping(&avid, &name).await? {
-            Some(m) => print!("{}", m.text),
+            // A profile is the merchant's text: its lines, with nothing a terminal runs.
+            Some(m) => {
+                for line in m.text.split_inclusive('\n') {
+                    let (body, end) = line.strip_suffix('\n').map_or((line, ""), |b| (b, "\n"));
+                    let shown: Vec<_> = body.split('\t').map(printable).collect();
+                    print!("{}{end}", shown.join("\t"));
+                }
+            }
             None => match presets::get(&name) {
                 Some(p) => print!("{}", p.text()),
                 None => bail!("no mapping `{name}` for {avid}"),
@@ -67,7 +75,7 @@ pub async fn mapping(store: &Store, cmd: MappingCommand) -> Result<ExitCode> {
             account_exists(avid.clone()).await?;
             println!("{:<40} {:<8} {:<25} SHA256", "NAME", "KIND", "UPDATED");
             for m in store.list_mappings(&avid).await? {
-                println!("{:<40} {:<8} {:<25} {}", m.name, "profile", m.updated_at, m.sha256);
+                println!("{:<40} {:<8} {:<25} {}", printable(&m.name), "profile", m.updated_at, m.sha256);
             }
             for name in store.get_presets(&avid).await? {
                 if let Some(p) = presets::get(&name) {

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
+use intake::domain::shown::printable;
 use intake::domain::user::Scopes;
 use intake::store::{NewToken, Store};
 use std::process::ExitCode;
@@ -95,7 +96,7 @@ pub async fn token(store: &Store, cmd: TokenCommand) -> Result<ExitCode> {
                     t.account,
                     t.scopes.join(" "),
                     state,
-                    t.name.unwrap_or_default()
+                    printable(&t.name.unwrap_or_default())
                 );
             }
             Ok(ExitCode::SUCCESS)

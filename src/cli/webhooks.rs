@@ -4,6 +4,7 @@
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use intake::config::Config;
+use intake::domain::shown::printable;
 use intake::store::{Delivery, Store, WebhookSecret};
 use serde_json::{json, Value};
 use std::io::BufRead;
@@ -131,7 +132,7 @@ pub async fn webhooks(store: &Store, cmd: WebhooksCommand) -> Result<ExitCode> {
             d.status.as_str(),
             d.attempts,
             next,
-            d.last_error.as_deref().unwrap_or("-")
+            printable(d.last_error.as_deref().unwrap_or("-"))
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -148,11 +149,16 @@ pub async fn webhook(config: &Config, store: Store, cmd: WebhookCommand) -> Resu
     let sender = intake::webhooks::Sender::new(store, config.webhooks.clone())?;
     match sender.send(&delivery).await {
         Ok(status) => {
-            println!("delivered {} to {}: HTTP {status}", delivery.delivery_id, webhook.url);
+            println!("delivered {} to {}: HTTP {status}", delivery.delivery_id, printable(&webhook.url));
             Ok(ExitCode::SUCCESS)
         }
         Err(why) => {
-            println!("not delivered {} to {}: {why}", delivery.delivery_id, webhook.url);
+            println!(
+                "not delivered {} to {}: {}",
+                delivery.delivery_id,
+                printable(&webhook.url),
+                printable(&why.to_string())
+            );
             Ok(ExitCode::FAILURE)
         }
     }

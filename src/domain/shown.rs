@@ -32,22 +32,29 @@ fn is_e164(cell: &str) -> bool {
     })
 }
 
-/// `text` with every control character (C0, DEL, C1) written as `\u{1b}`,
-/// so that printing it to a terminal or a log line runs nothing and starts
-/// no new line.
+/// `text` with every control character (C0, DEL, C1) and every bidi
+/// control (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C) written
+/// as `\u{1b}`, so that printing it to a terminal or a log line runs
+/// nothing, starts no new line and reorders nothing around it.
 pub fn printable(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(is_unprintable) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_control() {
+        if is_unprintable(c) {
             out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
         } else {
             out.push(c);
         }
     }
     Cow::Owned(out)
+}
+
+/// A control character, or a bidi control that reorders what follows.
+pub fn is_unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
 }
 
 #[cfg(test)]
@@ -72,6 +79,7 @@ mod tests {
     #[test]
     fn control_characters_are_written_out() {
         assert_eq!(printable("a\x1b]0;x\x07b\nc\u{9b}"), "a\\u{1b}]0;x\\u{7}b\\u{a}c\\u{9b}");
+        assert_eq!(printable("evil\u{202e}vsc.exe\r"), "evil\\u{202e}vsc.exe\\u{d}");
         assert!(matches!(printable("plain € text"), Cow::Borrowed(_)));
     }
 }

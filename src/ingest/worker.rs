@@ -80,6 +80,7 @@ async fn housekeeping(ctx: Arc<Context>, keep_visible_secs: u64, shutdown: Cance
 async fn work(ctx: Arc<Context>, shared: Arc<Shared>, wake: Arc<Notify>, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
         let woken = wake.notified();
+        crate::telemetry::pulse::claims_asked();
         let admitted = admit(&ctx, &shared).await;
         match &admitted {
             Ok(_) => crate::telemetry::pulse::claims_answered(),

@@ -88,6 +88,17 @@ pub struct SftpSettings {
     /// up to this many seconds for it to be taken (in turn, per name), then
     /// is refused with a status saying so. Default 30.
     pub publish_wait_secs: u64,
+    /// An upload cut by a dropped connection (or left open by a session that
+    /// ended without CLOSE) is kept, hidden, this many seconds after its last
+    /// byte, for the same account to resume (OpenSSH `reput`/`put -a`, lftp
+    /// `put -c`, WinSCP's `.filepart`); then removed. 0: a cut upload is
+    /// discarded. Default 86400.
+    pub resume_keep_secs: u64,
+    /// Cut uploads kept per account; beyond it the oldest is removed. Default 10.
+    pub max_partial_uploads_per_account: usize,
+    /// Bytes of cut uploads kept per account; beyond it the oldest are
+    /// removed. Default 10 GiB.
+    pub max_partial_bytes_per_account: u64,
     /// Set by the daemon from `[cluster] node_id` (not read from the file):
     /// names this node's upload temps in a data directory nodes share, so a
     /// node starting cleans up only its own.
@@ -121,6 +132,9 @@ impl Default for SftpSettings {
             proxy_protocol_from: Vec::new(),
             shutdown_drain_secs: 10,
             publish_wait_secs: 30,
+            resume_keep_secs: 24 * 3600,
+            max_partial_uploads_per_account: 10,
+            max_partial_bytes_per_account: 10 * 1024 * 1024 * 1024,
             node_id: String::new(),
         }
     }

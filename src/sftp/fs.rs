@@ -86,6 +86,8 @@ pub(crate) struct FsShared {
     pub(crate) publisher: super::publish::Publisher,
     /// How long a publish waits for an earlier upload of its name to be taken.
     pub(crate) publish_wait: Duration,
+    /// How partial uploads kept for resuming are bounded.
+    pub(crate) partials: super::partial::Limits,
 }
 
 /// The `/mappings` folder: mapping profiles, kept in the database.
@@ -94,7 +96,15 @@ mod mappings;
 
 /// Paths on disk that some session has open (reading or uploading).
 #[derive(Default)]
-pub(crate) struct OpenFiles(Mutex<HashMap<PathBuf, usize>>);
+pub(crate) struct OpenFiles(Mutex<OpenPaths>);
+
+#[derive(Default)]
+struct OpenPaths {
+    count: HashMap<PathBuf, usize>,
+    /// Open paths a STAT or LSTAT (of any session) found missing: an upload
+    /// there that gets no byte was given up by its client (see `finish_upload`).
+    missed: std::collections::HashSet<PathBuf>,
+}
 
 /// One registration in [`OpenFiles`], removed when dropped.
 pub(crate) struct OpenFile {
@@ -105,22 +115,36 @@ pub(crate) struct OpenFile {
 impl OpenFiles {
     pub(crate) fn register(self: &Arc<Self>, path: &Path) -> OpenFile {
         let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *open.entry(path.to_path_buf()).or_insert(0) += 1;
+        *open.count.entry(path.to_path_buf()).or_insert(0) += 1;
         OpenFile { files: Arc::clone(self), path: path.to_path_buf() }
     }
 
     pub(crate) fn is_open(&self, path: &Path) -> bool {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).contains_key(path)
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).count.contains_key(path)
+    }
+
+    /// A STAT or LSTAT found `path` missing; noted while it is open.
+    fn note_missed(&self, path: &Path) {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if open.count.contains_key(path) {
+            open.missed.insert(path.to_path_buf());
+        }
+    }
+
+    /// Whether a STAT or LSTAT found `path` missing since it was opened; forgets it.
+    fn take_missed(&self, path: &Path) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).missed.remove(path)
     }
 }
 
 impl Drop for OpenFile {
     fn drop(&mut self) {
         let mut open = self.files.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.path) {
+        if let Some(n) = open.count.get_mut(&self.path) {
             *n -= 1;
             if *n == 0 {
-                open.remove(&self.path);
+                open.count.remove(&self.path);
+                open.missed.remove(&self.path);
             }
         }
     }
@@ -146,6 +170,17 @@ struct Upload {
     received: u64,
     /// A write failed (e.g. over the size limit): the upload is never published.
     failed: Option<&'static str>,
+    /// The bytes received in order from the start: what is kept for
+    /// resuming when the session ends without a CLOSE.
+    in_order: super::partial::InOrder,
+    /// Opened with APPEND: every write goes at the end, whatever its offset.
+    append: bool,
+    /// Resumes a kept partial upload and nothing was written yet: a first
+    /// write before its end starts over from there (a client writing the
+    /// file from the start without TRUNCATE), never leaving old bytes behind.
+    resumed: bool,
+    /// Kept for resuming when cut (not a mapping profile's upload).
+    resumable: bool,
     _open: OpenFile,
 }
 
@@ -189,6 +224,10 @@ const TOO_LARGE: &str = "File too large: over the maximum upload size";
 const BUSY: &str =
     "Upload refused: an earlier upload of this name is still waiting to be processed; try again in a minute";
 const HOLE: &str = "Write refused: it would leave a hole in the file (write it in order)";
+const ABANDONED: &str = "Empty upload not published: its name was reported missing while it was open";
+const NO_APPEND: &str =
+    "Appending to an upload already complete is not supported; upload the whole file again (only an upload cut \
+     before its end can be resumed)";
 
 impl View {
     fn resolve(&self, path: &str) -> Reply<VirtualPath> {
@@ -299,6 +338,19 @@ impl View {
         Ok(entries)
     }
 
+    /// The part kept from a cut upload to `v`, for a login that may upload.
+    fn partial_of(&self, v: &VirtualPath) -> Option<Metadata> {
+        let name = match &v.place {
+            Place::Entry { folder: Folder::Customers | Folder::Validate, rel } if rel.len() == 1 => &rel[0],
+            _ => return None,
+        };
+        if !self.user.can_upload {
+            return None;
+        }
+        let target = self.disk_path(v).ok()?;
+        super::partial::metadata(target.parent()?, name)
+    }
+
     /// Checks that `v` may receive an upload and returns (folder on disk, name).
     fn upload_target(&self, v: &VirtualPath) -> Reply<(PathBuf, String)> {
         match &v.place {
@@ -378,13 +430,16 @@ impl AccountFs {
 
     fn open_upload(&mut self, v: &VirtualPath, pflags: OpenFlags) -> Reply<String> {
         let (dir, name) = self.view.upload_target(v)?;
-        if pflags.contains(OpenFlags::APPEND) {
-            return Err(unsupported("Appending to or resuming an upload is not supported"));
-        }
+        let append = pflags.contains(OpenFlags::APPEND);
+        // Without TRUNCATE a client may continue a kept partial upload.
+        let resumes = !pflags.contains(OpenFlags::TRUNCATE) && self.shared.partials.enabled();
         let target = dir.join(&name);
         match std::fs::symlink_metadata(&target) {
             Ok(m) if m.file_type().is_dir() => return Err(failure("A folder has that name")),
             Ok(_) if pflags.contains(OpenFlags::EXCLUDE) => return Err(failure("File already exists")),
+            Ok(_) if append && super::partial::metadata(&dir, &name).is_none() => {
+                return Err(unsupported(NO_APPEND));
+            }
             _ => {}
         }
         // Room for the handle first: a refused OPEN leaves no file behind.
@@ -392,18 +447,46 @@ impl AccountFs {
         let mut random = [0u8; 8];
         rand::thread_rng().fill_bytes(&mut random);
         let temp = dir.join(upload_temp_name(&self.shared.node_id, &hex(&random)));
-        let file = OpenOptions::new()
-            .write(true)
-            .read(true)
-            .create_new(true)
-            .mode(0o640)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&temp)
-            .map_err(|e| self.view.io_error("create", &v.display, e))?;
-        tracing::debug!(account = %self.view.user.account, file = %v.display, "upload started");
+        let claimed = if resumes {
+            super::partial::claim(&dir, &name, &temp).map_err(|e| self.view.io_error("resume", &v.display, e))?
+        } else {
+            None
+        };
+        let resumed = claimed.is_some();
+        let file = match claimed {
+            Some(file) => file,
+            None => OpenOptions::new()
+                .write(true)
+                .read(true)
+                .create_new(true)
+                .mode(0o640)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&temp)
+                .map_err(|e| self.view.io_error("create", &v.display, e))?,
+        };
+        let size =
+            if resumed { file.metadata().map_err(|e| self.view.io_error("fstat", &v.display, e))?.len() } else { 0 };
+        if resumed {
+            tracing::info!(account = %self.view.user.account, user = %self.view.user.username,
+                file = %v.display.escape_debug(), bytes = size, "upload resumed from the part kept");
+        } else {
+            tracing::debug!(account = %self.view.user.account, file = %v.display.escape_debug(), "upload started");
+        }
         let open = self.shared.open_files.register(&target);
-        let upload =
-            Upload { file, temp, target, display: v.display.clone(), size: 0, received: 0, failed: None, _open: open };
+        let upload = Upload {
+            file,
+            temp,
+            target,
+            display: v.display.clone(),
+            size,
+            received: size,
+            failed: None,
+            in_order: super::partial::InOrder::starting_at(size),
+            append,
+            resumed,
+            resumable: true,
+            _open: open,
+        };
         Ok(self.new_handle(Open::Upload(upload), slot))
     }
 
@@ -430,11 +513,21 @@ impl AccountFs {
     }
 
     async fn finish_upload(&self, upload: Upload) -> Reply<()> {
-        let Upload { file, temp, target, display: shown, size, failed, .. } = upload;
+        let Upload { file, temp, target, display: shown, size, failed, received, _open, .. } = upload;
         drop(file);
         if let Some(reason) = failed {
             let _ = std::fs::remove_file(&temp);
             return Err(failure(reason));
+        }
+        // An empty upload whose name a STAT or LSTAT found missing meanwhile
+        // was given up by its client (old sshfs: OPEN, LSTAT fails, CLOSE,
+        // and "No such file" to its user): no file, so no `empty_file` report.
+        // A deliberate empty upload (no failed STAT while open) is published.
+        if self.shared.open_files.take_missed(&target) && size == 0 && received == 0 {
+            let _ = std::fs::remove_file(&temp);
+            tracing::info!(account = %self.view.user.account, user = %self.view.user.username,
+                file = %shown.escape_debug(), "an empty upload given up by its client (a STAT of it failed) is not published");
+            return Err(failure(ABANDONED));
         }
         // Who uploaded it decides whether existing refs may be updated: an
         // upload whose login cannot be recorded is refused, not guessed.
@@ -457,9 +550,13 @@ impl AccountFs {
                 return Err(self.view.io_error("publish", &shown, e));
             }
         }
+        // A part of this name kept from a cut upload is superseded.
+        if let (Some(dir), Some(name)) = (target.parent(), target.file_name().and_then(|n| n.to_str())) {
+            let _ = super::partial::remove(dir, name);
+        }
         tracing::info!(
             account = %self.view.user.account, user = %self.view.user.username,
-            file = %shown, bytes = size, "upload complete"
+            file = %shown.escape_debug(), bytes = size, "upload complete"
         );
         crate::telemetry::metrics().sftp_upload(&self.view.user.account);
         Ok(())
@@ -546,17 +643,38 @@ impl View {
 impl Drop for AccountFs {
     fn drop(&mut self) {
         // A session that ends with uploads still open (disconnect, kill, oversized
-        // packet) publishes nothing: its temp files go.
-        let mut abandoned = 0;
+        // packet) publishes nothing: what each received in order is kept,
+        // hidden, for the account to resume (see `partial`); the rest goes.
+        let (mut kept, mut discarded) = (0, 0);
         for (_, handle) in self.handles.drain() {
             if let Open::Upload(upload) = handle.open {
                 drop(upload.file);
-                let _ = std::fs::remove_file(&upload.temp);
-                abandoned += 1;
+                let place = upload.target.parent().zip(upload.target.file_name().and_then(|n| n.to_str()));
+                let keep = match (upload.failed, place) {
+                    (None, Some((dir, name))) if upload.resumable => super::partial::keep(
+                        &upload.temp,
+                        dir,
+                        name,
+                        upload.in_order.complete(),
+                        &self.view.root,
+                        &self.shared.partials,
+                    ),
+                    _ => false,
+                };
+                if keep {
+                    kept += 1;
+                    tracing::info!(account = %self.view.user.account, user = %self.view.user.username,
+                        file = %upload.display.escape_debug(), bytes = upload.in_order.complete(),
+                        "session ended before the upload was closed; its part is kept for resuming");
+                } else {
+                    let _ = std::fs::remove_file(&upload.temp);
+                    discarded += 1;
+                }
             }
         }
-        if abandoned > 0 {
-            tracing::info!(account = %self.view.user.account, user = %self.view.user.username, abandoned, "session ended with unfinished uploads; discarded");
+        if kept + discarded > 0 {
+            tracing::info!(account = %self.view.user.account, user = %self.view.user.username, kept, discarded,
+                "session ended with unfinished uploads");
         }
     }
 }
@@ -633,6 +751,8 @@ impl AccountFs {
         if let Some(reason) = upload.failed {
             return Err(failure(reason));
         }
+        // APPEND: at the end, whatever the offset (as O_APPEND does).
+        let offset = if upload.append { upload.size } else { offset };
         let end = offset.saturating_add(data.len() as u64);
         if end > max {
             upload.failed = Some(TOO_LARGE);
@@ -644,6 +764,17 @@ impl AccountFs {
             tracing::warn!(account = %account, file = %upload.display, offset, received = upload.received, "upload refused: a write far past the data received");
             return Err(failure(HOLE));
         }
+        if std::mem::take(&mut upload.resumed) && offset < upload.size {
+            // Written from before the kept part's end: from there on it is
+            // this upload's bytes, not the old ones.
+            if let Err(e) = upload.file.set_len(offset) {
+                upload.failed = Some("Upload failed on the server");
+                let display = upload.display.clone();
+                return Err(self.view.io_error("truncate", &display, e));
+            }
+            upload.size = offset;
+            upload.in_order.truncated(offset);
+        }
         if let Err(e) = upload.file.write_all_at(data, offset) {
             upload.failed = Some("Upload failed on the server");
             let display = upload.display.clone();
@@ -651,6 +782,7 @@ impl AccountFs {
         }
         upload.size = upload.size.max(end);
         upload.received = upload.received.saturating_add(data.len() as u64);
+        upload.in_order.written(offset, end);
         Ok(ok(id))
     }
 
@@ -671,6 +803,8 @@ impl AccountFs {
                         return Err(self.view.io_error("truncate", &display, e));
                     }
                     upload.size = size;
+                    upload.resumed = false;
+                    upload.in_order.truncated(size);
                 }
                 Ok(ok(id))
             }
@@ -696,8 +830,8 @@ impl AccountFs {
     }
 
     fn do_setstat(&self, id: u32, path: &str, attrs: &FileAttributes) -> Reply<Status> {
-        let v = self.view.resolve(path)?;
-        self.view.attrs_of(&v)?;
+        // A path this session is uploading counts (sshfs `touch`, `cp -p`).
+        self.path_attrs(path)?;
         if attrs.size.is_some() {
             return Err(unsupported("Changing a file's size is not supported"));
         }
@@ -746,7 +880,17 @@ impl AccountFs {
             _ => return Err(denied("Permission denied: folders cannot be removed")),
         }
         let path = view.disk_path(&v)?;
-        let meta = std::fs::symlink_metadata(&path).map_err(|e| view.io_error("lstat", &v.display, e))?;
+        let meta = match std::fs::symlink_metadata(&path) {
+            // Only a part kept from a cut upload has the name: the client gives up resuming it.
+            Err(e) if e.kind() == ErrorKind::NotFound && view.partial_of(&v).is_some() => {
+                let (dir, name) = view.upload_target(&v)?;
+                super::partial::remove(&dir, &name).map_err(|e| view.io_error("remove", &v.display, e))?;
+                tracing::info!(account = %view.user.account, user = %view.user.username,
+                    file = %v.display.escape_debug(), "partial upload removed");
+                return Ok(ok(id));
+            }
+            other => other.map_err(|e| view.io_error("lstat", &v.display, e))?,
+        };
         if meta.file_type().is_dir() {
             return Err(failure("Is a folder"));
         }
@@ -813,7 +957,19 @@ impl AccountFs {
             let (user, group) = self.view.names();
             return visible_attrs(&meta, Access::Writable, user, group).ok_or_else(no_such_file);
         }
-        self.view.attrs_of(&v)
+        // A part kept from a cut upload answers for its name: resuming
+        // clients (`reput`, `put -a`, lftp `put -c`, WinSCP) ask its size.
+        if let Some(meta) = self.view.partial_of(&v) {
+            let (user, group) = self.view.names();
+            return visible_attrs(&meta, Access::Writable, user, group).ok_or_else(no_such_file);
+        }
+        let result = self.view.attrs_of(&v);
+        if matches!(&result, Err(e) if e.status_code == StatusCode::NoSuchFile)
+            && matches!(v.place, Place::Entry { .. })
+        {
+            self.shared.open_files.note_missed(&v.on_disk(&self.view.root));
+        }
+        result
     }
 
     /// The metadata of this session's upload in progress to `v`, if any.

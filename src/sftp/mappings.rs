@@ -168,8 +168,20 @@ impl AccountFs {
         let (file, temp) = self.temp_file(display)?;
         let target = self.view.root.join(TARGET_MARK).join(format!("{name}.toml"));
         let open = self.shared.open_files.register(&temp);
-        let upload =
-            Upload { file, temp, target, display: display.to_owned(), size: 0, received: 0, failed: None, _open: open };
+        let upload = Upload {
+            file,
+            temp,
+            target,
+            display: display.to_owned(),
+            size: 0,
+            received: 0,
+            failed: None,
+            in_order: Default::default(),
+            append: false,
+            resumed: false,
+            resumable: false,
+            _open: open,
+        };
         Ok(Handle { id, handle: self.new_handle(Open::Upload(upload), slot) })
     }
 

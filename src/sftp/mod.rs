@@ -3,7 +3,7 @@
 //! Owns SSH login (public keys, Argon2id passwords, per-source penalties,
 //! MaxStartups, login grace), the per-account jail (`/customers`, `/outbox`,
 //! `/archive`), the atomic publish of uploads (hidden temp file, renamed on
-//! close), legacy `scp` and checksum commands over exec (parsed in Rust, no
+//! close; a cut upload kept hidden for resuming), legacy `scp` and checksum commands over exec (parsed in Rust, no
 //! shell), and the sweeping of client temp files left behind. Knows nothing about CSV,
 //! jobs or the database: users come through [`UserDirectory`], and the only
 //! thing it hands to the rest of the system is a complete file appearing under
@@ -16,6 +16,7 @@ mod fs;
 mod guard;
 mod host_key;
 mod jail;
+mod partial;
 mod proxy;
 mod publish;
 mod server;

@@ -178,6 +178,11 @@ impl SftpServer {
                 directory: Arc::clone(&users),
                 publisher: Default::default(),
                 publish_wait: Duration::from_secs(settings.publish_wait_secs),
+                partials: super::partial::Limits {
+                    keep_for: Duration::from_secs(settings.resume_keep_secs),
+                    max_count: settings.max_partial_uploads_per_account,
+                    max_bytes: settings.max_partial_bytes_per_account,
+                },
             }),
         });
         tracing::info!(listen = %local_addr, "SFTP server listening");
@@ -414,15 +419,22 @@ fn log_connection_error(peer: SocketAddr, error: &russh::Error, what: &str) {
     }
 }
 
-/// Removes abandoned client temp files now and then, until `shutdown`.
+/// Removes abandoned client temp files and expired partial uploads now and
+/// then, until `shutdown`.
 async fn sweep_client_temps(shared: Arc<Shared>, stale_after: Duration, shutdown: CancellationToken) {
+    let keep_partials = shared.fs.partials.keep_for;
+    let shortest = if keep_partials.is_zero() { stale_after } else { stale_after.min(keep_partials) };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep((stale_after / 4).clamp(Duration::from_secs(1), SWEEP_EVERY)) => {}
+            _ = tokio::time::sleep((shortest / 4).clamp(Duration::from_secs(1), SWEEP_EVERY)) => {}
         }
         let (root, open) = (shared.accounts_root.clone(), Arc::clone(&shared.fs.open_files));
-        let _ = tokio::task::spawn_blocking(move || sweep_stale_client_temps(&root, &open, stale_after)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            sweep_stale_client_temps(&root, &open, stale_after);
+            super::partial::sweep_expired(&root, keep_partials);
+        })
+        .await;
     }
 }
 

@@ -1,8 +1,9 @@
 //! The operations endpoint: `GET /metrics` (Prometheus, OpenMetrics text),
-//! `GET /healthz` (the process answers) and `GET /readyz` (the database
-//! answers and commits a write, the data directory takes writes, workers
-//! can take jobs, the SFTP listener is bound:
-//! 200, else 503 naming the failed checks). Serves no merchant data.
+//! `GET /healthz` (the process is not wedged: the store commits a write and
+//! workers take jobs) and `GET /readyz` (the database answers and commits a
+//! write, the data directory takes writes, workers can take jobs, the SFTP
+//! listener is bound): 200, else 503 naming the failed checks. Serves no
+//! merchant data.
 
 use super::metrics;
 use crate::serve_http::{BoundedServer, Limits};
@@ -52,7 +53,7 @@ impl HttpServer {
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let app = Router::new()
             .route("/metrics", get(scrape))
-            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/healthz", get(healthz))
             .route("/readyz", get(ready))
             .with_state(self.health);
         self.server.run(app, shutdown).await
@@ -97,11 +98,8 @@ async fn ready(State(health): State<Health>) -> Response {
     if let Err(why) = database_writable(&health).await {
         failed.insert("database_write".into(), why.into());
     }
-    if let Some(failing) = super::pulse::claims_failing_for().filter(|f| *f >= super::pulse::CLAIMS_FAILING_LIMIT) {
-        failed.insert(
-            "jobs".into(),
-            format!("no job could be taken from the database for {} s", failing.as_secs()).into(),
-        );
+    if let Some(why) = super::pulse::jobs_problem() {
+        failed.insert("jobs".into(), why.into());
     }
     if let Some(bound) = &health.sftp_bound {
         if !bound.load(Ordering::Relaxed) {
@@ -112,6 +110,27 @@ async fn ready(State(health): State<Health>) -> Response {
         (StatusCode::OK, Json(serde_json::json!({ "status": "ready" }))).into_response()
     } else {
         let body = serde_json::json!({ "status": "not ready", "failed": failed });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+/// Liveness: what a restart could mend. The store commits a write (a
+/// poisoned pool, a wedged connection fail it; so do a full disk or a
+/// read-only database, which a restart does not mend, but which stop every
+/// job all the same) and workers take jobs. The data directory and the SFTP
+/// listener are readiness only.
+async fn healthz(State(health): State<Health>) -> Response {
+    let mut failed = serde_json::Map::new();
+    if let Err(why) = database_writable(&health).await {
+        failed.insert("database_write".into(), why.into());
+    }
+    if let Some(why) = super::pulse::jobs_problem() {
+        failed.insert("jobs".into(), why.into());
+    }
+    if failed.is_empty() {
+        (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))).into_response()
+    } else {
+        let body = serde_json::json!({ "status": "unhealthy", "failed": failed });
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }

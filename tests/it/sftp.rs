@@ -306,18 +306,33 @@ async fn an_upload_over_an_untaken_one_of_its_name_is_refused_after_the_wait() {
     assert_eq!(visible_names(&customers), ["x.csv", "x.csv.part"]);
 }
 
+/// A disconnect mid-upload publishes nothing: the part received is kept
+/// under a hidden reserved name, for resuming (`tests/it/resume.rs`), and
+/// with resuming off (`resume_keep_secs = 0`) nothing at all is left.
 #[tokio::test]
-async fn a_disconnect_mid_upload_leaves_nothing_behind() {
-    let (server, conn, sftp) = alice(test_settings()).await;
-    let customers = server.account_dir("acme").join("customers");
-    let mut file = sftp.create("/customers/big.csv").await.unwrap();
-    file.write_all(&vec![b'x'; 100_000]).await.unwrap();
-    file.flush().await.unwrap();
-    assert_eq!(visible_names(&customers).len(), 1);
-    conn.disconnect(russh::Disconnect::ByApplication, "bye", "en").await.unwrap();
-    drop(file);
-    drop(sftp);
-    wait_until("the temp file is gone", || visible_names(&customers).is_empty()).await;
+async fn a_disconnect_mid_upload_publishes_nothing() {
+    for keep in [86_400, 0] {
+        let (server, conn, sftp) = alice(SftpSettings { resume_keep_secs: keep, ..test_settings() }).await;
+        let customers = server.account_dir("acme").join("customers");
+        let mut file = sftp.create("/customers/big.csv").await.unwrap();
+        file.write_all(&vec![b'x'; 100_000]).await.unwrap();
+        file.flush().await.unwrap();
+        assert_eq!(visible_names(&customers).len(), 1);
+        conn.disconnect(russh::Disconnect::ByApplication, "bye", "en").await.unwrap();
+        drop(file);
+        drop(sftp);
+        wait_until("the temp file is gone", || {
+            !visible_names(&customers).iter().any(|n| n.starts_with(".intake-upload."))
+        })
+        .await;
+        let names = visible_names(&customers);
+        if keep == 0 {
+            assert!(names.is_empty(), "{names:?}");
+        } else {
+            assert!(names.len() == 1 && names[0].starts_with(".intake-partial."), "kept hidden: {names:?}");
+            assert_eq!(std::fs::metadata(customers.join(&names[0])).unwrap().len(), 100_000);
+        }
+    }
 }
 
 #[tokio::test]
@@ -594,7 +609,7 @@ async fn shell_exec_pty_and_other_subsystems_are_refused() {
 }
 
 #[tokio::test]
-async fn shutdown_disconnects_sessions_discards_unfinished_uploads_and_returns() {
+async fn shutdown_disconnects_sessions_publishes_no_unfinished_upload_and_returns() {
     let (mut server, _conn, sftp) = alice(SftpSettings { shutdown_drain_secs: 0, ..test_settings() }).await;
     let customers = server.account_dir("acme").join("customers");
     let mut file = sftp.create("/customers/cut.csv").await.unwrap();
@@ -604,7 +619,12 @@ async fn shutdown_disconnects_sessions_discards_unfinished_uploads_and_returns()
     let started = Instant::now();
     server.stop().await;
     assert!(started.elapsed() < Duration::from_secs(8));
-    wait_until("the temp file is gone", || visible_names(&customers).is_empty()).await;
+    // Nothing is published; the part is kept hidden for resuming.
+    wait_until("the temp file is gone", || {
+        let names = visible_names(&customers);
+        names.len() == 1 && names[0].starts_with(".intake-partial.")
+    })
+    .await;
     assert!(connect(server.addr).await.is_err());
 }
 
