@@ -15,7 +15,7 @@ use argon2::Argon2;
 use axum::extract::{ConnectInfo, Form, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{AppendHeaders, IntoResponse, Redirect, Response};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -392,8 +392,9 @@ async fn sign_in(
     let session = set_cookie(state, SESSION_COOKIE, &id, "/", None);
     let clear = set_cookie(state, LOGIN_COOKIE, "", if operator { "/admin/login" } else { "/login" }, Some(0));
     let to = if operator { "/admin" } else { "/jobs" };
-    (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_owned()), (header::SET_COOKIE, session), (header::SET_COOKIE, clear)])
-        .into_response()
+    // Appended: two `Set-Cookie` fields (an array of pairs would keep the last).
+    let headers = AppendHeaders([(header::LOCATION, to.to_owned()), (header::SET_COOKIE, session), (header::SET_COOKIE, clear)]);
+    (StatusCode::SEE_OTHER, headers).into_response()
 }
 
 /// The session of a sign-out form, if its CSRF token is the session's.

@@ -510,6 +510,20 @@ async fn wait_finished(browser: &fantoccini::Client) -> String {
     }
 }
 
+/// Waits until the browser is at a path that `want` accepts (a click's
+/// navigation may end after the click returns); the path.
+async fn wait_path(browser: &fantoccini::Client, want: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let path = browser.current_url().await.unwrap().path().to_owned();
+        if want(&path) {
+            return path;
+        }
+        assert!(Instant::now() < deadline, "the browser stayed at {path}: {}", browser.source().await.unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn a_merchant_uploads_fixes_two_rows_and_resubmits_in_a_real_browser(db: TestDb) {
     let backend = if db.url.starts_with("postgres") { "postgres" } else { "sqlite" };
     let daemon = TestDaemon::spawn_in_process(&db, &[account("acme", "acme-pw")], &[]).await;
@@ -524,7 +538,7 @@ async fn a_merchant_uploads_fixes_two_rows_and_resubmits_in_a_real_browser(db: T
     css(&browser, "#username").await.send_keys("acme").await.unwrap();
     css(&browser, "#password").await.send_keys("acme-pw").await.unwrap();
     css(&browser, "form.login button[type=submit]").await.click().await.unwrap();
-    assert_eq!(browser.current_url().await.unwrap().path(), "/jobs");
+    wait_path(&browser, |p| p == "/jobs").await;
 
     // Upload a file with two bad phone numbers.
     let file = daemon.dir.join("May.csv");
@@ -534,7 +548,7 @@ async fn a_merchant_uploads_fixes_two_rows_and_resubmits_in_a_real_browser(db: T
     screenshot(&browser, &format!("{backend}-2-upload")).await;
     css(&browser, "#file").await.send_keys(&file.display().to_string()).await.unwrap();
     css(&browser, "form[action='/upload'] button[type=submit]").await.click().await.unwrap();
-    assert!(browser.current_url().await.unwrap().path().starts_with("/jobs/"));
+    wait_path(&browser, |p| p.starts_with("/jobs/")).await;
     assert_eq!(wait_finished(&browser).await, "completed");
     let first_job = browser.current_url().await.unwrap().path().to_owned();
     assert_eq!(browser.find_all(fantoccini::Locator::Css("#failed-rows tbody tr")).await.unwrap().len(), 2);
@@ -551,6 +565,7 @@ async fn a_merchant_uploads_fixes_two_rows_and_resubmits_in_a_real_browser(db: T
     axe(&browser, "jobs").await;
     screenshot(&browser, &format!("{backend}-4-jobs")).await;
     link.click().await.unwrap();
+    wait_path(&browser, |p| p == first_job).await;
 
     // Fix the two rows in the grid and resubmit them.
     let phone = css(&browser, "input[name='c0_1']").await;
@@ -560,6 +575,7 @@ async fn a_merchant_uploads_fixes_two_rows_and_resubmits_in_a_real_browser(db: T
     phone.clear().await.unwrap();
     phone.send_keys("+15555002002").await.unwrap();
     css(&browser, "#resubmit").await.click().await.unwrap();
+    wait_path(&browser, |p| p != first_job).await;
     assert_eq!(wait_finished(&browser).await, "completed");
     let from = css(&browser, "#resubmitted-from").await;
     assert_eq!(from.attr("href").await.unwrap().as_deref(), Some(first_job.as_str()));
@@ -580,11 +596,12 @@ async fn a_merchant_uploads_fixes_two_rows_and_resubmits_in_a_real_browser(db: T
     let out = daemon.cli(&["admin", "add", "root", "--password-stdin"], "root-pw\n").await;
     assert!(out.status.success(), "{}", crate::support::describe(&out));
     css(&browser, "form[action='/logout'] button").await.click().await.unwrap();
+    wait_path(&browser, |p| p == "/login").await;
     browser.goto(&format!("{base}/admin/login")).await.unwrap();
     css(&browser, "#username").await.send_keys("root").await.unwrap();
     css(&browser, "#password").await.send_keys("root-pw").await.unwrap();
     css(&browser, "form.login button[type=submit]").await.click().await.unwrap();
-    assert_eq!(browser.current_url().await.unwrap().path(), "/admin");
+    wait_path(&browser, |p| p == "/admin").await;
     assert_eq!(browser.find_all(fantoccini::Locator::Css("#admin-jobs tbody tr")).await.unwrap().len(), 2);
     axe(&browser, "admin").await;
     screenshot(&browser, &format!("{backend}-7-admin")).await;
