@@ -171,11 +171,8 @@ pub async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
             for path in &keys {
                 public_keys.extend(intake::sftp::read_authorized_keys(path)?);
             }
-            let password_hash = if password_stdin {
-                Some(intake::sftp::hash_password(&read_password()?)?)
-            } else {
-                None
-            };
+            let password_hash =
+                if password_stdin { Some(intake::sftp::hash_password(&read_password()?)?) } else { None };
             if public_keys.is_empty() && password_hash.is_none() {
                 bail!("give the user a way to log in: --key FILE and/or --password-stdin");
             }

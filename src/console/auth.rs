@@ -393,7 +393,8 @@ async fn sign_in(
     let clear = set_cookie(state, LOGIN_COOKIE, "", if operator { "/admin/login" } else { "/login" }, Some(0));
     let to = if operator { "/admin" } else { "/jobs" };
     // Appended: two `Set-Cookie` fields (an array of pairs would keep the last).
-    let headers = AppendHeaders([(header::LOCATION, to.to_owned()), (header::SET_COOKIE, session), (header::SET_COOKIE, clear)]);
+    let headers =
+        AppendHeaders([(header::LOCATION, to.to_owned()), (header::SET_COOKIE, session), (header::SET_COOKIE, clear)]);
     (StatusCode::SEE_OTHER, headers).into_response()
 }
 

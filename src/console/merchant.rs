@@ -65,11 +65,7 @@ pub(super) async fn jobs(
     let more = rows.len() > LISTED;
     rows.truncate(LISTED);
     let live = rows.iter().any(|r| matches!(r.status, "queued" | "running" | "retrying" | "arriving"));
-    let refresh = format!(
-        "/jobs?status={}&name={}",
-        status.map(|s| s.as_str()).unwrap_or_default(),
-        url_encode(&name)
-    );
+    let refresh = format!("/jobs?status={}&name={}", status.map(|s| s.as_str()).unwrap_or_default(), url_encode(&name));
     let page = pages::Jobs {
         chrome: merchant.chrome(),
         rows,
@@ -260,7 +256,10 @@ async fn download(path: Option<PathBuf>, name: String, kind: &'static str) -> Re
     };
     let disposition = format!("attachment; filename=\"{}\"", safe_file_name(&name));
     let stream = tokio_util::io::ReaderStream::new(file);
-    Ok(([(header::CONTENT_TYPE, kind.to_owned()), (header::CONTENT_DISPOSITION, disposition)], Body::from_stream(stream))
+    Ok((
+        [(header::CONTENT_TYPE, kind.to_owned()), (header::CONTENT_DISPOSITION, disposition)],
+        Body::from_stream(stream),
+    )
         .into_response())
 }
 
@@ -343,7 +342,8 @@ pub(super) async fn upload(
     let mut folder = None;
     let max = state.ctx().limits.max_file_bytes;
     loop {
-        let Some(mut part) = form.next_field().await.map_err(|_| PageError::new(StatusCode::BAD_REQUEST, "The upload was cut."))?
+        let Some(mut part) =
+            form.next_field().await.map_err(|_| PageError::new(StatusCode::BAD_REQUEST, "The upload was cut."))?
         else {
             return bad("Choose a file to upload.");
         };
@@ -441,14 +441,18 @@ pub(super) async fn resubmit(
         .map_err(PageError::internal)?;
     let rows = edited_rows(&form, index.header.len());
     if rows.is_empty() {
-        return Err(PageError::new(StatusCode::UNPROCESSABLE_ENTITY, "No row was kept for resubmission: nothing to do."));
+        return Err(PageError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "No row was kept for resubmission: nothing to do.",
+        ));
     }
     let dry_run = field(&form, "dry_run") == Some("1");
     let new_id = JobId::generate();
     let stem = crate::mailbox::report_stem(&job.file_name);
     let stem: String = stem.chars().take(100).collect();
     let name = format!("{stem}.fix-{}.csv", &new_id.as_str()[..8]);
-    let (folder, kind) = if dry_run { (Folder::Validate, JobKind::Validation) } else { (Folder::Customers, JobKind::Import) };
+    let (folder, kind) =
+        if dry_run { (Folder::Validate, JobKind::Validation) } else { (Folder::Customers, JobKind::Import) };
     let dir = state.ctx().layout.folder(merchant.account.as_str(), folder);
     let temp = dir.join(format!("{RECEIVING_PREFIX}{new_id}"));
     let mut guard = Receiving(Some(temp.clone()));

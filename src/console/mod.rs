@@ -144,7 +144,10 @@ impl PageError {
 
     fn internal(e: impl std::fmt::Display) -> PageError {
         tracing::error!(error = %e, "a console page failed");
-        PageError { status: StatusCode::INTERNAL_SERVER_ERROR, message: "Something went wrong; try again later.".into() }
+        PageError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: "Something went wrong; try again later.".into(),
+        }
     }
 }
 
@@ -156,7 +159,11 @@ impl From<crate::store::StoreError> for PageError {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let page = pages::ErrorPage { chrome: pages::Chrome::signed_out(), status: self.status.as_u16(), message: &self.message };
+        let page = pages::ErrorPage {
+            chrome: pages::Chrome::signed_out(),
+            status: self.status.as_u16(),
+            message: &self.message,
+        };
         (self.status, pages::html(&page)).into_response()
     }
 }

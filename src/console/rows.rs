@@ -53,8 +53,11 @@ pub(super) struct FailedRow {
 /// report replaced by a later upload is indexed anew).
 #[derive(Default)]
 pub(super) struct IndexCache {
-    entries: Mutex<HashMap<(PathBuf, u64, Option<SystemTime>), Arc<Index>>>,
+    entries: Mutex<HashMap<IndexKey, Arc<Index>>>,
 }
+
+/// A report file as it is now: its path, size and modification time.
+type IndexKey = (PathBuf, u64, Option<SystemTime>);
 
 impl IndexCache {
     pub(super) fn get(&self, results: &Path, failed: Option<&Path>) -> io::Result<Arc<Index>> {
@@ -116,7 +119,7 @@ pub(super) fn build(results: &Path, failed: Option<&Path>) -> io::Result<Index> 
         if record.get(2) != Some(b"failed") {
             continue;
         }
-        if count % STRIDE == 0 {
+        if count.is_multiple_of(STRIDE) {
             results_at.push(base + at);
         }
         count += 1;
@@ -157,7 +160,7 @@ fn index_failed(path: &Path) -> io::Result<(Vec<String>, u8, Vec<u64>)> {
         if !records.read_byte_record(&mut record).map_err(csv_err)? {
             break;
         }
-        if n % STRIDE == 0 {
+        if n.is_multiple_of(STRIDE) {
             at.push(base + pos);
         }
         n += 1;

@@ -100,8 +100,12 @@ where
             "SELECT kind, principal, csrf, last_seen, {now} AS now FROM console_sessions
              WHERE session_hash = $1 AND last_seen > {now} - $2 AND created_at > {now} - $3"
         );
-        let row =
-            sqlx::query(&sql).bind(session_hash).bind(life.idle_secs).bind(life.max_secs).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(session_hash)
+            .bind(life.idle_secs)
+            .bind(life.max_secs)
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(row) = row else { return Ok(None) };
         // Written at most every few seconds per session, not at every request.
         if row.count("now")? > row.count("last_seen")? + 5 {
@@ -116,7 +120,10 @@ where
     }
 
     pub(crate) async fn delete_session(&self, session_hash: &str) -> Result<()> {
-        sqlx::query("DELETE FROM console_sessions WHERE session_hash = $1").bind(session_hash).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM console_sessions WHERE session_hash = $1")
+            .bind(session_hash)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -211,10 +218,11 @@ where
             .fetch_optional(&self.pool)
             .await?;
         let from = from.as_ref().map(|r| r.text("from_job_id")).transpose()?;
-        let to = sqlx::query("SELECT job_id FROM console_resubmissions WHERE from_job_id = $1 ORDER BY created_at, job_id")
-            .bind(job_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let to =
+            sqlx::query("SELECT job_id FROM console_resubmissions WHERE from_job_id = $1 ORDER BY created_at, job_id")
+                .bind(job_id)
+                .fetch_all(&self.pool)
+                .await?;
         let to = to.iter().map(|r| r.text("job_id")).collect::<Result<Vec<_>>>()?;
         Ok((from, to))
     }

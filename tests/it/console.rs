@@ -57,9 +57,13 @@ impl Signed {
         let boundary = "----intake-test-boundary-7d3f";
         let mut data = Vec::new();
         if let Some(csrf) = csrf {
-            data.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n").as_bytes());
+            data.extend(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n").as_bytes(),
+            );
         }
-        data.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"folder\"\r\n\r\n{folder}\r\n").as_bytes());
+        data.extend(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"folder\"\r\n\r\n{folder}\r\n").as_bytes(),
+        );
         data.extend(
             format!(
                 "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: text/csv\r\n\r\n"
@@ -277,7 +281,13 @@ async fn job_pages_escape_hostile_cells_page_failed_rows_and_hide_other_accounts
     let id = acme.upload_job(name, &hostile_file(120)).await;
     let page = acme.finished(&id).await;
 
-    for hook in ["id=\"summary\"", "id=\"errors-by-code\"", "id=\"failed-rows\"", "id=\"download-results\"", "id=\"download-failed\""] {
+    for hook in [
+        "id=\"summary\"",
+        "id=\"errors-by-code\"",
+        "id=\"failed-rows\"",
+        "id=\"download-results\"",
+        "id=\"download-failed\"",
+    ] {
         assert!(page.contains(hook), "{hook} missing");
     }
     assert!(page.contains("<svg class=\"chart\""), "the chart is drawn on the server");
@@ -321,7 +331,8 @@ async fn job_pages_escape_hostile_cells_page_failed_rows_and_hide_other_accounts
         assert_eq!(status, 404, "/jobs/{id}{path}");
         assert!(!body.contains("onerror") && !body.contains("invalid_phone"), "{body}");
     }
-    let forged = other.post(&format!("/jobs/{id}/resubmit"), &[("csrf", &other.csrf), ("keep0", "1"), ("c0_0", "x")]).await;
+    let forged =
+        other.post(&format!("/jobs/{id}/resubmit"), &[("csrf", &other.csrf), ("keep0", "1"), ("c0_0", "x")]).await;
     assert_eq!(forged.status().as_u16(), 404);
     let (_, others) = other.page("/jobs").await;
     assert!(!others.contains(&id));
@@ -404,7 +415,6 @@ async fn operators_see_every_account_and_their_actions_are_audited(db: TestDb) {
     assert!(audit.contains("<td>root</td><td>sign-in</td>"), "{audit}");
     assert!(audit.contains("127.0.0.1"));
 }
-
 
 /// `chromedriver` on a free port, stopped when dropped.
 struct Chromedriver {
@@ -505,7 +515,11 @@ async fn wait_finished(browser: &fantoccini::Client) -> String {
                 }
             }
         }
-        assert!(Instant::now() < deadline, "the job did not finish in the browser: {}", browser.source().await.unwrap());
+        assert!(
+            Instant::now() < deadline,
+            "the job did not finish in the browser: {}",
+            browser.source().await.unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -542,7 +556,11 @@ async fn a_merchant_uploads_fixes_two_rows_and_resubmits_in_a_real_browser(db: T
 
     // Upload a file with two bad phone numbers.
     let file = daemon.dir.join("May.csv");
-    std::fs::write(&file, "ref,phone,metadata.note\nb1,+15555001234,ok\nb2,+15555001235,ok\nb3,not a phone,fix me\nb4,12,fix me too\n").unwrap();
+    std::fs::write(
+        &file,
+        "ref,phone,metadata.note\nb1,+15555001234,ok\nb2,+15555001235,ok\nb3,not a phone,fix me\nb4,12,fix me too\n",
+    )
+    .unwrap();
     browser.goto(&format!("{base}/upload")).await.unwrap();
     axe(&browser, "upload").await;
     screenshot(&browser, &format!("{backend}-2-upload")).await;
@@ -556,7 +574,9 @@ async fn a_merchant_uploads_fixes_two_rows_and_resubmits_in_a_real_browser(db: T
     css(&browser, "#download-results").await;
     css(&browser, "#download-failed").await;
     axe(&browser, "job").await;
+    browser.set_window_size(1280, 1700).await.unwrap();
     screenshot(&browser, &format!("{backend}-3-job")).await;
+    browser.set_window_size(1280, 1000).await.unwrap();
 
     // The jobs list has it, by its file name.
     browser.goto(&format!("{base}/jobs")).await.unwrap();
