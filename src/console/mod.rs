@@ -27,6 +27,9 @@ use axum::Router;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The most a resubmitted page of failed rows may weigh (its form).
+const RESUBMIT_BYTES: usize = 32 * 1024 * 1024;
+
 /// What every console handler sees.
 #[derive(Clone)]
 pub struct ConsoleState {
@@ -93,7 +96,8 @@ pub fn router(state: ConsoleState, api: Router) -> Router {
         .route("/jobs/{id}/results.csv", get(merchant::download_results))
         .route("/jobs/{id}/failed.csv", get(merchant::download_failed))
         .route("/jobs/{id}/upload.csv", get(merchant::download_upload))
-        .route("/jobs/{id}/resubmit", post(merchant::resubmit))
+        // A page of failed rows may hold 64 KiB cells.
+        .route("/jobs/{id}/resubmit", post(merchant::resubmit).layer(DefaultBodyLimit::max(RESUBMIT_BYTES)))
         .route("/upload", get(merchant::upload_form).post(merchant::upload).layer(DefaultBodyLimit::disable()))
         .route("/admin", get(admin::jobs))
         .route("/admin/jobs/{id}", get(admin::job))

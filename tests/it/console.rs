@@ -376,6 +376,29 @@ async fn job_pages_escape_hostile_cells_page_failed_rows_and_hide_other_accounts
     assert!(daemon.outbox("acme").join("dry.validation.json").is_file());
     let bad_name = acme.upload("customers", "notes.txt", b"x", Some(&acme.csrf)).await;
     assert_eq!(bad_name.status().as_u16(), 422);
+
+    // The list's filters: by file name and by status.
+    let (_, named) = acme.page("/jobs?name=ONERROR").await;
+    assert!(named.contains(&id) && named.contains(&new), "a name filter ignores case");
+    let (_, fixes_only) = acme.page("/jobs?name=.FIX-").await;
+    assert!(fixes_only.contains(&new) && !fixes_only.contains(&format!("/jobs/{id}\"")));
+    let (_, none) = acme.page("/jobs?status=rejected").await;
+    assert!(!none.contains(&id));
+    assert_eq!(acme.page("/jobs?status=bogus").await.0, 400);
+
+    // A cell of 70,000 characters fails its row and comes back whole in the grid, as text.
+    let long = format!("<b>{}", "x".repeat(70_000));
+    let big = acme.upload_job("long.csv", format!("ref,phone\nlong-1,\"{long}\"\n").as_bytes()).await;
+    let big_page = acme.finished(&big).await;
+    assert!(big_page.contains("field_too_long"), "{}", &big_page[..2000]);
+    assert!(big_page.contains(&format!("&#60;b&#62;{}", "x".repeat(70_000))) || big_page.contains("&lt;b&gt;xxxx"));
+    let fixed = acme
+        .post(
+            &format!("/jobs/{big}/resubmit"),
+            &[("csrf", acme.csrf.as_str()), ("keep0", "1"), ("c0_0", "long-1"), ("c0_1", &long)],
+        )
+        .await;
+    assert_eq!(fixed.status().as_u16(), 303, "a page with a long cell can be resubmitted");
 }
 
 async fn operators_see_every_account_and_their_actions_are_audited(db: TestDb) {
