@@ -137,6 +137,13 @@ def run(daemon, data, work):
               f"peak {rss_kib(daemon.pid, 'VmHWM') / 1024:.1f} MiB")
     assert f'data-line="{ROWS + 1}"' in page, "the last page has the last row"
 
+    ttfbs = []
+    for _ in range(6):
+        status, _, page, ttfb, total = b.request("GET", "/jobs")
+        assert status == 200
+        ttfbs.append(ttfb)
+    print(f"/jobs (1 job, the baseline): TTFB median {statistics.median(ttfbs[1:]) * 1000:.1f} ms")
+
     db = sqlite3.connect(f"{data}/intake.db")
     columns = [r[1] for r in db.execute("PRAGMA table_info(jobs)")]
     picks = ", ".join("?" if c == "job_id" else c for c in columns)

@@ -653,10 +653,46 @@ async fn a_merchant_uploads_fixes_two_rows_and_resubmits_in_a_real_browser(db: T
     browser.close().await.unwrap();
 }
 
+async fn under_tls_the_session_cookie_is_secure(db: TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let tls =
+        format!("tls_cert = {:?}\ntls_key = {:?}", cert_path.display().to_string(), key_path.display().to_string());
+    let daemon = TestDaemon::spawn_in_process_with(&db, &[account("acme", "acme-pw")], &[], &[("api", &tls)]).await;
+    let addr: std::net::SocketAddr = daemon.api_addr().await.parse().unwrap();
+    let https = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .resolve("localhost", addr)
+        .build()
+        .unwrap();
+    let base = format!("https://localhost:{}", addr.port());
+    let form = https.get(format!("{base}/login")).send().await.unwrap();
+    let (login_cookie, full) = cookie_of(&form, "intake_login").unwrap();
+    assert!(full.contains("Secure"), "{full}");
+    let page = form.text().await.unwrap();
+    let signed = https
+        .post(format!("{base}/login"))
+        .header(COOKIE, login_cookie)
+        .form(&[("csrf", csrf_of(&page).as_str()), ("username", "acme"), ("password", "acme-pw")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status().as_u16(), 303);
+    let (session, full) = cookie_of(&signed, "intake_session").unwrap();
+    assert!(full.contains("Secure") && full.contains("HttpOnly") && full.contains("SameSite=Strict"), "{full}");
+    let jobs = https.get(format!("{base}/jobs")).header(COOKIE, session).send().await.unwrap();
+    assert_eq!(jobs.status().as_u16(), 200);
+}
+
 crate::on_both_backends!(
     sessions_csrf_and_sign_out_hold_and_the_api_is_unchanged,
     wrong_passwords_from_one_address_are_refused_as_sftp_logins_are,
     job_pages_escape_hostile_cells_page_failed_rows_and_hide_other_accounts,
     operators_see_every_account_and_their_actions_are_audited,
     a_merchant_uploads_fixes_two_rows_and_resubmits_in_a_real_browser,
+    under_tls_the_session_cookie_is_secure,
 );
