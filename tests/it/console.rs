@@ -434,8 +434,36 @@ async fn operators_see_every_account_and_their_actions_are_audited(db: TestDb) {
     let forged = root.post(&format!("/admin/jobs/{id}/retry"), &[]).await;
     assert_eq!(forged.status().as_u16(), 403);
     assert_eq!(root.get("/jobs").await.status().as_u16(), 303, "an operator's session is no merchant's");
+
+    // An aborted job (made so in the database: aborting one for real takes a
+    // fault) is retried from its archived upload, as `intake jobs retry` does.
+    let abort = "UPDATE jobs SET status = 'aborted' WHERE job_id = $1";
+    if db.url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        sqlx::query(abort).bind(&other_id).execute(&pool).await.unwrap();
+    } else {
+        let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+        sqlx::query(abort).bind(&other_id).execute(&pool).await.unwrap();
+    }
+    let (_, detail) = root.page(&format!("/admin/jobs/{other_id}")).await;
+    assert!(detail.contains("id=\"retry\""), "{detail}");
+    let retried = root.post(&format!("/admin/jobs/{other_id}/retry"), &[("csrf", root.csrf.as_str())]).await;
+    assert_eq!(retried.status().as_u16(), 303);
+    let location = retried.headers()[LOCATION].to_str().unwrap().to_owned();
+    let new_id = location.strip_prefix("/admin/jobs/").unwrap().split('?').next().unwrap().to_owned();
+    assert_ne!(new_id, other_id);
+    // The merchant sees the retry finish: the same rows, unchanged now.
+    let page = other.finished(&new_id).await;
+    assert!(page.contains("<dt>Unchanged</dt><dd>1</dd>"), "{page}");
+
     let (_, audit) = root.page("/admin/audit").await;
     assert!(audit.contains("<td>root</td><td>sign-in</td>"), "{audit}");
+    assert!(
+        audit.contains(&format!(
+            "<td>root</td><td>retry</td><td><bdi>job {other_id} (other) as job {new_id}</bdi></td>"
+        )),
+        "{audit}"
+    );
     assert!(audit.contains("127.0.0.1"));
 }
 
