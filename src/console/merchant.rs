@@ -471,7 +471,7 @@ pub(super) async fn resubmit(
 }
 
 /// The kept rows of a grid form (`keepI`, `cI_J`), in row order; cells
-/// past the header that are empty are dropped.
+/// past the header that are empty are dropped, missing ones are empty.
 fn edited_rows(form: &[(String, String)], width: usize) -> Vec<Vec<String>> {
     let mut rows: std::collections::BTreeMap<usize, Vec<(usize, String)>> = Default::default();
     let mut kept = std::collections::BTreeSet::new();
@@ -496,6 +496,10 @@ fn edited_rows(form: &[(String, String)], width: usize) -> Vec<Vec<String>> {
             }
             while row.len() > width && row.last().is_some_and(|c| c.is_empty()) {
                 row.pop();
+            }
+            // A cell the form did not send is empty (the row keeps the header's width).
+            if row.len() < width {
+                row.resize(width, String::new());
             }
             row
         })
@@ -534,6 +538,9 @@ mod tests {
         .collect();
         let rows = edited_rows(&form, 2);
         assert_eq!(rows, vec![vec!["a".to_owned(), "bad".to_owned()], vec!["b".to_owned(), "+15555001234".to_owned()]]);
+        let sparse: Vec<(String, String)> =
+            [("keep0", "1"), ("c0_0", "a")].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        assert_eq!(edited_rows(&sparse, 3), vec![vec!["a".to_owned(), String::new(), String::new()]]);
     }
 
     #[test]

@@ -364,6 +364,23 @@ async fn job_pages_escape_hostile_cells_page_failed_rows_and_hide_other_accounts
     assert!(new_page.contains("<dt>Failed</dt><dd>0</dd>"), "{new_page}");
     let (_, old_page) = acme.page(&format!("/jobs/{id}")).await;
     assert!(old_page.contains(&format!("href=\"/jobs/{new}\" class=\"resubmitted-as\"")));
+    // A second tab submitting the same fixes: another job, the rows unchanged by it.
+    let again = acme.post(&format!("/jobs/{id}/resubmit"), &fixes).await;
+    assert_eq!(again.status().as_u16(), 303);
+    let again_page = acme.finished(&job_of(&again)).await;
+    assert!(again_page.contains("<dt>Unchanged</dt><dd>2</dd>"), "{again_page}");
+    // Rows edited into one ref: the second fails as a duplicate, as in any file.
+    let dup = [
+        ("csrf", acme.csrf.as_str()),
+        ("keep2", "1"),
+        ("c2_0", "d-1"),
+        ("c2_1", "+15555001002"),
+        ("keep3", "1"),
+        ("c3_0", "d-1"),
+        ("c3_1", "+15555001003"),
+    ];
+    let dup_page = acme.finished(&job_of(&acme.post(&format!("/jobs/{id}/resubmit"), &dup).await)).await;
+    assert!(dup_page.contains("duplicate_ref") && dup_page.contains("<dt>Created</dt><dd>1</dd>"), "{dup_page}");
     // Nothing kept: nothing to submit.
     let empty = acme.post(&format!("/jobs/{id}/resubmit"), &[("csrf", acme.csrf.as_str()), ("c0_0", "x")]).await;
     assert_eq!(empty.status().as_u16(), 422);
