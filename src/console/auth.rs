@@ -293,6 +293,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Source {
 
 /// The sign-in page, with a fresh form token in a cookie and in the form.
 fn login_page(state: &ConsoleState, operator: bool, status: StatusCode, error: Option<&str>) -> Response {
+    login_page_with(state, operator, status, error, "", false)
+}
+
+fn login_page_with(
+    state: &ConsoleState,
+    operator: bool,
+    status: StatusCode,
+    error: Option<&str>,
+    username: &str,
+    ask_totp: bool,
+) -> Response {
     let token = random_token();
     let page = pages::Login {
         chrome: Chrome::signed_out(),
@@ -300,6 +311,8 @@ fn login_page(state: &ConsoleState, operator: bool, status: StatusCode, error: O
         title: if operator { "Operator sign-in" } else { "Sign in" },
         csrf: &token,
         error,
+        username,
+        ask_totp,
     };
     let path = if operator { "/admin/login" } else { "/login" };
     let cookie = set_cookie(state, LOGIN_COOKIE, &token, path, Some(3600));
@@ -364,6 +377,32 @@ async fn sign_in(
             state.record_failure(ip).await;
         }
         return login_page(state, operator, StatusCode::UNAUTHORIZED, Some("Wrong username or password."));
+    }
+    // With two-factor sign-in on, the code too (asked for when missing).
+    match state.store().totp(kind, username).await {
+        Ok(Some(totp)) if totp.enabled => {
+            let presented = field(form, "totp").map(str::trim).unwrap_or_default();
+            if presented.is_empty() {
+                let ask = "Enter the code from your authenticator app, or a recovery code.";
+                return login_page_with(state, operator, StatusCode::UNAUTHORIZED, Some(ask), username, true);
+            }
+            let ok = super::totp::verify(&totp.secret, presented, super::totp::now())
+                || (presented.len() == 9
+                    && state
+                        .store()
+                        .use_recovery_code(kind, username, &hash(&presented.to_ascii_lowercase()))
+                        .await
+                        .unwrap_or(false));
+            if !ok {
+                if let Some(ip) = ip {
+                    state.record_failure(ip).await;
+                }
+                let wrong = "Wrong code.";
+                return login_page_with(state, operator, StatusCode::UNAUTHORIZED, Some(wrong), username, true);
+            }
+        }
+        Ok(_) => {}
+        Err(e) => return PageError::internal(e).into_response(),
     }
     let (id, csrf) = (random_token(), random_token());
     let from = ip.map(|ip| ip.to_string());
@@ -433,6 +472,99 @@ pub(super) async fn logout_everywhere(
     let (_, session) = checked_session(&state, &headers, &form).await?;
     state.store().delete_sessions_of(session.kind, &session.principal).await?;
     Ok(signed_out(&state))
+}
+
+/// Anyone signed in: a merchant or an operator (their own settings).
+pub(super) struct Anyone {
+    kind: PrincipalKind,
+    principal: String,
+    csrf: String,
+}
+
+impl FromRequestParts<ConsoleState> for Anyone {
+    type Rejection = SignIn;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ConsoleState) -> Result<Anyone, SignIn> {
+        let session = session_of(parts, state).await.ok_or(SignIn("/login"))?;
+        Ok(Anyone { kind: session.kind, principal: session.principal, csrf: session.csrf })
+    }
+}
+
+impl Anyone {
+    fn chrome(&self) -> Chrome {
+        let operator = self.kind == PrincipalKind::Operator;
+        let who = if operator { format!("{} (operator)", self.principal) } else { self.principal.clone() };
+        Chrome::signed_in(who, &self.csrf, operator)
+    }
+}
+
+async fn totp_view(
+    state: &ConsoleState,
+    who: &Anyone,
+    status: StatusCode,
+    error: Option<String>,
+) -> Result<Response, PageError> {
+    let current = state.store().totp(who.kind, &who.principal).await?;
+    let enabled = current.as_ref().is_some_and(|t| t.enabled);
+    let secret = match current {
+        Some(t) => t.secret,
+        None => {
+            let secret = super::totp::new_secret();
+            state.store().start_totp(who.kind, &who.principal, &secret).await?;
+            secret
+        }
+    };
+    let url = super::totp::otpauth_url(&who.principal, &secret);
+    let (qr_size, qr_path) = super::totp::qr_svg_path(&url).ok_or_else(|| PageError::internal("no QR code"))?;
+    let page = pages::Totp {
+        chrome: who.chrome(),
+        enabled,
+        secret: if enabled { String::new() } else { secret },
+        url,
+        qr_size,
+        qr_path,
+        recovery: Vec::new(),
+        error,
+    };
+    Ok((status, pages::html(&page)).into_response())
+}
+
+/// `GET /account/totp`: the enrolment (a QR code and the secret), or that it is on.
+pub(super) async fn totp_page(State(state): State<ConsoleState>, who: Anyone) -> Result<Response, PageError> {
+    totp_view(&state, &who, StatusCode::OK, None).await
+}
+
+/// `POST /account/totp` (`code`): confirms the enrolment; shows the
+/// recovery codes once.
+pub(super) async fn totp_confirm(
+    State(state): State<ConsoleState>,
+    who: Anyone,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Result<Response, PageError> {
+    check_csrf(&who.csrf, field(&form, "csrf"))?;
+    let current = state.store().totp(who.kind, &who.principal).await?.ok_or_else(PageError::not_found)?;
+    if current.enabled {
+        return totp_view(&state, &who, StatusCode::CONFLICT, Some("Two-factor sign-in is on already.".into())).await;
+    }
+    if !super::totp::verify(&current.secret, field(&form, "code").unwrap_or_default(), super::totp::now()) {
+        let error = Some("That code is not the current one; try the next.".to_owned());
+        return totp_view(&state, &who, StatusCode::UNPROCESSABLE_ENTITY, error).await;
+    }
+    let codes = super::totp::recovery_codes();
+    let hashes: Vec<String> = codes.iter().map(|c| hash(c)).collect();
+    state.store().enable_totp(who.kind, &who.principal, &hashes).await?;
+    tracing::info!(kind = who.kind.as_str(), principal = %who.principal, "two-factor sign-in turned on");
+    let page = pages::Totp {
+        chrome: who.chrome(),
+        enabled: true,
+        secret: String::new(),
+        url: String::new(),
+        qr_size: 0,
+        qr_path: String::new(),
+        recovery: codes,
+        error: None,
+    };
+    Ok(pages::html(&page).into_response())
 }
 
 #[cfg(test)]

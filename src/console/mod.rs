@@ -16,6 +16,7 @@ mod auth;
 mod merchant;
 mod pages;
 mod rows;
+mod totp;
 
 use crate::ingest::Context;
 use crate::store::{SessionLife, Store};
@@ -91,6 +92,7 @@ pub fn router(state: ConsoleState, api: Router) -> Router {
         .route("/admin/login", get(auth::admin_login_form).post(auth::admin_login))
         .route("/logout", post(auth::logout))
         .route("/logout-everywhere", post(auth::logout_everywhere))
+        .route("/account/totp", get(auth::totp_page).post(auth::totp_confirm))
         .route("/jobs", get(merchant::jobs))
         .route("/jobs/{id}", get(merchant::job))
         .route("/jobs/{id}/results.csv", get(merchant::download_results))

@@ -53,6 +53,24 @@ pub(super) struct Login<'a> {
     pub title: &'a str,
     pub csrf: &'a str,
     pub error: Option<&'a str>,
+    /// The user's name again when the code is asked for.
+    pub username: &'a str,
+    /// TOTP is on for this user: the form asks for the code (`totp`).
+    pub ask_totp: bool,
+}
+
+#[derive(Template)]
+#[template(path = "totp.html")]
+pub(super) struct Totp {
+    pub chrome: Chrome,
+    pub enabled: bool,
+    pub secret: String,
+    pub url: String,
+    pub qr_size: usize,
+    pub qr_path: String,
+    /// Shown once, right after the enrolment is confirmed.
+    pub recovery: Vec<String>,
+    pub error: Option<String>,
 }
 
 #[derive(Template)]

@@ -317,3 +317,117 @@ impl Store {
         }
     }
 }
+
+/// A principal's TOTP secret (base32) and whether its enrolment is confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpState {
+    pub secret: String,
+    pub enabled: bool,
+}
+
+impl<DB> Sql<DB>
+where
+    DB: Backend,
+    DB::Row: Columns,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+{
+    pub(crate) async fn totp(&self, kind: PrincipalKind, principal: &str) -> Result<Option<TotpState>> {
+        let row = sqlx::query(
+            "SELECT secret, CASE WHEN enabled_at IS NULL THEN 'no' ELSE 'yes' END AS enabled
+             FROM console_totp WHERE kind = $1 AND principal = $2",
+        )
+        .bind(kind.as_str())
+        .bind(principal)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok(TotpState { secret: r.text("secret")?, enabled: r.text("enabled")? == "yes" })).transpose()
+    }
+
+    /// Starts an enrolment (a new secret, not enabled) unless TOTP is on.
+    pub(crate) async fn start_totp(&self, kind: PrincipalKind, principal: &str, secret: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO console_totp (kind, principal, secret) VALUES ($1, $2, $3)
+             ON CONFLICT (kind, principal) DO UPDATE SET secret = excluded.secret
+             WHERE console_totp.enabled_at IS NULL",
+        )
+        .bind(kind.as_str())
+        .bind(principal)
+        .bind(secret)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Confirms an enrolment with its recovery codes (hashes), replacing older ones.
+    pub(crate) async fn enable_totp(&self, kind: PrincipalKind, principal: &str, code_hashes: &[String]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "UPDATE console_totp SET enabled_at = {} WHERE kind = $1 AND principal = $2 AND enabled_at IS NULL",
+            DB::EPOCH_NOW
+        );
+        sqlx::query(&sql).bind(kind.as_str()).bind(principal).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM console_recovery_codes WHERE kind = $1 AND principal = $2")
+            .bind(kind.as_str())
+            .bind(principal)
+            .execute(&mut *tx)
+            .await?;
+        for hash in code_hashes {
+            sqlx::query("INSERT INTO console_recovery_codes (kind, principal, code_hash) VALUES ($1, $2, $3)")
+                .bind(kind.as_str())
+                .bind(principal)
+                .bind(hash.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Uses a recovery code once; false if unknown or used.
+    pub(crate) async fn use_recovery_code(
+        &self,
+        kind: PrincipalKind,
+        principal: &str,
+        code_hash: &str,
+    ) -> Result<bool> {
+        let sql = format!(
+            "UPDATE console_recovery_codes SET used_at = {} WHERE kind = $1 AND principal = $2 AND code_hash = $3
+             AND used_at IS NULL",
+            DB::EPOCH_NOW
+        );
+        let done = sqlx::query(&sql).bind(kind.as_str()).bind(principal).bind(code_hash).execute(&self.pool).await?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+}
+
+impl Store {
+    pub async fn totp(&self, kind: PrincipalKind, principal: &str) -> Result<Option<TotpState>> {
+        match self {
+            Store::Sqlite(s) => s.sql.totp(kind, principal).await,
+            Store::Postgres(s) => s.sql.totp(kind, principal).await,
+        }
+    }
+
+    pub async fn start_totp(&self, kind: PrincipalKind, principal: &str, secret: &str) -> Result<()> {
+        match self {
+            Store::Sqlite(s) => s.sql.start_totp(kind, principal, secret).await,
+            Store::Postgres(s) => s.sql.start_totp(kind, principal, secret).await,
+        }
+    }
+
+    pub async fn enable_totp(&self, kind: PrincipalKind, principal: &str, code_hashes: &[String]) -> Result<()> {
+        match self {
+            Store::Sqlite(s) => s.sql.enable_totp(kind, principal, code_hashes).await,
+            Store::Postgres(s) => s.sql.enable_totp(kind, principal, code_hashes).await,
+        }
+    }
+
+    pub async fn use_recovery_code(&self, kind: PrincipalKind, principal: &str, code_hash: &str) -> Result<bool> {
+        match self {
+            Store::Sqlite(s) => s.sql.use_recovery_code(kind, principal, code_hash).await,
+            Store::Postgres(s) => s.sql.use_recovery_code(kind, principal, code_hash).await,
+        }
+    }
+}

@@ -28,7 +28,7 @@ use crate::domain::job::UnknownName;
 use std::time::Duration;
 
 pub use crate::domain::{JobKind, JobPhase, JobStatus};
-pub use console::{AuditEntry, ConsoleSession, PrincipalKind, SessionLife};
+pub use console::{AuditEntry, ConsoleSession, PrincipalKind, SessionLife, TotpState};
 pub use customers::{claim_key, Batch, CustomerKey, CustomerRecord, StoredCustomer};
 pub use idempotency::StoredAnswer;
 pub use jobs::{Claimed, FirstPass, Job, JobCounts, JobLease, JobProgress, NewJob};

@@ -680,6 +680,12 @@ async fn a_merchant_uploads_fixes_two_rows_and_resubmits_in_a_real_browser(db: T
     screenshot(&browser, &format!("{backend}-6-job-phone")).await;
     browser.set_window_size(1280, 1000).await.unwrap();
 
+    // Two-factor enrolment: a QR code drawn on the server.
+    browser.goto(&format!("{base}/account/totp")).await.unwrap();
+    css(&browser, "svg.qr").await;
+    axe(&browser, "two-factor").await;
+    screenshot(&browser, &format!("{backend}-8-two-factor")).await;
+
     // An operator signs in apart and sees the account's jobs.
     let out = daemon.cli(&["admin", "add", "root", "--password-stdin"], "root-pw\n").await;
     assert!(out.status.success(), "{}", crate::support::describe(&out));
@@ -733,6 +739,79 @@ async fn under_tls_the_session_cookie_is_secure(db: TestDb) {
     assert_eq!(jobs.status().as_u16(), 200);
 }
 
+/// The current TOTP code of a base32 secret (RFC 6238, SHA-1, 6 digits).
+fn totp_code(secret_b32: &str, at: u64) -> String {
+    use hmac::Mac;
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut key, mut buffer, mut bits) = (Vec::new(), 0u32, 0);
+    for c in secret_b32.bytes() {
+        buffer = (buffer << 5) | alphabet.iter().position(|a| *a == c).unwrap() as u32;
+        bits += 5;
+        if bits >= 8 {
+            key.push((buffer >> (bits - 8)) as u8);
+            bits -= 8;
+        }
+    }
+    let mut mac = <hmac::Hmac<sha1::Sha1> as Mac>::new_from_slice(&key).unwrap();
+    mac.update(&(at / 30).to_be_bytes());
+    let h = mac.finalize().into_bytes();
+    let o = (h[19] & 0xf) as usize;
+    let v = u32::from_be_bytes([h[o] & 0x7f, h[o + 1], h[o + 2], h[o + 3]]) % 1_000_000;
+    format!("{v:06}")
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A sign-in with a second factor: its status.
+async fn with_code(base: &str, totp: String) -> u16 {
+    let (csrf, cookie) = login_form(base, "/login").await;
+    client()
+        .post(format!("{base}/login"))
+        .header(COOKIE, cookie)
+        .form(&[("csrf", csrf.as_str()), ("username", "acme"), ("password", "acme-pw"), ("totp", totp.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn two_factor_sign_in_takes_a_code_or_a_recovery_code_once(db: TestDb) {
+    let daemon = TestDaemon::spawn_in_process(&db, &[account("acme", "acme-pw")], &[]).await;
+    let base = format!("http://{}", daemon.api_addr().await);
+    let acme = sign_in(&base, "acme", "acme-pw").await;
+    let (status, page) = acme.page("/account/totp").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<svg class=\"qr\"") && page.contains("<path fill=\"#000000\" d=\"M"),
+        "a QR code drawn on the server"
+    );
+    let secret = page.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    let wrong = acme.post("/account/totp", &[("csrf", acme.csrf.as_str()), ("code", "000000")]).await;
+    assert_eq!(wrong.status().as_u16(), 422);
+    let no_token = acme.post("/account/totp", &[("code", &totp_code(&secret, unix_now()))]).await;
+    assert_eq!(no_token.status().as_u16(), 403);
+    let on =
+        acme.post("/account/totp", &[("csrf", acme.csrf.as_str()), ("code", &totp_code(&secret, unix_now()))]).await;
+    assert_eq!(on.status().as_u16(), 200);
+    let on = on.text().await.unwrap();
+    let codes: Vec<String> = on.split("<li><code>").skip(1).map(|s| s.split('<').next().unwrap().to_owned()).collect();
+    assert_eq!(codes.len(), 10, "{on}");
+
+    // The password alone is no longer enough: the form asks for the code.
+    let asked = try_sign_in(&base, "/login", "acme", "acme-pw").await;
+    assert_eq!(asked.status().as_u16(), 401);
+    assert!(cookie_of(&asked, "intake_session").is_none());
+    assert!(asked.text().await.unwrap().contains("name=\"totp\""));
+    assert_eq!(with_code(&base, "123456".into()).await, 401);
+    assert_eq!(with_code(&base, totp_code(&secret, unix_now())).await, 303);
+    assert_eq!(with_code(&base, codes[0].clone()).await, 303, "a recovery code signs in");
+    assert_eq!(with_code(&base, codes[0].clone()).await, 401, "once");
+    assert_eq!(with_code(&base, codes[1].clone()).await, 303);
+}
+
 crate::on_both_backends!(
     sessions_csrf_and_sign_out_hold_and_the_api_is_unchanged,
     wrong_passwords_from_one_address_are_refused_as_sftp_logins_are,
@@ -740,4 +819,5 @@ crate::on_both_backends!(
     operators_see_every_account_and_their_actions_are_audited,
     a_merchant_uploads_fixes_two_rows_and_resubmits_in_a_real_browser,
     under_tls_the_session_cookie_is_secure,
+    two_factor_sign_in_takes_a_code_or_a_recovery_code_once,
 );
