@@ -150,6 +150,8 @@ impl FromRequestParts<ConsoleState> for Merchant {
 pub(super) enum NotOperator {
     SignIn,
     Hidden,
+    /// Operators must use two-factor sign-in: first its enrolment.
+    Enrol,
 }
 
 impl IntoResponse for NotOperator {
@@ -157,6 +159,7 @@ impl IntoResponse for NotOperator {
         match self {
             NotOperator::SignIn => Redirect::to("/admin/login").into_response(),
             NotOperator::Hidden => PageError::not_found().into_response(),
+            NotOperator::Enrol => Redirect::to("/account/totp").into_response(),
         }
     }
 }
@@ -170,8 +173,12 @@ impl FromRequestParts<ConsoleState> for Operator {
             return Err(NotOperator::Hidden);
         }
         match state.store().operator_password(&session.principal).await {
-            Ok(Some(_)) => Ok(Operator { name: session.principal, csrf: session.csrf }),
-            _ => Err(NotOperator::SignIn),
+            Ok(Some(_)) => {}
+            _ => return Err(NotOperator::SignIn),
+        }
+        match state.store().totp(PrincipalKind::Operator, &session.principal).await {
+            Ok(Some(totp)) if totp.enabled => Ok(Operator { name: session.principal, csrf: session.csrf }),
+            _ => Err(NotOperator::Enrol),
         }
     }
 }

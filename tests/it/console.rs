@@ -418,6 +418,26 @@ async fn job_pages_escape_hostile_cells_page_failed_rows_and_hide_other_accounts
     assert_eq!(fixed.status().as_u16(), 303, "a page with a long cell can be resubmitted");
 }
 
+/// An operator's first sign-in: the password, then the two-factor enrolment
+/// every operator must make before any operator page.
+async fn operator_sign_in(base: &str, name: &str, password: &str) -> Signed {
+    let response = try_sign_in(base, "/admin/login", name, password).await;
+    assert_eq!(response.status().as_u16(), 303);
+    let (cookie, _) = cookie_of(&response, "intake_session").expect("a session cookie");
+    let mut signed = Signed { base: base.to_owned(), cookie, csrf: String::new() };
+    let admin = signed.get("/admin").await;
+    assert_eq!(admin.status().as_u16(), 303);
+    assert_eq!(admin.headers()[LOCATION], "/account/totp", "an operator without a second factor enrols first");
+    let (_, page) = signed.page("/account/totp").await;
+    signed.csrf = csrf_of(&page);
+    let secret = page.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    let code = totp_code(&secret, unix_now());
+    let on = signed.post("/account/totp", &[("csrf", signed.csrf.as_str()), ("code", code.as_str())]).await;
+    assert_eq!(on.status().as_u16(), 200);
+    assert_eq!(signed.page("/admin").await.0, 200);
+    signed
+}
+
 async fn operators_see_every_account_and_their_actions_are_audited(db: TestDb) {
     let daemon =
         TestDaemon::spawn_in_process(&db, &[account("acme", "acme-pw"), account("other", "other-pw")], &[]).await;
@@ -434,7 +454,7 @@ async fn operators_see_every_account_and_their_actions_are_audited(db: TestDb) {
     // An SFTP user's password is no operator's, and an operator is no merchant.
     assert_eq!(try_sign_in(&base, "/admin/login", "acme", "acme-pw").await.status().as_u16(), 401);
     assert_eq!(try_sign_in(&base, "/login", "root", "root-pw").await.status().as_u16(), 401);
-    let root = sign_in_at(&base, "/admin/login", "root", "root-pw").await;
+    let root = operator_sign_in(&base, "root", "root-pw").await;
     let (status, all) = root.page("/admin").await;
     assert_eq!(status, 200);
     assert!(all.contains(&id) && all.contains(&other_id), "{all}");
@@ -695,6 +715,13 @@ async fn a_merchant_uploads_fixes_two_rows_and_resubmits_in_a_real_browser(db: T
     css(&browser, "#username").await.send_keys("root").await.unwrap();
     css(&browser, "#password").await.send_keys("root-pw").await.unwrap();
     css(&browser, "form.login button[type=submit]").await.click().await.unwrap();
+    // Operators enrol a second factor first.
+    wait_path(&browser, |p| p == "/account/totp").await;
+    let secret = css(&browser, "#totp-secret").await.text().await.unwrap();
+    css(&browser, "#code").await.send_keys(&totp_code(&secret, unix_now())).await.unwrap();
+    css(&browser, "form[action='/account/totp'] button").await.click().await.unwrap();
+    css(&browser, "#recovery-codes").await;
+    css(&browser, "#continue").await.click().await.unwrap();
     wait_path(&browser, |p| p == "/admin").await;
     assert_eq!(browser.find_all(fantoccini::Locator::Css("#admin-jobs tbody tr")).await.unwrap().len(), 2);
     axe(&browser, "admin").await;
