@@ -3,7 +3,8 @@
 //! or form first) served at `/` on the public API's listener. Merchants
 //! sign in with their SFTP username and password and see only their
 //! account; operators (`intake admin add`) see every account. Sessions live
-//! in the database (any node serves them); every form carries the session's
+//! in the database (any node serves them), with an optional second factor
+//! (TOTP, required of operators); every form carries the session's
 //! CSRF token; every page is sent with a strict Content-Security-Policy (no
 //! inline script or style) and may not be framed.
 //!
