@@ -504,10 +504,19 @@ async fn operators_see_every_account_and_their_actions_are_audited(db: TestDb) {
     assert!(audit.contains("127.0.0.1"));
 }
 
-/// `chromedriver` on a free port, stopped when dropped.
+/// `chromedriver` on a free port in a process group of its own: dropped
+/// (a test done or failed), the group is killed, the browsers it started too.
 struct Chromedriver {
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
     url: String,
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32)) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
 }
 
 impl Chromedriver {
@@ -518,6 +527,7 @@ impl Chromedriver {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .expect("chromedriver is installed (Debian's chromium-driver; .ci/run installs it)");
         let url = format!("http://127.0.0.1:{port}");
@@ -531,7 +541,7 @@ impl Chromedriver {
             assert!(Instant::now() < deadline, "chromedriver did not start");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Chromedriver { _child: child, url }
+        Chromedriver { child, url }
     }
 
     async fn browser(&self) -> fantoccini::Client {
