@@ -53,6 +53,8 @@ pub struct Config {
     pub http: HttpSettings,
     /// The public HTTP API.
     pub api: ApiSettings,
+    /// The web console, on the API's listener.
+    pub console: ConsoleSettings,
     /// Completion webhooks: delivery timeout and retries.
     pub webhooks: WebhookSettings,
     /// How long uploads and reports are kept.
@@ -107,6 +109,23 @@ impl HttpSettings {
             max_headers: 64,
             max_streams: 16,
         }
+    }
+}
+
+/// `[console]`: the web console, served at `/` on the `[api]` listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSettings {
+    pub enabled: bool,
+    /// A session unused this long ends (seconds).
+    pub session_idle_secs: u64,
+    /// A session ends this long after sign-in, used or not (seconds).
+    pub session_max_secs: u64,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        ConsoleSettings { enabled: true, session_idle_secs: 30 * 60, session_max_secs: 12 * 3600 }
     }
 }
 
@@ -323,6 +342,7 @@ impl Default for Config {
             sftp: SftpSettings::default(),
             http: HttpSettings::default(),
             api: ApiSettings::default(),
+            console: ConsoleSettings::default(),
             webhooks: WebhookSettings::default(),
             retention: RetentionSettings::default(),
             cluster: ClusterSettings::default(),

@@ -12,6 +12,7 @@ pub mod app;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod ingest;
 pub mod mailbox;

@@ -94,9 +94,12 @@ enum Command {
     /// Manage accounts.
     #[command(subcommand)]
     Account(cli::accounts::AccountCommand),
-    /// Manage SFTP users.
+    /// Manage SFTP users (and their web console password).
     #[command(subcommand)]
     User(cli::accounts::UserCommand),
+    /// The web console's operators.
+    #[command(subcommand)]
+    Admin(cli::admin::AdminCommand),
     /// An account's mapping profiles: how its own export columns map onto ours.
     #[command(subcommand)]
     Mapping(cli::mappings::MappingCommand),
@@ -168,6 +171,7 @@ async fn run(command: Command, config: Config, config_path: PathBuf) -> Result<E
         }
         Command::Account(cmd) => cli::accounts::account(&config, cmd).await,
         Command::User(cmd) => cli::accounts::user(&config, cmd).await,
+        Command::Admin(cmd) => cli::admin::admin(&config, cmd).await,
         Command::Mapping(cmd) => cli::mappings::mapping(&cli::open_store(&config).await?, cmd).await,
         Command::Jobs(args) => cli::jobs::jobs(&config, cli::open_store(&config).await?, args).await,
         Command::Webhooks(cmd) => cli::webhooks::webhooks(&cli::open_store(&config).await?, cmd).await,

@@ -180,15 +180,23 @@ pub async fn start(
         (None, None) => None,
         _ => anyhow::bail!("[api] tls_cert and tls_key go together"),
     };
+    let console = config
+        .console
+        .enabled
+        .then(|| crate::console::ConsoleState::new(config, store.clone(), ctx.clone(), tls.is_some()));
     let state = ApiState::new(
         store.clone(),
         config.sftp.max_login_failures_per_source,
         Duration::from_secs(config.sftp.login_penalty_secs),
     )
     .with_jobs(ctx);
-    let server = ApiServer::bind(settings, tls.clone(), state)
+    let mut server = ApiServer::bind(settings, tls.clone(), state)
         .await
         .with_context(|| format!("while binding the API listener ([api] listen = {})", settings.listen))?;
+    // The web console in front: what it does not route reaches the API unchanged.
+    if let Some(console) = console {
+        server.app = crate::console::router(console, server.app);
+    }
     let addr = server.local_addr()?;
     if tls.is_some() {
         tracing::info!(%addr, "serving the HTTP API over TLS");

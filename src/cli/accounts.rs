@@ -88,6 +88,25 @@ pub enum UserCommand {
     Remove {
         username: String,
     },
+    /// Set a user's password (for SFTP and the web console), read from
+    /// standard input; the user's console sessions end.
+    Passwd {
+        username: String,
+        /// Read the password from standard input (one line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+/// One line of standard input: a password, not empty.
+pub fn read_password() -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).context("while reading the password")?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        bail!("the password read from standard input is empty");
+    }
+    Ok(password.to_owned())
 }
 
 pub async fn account(config: &Config, cmd: AccountCommand) -> Result<ExitCode> {
@@ -152,17 +171,8 @@ pub async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
             for path in &keys {
                 public_keys.extend(intake::sftp::read_authorized_keys(path)?);
             }
-            let password_hash = if password_stdin {
-                let mut line = String::new();
-                std::io::stdin().lock().read_line(&mut line).context("while reading the password")?;
-                let password = line.trim_end_matches(['\n', '\r']);
-                if password.is_empty() {
-                    bail!("the password read from standard input is empty");
-                }
-                Some(intake::sftp::hash_password(password)?)
-            } else {
-                None
-            };
+            let password_hash =
+                if password_stdin { Some(intake::sftp::hash_password(&read_password()?)?) } else { None };
             if public_keys.is_empty() && password_hash.is_none() {
                 bail!("give the user a way to log in: --key FILE and/or --password-stdin");
             }
@@ -196,6 +206,14 @@ pub async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
         UserCommand::Remove { username } => {
             store.remove_user(&username).await?;
             println!("removed user {username}");
+        }
+        UserCommand::Passwd { username, password_stdin: _ } => {
+            let hash = intake::sftp::hash_password(&read_password()?)?;
+            if !store.set_user_password(&username, &hash).await? {
+                bail!("no user `{username}`");
+            }
+            let ended = store.delete_sessions_of(intake::store::PrincipalKind::User, &username).await?;
+            println!("password set for user {username}; {ended} console session(s) ended");
         }
     }
     Ok(ExitCode::SUCCESS)

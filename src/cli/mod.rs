@@ -2,6 +2,7 @@
 //! line and dispatches here.
 
 pub mod accounts;
+pub mod admin;
 pub mod check;
 pub mod ingest;
 pub mod jobs;

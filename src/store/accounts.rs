@@ -129,6 +129,16 @@ where
         rows.iter().map(user).collect()
     }
 
+    /// Sets a user's password hash; false if there is no such user.
+    pub(crate) async fn set_user_password(&self, username: &str, password_hash: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE sftp_users SET password_hash = $1 WHERE username = $2")
+            .bind(password_hash)
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
     pub(crate) async fn remove_user(&self, username: &str) -> Result<()> {
         let done = sqlx::query("DELETE FROM sftp_users WHERE username = $1").bind(username).execute(&self.pool).await?;
         if DB::rows_affected(&done) == 0 {
@@ -209,6 +219,14 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.sql.list_users().await,
             Store::Postgres(s) => s.sql.list_users().await,
+        }
+    }
+
+    /// Sets a user's password (an Argon2id PHC string); false if no such user.
+    pub async fn set_user_password(&self, username: &str, password_hash: &str) -> Result<bool> {
+        match self {
+            Store::Sqlite(s) => s.sql.set_user_password(username, password_hash).await,
+            Store::Postgres(s) => s.sql.set_user_password(username, password_hash).await,
         }
     }
 

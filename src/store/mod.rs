@@ -11,6 +11,7 @@
 //! job claim — is in `postgres.rs` and `sqlite.rs`.
 
 mod accounts;
+mod console;
 mod customers;
 mod health;
 mod idempotency;
@@ -27,6 +28,7 @@ use crate::domain::job::UnknownName;
 use std::time::Duration;
 
 pub use crate::domain::{JobKind, JobPhase, JobStatus};
+pub use console::{AuditEntry, ConsoleSession, PrincipalKind, SessionLife, TotpState};
 pub use customers::{claim_key, Batch, CustomerKey, CustomerRecord, StoredCustomer};
 pub use idempotency::StoredAnswer;
 pub use jobs::{Claimed, FirstPass, Job, JobCounts, JobLease, JobProgress, NewJob};

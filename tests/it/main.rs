@@ -5,6 +5,7 @@ mod support;
 
 mod api;
 mod cluster;
+mod console;
 mod containment;
 mod containment2;
 mod daemon;
