@@ -113,6 +113,9 @@ enum Command {
     /// API tokens: create (printed once), list, revoke.
     #[command(subcommand)]
     Token(cli::tokens::TokenCommand),
+    /// OpenPGP keys of an account: init, show, add-key, remove-key, list.
+    #[command(subcommand)]
+    Pgp(cli::pgp::PgpCommand),
 }
 
 fn main() -> ExitCode {
@@ -179,6 +182,7 @@ async fn run(command: Command, config: Config, config_path: PathBuf) -> Result<E
         Command::Webhook(cmd) => cli::webhooks::webhook(&config, cli::open_store(&config).await?, cmd).await,
         Command::Nodes(args) => cli::nodes::nodes(&config, &cli::open_store(&config).await?, args).await,
         Command::Token(cmd) => cli::tokens::token(&cli::open_store(&config).await?, cmd).await,
+        Command::Pgp(cmd) => cli::pgp::pgp(&config, cmd).await,
     }
 }
 

@@ -50,6 +50,8 @@ pub fn rows(data: &[u8]) {
         phone_check: check_of(flags & 8 != 0),
         report_bom: false,
         mapping: Default::default(),
+        pgp: Default::default(),
+        pgp_signer: None,
     };
     let mut limits = FileLimits::default();
     if flags & 16 != 0 {

@@ -1,12 +1,17 @@
 //! An upload's content as a byte stream: the file as uploaded, or — when it
 //! starts with the gzip magic bytes, whatever its name — decompressed as a
 //! stream. A ratio limit stops a gzip bomb after at most a megabyte more
-//! than the ratio allows, long before it is spent. Knows nothing about CSV.
+//! than the ratio allows, long before it is spent. An OpenPGP message
+//! (spec §12: armoured or binary, whatever its name) is decrypted as a
+//! stream first (`crate::openpgp`), its output within the same ratio (PGP's
+//! own compression), with gzip inside it decompressed the same way.
+//! Knows nothing about CSV.
 
+use crate::openpgp::{self, MessageError, Opening, Outcome};
 use flate2::bufread::MultiGzDecoder;
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// What makes a stream of upload bytes unusable as content.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -20,6 +25,9 @@ pub enum ContentError {
          (a gzip bomb, or data far more repetitive than customer records)"
     )]
     TooCompressed { ratio: u64 },
+    /// An OpenPGP message that cannot be used (spec §12).
+    #[error("{0}")]
+    Pgp(MessageError),
 }
 
 impl ContentError {
@@ -76,6 +84,31 @@ impl<R: BufRead> Read for Gunzip<R> {
     }
 }
 
+/// Decrypted bytes, within the ratio limit against the bytes of the
+/// upload read (PGP's own compression); the message's errors become
+/// content errors.
+struct Decrypted<R> {
+    inner: R,
+    compressed: Arc<AtomicU64>,
+    produced: u64,
+    max_ratio: u64,
+}
+
+impl<R: Read> Read for Decrypted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf).map_err(|e| match MessageError::of(&e) {
+            Some(problem) => io::Error::other(ContentError::Pgp(problem.clone())),
+            None => e,
+        })?;
+        self.produced += n as u64;
+        let allowed = self.compressed.load(Ordering::Relaxed).saturating_mul(self.max_ratio) + RATIO_SLACK_BYTES;
+        if self.produced > allowed {
+            return Err(io::Error::other(ContentError::TooCompressed { ratio: self.max_ratio }));
+        }
+        Ok(n)
+    }
+}
+
 /// Reads until the buffer is full or the stream ends: a gzip member ends a
 /// read early, and the CSV reader looks at its first buffer whole (a BOM, the
 /// header's delimiter) however the members were cut.
@@ -113,13 +146,45 @@ pub struct Content<'a> {
     /// Bytes of the upload read so far (compressed bytes for a gzip upload).
     pub consumed: Arc<AtomicU64>,
     pub compressed: bool,
+    /// For an OpenPGP upload: what its message told once read to the end.
+    pub pgp: Option<Arc<Mutex<Outcome>>>,
 }
 
-/// Opens `raw` (the upload's bytes) for reading its content; gzip is
+/// Opens `raw` (the upload's bytes) for reading its content; an OpenPGP
+/// message is detected by its first bytes and decrypted with `pgp`'s keys
+/// (a plain upload is refused when `pgp` requires encryption); gzip is
 /// detected by its magic bytes and decompressed within `max_ratio`.
-pub fn open<'a>(raw: impl Read + Send + 'a, max_ratio: u64) -> io::Result<Content<'a>> {
+pub fn open<'a>(raw: impl Read + Send + 'a, max_ratio: u64, pgp: &Arc<Opening>) -> io::Result<Content<'a>> {
     let consumed = Arc::new(AtomicU64::new(0));
     let mut buffered = BufReader::with_capacity(64 * 1024, Counted { inner: raw, count: consumed.clone() });
+    let max_ratio = max_ratio.max(1);
+    if openpgp::looks_like_message(buffered.fill_buf()?) {
+        let (plain, outcome) =
+            openpgp::open(buffered, pgp.clone()).map_err(|e| io::Error::other(ContentError::Pgp(e)))?;
+        let decrypted = Decrypted { inner: plain, compressed: consumed.clone(), produced: 0, max_ratio };
+        let mut inner = BufReader::with_capacity(64 * 1024, decrypted);
+        let compressed = inner.fill_buf()?.starts_with(&GZIP_MAGIC);
+        let reader: Box<dyn Read + Send + 'a> = if compressed {
+            Box::new(Filling {
+                inner: Gunzip {
+                    decoder: MultiGzDecoder::new(inner),
+                    compressed: consumed.clone(),
+                    decompressed: 0,
+                    max_ratio,
+                },
+                pending: None,
+            })
+        } else {
+            Box::new(Filling { inner, pending: None })
+        };
+        return Ok(Content { reader, consumed, compressed, pgp: Some(outcome) });
+    }
+    if pgp.require_encryption {
+        return Err(io::Error::other(ContentError::Pgp(MessageError::EncryptionRequired)));
+    }
+    if pgp.require_signature {
+        return Err(io::Error::other(ContentError::Pgp(MessageError::SignatureRequired)));
+    }
     let compressed = buffered.fill_buf()?.starts_with(&GZIP_MAGIC);
     let reader: Box<dyn Read + Send + 'a> = if compressed {
         Box::new(Filling {
@@ -127,14 +192,14 @@ pub fn open<'a>(raw: impl Read + Send + 'a, max_ratio: u64) -> io::Result<Conten
                 decoder: MultiGzDecoder::new(buffered),
                 compressed: consumed.clone(),
                 decompressed: 0,
-                max_ratio: max_ratio.max(1),
+                max_ratio,
             },
             pending: None,
         })
     } else {
         Box::new(buffered)
     };
-    Ok(Content { reader, consumed, compressed })
+    Ok(Content { reader, consumed, compressed, pgp: None })
 }
 
 #[cfg(test)]
@@ -150,7 +215,7 @@ mod tests {
 
     fn read_all(raw: &[u8], ratio: u64) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        open(raw, ratio)?.reader.read_to_end(&mut out)?;
+        open(raw, ratio, &Arc::new(Opening::none()))?.reader.read_to_end(&mut out)?;
         Ok(out)
     }
 
@@ -159,7 +224,7 @@ mod tests {
         let csv = b"ref,address\nA1,+15555550001\n";
         assert_eq!(read_all(csv, 100).unwrap(), csv);
         let compressed = gzip(csv);
-        assert!(open(&compressed[..], 100).unwrap().compressed);
+        assert!(open(&compressed[..], 100, &Arc::new(Opening::none())).unwrap().compressed);
         assert_eq!(read_all(&gzip(csv), 100).unwrap(), csv);
     }
 
@@ -176,7 +241,7 @@ mod tests {
         cut.extend(gzip(b"\xBFref;addr"));
         cut.extend(gzip(b"ess\nA1;+15555550001\n"));
         let mut first = vec![0; 64 * 1024];
-        let n = open(&cut[..], 100).unwrap().reader.read(&mut first).unwrap();
+        let n = open(&cut[..], 100, &Arc::new(Opening::none())).unwrap().reader.read(&mut first).unwrap();
         assert_eq!(&first[..n], b"\xEF\xBB\xBFref;address\nA1;+15555550001\n", "one read gives it all");
     }
 
@@ -184,7 +249,7 @@ mod tests {
     fn a_gzip_bomb_stops_within_the_slack_of_the_ratio() {
         let bomb = gzip(&vec![b'a'; 64 * 1024 * 1024]);
         assert!(bomb.len() < 200 * 1024, "{}", bomb.len());
-        let mut content = open(&bomb[..], 10).unwrap();
+        let mut content = open(&bomb[..], 10, &Arc::new(Opening::none())).unwrap();
         let mut buf = vec![0; 64 * 1024];
         let mut total = 0u64;
         let error = loop {

@@ -92,6 +92,10 @@ pub(crate) struct FsShared {
 #[path = "mappings.rs"]
 mod mappings;
 
+/// The `/keys` folder: OpenPGP keys, kept in the database (spec §12).
+#[path = "keys.rs"]
+mod keys;
+
 /// Paths on disk that some session has open (reading or uploading).
 #[derive(Default)]
 pub(crate) struct OpenFiles(Mutex<HashMap<PathBuf, usize>>);

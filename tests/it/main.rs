@@ -16,6 +16,7 @@ mod mailbox_props;
 mod mapping;
 mod merchant;
 mod ops;
+mod pgp;
 mod samples;
 mod sftp;
 mod store;

@@ -1,0 +1,196 @@
+//! OpenPGP on the channel (spec §12) with the real `gpg` (2.2): keys made
+//! by gpg in a temporary GNUPGHOME per test, the account's key imported
+//! from `intake pgp show`, files encrypted and signed by gpg uploaded with
+//! OpenSSH `sftp`, and each PGP file error produced by a file gpg made.
+
+use crate::support::{describe, read_results, TestAccount, TestDaemon, TestDb};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A gpg home of its own, with helpers for what the tests do with it.
+struct Gpg {
+    home: PathBuf,
+}
+
+impl Gpg {
+    fn new(dir: &Path, name: &str) -> Gpg {
+        let home = dir.join(format!("gnupg-{name}"));
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        Gpg { home }
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        let out = Command::new("gpg")
+            .env("GNUPGHOME", &self.home)
+            .args(["--batch", "--yes", "--no-tty", "--trust-model", "always", "--pinentry-mode", "loopback"])
+            .args(["--passphrase", ""])
+            .args(args)
+            .output()
+            .expect("gpg runs (apt-get install gnupg)");
+        assert!(out.status.success(), "gpg {args:?} failed: {}", describe(&out));
+        out
+    }
+
+    /// A merchant key as gpg makes one: Ed25519 primary (signs) and a
+    /// Curve25519 subkey (encrypts), no passphrase; its fingerprint.
+    fn make_key(&self, uid: &str) -> String {
+        self.run(&["--quick-gen-key", uid, "ed25519", "sign", "2y"]);
+        let fingerprint = self.fingerprint(uid);
+        self.run(&["--quick-add-key", &fingerprint, "cv25519", "encr", "2y"]);
+        fingerprint
+    }
+
+    fn fingerprint(&self, uid: &str) -> String {
+        let out = self.run(&["--with-colons", "--list-keys", uid]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines().find_map(|l| l.strip_prefix("fpr:")).map(|l| l.trim_matches(':').to_lowercase()).unwrap()
+    }
+
+    fn import(&self, key: &Path) {
+        self.run(&["--import", key.to_str().unwrap()]);
+    }
+
+    fn export(&self, uid: &str, to: &Path) {
+        self.run(&["--armor", "--output", to.to_str().unwrap(), "--export", uid]);
+    }
+}
+
+/// A daemon with account `acme`, its key in a gpg home with a merchant key
+/// (uploaded into /keys over SFTP); (daemon, gpg, intake's fingerprint,
+/// merchant's fingerprint).
+async fn setup(db: &TestDb) -> (TestDaemon, Gpg, String, String) {
+    let daemon = TestDaemon::spawn(db, &[TestAccount::new("acme")], &[]).await;
+    let gpg = Gpg::new(&daemon.dir, "merchant");
+    let merchant = gpg.make_key("Merchant <ops@merchant.example>");
+    let shown = daemon.cli(&["pgp", "show", "acme"], "").await;
+    assert!(shown.status.success(), "{}", describe(&shown));
+    let intake_key = daemon.dir.join("intake.asc");
+    std::fs::write(&intake_key, &shown.stdout).unwrap();
+    gpg.import(&intake_key);
+    let intake = gpg.fingerprint("intake account acme");
+    // The account's key over SFTP is the one `intake pgp show` printed.
+    let fetched = daemon.dir.join("fetched.asc");
+    let out = daemon.sftp("acme", &format!("get /keys/intake.asc {}\n", fetched.display())).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(std::fs::read(&fetched).unwrap(), shown.stdout);
+    // The merchant's public key, uploaded into /keys.
+    let exported = daemon.dir.join("merchant.asc");
+    gpg.export("Merchant <ops@merchant.example>", &exported);
+    let out = daemon.sftp("acme", &format!("put {} /keys/merchant.asc\n", exported.display())).await;
+    assert!(out.status.success(), "{}\n{}", describe(&out), daemon.log());
+    let listed = daemon.cli(&["pgp", "list", "acme"], "").await;
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.contains(&merchant) && listed.contains(&intake), "{listed}");
+    (daemon, gpg, intake, merchant)
+}
+
+fn write_csv(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let mut text = String::from("ref,address\n");
+    for i in 0..50 {
+        text += &format!("{name}-{i},+1555555{i:04}\n");
+    }
+    text += "bad,not a phone\n";
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn upload_and_summary(daemon: &TestDaemon, local: &Path, remote: &str, stem: &str) -> serde_json::Value {
+    daemon.upload("acme", local, remote).await;
+    daemon.summary("acme", stem, LIMIT).await
+}
+
+crate::on_both_backends!(a_gpg_encrypted_and_signed_upload_imports_and_names_its_signer);
+async fn a_gpg_encrypted_and_signed_upload_imports_and_names_its_signer(db: TestDb) {
+    let (daemon, gpg, intake, merchant) = setup(&db).await;
+    let plain = write_csv(&daemon.dir, "may.csv");
+    let sealed = daemon.dir.join("may.csv.gpg");
+    gpg.run(&["-r", &intake, "-u", &merchant, "--sign", "--encrypt", "-o", sealed.to_str().unwrap(), plain.to_str().unwrap()]);
+    let summary = upload_and_summary(&daemon, &sealed, "May.csv.gpg", "May").await;
+    assert_eq!(summary["status"], "completed", "{summary}\n{}", daemon.log());
+    assert_eq!((summary["rows"].as_u64(), summary["created"].as_u64(), summary["failed"].as_u64()), (Some(51), Some(50), Some(1)));
+    assert_eq!(summary["pgp"]["signer"], merchant.as_str(), "{summary}");
+    assert_eq!(summary["file"], "May.csv.gpg");
+    let results = read_results(&daemon.outbox("acme").join("May.results.csv"));
+    assert_eq!(results.len(), 52);
+    assert_eq!(results[1][2], "created");
+    // gzip inside, armoured, encrypted only: the same rows, now unchanged.
+    let gz = daemon.dir.join("june.csv.gz");
+    let status = Command::new("gzip").arg("-k").arg("-c").arg(&plain).output().unwrap();
+    std::fs::write(&gz, status.stdout).unwrap();
+    let sealed = daemon.dir.join("june.csv.gz.asc");
+    gpg.run(&["--armor", "-r", &intake, "--encrypt", "-o", sealed.to_str().unwrap(), gz.to_str().unwrap()]);
+    let summary = upload_and_summary(&daemon, &sealed, "June.csv.gz.asc", "June").await;
+    assert_eq!(summary["status"], "completed", "{summary}");
+    assert_eq!((summary["unchanged"].as_u64(), summary["failed"].as_u64()), (Some(50), Some(1)), "{summary}");
+    assert!(summary.get("pgp").is_none(), "not signed: no signer: {summary}");
+    // The archive keeps the upload as it came: encrypted.
+    let archive = daemon.data_dir.join("accounts/acme/archive");
+    let archived: Vec<_> = std::fs::read_dir(&archive).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(
+        archived.iter().any(|p| std::fs::read(p).unwrap().starts_with(b"-----BEGIN PGP MESSAGE-----")),
+        "{archived:?}"
+    );
+}
+
+crate::on_both_backends!(each_pgp_file_error_comes_from_a_file_gpg_made);
+async fn each_pgp_file_error_comes_from_a_file_gpg_made(db: TestDb) {
+    let (daemon, gpg, intake, merchant) = setup(&db).await;
+    let other = gpg.make_key("Other <other@example.com>");
+    let plain = write_csv(&daemon.dir, "x.csv");
+    let file = |name: &str| daemon.dir.join(name);
+    let p = |path: &PathBuf| path.to_str().unwrap().to_owned();
+    let expect = |summary: &serde_json::Value, code: &str| {
+        assert_eq!(summary["status"], "rejected", "{summary}");
+        assert_eq!(summary["error"]["code"], code, "{summary}");
+        assert_eq!(summary["rows"], 0, "{summary}");
+    };
+    // Encrypted to another key.
+    let to_other = file("a.csv.pgp");
+    gpg.run(&["-r", &other, "--encrypt", "-o", &p(&to_other), &p(&plain)]);
+    expect(&upload_and_summary(&daemon, &to_other, "a.csv.pgp", "a").await, "decrypt_failed");
+    // Truncated in the middle.
+    let whole = file("whole.pgp");
+    gpg.run(&["-r", &intake, "-z", "0", "--encrypt", "-o", &p(&whole), &p(&plain)]);
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = file("b.csv.pgp");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    expect(&upload_and_summary(&daemon, &cut, "b.csv.pgp", "b").await, "decrypt_failed");
+    // No integrity protection (gpg --rfc2440 writes no MDC).
+    let no_mdc = file("c.csv.pgp");
+    gpg.run(&["-r", &intake, "--rfc2440", "--encrypt", "-o", &p(&no_mdc), &p(&plain)]);
+    expect(&upload_and_summary(&daemon, &no_mdc, "c.csv.pgp", "c").await, "integrity_missing");
+    // Signed by a key that is not the merchant's.
+    let by_other = file("d.csv.pgp");
+    gpg.run(&["-r", &intake, "-u", &other, "--sign", "--encrypt", "-o", &p(&by_other), &p(&plain)]);
+    expect(&upload_and_summary(&daemon, &by_other, "d.csv.pgp", "d").await, "bad_signature");
+    // The account requires signatures: an unsigned upload is refused.
+    let set = daemon.cli(&["account", "set", "acme", "--pgp-require-signature"], "").await;
+    assert!(set.status.success(), "{}", describe(&set));
+    let unsigned = file("e.csv.pgp");
+    gpg.run(&["-r", &intake, "--encrypt", "-o", &p(&unsigned), &p(&plain)]);
+    expect(&upload_and_summary(&daemon, &unsigned, "e.csv.pgp", "e").await, "signature_required");
+    // The account requires encryption: a plain upload is refused.
+    let set = daemon.cli(&["account", "set", "acme", "--pgp-require-signature=false", "--pgp-require-encryption"], "").await;
+    assert!(set.status.success(), "{}", describe(&set));
+    expect(&upload_and_summary(&daemon, &plain, "f.csv", "f").await, "encryption_required");
+    // ... and a signed-only message (not encrypted) too.
+    let signed_only = file("g.csv.gpg");
+    gpg.run(&["-u", &merchant, "--sign", "-o", &p(&signed_only), &p(&plain)]);
+    expect(&upload_and_summary(&daemon, &signed_only, "g.csv.gpg", "g").await, "encryption_required");
+    // A secret key uploaded into /keys is refused with a clear status and never stored.
+    let secret = file("secret.asc");
+    gpg.run(&["--armor", "--output", &p(&secret), "--export-secret-keys", &other]);
+    let out = daemon.sftp("acme", &format!("put {} /keys/mine.asc\n", secret.display())).await;
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("secret key"), "{}", describe(&out));
+    let listed = daemon.cli(&["pgp", "list", "acme"], "").await;
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains(&other), "{}", describe(&listed));
+    // intake.asc is read-only.
+    let out = daemon.sftp("acme", &format!("put {} /keys/intake.asc\n", p(&plain))).await;
+    assert!(!out.status.success(), "{}", describe(&out));
+}
