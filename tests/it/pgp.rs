@@ -186,11 +186,89 @@ async fn each_pgp_file_error_comes_from_a_file_gpg_made(db: TestDb) {
     let secret = file("secret.asc");
     gpg.run(&["--armor", "--output", &p(&secret), "--export-secret-keys", &other]);
     let out = daemon.sftp("acme", &format!("put {} /keys/mine.asc\n", secret.display())).await;
-    assert!(!out.status.success(), "{}", describe(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("secret key"), "{}", describe(&out));
+    assert!(!out.status.success() && describe(&out).contains("close remote: Failure"), "{}", describe(&out));
+    // OpenSSH prints the status code only; the status's message says why.
+    let message = close_message(&daemon, "/keys/mine.asc", &std::fs::read(&secret).unwrap()).await;
+    assert!(message.contains("secret key"), "{message}");
     let listed = daemon.cli(&["pgp", "list", "acme"], "").await;
     assert!(!String::from_utf8_lossy(&listed.stdout).contains(&other), "{}", describe(&listed));
     // intake.asc is read-only.
     let out = daemon.sftp("acme", &format!("put {} /keys/intake.asc\n", p(&plain))).await;
     assert!(!out.status.success(), "{}", describe(&out));
+}
+
+crate::on_both_backends!(an_encrypted_report_decrypts_with_gpg_and_is_signed_by_the_account);
+async fn an_encrypted_report_decrypts_with_gpg_and_is_signed_by_the_account(db: TestDb) {
+    let (daemon, gpg, intake, _merchant) = setup(&db).await;
+    let set = daemon.cli(&["account", "set", "acme", "--pgp-encrypt-reports"], "").await;
+    assert!(set.status.success(), "{}", describe(&set));
+    let plain = write_csv(&daemon.dir, "july.csv");
+    let sealed = daemon.dir.join("july.csv.pgp");
+    gpg.run(&["-r", &intake, "--encrypt", "-o", sealed.to_str().unwrap(), plain.to_str().unwrap()]);
+    let summary = upload_and_summary(&daemon, &sealed, "July.csv.pgp", "July").await;
+    assert_eq!(summary["status"], "completed", "{summary}");
+    assert_eq!(summary["pgp"]["results_file"], "July.results.csv.pgp", "{summary}");
+    assert_eq!(summary["failed_file"], "July.failed.csv.pgp", "{summary}");
+    let outbox = daemon.outbox("acme");
+    let listed: Vec<_> = std::fs::read_dir(&outbox).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!outbox.join("July.results.csv").exists() && !outbox.join("July.failed.csv").exists(), "{listed:?}");
+    // The merchant decrypts them with gpg; the signature is the account's key's.
+    let decrypt = |name: &str| {
+        let out = daemon.dir.join(format!("{name}.plain"));
+        let run = gpg.run(&[
+            "--status-fd",
+            "2",
+            "--decrypt",
+            "-o",
+            out.to_str().unwrap(),
+            outbox.join(name).to_str().unwrap(),
+        ]);
+        let status = String::from_utf8_lossy(&run.stderr).into_owned();
+        assert!(status.contains(&format!("VALIDSIG {}", intake.to_uppercase())), "{status}");
+        out
+    };
+    let results = read_results(&decrypt("July.results.csv.pgp"));
+    assert_eq!(results[0][..3], ["line", "ref", "status"]);
+    assert_eq!(results.len(), 52);
+    assert_eq!(results.iter().filter(|r| r[2] == "created").count(), 50);
+    assert_eq!(results[51][2], "failed");
+    let failed = std::fs::read_to_string(decrypt("July.failed.csv.pgp")).unwrap();
+    assert_eq!(failed, "ref,address\nbad,not a phone\n");
+    // The same file uploaded plain to an account that does not encrypt gets
+    // the same report in plain text (the rows now unchanged).
+    let set = daemon.cli(&["account", "set", "acme", "--pgp-encrypt-reports=false"], "").await;
+    assert!(set.status.success(), "{}", describe(&set));
+    let first = summary["job_id"].as_str().unwrap().to_owned();
+    daemon.upload("acme", &plain, "July.csv").await;
+    let path = outbox.join("July.summary.json");
+    let summary: serde_json::Value = crate::support::eventually(LIMIT, "the second July summary", || {
+        let text = std::fs::read_to_string(&path).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        (v["job_id"] != first.as_str()).then_some(v)
+    })
+    .await;
+    assert!(summary.get("pgp").is_none(), "{summary}");
+    let again = read_results(&outbox.join("July.results.csv"));
+    let key = |rows: &[Vec<String>]| rows.iter().map(|r| (r[0].clone(), r[1].clone(), r[3].clone())).collect::<Vec<_>>();
+    assert_eq!(key(&again), key(&results), "same lines, refs and customer ids");
+    assert!(!outbox.join("July.results.csv.pgp").exists(), "an older encrypted report does not stay beside it");
+}
+
+/// The message of the failure status a CLOSE of `path` written with `bytes` gets.
+async fn close_message(d: &TestDaemon, path: &str, bytes: &[u8]) -> String {
+    use russh_sftp::protocol::{FileAttributes, OpenFlags};
+    let key = russh::keys::load_secret_key(&d.key, None).unwrap();
+    let addr: std::net::SocketAddr = d.addr.as_ref().unwrap().parse().unwrap();
+    let conn = crate::sftp::login_key(addr, "acme", &key).await.unwrap();
+    let channel = conn.channel_open_session().await.unwrap();
+    channel.request_subsystem(true, "sftp").await.unwrap();
+    let raw = russh_sftp::client::RawSftpSession::new(channel.into_stream());
+    raw.init().await.unwrap();
+    let flags = OpenFlags::CREATE | OpenFlags::WRITE | OpenFlags::TRUNCATE;
+    let handle = raw.open(path, flags, FileAttributes::default()).await.unwrap().handle;
+    raw.write(handle.clone(), 0, bytes.to_vec()).await.unwrap();
+    match raw.close(handle).await {
+        Err(russh_sftp::client::error::Error::Status(s)) => s.error_message,
+        other => panic!("the close was not refused: {other:?}"),
+    }
 }
