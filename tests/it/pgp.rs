@@ -272,3 +272,73 @@ async fn close_message(d: &TestDaemon, path: &str, bytes: &[u8]) -> String {
         other => panic!("the close was not refused: {other:?}"),
     }
 }
+
+/// Runs a tool (sq, rnp) in `dir`; asserts it succeeded.
+fn tool(dir: &Path, program: &str, args: &[&str]) -> std::process::Output {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} runs (apt-get install {program}): {e}"));
+    assert!(out.status.success(), "{program} {args:?} failed: {}", describe(&out));
+    out
+}
+
+crate::on_both_backends!(uploads_encrypted_by_sq_and_rnp_import_too);
+async fn uploads_encrypted_by_sq_and_rnp_import_too(db: TestDb) {
+    let (daemon, _gpg, _intake, _merchant) = setup(&db).await;
+    let dir = daemon.dir.clone();
+    let intake_key = dir.join("intake.asc");
+    // sq: a merchant key of its own (uploaded into /keys), signs and encrypts.
+    tool(&dir, "sq", &["key", "generate", "--userid", "<sq@merchant.example>", "--export", "sq-key.pgp"]);
+    tool(&dir, "sq", &["key", "extract-cert", "sq-key.pgp", "--output", "sq-cert.asc"]);
+    let inspected = String::from_utf8(tool(&dir, "sq", &["inspect", "sq-cert.asc"]).stdout).unwrap();
+    let sq_fingerprint = inspected
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Fingerprint: "))
+        .map(|f| f.trim().to_lowercase())
+        .unwrap();
+    let out = daemon.sftp("acme", &format!("put {} /keys/sq.asc\n", dir.join("sq-cert.asc").display())).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let plain = write_csv(&dir, "sq.csv");
+    tool(
+        &dir,
+        "sq",
+        &[
+            "encrypt",
+            "--recipient-cert",
+            intake_key.to_str().unwrap(),
+            "--signer-key",
+            "sq-key.pgp",
+            "--output",
+            "sq.csv.pgp",
+            plain.to_str().unwrap(),
+        ],
+    );
+    let summary = upload_and_summary(&daemon, &dir.join("sq.csv.pgp"), "Sq.csv.pgp", "Sq").await;
+    assert_eq!(summary["status"], "completed", "{summary}\n{}", daemon.log());
+    assert_eq!(summary["created"], 50, "{summary}");
+    assert_eq!(summary["pgp"]["signer"], sq_fingerprint.as_str(), "{summary}");
+    // rnp: encrypts to the key file, armoured, zlib-compressed.
+    let plain = write_csv(&dir, "rnp.csv");
+    tool(
+        &dir,
+        "rnp",
+        &[
+            "--keyfile",
+            intake_key.to_str().unwrap(),
+            "--encrypt",
+            "-r",
+            "intake account acme",
+            "--zlib",
+            "--armor",
+            "--output",
+            "rnp.csv.asc",
+            plain.to_str().unwrap(),
+        ],
+    );
+    let summary = upload_and_summary(&daemon, &dir.join("rnp.csv.asc"), "Rnp.csv.asc", "Rnp").await;
+    assert_eq!(summary["status"], "completed", "{summary}\n{}", daemon.log());
+    assert_eq!(summary["created"], 50, "{summary}");
+}
