@@ -426,12 +426,36 @@ pub fn encrypt_report(
     builder.to_writer(rand::thread_rng(), out).map_err(|e| e.to_string())
 }
 
+/// What the fuzz target opens uploads with: the fixture key in
+/// `fuzz/pgp-key.asc` (armoured, locked with `passphrase`), no rules.
+#[doc(hidden)]
+pub fn opening_for_fuzzing(armored_secret: &str, passphrase: &str) -> Opening {
+    Opening {
+        secret_keys: vec![read_secret_key(armored_secret).expect("the fuzz fixture key reads")],
+        passphrase: Password::from(passphrase),
+        merchant_keys: vec![],
+        require_signature: false,
+        require_encryption: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn server() -> SignedSecretKey {
         generate_server_key("acme", "pw").unwrap()
+    }
+
+    /// Writes the fuzz target's key (`fuzz/pgp-key.asc`, passphrase `fuzz`)
+    /// and its public key (`fuzz/pgp-key.pub.asc`, for making seeds).
+    #[test]
+    #[ignore = "writes the fuzz fixture: cargo test --lib -- --ignored fuzz_fixture"]
+    fn fuzz_fixture() {
+        let key = generate_server_key("fuzz", "fuzz").unwrap();
+        let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+        std::fs::write(fuzz.join("pgp-key.asc"), armored_secret(&key).unwrap()).unwrap();
+        std::fs::write(fuzz.join("pgp-key.pub.asc"), armored_public(&key.to_public_key()).unwrap()).unwrap();
     }
 
     #[test]
