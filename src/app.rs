@@ -68,9 +68,12 @@ impl UserDirectory for StoreUsers {
     }
 
     async fn remove_pgp_key(&self, account: &str, fingerprint: &str) -> anyhow::Result<bool> {
-        let merchant = self.1.list(account).await?.into_iter().any(|k| {
-            k.role == crate::store::PgpRole::Merchant && k.fingerprint == fingerprint
-        });
+        let merchant = self
+            .1
+            .list(account)
+            .await?
+            .into_iter()
+            .any(|k| k.role == crate::store::PgpRole::Merchant && k.fingerprint == fingerprint);
         Ok(merchant && self.0.remove_pgp_key(account, fingerprint).await?)
     }
 }

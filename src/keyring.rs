@@ -113,20 +113,20 @@ impl Keyring {
         Ok(fingerprint)
     }
 
-    /// The public key merchants encrypt to: the account's first server key
-    /// (made on first use), armoured.
+    /// The public key merchants encrypt to: the account's newest server key
+    /// (made on first use), armoured. After a rotation the older ones still
+    /// decrypt until they are removed.
     pub async fn public_armored(&self, account: &str) -> Result<String, KeyringError> {
         let keys = self.server_keys(account).await?;
-        let first = keys.first().expect("a server key was made");
-        openpgp::armored_public(&first.to_public_key()).map_err(KeyringError::Generate)
+        let newest = keys.last().expect("a server key was made");
+        openpgp::armored_public(&newest.to_public_key()).map_err(KeyringError::Generate)
     }
 
     /// Checks and keeps a merchant's public key; refused ones are never stored.
     pub async fn add_merchant_key(&self, account: &str, bytes: &[u8]) -> Result<MerchantKey, KeyringError> {
         let key = openpgp::parse_merchant_key(bytes, crate::clock::now().unix_timestamp())?;
         let current = self.stored(account, PgpRole::Merchant).await?;
-        if current.len() >= openpgp::MAX_KEYS_PER_ACCOUNT && !current.iter().any(|k| k.fingerprint == key.fingerprint)
-        {
+        if current.len() >= openpgp::MAX_KEYS_PER_ACCOUNT && !current.iter().any(|k| k.fingerprint == key.fingerprint) {
             return Err(KeyringError::TooManyKeys { max: openpgp::MAX_KEYS_PER_ACCOUNT });
         }
         let armored = openpgp::armored_public(&key.key).map_err(KeyringError::Generate)?;
@@ -179,7 +179,7 @@ impl Keyring {
         if recipients.is_empty() {
             return Ok(None);
         }
-        let signer = self.server_keys(account).await?.into_iter().next().expect("a server key was made");
+        let signer = self.server_keys(account).await?.into_iter().next_back().expect("a server key was made");
         Ok(Some(Sealing { recipients, signer, passphrase: self.passphrase()? }))
     }
 }

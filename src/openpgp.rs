@@ -191,7 +191,10 @@ pub fn parse_merchant_key(bytes: &[u8], now: i64) -> Result<MerchantKey, KeyErro
     if expires_at.is_some_and(|at| at <= now) {
         return Err(KeyError::Expired(fingerprint));
     }
-    let can_encrypt = key.public_subkeys.iter().any(|s| s.algorithm().can_encrypt() && s.signatures.iter().all(|sig| sig.typ() != Some(pgp::packet::SignatureType::SubkeyRevocation)));
+    let can_encrypt = key.public_subkeys.iter().any(|s| {
+        s.algorithm().can_encrypt()
+            && s.signatures.iter().all(|sig| sig.typ() != Some(pgp::packet::SignatureType::SubkeyRevocation))
+    });
     if !can_encrypt {
         return Err(KeyError::CannotEncrypt { fingerprint });
     }
@@ -350,41 +353,40 @@ pub fn open<'a>(
     opening: Arc<Opening>,
 ) -> Result<(Plain<'a>, Arc<Mutex<Outcome>>), MessageError> {
     let (message, _) = Message::from_reader(Source(source)).map_err(failed)?;
-    let mut message = match message {
-        Message::Encrypted { ref edata, .. } => {
-            if edata.tag() == Tag::SymEncryptedData {
-                return Err(MessageError::IntegrityMissing);
-            }
-            if opening.secret_keys.is_empty() {
-                return Err(MessageError::DecryptFailed(
+    let mut message =
+        match message {
+            Message::Encrypted { ref edata, .. } => {
+                if edata.tag() == Tag::SymEncryptedData {
+                    return Err(MessageError::IntegrityMissing);
+                }
+                if opening.secret_keys.is_empty() {
+                    return Err(MessageError::DecryptFailed(
                     "the file is encrypted but this account has no key yet; encrypt it to the key in /keys/intake.asc"
                         .to_owned(),
                 ));
-            }
-            let ring = TheRing {
-                secret_keys: opening.secret_keys.iter().collect(),
-                key_passwords: vec![&opening.passphrase],
-                decrypt_options: pgp::composed::DecryptionOptions::new()
-                    .set_seipdv1_read_mode(Seipdv1ReadMode::Streaming),
-                ..Default::default()
-            };
-            match message.decrypt_the_ring(ring, true) {
-                Ok((message, _)) => message,
-                Err(pgp::errors::Error::MissingKey) => {
-                    return Err(MessageError::DecryptFailed(
+                }
+                let ring = TheRing {
+                    secret_keys: opening.secret_keys.iter().collect(),
+                    key_passwords: vec![&opening.passphrase],
+                    decrypt_options: pgp::composed::DecryptionOptions::new()
+                        .set_seipdv1_read_mode(Seipdv1ReadMode::Streaming),
+                    ..Default::default()
+                };
+                match message.decrypt_the_ring(ring, true) {
+                    Ok((message, _)) => message,
+                    Err(pgp::errors::Error::MissingKey) => return Err(MessageError::DecryptFailed(
                         "the file is not encrypted to this account's key: encrypt it to the key in /keys/intake.asc"
                             .to_owned(),
-                    ))
+                    )),
+                    Err(e) => return Err(failed(e)),
                 }
-                Err(e) => return Err(failed(e)),
             }
-        }
-        other if opening.require_encryption => {
-            drop(other);
-            return Err(MessageError::EncryptionRequired);
-        }
-        other => other,
-    };
+            other if opening.require_encryption => {
+                drop(other);
+                return Err(MessageError::EncryptionRequired);
+            }
+            other => other,
+        };
     // A signed message's data may be compressed too: `decompress` opens it.
     for _ in 0..MAX_COMPRESSION_DEPTH {
         if message.is_compressed() || message.is_signed() {
@@ -474,8 +476,7 @@ mod tests {
         let (merchant, intake) = (server(), server());
         let mut sealed = Vec::new();
         let plain = b"line,ref\n2,a\n".repeat(1000);
-        encrypt_report(&plain[..], "r.csv", &[merchant.to_public_key()], &intake, "pw", &mut sealed)
-            .unwrap();
+        encrypt_report(&plain[..], "r.csv", &[merchant.to_public_key()], &intake, "pw", &mut sealed).unwrap();
         assert!(looks_like_message(&sealed));
         let opening = Arc::new(Opening {
             secret_keys: vec![merchant.clone()],
@@ -495,8 +496,7 @@ mod tests {
     fn a_message_to_another_key_or_cut_short_fails_to_decrypt() {
         let (merchant, other, intake) = (server(), server(), server());
         let mut sealed = Vec::new();
-        encrypt_report(&b"x".repeat(100_000)[..], "r", &[other.to_public_key()], &intake, "pw", &mut sealed)
-            .unwrap();
+        encrypt_report(&b"x".repeat(100_000)[..], "r", &[other.to_public_key()], &intake, "pw", &mut sealed).unwrap();
         let opening = |keys: Vec<SignedSecretKey>| {
             Arc::new(Opening {
                 secret_keys: keys,

@@ -3,12 +3,12 @@
 //! (`IngestError`, `Fault`). Knows nothing about SFTP.
 
 use crate::config::Config;
-use crate::keyring::{Keyring, KeyringError};
-use crate::openpgp::Opening;
-use std::sync::Arc;
 use crate::domain::{AccountId, AccountSettings, FileLimits};
+use crate::keyring::{Keyring, KeyringError};
 use crate::mailbox::Layout;
+use crate::openpgp::Opening;
 use crate::store::{Job, Store, StoreError};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]

@@ -9,11 +9,11 @@
 use super::rows::{FileLimits, RecordSpan, RowReader};
 use super::upload;
 use crate::domain::AccountSettings;
+use crate::openpgp::Opening;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
-use crate::openpgp::Opening;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 

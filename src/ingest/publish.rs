@@ -11,13 +11,13 @@ use super::context::{blocking, job_settings, Context, IngestError};
 use super::report::{count_error_codes, ResultsWriter};
 use crate::clock;
 use crate::domain::{AccountSettings, FileError, FileErrorCode, JobStatus, Summary, SummaryError, SummaryMapping};
-use crate::mailbox::{archive_name, publish_atomically, rename_durably, ReportNames};
-use crate::store::{Job, JobLease, JobPhase, JobProgress, StoreError};
 use crate::keyring::Sealing;
+use crate::mailbox::{archive_name, publish_atomically, rename_durably, ReportNames};
 use crate::openpgp::Opening;
+use crate::store::{Job, JobLease, JobPhase, JobProgress, StoreError};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How a job ends.
 #[derive(Debug, Clone)]
@@ -131,8 +131,8 @@ pub async fn decide(ctx: &Context, lease: &JobLease, ending: Ending) -> Result<S
     let sealed = ctx.keyring.sealing(&account.avid, account.pgp).await?.is_some();
     let pgp = super::context::opening(ctx, &account, Path::new(&job.spool_path)).await?;
     let (errors_by_code, any_failed_file, suggested) = blocking("while writing the report", move || {
-        let suggested = rejected_code
-            .is_some_and(|code| suggestion_text(&work_ctx, &work_job, code, &account, &pgp).is_some());
+        let suggested =
+            rejected_code.is_some_and(|code| suggestion_text(&work_ctx, &work_job, code, &account, &pgp).is_some());
         let (counts, any_failed) = write_decided_files(&work_ctx, &work_job, &ending, progress, account, &pgp)?;
         Ok((counts, any_failed, suggested))
     })
@@ -285,11 +285,9 @@ pub async fn publish(ctx: &Context, lease: JobLease, summary: &Summary) -> Resul
             let account = job_settings(ctx, &job).await?;
             let sealing = ctx.keyring.sealing(&account.avid, account.pgp).await?;
             // Never plain instead: the merchant's keys were removed since.
-            Some(Arc::new(sealing.ok_or_else(|| {
-                IngestError::Io {
-                    what: "while encrypting the report".to_owned(),
-                    source: std::io::Error::other("the account has no current merchant key to encrypt its report to"),
-                }
+            Some(Arc::new(sealing.ok_or_else(|| IngestError::Io {
+                what: "while encrypting the report".to_owned(),
+                source: std::io::Error::other("the account has no current merchant key to encrypt its report to"),
             })?))
         }
     };

@@ -10,11 +10,11 @@ use crate::domain::{
     AccountSettings, Address, AddressKind, Addresses, CreateCustomer, CustomerRef, FileEncoding, FileError,
     FileErrorCode, Invalid, JsonObject, RowError, RowErrorCode,
 };
+use crate::openpgp::{MessageError, Opening};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::Arc;
-use crate::openpgp::{MessageError, Opening};
 
 /// The largest cell, in bytes; a longer one fails its row with `field_too_long`.
 pub const MAX_CELL_BYTES: usize = 64 * 1024;

@@ -114,11 +114,14 @@ impl AccountFs {
         Some(match place {
             KeyPath::Folder => Ok(Attrs { id, attrs: attrs(true, 0, writable, &user, &group) }),
             KeyPath::BadName => Err(no_such_file()),
-            KeyPath::AccountKey => {
-                self.account_key().await.map(|t| Attrs { id, attrs: attrs(false, t.len() as u64, false, &user, &group) })
-            }
+            KeyPath::AccountKey => self
+                .account_key()
+                .await
+                .map(|t| Attrs { id, attrs: attrs(false, t.len() as u64, false, &user, &group) }),
             KeyPath::Merchant(stem) => match self.merchant_key(&stem).await {
-                Ok(Some((_, text))) => Ok(Attrs { id, attrs: attrs(false, text.len() as u64, writable, &user, &group) }),
+                Ok(Some((_, text))) => {
+                    Ok(Attrs { id, attrs: attrs(false, text.len() as u64, writable, &user, &group) })
+                }
                 Ok(None) => Err(no_such_file()),
                 Err(e) => Err(e),
             },
@@ -144,7 +147,8 @@ impl AccountFs {
         };
         let (user, group) = self.view.names();
         let writable = self.view.user.can_upload;
-        let mut entries = vec![named(ACCOUNT_KEY, attrs(false, account_key.len() as u64, false, user, group), user, group)];
+        let mut entries =
+            vec![named(ACCOUNT_KEY, attrs(false, account_key.len() as u64, false, user, group), user, group)];
         entries.extend(listed.iter().map(|(fingerprint, text)| {
             let a = attrs(false, text.len() as u64, writable, user, group);
             named(&format!("{fingerprint}.asc"), a, user, group)

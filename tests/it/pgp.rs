@@ -109,10 +109,23 @@ async fn a_gpg_encrypted_and_signed_upload_imports_and_names_its_signer(db: Test
     let (daemon, gpg, intake, merchant) = setup(&db).await;
     let plain = write_csv(&daemon.dir, "may.csv");
     let sealed = daemon.dir.join("may.csv.gpg");
-    gpg.run(&["-r", &intake, "-u", &merchant, "--sign", "--encrypt", "-o", sealed.to_str().unwrap(), plain.to_str().unwrap()]);
+    gpg.run(&[
+        "-r",
+        &intake,
+        "-u",
+        &merchant,
+        "--sign",
+        "--encrypt",
+        "-o",
+        sealed.to_str().unwrap(),
+        plain.to_str().unwrap(),
+    ]);
     let summary = upload_and_summary(&daemon, &sealed, "May.csv.gpg", "May").await;
     assert_eq!(summary["status"], "completed", "{summary}\n{}", daemon.log());
-    assert_eq!((summary["rows"].as_u64(), summary["created"].as_u64(), summary["failed"].as_u64()), (Some(51), Some(50), Some(1)));
+    assert_eq!(
+        (summary["rows"].as_u64(), summary["created"].as_u64(), summary["failed"].as_u64()),
+        (Some(51), Some(50), Some(1))
+    );
     assert_eq!(summary["pgp"]["signer"], merchant.as_str(), "{summary}");
     assert_eq!(summary["file"], "May.csv.gpg");
     let results = read_results(&daemon.outbox("acme").join("May.results.csv"));
@@ -175,7 +188,8 @@ async fn each_pgp_file_error_comes_from_a_file_gpg_made(db: TestDb) {
     gpg.run(&["-r", &intake, "--encrypt", "-o", &p(&unsigned), &p(&plain)]);
     expect(&upload_and_summary(&daemon, &unsigned, "e.csv.pgp", "e").await, "signature_required");
     // The account requires encryption: a plain upload is refused.
-    let set = daemon.cli(&["account", "set", "acme", "--pgp-require-signature=false", "--pgp-require-encryption"], "").await;
+    let set =
+        daemon.cli(&["account", "set", "acme", "--pgp-require-signature=false", "--pgp-require-encryption"], "").await;
     assert!(set.status.success(), "{}", describe(&set));
     expect(&upload_and_summary(&daemon, &plain, "f.csv", "f").await, "encryption_required");
     // ... and a signed-only message (not encrypted) too.
@@ -249,7 +263,8 @@ async fn an_encrypted_report_decrypts_with_gpg_and_is_signed_by_the_account(db: 
     .await;
     assert!(summary.get("pgp").is_none(), "{summary}");
     let again = read_results(&outbox.join("July.results.csv"));
-    let key = |rows: &[Vec<String>]| rows.iter().map(|r| (r[0].clone(), r[1].clone(), r[3].clone())).collect::<Vec<_>>();
+    let key =
+        |rows: &[Vec<String>]| rows.iter().map(|r| (r[0].clone(), r[1].clone(), r[3].clone())).collect::<Vec<_>>();
     assert_eq!(key(&again), key(&results), "same lines, refs and customer ids");
     assert!(!outbox.join("July.results.csv.pgp").exists(), "an older encrypted report does not stay beside it");
 }
