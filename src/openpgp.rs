@@ -166,6 +166,9 @@ pub fn parse_merchant_key(bytes: &[u8], now: i64) -> Result<MerchantKey, KeyErro
     if text.is_some_and(|t| t.contains("-----BEGIN PGP PRIVATE KEY BLOCK")) {
         return Err(KeyError::SecretKey);
     }
+    if text.is_some_and(|t| t.matches("-----BEGIN PGP").count() > 1) {
+        return Err(KeyError::NotOne);
+    }
     if !armored && SignedSecretKey::from_bytes(bytes).is_ok() {
         return Err(KeyError::SecretKey);
     }
@@ -528,5 +531,26 @@ mod tests {
         let parsed = parse_merchant_key(public.as_bytes(), 0).unwrap();
         assert_eq!(parsed.fingerprint, fingerprint_hex(&key.primary_key));
         assert_eq!(parsed.expires_at, None);
+    }
+
+    #[test]
+    fn a_key_with_a_thousand_user_ids_or_a_file_of_ten_thousand_keys_is_refused() {
+        let mut params = SecretKeyParamsBuilder::default();
+        params
+            .key_type(KeyType::Ed25519Legacy)
+            .can_certify(true)
+            .can_sign(true)
+            .primary_user_id("m0".into())
+            .user_ids((1..1000).map(|i| format!("m{i}")).collect());
+        let key = params.build().unwrap().generate(rand::thread_rng()).unwrap();
+        let public = armored_public(&key.to_public_key()).unwrap();
+        let refused = parse_merchant_key(public.as_bytes(), 0).err().unwrap();
+        assert!(matches!(refused, KeyError::TooManyUserIds { .. } | KeyError::TooLarge { .. }), "{refused:?}");
+        let one = armored_public(&server().to_public_key()).unwrap();
+        assert_eq!(
+            parse_merchant_key(one.repeat(10_000).as_bytes(), 0).err(),
+            Some(KeyError::TooLarge { max: MAX_KEY_BYTES })
+        );
+        assert_eq!(parse_merchant_key(one.repeat(2).as_bytes(), 0).err(), Some(KeyError::NotOne));
     }
 }

@@ -274,4 +274,77 @@ mod tests {
         let e = read_all(&garbage, 100).unwrap_err();
         assert!(matches!(ContentError::of(&e), Some(ContentError::NotGzip(_))), "{e}");
     }
+
+    /// A new-format OpenPGP packet: tag, a five-octet length, the body.
+    fn packet(tag: u8, declared: u32, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![0xC0 | tag, 0xFF];
+        out.extend(declared.to_be_bytes());
+        out.extend(body);
+        out
+    }
+
+    fn literal(data: &[u8]) -> Vec<u8> {
+        let mut body = vec![b'b', 0, 0, 0, 0, 0];
+        body.extend(data);
+        packet(11, body.len() as u32, &body)
+    }
+
+    fn compressed(inner: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(inner).unwrap();
+        let mut body = vec![1u8];
+        body.extend(encoder.finish().unwrap());
+        packet(8, body.len() as u32, &body)
+    }
+
+    fn pgp_error(raw: &[u8]) -> Option<ContentError> {
+        let e = read_all(raw, 100).err()?;
+        ContentError::of(&e).cloned()
+    }
+
+    fn decrypt_failed(e: Option<ContentError>) -> bool {
+        matches!(e, Some(ContentError::Pgp(MessageError::DecryptFailed(_))))
+    }
+
+    #[test]
+    fn an_unencrypted_literal_message_reads_and_a_cut_one_fails() {
+        let csv = b"ref,address\nA1,+15555550001\n";
+        assert_eq!(read_all(&literal(csv), 100).unwrap(), csv);
+        assert_eq!(read_all(&compressed(&literal(csv)), 100).unwrap(), csv);
+        // A literal packet that claims 1 GB on a 1 KB file ends early: refused.
+        let claims_a_gigabyte = packet(11, 1 << 30, &[b'b'; 1024]);
+        assert!(decrypt_failed(pgp_error(&claims_a_gigabyte)));
+    }
+
+    #[test]
+    fn compression_nested_deeper_than_twice_is_refused_and_a_pgp_bomb_stops_at_the_ratio() {
+        let csv = b"ref,address\nA1,+15555550001\n";
+        let twice = compressed(&compressed(&literal(csv)));
+        assert_eq!(read_all(&twice, 100).unwrap(), csv);
+        let thrice = compressed(&twice);
+        assert!(decrypt_failed(pgp_error(&thrice)), "{:?}", pgp_error(&thrice));
+        let bomb = compressed(&literal(&vec![b'\n'; 64 * 1024 * 1024]));
+        assert!(bomb.len() < 256 * 1024);
+        assert_eq!(pgp_error(&bomb), Some(ContentError::TooCompressed { ratio: 100 }));
+    }
+
+    #[test]
+    fn an_armour_header_of_ten_megabytes_is_refused() {
+        let mut armoured = b"-----BEGIN PGP MESSAGE-----\nComment: ".to_vec();
+        armoured.extend(vec![b'a'; 10 * 1024 * 1024]);
+        armoured.extend(b"\n\nowAA\n-----END PGP MESSAGE-----\n");
+        assert!(decrypt_failed(pgp_error(&armoured)), "{:?}", pgp_error(&armoured));
+    }
+
+    #[test]
+    fn a_plain_csv_is_refused_only_when_the_account_requires_encryption() {
+        let csv = b"ref,address\nA1,+15555550001\n";
+        let strict = Arc::new(Opening { require_encryption: true, ..Opening::none() });
+        let e = open(&csv[..], 100, &strict).err().unwrap();
+        assert_eq!(ContentError::of(&e), Some(&ContentError::Pgp(MessageError::EncryptionRequired)));
+        let signed = Arc::new(Opening { require_signature: true, ..Opening::none() });
+        let e = open(&csv[..], 100, &signed).err().unwrap();
+        assert_eq!(ContentError::of(&e), Some(&ContentError::Pgp(MessageError::SignatureRequired)));
+        assert_eq!(read_all(csv, 100).unwrap(), csv);
+    }
 }

@@ -357,3 +357,40 @@ async fn uploads_encrypted_by_sq_and_rnp_import_too(db: TestDb) {
     assert_eq!(summary["status"], "completed", "{summary}\n{}", daemon.log());
     assert_eq!(summary["created"], 50, "{summary}");
 }
+
+crate::on_both_backends!(expired_and_revoked_merchant_keys_are_refused);
+async fn expired_and_revoked_merchant_keys_are_refused(db: TestDb) {
+    let daemon = TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[]).await;
+    let gpg = Gpg::new(&daemon.dir, "old");
+    // Made in 2020 with a one-day expiry.
+    gpg.run(&[
+        "--faked-system-time",
+        "20200101T000000",
+        "--quick-gen-key",
+        "Old <old@example.com>",
+        "ed25519",
+        "sign",
+        "1d",
+    ]);
+    let old = gpg.fingerprint("Old <old@example.com>");
+    gpg.run(&["--faked-system-time", "20200101T000000", "--quick-add-key", &old, "cv25519", "encr", "1d"]);
+    let expired = daemon.dir.join("expired.asc");
+    gpg.export("Old <old@example.com>", &expired);
+    // Revoked with the revocation certificate gpg made with it.
+    let current = gpg.make_key("Gone <gone@example.com>");
+    let cert = gpg.home.join(format!("openpgp-revocs.d/{}.rev", current.to_uppercase()));
+    let text = std::fs::read_to_string(&cert).unwrap().replace(":-----BEGIN", "-----BEGIN");
+    std::fs::write(&cert, text).unwrap();
+    gpg.import(&cert);
+    let revoked = daemon.dir.join("revoked.asc");
+    gpg.export("Gone <gone@example.com>", &revoked);
+    for (file, why) in [(&expired, "expired"), (&revoked, "revoked")] {
+        let out = daemon.cli(&["pgp", "add-key", "acme", file.to_str().unwrap()], "").await;
+        assert!(!out.status.success() && describe(&out).contains(why), "{}", describe(&out));
+        let message = close_message(&daemon, "/keys/k.asc", &std::fs::read(file).unwrap()).await;
+        assert!(message.contains(why), "{message}");
+    }
+    let listed = daemon.cli(&["pgp", "list", "acme"], "").await;
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(!listed.contains(&old) && !listed.contains(&current), "{listed}");
+}
