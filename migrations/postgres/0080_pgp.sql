@@ -12,5 +12,8 @@ CREATE TABLE pgp_keys (
     armored         TEXT NOT NULL,
     created_at      BIGINT NOT NULL,
     expires_at      BIGINT,
+    -- 1, 2, ... per account, in the order the keys were added (the newest
+    -- server key is the one offered).
+    serial          BIGINT NOT NULL,
     PRIMARY KEY (account, fingerprint)
 );

@@ -12,5 +12,8 @@ CREATE TABLE pgp_keys (
     armored         TEXT NOT NULL,
     created_at      INTEGER NOT NULL,
     expires_at      INTEGER,
+    -- 1, 2, ... per account, in the order the keys were added (the newest
+    -- server key is the one offered).
+    serial          INTEGER NOT NULL,
     PRIMARY KEY (account, fingerprint)
 );

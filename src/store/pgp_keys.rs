@@ -67,8 +67,9 @@ where
     ) -> Result<bool> {
         let now = DB::EPOCH_NOW;
         let sql = format!(
-            "INSERT INTO pgp_keys (account, fingerprint, role, armored, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, {now}, $5) ON CONFLICT DO NOTHING"
+            "INSERT INTO pgp_keys (account, fingerprint, role, armored, created_at, expires_at, serial)
+             SELECT $1, $2, $3, $4, {now}, $5, COALESCE(MAX(serial), 0) + 1 FROM pgp_keys WHERE account = $1
+             ON CONFLICT DO NOTHING"
         );
         let done = sqlx::query(&sql)
             .bind(account)
@@ -81,11 +82,11 @@ where
         Ok(DB::rows_affected(&done) > 0)
     }
 
-    /// The account's keys, oldest first.
+    /// The account's keys, in the order they were added.
     pub(crate) async fn pgp_keys(&self, account: &str) -> Result<Vec<StoredPgpKey>> {
         let rows = sqlx::query(
             "SELECT account, fingerprint, role, armored, created_at, expires_at FROM pgp_keys
-             WHERE account = $1 ORDER BY created_at, fingerprint",
+             WHERE account = $1 ORDER BY serial, created_at, fingerprint",
         )
         .bind(account)
         .fetch_all(&self.pool)

@@ -394,3 +394,30 @@ async fn expired_and_revoked_merchant_keys_are_refused(db: TestDb) {
     let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
     assert!(!listed.contains(&old) && !listed.contains(&current), "{listed}");
 }
+
+crate::on_both_backends!(after_a_rotation_the_new_key_is_offered_and_the_old_one_still_decrypts);
+async fn after_a_rotation_the_new_key_is_offered_and_the_old_one_still_decrypts(db: TestDb) {
+    let (daemon, gpg, old, _merchant) = setup(&db).await;
+    let plain = write_csv(&daemon.dir, "old.csv");
+    let to_old = daemon.dir.join("old.csv.pgp");
+    gpg.run(&["-r", &old, "--encrypt", "-o", to_old.to_str().unwrap(), plain.to_str().unwrap()]);
+    let rotated = daemon.cli(&["pgp", "init", "acme"], "").await;
+    assert!(rotated.status.success(), "{}", describe(&rotated));
+    let shown = daemon.cli(&["pgp", "show", "acme"], "").await;
+    let new_key = daemon.dir.join("new.asc");
+    std::fs::write(&new_key, &shown.stdout).unwrap();
+    let gpg_new = Gpg::new(&daemon.dir, "new");
+    gpg_new.import(&new_key);
+    let new = gpg_new.fingerprint("intake account acme");
+    assert_ne!(new, old, "the new key is offered");
+    let summary = upload_and_summary(&daemon, &to_old, "Old.csv.pgp", "Old").await;
+    assert_eq!(summary["status"], "completed", "encrypted to the old key: {summary}");
+    let to_new = daemon.dir.join("new.csv.pgp");
+    let plain = write_csv(&daemon.dir, "new.csv");
+    gpg_new.run(&["-r", &new, "--encrypt", "-o", to_new.to_str().unwrap(), plain.to_str().unwrap()]);
+    let summary = upload_and_summary(&daemon, &to_new, "New.csv.pgp", "New").await;
+    assert_eq!(summary["status"], "completed", "encrypted to the new key: {summary}");
+    let listed = daemon.cli(&["pgp", "list", "acme"], "").await;
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.contains(&old) && listed.contains(&new), "{listed}");
+}
