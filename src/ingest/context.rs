@@ -57,11 +57,13 @@ pub(crate) async fn opening(
 ) -> Result<Arc<Opening>, IngestError> {
     let rules = account.pgp;
     let path = upload.to_owned();
+    // An upload already archived (a report published again after a crash)
+    // reads as no message: whoever reads it next finds it gone anyway.
     let pgp_upload = blocking("while reading an upload's first bytes", move || {
         use std::io::Read;
         let mut head = Vec::with_capacity(64);
-        std::fs::File::open(&path)?.take(64).read_to_end(&mut head)?;
-        Ok(crate::openpgp::looks_like_message(&head))
+        let read = std::fs::File::open(&path).and_then(|f| f.take(64).read_to_end(&mut head));
+        Ok(read.is_ok() && crate::openpgp::looks_like_message(&head))
     })
     .await?;
     if !pgp_upload && !rules.require_encryption {
