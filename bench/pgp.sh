@@ -37,8 +37,8 @@ for round in $(seq "$ROUNDS"); do
     t0=$(now)
     /usr/bin/time -f %M -o "$WORK/rss" "$BIN" ingest "$input" --account bench >/dev/null
     t1=$(now)
-    created=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['created'])" "$DATA/accounts/bench/outbox/$file.summary.json")
-    [ "$created" = "$ROWS" ] || { echo "$file: $created rows created, not $ROWS" >&2; exit 1; }
+    created=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['rows'])" "$DATA/accounts/bench/outbox/$file.summary.json")
+    [ "$created" = "$ROWS" ] || { echo "$file: $created rows read, not $ROWS" >&2; exit 1; }
     R[$file]+="$(echo "$ROWS / ($t1 - $t0)" | bc -l) "
     M[$file]+="$(cat "$WORK/rss") "
     rm -rf "$DATA"

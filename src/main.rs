@@ -150,7 +150,11 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("INTAKE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter))
+        // rPGP warns each time a stored (locked) key is written out again
+        // ("packet header mismatch between reading and writing"): a note
+        // about its own length encoding, nothing an operator can act on.
+        .add_directive("pgp::packet::packet_sum=error".parse().expect("a valid directive"));
     // Colours only on a terminal: a log file or journal gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
