@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 /// SFTP logins look users up in the database at every attempt, so users and
 /// keys added while the daemon runs work at once.
-struct StoreUsers(Store);
+struct StoreUsers(Store, crate::keyring::Keyring);
 
 #[async_trait::async_trait]
 impl UserDirectory for StoreUsers {
@@ -48,6 +48,34 @@ impl UserDirectory for StoreUsers {
     async fn remove_mapping(&self, account: &str, name: &str) -> anyhow::Result<bool> {
         Ok(self.0.remove_mapping(account, name).await?)
     }
+
+    async fn account_pgp_key(&self, account: &str) -> anyhow::Result<Option<String>> {
+        Ok(Some(self.1.public_armored(account).await?))
+    }
+
+    async fn list_pgp_keys(&self, account: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let keys = self.1.list(account).await?.into_iter();
+        Ok(keys.filter(|k| k.role == crate::store::PgpRole::Merchant).map(|k| (k.fingerprint, k.armored)).collect())
+    }
+
+    async fn put_pgp_key(&self, account: &str, bytes: &[u8]) -> anyhow::Result<Result<String, String>> {
+        use crate::keyring::KeyringError;
+        match self.1.add_merchant_key(account, bytes).await {
+            Ok(key) => Ok(Ok(key.fingerprint)),
+            Err(e @ (KeyringError::Refused(_) | KeyringError::TooManyKeys { .. })) => Ok(Err(e.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn remove_pgp_key(&self, account: &str, fingerprint: &str) -> anyhow::Result<bool> {
+        let merchant = self
+            .1
+            .list(account)
+            .await?
+            .into_iter()
+            .any(|k| k.role == crate::store::PgpRole::Merchant && k.fingerprint == fingerprint);
+        Ok(merchant && self.0.remove_pgp_key(account, fingerprint).await?)
+    }
 }
 
 /// Opens the configured database (creating the SQLite file's folder).
@@ -69,6 +97,11 @@ pub async fn apply_declared(config: &Config, store: &Store) -> Result<()> {
     for a in &config.accounts {
         let settings = AccountSettings {
             report_bom: a.report_bom,
+            pgp: crate::domain::PgpRules {
+                require_encryption: a.pgp_require_encryption,
+                require_signature: a.pgp_require_signature,
+                encrypt_reports: a.pgp_encrypt_reports,
+            },
             ..AccountSettings::from_text(
                 &a.avid,
                 a.default_region.as_deref(),
@@ -255,7 +288,10 @@ async fn start_sftp(
             &settings,
             &config.host_key_path(),
             layout.accounts_root(),
-            Arc::new(StoreUsers(store.clone())),
+            Arc::new(StoreUsers(
+                store.clone(),
+                crate::keyring::Keyring::new(store.clone(), config.pgp_passphrase_path()),
+            )),
         )
         .await
         .context("while starting the SFTP server")?;

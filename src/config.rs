@@ -61,6 +61,8 @@ pub struct Config {
     pub retention: RetentionSettings,
     /// Liveness of the processes that share one database.
     pub cluster: ClusterSettings,
+    /// OpenPGP: where the passphrase that locks the accounts' server keys is.
+    pub pgp: PgpSettings,
     /// Accounts applied at start.
     pub accounts: Vec<AccountDecl>,
     /// SFTP users applied at start.
@@ -127,6 +129,16 @@ impl Default for ConsoleSettings {
     fn default() -> Self {
         ConsoleSettings { enabled: true, session_idle_secs: 30 * 60, session_max_secs: 12 * 3600 }
     }
+}
+
+/// `[pgp]`: the secret parts of the accounts' server keys are kept in the
+/// database locked (OpenPGP's own S2K protection, AES-256) with the
+/// passphrase in this file; without the file they cannot be used.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PgpSettings {
+    /// Default `<data_dir>/pgp_passphrase`, generated (mode 0600) on first use.
+    pub passphrase_file: Option<PathBuf>,
 }
 
 /// `[api]`: the public HTTP API listener.
@@ -273,6 +285,14 @@ pub struct AccountDecl {
     /// Start the CSV reports with a UTF-8 BOM (for Excel).
     #[serde(default)]
     pub report_bom: bool,
+    /// OpenPGP rules (spec §12): reject plain uploads, unsigned uploads;
+    /// encrypt the reports to the merchant's keys.
+    #[serde(default)]
+    pub pgp_require_encryption: bool,
+    #[serde(default)]
+    pub pgp_require_signature: bool,
+    #[serde(default)]
+    pub pgp_encrypt_reports: bool,
     /// The completion webhook (with `webhook_secret`); when absent, the one
     /// set with `intake account set` is kept.
     pub webhook_url: Option<String>,
@@ -346,6 +366,7 @@ impl Default for Config {
             webhooks: WebhookSettings::default(),
             retention: RetentionSettings::default(),
             cluster: ClusterSettings::default(),
+            pgp: PgpSettings::default(),
             accounts: Vec::new(),
             users: Vec::new(),
         }
@@ -367,7 +388,7 @@ impl fmt::Debug for Config {
 
 /// Top-level keys the environment may set; others with the prefix are ignored
 /// (so `INTAKE_TEST_*` variables of a test run never break the config).
-const ENV_KEYS: [&str; 21] = [
+const ENV_KEYS: [&str; 22] = [
     "data_dir",
     "database_url",
     "workers",
@@ -389,6 +410,7 @@ const ENV_KEYS: [&str; 21] = [
     "webhooks",
     "retention",
     "cluster",
+    "pgp",
 ];
 
 /// Why a configuration cannot be used.
@@ -449,6 +471,10 @@ impl Config {
             max_columns: self.max_columns.max(2),
             max_gzip_ratio: self.max_gzip_ratio.max(1),
         }
+    }
+
+    pub fn pgp_passphrase_path(&self) -> PathBuf {
+        self.pgp.passphrase_file.clone().unwrap_or_else(|| self.data_dir.join("pgp_passphrase"))
     }
 
     pub fn host_key_path(&self) -> PathBuf {

@@ -144,8 +144,10 @@ fn ends_with_ignore_case(name: &str, suffix: &str) -> bool {
     n.len() > s.len() && n[n.len() - s.len()..].eq_ignore_ascii_case(s)
 }
 
-/// The extensions of uploads that are processed (any case), longest first.
-const UPLOAD_EXTENSIONS: [&str; 2] = [".csv.gz", ".csv"];
+/// The extensions of uploads that are processed (any case), longest first:
+/// CSV, gzip-compressed or not, and either one OpenPGP-encrypted (spec §12).
+const UPLOAD_EXTENSIONS: [&str; 8] =
+    [".csv.gz.pgp", ".csv.gz.gpg", ".csv.gz.asc", ".csv.pgp", ".csv.gpg", ".csv.asc", ".csv.gz", ".csv"];
 
 /// Whether a name in `/customers` or `/validate` is an upload to process:
 /// `*.csv` or `*.csv.gz` (any case), not hidden. Client temp names
@@ -411,6 +413,11 @@ mod tests {
     fn a_compressed_upload_reports_under_the_plain_name() {
         assert!(is_upload_name("May.csv.gz") && is_upload_name("May.CSV.GZ"));
         assert!(!is_upload_name("May.gz") && !is_upload_name("May.csv.gz.part"));
+        for pgp in ["May.csv.pgp", "May.CSV.GPG", "May.csv.asc", "May.csv.gz.pgp"] {
+            assert!(is_upload_name(pgp), "{pgp}");
+            assert_eq!(ReportNames::of(pgp, false), ReportNames::of("May.csv", false), "{pgp}");
+        }
+        assert!(!is_upload_name("May.pgp") && !is_upload_name("May.csv.pgp.part"));
         assert_eq!(report_stem("May.CSV.GZ"), "May");
         assert_eq!(ReportNames::of("May.csv.gz", false), ReportNames::of("May.csv", false));
     }

@@ -116,6 +116,9 @@ enum Command {
     /// API tokens: create (printed once), list, revoke.
     #[command(subcommand)]
     Token(cli::tokens::TokenCommand),
+    /// OpenPGP keys of an account: init, show, add-key, remove-key, list.
+    #[command(subcommand)]
+    Pgp(cli::pgp::PgpCommand),
 }
 
 fn main() -> ExitCode {
@@ -151,7 +154,11 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("INTAKE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter))
+        // rPGP warns each time a stored (locked) key is written out again
+        // ("packet header mismatch between reading and writing"): a note
+        // about its own length encoding, nothing an operator can act on.
+        .add_directive("pgp::packet::packet_sum=error".parse().expect("a valid directive"));
     // Colours only on a terminal: a log file or journal gets plain text.
     // User text in fields is escaped either way (`telemetry::logs`).
     intake::telemetry::logs::init(matches!(format, LogFormat::Json), filter, std::io::stderr().is_terminal());
@@ -178,6 +185,7 @@ async fn run(command: Command, config: Config, config_path: PathBuf) -> Result<E
         Command::Webhook(cmd) => cli::webhooks::webhook(&config, cli::open_store(&config).await?, cmd).await,
         Command::Nodes(args) => cli::nodes::nodes(&config, &cli::open_store(&config).await?, args).await,
         Command::Token(cmd) => cli::tokens::token(&cli::open_store(&config).await?, cmd).await,
+        Command::Pgp(cmd) => cli::pgp::pgp(&config, cmd).await,
     }
 }
 

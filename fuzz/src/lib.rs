@@ -11,7 +11,7 @@ use intake::domain::{
     AccountSettings, Address, AddressKind, EmailAddress, FileEncoding, PhoneCheck, PhoneNumber, PhoneRegion,
     RowErrorCode,
 };
-use intake::ingest::rows::{scan, FileLimits, RowReader};
+use intake::ingest::rows::{scan, scan_with, FileLimits, RowReader};
 use intake::mailbox::{archive_name, is_upload_name, report_stem, upload_name_problem};
 
 /// The longest file name intake may create.
@@ -50,6 +50,8 @@ pub fn rows(data: &[u8]) {
         phone_check: check_of(flags & 8 != 0),
         report_bom: false,
         mapping: Default::default(),
+        pgp: Default::default(),
+        pgp_signer: None,
     };
     let mut limits = FileLimits::default();
     if flags & 16 != 0 {
@@ -213,4 +215,40 @@ pub fn addresses(data: &[u8]) {
             Err(e) => assert!(e.message.len() <= MAX_MESSAGE_BYTES, "a {}-byte message", e.message.len()),
         }
     }
+}
+
+/// The fuzz target's OpenPGP key (`fuzz/pgp-key.asc`, passphrase `fuzz`,
+/// a fixture: it protects nothing), which `fuzz/corpus/pgp` is encrypted to.
+pub fn pgp_opening() -> std::sync::Arc<intake::openpgp::Opening> {
+    static OPENING: std::sync::OnceLock<std::sync::Arc<intake::openpgp::Opening>> = std::sync::OnceLock::new();
+    OPENING
+        .get_or_init(|| {
+            std::sync::Arc::new(intake::openpgp::opening_for_fuzzing(include_str!("../pgp-key.asc"), "fuzz"))
+        })
+        .clone()
+}
+
+/// `pgp`: the bytes as an upload that may be an OpenPGP message (armoured
+/// or binary, encrypted to the fixture key or not): opening and reading it
+/// never panics, never yields more than the ratio limit allows (a
+/// compression bomb stops early), and the first pass sees every byte and
+/// rejects it or counts its records as the reader yields them.
+pub fn pgp(data: &[u8]) {
+    use std::io::Read;
+    let opening = pgp_opening();
+    let ratio = 100u64;
+    if let Ok(mut content) = intake::ingest::upload::open(data, ratio, &opening) {
+        let bound = data.len() as u64 * ratio + 1024 * 1024 + 64 * 1024;
+        let (mut total, mut buf) = (0u64, vec![0u8; 64 * 1024]);
+        loop {
+            match content.reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n as u64,
+            }
+            assert!(total <= bound, "{total} bytes out of {} in", data.len());
+        }
+    }
+    let account = AccountSettings::new(intake::domain::AccountId::parse("fuzz").expect("valid"));
+    let scanned = scan_with(data, &account, FileLimits::default(), &opening).expect("reading from memory cannot fail");
+    assert_eq!(scanned.bytes, data.len() as u64, "scan saw every byte");
 }

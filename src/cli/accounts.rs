@@ -40,6 +40,17 @@ pub struct AccountArgs {
     /// CSV reports without a BOM (the default).
     #[arg(long)]
     no_report_bom: bool,
+    /// Reject uploads that are not OpenPGP-encrypted to the account's key
+    /// (`encryption_required`); `--pgp-require-encryption=false` to allow.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pgp_require_encryption: Option<bool>,
+    /// Reject uploads not signed by one of the merchant's keys in /keys.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pgp_require_signature: Option<bool>,
+    /// Encrypt results and failed records to the merchant's keys in /keys
+    /// (NAME.results.csv.pgp, NAME.failed.csv.pgp).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pgp_encrypt_reports: Option<bool>,
     /// Built-in mapping presets to try for this account's files:
     /// shopify,stripe,square,woocommerce,hubspot,mailchimp, `all` or `none`.
     #[arg(long)]
@@ -62,6 +73,15 @@ impl AccountArgs {
         }
         if self.report_bom || self.no_report_bom {
             base.report_bom = self.report_bom;
+        }
+        if let Some(on) = self.pgp_require_encryption {
+            base.pgp.require_encryption = on;
+        }
+        if let Some(on) = self.pgp_require_signature {
+            base.pgp.require_signature = on;
+        }
+        if let Some(on) = self.pgp_encrypt_reports {
+            base.pgp.encrypt_reports = on;
         }
         Ok(base)
     }

@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod mappings;
 pub mod nodes;
+pub mod pgp;
 pub mod tokens;
 pub mod webhooks;
 

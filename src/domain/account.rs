@@ -90,6 +90,23 @@ pub struct AccountSettings {
     pub report_bom: bool,
     /// Which mapping profile reads the account's file (none by default).
     pub mapping: MappingChoice,
+    /// OpenPGP rules for its uploads and reports (spec §12).
+    pub pgp: PgpRules,
+    /// The merchant key (40 hex) whose signature on the file being read
+    /// verified: found by a job's first pass and kept with its settings.
+    pub pgp_signer: Option<String>,
+}
+
+/// An account's OpenPGP rules (spec §12).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PgpRules {
+    /// A plain upload is rejected (`encryption_required`).
+    pub require_encryption: bool,
+    /// An upload not signed by one of its merchant keys is rejected
+    /// (`signature_required`, `bad_signature`).
+    pub require_signature: bool,
+    /// Results and failed records are encrypted to its merchant keys.
+    pub encrypt_reports: bool,
 }
 
 impl AccountSettings {
@@ -102,6 +119,8 @@ impl AccountSettings {
             phone_check: PhoneCheck::Possible,
             report_bom: false,
             mapping: MappingChoice::Unmapped,
+            pgp: PgpRules::default(),
+            pgp_signer: None,
         }
     }
 
@@ -142,6 +161,12 @@ impl AccountSettings {
             "phone_check": self.phone_check.as_str(),
             "report_bom": self.report_bom,
             "mapping": mapping,
+            "pgp": {
+                "require_encryption": self.pgp.require_encryption,
+                "require_signature": self.pgp.require_signature,
+                "encrypt_reports": self.pgp.encrypt_reports,
+                "signer": self.pgp_signer,
+            },
         })
         .to_string()
     }
@@ -167,9 +192,17 @@ impl AccountSettings {
                 MappingChoice::Chosen(AppliedMapping { profile: std::sync::Arc::new(profile), ignored })
             }
         };
+        let pgp = v.get("pgp");
+        let pgp_flag = |key: &str| pgp.and_then(|p| p.get(key)).and_then(|x| x.as_bool()).unwrap_or(false);
         Ok(AccountSettings {
             report_bom: v.get("report_bom").and_then(|x| x.as_bool()).unwrap_or(false),
             mapping,
+            pgp: PgpRules {
+                require_encryption: pgp_flag("require_encryption"),
+                require_signature: pgp_flag("require_signature"),
+                encrypt_reports: pgp_flag("encrypt_reports"),
+            },
+            pgp_signer: pgp.and_then(|p| p.get("signer")).and_then(|x| x.as_str()).map(str::to_owned),
             ..AccountSettings::from_text(avid.as_str(), text("default_region"), text("encoding"), text("phone_check"))?
         })
     }
@@ -193,6 +226,8 @@ mod tests {
     fn a_snapshot_gives_back_the_settings() {
         let mut s = AccountSettings::from_text("acme", Some("DE"), Some("windows-1252"), Some("valid")).unwrap();
         s.report_bom = true;
+        s.pgp = PgpRules { require_encryption: true, require_signature: false, encrypt_reports: true };
+        s.pgp_signer = Some("ab".repeat(20));
         assert_eq!(AccountSettings::from_snapshot(s.avid.clone(), &s.snapshot()).unwrap(), s);
         let plain = AccountSettings::new(AccountId::parse("a").unwrap());
         assert_eq!(AccountSettings::from_snapshot(plain.avid.clone(), &plain.snapshot()).unwrap(), plain);

@@ -78,6 +78,16 @@ pub enum FileErrorCode {
     NotText,
     RecordTooLarge,
     TooManyColumns,
+    /// OpenPGP (spec §12): not encrypted to the account's key, or corrupt.
+    DecryptFailed,
+    /// Encrypted without integrity protection (no MDC or AEAD).
+    IntegrityMissing,
+    /// The account requires a signature and the file has none.
+    SignatureRequired,
+    /// The signature does not verify with the merchant's keys.
+    BadSignature,
+    /// The account requires encryption and the file is plain.
+    EncryptionRequired,
 }
 
 impl FileErrorCode {
@@ -94,6 +104,11 @@ impl FileErrorCode {
             Self::NotText => "not_text",
             Self::RecordTooLarge => "record_too_large",
             Self::TooManyColumns => "too_many_columns",
+            Self::DecryptFailed => "decrypt_failed",
+            Self::IntegrityMissing => "integrity_missing",
+            Self::SignatureRequired => "signature_required",
+            Self::BadSignature => "bad_signature",
+            Self::EncryptionRequired => "encryption_required",
         }
     }
 }

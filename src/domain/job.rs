@@ -168,6 +168,21 @@ pub struct Summary {
     /// The file's columns that profile drops on purpose, as written in the file.
     #[serde(default)]
     pub ignored_columns: Vec<String>,
+    /// An OpenPGP upload's verified signer (spec §12); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgp: Option<SummaryPgp>,
+}
+
+/// The summary's `pgp`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SummaryPgp {
+    /// The fingerprint (40 hex) of the merchant key whose signature verified.
+    pub signer: Option<String>,
+    /// The results' name in `/outbox` when they are encrypted to the
+    /// merchant's keys (`NAME.results.csv.pgp`; `failed_file` names the
+    /// encrypted failed records then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results_file: Option<String>,
 }
 
 /// The summary's `mapping`: which profile, and which version of it.
@@ -252,6 +267,7 @@ mod tests {
             failed_file: None,
             mapping: None,
             ignored_columns: Vec::new(),
+            pgp: None,
         }
     }
 

@@ -11,12 +11,12 @@ pub mod mapping;
 pub mod shown;
 pub mod user;
 
-pub use account::{AccountId, AccountSettings, SettingError};
+pub use account::{AccountId, AccountSettings, PgpRules, SettingError};
 pub use customer::{
     Address, AddressKind, Addresses, CreateCustomer, CustomerRef, EmailAddress, FileEncoding, Invalid, JsonObject,
     PhoneCheck, PhoneNumber, PhoneRegion,
 };
 pub use errors::{FileError, FileErrorCode, RowError, RowErrorCode};
 pub use ids::{JobId, NodeId};
-pub use job::{JobKind, JobPhase, JobStatus, Summary, SummaryError, SummaryMapping};
+pub use job::{JobKind, JobPhase, JobStatus, Summary, SummaryError, SummaryMapping, SummaryPgp};
 pub use limits::FileLimits;

@@ -34,7 +34,8 @@ pub fn check_file(
         Some(applied) => crate::domain::mapping::MappingChoice::Chosen(applied),
         None => crate::domain::mapping::MappingChoice::Unmapped,
     };
-    let content = super::upload::open(File::open(path)?, limits.max_gzip_ratio)?;
+    let none = std::sync::Arc::new(crate::openpgp::Opening::none());
+    let content = super::upload::open(File::open(path)?, limits.max_gzip_ratio, &none)?;
     let mut reader = match RowReader::open(content.reader, account, limits)? {
         Ok(reader) => reader,
         Err(rejection) => return Ok(CheckOutcome { rejection: Some(rejection), ..Default::default() }),

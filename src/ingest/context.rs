@@ -4,8 +4,11 @@
 
 use crate::config::Config;
 use crate::domain::{AccountId, AccountSettings, FileLimits};
+use crate::keyring::{Keyring, KeyringError};
 use crate::mailbox::Layout;
+use crate::openpgp::Opening;
 use crate::store::{Job, Store, StoreError};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +21,8 @@ pub enum IngestError {
     Task(#[from] tokio::task::JoinError),
     #[error("a bug in intake: {0}")]
     Panic(String),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
 }
 
 /// The settings of a job's account; an account removed since the upload
@@ -42,6 +47,31 @@ pub(crate) async fn job_settings(ctx: &Context, job: &Job) -> Result<AccountSett
     }
 }
 
+/// What opening `account`'s upload at `upload` needs: its keys when the
+/// upload is an OpenPGP message or the account has rules about it (the
+/// database is asked only then), else no keys.
+pub(crate) async fn opening(
+    ctx: &Context,
+    account: &AccountSettings,
+    upload: &std::path::Path,
+) -> Result<Arc<Opening>, IngestError> {
+    let rules = account.pgp;
+    let path = upload.to_owned();
+    // An upload already archived (a report published again after a crash)
+    // reads as no message: whoever reads it next finds it gone anyway.
+    let pgp_upload = blocking("while reading an upload's first bytes", move || {
+        use std::io::Read;
+        let mut head = Vec::with_capacity(64);
+        let read = std::fs::File::open(&path).and_then(|f| f.take(64).read_to_end(&mut head));
+        Ok(read.is_ok() && crate::openpgp::looks_like_message(&head))
+    })
+    .await?;
+    if !pgp_upload && !rules.require_encryption {
+        return Ok(Arc::new(Opening { require_signature: rules.require_signature, ..Opening::none() }));
+    }
+    Ok(Arc::new(ctx.keyring.opening(&account.avid, rules).await?))
+}
+
 /// What a failure means for the job it happened to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -58,7 +88,10 @@ impl IngestError {
         match self {
             IngestError::Store(StoreError::NotOwner(_)) => Fault::LostOwnership,
             IngestError::Store(StoreError::Database(_)) => Fault::Transient,
-            IngestError::Store(_) | IngestError::Task(_) | IngestError::Panic(_) => Fault::Deterministic,
+            IngestError::Keyring(KeyringError::Store(StoreError::Database(_))) => Fault::Transient,
+            IngestError::Store(_) | IngestError::Task(_) | IngestError::Panic(_) | IngestError::Keyring(_) => {
+                Fault::Deterministic
+            }
             IngestError::Io { source, .. } => match source.raw_os_error() {
                 Some(libc::ENOSPC | libc::EDQUOT | libc::EAGAIN | libc::EINTR | libc::ENOMEM | libc::EMFILE) => {
                     Fault::Transient
@@ -144,11 +177,14 @@ pub struct Context {
     /// a word another process takes its jobs over.
     pub heartbeat: Duration,
     pub takeover_after: Duration,
+    /// The accounts' OpenPGP keys (spec §12).
+    pub keyring: Keyring,
 }
 
 impl Context {
     pub fn new(config: &Config, store: Store, owner: String) -> Context {
         Context {
+            keyring: Keyring::new(store.clone(), config.pgp_passphrase_path()),
             store,
             layout: Layout::new(&config.data_dir),
             limits: config.file_limits(),

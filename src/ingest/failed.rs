@@ -9,9 +9,11 @@
 use super::rows::{FileLimits, RecordSpan, RowReader};
 use super::upload;
 use crate::domain::AccountSettings;
+use crate::openpgp::Opening;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -24,14 +26,15 @@ pub fn write(
     out: &Path,
     account: &AccountSettings,
     limits: FileLimits,
+    pgp: &Arc<Opening>,
 ) -> io::Result<u64> {
-    let content = upload::open(File::open(upload_path)?, limits.max_gzip_ratio)?;
+    let content = upload::open(File::open(upload_path)?, limits.max_gzip_ratio, pgp)?;
     let mut records = match RowReader::open(content.reader, account.clone(), limits)? {
         Ok(reader) => reader,
         // A rejected file has no failed records, only its error.
         Err(_) => return Ok(0),
     };
-    let mut raw = Raw::open(upload_path, limits)?;
+    let mut raw = Raw::open(upload_path, limits, pgp)?;
     let mut writer = BufWriter::new(File::create(out)?);
     if raw.bom {
         writer.write_all(BOM)?;
@@ -79,8 +82,8 @@ struct Raw {
 }
 
 impl Raw {
-    fn open(upload_path: &Path, limits: FileLimits) -> io::Result<Raw> {
-        let content = upload::open(File::open(upload_path)?, limits.max_gzip_ratio)?;
+    fn open(upload_path: &Path, limits: FileLimits, pgp: &Arc<Opening>) -> io::Result<Raw> {
+        let content = upload::open(File::open(upload_path)?, limits.max_gzip_ratio, pgp)?;
         let mut reader = BufReader::with_capacity(64 * 1024, content.reader);
         let bom = reader.fill_buf()?.starts_with(BOM);
         if bom {
@@ -167,7 +170,7 @@ mod tests {
             writer.write(&row).unwrap();
         }
         writer.finish().unwrap();
-        let n = write(&up, &results, &out, &account(), FileLimits::default()).unwrap();
+        let n = write(&up, &results, &out, &account(), FileLimits::default(), &Arc::new(Opening::none())).unwrap();
         assert_eq!(n, failed.len() as u64);
         std::fs::read(&out).unwrap()
     }
@@ -206,7 +209,7 @@ mod tests {
             "line,ref,status,customer_id,error_code,error_field,error_message\n3,A2,failed,,x,y,z\n",
         )
         .unwrap();
-        write(&up, &results, &out, &account(), FileLimits::default()).unwrap();
+        write(&up, &results, &out, &account(), FileLimits::default(), &Arc::new(Opening::none())).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"ref,address\nA2,nope\n");
     }
 }

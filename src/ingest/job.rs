@@ -6,11 +6,11 @@
 //! The runner holds the job's lease (its right to change the job), the job
 //! as it was read, and the progress it has committed since.
 
-use super::context::{account_settings, blocking, io_err, job_settings, ChunkLimits, Context, IngestError};
+use super::context::{account_settings, blocking, io_err, job_settings, opening, ChunkLimits, Context, IngestError};
 use super::progress::{self, ProgressState};
 use super::publish::{self, Ending};
 use super::report::{ResultsWriter, RowResult, RowStatus};
-use super::rows::{scan, FileLimits, ParsedRow, RowReader};
+use super::rows::{scan_with, FileLimits, ParsedRow, RowReader};
 use super::thread::{JobThread, Pending};
 use super::upsert::{self, BatchRecord, RecordOutcome, UpsertOutcome, Writes};
 use crate::clock;
@@ -193,11 +193,14 @@ impl JobRunner {
         let bom = account.report_bom;
         let upload = PathBuf::from(&job.spool_path);
         let reading = format!("while reading upload {} of job {}", job.file_name, job.job_id);
+        let pgp = opening(ctx, &account, &upload).await?;
         if fresh {
-            let (path, acct, limits) = (upload.clone(), account.clone(), ctx.limits);
-            let scanned = blocking(reading.clone(), move || scan(File::open(&path)?, &acct, limits)).await?;
+            let (path, acct, limits, keys) = (upload.clone(), account.clone(), ctx.limits, pgp.clone());
+            let scanned =
+                blocking(reading.clone(), move || scan_with(File::open(&path)?, &acct, limits, &keys)).await?;
             let now = clock::now();
             account.mapping = scanned.mapping.clone().map_or(MappingChoice::Unmapped, MappingChoice::Chosen);
+            account.pgp_signer = scanned.pgp_signer.clone();
             let settings = account.snapshot();
             let pass = crate::store::FirstPass {
                 sha256: &scanned.sha256,
@@ -215,7 +218,7 @@ impl JobRunner {
         tracing::info!(account = %job.account, file = %job.file_name, job_id = %job.job_id,
             rows = job.rows_total, resumed_at = job.progress.records_done, attempt = job.attempts, "job started");
         let (path, acct, skip, limits) = (upload, account, job.progress.records_done, ctx.limits);
-        let opened = blocking(reading, move || open_reader(&path, acct, limits, skip)).await?;
+        let opened = blocking(reading, move || open_reader(&path, acct, limits, skip, &pgp)).await?;
         let upload = match opened {
             Ok(upload) => upload,
             Err(rejection) => return Ok(JobRunner::new(lease, job, State::Ending(Ending::Rejected(rejection)))),
@@ -439,8 +442,9 @@ fn open_reader(
     account: AccountSettings,
     limits: FileLimits,
     skip: u64,
+    pgp: &Arc<crate::openpgp::Opening>,
 ) -> std::io::Result<Result<Upload, FileError>> {
-    let content = super::upload::open(File::open(path)?, limits.max_gzip_ratio)?;
+    let content = super::upload::open(File::open(path)?, limits.max_gzip_ratio, pgp)?;
     let mut rows = match RowReader::open(content.reader, account, limits)? {
         Ok(rows) => Box::new(rows),
         Err(e) => return Ok(Err(e)),

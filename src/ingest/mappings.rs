@@ -68,11 +68,12 @@ pub fn suggestion(
     code: FileErrorCode,
     encoding: FileEncoding,
     limits: FileLimits,
+    pgp: &std::sync::Arc<crate::openpgp::Opening>,
 ) -> std::io::Result<Option<String>> {
     if !is_mappable(code) {
         return Ok(None);
     }
-    let content = super::upload::open(std::fs::File::open(upload)?, limits.max_gzip_ratio)?;
+    let content = super::upload::open(std::fs::File::open(upload)?, limits.max_gzip_ratio, pgp)?;
     let Some(names) = header_names(content.reader, encoding, limits)? else { return Ok(None) };
     Ok(Some(suggest::suggest(&names, file_name)))
 }

@@ -11,10 +11,13 @@ use super::context::{blocking, job_settings, Context, Fault, IngestError};
 use super::report::{count_error_codes, ResultsWriter};
 use crate::clock;
 use crate::domain::{AccountSettings, FileError, FileErrorCode, JobStatus, Summary, SummaryError, SummaryMapping};
+use crate::keyring::Sealing;
 use crate::mailbox::{archive_name, publish_atomically, rename_durably, ReportNames};
+use crate::openpgp::Opening;
 use crate::store::{Job, JobLease, JobPhase, JobProgress, StoreError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How a job ends.
 #[derive(Debug, Clone)]
@@ -122,10 +125,15 @@ pub async fn decide(ctx: &Context, lease: &JobLease, ending: Ending) -> Result<S
         _ => None,
     };
     let (work_ctx, work_job) = (ctx.clone(), job.clone());
+    let pgp_signer = account.pgp_signer.clone();
+    // Reports encrypted to the merchant's keys, when the account says so
+    // and has a current one (decided once, kept in the summary).
+    let sealed = ctx.keyring.sealing(&account.avid, account.pgp).await?.is_some();
+    let pgp = super::context::opening(ctx, &account, Path::new(&job.spool_path)).await?;
     let (errors_by_code, any_failed_file, suggested) = blocking("while writing the report", move || {
         let suggested =
-            rejected_code.is_some_and(|code| suggestion_text(&work_ctx, &work_job, code, &account).is_some());
-        let (counts, any_failed) = write_decided_files(&work_ctx, &work_job, &ending, progress, account)?;
+            rejected_code.is_some_and(|code| suggestion_text(&work_ctx, &work_job, code, &account, &pgp).is_some());
+        let (counts, any_failed) = write_decided_files(&work_ctx, &work_job, &ending, progress, account, &pgp)?;
         Ok((counts, any_failed, suggested))
     })
     .await?;
@@ -138,7 +146,8 @@ pub async fn decide(ctx: &Context, lease: &JobLease, ending: Ending) -> Result<S
             error.message
         );
     }
-    let failed_file = any_failed_file.then(|| ReportNames::of(&job.file_name, job.kind.is_dry_run()).failed);
+    let names = ReportNames::of(&job.file_name, job.kind.is_dry_run());
+    let failed_file = any_failed_file.then(|| if sealed { sealed_name(&names.failed) } else { names.failed.clone() });
     let finished_at = clock::now();
     let summary = Summary {
         account: job.account.clone(),
@@ -161,6 +170,10 @@ pub async fn decide(ctx: &Context, lease: &JobLease, ending: Ending) -> Result<S
         failed_file,
         mapping,
         ignored_columns,
+        pgp: (pgp_signer.is_some() || sealed).then(|| crate::domain::SummaryPgp {
+            signer: pgp_signer,
+            results_file: sealed.then(|| sealed_name(&names.results)),
+        }),
     };
     ctx.store.decide_job(lease, &summary).await?;
     Ok(summary)
@@ -176,6 +189,7 @@ fn write_decided_files(
     ending: &Ending,
     progress: JobProgress,
     account: AccountSettings,
+    pgp: &Arc<Opening>,
 ) -> std::io::Result<(BTreeMap<String, u64>, bool)> {
     std::fs::create_dir_all(ctx.layout.spool(&job.job_id))?;
     let (results, failed) = (results_path(ctx, job), failed_path(ctx, job));
@@ -187,7 +201,7 @@ fn write_decided_files(
     if progress.failed == 0 || matches!(ending, Ending::Rejected(_)) {
         return Ok((counts, false));
     }
-    match super::failed::write(Path::new(&job.spool_path), &results, &failed, &account, ctx.limits) {
+    match super::failed::write(Path::new(&job.spool_path), &results, &failed, &account, ctx.limits, pgp) {
         Ok(n) if n > 0 => Ok((counts, true)),
         Ok(_) => {
             let _ = std::fs::remove_file(&failed);
@@ -203,6 +217,40 @@ fn write_decided_files(
             Ok((counts, false))
         }
     }
+}
+
+/// A report file's name when it is encrypted.
+fn sealed_name(name: &str) -> String {
+    format!("{name}.pgp")
+}
+
+/// Moves a report file from the spool to `target` in the outbox; with
+/// `sealing`, encrypted (to `target`.pgp, as a stream) instead, and no
+/// plain file of that name is left (an older upload's).
+fn publish_report_file(from: &Path, target: &Path, sealing: Option<&Sealing>) -> std::io::Result<()> {
+    let Some(sealing) = sealing else {
+        remove_if_present(&PathBuf::from(format!("{}.pgp", target.display())))?;
+        return rename_durably(from, target);
+    };
+    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("report.csv").to_owned();
+    let sealed = PathBuf::from(format!("{}.pgp", from.display()));
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&sealed)?);
+        crate::openpgp::encrypt_report(
+            std::io::BufReader::new(std::fs::File::open(from)?),
+            &name,
+            &sealing.recipients,
+            &sealing.signer,
+            &sealing.passphrase,
+            &mut out,
+        )
+        .map_err(std::io::Error::other)?;
+        std::io::Write::flush(&mut out)?;
+        out.get_ref().sync_data()?;
+    }
+    remove_if_present(target)?;
+    rename_durably(&sealed, &PathBuf::from(format!("{}.pgp", target.display())))?;
+    std::fs::remove_file(from)
 }
 
 /// The decided summary of a job in phase `publishing`.
@@ -222,13 +270,29 @@ pub async fn publish(ctx: &Context, lease: JobLease, summary: &Summary) -> Resul
     let job = committed(ctx, &lease).await?;
     let code = summary.error.as_ref().and_then(|e| super::mappings::mappable_code(&e.code));
     let suggestion = match (summary.status, code) {
-        (JobStatus::Rejected, Some(code)) => Some((code, job_settings(ctx, &job).await?)),
+        (JobStatus::Rejected, Some(code)) => {
+            let account = job_settings(ctx, &job).await?;
+            let pgp = super::context::opening(ctx, &account, Path::new(&job.spool_path)).await?;
+            Some((code, account, pgp))
+        }
         _ => None,
     };
     let (work_ctx, work_job, failed_file) = (ctx.clone(), job.clone(), summary.failed_file.is_some());
     let json = serde_json::to_vec_pretty(summary).expect("a summary serialises");
+    let sealing = match summary.pgp.as_ref().and_then(|p| p.results_file.as_ref()) {
+        None => None,
+        Some(_) => {
+            let account = job_settings(ctx, &job).await?;
+            let sealing = ctx.keyring.sealing(&account.avid, account.pgp).await?;
+            // Never plain instead: the merchant's keys were removed since.
+            Some(Arc::new(sealing.ok_or_else(|| IngestError::Io {
+                what: "while encrypting the report".to_owned(),
+                source: std::io::Error::other("the account has no current merchant key to encrypt its report to"),
+            })?))
+        }
+    };
     blocking("while publishing the report", move || {
-        publish_files(&work_ctx, &work_job, failed_file, &json, suggestion)
+        publish_files(&work_ctx, &work_job, failed_file, &json, suggestion, sealing.as_deref())
     })
     .await?;
     crate::webhooks::job_ended(&ctx.store, summary).await?;
@@ -251,7 +315,8 @@ fn publish_files(
     job: &Job,
     failed_file: bool,
     json: &[u8],
-    suggestion: Option<(FileErrorCode, AccountSettings)>,
+    suggestion: Option<(FileErrorCode, AccountSettings, Arc<Opening>)>,
+    sealing: Option<&Sealing>,
 ) -> std::io::Result<()> {
     let layout = &ctx.layout;
     layout.ensure_account(&job.account)?;
@@ -264,20 +329,21 @@ fn publish_files(
     if results.exists() {
         // An older upload's summary must not stand beside this upload's results.
         remove_if_present(&summary_path)?;
-        rename_durably(&results, &outbox.join(&names.results))?;
+        publish_report_file(&results, &outbox.join(&names.results), sealing)?;
     }
     let failed = owned_path(ctx, job, "failed", decider);
     if !failed_file {
         // An older upload's failed records are no part of this report.
         remove_if_present(&outbox.join(&names.failed))?;
+        remove_if_present(&outbox.join(sealed_name(&names.failed)))?;
     } else if failed.exists() {
-        rename_durably(&failed, &outbox.join(&names.failed))?;
+        publish_report_file(&failed, &outbox.join(&names.failed), sealing)?;
     }
     // The suggested profile of a file rejected for its columns (derived
     // from the upload again: it is still in the spool until archived);
     // an older upload's suggestion is no part of this report.
     let suggestion_path = outbox.join(super::mappings::suggestion_name(&job.file_name));
-    match suggestion.and_then(|(code, account)| suggestion_text(ctx, job, code, &account)) {
+    match suggestion.and_then(|(code, account, pgp)| suggestion_text(ctx, job, code, &account, &pgp)) {
         Some(text) => publish_atomically(&suggestion_path, text.as_bytes())?,
         None => remove_if_present(&suggestion_path)?,
     }
@@ -347,9 +413,15 @@ pub async fn abort(ctx: &Context, lease: JobLease, reason: &str) -> Result<Summa
 
 /// The profile suggested for `job`'s upload, rejected with `code` (`None`:
 /// none is, or the upload cannot be read for it, which only loses the hint).
-fn suggestion_text(ctx: &Context, job: &Job, code: FileErrorCode, account: &AccountSettings) -> Option<String> {
+fn suggestion_text(
+    ctx: &Context,
+    job: &Job,
+    code: FileErrorCode,
+    account: &AccountSettings,
+    pgp: &Arc<Opening>,
+) -> Option<String> {
     let upload = PathBuf::from(&job.spool_path);
-    match super::mappings::suggestion(&upload, &job.file_name, code, account.encoding, ctx.limits) {
+    match super::mappings::suggestion(&upload, &job.file_name, code, account.encoding, ctx.limits, pgp) {
         Ok(text) => text,
         Err(e) => {
             tracing::warn!(job_id = %job.job_id, file = %job.file_name, error = %e, "no mapping suggestion");

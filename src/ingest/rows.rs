@@ -10,6 +10,7 @@ use crate::domain::{
     AccountSettings, Address, AddressKind, Addresses, CreateCustomer, CustomerRef, FileEncoding, FileError,
     FileErrorCode, Invalid, JsonObject, RowError, RowErrorCode,
 };
+use crate::openpgp::{MessageError, Opening};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::io::{self, BufRead, BufReader, Read};
@@ -545,6 +546,8 @@ pub struct FileScan {
     pub rejection: Option<FileError>,
     /// The mapping profile that reads the file, when one does.
     pub mapping: Option<AppliedMapping>,
+    /// The merchant key (40 hex) whose signature on an OpenPGP upload verified.
+    pub pgp_signer: Option<String>,
 }
 
 /// Hashes what passes through it.
@@ -593,6 +596,7 @@ struct ContentScan {
     record_too_large: Option<u64>,
     binary: bool,
     unreadable: Option<super::upload::ContentError>,
+    pgp_signer: Option<String>,
 }
 
 /// Reads the whole file once: its hash and size (as uploaded), record
@@ -600,9 +604,20 @@ struct ContentScan {
 /// gzip, no valid header, too large — decompressed or by its ratio —, too
 /// many rows, a record over the limit). Memory stays bounded by the record limit.
 pub fn scan(file: impl Read + Send, account: &AccountSettings, limits: FileLimits) -> io::Result<FileScan> {
+    scan_with(file, account, limits, &Arc::new(Opening::none()))
+}
+
+/// [`scan`], an OpenPGP upload opened with `pgp` (decrypted, and its
+/// signature checked to the end before any row is applied).
+pub fn scan_with(
+    file: impl Read + Send,
+    account: &AccountSettings,
+    limits: FileLimits,
+    pgp: &Arc<Opening>,
+) -> io::Result<FileScan> {
     use sha2::Digest;
     let mut hashing = Hashing { inner: file, hasher: sha2::Sha256::new(), bytes: 0 };
-    let found = match scan_content(&mut hashing, account, limits) {
+    let found = match scan_content(&mut hashing, account, limits, pgp) {
         Ok(found) => found,
         Err(e) => match super::upload::ContentError::of(&e) {
             Some(problem) => ContentScan { unreadable: Some(problem.clone()), ..Default::default() },
@@ -619,6 +634,13 @@ pub fn scan(file: impl Read + Send, account: &AccountSettings, limits: FileLimit
         let code = match problem {
             super::upload::ContentError::NotGzip(_) => FileErrorCode::NotText,
             super::upload::ContentError::TooCompressed { .. } => FileErrorCode::FileTooLarge,
+            super::upload::ContentError::Pgp(ref e) => match e {
+                MessageError::DecryptFailed(_) => FileErrorCode::DecryptFailed,
+                MessageError::IntegrityMissing => FileErrorCode::IntegrityMissing,
+                MessageError::SignatureRequired => FileErrorCode::SignatureRequired,
+                MessageError::BadSignature(_) => FileErrorCode::BadSignature,
+                MessageError::EncryptionRequired => FileErrorCode::EncryptionRequired,
+            },
         };
         Some(FileError::new(code, problem.to_string()))
     } else if hashing.bytes > limits.max_file_bytes || found.too_large {
@@ -654,13 +676,27 @@ pub fn scan(file: impl Read + Send, account: &AccountSettings, limits: FileLimit
     };
     let records = found.records;
     let mapping = if rejection.is_none() { mapping } else { None };
-    Ok(FileScan { sha256: hex::encode(hashing.hasher.finalize()), bytes: hashing.bytes, records, rejection, mapping })
+    let pgp_signer = found.pgp_signer;
+    Ok(FileScan {
+        sha256: hex::encode(hashing.hasher.finalize()),
+        bytes: hashing.bytes,
+        records,
+        rejection,
+        mapping,
+        pgp_signer,
+    })
 }
 
 /// The content pass of [`scan`]: reads records until the end or the first
 /// reason to reject the file.
-fn scan_content(raw: impl Read + Send, account: &AccountSettings, limits: FileLimits) -> io::Result<ContentScan> {
-    let content = super::upload::open(raw, limits.max_gzip_ratio)?;
+fn scan_content(
+    raw: impl Read + Send,
+    account: &AccountSettings,
+    limits: FileLimits,
+    pgp: &Arc<Opening>,
+) -> io::Result<ContentScan> {
+    let content = super::upload::open(raw, limits.max_gzip_ratio, pgp)?;
+    let outcome = content.pgp.clone();
     let (prepared, delimiter) = prepare(Head { inner: content.reader, head: Vec::new(), total: 0 })?;
     let mut csv = csv_reader(LineCounter::new(prepared, limits.max_record_bytes), delimiter);
     let mut record = csv::ByteRecord::new();
@@ -716,6 +752,7 @@ fn scan_content(raw: impl Read + Send, account: &AccountSettings, limits: FileLi
     found.binary = head.head.contains(&0);
     // Blank lines at the end are content too.
     found.too_large |= head.total > limits.max_file_bytes;
+    found.pgp_signer = outcome.and_then(|o| o.lock().expect("not poisoned").signer.clone());
     Ok(found)
 }
 

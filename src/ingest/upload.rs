@@ -1,12 +1,17 @@
 //! An upload's content as a byte stream: the file as uploaded, or — when it
 //! starts with the gzip magic bytes, whatever its name — decompressed as a
 //! stream. A ratio limit stops a gzip bomb after at most a megabyte more
-//! than the ratio allows, long before it is spent. Knows nothing about CSV.
+//! than the ratio allows, long before it is spent. An OpenPGP message
+//! (spec §12: armoured or binary, whatever its name) is decrypted as a
+//! stream first (`crate::openpgp`), its output within the same ratio (PGP's
+//! own compression), with gzip inside it decompressed the same way.
+//! Knows nothing about CSV.
 
+use crate::openpgp::{self, MessageError, Opening, Outcome};
 use flate2::bufread::MultiGzDecoder;
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// What makes a stream of upload bytes unusable as content.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -20,6 +25,9 @@ pub enum ContentError {
          (a gzip bomb, or data far more repetitive than customer records)"
     )]
     TooCompressed { ratio: u64 },
+    /// An OpenPGP message that cannot be used (spec §12).
+    #[error("{0}")]
+    Pgp(MessageError),
 }
 
 impl ContentError {
@@ -76,6 +84,31 @@ impl<R: BufRead> Read for Gunzip<R> {
     }
 }
 
+/// Decrypted bytes, within the ratio limit against the bytes of the
+/// upload read (PGP's own compression); the message's errors become
+/// content errors.
+struct Decrypted<R> {
+    inner: R,
+    compressed: Arc<AtomicU64>,
+    produced: u64,
+    max_ratio: u64,
+}
+
+impl<R: Read> Read for Decrypted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf).map_err(|e| match MessageError::of(&e) {
+            Some(problem) => io::Error::other(ContentError::Pgp(problem.clone())),
+            None => e,
+        })?;
+        self.produced += n as u64;
+        let allowed = self.compressed.load(Ordering::Relaxed).saturating_mul(self.max_ratio) + RATIO_SLACK_BYTES;
+        if self.produced > allowed {
+            return Err(io::Error::other(ContentError::TooCompressed { ratio: self.max_ratio }));
+        }
+        Ok(n)
+    }
+}
+
 /// Reads until the buffer is full or the stream ends: a gzip member ends a
 /// read early, and the CSV reader looks at its first buffer whole (a BOM, the
 /// header's delimiter) however the members were cut.
@@ -113,13 +146,45 @@ pub struct Content<'a> {
     /// Bytes of the upload read so far (compressed bytes for a gzip upload).
     pub consumed: Arc<AtomicU64>,
     pub compressed: bool,
+    /// For an OpenPGP upload: what its message told once read to the end.
+    pub pgp: Option<Arc<Mutex<Outcome>>>,
 }
 
-/// Opens `raw` (the upload's bytes) for reading its content; gzip is
+/// Opens `raw` (the upload's bytes) for reading its content; an OpenPGP
+/// message is detected by its first bytes and decrypted with `pgp`'s keys
+/// (a plain upload is refused when `pgp` requires encryption); gzip is
 /// detected by its magic bytes and decompressed within `max_ratio`.
-pub fn open<'a>(raw: impl Read + Send + 'a, max_ratio: u64) -> io::Result<Content<'a>> {
+pub fn open<'a>(raw: impl Read + Send + 'a, max_ratio: u64, pgp: &Arc<Opening>) -> io::Result<Content<'a>> {
     let consumed = Arc::new(AtomicU64::new(0));
     let mut buffered = BufReader::with_capacity(64 * 1024, Counted { inner: raw, count: consumed.clone() });
+    let max_ratio = max_ratio.max(1);
+    if openpgp::looks_like_message(buffered.fill_buf()?) {
+        let (plain, outcome) =
+            openpgp::open(buffered, pgp.clone()).map_err(|e| io::Error::other(ContentError::Pgp(e)))?;
+        let decrypted = Decrypted { inner: plain, compressed: consumed.clone(), produced: 0, max_ratio };
+        let mut inner = BufReader::with_capacity(64 * 1024, decrypted);
+        let compressed = inner.fill_buf()?.starts_with(&GZIP_MAGIC);
+        let reader: Box<dyn Read + Send + 'a> = if compressed {
+            Box::new(Filling {
+                inner: Gunzip {
+                    decoder: MultiGzDecoder::new(inner),
+                    compressed: consumed.clone(),
+                    decompressed: 0,
+                    max_ratio,
+                },
+                pending: None,
+            })
+        } else {
+            Box::new(Filling { inner, pending: None })
+        };
+        return Ok(Content { reader, consumed, compressed, pgp: Some(outcome) });
+    }
+    if pgp.require_encryption {
+        return Err(io::Error::other(ContentError::Pgp(MessageError::EncryptionRequired)));
+    }
+    if pgp.require_signature {
+        return Err(io::Error::other(ContentError::Pgp(MessageError::SignatureRequired)));
+    }
     let compressed = buffered.fill_buf()?.starts_with(&GZIP_MAGIC);
     let reader: Box<dyn Read + Send + 'a> = if compressed {
         Box::new(Filling {
@@ -127,14 +192,14 @@ pub fn open<'a>(raw: impl Read + Send + 'a, max_ratio: u64) -> io::Result<Conten
                 decoder: MultiGzDecoder::new(buffered),
                 compressed: consumed.clone(),
                 decompressed: 0,
-                max_ratio: max_ratio.max(1),
+                max_ratio,
             },
             pending: None,
         })
     } else {
         Box::new(buffered)
     };
-    Ok(Content { reader, consumed, compressed })
+    Ok(Content { reader, consumed, compressed, pgp: None })
 }
 
 #[cfg(test)]
@@ -150,7 +215,7 @@ mod tests {
 
     fn read_all(raw: &[u8], ratio: u64) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        open(raw, ratio)?.reader.read_to_end(&mut out)?;
+        open(raw, ratio, &Arc::new(Opening::none()))?.reader.read_to_end(&mut out)?;
         Ok(out)
     }
 
@@ -159,7 +224,7 @@ mod tests {
         let csv = b"ref,address\nA1,+15555550001\n";
         assert_eq!(read_all(csv, 100).unwrap(), csv);
         let compressed = gzip(csv);
-        assert!(open(&compressed[..], 100).unwrap().compressed);
+        assert!(open(&compressed[..], 100, &Arc::new(Opening::none())).unwrap().compressed);
         assert_eq!(read_all(&gzip(csv), 100).unwrap(), csv);
     }
 
@@ -176,7 +241,7 @@ mod tests {
         cut.extend(gzip(b"\xBFref;addr"));
         cut.extend(gzip(b"ess\nA1;+15555550001\n"));
         let mut first = vec![0; 64 * 1024];
-        let n = open(&cut[..], 100).unwrap().reader.read(&mut first).unwrap();
+        let n = open(&cut[..], 100, &Arc::new(Opening::none())).unwrap().reader.read(&mut first).unwrap();
         assert_eq!(&first[..n], b"\xEF\xBB\xBFref;address\nA1;+15555550001\n", "one read gives it all");
     }
 
@@ -184,7 +249,7 @@ mod tests {
     fn a_gzip_bomb_stops_within_the_slack_of_the_ratio() {
         let bomb = gzip(&vec![b'a'; 64 * 1024 * 1024]);
         assert!(bomb.len() < 200 * 1024, "{}", bomb.len());
-        let mut content = open(&bomb[..], 10).unwrap();
+        let mut content = open(&bomb[..], 10, &Arc::new(Opening::none())).unwrap();
         let mut buf = vec![0; 64 * 1024];
         let mut total = 0u64;
         let error = loop {
@@ -208,5 +273,78 @@ mod tests {
         garbage.extend(b"not really gzip at all");
         let e = read_all(&garbage, 100).unwrap_err();
         assert!(matches!(ContentError::of(&e), Some(ContentError::NotGzip(_))), "{e}");
+    }
+
+    /// A new-format OpenPGP packet: tag, a five-octet length, the body.
+    fn packet(tag: u8, declared: u32, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![0xC0 | tag, 0xFF];
+        out.extend(declared.to_be_bytes());
+        out.extend(body);
+        out
+    }
+
+    fn literal(data: &[u8]) -> Vec<u8> {
+        let mut body = vec![b'b', 0, 0, 0, 0, 0];
+        body.extend(data);
+        packet(11, body.len() as u32, &body)
+    }
+
+    fn compressed(inner: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(inner).unwrap();
+        let mut body = vec![1u8];
+        body.extend(encoder.finish().unwrap());
+        packet(8, body.len() as u32, &body)
+    }
+
+    fn pgp_error(raw: &[u8]) -> Option<ContentError> {
+        let e = read_all(raw, 100).err()?;
+        ContentError::of(&e).cloned()
+    }
+
+    fn decrypt_failed(e: Option<ContentError>) -> bool {
+        matches!(e, Some(ContentError::Pgp(MessageError::DecryptFailed(_))))
+    }
+
+    #[test]
+    fn an_unencrypted_literal_message_reads_and_a_cut_one_fails() {
+        let csv = b"ref,address\nA1,+15555550001\n";
+        assert_eq!(read_all(&literal(csv), 100).unwrap(), csv);
+        assert_eq!(read_all(&compressed(&literal(csv)), 100).unwrap(), csv);
+        // A literal packet that claims 1 GB on a 1 KB file ends early: refused.
+        let claims_a_gigabyte = packet(11, 1 << 30, &[b'b'; 1024]);
+        assert!(decrypt_failed(pgp_error(&claims_a_gigabyte)));
+    }
+
+    #[test]
+    fn compression_nested_deeper_than_twice_is_refused_and_a_pgp_bomb_stops_at_the_ratio() {
+        let csv = b"ref,address\nA1,+15555550001\n";
+        let twice = compressed(&compressed(&literal(csv)));
+        assert_eq!(read_all(&twice, 100).unwrap(), csv);
+        let thrice = compressed(&twice);
+        assert!(decrypt_failed(pgp_error(&thrice)), "{:?}", pgp_error(&thrice));
+        let bomb = compressed(&literal(&vec![b'\n'; 64 * 1024 * 1024]));
+        assert!(bomb.len() < 256 * 1024);
+        assert_eq!(pgp_error(&bomb), Some(ContentError::TooCompressed { ratio: 100 }));
+    }
+
+    #[test]
+    fn an_armour_header_of_ten_megabytes_is_refused() {
+        let mut armoured = b"-----BEGIN PGP MESSAGE-----\nComment: ".to_vec();
+        armoured.extend(vec![b'a'; 10 * 1024 * 1024]);
+        armoured.extend(b"\n\nowAA\n-----END PGP MESSAGE-----\n");
+        assert!(decrypt_failed(pgp_error(&armoured)), "{:?}", pgp_error(&armoured));
+    }
+
+    #[test]
+    fn a_plain_csv_is_refused_only_when_the_account_requires_encryption() {
+        let csv = b"ref,address\nA1,+15555550001\n";
+        let strict = Arc::new(Opening { require_encryption: true, ..Opening::none() });
+        let e = open(&csv[..], 100, &strict).err().unwrap();
+        assert_eq!(ContentError::of(&e), Some(&ContentError::Pgp(MessageError::EncryptionRequired)));
+        let signed = Arc::new(Opening { require_signature: true, ..Opening::none() });
+        let e = open(&csv[..], 100, &signed).err().unwrap();
+        assert_eq!(ContentError::of(&e), Some(&ContentError::Pgp(MessageError::SignatureRequired)));
+        assert_eq!(read_all(csv, 100).unwrap(), csv);
     }
 }

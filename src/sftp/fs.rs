@@ -94,6 +94,10 @@ pub(crate) struct FsShared {
 #[path = "mappings.rs"]
 mod mappings;
 
+/// The `/keys` folder: OpenPGP keys, kept in the database (spec §12).
+#[path = "keys.rs"]
+mod keys;
+
 /// Paths on disk that some session has open (reading or uploading).
 #[derive(Default)]
 pub(crate) struct OpenFiles(Mutex<OpenPaths>);
@@ -182,6 +186,26 @@ struct Upload {
     /// Kept for resuming when cut (not a mapping profile's upload).
     resumable: bool,
     _open: OpenFile,
+}
+
+impl Upload {
+    /// An upload that is sent whole, never resumed (a mapping profile, a key).
+    fn whole(file: StdFile, temp: PathBuf, target: PathBuf, display: String, open: OpenFile) -> Upload {
+        Upload {
+            file,
+            temp,
+            target,
+            display,
+            size: 0,
+            received: 0,
+            failed: None,
+            in_order: Default::default(),
+            append: false,
+            resumed: false,
+            resumable: false,
+            _open: open,
+        }
+    }
 }
 
 enum Open {

@@ -4,6 +4,7 @@
 //! and checked when it closes: an invalid profile is refused right there
 //! with a failure status naming the line and the key, which OpenSSH `sftp`
 //! prints. Listing shows the profiles as they are; deleting removes one.
+//! Each hook asks `/keys` (`keys.rs`, the same kind of folder) first.
 
 use super::*;
 use crate::domain::mapping::{check_name, MAX_PROFILE_BYTES};
@@ -65,8 +66,12 @@ fn attrs(dir: bool, size: u64, writable: bool, user: &str, group: &str) -> FileA
     }
 }
 
-/// `realpath` of a path in `/mappings` (the folder exists on no disk).
+/// `realpath` of a path in `/mappings` (the folder exists on no disk), or
+/// in `/keys`.
 pub(super) fn realpath(id: u32, path: &str) -> Option<Reply<Name>> {
+    if let Some(result) = super::keys::realpath(id, path) {
+        return Some(result);
+    }
     mapping_path(path)?;
     let parts = jail::normalise(path).ok()?;
     Some(Ok(Name { id, files: vec![File::dummy(format!("/{}", parts.join("/")))] }))
@@ -83,6 +88,9 @@ impl AccountFs {
     }
 
     pub(super) async fn mapping_stat(&mut self, _id: u32, path: &str) -> Option<Reply<Attrs>> {
+        if let Some(result) = self.key_stat(_id, path).await {
+            return Some(result);
+        }
         let place = mapping_path(path)?;
         let (user, group) = self.view.names();
         let writable = self.view.user.can_upload;
@@ -109,11 +117,16 @@ impl AccountFs {
             };
             let (user, group) = self.view.names();
             let entry = named(FOLDER, attrs(true, 0, self.view.user.can_upload, user, group), user, group);
+            let keys = super::keys::folder_entry(self.view.user.can_upload, user, group);
             if let Some(OpenHandle { open: Open::Dir { entries, .. }, .. }) = self.handles.get_mut(&handle.handle) {
                 entries.push(entry);
+                entries.push(keys);
                 entries.sort_by(|a, b| a.filename.cmp(&b.filename));
             }
             return Some(Ok(handle));
+        }
+        if let Some(result) = self.key_opendir(id, path).await {
+            return Some(result);
         }
         match mapping_path(path)? {
             MappingPath::Folder => {}
@@ -141,6 +154,9 @@ impl AccountFs {
     /// A write opens an upload written aside (checked at close); a read
     /// opens the profile's current text.
     pub(super) async fn mapping_open(&mut self, id: u32, path: &str, pflags: OpenFlags) -> Option<Reply<Handle>> {
+        if let Some(result) = self.key_open(id, path, pflags).await {
+            return Some(result);
+        }
         let place = mapping_path(path)?;
         let writes = pflags.intersects(OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE);
         let name = match place {
@@ -168,20 +184,7 @@ impl AccountFs {
         let (file, temp) = self.temp_file(display)?;
         let target = self.view.root.join(TARGET_MARK).join(format!("{name}.toml"));
         let open = self.shared.open_files.register(&temp);
-        let upload = Upload {
-            file,
-            temp,
-            target,
-            display: display.to_owned(),
-            size: 0,
-            received: 0,
-            failed: None,
-            in_order: Default::default(),
-            append: false,
-            resumed: false,
-            resumable: false,
-            _open: open,
-        };
+        let upload = Upload::whole(file, temp, target, display.to_owned(), open);
         Ok(Handle { id, handle: self.new_handle(Open::Upload(upload), slot) })
     }
 
@@ -200,7 +203,7 @@ impl AccountFs {
 
     /// A hidden temp file in `/customers` (reserved name: no client sees
     /// it; one left by a crash is swept like an upload's).
-    fn temp_file(&self, display: &str) -> Reply<(StdFile, PathBuf)> {
+    pub(super) fn temp_file(&self, display: &str) -> Reply<(StdFile, PathBuf)> {
         let mut random = [0u8; 8];
         rand::thread_rng().fill_bytes(&mut random);
         let dir = self.view.root.join(Folder::Customers.name());
@@ -219,6 +222,9 @@ impl AccountFs {
     /// Closing a profile's upload checks and stores it, or refuses it with
     /// the reason (the line and the key).
     pub(super) async fn mapping_close(&mut self, id: u32, handle: &str) -> Option<Reply<Status>> {
+        if let Some(result) = self.key_close(id, handle).await {
+            return Some(result);
+        }
         let is_profile = match self.handles.get(handle).map(|h| &h.open) {
             Some(Open::Upload(up)) => up.target.parent().and_then(|p| p.file_name()).is_some_and(|n| n == TARGET_MARK),
             _ => false,
@@ -250,6 +256,9 @@ impl AccountFs {
     }
 
     pub(super) async fn mapping_remove(&mut self, id: u32, path: &str) -> Option<Reply<Status>> {
+        if let Some(result) = self.key_remove(id, path).await {
+            return Some(result);
+        }
         let name = match mapping_path(path)? {
             MappingPath::Profile(name) => name,
             MappingPath::Folder => return Some(Err(denied("Permission denied: folders cannot be removed"))),

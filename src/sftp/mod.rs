@@ -68,6 +68,29 @@ pub trait UserDirectory: Send + Sync + 'static {
     async fn remove_mapping(&self, _account: &str, _name: &str) -> anyhow::Result<bool> {
         Ok(false)
     }
+
+    /// The account's own OpenPGP public key, armoured (made on first use):
+    /// `/keys/intake.asc`.
+    async fn account_pgp_key(&self, _account: &str) -> anyhow::Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// The merchant's OpenPGP public keys as (fingerprint, armoured), the
+    /// rest of `/keys`'s listing.
+    async fn list_pgp_keys(&self, _account: &str) -> anyhow::Result<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
+
+    /// Checks and keeps a key uploaded into `/keys`: its fingerprint, or
+    /// `Ok(Err(why))` when it is refused (a secret key, expired, revoked).
+    async fn put_pgp_key(&self, _account: &str, _bytes: &[u8]) -> anyhow::Result<Result<String, String>> {
+        Ok(Err("OpenPGP keys are not kept by this server".to_owned()))
+    }
+
+    /// Removes a merchant key; whether there was one.
+    async fn remove_pgp_key(&self, _account: &str, _fingerprint: &str) -> anyhow::Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Failed logins a source may make within `window` before it is refused for

@@ -3,10 +3,11 @@
 use super::sql::{missing_as, Backend, Columns, Sql};
 use super::{Result, Store, StoreError};
 use crate::domain::user::{Scopes, SftpUser};
-use crate::domain::{AccountId, AccountSettings, FileEncoding, PhoneCheck, PhoneRegion, SettingError};
+use crate::domain::{AccountId, AccountSettings, FileEncoding, PgpRules, PhoneCheck, PhoneRegion, SettingError};
 use sqlx::{Encode, Executor, IntoArguments, Type};
 
-const ACCOUNT_COLUMNS: &str = "avid, default_region, encoding, phone_check, report_bom";
+const ACCOUNT_COLUMNS: &str = "avid, default_region, encoding, phone_check, report_bom, \
+     pgp_require_encryption, pgp_require_signature, pgp_encrypt_reports";
 const USER_COLUMNS: &str = "username, account, public_keys, password_hash, scopes";
 
 /// A stored setting that does not parse: the database was changed by hand.
@@ -22,6 +23,12 @@ fn account(r: &impl Columns) -> Result<AccountSettings> {
         report_bom: r.flag("report_bom")?,
         avid: AccountId::parse(&r.text("avid")?).map_err(corrupt)?,
         mapping: Default::default(),
+        pgp: PgpRules {
+            require_encryption: r.flag("pgp_require_encryption")?,
+            require_signature: r.flag("pgp_require_signature")?,
+            encrypt_reports: r.flag("pgp_encrypt_reports")?,
+        },
+        pgp_signer: None,
     })
 }
 
@@ -48,11 +55,18 @@ where
     /// Creates an account; with `replace`, an existing one takes the new settings.
     pub(crate) async fn add_account(&self, a: &AccountSettings, replace: bool) -> Result<()> {
         let sql = if replace {
-            "INSERT INTO accounts (avid, default_region, encoding, phone_check, report_bom) VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO accounts (avid, default_region, encoding, phone_check, report_bom,
+               pgp_require_encryption, pgp_require_signature, pgp_encrypt_reports)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (avid) DO UPDATE SET default_region = excluded.default_region,
-               encoding = excluded.encoding, phone_check = excluded.phone_check, report_bom = excluded.report_bom"
+               encoding = excluded.encoding, phone_check = excluded.phone_check, report_bom = excluded.report_bom,
+               pgp_require_encryption = excluded.pgp_require_encryption,
+               pgp_require_signature = excluded.pgp_require_signature,
+               pgp_encrypt_reports = excluded.pgp_encrypt_reports"
         } else {
-            "INSERT INTO accounts (avid, default_region, encoding, phone_check, report_bom) VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO accounts (avid, default_region, encoding, phone_check, report_bom,
+               pgp_require_encryption, pgp_require_signature, pgp_encrypt_reports)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT DO NOTHING"
         };
         let region = a.default_region.map(|r| r.code());
@@ -62,6 +76,9 @@ where
             .bind(a.encoding.as_str())
             .bind(a.phone_check.as_str())
             .bind(a.report_bom)
+            .bind(a.pgp.require_encryption)
+            .bind(a.pgp.require_signature)
+            .bind(a.pgp.encrypt_reports)
             .execute(&self.pool)
             .await?;
         if DB::rows_affected(&done) == 0 {

@@ -62,3 +62,41 @@ fn jail() {
 fn addresses() {
     replay("addresses", checks::addresses);
 }
+
+#[test]
+fn pgp() {
+    replay("pgp", checks::pgp);
+}
+
+/// The `pgp` seeds, made by gpg, sq and rnp to the fixture key: each one
+/// opens as its maker meant (a replay that only checks "no panic" would
+/// pass with decryption broken).
+#[test]
+fn pgp_seeds_open_as_made() {
+    use intake::domain::{AccountId, AccountSettings};
+    use intake::ingest::rows::{scan_with, FileLimits};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/pgp");
+    let account = AccountSettings::new(AccountId::parse("fuzz").unwrap());
+    let outcome = |name: &str| {
+        let data = std::fs::read(dir.join(name)).unwrap();
+        let scanned = scan_with(&data[..], &account, FileLimits::default(), &checks::pgp_opening()).unwrap();
+        (scanned.rejection.map(|r| r.code.code()), scanned.records)
+    };
+    for name in [
+        "gpg-encrypted",
+        "gpg-armoured",
+        "gpg-signed",
+        "gpg-uncompressed",
+        "gpg-gzip-inside",
+        "gpg-signed-only",
+        "rnp-zip",
+        "sq-default",
+        "plain-csv",
+    ] {
+        assert_eq!(outcome(name), (None, 2), "{name}");
+    }
+    assert_eq!(outcome("gpg-no-mdc").0, Some("integrity_missing"));
+    assert_eq!(outcome("gpg-truncated").0, Some("decrypt_failed"));
+    assert_eq!(outcome("bad-armour").0, Some("decrypt_failed"));
+    assert_eq!(outcome("gpg-compression-bomb").0, Some("file_too_large"));
+}

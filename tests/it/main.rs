@@ -18,6 +18,7 @@ mod mailbox_props;
 mod mapping;
 mod merchant;
 mod ops;
+mod pgp;
 mod raw_sftp;
 mod resume;
 mod samples;

@@ -201,12 +201,12 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 #[tokio::test]
-async fn a_login_lands_in_the_account_root_with_exactly_five_folders() {
+async fn a_login_lands_in_the_account_root_with_exactly_six_folders() {
     let (server, _conn, sftp) = alice(test_settings()).await;
     assert_eq!(sftp.canonicalize(".").await.unwrap(), "/");
     assert_eq!(sftp.canonicalize("/customers/../outbox").await.unwrap(), "/outbox");
-    assert_eq!(list(&sftp, "/").await, ["archive", "customers", "mappings", "outbox", "validate"]);
-    assert_eq!(list(&sftp, ".").await, ["archive", "customers", "mappings", "outbox", "validate"]);
+    assert_eq!(list(&sftp, "/").await, ["archive", "customers", "keys", "mappings", "outbox", "validate"]);
+    assert_eq!(list(&sftp, ".").await, ["archive", "customers", "keys", "mappings", "outbox", "validate"]);
     let meta = sftp.metadata("/customers").await.unwrap();
     assert!(meta.is_dir());
     for folder in ["customers", "validate", "outbox", "archive"] {
@@ -409,7 +409,7 @@ async fn every_escape_attempt_is_refused_and_other_accounts_are_invisible() {
         let names = sftp.read_dir(path).await.map(|d| d.map(|e| e.file_name()).collect::<Vec<_>>());
         // `/..` and `/../../` are the root itself; everything else is refused.
         if let Ok(names) = names {
-            assert_eq!(names.len(), 5, "{path} lists {names:?}");
+            assert_eq!(names.len(), 6, "{path} lists {names:?}");
         }
     }
     // Symlinks on disk are never shown.
@@ -508,7 +508,7 @@ async fn key_and_password_logins_succeed_and_wrong_credentials_look_alike() {
     assert_eq!(login_key(server.addr, "alice", &new_key()).await.err().as_deref(), Some("refused"));
     assert_eq!(login_key(server.addr, "mallory", &key).await.err().as_deref(), Some("refused"));
     let conn = login_password(server.addr, "alice", "correct horse").await.unwrap();
-    assert_eq!(list(&open_sftp(&conn).await.unwrap(), "/").await.len(), 5);
+    assert_eq!(list(&open_sftp(&conn).await.unwrap(), "/").await.len(), 6);
     for (name, password) in [("alice", "wrong"), ("mallory", "correct horse"), ("nopass", ""), ("alice", "")] {
         assert_eq!(login_password(server.addr, name, password).await.err().as_deref(), Some("refused"), "{name}");
     }

@@ -50,6 +50,7 @@ fn summary_of(job: &Job) -> intake::domain::Summary {
         failed_file: None,
         mapping: None,
         ignored_columns: Vec::new(),
+        pgp: None,
     }
 }
 
