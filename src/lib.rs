@@ -15,6 +15,7 @@ pub mod config;
 pub mod domain;
 pub mod ingest;
 pub mod mailbox;
+pub mod penalties;
 pub mod retention;
 pub mod serve_http;
 pub mod sftp;

@@ -171,7 +171,7 @@ fn read_body(bytes: &Bytes, headers: &HeaderMap, allowed: &[&str]) -> Result<Bod
         (status = 400, description = "Not JSON, or a bad Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or customer", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts from this address", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "The token lacks customers:create", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "The account has a customer with this ref (code ref_exists)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "The body is over max_json_bytes", body = ProblemBody, content_type = "application/problem+json"),
@@ -269,7 +269,7 @@ pub(super) struct RefQuery {
         (status = 400, description = "No ref given", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or customer", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts from this address", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 /// `GET /api/v1/accounts/{avid}/customers?ref=REF`.
@@ -301,7 +301,7 @@ pub(super) async fn find(
         (status = 200, description = "The customer, appdata included", body = Customer),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or customer", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts from this address", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 /// `GET /api/v1/accounts/{avid}/customers/{id}`.
@@ -331,7 +331,7 @@ pub(super) async fn get(
         (status = 400, description = "Not JSON", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or customer", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts from this address", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "The token lacks customers:update", body = ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "The body is over max_json_bytes", body = ProblemBody, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = ProblemBody, content_type = "application/problem+json"),

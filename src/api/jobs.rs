@@ -32,6 +32,10 @@ struct OpenJob {
     username: String,
     create: bool,
     update: bool,
+    /// The mapping profile the file is read with (`None`: chosen as for an
+    /// SFTP upload).
+    #[serde(default)]
+    mapping: Option<String>,
 }
 
 fn folder(dry_run: bool) -> Folder {
@@ -62,6 +66,42 @@ fn open_paths(state: &ApiState, avid: &str, id: &JobId) -> Option<(PathBuf, Path
     None
 }
 
+/// An open job held by one request at a time (complete, a PUT, discard):
+/// an exclusive `flock` on its record, which the kernel releases when the
+/// process dies, so a crash never leaves a job held.
+struct Held(#[allow(dead_code)] std::fs::File);
+
+/// Takes the job's lock, waiting up to `wait` for another request to let
+/// it go; `Ok(None)` if the record is gone (completed or discarded meanwhile).
+async fn hold(record: &std::path::Path, wait: std::time::Duration) -> Result<Option<Held>, Problem> {
+    use rustix::fs::{flock, FlockOperation};
+    let Ok(file) = std::fs::File::open(record) else { return Ok(None) };
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(Problem::new(
+                    StatusCode::CONFLICT,
+                    "job_busy",
+                    "another request is writing or completing this job; try again when it has ended",
+                ));
+            }
+            Err(e) => return Err(Problem::internal(e)),
+        }
+    }
+    // Held, but removed by the holder before us: the job is not open any more.
+    Ok(record.exists().then_some(Held(file)))
+}
+
+/// The name a completing job's data has between `complete`'s steps.
+fn completing_path(data: &std::path::Path, id: &JobId) -> PathBuf {
+    data.with_file_name(format!("{OPEN_PREFIX}{id}.completing"))
+}
+
 fn caller_account(caller: &Caller, avid: &str) -> Result<(), Problem> {
     caller.check_account(avid)
 }
@@ -89,7 +129,7 @@ pub(super) struct CreateJob {
         (status = 422, description = "Invalid job (file name, mapping)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
     )
 )]
 /// `POST /api/v1/accounts/{avid}/jobs`.
@@ -130,6 +170,7 @@ pub(super) async fn create(
         username: caller.username.clone(),
         create: caller.scopes.create,
         update: caller.scopes.update,
+        mapping: None,
     };
     let record = serde_json::to_vec(&open).map_err(Problem::internal)?;
     std::fs::File::create(dir.join(format!("{OPEN_PREFIX}{id}"))).map_err(Problem::internal)?;
@@ -170,7 +211,7 @@ fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Problem> {
         (status = 416, description = "The piece does not start where the last ended", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
     )
 )]
 /// `PUT /api/v1/accounts/{avid}/jobs/{id}/data`: the file's bytes, streamed
@@ -184,11 +225,19 @@ pub(super) async fn put_data(
 ) -> Result<Response, Problem> {
     caller_account(&caller, &avid)?;
     let id = job_id(&id)?;
-    let Some((data, _, _)) = open_paths(&state, &avid, &id) else {
+    let Some((data, record, _)) = open_paths(&state, &avid, &id) else {
+        return Err(not_open(&state, &avid, &id).await);
+    };
+    // One writer at a time, and never while the job is being completed.
+    let Some(_held) = hold(&record, std::time::Duration::ZERO).await? else {
         return Err(not_open(&state, &avid, &id).await);
     };
     let max = state.ctx.as_ref().map_or(u64::MAX, |c| c.limits.max_file_bytes);
-    let have = tokio::fs::metadata(&data).await.map_err(|_| Problem::not_found("job"))?.len();
+    let Ok(meta) = tokio::fs::metadata(&data).await else {
+        // Taken by a complete that did not finish: it is completed on retry.
+        return Err(not_open(&state, &avid, &id).await);
+    };
+    let have = meta.len();
     let range = content_range(&headers)?;
     let mut file = match range {
         Some((start, _)) if start != have => {
@@ -258,14 +307,21 @@ async fn not_open(state: &ApiState, avid: &str, id: &JobId) -> Problem {
     tag = "jobs",
     params(("avid" = String, Path, description = "The account's AVID"), ("id" = String, Path, description = "The job's id")),
     responses(
-        (status = 202, description = "Queued", body = Object),
-        (status = 409, description = "Completed already", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 202, description = "Queued (again the same for a repeated complete)", body = Object),
+        (status = 409, description = "Another request holds the job (a PUT under way)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
     )
 )]
 /// `POST /api/v1/accounts/{avid}/jobs/{id}/complete`: the file becomes a job.
+///
+/// Idempotent and crash-safe: the steps are (1) the data file renamed to
+/// `.completing`, (2) the job recorded and the file moved into its spool
+/// (arrival), (3) the open job's record removed, all under the record's
+/// lock. A complete repeated after any of them — by a client retrying, or
+/// the loser of two racing — finds where the first stopped, finishes it,
+/// and answers the same `202` for the one job.
 pub(super) async fn complete(
     State(state): State<ApiState>,
     caller: Caller,
@@ -274,29 +330,86 @@ pub(super) async fn complete(
     caller_account(&caller, &avid)?;
     let id = job_id(&id)?;
     let ctx = state.ctx.clone().ok_or_else(|| Problem::internal("no job context"))?;
+    if let Some(job) = queued_job(&state, &avid, &id).await? {
+        forget_open(&state, &avid, &id);
+        return Ok(accepted(&state, &avid, &job));
+    }
     let Some((data, record, open)) = open_paths(&state, &avid, &id) else {
         return Err(not_open(&state, &avid, &id).await);
     };
-    // Taken once: of two completes racing, one renames, the other finds nothing.
-    let taken = data.with_file_name(format!("{OPEN_PREFIX}{id}.completing"));
-    if std::fs::rename(&data, &taken).is_err() {
-        return Err(not_open(&state, &avid, &id).await);
-    }
-    let _ = std::fs::remove_file(&record);
-    let scopes = crate::domain::user::Scopes { create: open.create, update: open.update };
-    let arrival = Arrival {
-        account: &avid,
-        source: &taken,
-        file_name: &open.file,
-        kind: if open.dry_run { JobKind::Validation } else { JobKind::Import },
-        uploader: Uploader::Operator { scopes },
-        take: Take::Move,
-        job_id: Some(id.clone()),
+    let Some(_held) = hold(&record, std::time::Duration::from_secs(10)).await? else {
+        // Completed by the request that held it.
+        return match queued_job(&state, &avid, &id).await? {
+            Some(job) => Ok(accepted(&state, &avid, &job)),
+            None => Err(not_open(&state, &avid, &id).await),
+        };
     };
-    let job = crate::ingest::arrival::arrive(&ctx, arrival).await.map_err(Problem::internal)?;
-    tracing::info!(account = %avid, job_id = %job.job_id, file = %open.file, user = %open.username, "bulk job completed over the API");
-    let location = format!("/api/v1/accounts/{avid}/jobs/{id}");
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(job_json(&state, &job))).into_response())
+    // Under the lock, where an earlier complete stopped.
+    let job = match state.store.get_job(id.as_str()).await.map_err(Problem::internal)? {
+        Some(job) if job.account != avid => return Err(Problem::not_found("job")),
+        Some(job) if job.status != JobStatus::Arriving => Some(job),
+        // Recorded, its file not moved yet: forgotten, arrived again below.
+        Some(job) if !std::path::Path::new(&job.spool_path).exists() => {
+            let _ = std::fs::remove_dir_all(ctx.layout.spool(&id));
+            state.store.delete_job(id.as_str()).await.map_err(Problem::internal)?;
+            None
+        }
+        // Moved into its spool, not queued yet.
+        Some(job) => {
+            let scopes = crate::domain::user::Scopes { create: open.create, update: open.update };
+            state.store.mark_queued(id.as_str(), None, scopes).await.map_err(Problem::internal)?;
+            state.store.get_job(id.as_str()).await.map_err(Problem::internal)?.or(Some(job))
+        }
+        None => None,
+    };
+    let job = match job {
+        Some(job) => job,
+        None => {
+            let taken = completing_path(&data, &id);
+            if !taken.exists() {
+                std::fs::rename(&data, &taken).map_err(Problem::internal)?;
+            }
+            let scopes = crate::domain::user::Scopes { create: open.create, update: open.update };
+            let arrival = Arrival {
+                account: &avid,
+                source: &taken,
+                file_name: &open.file,
+                kind: if open.dry_run { JobKind::Validation } else { JobKind::Import },
+                uploader: Uploader::Operator { scopes },
+                take: Take::Move,
+                job_id: Some(id.clone()),
+            };
+            let job = crate::ingest::arrival::arrive(&ctx, arrival).await.map_err(Problem::internal)?;
+            tracing::info!(account = %avid, job_id = %job.job_id, file = %open.file, user = %open.username, "bulk job completed over the API");
+            job
+        }
+    };
+    forget_open(&state, &avid, &id);
+    Ok(accepted(&state, &avid, &job))
+}
+
+/// The job `id` of `avid` once it is past arriving (queued or later).
+async fn queued_job(state: &ApiState, avid: &str, id: &JobId) -> Result<Option<Job>, Problem> {
+    Ok(state
+        .store
+        .get_job(id.as_str())
+        .await
+        .map_err(Problem::internal)?
+        .filter(|job| job.account == avid && job.status != JobStatus::Arriving))
+}
+
+/// Removes what is left of an open job that is a job now.
+fn forget_open(state: &ApiState, avid: &str, id: &JobId) {
+    let Some(ctx) = state.ctx.as_ref() else { return };
+    for dry_run in [false, true] {
+        let dir = ctx.layout.folder(avid, folder(dry_run));
+        let _ = std::fs::remove_file(dir.join(format!("{OPEN_PREFIX}{id}.json")));
+    }
+}
+
+fn accepted(state: &ApiState, avid: &str, job: &Job) -> Response {
+    let location = format!("/api/v1/accounts/{avid}/jobs/{}", job.job_id);
+    (StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(job_json(state, job))).into_response()
 }
 
 fn state_name(status: JobStatus) -> &'static str {
@@ -348,7 +461,7 @@ fn job_json(state: &ApiState, job: &Job) -> Value {
         (status = 200, description = "id, file, state and the keys of progress.json / summary.json", body = Object),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
     )
 )]
 /// `GET /api/v1/accounts/{avid}/jobs/{id}`.
@@ -359,8 +472,14 @@ pub(super) async fn get(
 ) -> Result<Json<Value>, Problem> {
     caller_account(&caller, &avid)?;
     let id = job_id(&id)?;
+    if let Some(job) = queued_job(&state, &avid, &id).await? {
+        return Ok(Json(job_json(&state, &job)));
+    }
     if let Some((data, _, open)) = open_paths(&state, &avid, &id) {
-        let bytes = std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
+        let bytes = std::fs::metadata(&data)
+            .or_else(|_| std::fs::metadata(completing_path(&data, &id)))
+            .map(|m| m.len())
+            .unwrap_or(0);
         return Ok(Json(
             json!({"id": id.as_str(), "file": open.file, "state": "open", "dry_run": open.dry_run, "bytes_received": bytes}),
         ));
@@ -395,7 +514,7 @@ async fn report(state: &ApiState, caller: &Caller, avid: &str, id: &str, failed:
         (status = 200, description = "results.csv", body = String, content_type = "text/csv"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
     )
 )]
 /// `GET /api/v1/accounts/{avid}/jobs/{id}/results`.
@@ -416,7 +535,7 @@ pub(super) async fn results(
         (status = 200, description = "failed.csv (404 if no row failed)", body = String, content_type = "text/csv"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
     )
 )]
 /// `GET /api/v1/accounts/{avid}/jobs/{id}/failed`.
@@ -438,7 +557,7 @@ pub(super) async fn failed(
         (status = 409, description = "Completed already", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
     )
 )]
 /// `DELETE /api/v1/accounts/{avid}/jobs/{id}`: discards an open job.
@@ -452,9 +571,65 @@ pub(super) async fn discard(
     let Some((data, record, _)) = open_paths(&state, &avid, &id) else {
         return Err(not_open(&state, &avid, &id).await);
     };
-    let _ = std::fs::remove_file(&record);
-    let _ = std::fs::remove_file(&data);
+    let Some(_held) = hold(&record, std::time::Duration::ZERO).await? else {
+        return Err(not_open(&state, &avid, &id).await);
+    };
+    if queued_job(&state, &avid, &id).await?.is_some() {
+        return Err(not_open(&state, &avid, &id).await);
+    }
+    discard_files(&data, &record, &id);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes an open job's files (its record last: the job stays open, and
+/// discardable, until all are gone).
+fn discard_files(data: &std::path::Path, record: &std::path::Path, id: &JobId) {
+    let _ = std::fs::remove_file(data);
+    let _ = std::fs::remove_file(completing_path(data, id));
+    let _ = std::fs::remove_file(record);
+}
+
+/// Discards the open jobs of every account that nobody touched (no PUT,
+/// no complete) for `expiry`, and the records left by completed ones.
+/// Returns how many were discarded.
+pub(super) async fn sweep_open_jobs(state: &ApiState, expiry: std::time::Duration) -> Result<usize, Problem> {
+    let Some(ctx) = state.ctx.clone() else { return Ok(0) };
+    let mut discarded = 0;
+    for account in state.store.list_accounts().await.map_err(Problem::internal)? {
+        let avid = account.avid.as_str();
+        for dry_run in [false, true] {
+            let dir = ctx.layout.folder(avid, folder(dry_run));
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(id) = name.strip_prefix(OPEN_PREFIX).and_then(|n| n.strip_suffix(".json")) else { continue };
+                let Ok(id) = job_id(id) else { continue };
+                let (record, data) = (entry.path(), dir.join(format!("{OPEN_PREFIX}{id}")));
+                if queued_job(state, avid, &id).await?.is_some() {
+                    forget_open(state, avid, &id);
+                    continue;
+                }
+                let untouched = [&record, &data, &completing_path(&data, &id)]
+                    .iter()
+                    .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+                    .filter_map(|t| t.elapsed().ok())
+                    .min()
+                    .is_some_and(|age| age >= expiry);
+                if !untouched {
+                    continue;
+                }
+                // Not while a request holds it (a slow PUT is not abandoned).
+                let Ok(Some(_held)) = hold(&record, std::time::Duration::ZERO).await else { continue };
+                if queued_job(state, avid, &id).await?.is_some() {
+                    continue;
+                }
+                discard_files(&data, &record, &id);
+                tracing::info!(account = %avid, job_id = %id, "an open bulk job untouched for [api] open_job_expiry_secs was discarded");
+                discarded += 1;
+            }
+        }
+    }
+    Ok(discarded)
 }
 
 /// A job's state, as listed.
@@ -498,7 +673,7 @@ pub(super) struct ListQuery {
         (status = 400, description = "A bad status or limit", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's)", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
     )
 )]
 /// `GET /api/v1/accounts/{avid}/jobs?status=S&limit=N&cursor=C`.

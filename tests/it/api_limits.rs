@@ -1,0 +1,305 @@
+//! The HTTP API's per-token rate, the per-source penalty it shares with SFTP
+//! logins, and bulk jobs' crash safety (a complete repeated after a crash at
+//! any step, abandoned open jobs swept), through the real listener.
+
+use crate::support::{client_key, openssh_sftp, write_customers, TestAccount, TestDaemon, TestDb};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+async fn token(daemon: &TestDaemon, user: &str) -> String {
+    let out = daemon.cli(&["token", "create", user], "").await;
+    assert!(out.status.success(), "token create: {}", crate::support::describe(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    stdout.lines().last().expect("a line").trim().to_owned()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+async fn a_token_over_its_rate_gets_429_with_retry_after_and_another_token_is_not_starved(db: TestDb) {
+    let daemon = TestDaemon::spawn_in_process_with(
+        &db,
+        &[TestAccount::new("acme")],
+        &[],
+        &[("api", "rate_per_token = 0.5\nburst_per_token = 5")],
+    )
+    .await;
+    let api = daemon.api_addr().await;
+    let url = format!("http://{api}/api/v1/accounts/acme/customers?ref=none");
+    let (busy, quiet) = (token(&daemon, "acme").await, token(&daemon, "acme").await);
+    let c = client();
+    let mut statuses = Vec::new();
+    let mut refused = None;
+    for _ in 0..12 {
+        let response = c.get(&url).bearer_auth(&busy).send().await.unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status().as_u16() == 429 && refused.is_none() {
+            refused = Some(response);
+        }
+    }
+    assert_eq!(&statuses[..5], [404; 5], "the burst is served: {statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "over the burst: {statuses:?}");
+    let refused = refused.unwrap();
+    assert_eq!(refused.headers()["content-type"], "application/problem+json");
+    let wait: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["code"], "rate_limited");
+    // Another integrator's token is not starved by the first.
+    let other = c.get(&url).bearer_auth(&quiet).send().await.unwrap();
+    assert_eq!(other.status().as_u16(), 404);
+    // And the busy one is served again once its bucket refilled.
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    let again = c.get(&url).bearer_auth(&busy).send().await.unwrap();
+    assert_eq!(again.status().as_u16(), 404);
+}
+
+/// Whether an OpenSSH `ls` as `acme` with `key` logs in.
+async fn sftp_logs_in(daemon: &TestDaemon, key: &std::path::Path) -> bool {
+    openssh_sftp(&daemon.dir, key, &daemon.port(), "acme", "ls /\n").await.status.success()
+}
+
+async fn token_failures_refuse_sftp_logins_from_the_source_and_guessing_stays_cheap(db: TestDb) {
+    let daemon = TestDaemon::spawn_in_process_with(
+        &db,
+        &[TestAccount::new("acme")],
+        &[],
+        &[("sftp", "max_login_failures_per_source = 3")],
+    )
+    .await;
+    let api = daemon.api_addr().await;
+    let url = format!("http://{api}/api/v1/accounts/acme/customers?ref=none");
+    let good = token(&daemon, "acme").await;
+    assert!(sftp_logs_in(&daemon, &daemon.key).await, "SFTP works before");
+    let c = client();
+    for i in 0..3 {
+        let guess = format!("intake_{i:064x}");
+        assert_eq!(c.get(&url).bearer_auth(&guess).send().await.unwrap().status().as_u16(), 401);
+    }
+    assert_eq!(c.get(&url).bearer_auth(&good).send().await.unwrap().status().as_u16(), 429);
+    assert!(!sftp_logs_in(&daemon, &daemon.key).await, "an SFTP login after 3 failed tokens was let in");
+
+    // 10,000 guesses more: each answered at once (refused from memory).
+    let started = Instant::now();
+    let mut guessers = tokio::task::JoinSet::new();
+    for g in 0..8 {
+        let (c, url) = (c.clone(), url.clone());
+        guessers.spawn(async move {
+            let mut statuses = std::collections::BTreeSet::new();
+            for i in 0..1250 {
+                let guess = format!("intake_{g:032x}{i:032x}");
+                statuses.insert(c.get(&url).bearer_auth(&guess).send().await.unwrap().status().as_u16());
+            }
+            statuses
+        });
+    }
+    while let Some(statuses) = guessers.join_next().await {
+        assert_eq!(statuses.unwrap().into_iter().collect::<Vec<_>>(), [429]);
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(120), "10,000 refused guesses took {took:?}");
+    eprintln!("10,000 refused guesses took {took:?}");
+}
+
+async fn sftp_login_failures_refuse_tokens_from_the_source(db: TestDb) {
+    let daemon = TestDaemon::spawn_in_process_with(
+        &db,
+        &[TestAccount::new("acme")],
+        &[],
+        &[("sftp", "max_login_failures_per_source = 3")],
+    )
+    .await;
+    let api = daemon.api_addr().await;
+    let url = format!("http://{api}/api/v1/accounts/acme/customers?ref=none");
+    let good = token(&daemon, "acme").await;
+    let c = client();
+    assert_eq!(c.get(&url).bearer_auth(&good).send().await.unwrap().status().as_u16(), 404);
+    let stranger = daemon.dir.join("stranger");
+    std::fs::create_dir_all(&stranger).unwrap();
+    let (wrong_key, _) = client_key(&stranger);
+    for _ in 0..3 {
+        assert!(!sftp_logs_in(&daemon, &wrong_key).await, "a key acme does not have logged in");
+    }
+    // Counted when each refused connection ends.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = c.get(&url).bearer_auth(&good).send().await.unwrap();
+        if response.status().as_u16() == 429 {
+            let problem: Value = response.json().await.unwrap();
+            assert_eq!(problem["code"], "too_many_failures");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the token is still served after 3 failed SFTP logins");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Bulk {
+    c: reqwest::Client,
+    jobs: String,
+    token: String,
+}
+
+impl Bulk {
+    async fn new(daemon: &TestDaemon) -> Bulk {
+        let api = daemon.api_addr().await;
+        Bulk { c: client(), jobs: format!("http://{api}/api/v1/accounts/acme/jobs"), token: token(daemon, "acme").await }
+    }
+
+    /// An open job with `bytes` sent; its id.
+    async fn open_with(&self, file: &str, bytes: &[u8]) -> String {
+        let created = self.c.post(&self.jobs).bearer_auth(&self.token).json(&json!({"file": file})).send().await;
+        let created: Value = created.unwrap().json().await.unwrap();
+        let id = created["id"].as_str().unwrap().to_owned();
+        let put = self.c.put(format!("{}/{id}/data", self.jobs)).bearer_auth(&self.token).body(bytes.to_vec());
+        assert_eq!(put.send().await.unwrap().status().as_u16(), 200);
+        id
+    }
+
+    async fn complete(&self, id: &str) -> (u16, Value) {
+        let response =
+            self.c.post(format!("{}/{id}/complete", self.jobs)).bearer_auth(&self.token).send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, id: &str) -> (u16, Value) {
+        let response = self.c.get(format!("{}/{id}", self.jobs)).bearer_auth(&self.token).send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// The jobs `intake jobs` lists for acme with this id.
+async fn jobs_listed(daemon: &TestDaemon, id: &str) -> usize {
+    let out = daemon.cli(&["jobs", "--account", "acme", "--json"], "").await;
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    listed.as_array().unwrap().iter().filter(|j| j["job_id"] == id).count()
+}
+
+async fn a_complete_repeated_after_a_crash_at_any_step_makes_one_job_and_the_same_202(db: TestDb) {
+    let daemon = TestDaemon::spawn_in_process(&db, &[TestAccount::new("acme")], &[]).await;
+    let bulk = Bulk::new(&daemon).await;
+    let customers = daemon.customers("acme");
+    let file = daemon.dir.join("crash.csv");
+
+    // Crash after step 1: the data renamed to `.completing`, no job yet.
+    write_customers(&file, "c1-", 20);
+    let id = bulk.open_with("c1.csv", &std::fs::read(&file).unwrap()).await;
+    let data = customers.join(format!(".intake-api.{id}"));
+    std::fs::rename(&data, customers.join(format!(".intake-api.{id}.completing"))).unwrap();
+    let (status, first) = bulk.complete(&id).await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(first["id"], id.as_str());
+    let (status, again) = bulk.complete(&id).await;
+    assert_eq!((status, &again["id"]), (202, &first["id"]));
+    assert_eq!(daemon.summary("acme", "c1", Duration::from_secs(120)).await["created"], 20);
+    assert_eq!(jobs_listed(&daemon, &id).await, 1);
+
+    // Crash during step 2: the job recorded (`arriving`), its file not moved.
+    write_customers(&file, "c2-", 20);
+    let id = bulk.open_with("c2.csv", &std::fs::read(&file).unwrap()).await;
+    let data = customers.join(format!(".intake-api.{id}"));
+    std::fs::rename(&data, customers.join(format!(".intake-api.{id}.completing"))).unwrap();
+    let spool = intake::mailbox::Layout::new(&daemon.data_dir).spool(&id);
+    let store = db.store().await;
+    store
+        .create_job(&intake::store::NewJob {
+            job_id: intake::domain::JobId::from(id.clone()),
+            account: "acme".into(),
+            file_name: "c2.csv".into(),
+            spool_path: spool.join("upload.csv").display().to_string(),
+            sha256: String::new(),
+            bytes: 0,
+            uploader: None,
+            scopes: intake::domain::user::Scopes::CREATE_ONLY,
+            source_key: None,
+            kind: intake::store::JobKind::Import,
+            owner: Some("crashed-process".into()),
+        })
+        .await
+        .unwrap();
+    let (status, _) = bulk.complete(&id).await;
+    assert_eq!(status, 202);
+    assert_eq!(bulk.complete(&id).await.0, 202);
+    assert_eq!(daemon.summary("acme", "c2", Duration::from_secs(120)).await["created"], 20);
+    assert_eq!(jobs_listed(&daemon, &id).await, 1);
+
+    // Crash after step 2: the job queued, the open job's record still there.
+    write_customers(&file, "c3-", 20);
+    let id = bulk.open_with("c3.csv", &std::fs::read(&file).unwrap()).await;
+    let record = customers.join(format!(".intake-api.{id}.json"));
+    let kept = std::fs::read(&record).unwrap();
+    assert_eq!(bulk.complete(&id).await.0, 202);
+    std::fs::write(&record, kept).unwrap();
+    let (status, got) = bulk.get(&id).await;
+    assert_eq!(status, 200);
+    assert_ne!(got["state"], "open", "{got}");
+    assert_eq!(bulk.complete(&id).await.0, 202);
+    assert!(!record.exists(), "the leftover record was not removed");
+    assert_eq!(daemon.summary("acme", "c3", Duration::from_secs(120)).await["created"], 20);
+    assert_eq!(jobs_listed(&daemon, &id).await, 1);
+
+    // Two completes racing: both answered 202 with the one job.
+    write_customers(&file, "c4-", 20);
+    let id = bulk.open_with("c4.csv", &std::fs::read(&file).unwrap()).await;
+    let (a, b) = tokio::join!(bulk.complete(&id), bulk.complete(&id));
+    assert_eq!((a.0, b.0), (202, 202));
+    assert_eq!((&a.1["id"], &b.1["id"]), (&json!(id), &json!(id)));
+    assert_eq!(daemon.summary("acme", "c4", Duration::from_secs(120)).await["created"], 20);
+    assert_eq!(jobs_listed(&daemon, &id).await, 1);
+    // Nothing of the open jobs is left in the folder.
+    let left: Vec<String> = std::fs::read_dir(&customers)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".intake-api."))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+async fn an_open_job_untouched_past_its_expiry_is_discarded_with_its_data(db: TestDb) {
+    let daemon = TestDaemon::spawn_in_process_with(
+        &db,
+        &[TestAccount::new("acme")],
+        &[],
+        &[("api", "open_job_expiry_secs = 3")],
+    )
+    .await;
+    let bulk = Bulk::new(&daemon).await;
+    let customers = daemon.customers("acme");
+    let abandoned = bulk.open_with("gone.csv", b"ref,phone\n").await;
+    // Kept alive by its pieces: one every second, with Content-Range.
+    let kept = bulk.open_with("kept.csv", b"").await;
+    let started = Instant::now();
+    let mut sent = 0usize;
+    loop {
+        let (status, _) = bulk.get(&abandoned).await;
+        if status == 404 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the abandoned job is still open");
+        let piece = format!("r{sent},+1555500{:04}\n", sent % 10_000);
+        let put = bulk
+            .c
+            .put(format!("{}/{kept}/data", bulk.jobs))
+            .bearer_auth(&bulk.token)
+            .header("Content-Range", format!("bytes {sent}-{}/*", sent + piece.len() - 1))
+            .body(piece.clone());
+        assert_eq!(put.send().await.unwrap().status().as_u16(), 200);
+        sent += piece.len();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_secs(2), "discarded before its expiry");
+    assert!(!customers.join(format!(".intake-api.{abandoned}")).exists(), "its data is left");
+    assert!(!customers.join(format!(".intake-api.{abandoned}.json")).exists());
+    let (status, open) = bulk.get(&kept).await;
+    assert_eq!((status, &open["state"]), (200, &json!("open")), "a job in use was discarded");
+}
+
+crate::on_both_backends!(
+    a_token_over_its_rate_gets_429_with_retry_after_and_another_token_is_not_starved,
+    token_failures_refuse_sftp_logins_from_the_source_and_guessing_stays_cheap,
+    sftp_login_failures_refuse_tokens_from_the_source,
+    a_complete_repeated_after_a_crash_at_any_step_makes_one_job_and_the_same_202,
+    an_open_job_untouched_past_its_expiry_is_discarded_with_its_data,
+);
