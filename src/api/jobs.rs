@@ -126,7 +126,7 @@ pub(super) struct CreateJob {
         (status = 201, description = "The open job", body = Object),
         (status = 403, description = "The token lacks customers:create", body = ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "The body is over max_json_bytes", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid job (file name, mapping)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid job: file name (invalid_file_name), a mapping profile the account does not have (unknown_mapping)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
@@ -144,12 +144,8 @@ pub(super) async fn create(
     let request: CreateJob = serde_json::from_slice(&body).map_err(|e| {
         Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_job", format!("the job is invalid: {e}"))
     })?;
-    if request.mapping.is_some() {
-        return Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown_mapping",
-            "mapping profiles are not served yet",
-        ));
+    if let Some(name) = &request.mapping {
+        mapping_profile(&state, &avid, name).await?;
     }
     if !crate::mailbox::is_upload_name(&request.file) || request.file.contains('/') {
         return Err(Problem::new(
@@ -170,7 +166,7 @@ pub(super) async fn create(
         username: caller.username.clone(),
         create: caller.scopes.create,
         update: caller.scopes.update,
-        mapping: None,
+        mapping: request.mapping.clone(),
     };
     let record = serde_json::to_vec(&open).map_err(Problem::internal)?;
     std::fs::File::create(dir.join(format!("{OPEN_PREFIX}{id}"))).map_err(Problem::internal)?;
@@ -179,6 +175,24 @@ pub(super) async fn create(
     let location = format!("/api/v1/accounts/{avid}/jobs/{id}");
     let body = json!({"id": id.as_str(), "file": request.file, "state": "open", "dry_run": request.dry_run, "bytes_received": 0});
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(body)).into_response())
+}
+
+/// The account's mapping profile (or enabled preset) called `name`, as an
+/// SFTP upload whose name its `files` glob matches is read with it.
+async fn mapping_profile(
+    state: &ApiState,
+    avid: &str,
+    name: &str,
+) -> Result<std::sync::Arc<crate::domain::mapping::Profile>, Problem> {
+    let found = crate::ingest::mappings::named(&state.store, avid, name).await.map_err(Problem::internal)?;
+    found.ok_or_else(|| {
+        let shown = crate::domain::customer::quote(name);
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_mapping",
+            format!("the account has no mapping profile {shown} (its own, or an enabled preset)"),
+        )
+    })
 }
 
 /// `Content-Range: bytes START-END/TOTAL` (TOTAL may be `*`).
@@ -309,6 +323,7 @@ async fn not_open(state: &ApiState, avid: &str, id: &JobId) -> Problem {
     responses(
         (status = 202, description = "Queued (again the same for a repeated complete)", body = Object),
         (status = 409, description = "Another request holds the job (a PUT under way)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "The job's mapping profile was removed since it was created (unknown_mapping)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
@@ -370,6 +385,10 @@ pub(super) async fn complete(
                 std::fs::rename(&data, &taken).map_err(Problem::internal)?;
             }
             let scopes = crate::domain::user::Scopes { create: open.create, update: open.update };
+            let mapping = match &open.mapping {
+                Some(name) => Some(mapping_profile(&state, &avid, name).await?),
+                None => None,
+            };
             let arrival = Arrival {
                 account: &avid,
                 source: &taken,
@@ -378,6 +397,7 @@ pub(super) async fn complete(
                 uploader: Uploader::Operator { scopes },
                 take: Take::Move,
                 job_id: Some(id.clone()),
+                mapping,
             };
             let job = crate::ingest::arrival::arrive(&ctx, arrival).await.map_err(Problem::internal)?;
             tracing::info!(account = %avid, job_id = %job.job_id, file = %open.file, user = %open.username, "bulk job completed over the API");

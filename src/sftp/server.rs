@@ -25,10 +25,10 @@ use super::auth::{key_is_authorized, PasswordChecker};
 use super::config::MaxStartups;
 use super::fs::{AccountFs, FsShared, OpenFiles, SessionUser, MAX_CLIENT_PACKET};
 use super::guard::{Counter, Slot, Startups};
-use crate::penalties::Penalties;
 use super::jail::Folder;
 use super::{exec, host_key, LoginLimit, SftpError, SftpSettings, UserDirectory, UPLOAD_TEMP_PREFIX};
 use crate::domain::user::SftpUser;
+use crate::penalties::Penalties;
 
 /// How long `run` waits for sessions to close after shutdown before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

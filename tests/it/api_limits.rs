@@ -144,7 +144,11 @@ struct Bulk {
 impl Bulk {
     async fn new(daemon: &TestDaemon) -> Bulk {
         let api = daemon.api_addr().await;
-        Bulk { c: client(), jobs: format!("http://{api}/api/v1/accounts/acme/jobs"), token: token(daemon, "acme").await }
+        Bulk {
+            c: client(),
+            jobs: format!("http://{api}/api/v1/accounts/acme/jobs"),
+            token: token(daemon, "acme").await,
+        }
     }
 
     /// An open job with `bytes` sent; its id.
@@ -296,7 +300,52 @@ async fn an_open_job_untouched_past_its_expiry_is_discarded_with_its_data(db: Te
     assert_eq!((status, &open["state"]), (200, &json!("open")), "a job in use was discarded");
 }
 
+/// `mapping` names the profile a bulk job is read with, as a profile whose
+/// `files` glob matches an SFTP upload's name; an unknown name is 422.
+async fn a_bulk_job_is_read_with_the_mapping_profile_it_names(db: TestDb) {
+    let daemon = TestDaemon::spawn_in_process(&db, &[TestAccount::new("acme")], &[]).await;
+    for (name, source, glob) in [("a-first", "a", "no-match-*.csv"), ("b-second", "b", "theirs-*.csv")] {
+        let profile = format!(
+            "files = \"{glob}\"\n[columns]\n\"Customer ID\" = \"ref\"\n\"Email Address\" = \"email\"\n\
+             [constants]\n\"metadata.source\" = \"{source}\"\n"
+        );
+        let out = daemon.cli(&["mapping", "set", "acme", name, "--file", "-"], &profile).await;
+        assert!(out.status.success(), "{}", crate::support::describe(&out));
+    }
+    let bulk = Bulk::new(&daemon).await;
+    let file = "Customer ID,Email Address\nm-1,ann@example.com\nm-2,bob@example.com\n";
+    let refused = bulk.c.post(&bulk.jobs).bearer_auth(&bulk.token).json(&json!({"file": "x.csv", "mapping": "nope"}));
+    let refused = refused.send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 422);
+    assert_eq!(refused.json::<Value>().await.unwrap()["code"], "unknown_mapping");
+
+    // Without `mapping` the first that fits is chosen; with it, the one named.
+    let mut summaries = Vec::new();
+    for (stem, mapping) in [("plain", Value::Null), ("named", json!("b-second"))] {
+        let created = bulk.c.post(&bulk.jobs).bearer_auth(&bulk.token);
+        let created = created.json(&json!({"file": format!("{stem}.csv"), "mapping": mapping})).send().await.unwrap();
+        assert_eq!(created.status().as_u16(), 201);
+        let id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        let rows = file.replace("m-", &format!("{stem}-"));
+        let put = bulk.c.put(format!("{}/{id}/data", bulk.jobs)).bearer_auth(&bulk.token).body(rows);
+        assert_eq!(put.send().await.unwrap().status().as_u16(), 200);
+        assert_eq!(bulk.complete(&id).await.0, 202);
+        summaries.push(daemon.summary("acme", stem, Duration::from_secs(120)).await);
+    }
+    assert_eq!(summaries[0]["mapping"]["name"], "a-first", "{}", summaries[0]);
+    assert_eq!(summaries[1]["mapping"]["name"], "b-second", "{}", summaries[1]);
+    assert_eq!(summaries[1]["created"], 2);
+    // The same as an SFTP upload that profile's glob picks.
+    let local = daemon.dir.join("theirs-1.csv");
+    std::fs::write(&local, file.replace("m-", "s-")).unwrap();
+    daemon.upload("acme", &local, "theirs-1.csv").await;
+    let over_sftp = daemon.summary("acme", "theirs-1", Duration::from_secs(120)).await;
+    assert_eq!(over_sftp["mapping"], summaries[1]["mapping"]);
+    assert_eq!(over_sftp["created"], 2);
+}
+
 crate::on_both_backends!(
+    a_bulk_job_is_read_with_the_mapping_profile_it_names,
     a_token_over_its_rate_gets_429_with_retry_after_and_another_token_is_not_starved,
     token_failures_refuse_sftp_logins_from_the_source_and_guessing_stays_cheap,
     sftp_login_failures_refuse_tokens_from_the_source,
