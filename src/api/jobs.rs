@@ -668,14 +668,15 @@ pub(super) enum JobState {
     Aborted,
 }
 
-/// The most jobs a listing looks through (newest first).
-const LISTED_JOBS: u32 = 1000;
-
 #[derive(serde::Deserialize)]
 pub(super) struct ListQuery {
     status: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
+}
+
+fn invalid_cursor() -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST, "invalid_cursor", "cursor is not a next_cursor of this account's listing")
 }
 
 #[utoipa::path(
@@ -689,14 +690,15 @@ pub(super) struct ListQuery {
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")
     ),
     responses(
-        (status = 200, description = "{jobs, next_cursor}: newest first, every channel (the newest 1000 jobs)", body = Object),
-        (status = 400, description = "A bad status or limit", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 200, description = "{jobs, next_cursor}: newest first, every channel, all of the account's jobs page by page", body = Object),
+        (status = 400, description = "A bad status, limit or cursor", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
     )
 )]
-/// `GET /api/v1/accounts/{avid}/jobs?status=S&limit=N&cursor=C`.
+/// `GET /api/v1/accounts/{avid}/jobs?status=S&limit=N&cursor=C`: newest
+/// first, every channel, keyset-paged (received time, then id).
 pub(super) async fn list(
     State(state): State<ApiState>,
     caller: Caller,
@@ -713,16 +715,24 @@ pub(super) async fn list(
         let shown = crate::domain::customer::quote(status);
         return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid_status", format!("{shown} is not a job state")));
     }
-    let jobs = state.store.find_jobs(Some(&avid), None, LISTED_JOBS).await.map_err(Problem::internal)?;
-    let after_cursor = match &query.cursor {
-        Some(cursor) => jobs.iter().position(|j| j.job_id.as_str() == cursor).map_or(jobs.len(), |i| i + 1),
-        None => 0,
+    let statuses: &[JobStatus] = match query.status.as_deref() {
+        None => &[],
+        Some("queued") => &[JobStatus::Arriving, JobStatus::Queued, JobStatus::Retrying],
+        Some("running") => &[JobStatus::Running],
+        Some("completed") => &[JobStatus::Completed],
+        Some("rejected") => &[JobStatus::Rejected],
+        Some(_) => &[JobStatus::Aborted],
     };
-    let page: Vec<&Job> = jobs[after_cursor..]
-        .iter()
-        .filter(|j| query.status.as_deref().is_none_or(|s| state_name(j.status) == s))
-        .take(limit as usize + 1)
-        .collect();
+    let cursor = match &query.cursor {
+        Some(c) => Some(job_id(c).map_err(|_| invalid_cursor())?),
+        None => None,
+    };
+    let page = state
+        .store
+        .account_jobs_page(&avid, statuses, cursor.as_ref().map(JobId::as_str), limit + 1)
+        .await
+        .map_err(Problem::internal)?
+        .ok_or_else(invalid_cursor)?;
     let next = (page.len() > limit as usize).then(|| page[limit as usize - 1].job_id.to_string());
     let listed: Vec<Value> = page.iter().take(limit as usize).map(|j| job_json(&state, j)).collect();
     Ok(Json(json!({"jobs": listed, "next_cursor": next})))

@@ -344,7 +344,93 @@ async fn a_bulk_job_is_read_with_the_mapping_profile_it_names(db: TestDb) {
     assert_eq!(over_sftp["created"], 2);
 }
 
+/// Runs `sql` on the test's database.
+async fn execute(db: &TestDb, sql: &str) {
+    use sqlx::Connection;
+    if db.url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+}
+
+/// Every page of `GET …/jobs` (with `query`), followed by its cursor.
+async fn all_pages(bulk: &Bulk, query: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..100 {
+        let url = match &cursor {
+            Some(c) => format!("{}?limit=100&cursor={c}{query}", bulk.jobs),
+            None => format!("{}?limit=100{query}", bulk.jobs),
+        };
+        let page: Value = bulk.c.get(url).bearer_auth(&bulk.token).send().await.unwrap().json().await.unwrap();
+        ids.extend(page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return ids,
+        }
+    }
+    panic!("more than 100 pages");
+}
+
+async fn the_job_list_pages_through_all_of_an_accounts_jobs(db: TestDb) {
+    let daemon = TestDaemon::spawn_in_process(&db, &[TestAccount::new("acme"), TestAccount::new("other")], &[]).await;
+    let bulk = Bulk::new(&daemon).await;
+    let store = db.store().await;
+    // 1,048 jobs of acme and 22 of another account, many received in the
+    // same millisecond (the id breaks ties).
+    let (mut made, mut theirs) = (Vec::new(), Vec::new());
+    for i in 0..1070 {
+        let id = uuid::Uuid::new_v4().to_string();
+        let account = if i % 50 == 0 { "other" } else { "acme" };
+        store
+            .create_job(&intake::store::NewJob {
+                job_id: intake::domain::JobId::from(id.clone()),
+                account: account.into(),
+                file_name: format!("f{i}.csv"),
+                spool_path: "/nonexistent/upload.csv".into(),
+                sha256: String::new(),
+                bytes: 0,
+                uploader: None,
+                scopes: intake::domain::user::Scopes::CREATE_ONLY,
+                source_key: None,
+                kind: intake::store::JobKind::Import,
+                owner: Some("bulk-insert".into()),
+            })
+            .await
+            .unwrap();
+        if account == "acme" {
+            made.push(id);
+        } else {
+            theirs.push(id);
+        }
+    }
+    execute(&db, "UPDATE jobs SET status = 'completed'").await;
+    let rejected: Vec<&String> = made.iter().step_by(20).collect();
+    let list = rejected.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(",");
+    execute(&db, &format!("UPDATE jobs SET status = 'rejected' WHERE job_id IN ({list})")).await;
+
+    let ids = all_pages(&bulk, "").await;
+    assert_eq!(ids.len(), made.len(), "every job of the account, once");
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), made.len());
+    assert_eq!(unique, made.iter().collect(), "only the account's jobs");
+    let only_rejected = all_pages(&bulk, "&status=rejected").await;
+    assert_eq!(only_rejected.len(), rejected.len());
+    // Another account's job as a cursor, or garbage: 400.
+    assert_eq!(c_get(&bulk, &format!("?cursor={}", theirs[0])).await, 400);
+    assert_eq!(c_get(&bulk, "?cursor=..%2F..").await, 400);
+}
+
+async fn c_get(bulk: &Bulk, query: &str) -> u16 {
+    let response = bulk.c.get(format!("{}{query}", bulk.jobs)).bearer_auth(&bulk.token).send().await.unwrap();
+    response.status().as_u16()
+}
+
 crate::on_both_backends!(
+    the_job_list_pages_through_all_of_an_accounts_jobs,
     a_bulk_job_is_read_with_the_mapping_profile_it_names,
     a_token_over_its_rate_gets_429_with_retry_after_and_another_token_is_not_starved,
     token_failures_refuse_sftp_logins_from_the_source_and_guessing_stays_cheap,
