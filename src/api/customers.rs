@@ -80,6 +80,9 @@ struct Body {
     appdata: Option<Map<String, Value>>,
 }
 
+/// The most values `addresses` may list in a body (duplicates included).
+const MAX_LISTED_ADDRESSES: usize = 100;
+
 fn read_body(bytes: &Bytes, headers: &HeaderMap, allowed: &[&str]) -> Result<Body, Problem> {
     let json_type = headers
         .get(header::CONTENT_TYPE)
@@ -120,6 +123,18 @@ fn read_body(bytes: &Bytes, headers: &HeaderMap, allowed: &[&str]) -> Result<Bod
     };
     let addresses = match object.remove("addresses") {
         None | Some(Value::Null) => None,
+        // Never parsed one by one past a bound: duplicates are dropped
+        // before the count of 1–10 is checked, but a body listing thousands
+        // would cost seconds of parsing and an answer as long.
+        Some(Value::Array(items)) if items.len() > MAX_LISTED_ADDRESSES => {
+            let message = format!(
+                "addresses lists {} values; at most {MAX_LISTED_ADDRESSES} may be listed (and {} distinct kept)",
+                items.len(),
+                crate::domain::customer::MAX_ADDRESSES
+            );
+            errors.push(body_error("too_many_addresses", "addresses", message));
+            None
+        }
         Some(Value::Array(items)) => {
             let mut out = Vec::with_capacity(items.len().min(64));
             for (i, item) in items.into_iter().enumerate() {

@@ -1,10 +1,13 @@
 //! The HTTP API's per-token rate, the per-source penalty it shares with SFTP
-//! logins, and bulk jobs' crash safety (a complete repeated after a crash at
-//! any step, abandoned open jobs swept), through the real listener.
+//! logins, bulk jobs' crash safety (a complete repeated after a crash at
+//! any step, abandoned open jobs swept), mapping and listing, and the worst
+//! inputs `api.rs` does not cover, through the real listener.
 
 use crate::support::{client_key, openssh_sftp, write_customers, TestAccount, TestDaemon, TestDb};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 async fn token(daemon: &TestDaemon, user: &str) -> String {
     let out = daemon.cli(&["token", "create", user], "").await;
@@ -429,7 +432,224 @@ async fn c_get(bulk: &Bulk, query: &str) -> u16 {
     response.status().as_u16()
 }
 
+/// Reads until the server closes the connection (or `within` passes);
+/// whether it did.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// An HTTP/2 frame: length, type, flags, stream, payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+async fn an_http2_connection_that_never_completes_a_request_header_is_closed(db: TestDb) {
+    let daemon = TestDaemon::spawn_in_process_with(
+        &db,
+        &[TestAccount::new("acme")],
+        &[],
+        &[("api", "header_read_timeout_secs = 2\nidle_timeout_secs = 60")],
+    )
+    .await;
+    let api = daemon.api_addr().await;
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    // Kept busy with a PING every 200 ms, never a request: closed at the
+    // header read timeout, not the idle timeout.
+    let mut pinger = TcpStream::connect(&api).await.unwrap();
+    pinger.write_all(&[PREFACE, &frame(4, 0, 0, &[])[..]].concat()).await.unwrap();
+    let started = Instant::now();
+    let (mut read, mut write) = pinger.into_split();
+    let pings = tokio::spawn(async move {
+        for i in 0u64..300 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if write.write_all(&frame(6, 0, 0, &i.to_be_bytes())).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(15), read.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(_)) => continue,
+            Err(_) => break false,
+        }
+    };
+    pings.abort();
+    assert!(closed, "an HTTP/2 connection sending only PINGs was kept");
+    assert!(started.elapsed() < Duration::from_secs(10), "closed after {:?}", started.elapsed());
+
+    // A HEADERS frame that never ends (no END_HEADERS, no CONTINUATION).
+    let mut stuck = TcpStream::connect(&api).await.unwrap();
+    let headers = frame(1, 0x1, 1, &[0x82, 0x84]);
+    stuck.write_all(&[PREFACE, &frame(4, 0, 0, &[]), &headers].concat()).await.unwrap();
+    let started = Instant::now();
+    assert!(closed_within(&mut stuck, Duration::from_secs(15)).await, "an unfinished HTTP/2 header was kept");
+    assert!(started.elapsed() < Duration::from_secs(10), "closed after {:?}", started.elapsed());
+
+    // A real HTTP/2 client is served (prior knowledge, plain).
+    let t = token(&daemon, "acme").await;
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
+        .args(["-H", &format!("Authorization: Bearer {t}")])
+        .arg(format!("http://{api}/api/v1/accounts/acme/customers?ref=none"))
+        .output()
+        .await
+        .expect("curl runs (installed by .ci/run)");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 404", "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+async fn five_thousand_idle_keep_alive_connections_never_hold_the_api(db: TestDb) {
+    let daemon = TestDaemon::spawn_in_process_with(
+        &db,
+        &[TestAccount::new("acme")],
+        &[],
+        &[("api", "max_connections = 6000\nmax_connections_per_source = 6000\nheader_read_timeout_secs = 3")],
+    )
+    .await;
+    let api = daemon.api_addr().await;
+    let t = token(&daemon, "acme").await;
+    // Each makes one request, reads its answer, then sits on the connection.
+    let mut idle = Vec::new();
+    for _ in 0..25 {
+        let mut batch = tokio::task::JoinSet::new();
+        for _ in 0..200 {
+            let api = api.clone();
+            batch.spawn(async move {
+                let mut stream = TcpStream::connect(&api).await.ok()?;
+                stream.write_all(b"GET /api/v1/none HTTP/1.1\r\nHost: x\r\n\r\n").await.ok()?;
+                let mut buf = [0u8; 1024];
+                let n = stream.read(&mut buf).await.ok()?;
+                String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 404").then_some(stream)
+            });
+        }
+        while let Some(done) = batch.join_next().await {
+            idle.extend(done.unwrap());
+        }
+    }
+    assert!(idle.len() >= 4500, "only {} connections were served", idle.len());
+    // While they are held, a new client is served at once.
+    let started = Instant::now();
+    let served = client().get(format!("http://{api}/api/v1/accounts/acme/customers?ref=none")).bearer_auth(&t).send();
+    assert_eq!(served.await.unwrap().status().as_u16(), 404);
+    assert!(started.elapsed() < Duration::from_secs(5), "served after {:?}", started.elapsed());
+    // Every idle one is closed by the server after the header read timeout.
+    let started = Instant::now();
+    for stream in &mut idle {
+        let left = Duration::from_secs(30).saturating_sub(started.elapsed());
+        assert!(closed_within(stream, left).await, "an idle keep-alive connection was open after 30 s");
+    }
+}
+
+async fn a_megabyte_of_addresses_is_refused_with_a_short_answer(db: TestDb) {
+    let daemon = TestDaemon::spawn_in_process(&db, &[TestAccount::new("acme")], &[]).await;
+    let api = daemon.api_addr().await;
+    let t = token(&daemon, "acme").await;
+    let addresses: Vec<String> = (0..69_000).map(|i| format!("+1555{i:07}")).collect();
+    let body = json!({"ref": "many", "addresses": addresses}).to_string();
+    assert!(body.len() > 1_000_000 && body.len() < 1_048_576, "{}", body.len());
+    let started = Instant::now();
+    let response = client()
+        .post(format!("http://{api}/api/v1/accounts/acme/customers"))
+        .bearer_auth(&t)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 422);
+    let answer = response.text().await.unwrap();
+    assert!(answer.len() < 64 * 1024, "a {} byte answer", answer.len());
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    let problem: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(problem["errors"][0]["code"], "too_many_addresses", "{problem}");
+}
+
+async fn a_put_cut_midway_resumes_where_it_stopped_and_overlaps_are_416(db: TestDb) {
+    let daemon = TestDaemon::spawn_in_process(&db, &[TestAccount::new("acme")], &[]).await;
+    let bulk = Bulk::new(&daemon).await;
+    let file = daemon.dir.join("cut.csv");
+    write_customers(&file, "cut-", 2000);
+    let bytes = std::fs::read(&file).unwrap();
+    let total = bytes.len();
+    let created = bulk.c.post(&bulk.jobs).bearer_auth(&bulk.token).json(&json!({"file": "cut.csv"})).send().await;
+    let id = created.unwrap().json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let url = format!("{}/{id}", bulk.jobs);
+
+    // The whole file announced, a third sent, then the connection cut.
+    let api = url.split('/').nth(2).unwrap().to_owned();
+    let mut stream = TcpStream::connect(&api).await.unwrap();
+    let head = format!(
+        "PUT /api/v1/accounts/acme/jobs/{id}/data HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: {total}\r\nContent-Range: bytes 0-{}/{total}\r\n\r\n",
+        bulk.token,
+        total - 1
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&bytes[..total / 3]).await.unwrap();
+    stream.flush().await.unwrap();
+    // Kept by the server once it read them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, open) = bulk.get(&id).await;
+        if open["bytes_received"].as_u64() == Some((total / 3) as u64) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the bytes sent never arrived: {open}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stream);
+
+    // Resumed from bytes_received (409 while the cut request still holds
+    // the job); a piece overlapping what arrived, or leaving a hole: 416.
+    let piece = |start: usize, end: usize| {
+        bulk.c
+            .put(format!("{url}/data"))
+            .bearer_auth(&bulk.token)
+            .header("Content-Range", format!("bytes {start}-{}/{total}", end - 1))
+            .body(bytes[start..end].to_vec())
+            .send()
+    };
+    let have = loop {
+        let (_, open) = bulk.get(&id).await;
+        let have = open["bytes_received"].as_u64().unwrap() as usize;
+        if have > 0 {
+            match piece(have - 1, total).await.unwrap().status().as_u16() {
+                409 => {}
+                416 => break have,
+                other => panic!("an overlapping piece: {other}"),
+            }
+        }
+        assert!(Instant::now() < deadline, "the cut request still holds the job");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(piece(have + 1, total).await.unwrap().status().as_u16(), 416, "a hole");
+    let resumed = piece(have, total).await.unwrap();
+    assert_eq!(resumed.status().as_u16(), 200);
+    assert_eq!(resumed.json::<Value>().await.unwrap()["bytes_received"], total);
+    assert_eq!(bulk.complete(&id).await.0, 202);
+    let summary = daemon.summary("acme", "cut", Duration::from_secs(120)).await;
+    assert_eq!(summary["created"], 2000, "{summary}");
+}
+
 crate::on_both_backends!(
+    an_http2_connection_that_never_completes_a_request_header_is_closed,
+    five_thousand_idle_keep_alive_connections_never_hold_the_api,
+    a_megabyte_of_addresses_is_refused_with_a_short_answer,
+    a_put_cut_midway_resumes_where_it_stopped_and_overlaps_are_416,
     the_job_list_pages_through_all_of_an_accounts_jobs,
     a_bulk_job_is_read_with_the_mapping_profile_it_names,
     a_token_over_its_rate_gets_429_with_retry_after_and_another_token_is_not_starved,
