@@ -14,7 +14,6 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// SFTP logins look users up in the database at every attempt, so users and
@@ -327,7 +326,7 @@ fn start_pipeline(
             crate::retention::run(layout.clone(), store.clone(), settings.clone(), stop.clone())
         }));
     }
-    let wake = Arc::new(Notify::new());
+    let wake = ctx.wake.clone();
     {
         let (ctx, wake, shutdown) = (ctx.clone(), wake.clone(), shutdown.clone());
         tasks.spawn(supervised("watcher", shutdown.clone(), move || {

@@ -400,6 +400,8 @@ pub(super) async fn complete(
                 mapping,
             };
             let job = crate::ingest::arrival::arrive(&ctx, arrival).await.map_err(Problem::internal)?;
+            // Taken at once by a worker of this process, not at its next look.
+            ctx.wake.notify_one();
             tracing::info!(account = %avid, job_id = %job.job_id, file = %open.file, user = %open.username, "bulk job completed over the API");
             job
         }

@@ -144,6 +144,9 @@ pub struct Context {
     /// a word another process takes its jobs over.
     pub heartbeat: Duration,
     pub takeover_after: Duration,
+    /// Wakes this process's workers: a job was queued (by the watcher, or
+    /// a front end that queued it itself, as an HTTP bulk job's complete).
+    pub wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Context {
@@ -161,6 +164,7 @@ impl Context {
             owner,
             heartbeat: config.cluster.heartbeat(),
             takeover_after: config.cluster.takeover_after(),
+            wake: Default::default(),
         }
     }
 }
