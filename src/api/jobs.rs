@@ -220,7 +220,7 @@ fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Problem> {
     responses(
         (status = 200, description = "Bytes received so far", body = Object),
         (status = 400, description = "A bad Content-Range or a body shorter than it", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The job is completed", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The job is completed (job_not_open), or another request is writing it (job_busy)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "Over max_file_bytes", body = ProblemBody, content_type = "application/problem+json"),
         (status = 416, description = "The piece does not start where the last ended", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
@@ -253,7 +253,7 @@ pub(super) async fn put_data(
     };
     let have = meta.len();
     let range = content_range(&headers)?;
-    let mut file = match range {
+    let file = match range {
         Some((start, _)) if start != have => {
             return Err(Problem::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
@@ -265,11 +265,17 @@ pub(super) async fn put_data(
         None => tokio::fs::OpenOptions::new().write(true).truncate(true).open(&data).await,
     }
     .map_err(Problem::internal)?;
+    // Written in large pieces: each write of a tokio file is a hop to the
+    // blocking pool, and a body comes in frames of a few KiB.
+    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
     let mut written = if range.is_some() { have } else { 0 };
     let mut body = body;
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|_| Problem::new(StatusCode::BAD_REQUEST, "body_incomplete", "the body ended early"))?;
+        let Ok(frame) = frame else {
+            // Cut: what came is kept, so the client resumes from bytes_received.
+            file.flush().await.map_err(Problem::internal)?;
+            return Err(Problem::new(StatusCode::BAD_REQUEST, "body_incomplete", "the body ended early"));
+        };
         let Ok(bytes) = frame.into_data() else { continue };
         written += bytes.len() as u64;
         if written > max {
@@ -576,7 +582,7 @@ pub(super) async fn failed(
     params(("avid" = String, Path, description = "The account's AVID"), ("id" = String, Path, description = "The job's id")),
     responses(
         (status = 204, description = "Discarded"),
-        (status = 409, description = "Completed already", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Completed already (job_not_open), or another request is writing it (job_busy)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")

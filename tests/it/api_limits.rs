@@ -601,7 +601,12 @@ async fn a_put_cut_midway_resumes_where_it_stopped_and_overlaps_are_416(db: Test
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&bytes[..total / 3]).await.unwrap();
     stream.flush().await.unwrap();
-    // Kept by the server once it read them.
+    // Cut once the server has read them (it answers nothing before the end).
+    let mut probe = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut probe)).await;
+    assert!(early.is_err(), "the server answered a PUT whose body had not ended");
+    drop(stream);
+    // What came is kept.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, open) = bulk.get(&id).await;
@@ -611,7 +616,6 @@ async fn a_put_cut_midway_resumes_where_it_stopped_and_overlaps_are_416(db: Test
         assert!(Instant::now() < deadline, "the bytes sent never arrived: {open}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    drop(stream);
 
     // Resumed from bytes_received (409 while the cut request still holds
     // the job); a piece overlapping what arrived, or leaving a hole: 416.
