@@ -18,13 +18,16 @@ usage: bench/api.py [--backend sqlite|postgres] [--rows 1000000] [--seconds 10] 
 Needs a release build (cargo build --release; BIN to pick another), PG_URL for postgres.
 The per-token rate limit is off for the run ([api] rate_per_token = 0).
 """
-import argparse, http.client, json, multiprocessing, os, shutil, sqlite3, statistics, subprocess, sys, tempfile
+import argparse, datetime, http.client, json, multiprocessing, os, shutil, sqlite3, statistics, subprocess, sys, tempfile
 import time, urllib.request, uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("BIN") or os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")),
                                             "release", "intake")
 ACCOUNTS = ["bench", "bulk", "viasftp"]
+# The accounts of the bulk comparison (HTTP, SFTP); SWAP_ACCOUNTS=1 swaps them,
+# to tell an account's effect from a channel's.
+HTTP_ACCOUNT, SFTP_ACCOUNT = ("viasftp", "bulk") if os.environ.get("SWAP_ACCOUNTS") == "1" else ("bulk", "viasftp")
 
 
 class Daemon:
@@ -160,7 +163,7 @@ def baseline_postgres(work, pg_url, rows):
 
 
 def bulk_http(daemon, token, path, stem):
-    api = f"http://{daemon.api}/api/v1/accounts/bulk/jobs"
+    api = f"http://{daemon.api}/api/v1/accounts/{HTTP_ACCOUNT}/jobs"
     auth = {"Authorization": f"Bearer {token}"}
 
     def call(method, url, data=None, headers=None):
@@ -175,7 +178,7 @@ def bulk_http(daemon, token, path, stem):
         size = os.path.getsize(path)
         call("PUT", f"{url}/data", f, {"Content-Length": str(size), "Content-Type": "text/csv"})
     call("POST", f"{url}/complete")
-    summary = daemon.summary("bulk", stem, t0)
+    summary = daemon.summary(HTTP_ACCOUNT, stem, t0)
     return time.time() - t0, summary
 
 
@@ -183,9 +186,9 @@ def bulk_sftp(daemon, path, stem):
     t0 = time.time()
     subprocess.run(["sftp", "-q", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                     "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-i", os.path.join(daemon.work, "key"),
-                    "-P", daemon.sftp_port, "-b", "-", "viasftp@127.0.0.1"],
+                    "-P", daemon.sftp_port, "-b", "-", f"{SFTP_ACCOUNT}@127.0.0.1"],
                    input=f"put {path} /customers/{stem}.csv\n".encode(), check=True, stdout=subprocess.DEVNULL)
-    summary = daemon.summary("viasftp", stem, t0)
+    summary = daemon.summary(SFTP_ACCOUNT, stem, t0)
     return time.time() - t0, summary
 
 
@@ -232,13 +235,16 @@ def main():
                 for how in order:
                     stem = f"r{r}-{how}"
                     if how == "http":
-                        took, summary = bulk_http(daemon, daemon.token("bulk"), gen, stem)
+                        took, summary = bulk_http(daemon, daemon.token(HTTP_ACCOUNT), gen, stem)
                         http_rates.append(a.rows / took)
                     else:
                         took, summary = bulk_sftp(daemon, gen, stem)
                         sftp_rates.append(a.rows / took)
+                    ts = lambda k: datetime.datetime.fromisoformat(summary[k].replace("Z", "+00:00")).timestamp()
                     print(f"  round {r + 1} {how:4s}: {took:7.1f} s, {a.rows / took:8.0f} rows/s "
-                          f"(created {summary.get('created')}, failed {summary.get('failed')})")
+                          f"(created {summary.get('created')}, unchanged {summary.get('unchanged')}, "
+                          f"failed {summary.get('failed')}; queued {ts('started_at') - ts('received_at'):.1f} s, "
+                          f"ran {ts('finished_at') - ts('started_at'):.1f} s)")
             h, s = statistics.median(http_rates), statistics.median(sftp_rates)
             print(f"median rows/s: HTTP bulk job {h:.0f}, SFTP {s:.0f}: ratio {h / s:.3f}x (target >= 0.95x)")
         daemon.stop()
