@@ -14,7 +14,6 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// SFTP logins look users up in the database at every attempt, so users and
@@ -249,7 +248,8 @@ pub async fn start(config: Config) -> Result<RunningApp> {
     crate::telemetry::metrics().set_account_labels(config.http.account_labels);
     let sftp_bound = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
-    let sftp_addr = start_sftp(&config, &node, &store, &layout, &mut tasks, &shutdown, &sftp_bound).await?;
+    let (sftp_addr, penalties) =
+        start_sftp(&config, &node, &store, &layout, &mut tasks, &shutdown, &sftp_bound).await?;
     node.register(&store, sftp_addr).await?;
     {
         let (store, heartbeat, shutdown) = (store.clone(), ctx.heartbeat, shutdown.clone());
@@ -260,14 +260,15 @@ pub async fn start(config: Config) -> Result<RunningApp> {
         });
     }
     let http_addr = start_http(&config, &store, &mut tasks, &shutdown, &sftp_bound).await?;
-    let api_addr = crate::api::start(&config, &store, ctx.clone(), &mut tasks, &shutdown).await?;
+    let api_addr = crate::api::start(&config, &store, ctx.clone(), penalties, &mut tasks, &shutdown).await?;
     start_pipeline(&config, ctx, &store, layout, &mut tasks, &shutdown);
     Ok(RunningApp { sftp_addr, http_addr, api_addr, shutdown, tasks })
 }
 
 pub(crate) type Parts = tokio::task::JoinSet<Result<()>>;
 
-/// The SFTP server, when enabled; returns where it listens.
+/// The SFTP server, when enabled; returns where it listens and the count of
+/// failed logins per source it refuses by (which the API shares).
 async fn start_sftp(
     config: &Config,
     node: &crate::cluster::Node,
@@ -276,10 +277,12 @@ async fn start_sftp(
     tasks: &mut Parts,
     shutdown: &CancellationToken,
     sftp_bound: &Arc<std::sync::atomic::AtomicBool>,
-) -> Result<Option<std::net::SocketAddr>> {
+) -> Result<(Option<std::net::SocketAddr>, Arc<crate::penalties::Penalties>)> {
     if !config.sftp.enabled {
         tracing::info!("SFTP server disabled; watching uploads written by another server");
-        return Ok(None);
+        let window = Duration::from_secs(config.sftp.login_penalty_secs);
+        let penalties = crate::penalties::Penalties::new(config.sftp.max_login_failures_per_source, window);
+        return Ok((None, Arc::new(penalties)));
     }
     {
         check_uploader_records(layout)?;
@@ -295,7 +298,7 @@ async fn start_sftp(
         )
         .await
         .context("while starting the SFTP server")?;
-        let addr = server.local_addr();
+        let (addr, penalties) = (server.local_addr(), server.penalties());
         tracing::info!(%addr, database = store.backend(), data_dir = %config.data_dir.display(), "intake is serving SFTP");
         sftp_bound.store(true, std::sync::atomic::Ordering::Relaxed);
         let (shutdown, bound) = (shutdown.clone(), sftp_bound.clone());
@@ -304,7 +307,7 @@ async fn start_sftp(
             bound.store(false, std::sync::atomic::Ordering::Relaxed);
             served
         });
-        Ok(Some(addr))
+        Ok((Some(addr), penalties))
     }
 }
 
@@ -359,7 +362,7 @@ fn start_pipeline(
             crate::retention::run(layout.clone(), store.clone(), settings.clone(), stop.clone())
         }));
     }
-    let wake = Arc::new(Notify::new());
+    let wake = ctx.wake.clone();
     {
         let (ctx, wake, shutdown) = (ctx.clone(), wake.clone(), shutdown.clone());
         tasks.spawn(supervised("watcher", shutdown.clone(), move || {

@@ -162,6 +162,13 @@ pub struct ApiSettings {
     pub max_headers: usize,
     /// Bytes of a JSON request body (a bulk job's data: `max_file_bytes`).
     pub max_json_bytes: usize,
+    /// Requests a second each token may make on average (0: no limit), and
+    /// at once; over it: 429 with `Retry-After`. Counted per process.
+    pub rate_per_token: f64,
+    pub burst_per_token: u32,
+    /// Seconds an open bulk job may go untouched before it is discarded
+    /// with its data (0: kept).
+    pub open_job_expiry_secs: u64,
 }
 
 impl Default for ApiSettings {
@@ -178,6 +185,9 @@ impl Default for ApiSettings {
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             max_json_bytes: 1024 * 1024,
+            rate_per_token: 50.0,
+            burst_per_token: 100,
+            open_job_expiry_secs: 24 * 3600,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod keyring;
 pub mod mailbox;
 pub mod openpgp;
+pub mod penalties;
 pub mod retention;
 pub mod serve_http;
 pub mod sftp;

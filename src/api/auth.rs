@@ -1,7 +1,9 @@
 //! Bearer tokens: how a request becomes its caller (a user of one account,
 //! with the scopes both the token and the user have). Failed attempts count
-//! per source address, as failed SFTP logins do: with the same limits, and
-//! on PostgreSQL in the same table every node (and the SFTP server) reads.
+//! per source address in the same count as failed SFTP logins (the same
+//! limits, one counter: failures on either side refuse the source on
+//! both), and on PostgreSQL in the same table every node reads. Each valid
+//! token has a request rate (see `rate`).
 
 use super::problem::Problem;
 use super::ApiState;
@@ -11,10 +13,8 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 /// The prefix of every token (lets secret scanners recognise a leaked one).
 pub const TOKEN_PREFIX: &str = "intake_";
@@ -92,12 +92,21 @@ impl FromRequestParts<ApiState> for Caller {
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
             .filter(|t| t.starts_with(TOKEN_PREFIX) && t.len() <= 128);
-        let found = match token {
-            Some(token) => state.store.token_user(&hash(token)).await.map_err(Problem::internal)?,
+        let hashed = token.map(hash);
+        // A token known to be over its rate is answered without a lookup.
+        if let Some(wait) = hashed.as_deref().and_then(|h| state.rates.exhausted(h)) {
+            return Err(too_many_requests(wait));
+        }
+        let found = match &hashed {
+            Some(hashed) => state.store.token_user(hashed).await.map_err(Problem::internal)?,
             None => None,
         };
         match found {
-            Some(user) => Ok(Caller { username: user.username, account: user.account, scopes: user.scopes }),
+            Some(user) => {
+                let hashed = hashed.as_deref().unwrap_or_default();
+                state.rates.take(hashed).map_err(too_many_requests)?;
+                Ok(Caller { username: user.username, account: user.account, scopes: user.scopes })
+            }
             None => {
                 if let Some(ip) = source {
                     if state.record_failure(ip).await {
@@ -110,62 +119,24 @@ impl FromRequestParts<ApiState> for Caller {
     }
 }
 
+/// Over the token's request rate (`[api] rate_per_token`, `burst_per_token`).
+fn too_many_requests(wait: Duration) -> Problem {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("this token is over its request rate; try again in {secs} s"),
+    )
+    .with_retry_after(secs)
+}
+
 fn too_many_failures(state: &ApiState) -> Problem {
     Problem::new(
         StatusCode::TOO_MANY_REQUESTS,
         "too_many_failures",
-        format!("too many failed attempts from this address; try again in {} s", state.failures.window.as_secs()),
+        format!("too many failed attempts from this address; try again in {} s", state.penalties.window().as_secs()),
     )
-}
-
-/// Failed token attempts per source address, in this process.
-pub(super) struct Failures {
-    pub(super) max: u32,
-    pub(super) window: Duration,
-    sources: Mutex<HashMap<IpAddr, (u32, Instant)>>,
-}
-
-impl Failures {
-    pub(super) fn new(max: u32, window: Duration) -> Failures {
-        Failures { max, window, sources: Mutex::new(HashMap::new()) }
-    }
-
-    pub(super) fn is_refused(&self, ip: IpAddr) -> bool {
-        if self.max == 0 {
-            return false;
-        }
-        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        match sources.get(&ip) {
-            Some((_, since)) if since.elapsed() >= self.window => {
-                sources.remove(&ip);
-                false
-            }
-            Some((count, _)) => *count >= self.max,
-            None => false,
-        }
-    }
-
-    /// Counts one failure; whether the source is refused now.
-    pub(super) fn record(&self, ip: IpAddr) -> bool {
-        if self.max == 0 {
-            return false;
-        }
-        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        if sources.len() > 100_000 {
-            let window = self.window;
-            sources.retain(|_, (_, since)| since.elapsed() < window);
-        }
-        let entry = sources.entry(ip).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= self.window {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
-        if entry.0 == self.max {
-            // The penalty runs a whole window from the failure that set it.
-            entry.1 = Instant::now();
-        }
-        entry.0 >= self.max
-    }
+    .with_retry_after(state.penalties.window().as_secs())
 }
 
 #[cfg(test)]
@@ -181,16 +152,5 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(hash_a, hash(&a));
         assert!(!hash_a.contains(&a[TOKEN_PREFIX.len()..]));
-    }
-
-    #[test]
-    fn a_source_is_refused_after_its_failures_and_others_are_not() {
-        let failures = Failures::new(3, Duration::from_secs(60));
-        let bad: IpAddr = "10.0.0.1".parse().unwrap();
-        assert!(!failures.record(bad));
-        assert!(!failures.record(bad));
-        assert!(failures.record(bad));
-        assert!(failures.is_refused(bad));
-        assert!(!failures.is_refused("10.0.0.2".parse().unwrap()));
     }
 }

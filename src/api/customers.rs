@@ -80,6 +80,9 @@ struct Body {
     appdata: Option<Map<String, Value>>,
 }
 
+/// The most values `addresses` may list in a body (duplicates included).
+const MAX_LISTED_ADDRESSES: usize = 100;
+
 fn read_body(bytes: &Bytes, headers: &HeaderMap, allowed: &[&str]) -> Result<Body, Problem> {
     let json_type = headers
         .get(header::CONTENT_TYPE)
@@ -120,6 +123,18 @@ fn read_body(bytes: &Bytes, headers: &HeaderMap, allowed: &[&str]) -> Result<Bod
     };
     let addresses = match object.remove("addresses") {
         None | Some(Value::Null) => None,
+        // Never parsed one by one past a bound: duplicates are dropped
+        // before the count of 1–10 is checked, but a body listing thousands
+        // would cost seconds of parsing and an answer as long.
+        Some(Value::Array(items)) if items.len() > MAX_LISTED_ADDRESSES => {
+            let message = format!(
+                "addresses lists {} values; at most {MAX_LISTED_ADDRESSES} may be listed (and {} distinct kept)",
+                items.len(),
+                crate::domain::customer::MAX_ADDRESSES
+            );
+            errors.push(body_error("too_many_addresses", "addresses", message));
+            None
+        }
         Some(Value::Array(items)) => {
             let mut out = Vec::with_capacity(items.len().min(64));
             for (i, item) in items.into_iter().enumerate() {
@@ -171,7 +186,7 @@ fn read_body(bytes: &Bytes, headers: &HeaderMap, allowed: &[&str]) -> Result<Bod
         (status = 400, description = "Not JSON, or a bad Idempotency-Key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or customer", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts from this address", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "The token lacks customers:create", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "The account has a customer with this ref (code ref_exists)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "The body is over max_json_bytes", body = ProblemBody, content_type = "application/problem+json"),
@@ -269,7 +284,7 @@ pub(super) struct RefQuery {
         (status = 400, description = "No ref given", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or customer", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts from this address", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 /// `GET /api/v1/accounts/{avid}/customers?ref=REF`.
@@ -301,7 +316,7 @@ pub(super) async fn find(
         (status = 200, description = "The customer, appdata included", body = Customer),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or customer", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts from this address", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 /// `GET /api/v1/accounts/{avid}/customers/{id}`.
@@ -331,7 +346,7 @@ pub(super) async fn get(
         (status = 400, description = "Not JSON", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or customer", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts from this address", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "The token lacks customers:update", body = ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "The body is over max_json_bytes", body = ProblemBody, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = ProblemBody, content_type = "application/problem+json"),

@@ -32,6 +32,10 @@ struct OpenJob {
     username: String,
     create: bool,
     update: bool,
+    /// The mapping profile the file is read with (`None`: chosen as for an
+    /// SFTP upload).
+    #[serde(default)]
+    mapping: Option<String>,
 }
 
 fn folder(dry_run: bool) -> Folder {
@@ -62,6 +66,42 @@ fn open_paths(state: &ApiState, avid: &str, id: &JobId) -> Option<(PathBuf, Path
     None
 }
 
+/// An open job held by one request at a time (complete, a PUT, discard):
+/// an exclusive `flock` on its record, which the kernel releases when the
+/// process dies, so a crash never leaves a job held.
+struct Held(#[allow(dead_code)] std::fs::File);
+
+/// Takes the job's lock, waiting up to `wait` for another request to let
+/// it go; `Ok(None)` if the record is gone (completed or discarded meanwhile).
+async fn hold(record: &std::path::Path, wait: std::time::Duration) -> Result<Option<Held>, Problem> {
+    use rustix::fs::{flock, FlockOperation};
+    let Ok(file) = std::fs::File::open(record) else { return Ok(None) };
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(Problem::new(
+                    StatusCode::CONFLICT,
+                    "job_busy",
+                    "another request is writing or completing this job; try again when it has ended",
+                ));
+            }
+            Err(e) => return Err(Problem::internal(e)),
+        }
+    }
+    // Held, but removed by the holder before us: the job is not open any more.
+    Ok(record.exists().then_some(Held(file)))
+}
+
+/// The name a completing job's data has between `complete`'s steps.
+fn completing_path(data: &std::path::Path, id: &JobId) -> PathBuf {
+    data.with_file_name(format!("{OPEN_PREFIX}{id}.completing"))
+}
+
 fn caller_account(caller: &Caller, avid: &str) -> Result<(), Problem> {
     caller.check_account(avid)
 }
@@ -86,10 +126,10 @@ pub(super) struct CreateJob {
         (status = 201, description = "The open job", body = Object),
         (status = 403, description = "The token lacks customers:create", body = ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "The body is over max_json_bytes", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid job (file name, mapping)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid job: file name (invalid_file_name), a mapping profile the account does not have (unknown_mapping)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
     )
 )]
 /// `POST /api/v1/accounts/{avid}/jobs`.
@@ -104,12 +144,8 @@ pub(super) async fn create(
     let request: CreateJob = serde_json::from_slice(&body).map_err(|e| {
         Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_job", format!("the job is invalid: {e}"))
     })?;
-    if request.mapping.is_some() {
-        return Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown_mapping",
-            "mapping profiles are not served yet",
-        ));
+    if let Some(name) = &request.mapping {
+        mapping_profile(&state, &avid, name).await?;
     }
     if !crate::mailbox::is_upload_name(&request.file) || request.file.contains('/') {
         return Err(Problem::new(
@@ -130,6 +166,7 @@ pub(super) async fn create(
         username: caller.username.clone(),
         create: caller.scopes.create,
         update: caller.scopes.update,
+        mapping: request.mapping.clone(),
     };
     let record = serde_json::to_vec(&open).map_err(Problem::internal)?;
     std::fs::File::create(dir.join(format!("{OPEN_PREFIX}{id}"))).map_err(Problem::internal)?;
@@ -138,6 +175,24 @@ pub(super) async fn create(
     let location = format!("/api/v1/accounts/{avid}/jobs/{id}");
     let body = json!({"id": id.as_str(), "file": request.file, "state": "open", "dry_run": request.dry_run, "bytes_received": 0});
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(body)).into_response())
+}
+
+/// The account's mapping profile (or enabled preset) called `name`, as an
+/// SFTP upload whose name its `files` glob matches is read with it.
+async fn mapping_profile(
+    state: &ApiState,
+    avid: &str,
+    name: &str,
+) -> Result<std::sync::Arc<crate::domain::mapping::Profile>, Problem> {
+    let found = crate::ingest::mappings::named(&state.store, avid, name).await.map_err(Problem::internal)?;
+    found.ok_or_else(|| {
+        let shown = crate::domain::customer::quote(name);
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_mapping",
+            format!("the account has no mapping profile {shown} (its own, or an enabled preset)"),
+        )
+    })
 }
 
 /// `Content-Range: bytes START-END/TOTAL` (TOTAL may be `*`).
@@ -165,12 +220,12 @@ fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Problem> {
     responses(
         (status = 200, description = "Bytes received so far", body = Object),
         (status = 400, description = "A bad Content-Range or a body shorter than it", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The job is completed", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The job is completed (job_not_open), or another request is writing it (job_busy)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "Over max_file_bytes", body = ProblemBody, content_type = "application/problem+json"),
         (status = 416, description = "The piece does not start where the last ended", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
     )
 )]
 /// `PUT /api/v1/accounts/{avid}/jobs/{id}/data`: the file's bytes, streamed
@@ -184,13 +239,21 @@ pub(super) async fn put_data(
 ) -> Result<Response, Problem> {
     caller_account(&caller, &avid)?;
     let id = job_id(&id)?;
-    let Some((data, _, _)) = open_paths(&state, &avid, &id) else {
+    let Some((data, record, _)) = open_paths(&state, &avid, &id) else {
+        return Err(not_open(&state, &avid, &id).await);
+    };
+    // One writer at a time, and never while the job is being completed.
+    let Some(_held) = hold(&record, std::time::Duration::ZERO).await? else {
         return Err(not_open(&state, &avid, &id).await);
     };
     let max = state.ctx.as_ref().map_or(u64::MAX, |c| c.limits.max_file_bytes);
-    let have = tokio::fs::metadata(&data).await.map_err(|_| Problem::not_found("job"))?.len();
+    let Ok(meta) = tokio::fs::metadata(&data).await else {
+        // Taken by a complete that did not finish: it is completed on retry.
+        return Err(not_open(&state, &avid, &id).await);
+    };
+    let have = meta.len();
     let range = content_range(&headers)?;
-    let mut file = match range {
+    let file = match range {
         Some((start, _)) if start != have => {
             return Err(Problem::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
@@ -202,11 +265,17 @@ pub(super) async fn put_data(
         None => tokio::fs::OpenOptions::new().write(true).truncate(true).open(&data).await,
     }
     .map_err(Problem::internal)?;
+    // Written in large pieces: each write of a tokio file is a hop to the
+    // blocking pool, and a body comes in frames of a few KiB.
+    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
     let mut written = if range.is_some() { have } else { 0 };
     let mut body = body;
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|_| Problem::new(StatusCode::BAD_REQUEST, "body_incomplete", "the body ended early"))?;
+        let Ok(frame) = frame else {
+            // Cut: what came is kept, so the client resumes from bytes_received.
+            file.flush().await.map_err(Problem::internal)?;
+            return Err(Problem::new(StatusCode::BAD_REQUEST, "body_incomplete", "the body ended early"));
+        };
         let Ok(bytes) = frame.into_data() else { continue };
         written += bytes.len() as u64;
         if written > max {
@@ -258,14 +327,22 @@ async fn not_open(state: &ApiState, avid: &str, id: &JobId) -> Problem {
     tag = "jobs",
     params(("avid" = String, Path, description = "The account's AVID"), ("id" = String, Path, description = "The job's id")),
     responses(
-        (status = 202, description = "Queued", body = Object),
-        (status = 409, description = "Completed already", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 202, description = "Queued (again the same for a repeated complete)", body = Object),
+        (status = 409, description = "Another request holds the job (a PUT under way)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "The job's mapping profile was removed since it was created (unknown_mapping)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
     )
 )]
 /// `POST /api/v1/accounts/{avid}/jobs/{id}/complete`: the file becomes a job.
+///
+/// Idempotent and crash-safe: the steps are (1) the data file renamed to
+/// `.completing`, (2) the job recorded and the file moved into its spool
+/// (arrival), (3) the open job's record removed, all under the record's
+/// lock. A complete repeated after any of them — by a client retrying, or
+/// the loser of two racing — finds where the first stopped, finishes it,
+/// and answers the same `202` for the one job.
 pub(super) async fn complete(
     State(state): State<ApiState>,
     caller: Caller,
@@ -274,29 +351,93 @@ pub(super) async fn complete(
     caller_account(&caller, &avid)?;
     let id = job_id(&id)?;
     let ctx = state.ctx.clone().ok_or_else(|| Problem::internal("no job context"))?;
+    if let Some(job) = queued_job(&state, &avid, &id).await? {
+        forget_open(&state, &avid, &id);
+        return Ok(accepted(&state, &avid, &job));
+    }
     let Some((data, record, open)) = open_paths(&state, &avid, &id) else {
         return Err(not_open(&state, &avid, &id).await);
     };
-    // Taken once: of two completes racing, one renames, the other finds nothing.
-    let taken = data.with_file_name(format!("{OPEN_PREFIX}{id}.completing"));
-    if std::fs::rename(&data, &taken).is_err() {
-        return Err(not_open(&state, &avid, &id).await);
-    }
-    let _ = std::fs::remove_file(&record);
-    let scopes = crate::domain::user::Scopes { create: open.create, update: open.update };
-    let arrival = Arrival {
-        account: &avid,
-        source: &taken,
-        file_name: &open.file,
-        kind: if open.dry_run { JobKind::Validation } else { JobKind::Import },
-        uploader: Uploader::Operator { scopes },
-        take: Take::Move,
-        job_id: Some(id.clone()),
+    let Some(_held) = hold(&record, std::time::Duration::from_secs(10)).await? else {
+        // Completed by the request that held it.
+        return match queued_job(&state, &avid, &id).await? {
+            Some(job) => Ok(accepted(&state, &avid, &job)),
+            None => Err(not_open(&state, &avid, &id).await),
+        };
     };
-    let job = crate::ingest::arrival::arrive(&ctx, arrival).await.map_err(Problem::internal)?;
-    tracing::info!(account = %avid, job_id = %job.job_id, file = %open.file, user = %open.username, "bulk job completed over the API");
-    let location = format!("/api/v1/accounts/{avid}/jobs/{id}");
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(job_json(&state, &job))).into_response())
+    // Under the lock, where an earlier complete stopped.
+    let job = match state.store.get_job(id.as_str()).await.map_err(Problem::internal)? {
+        Some(job) if job.account != avid => return Err(Problem::not_found("job")),
+        Some(job) if job.status != JobStatus::Arriving => Some(job),
+        // Recorded, its file not moved yet: forgotten, arrived again below.
+        Some(job) if !std::path::Path::new(&job.spool_path).exists() => {
+            let _ = std::fs::remove_dir_all(ctx.layout.spool(&id));
+            state.store.delete_job(id.as_str()).await.map_err(Problem::internal)?;
+            None
+        }
+        // Moved into its spool, not queued yet.
+        Some(job) => {
+            let scopes = crate::domain::user::Scopes { create: open.create, update: open.update };
+            state.store.mark_queued(id.as_str(), None, scopes).await.map_err(Problem::internal)?;
+            state.store.get_job(id.as_str()).await.map_err(Problem::internal)?.or(Some(job))
+        }
+        None => None,
+    };
+    let job = match job {
+        Some(job) => job,
+        None => {
+            let taken = completing_path(&data, &id);
+            if !taken.exists() {
+                std::fs::rename(&data, &taken).map_err(Problem::internal)?;
+            }
+            let scopes = crate::domain::user::Scopes { create: open.create, update: open.update };
+            let mapping = match &open.mapping {
+                Some(name) => Some(mapping_profile(&state, &avid, name).await?),
+                None => None,
+            };
+            let arrival = Arrival {
+                account: &avid,
+                source: &taken,
+                file_name: &open.file,
+                kind: if open.dry_run { JobKind::Validation } else { JobKind::Import },
+                uploader: Uploader::Operator { scopes },
+                take: Take::Move,
+                job_id: Some(id.clone()),
+                mapping,
+            };
+            let job = crate::ingest::arrival::arrive(&ctx, arrival).await.map_err(Problem::internal)?;
+            // Taken at once by a worker of this process, not at its next look.
+            ctx.wake.notify_one();
+            tracing::info!(account = %avid, job_id = %job.job_id, file = %open.file, user = %open.username, "bulk job completed over the API");
+            job
+        }
+    };
+    forget_open(&state, &avid, &id);
+    Ok(accepted(&state, &avid, &job))
+}
+
+/// The job `id` of `avid` once it is past arriving (queued or later).
+async fn queued_job(state: &ApiState, avid: &str, id: &JobId) -> Result<Option<Job>, Problem> {
+    Ok(state
+        .store
+        .get_job(id.as_str())
+        .await
+        .map_err(Problem::internal)?
+        .filter(|job| job.account == avid && job.status != JobStatus::Arriving))
+}
+
+/// Removes what is left of an open job that is a job now.
+fn forget_open(state: &ApiState, avid: &str, id: &JobId) {
+    let Some(ctx) = state.ctx.as_ref() else { return };
+    for dry_run in [false, true] {
+        let dir = ctx.layout.folder(avid, folder(dry_run));
+        let _ = std::fs::remove_file(dir.join(format!("{OPEN_PREFIX}{id}.json")));
+    }
+}
+
+fn accepted(state: &ApiState, avid: &str, job: &Job) -> Response {
+    let location = format!("/api/v1/accounts/{avid}/jobs/{}", job.job_id);
+    (StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(job_json(state, job))).into_response()
 }
 
 fn state_name(status: JobStatus) -> &'static str {
@@ -348,7 +489,7 @@ fn job_json(state: &ApiState, job: &Job) -> Value {
         (status = 200, description = "id, file, state and the keys of progress.json / summary.json", body = Object),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
     )
 )]
 /// `GET /api/v1/accounts/{avid}/jobs/{id}`.
@@ -359,8 +500,14 @@ pub(super) async fn get(
 ) -> Result<Json<Value>, Problem> {
     caller_account(&caller, &avid)?;
     let id = job_id(&id)?;
+    if let Some(job) = queued_job(&state, &avid, &id).await? {
+        return Ok(Json(job_json(&state, &job)));
+    }
     if let Some((data, _, open)) = open_paths(&state, &avid, &id) {
-        let bytes = std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
+        let bytes = std::fs::metadata(&data)
+            .or_else(|_| std::fs::metadata(completing_path(&data, &id)))
+            .map(|m| m.len())
+            .unwrap_or(0);
         return Ok(Json(
             json!({"id": id.as_str(), "file": open.file, "state": "open", "dry_run": open.dry_run, "bytes_received": bytes}),
         ));
@@ -395,7 +542,7 @@ async fn report(state: &ApiState, caller: &Caller, avid: &str, id: &str, failed:
         (status = 200, description = "results.csv", body = String, content_type = "text/csv"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
     )
 )]
 /// `GET /api/v1/accounts/{avid}/jobs/{id}/results`.
@@ -416,7 +563,7 @@ pub(super) async fn results(
         (status = 200, description = "failed.csv (404 if no row failed)", body = String, content_type = "text/csv"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
     )
 )]
 /// `GET /api/v1/accounts/{avid}/jobs/{id}/failed`.
@@ -435,10 +582,10 @@ pub(super) async fn failed(
     params(("avid" = String, Path, description = "The account's AVID"), ("id" = String, Path, description = "The job's id")),
     responses(
         (status = 204, description = "Discarded"),
-        (status = 409, description = "Completed already", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Completed already (job_not_open), or another request is writing it (job_busy)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
     )
 )]
 /// `DELETE /api/v1/accounts/{avid}/jobs/{id}`: discards an open job.
@@ -452,9 +599,65 @@ pub(super) async fn discard(
     let Some((data, record, _)) = open_paths(&state, &avid, &id) else {
         return Err(not_open(&state, &avid, &id).await);
     };
-    let _ = std::fs::remove_file(&record);
-    let _ = std::fs::remove_file(&data);
+    let Some(_held) = hold(&record, std::time::Duration::ZERO).await? else {
+        return Err(not_open(&state, &avid, &id).await);
+    };
+    if queued_job(&state, &avid, &id).await?.is_some() {
+        return Err(not_open(&state, &avid, &id).await);
+    }
+    discard_files(&data, &record, &id);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes an open job's files (its record last: the job stays open, and
+/// discardable, until all are gone).
+fn discard_files(data: &std::path::Path, record: &std::path::Path, id: &JobId) {
+    let _ = std::fs::remove_file(data);
+    let _ = std::fs::remove_file(completing_path(data, id));
+    let _ = std::fs::remove_file(record);
+}
+
+/// Discards the open jobs of every account that nobody touched (no PUT,
+/// no complete) for `expiry`, and the records left by completed ones.
+/// Returns how many were discarded.
+pub(super) async fn sweep_open_jobs(state: &ApiState, expiry: std::time::Duration) -> Result<usize, Problem> {
+    let Some(ctx) = state.ctx.clone() else { return Ok(0) };
+    let mut discarded = 0;
+    for account in state.store.list_accounts().await.map_err(Problem::internal)? {
+        let avid = account.avid.as_str();
+        for dry_run in [false, true] {
+            let dir = ctx.layout.folder(avid, folder(dry_run));
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(id) = name.strip_prefix(OPEN_PREFIX).and_then(|n| n.strip_suffix(".json")) else { continue };
+                let Ok(id) = job_id(id) else { continue };
+                let (record, data) = (entry.path(), dir.join(format!("{OPEN_PREFIX}{id}")));
+                if queued_job(state, avid, &id).await?.is_some() {
+                    forget_open(state, avid, &id);
+                    continue;
+                }
+                let untouched = [&record, &data, &completing_path(&data, &id)]
+                    .iter()
+                    .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+                    .filter_map(|t| t.elapsed().ok())
+                    .min()
+                    .is_some_and(|age| age >= expiry);
+                if !untouched {
+                    continue;
+                }
+                // Not while a request holds it (a slow PUT is not abandoned).
+                let Ok(Some(_held)) = hold(&record, std::time::Duration::ZERO).await else { continue };
+                if queued_job(state, avid, &id).await?.is_some() {
+                    continue;
+                }
+                discard_files(&data, &record, &id);
+                tracing::info!(account = %avid, job_id = %id, "an open bulk job untouched for [api] open_job_expiry_secs was discarded");
+                discarded += 1;
+            }
+        }
+    }
+    Ok(discarded)
 }
 
 /// A job's state, as listed.
@@ -473,14 +676,15 @@ pub(super) enum JobState {
     Aborted,
 }
 
-/// The most jobs a listing looks through (newest first).
-const LISTED_JOBS: u32 = 1000;
-
 #[derive(serde::Deserialize)]
 pub(super) struct ListQuery {
     status: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
+}
+
+fn invalid_cursor() -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST, "invalid_cursor", "cursor is not a next_cursor of this account's listing")
 }
 
 #[utoipa::path(
@@ -494,14 +698,15 @@ pub(super) struct ListQuery {
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")
     ),
     responses(
-        (status = 200, description = "{jobs, next_cursor}: newest first, every channel (the newest 1000 jobs)", body = Object),
-        (status = 400, description = "A bad status or limit", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 200, description = "{jobs, next_cursor}: newest first, every channel, all of the account's jobs page by page", body = Object),
+        (status = 400, description = "A bad status, limit or cursor", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's)", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed token attempts", body = ProblemBody, content_type = "application/problem+json")
+        (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
     )
 )]
-/// `GET /api/v1/accounts/{avid}/jobs?status=S&limit=N&cursor=C`.
+/// `GET /api/v1/accounts/{avid}/jobs?status=S&limit=N&cursor=C`: newest
+/// first, every channel, keyset-paged (received time, then id).
 pub(super) async fn list(
     State(state): State<ApiState>,
     caller: Caller,
@@ -518,16 +723,24 @@ pub(super) async fn list(
         let shown = crate::domain::customer::quote(status);
         return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid_status", format!("{shown} is not a job state")));
     }
-    let jobs = state.store.find_jobs(Some(&avid), None, LISTED_JOBS).await.map_err(Problem::internal)?;
-    let after_cursor = match &query.cursor {
-        Some(cursor) => jobs.iter().position(|j| j.job_id.as_str() == cursor).map_or(jobs.len(), |i| i + 1),
-        None => 0,
+    let statuses: &[JobStatus] = match query.status.as_deref() {
+        None => &[],
+        Some("queued") => &[JobStatus::Arriving, JobStatus::Queued, JobStatus::Retrying],
+        Some("running") => &[JobStatus::Running],
+        Some("completed") => &[JobStatus::Completed],
+        Some("rejected") => &[JobStatus::Rejected],
+        Some(_) => &[JobStatus::Aborted],
     };
-    let page: Vec<&Job> = jobs[after_cursor..]
-        .iter()
-        .filter(|j| query.status.as_deref().is_none_or(|s| state_name(j.status) == s))
-        .take(limit as usize + 1)
-        .collect();
+    let cursor = match &query.cursor {
+        Some(c) => Some(job_id(c).map_err(|_| invalid_cursor())?),
+        None => None,
+    };
+    let page = state
+        .store
+        .account_jobs_page(&avid, statuses, cursor.as_ref().map(JobId::as_str), limit + 1)
+        .await
+        .map_err(Problem::internal)?
+        .ok_or_else(invalid_cursor)?;
     let next = (page.len() > limit as usize).then(|| page[limit as usize - 1].job_id.to_string());
     let listed: Vec<Value> = page.iter().take(limit as usize).map(|j| job_json(&state, j)).collect();
     Ok(Json(json!({"jobs": listed, "next_cursor": next})))

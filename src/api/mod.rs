@@ -9,8 +9,10 @@ mod idempotency;
 mod jobs;
 mod openapi;
 pub mod problem;
+mod rate;
 
 use crate::config::ApiSettings;
+use crate::penalties::Penalties;
 use crate::serve_http::{BoundedServer, TlsFiles};
 use crate::store::Store;
 use axum::extract::DefaultBodyLimit;
@@ -19,14 +21,16 @@ use axum::Router;
 use problem::Problem;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// What every request handler sees.
 #[derive(Clone)]
 pub struct ApiState {
     pub(crate) store: Store,
-    failures: Arc<auth::Failures>,
+    /// Failed logins per source: the SFTP server's count, shared.
+    penalties: Arc<Penalties>,
+    /// Requests per token.
+    rates: Arc<rate::RateLimits>,
     /// The OpenAPI document, made with the router.
     openapi: Arc<std::sync::OnceLock<String>>,
     /// Where bulk jobs arrive (as SFTP uploads do); `None`: no bulk jobs.
@@ -34,12 +38,14 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// `max_failures` in `window` from one address: refused for a window
-    /// (`[sftp] max_login_failures_per_source`, `login_penalty_secs`).
-    pub fn new(store: Store, max_failures: u32, window: Duration) -> ApiState {
+    /// Failed token attempts count in `penalties` (the SFTP server's, so a
+    /// source is refused alike on both); each token may make
+    /// `settings.rate_per_token` requests a second, `burst_per_token` at once.
+    pub fn new(store: Store, penalties: Arc<Penalties>, settings: &ApiSettings) -> ApiState {
         ApiState {
             store,
-            failures: Arc::new(auth::Failures::new(max_failures, window)),
+            penalties,
+            rates: Arc::new(rate::RateLimits::new(settings.rate_per_token, settings.burst_per_token)),
             openapi: Arc::new(std::sync::OnceLock::new()),
             ctx: None,
         }
@@ -53,32 +59,12 @@ impl ApiState {
 
     /// Refused by this process's count or by the count nodes share.
     async fn refused(&self, ip: IpAddr) -> bool {
-        if self.failures.is_refused(ip) {
-            return true;
-        }
-        if self.failures.max == 0 {
-            return false;
-        }
-        let source = ip.to_string();
-        let shared = self.store.login_refused(&source, self.failures.max, self.failures.window.as_secs_f64());
-        matches!(shared.await, Ok(Some(true)))
+        self.penalties.refuses(&self.store, ip).await
     }
 
     /// Counts a failure here and for all nodes; whether it is refused now.
     async fn record_failure(&self, ip: IpAddr) -> bool {
-        let here = self.failures.record(ip);
-        if self.failures.max == 0 {
-            return here;
-        }
-        let source = ip.to_string();
-        let shared = self.store.record_login_failure(&source, self.failures.max, self.failures.window.as_secs_f64());
-        match shared.await {
-            Ok(refused) => refused.unwrap_or(false) || here,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot count a failed token attempt for all nodes");
-                here
-            }
-        }
+        self.penalties.count_failure(&self.store, ip, "token attempt").await
     }
 }
 
@@ -167,6 +153,7 @@ pub async fn start(
     config: &crate::config::Config,
     store: &Store,
     ctx: Arc<crate::ingest::Context>,
+    penalties: Arc<Penalties>,
     tasks: &mut crate::app::Parts,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<SocketAddr>> {
@@ -180,16 +167,18 @@ pub async fn start(
         (None, None) => None,
         _ => anyhow::bail!("[api] tls_cert and tls_key go together"),
     };
-    let console = config
-        .console
-        .enabled
-        .then(|| crate::console::ConsoleState::new(config, store.clone(), ctx.clone(), tls.is_some()));
-    let state = ApiState::new(
-        store.clone(),
-        config.sftp.max_login_failures_per_source,
-        Duration::from_secs(config.sftp.login_penalty_secs),
-    )
-    .with_jobs(ctx);
+    let console = config.console.enabled.then(|| {
+        crate::console::ConsoleState::new(config, store.clone(), ctx.clone(), penalties.clone(), tls.is_some())
+    });
+    let state = ApiState::new(store.clone(), penalties, settings).with_jobs(ctx);
+    if settings.open_job_expiry_secs > 0 {
+        let (state, stop) = (state.clone(), shutdown.clone());
+        let expiry = std::time::Duration::from_secs(settings.open_job_expiry_secs);
+        tasks.spawn(async move {
+            sweep_open_jobs(state, expiry, stop).await;
+            Ok(())
+        });
+    }
     let mut server = ApiServer::bind(settings, tls.clone(), state)
         .await
         .with_context(|| format!("while binding the API listener ([api] listen = {})", settings.listen))?;
@@ -215,6 +204,21 @@ pub async fn start(
     let stop = shutdown.clone();
     tasks.spawn(async move { server.run(stop).await.context("the API server failed") });
     Ok(Some(addr))
+}
+
+/// Discards open bulk jobs untouched for `expiry`, looking every
+/// `expiry / 2` (at most every 5 minutes, at least every second).
+async fn sweep_open_jobs(state: ApiState, expiry: std::time::Duration, shutdown: CancellationToken) {
+    let every = (expiry / 2).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(300));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = jobs::sweep_open_jobs(&state, expiry).await {
+            tracing::warn!(code = e.code, "cannot sweep abandoned open bulk jobs; trying again later");
+        }
+    }
 }
 
 /// Reads the certificate and key again at every SIGHUP.

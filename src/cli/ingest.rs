@@ -36,6 +36,7 @@ pub async fn ingest_file(config: &Config, file: &Path, avid: &str, may_update: b
         uploader: Uploader::Operator { scopes: if may_update { Scopes::ALL } else { Scopes::CREATE_ONLY } },
         take: Take::Copy,
         job_id: None,
+        mapping: None,
     };
     let claimed = arrival::arrive_and_take(&ctx, arrival).await;
     let claimed = match claimed {

@@ -223,6 +223,7 @@ async fn retry_job(config: &Config, store: Store, job_id: &str) -> Result<ExitCo
         uploader,
         take: ingest::arrival::Take::Copy,
         job_id: None,
+        mapping: None,
     };
     let new = ingest::arrival::arrive(&ctx, arrival).await;
     node.finish().await;

@@ -87,6 +87,7 @@ pub(super) async fn retry(
         uploader: Uploader::Operator { scopes: job.scopes },
         take: Take::Copy,
         job_id: None,
+        mapping: None,
     };
     let new = crate::ingest::arrival::arrive(state.ctx(), arrival).await.map_err(PageError::internal)?;
     let entry = AuditEntry {

@@ -17,10 +17,8 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{AppendHeaders, IntoResponse, Redirect, Response};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
 
 const SESSION_COOKIE: &str = "intake_session";
 /// The token of the sign-in form (no session yet): a cookie and the same
@@ -183,83 +181,14 @@ impl FromRequestParts<ConsoleState> for Operator {
     }
 }
 
-/// Failed sign-ins per source address, in this process.
-pub(super) struct Failures {
-    max: u32,
-    window: Duration,
-    sources: Mutex<HashMap<IpAddr, (u32, Instant)>>,
-}
-
-impl Failures {
-    pub(super) fn new(max: u32, window: Duration) -> Failures {
-        Failures { max, window, sources: Mutex::new(HashMap::new()) }
-    }
-
-    fn is_refused(&self, ip: IpAddr) -> bool {
-        if self.max == 0 {
-            return false;
-        }
-        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        match sources.get(&ip) {
-            Some((_, since)) if since.elapsed() >= self.window => {
-                sources.remove(&ip);
-                false
-            }
-            Some((count, _)) => *count >= self.max,
-            None => false,
-        }
-    }
-
-    /// Counts one failure; whether the source is refused now.
-    fn record(&self, ip: IpAddr) -> bool {
-        if self.max == 0 {
-            return false;
-        }
-        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        if sources.len() > 100_000 {
-            let window = self.window;
-            sources.retain(|_, (_, since)| since.elapsed() < window);
-        }
-        let entry = sources.entry(ip).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= self.window {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
-        if entry.0 == self.max {
-            entry.1 = Instant::now();
-        }
-        entry.0 >= self.max
-    }
-}
-
 impl ConsoleState {
-    /// Refused by this process's count or by the count the nodes (and the
-    /// SFTP server) share.
+    /// Refused by the count every way in shares (SFTP, tokens, sign-ins).
     async fn refused(&self, ip: IpAddr) -> bool {
-        let f = &self.inner.failures;
-        if f.is_refused(ip) {
-            return true;
-        }
-        if f.max == 0 {
-            return false;
-        }
-        let shared = self.store().login_refused(&ip.to_string(), f.max, f.window.as_secs_f64()).await;
-        matches!(shared, Ok(Some(true)))
+        self.inner.penalties.refuses(self.store(), ip).await
     }
 
     async fn record_failure(&self, ip: IpAddr) {
-        let f = &self.inner.failures;
-        let here = f.record(ip);
-        let shared = if f.max == 0 {
-            Ok(None)
-        } else {
-            self.store().record_login_failure(&ip.to_string(), f.max, f.window.as_secs_f64()).await
-        };
-        let refused = here || matches!(shared, Ok(Some(true)));
-        if let Err(e) = shared {
-            tracing::warn!(error = %e, "cannot count a failed console sign-in for all nodes");
-        }
-        if refused {
+        if self.inner.penalties.count_failure(self.store(), ip, "console sign-in").await {
             tracing::info!(source = %ip, "console sign-in refused: too many failed attempts from this address");
         }
     }
@@ -595,15 +524,5 @@ mod tests {
         assert!(!same(&t, &random_token()));
         assert!(!same(&t, ""));
         assert_ne!(hash(&t), t);
-    }
-
-    #[test]
-    fn a_source_is_refused_after_its_failures_and_others_are_not() {
-        let failures = Failures::new(2, Duration::from_secs(60));
-        let bad: IpAddr = "10.0.0.1".parse().unwrap();
-        assert!(!failures.record(bad));
-        assert!(failures.record(bad));
-        assert!(failures.is_refused(bad));
-        assert!(!failures.is_refused("10.0.0.2".parse().unwrap()));
     }
 }

@@ -415,6 +415,7 @@ async fn arrive(
         uploader: Uploader::Operator { scopes: merchant.scopes },
         take: Take::Move,
         job_id: Some(id),
+        mapping: None,
     };
     crate::ingest::arrival::arrive(state.ctx(), arrival).await.map_err(PageError::internal)
 }

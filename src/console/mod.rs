@@ -27,7 +27,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The most a resubmitted page of failed rows may weigh (its form).
 const RESUBMIT_BYTES: usize = 32 * 1024 * 1024;
@@ -44,7 +43,8 @@ struct Inner {
     life: SessionLife,
     /// Served over TLS: cookies are `Secure`.
     secure: bool,
-    failures: auth::Failures,
+    /// Failed sign-ins count with SFTP logins and tokens (one count per source).
+    penalties: Arc<crate::penalties::Penalties>,
     passwords: tokio::sync::Semaphore,
     archive_days: u64,
     rows_index: rows::IndexCache,
@@ -53,7 +53,13 @@ struct Inner {
 impl ConsoleState {
     /// `max_failures` failed sign-ins from one address in `window` refuse
     /// it for a window (the SFTP server's `[sftp]` limits).
-    pub fn new(config: &crate::config::Config, store: Store, ctx: Arc<Context>, secure: bool) -> ConsoleState {
+    pub fn new(
+        config: &crate::config::Config,
+        store: Store,
+        ctx: Arc<Context>,
+        penalties: Arc<crate::penalties::Penalties>,
+        secure: bool,
+    ) -> ConsoleState {
         let settings = &config.console;
         ConsoleState {
             inner: Arc::new(Inner {
@@ -64,10 +70,7 @@ impl ConsoleState {
                     max_secs: settings.session_max_secs.min(i64::MAX as u64) as i64,
                 },
                 secure,
-                failures: auth::Failures::new(
-                    config.sftp.max_login_failures_per_source,
-                    Duration::from_secs(config.sftp.login_penalty_secs),
-                ),
+                penalties,
                 passwords: tokio::sync::Semaphore::new(4),
                 archive_days: config.retention.archive_days,
                 rows_index: rows::IndexCache::default(),

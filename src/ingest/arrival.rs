@@ -50,6 +50,10 @@ pub struct Arrival<'a> {
     /// The job's id when the front end chose it before the file was complete
     /// (an HTTP bulk job); otherwise a new one.
     pub job_id: Option<JobId>,
+    /// The mapping profile the file must be read with, as if its `files`
+    /// glob matched (an HTTP bulk job's `mapping`); otherwise chosen when
+    /// the job starts. Kept in the job's spool.
+    pub mapping: Option<std::sync::Arc<crate::domain::mapping::Profile>>,
 }
 
 /// Makes a queued job of a complete upload (its progress file says so).
@@ -74,7 +78,7 @@ async fn record(
     arrival: Arrival<'_>,
     take_now: bool,
 ) -> Result<(Job, Option<crate::store::JobLease>), IngestError> {
-    let Arrival { account, source, file_name, kind, uploader, take, job_id } = arrival;
+    let Arrival { account, source, file_name, kind, uploader, take, job_id, mapping } = arrival;
     let job_id = job_id.unwrap_or_else(JobId::generate);
     let spool = ctx.layout.spool(&job_id);
     let upload = spool.join("upload.csv");
@@ -97,7 +101,13 @@ async fn record(
     };
     ctx.store.create_job(&new).await?;
     let (from, into, id) = (source.to_path_buf(), spool.clone(), job_id.clone());
-    let moved = tokio::task::spawn_blocking(move || bring_into_spool(&from, &into, &id, take)).await?;
+    let moved = tokio::task::spawn_blocking(move || {
+        if let Some(profile) = &mapping {
+            super::mappings::keep_requested(&into, profile)?;
+        }
+        bring_into_spool(&from, &into, &id, take)
+    })
+    .await?;
     if let Err(e) = moved {
         let spool = spool.clone();
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(spool)).await;

@@ -179,6 +179,9 @@ pub struct Context {
     pub takeover_after: Duration,
     /// The accounts' OpenPGP keys (spec §12).
     pub keyring: Keyring,
+    /// Wakes this process's workers: a job was queued (by the watcher, or
+    /// a front end that queued it itself, as an HTTP bulk job's complete).
+    pub wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Context {
@@ -197,6 +200,7 @@ impl Context {
             owner,
             heartbeat: config.cluster.heartbeat(),
             takeover_after: config.cluster.takeover_after(),
+            wake: Default::default(),
         }
     }
 }

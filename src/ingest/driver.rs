@@ -196,6 +196,7 @@ mod tests {
             uploader: Uploader::Operator { scopes: Scopes::ALL },
             take: Take::Copy,
             job_id: None,
+            mapping: None,
         }
     }
 

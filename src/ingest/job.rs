@@ -184,10 +184,23 @@ impl JobRunner {
             // The profiles as they are now; the one the file is read with is
             // kept with the job (a profile changed or removed later does not
             // change it).
-            let profiles = super::mappings::candidates(&ctx.store, &job.account).await?;
-            if !profiles.is_empty() {
+            // One asked for (an HTTP bulk job's `mapping`) applies as if
+            // its `files` glob matched the file's name.
+            let spool = Path::new(&job.spool_path).parent().unwrap_or(Path::new(&job.spool_path));
+            let requested = super::mappings::requested(spool).map_err(|e| {
+                io_err(format!("while reading the mapping profile kept for job {}", job.job_id))(std::io::Error::other(
+                    e,
+                ))
+            })?;
+            if let Some(profile) = requested {
                 account.mapping =
-                    MappingChoice::Select { file_name: job.file_name.clone(), profiles: Arc::new(profiles) };
+                    MappingChoice::Chosen(crate::domain::mapping::AppliedMapping { profile, ignored: Vec::new() });
+            } else {
+                let profiles = super::mappings::candidates(&ctx.store, &job.account).await?;
+                if !profiles.is_empty() {
+                    account.mapping =
+                        MappingChoice::Select { file_name: job.file_name.clone(), profiles: Arc::new(profiles) };
+                }
             }
         }
         let bom = account.report_bom;

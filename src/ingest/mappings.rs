@@ -34,6 +34,40 @@ pub async fn candidates(store: &Store, account: &str) -> Result<Vec<Arc<Profile>
     Ok(profiles)
 }
 
+/// The profile named `name` among those an upload of `account` may be read
+/// with (its own, then its enabled presets), if any.
+pub async fn named(store: &Store, account: &str, name: &str) -> Result<Option<Arc<Profile>>, StoreError> {
+    Ok(candidates(store, account).await?.into_iter().find(|p| p.name == name))
+}
+
+/// The file in a job's spool that keeps the profile it was asked to be read with.
+const REQUESTED: &str = "mapping.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Requested {
+    name: String,
+    preset: bool,
+    text: String,
+}
+
+/// Keeps `profile` in the job's `spool` (written aside, then renamed, before
+/// the upload: a job never runs without it).
+pub(crate) fn keep_requested(spool: &Path, profile: &Profile) -> std::io::Result<()> {
+    std::fs::create_dir_all(spool)?;
+    let kept = Requested { name: profile.name.clone(), preset: profile.preset, text: profile.text().to_owned() };
+    let json = serde_json::to_vec(&kept).map_err(std::io::Error::other)?;
+    crate::mailbox::publish_atomically(&spool.join(REQUESTED), &json)
+}
+
+/// The profile a job in `spool` was asked to be read with, if any.
+pub(crate) fn requested(spool: &Path) -> Result<Option<Arc<Profile>>, String> {
+    let Ok(json) = std::fs::read(spool.join(REQUESTED)) else { return Ok(None) };
+    let kept: Requested = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
+    let mut profile = Profile::parse(&kept.name, kept.text.as_bytes()).map_err(|e| e.to_string())?;
+    profile.preset = kept.preset;
+    Ok(Some(Arc::new(profile)))
+}
+
 /// Why a profile was not stored: said to whoever sent it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {

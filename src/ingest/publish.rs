@@ -368,7 +368,6 @@ const PUBLISH_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 /// again; when it fails for good, the job is closed in the database
 /// without a report, so its account's next upload is not held up: the
 /// error is logged.
-
 pub async fn abort(ctx: &Context, lease: JobLease, reason: &str) -> Result<Summary, IngestError> {
     let job = committed(ctx, &lease).await?;
     tracing::error!(account = %job.account, file = %job.file_name, job_id = %job.job_id, reason, "aborting the job");

@@ -218,6 +218,7 @@ async fn take(ctx: &Arc<Context>, path: &Path, wake: &Notify) {
         uploader: Uploader::Recorded,
         take: how,
         job_id: None,
+        mapping: None,
     };
     match arrive(ctx, arrival).await {
         Ok(job) => {

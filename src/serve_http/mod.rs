@@ -33,8 +33,8 @@ pub struct Limits {
     /// Connections open at once from one source address.
     pub max_connections_per_source: usize,
     /// A request's header (and a TLS handshake) must arrive within this;
-    /// on an idle HTTP/1.1 keep-alive connection it is also the wait for
-    /// the next request.
+    /// on a connection with no request under way (HTTP/1.1 keep-alive, or
+    /// HTTP/2 with no stream open) it is also the wait for the next request.
     pub header_read_timeout: Duration,
     /// A connection that moves no byte in either direction this long is
     /// closed (a silent client, a stalled upload, a client that stopped
@@ -181,16 +181,36 @@ async fn drive<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let requests = Arc::new(Requests::new());
+    let counted = requests.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         let app = app.clone();
-        async move { tower::ServiceExt::oneshot(app, request.map(axum::body::Body::new)).await }
+        // In flight from its header until its answer's body is sent (or the
+        // request is dropped).
+        let guard = InFlight::new(counted.clone());
+        async move {
+            let response = tower::ServiceExt::oneshot(app, request.map(axum::body::Body::new)).await?;
+            Ok::<_, std::convert::Infallible>(
+                response.map(|body| axum::body::Body::new(Counted { inner: body, _guard: guard })),
+            )
+        }
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let mut draining: Option<Instant> = None;
     loop {
         let idle_left = limits.idle_timeout.saturating_sub(activity.idle_for());
+        // No request under way: the next one's header must come within the
+        // header read timeout. hyper enforces it for HTTP/1.1; this does for
+        // HTTP/2 too, where a client can keep a connection busy with PINGs
+        // or a HEADERS frame never ended (checked again at least every
+        // timeout while requests are under way).
+        let quiet_left = if requests.in_flight() == 0 {
+            limits.header_read_timeout.saturating_sub(requests.quiet_for())
+        } else {
+            limits.header_read_timeout
+        };
         let drain_left = draining.map(|since| DRAIN.saturating_sub(since.elapsed()));
         tokio::select! {
             served = connection.as_mut() => {
@@ -209,8 +229,85 @@ async fn drive<I>(
                     return;
                 }
             }
+            _ = tokio::time::sleep(quiet_left) => {
+                if requests.in_flight() == 0 && requests.quiet_for() >= limits.header_read_timeout {
+                    tracing::debug!(source = %peer, "HTTP connection sent no request within the header read timeout; closed");
+                    return;
+                }
+            }
             _ = tokio::time::sleep(drain_left.unwrap_or(Duration::MAX)), if drain_left.is_some() => return,
         }
+    }
+}
+
+/// The requests under way on one connection, and since when there are none.
+struct Requests {
+    start: Instant,
+    in_flight: std::sync::atomic::AtomicUsize,
+    changed_millis: AtomicU64,
+}
+
+impl Requests {
+    fn new() -> Self {
+        Requests { start: Instant::now(), in_flight: Default::default(), changed_millis: AtomicU64::new(0) }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    fn touch(&self) {
+        self.changed_millis.store(self.start.elapsed().as_millis() as u64, Ordering::Release);
+    }
+
+    /// Since a request last began or ended (or the connection opened).
+    fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.changed_millis.load(Ordering::Acquire));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+/// One request under way; counted until dropped.
+struct InFlight(Arc<Requests>);
+
+impl InFlight {
+    fn new(requests: Arc<Requests>) -> Self {
+        requests.in_flight.fetch_add(1, Ordering::AcqRel);
+        requests.touch();
+        InFlight(requests)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An answer's body that keeps its request counted until it is sent.
+struct Counted {
+    inner: axum::body::Body,
+    _guard: InFlight,
+}
+
+impl axum::body::HttpBody for Counted {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -24,10 +24,11 @@ use tracing::Instrument;
 use super::auth::{key_is_authorized, PasswordChecker};
 use super::config::MaxStartups;
 use super::fs::{AccountFs, FsShared, OpenFiles, SessionUser, MAX_CLIENT_PACKET};
-use super::guard::{Counter, Penalties, Slot, Startups};
+use super::guard::{Counter, Slot, Startups};
 use super::jail::Folder;
 use super::{exec, host_key, LoginLimit, SftpError, SftpSettings, UserDirectory, UPLOAD_TEMP_PREFIX};
 use crate::domain::user::SftpUser;
+use crate::penalties::Penalties;
 
 /// How long `run` waits for sessions to close after shutdown before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -60,9 +61,10 @@ struct Shared {
     accounts_root: PathBuf,
     allow_ssh_rsa_sha1: bool,
     passwords: Arc<PasswordChecker>,
-    /// Failed logins counted by this process; `users` may share them with
-    /// other nodes (PostgreSQL).
-    penalties: Penalties,
+    /// Failed logins counted by this process (with the API's token
+    /// failures, see [`SftpServer::share_penalties`]); `users` may share
+    /// them with other nodes (PostgreSQL).
+    penalties: Arc<Penalties>,
     login_limit: LoginLimit,
     /// Connections not logged in yet, per source address.
     per_source: Arc<Counter<IpAddr>>,
@@ -160,7 +162,7 @@ impl SftpServer {
             accounts_root,
             allow_ssh_rsa_sha1: settings.allow_ssh_rsa_sha1,
             passwords: PasswordChecker::new(settings.max_concurrent_password_checks),
-            penalties: Penalties::new(login_limit.max_failures, login_limit.window),
+            penalties: Arc::new(Penalties::new(login_limit.max_failures, login_limit.window)),
             login_limit,
             per_source: Counter::new(settings.max_connections_per_source.max(1)),
             startups: Startups::new(max_startups),
@@ -193,6 +195,11 @@ impl SftpServer {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The per-source count of failed logins this server refuses by.
+    pub fn penalties(&self) -> Arc<Penalties> {
+        Arc::clone(&self.shared.penalties)
     }
 
     /// Serves until `shutdown` is cancelled: then stops accepting, and returns once sessions are closed or after a short grace.

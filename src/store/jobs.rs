@@ -259,6 +259,48 @@ where
         rows.iter().map(job).collect()
     }
 
+    /// One page of `account`'s jobs, newest first (received time, then id),
+    /// in one of `statuses` (all when empty, at most 3), after the job
+    /// `after` (keyset: no job is skipped or repeated however many there
+    /// are). `None` when `after` is not a job of the account.
+    pub(crate) async fn account_jobs_page(
+        &self,
+        account: &str,
+        statuses: &[JobStatus],
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Option<Vec<Job>>> {
+        if let Some(after) = after {
+            let known = sqlx::query("SELECT job_id FROM jobs WHERE job_id = $1 AND account = $2")
+                .bind(after)
+                .bind(account)
+                .fetch_optional(&self.pool)
+                .await?;
+            if known.is_none() {
+                return Ok(None);
+            }
+        }
+        let sql = format!(
+            "SELECT {} FROM jobs
+             WHERE account = $1 AND (CAST($2 AS TEXT) IS NULL OR status IN ($2, $3, $4))
+               AND (CAST($5 AS TEXT) IS NULL
+                    OR (received_at, job_id) < (SELECT received_at, job_id FROM jobs WHERE job_id = $5))
+             ORDER BY received_at DESC, job_id DESC LIMIT $6",
+            DB::JOB_COLUMNS
+        );
+        let status = |i: usize| statuses.get(i).or(statuses.first()).map(|s| s.as_str());
+        let rows = sqlx::query(&sql)
+            .bind(account)
+            .bind(status(0))
+            .bind(status(1))
+            .bind(status(2))
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(Some(rows.iter().map(job).collect::<Result<Vec<Job>>>()?))
+    }
+
     pub(crate) async fn start_job(&self, lease: &JobLease, pass: &FirstPass<'_>) -> Result<()> {
         let FirstPass { sha256, bytes, rows_total, started_at, settings } = *pass;
         let sql = format!(
@@ -512,6 +554,20 @@ impl Store {
     }
 
     /// Recent jobs, newest first, of one account and/or one status.
+    /// A page of an account's jobs after the job `after` (see `Sql::account_jobs_page`).
+    pub async fn account_jobs_page(
+        &self,
+        account: &str,
+        statuses: &[JobStatus],
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Option<Vec<Job>>> {
+        match self {
+            Store::Sqlite(s) => s.sql.account_jobs_page(account, statuses, after, limit).await,
+            Store::Postgres(s) => s.sql.account_jobs_page(account, statuses, after, limit).await,
+        }
+    }
+
     pub async fn find_jobs(&self, account: Option<&str>, status: Option<JobStatus>, limit: u32) -> Result<Vec<Job>> {
         match self {
             Store::Sqlite(s) => s.sql.find_jobs(account, status, limit).await,

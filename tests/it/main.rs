@@ -4,6 +4,7 @@
 mod support;
 
 mod api;
+mod api_limits;
 mod cluster;
 mod console;
 mod containment;
