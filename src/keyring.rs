@@ -157,6 +157,18 @@ impl Keyring {
             .collect()
     }
 
+    /// Whether the account's reports will be encrypted ([`Keyring::sealing`]
+    /// would give some): it says so and has a merchant key that has not
+    /// expired. Reads the stored keys only (nothing is parsed or unlocked).
+    pub async fn seals(&self, account: &str, rules: PgpRules) -> Result<bool, KeyringError> {
+        if !rules.encrypt_reports {
+            return Ok(false);
+        }
+        let now = crate::clock::now().unix_timestamp();
+        let stored = self.stored(account, PgpRole::Merchant).await?;
+        Ok(stored.iter().any(|k| k.expires_at.is_none_or(|at| at > now)))
+    }
+
     /// What opening the account's uploads needs.
     pub async fn opening(&self, account: &str, rules: PgpRules) -> Result<Opening, KeyringError> {
         Ok(Opening {
@@ -194,4 +206,30 @@ pub struct Sealing {
 fn unlockable(k: &StoredPgpKey) -> Result<SignedSecretKey, KeyringError> {
     openpgp::read_secret_key(&k.armored)
         .map_err(|message| KeyringError::Unusable { fingerprint: k.fingerprint.clone(), message })
+}
+
+/// How far ahead a key's expiry is warned about.
+pub const EXPIRY_WARNING_SECS: i64 = 30 * 86_400;
+/// At most one warning per key in this long (cluster-wide: claimed in the
+/// database).
+const EXPIRY_WARNING_EVERY_SECS: i64 = 86_400;
+
+/// Warns about every key (a merchant's, or an account's server key) that
+/// expires within 30 days: a log warning and a `pgp.key_expiring` webhook
+/// event, at most once per key per day whichever node checks (run at start
+/// and with every retention sweep). The number of keys warned about.
+pub async fn warn_expiring(store: &Store) -> Result<usize, StoreError> {
+    let now = crate::clock::now().unix_timestamp();
+    let mut warned = 0;
+    for key in store.pgp_keys_expiring(now, now + EXPIRY_WARNING_SECS).await? {
+        if !store.claim_expiry_warning(&key.account, &key.fingerprint, now, EXPIRY_WARNING_EVERY_SECS).await? {
+            continue;
+        }
+        let days_left = (key.expires_at.unwrap_or(now) - now).max(0) / 86_400;
+        tracing::warn!(account = %key.account, fingerprint = %key.fingerprint, key = key.role.as_str(), days_left,
+            "an OpenPGP key expires within 30 days: have a new one added (intake pgp add-key / init)");
+        crate::webhooks::key_expiring(store, &key, now).await?;
+        warned += 1;
+    }
+    Ok(warned)
 }

@@ -266,6 +266,27 @@ impl ReportNames {
     }
 }
 
+/// Which report files a job published, by its `summary.json`: when the
+/// summary's `pgp` names an encrypted results file, the reports are
+/// `NAME.results.csv.pgp` / `NAME.failed.csv.pgp` and the plain names are
+/// never theirs (an account that encrypts reports never serves them plain).
+/// The names are derived from the job's, never taken from the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedReports {
+    pub results: String,
+    pub failed: String,
+    /// Encrypted to the merchant's keys (`application/pgp-encrypted`).
+    pub encrypted: bool,
+}
+
+impl PublishedReports {
+    pub fn of(names: &ReportNames, summary: &serde_json::Value) -> PublishedReports {
+        let encrypted = summary.get("pgp").and_then(|p| p.get("results_file")).is_some_and(|f| f.is_string());
+        let name = |plain: &str| if encrypted { format!("{plain}.pgp") } else { plain.to_owned() };
+        PublishedReports { results: name(&names.results), failed: name(&names.failed), encrypted }
+    }
+}
+
 /// The name a processed upload keeps in `/archive`.
 pub fn archive_name(received_compact: &str, job_id: &str, file_name: &str) -> String {
     let job8 = &job_id[job_id.len().saturating_sub(8)..];

@@ -109,6 +109,11 @@ pub async fn run(
                 Err(e) => tracing::warn!(error = %e, "retention cannot forget old webhook events"),
             }
         }
+        // OpenPGP keys about to expire: warned about once a day at most
+        // (the database keeps when), checked with every sweep.
+        if let Err(e) = crate::keyring::warn_expiring(&store).await {
+            tracing::warn!(error = %e, "cannot check the OpenPGP keys' expiry");
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_secs(settings.sweep_every_secs.max(1))) => {}

@@ -58,6 +58,38 @@ pub async fn job_ended(store: &Store, summary: &Summary) -> Result<(), StoreErro
     store.enqueue_delivery(&delivery).await
 }
 
+/// Records a `pgp.key_expiring` event for an account with a webhook: its
+/// key `key` (`role`: "merchant" or "server") expires at `expires_at`.
+/// One event id per key and day, so recording it twice changes nothing.
+pub async fn key_expiring(store: &Store, key: &crate::store::StoredPgpKey, now: i64) -> Result<(), StoreError> {
+    let Some(webhook) = store.get_webhook(&key.account).await? else { return Ok(()) };
+    let expires_at = key.expires_at.unwrap_or(now);
+    let at = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t).map(clock::format_rfc3339).unwrap_or_else(|_| t.to_string())
+    };
+    let body = serde_json::json!({
+        "event": KEY_EXPIRING,
+        "account": key.account,
+        "fingerprint": key.fingerprint,
+        "key": key.role.as_str(),
+        "expires_at": at(expires_at),
+        "days_left": (expires_at - now).max(0) / 86_400,
+        "warned_at": at(now),
+    });
+    let delivery = Delivery::pending(
+        format!("evt_key_{}_{}_{}", key.account, key.fingerprint, now / 86_400),
+        key.account.clone(),
+        None,
+        KEY_EXPIRING.to_owned(),
+        webhook.url,
+        body.to_string(),
+    );
+    store.enqueue_delivery(&delivery).await
+}
+
+/// The event of a key that expires soon.
+pub const KEY_EXPIRING: &str = "pgp.key_expiring";
+
 /// Sends events until `shutdown`; an attempt cut short by the stop is due
 /// again once its lease runs out.
 pub async fn run(store: Store, settings: WebhookSettings, shutdown: CancellationToken) -> anyhow::Result<()> {

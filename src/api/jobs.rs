@@ -9,7 +9,7 @@ use super::problem::{Problem, ProblemBody};
 use super::ApiState;
 use crate::domain::JobId;
 use crate::ingest::arrival::{Arrival, Take, Uploader};
-use crate::mailbox::{Folder, ReportNames};
+use crate::mailbox::{Folder, PublishedReports, ReportNames};
 use crate::store::{Job, JobKind, JobStatus};
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -451,13 +451,19 @@ fn state_name(status: JobStatus) -> &'static str {
 }
 
 /// The report file of a job, if the one in the outbox is this job's (a
-/// later upload of the same name replaces the reports).
-fn report_of(state: &ApiState, job: &Job, name: impl Fn(&ReportNames) -> String) -> Option<PathBuf> {
+/// later upload of the same name replaces the reports), and whether it is
+/// encrypted (then the plain name is never served).
+fn report_of(state: &ApiState, job: &Job, failed: bool) -> Option<(PathBuf, String, bool)> {
     let ctx = state.ctx.as_ref()?;
     let names = ReportNames::of(&job.file_name, job.kind.is_dry_run());
     let outbox = ctx.layout.outbox(&job.account);
     let summary: Value = serde_json::from_str(&std::fs::read_to_string(outbox.join(&names.summary)).ok()?).ok()?;
-    (summary["job_id"] == job.job_id.as_str()).then(|| outbox.join(name(&names)))
+    if summary["job_id"] != job.job_id.as_str() {
+        return None;
+    }
+    let published = PublishedReports::of(&names, &summary);
+    let name = if failed { published.failed } else { published.results };
+    Some((outbox.join(&name), name, published.encrypted))
 }
 
 fn job_json(state: &ApiState, job: &Job) -> Value {
@@ -525,12 +531,31 @@ async fn report(state: &ApiState, caller: &Caller, avid: &str, id: &str, failed:
         Some(job) if job.account == avid => job,
         _ => return Err(Problem::not_found("job")),
     };
-    let path = report_of(state, &job, |n| if failed { n.failed.clone() } else { n.results.clone() });
-    let Some(file) = path.and_then(|p| std::fs::File::open(p).ok()) else {
+    let found = report_of(state, &job, failed);
+    let Some(((file, name), encrypted)) =
+        found.and_then(|(p, name, encrypted)| Some(((std::fs::File::open(p).ok()?, name), encrypted)))
+    else {
         return Err(Problem::not_found(if failed { "failed rows file" } else { "results file (yet)" }));
     };
-    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
-    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], Body::from_stream(stream)).into_response())
+    let stream = Body::from_stream(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file)));
+    if !encrypted {
+        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], stream).into_response());
+    }
+    // The account encrypts its reports: the `.pgp` file as it is in the
+    // outbox, named as an attachment (unsafe characters replaced).
+    let disposition = format!("attachment; filename=\"{}\"", attachment_name(&name));
+    Ok((
+        [(header::CONTENT_TYPE, "application/pgp-encrypted".to_owned()), (header::CONTENT_DISPOSITION, disposition)],
+        stream,
+    )
+        .into_response())
+}
+
+/// A file name for `Content-Disposition`: ASCII letters, digits and `._-`.
+fn attachment_name(name: &str) -> String {
+    let safe: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
+    safe.trim_start_matches('.').chars().take(200).collect()
 }
 
 #[utoipa::path(
@@ -539,7 +564,10 @@ async fn report(state: &ApiState, caller: &Caller, avid: &str, id: &str, failed:
     tag = "jobs",
     params(("avid" = String, Path, description = "The account's AVID"), ("id" = String, Path, description = "The job's id")),
     responses(
-        (status = 200, description = "results.csv", body = String, content_type = "text/csv"),
+        (status = 200, description = "results.csv; when the account encrypts its reports (summary.json's pgp.results_file), NAME.results.csv.pgp as an attachment, encrypted to the merchant's keys (never the plain file)", content(
+            (String = "text/csv"),
+            (Vec<u8> = "application/pgp-encrypted")
+        )),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
@@ -560,7 +588,10 @@ pub(super) async fn results(
     tag = "jobs",
     params(("avid" = String, Path, description = "The account's AVID"), ("id" = String, Path, description = "The job's id")),
     responses(
-        (status = 200, description = "failed.csv (404 if no row failed)", body = String, content_type = "text/csv"),
+        (status = 200, description = "failed.csv (404 if no row failed); when the account encrypts its reports, NAME.failed.csv.pgp as an attachment, encrypted to the merchant's keys (never the plain file)", content(
+            (String = "text/csv"),
+            (Vec<u8> = "application/pgp-encrypted")
+        )),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's) or job", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")

@@ -9,7 +9,7 @@ use super::rows::{self, PAGE};
 use super::{ConsoleState, PageError};
 use crate::domain::JobId;
 use crate::ingest::arrival::{Arrival, Take, Uploader};
-use crate::mailbox::{Folder, ReportNames};
+use crate::mailbox::{Folder, PublishedReports, ReportNames};
 use crate::store::{Job, JobKind, JobStatus};
 use axum::body::Body;
 use axum::extract::{Multipart, Path, Query, State};
@@ -108,6 +108,8 @@ pub(super) async fn own_job(state: &ConsoleState, account: Option<&str>, raw: &s
 pub(super) struct Reports {
     pub results: PathBuf,
     pub failed: Option<PathBuf>,
+    /// The account encrypts its reports (`.pgp` files, never shown as rows).
+    pub encrypted: bool,
 }
 
 pub(super) fn reports_of(state: &ConsoleState, job: &Job) -> Option<Reports> {
@@ -121,8 +123,13 @@ pub(super) fn reports_of(state: &ConsoleState, job: &Job) -> Option<Reports> {
     if summary["job_id"] != job.job_id.as_str() {
         return None;
     }
-    let failed = outbox.join(&names.failed);
-    Some(Reports { results: outbox.join(&names.results), failed: failed.is_file().then_some(failed) })
+    let published = PublishedReports::of(&names, &summary);
+    let failed = outbox.join(&published.failed);
+    Some(Reports {
+        results: outbox.join(&published.results),
+        failed: failed.is_file().then_some(failed),
+        encrypted: published.encrypted,
+    })
 }
 
 /// Where the job's upload is kept: archived, or still in its spool.
@@ -173,6 +180,8 @@ pub(super) async fn job(
     let job = own_job(&state, Some(merchant.account.as_str()), &id).await?;
     let reports = reports_of(&state, &job);
     let (index, grid, page, pages) = match &reports {
+        // Encrypted rows are for the merchant's key only: no grid.
+        Some(r) if r.encrypted => (None, Vec::new(), 0, 1),
         Some(r) => {
             let (results, failed) = (r.results.clone(), r.failed.clone());
             let requested = query.page.unwrap_or(0);
@@ -208,6 +217,7 @@ pub(super) async fn job(
         summary: summary_of(&job),
         reports: reports.is_some(),
         has_failed_file: reports.as_ref().is_some_and(|r| r.failed.is_some()),
+        encrypted: reports.as_ref().is_some_and(|r| r.encrypted),
         has_upload: upload_of(&state, &job).is_some(),
         chart: Chart::of(&by_code),
         by_code,
@@ -248,6 +258,9 @@ fn grid_of(header: &[String], rows: Vec<rows::FailedRow>, page: u64) -> Vec<Grid
         .collect()
 }
 
+/// An encrypted report's content type.
+const PGP: &str = "application/pgp-encrypted";
+
 /// A report file as a download, streamed.
 async fn download(path: Option<PathBuf>, name: String, kind: &'static str) -> Result<Response, PageError> {
     let file = match path {
@@ -277,7 +290,10 @@ pub(super) async fn download_results(
 ) -> Result<Response, PageError> {
     let job = own_job(&state, Some(merchant.account.as_str()), &id).await?;
     let names = ReportNames::of(&job.file_name, job.kind.is_dry_run());
-    download(reports_of(&state, &job).map(|r| r.results), names.results, "text/csv; charset=utf-8").await
+    match reports_of(&state, &job) {
+        Some(r) if r.encrypted => download(Some(r.results), format!("{}.pgp", names.results), PGP).await,
+        r => download(r.map(|r| r.results), names.results, "text/csv; charset=utf-8").await,
+    }
 }
 
 pub(super) async fn download_failed(
@@ -287,7 +303,10 @@ pub(super) async fn download_failed(
 ) -> Result<Response, PageError> {
     let job = own_job(&state, Some(merchant.account.as_str()), &id).await?;
     let names = ReportNames::of(&job.file_name, job.kind.is_dry_run());
-    download(reports_of(&state, &job).and_then(|r| r.failed), names.failed, "text/csv").await
+    match reports_of(&state, &job) {
+        Some(r) if r.encrypted => download(r.failed, format!("{}.pgp", names.failed), PGP).await,
+        r => download(r.and_then(|r| r.failed), names.failed, "text/csv").await,
+    }
 }
 
 pub(super) async fn download_upload(
@@ -431,7 +450,7 @@ pub(super) async fn resubmit(
 ) -> Result<Response, PageError> {
     merchant.check_csrf(field(&form, "csrf"))?;
     let job = own_job(&state, Some(merchant.account.as_str()), &id).await?;
-    let reports = reports_of(&state, &job).ok_or_else(PageError::not_found)?;
+    let reports = reports_of(&state, &job).filter(|r| !r.encrypted).ok_or_else(PageError::not_found)?;
     let failed = reports.failed.clone().ok_or_else(PageError::not_found)?;
     let st = state.clone();
     let results = reports.results.clone();

@@ -220,6 +220,8 @@ pub(super) struct Job {
     /// The job's reports are in the outbox (not replaced by a later upload).
     pub reports: bool,
     pub has_failed_file: bool,
+    /// The account encrypts its reports: downloads only, no rows shown.
+    pub encrypted: bool,
     pub has_upload: bool,
     pub by_code: Vec<(String, u64)>,
     pub chart: Chart,

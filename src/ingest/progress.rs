@@ -41,11 +41,50 @@ struct Progress<'a> {
     started_at: Option<String>,
     updated_at: String,
     retry_at: Option<String>,
+    /// When the account encrypts its reports: the encrypted files the job
+    /// will publish instead of the plain ones (as summary.json's `pgp`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pgp: Option<ProgressPgp>,
+}
+
+/// progress.json's `pgp`: the reports' names in `/outbox`, encrypted to the
+/// merchant's keys (`failed_file` only if a row fails).
+#[derive(Debug, Clone, Serialize)]
+struct ProgressPgp {
+    results_file: String,
+    failed_file: String,
+}
+
+impl ProgressPgp {
+    fn of(job: &Job) -> ProgressPgp {
+        let names = ReportNames::of(&job.file_name, job.kind.is_dry_run());
+        ProgressPgp { results_file: format!("{}.pgp", names.results), failed_file: format!("{}.pgp", names.failed) }
+    }
+}
+
+/// Whether `job`'s reports will be encrypted (read from the store only for
+/// an account that asks for it); unknown counts as no.
+async fn sealed(ctx: &Context, job: &Job) -> bool {
+    let rules = match super::context::job_settings(ctx, job).await {
+        Ok(account) if account.pgp.encrypt_reports => account.pgp,
+        _ => return false,
+    };
+    ctx.keyring.seals(&job.account, rules).await.unwrap_or_else(|e| {
+        tracing::debug!(job_id = %job.job_id, error = %e, "progress: whether reports are encrypted is unknown");
+        false
+    })
 }
 
 /// Publishes `job`'s progress (`p`, committed); `bytes_done` is how far
 /// into the upload its committed rows reach.
-fn publish(ctx: &Context, job: &Job, p: &JobProgress, state: ProgressState, bytes_done: u64) -> io::Result<()> {
+fn publish(
+    ctx: &Context,
+    job: &Job,
+    p: &JobProgress,
+    state: ProgressState,
+    bytes_done: u64,
+    sealed: bool,
+) -> io::Result<()> {
     let bytes_total =
         if job.bytes > 0 { job.bytes } else { std::fs::metadata(&job.spool_path).map(|m| m.len()).unwrap_or_default() };
     let progress = Progress {
@@ -65,6 +104,7 @@ fn publish(ctx: &Context, job: &Job, p: &JobProgress, state: ProgressState, byte
         started_at: job.started_at.map(clock::format_rfc3339),
         updated_at: clock::format_rfc3339(clock::now()),
         retry_at: job.retry_at.filter(|_| state == ProgressState::Retrying).map(clock::format_rfc3339),
+        pgp: sealed.then(|| ProgressPgp::of(job)),
     };
     let json = serde_json::to_vec_pretty(&progress).expect("progress serialises");
     ctx.layout.ensure_account(&job.account)?;
@@ -75,11 +115,13 @@ fn publish(ctx: &Context, job: &Job, p: &JobProgress, state: ProgressState, byte
 /// thread, logging rather than failing: progress is a courtesy to the
 /// merchant, never a reason to stop a job.
 pub async fn publish_or_log(ctx: &Context, job: &Job, progress: &JobProgress, state: ProgressState, bytes_done: u64) {
+    let sealed = sealed(ctx, job).await;
     let (work_ctx, work_job, progress) = (ctx.clone(), job.clone(), *progress);
-    let written = tokio::task::spawn_blocking(move || publish(&work_ctx, &work_job, &progress, state, bytes_done))
-        .await
-        .map_err(io::Error::other)
-        .and_then(|r| r);
+    let written =
+        tokio::task::spawn_blocking(move || publish(&work_ctx, &work_job, &progress, state, bytes_done, sealed))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|r| r);
     if let Err(e) = written {
         tracing::warn!(account = %job.account, file = %job.file_name, job_id = %job.job_id, error = %e,
             "cannot publish the job's progress");

@@ -55,6 +55,7 @@ where
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
 {
     /// Adds a key; `false` when the account has it already.
     pub(crate) async fn add_pgp_key(
@@ -94,6 +95,43 @@ where
         rows.iter().map(key).collect()
     }
 
+    /// Every account's keys that have not expired at `now` but will by
+    /// `until` (Unix seconds).
+    pub(crate) async fn pgp_keys_expiring(&self, now: i64, until: i64) -> Result<Vec<StoredPgpKey>> {
+        let rows = sqlx::query(
+            "SELECT account, fingerprint, role, armored, created_at, expires_at FROM pgp_keys
+             WHERE expires_at > $1 AND expires_at <= $2 ORDER BY account, serial",
+        )
+        .bind(now)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key).collect()
+    }
+
+    /// Claims the expiry warning of a key at `now`: `true` for the one
+    /// caller (of any node) that may warn, when the last warning is older
+    /// than `every` seconds or there was none.
+    pub(crate) async fn claim_expiry_warning(
+        &self,
+        account: &str,
+        fingerprint: &str,
+        now: i64,
+        every: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE pgp_keys SET expiry_warned_at = $3
+             WHERE account = $1 AND fingerprint = $2 AND (expiry_warned_at IS NULL OR expiry_warned_at <= $4)",
+        )
+        .bind(account)
+        .bind(fingerprint)
+        .bind(now)
+        .bind(now - every)
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
     /// Removes one of the account's keys; `false` when it has no such key.
     pub(crate) async fn remove_pgp_key(&self, account: &str, fingerprint: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM pgp_keys WHERE account = $1 AND fingerprint = $2")
@@ -124,6 +162,20 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.sql.pgp_keys(account).await,
             Store::Postgres(s) => s.sql.pgp_keys(account).await,
+        }
+    }
+
+    pub async fn pgp_keys_expiring(&self, now: i64, until: i64) -> Result<Vec<StoredPgpKey>> {
+        match self {
+            Store::Sqlite(s) => s.sql.pgp_keys_expiring(now, until).await,
+            Store::Postgres(s) => s.sql.pgp_keys_expiring(now, until).await,
+        }
+    }
+
+    pub async fn claim_expiry_warning(&self, account: &str, fingerprint: &str, now: i64, every: i64) -> Result<bool> {
+        match self {
+            Store::Sqlite(s) => s.sql.claim_expiry_warning(account, fingerprint, now, every).await,
+            Store::Postgres(s) => s.sql.claim_expiry_warning(account, fingerprint, now, every).await,
         }
     }
 

@@ -32,18 +32,18 @@ fn cookie_of(response: &reqwest::Response, name: &str) -> Option<(String, String
 }
 
 /// A signed-in browser, as far as HTTP goes: its session cookie and token.
-struct Signed {
+pub(crate) struct Signed {
     base: String,
     cookie: String,
     csrf: String,
 }
 
 impl Signed {
-    async fn get(&self, path: &str) -> reqwest::Response {
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
         client().get(format!("{}{path}", self.base)).header(COOKIE, &self.cookie).send().await.unwrap()
     }
 
-    async fn page(&self, path: &str) -> (u16, String) {
+    pub(crate) async fn page(&self, path: &str) -> (u16, String) {
         let response = self.get(path).await;
         (response.status().as_u16(), response.text().await.unwrap())
     }
@@ -145,11 +145,11 @@ async fn sign_in_at(base: &str, path: &str, user: &str, password: &str) -> Signe
     signed
 }
 
-async fn sign_in(base: &str, user: &str, password: &str) -> Signed {
+pub(crate) async fn sign_in(base: &str, user: &str, password: &str) -> Signed {
     sign_in_at(base, "/login", user, password).await
 }
 
-fn account(avid: &str, password: &'static str) -> TestAccount {
+pub(crate) fn account(avid: &str, password: &'static str) -> TestAccount {
     TestAccount { password: Some(password), ..TestAccount::new(avid) }
 }
 

@@ -63,7 +63,12 @@ impl Gpg {
 /// (uploaded into /keys over SFTP); (daemon, gpg, intake's fingerprint,
 /// merchant's fingerprint).
 async fn setup(db: &TestDb) -> (TestDaemon, Gpg, String, String) {
-    let daemon = TestDaemon::spawn(db, &[TestAccount::new("acme")], &[]).await;
+    setup_with(db, TestAccount::new("acme"), &[]).await
+}
+
+/// [`setup`] with the account and environment given.
+async fn setup_with(db: &TestDb, acme: TestAccount, env: &[(&str, &str)]) -> (TestDaemon, Gpg, String, String) {
+    let daemon = TestDaemon::spawn(db, &[acme], env).await;
     let gpg = Gpg::new(&daemon.dir, "merchant");
     let merchant = gpg.make_key("Merchant <ops@merchant.example>");
     let shown = daemon.cli(&["pgp", "show", "acme"], "").await;
@@ -420,4 +425,97 @@ async fn after_a_rotation_the_new_key_is_offered_and_the_old_one_still_decrypts(
     let listed = daemon.cli(&["pgp", "list", "acme"], "").await;
     let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
     assert!(listed.contains(&old) && listed.contains(&new), "{listed}");
+}
+
+crate::on_both_backends!(encrypted_reports_are_named_in_progress_and_served_only_encrypted_over_http);
+async fn encrypted_reports_are_named_in_progress_and_served_only_encrypted_over_http(db: TestDb) {
+    let acme = crate::console::account("acme", "acme-pw");
+    let (daemon, gpg, intake, _merchant) = setup_with(&db, acme, &[("INTAKE_BATCH_SIZE", "1000")]).await;
+    let set = daemon.cli(&["account", "set", "acme", "--pgp-encrypt-reports"], "").await;
+    assert!(set.status.success(), "{}", describe(&set));
+    // Big enough to be seen running: progress.json names the encrypted files.
+    let plain = daemon.dir.join("big.csv");
+    let mut text = String::from("ref,address\n");
+    for i in 0..60_000 {
+        text += &format!("b-{i},+1555{i:07}\n");
+    }
+    text += "bad,not a phone\n";
+    std::fs::write(&plain, text).unwrap();
+    daemon.upload("acme", &plain, "Big.csv").await;
+    let outbox = daemon.outbox("acme");
+    let (mut seen, deadline) = (Vec::new(), std::time::Instant::now() + LIMIT);
+    while !outbox.join("Big.summary.json").exists() {
+        assert!(std::time::Instant::now() < deadline, "no summary in time\n{}", daemon.log());
+        let progress = std::fs::read(outbox.join("Big.progress.json")).ok();
+        if let Some(p) = progress.and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()) {
+            seen.push(p);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!seen.is_empty(), "no progress.json seen");
+    for p in &seen {
+        assert_eq!(p["pgp"]["results_file"], "Big.results.csv.pgp", "{p}");
+        assert_eq!(p["pgp"]["failed_file"], "Big.failed.csv.pgp", "{p}");
+    }
+    let summary = daemon.summary("acme", "Big", LIMIT).await;
+    assert_eq!(summary["pgp"]["results_file"], "Big.results.csv.pgp", "{summary}");
+    let id = summary["job_id"].as_str().unwrap().to_owned();
+
+    // Over the API: the encrypted files as they are in the outbox, never plain.
+    let api = daemon.api_addr().await;
+    let out = daemon.cli(&["token", "create", "acme"], "").await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let token = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_owned();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let decrypt = |name: &str, bytes: &[u8]| {
+        let (sealed, out) = (daemon.dir.join(format!("{name}.got")), daemon.dir.join(format!("{name}.plain")));
+        std::fs::write(&sealed, bytes).unwrap();
+        let run = gpg.run(&["--status-fd", "2", "--decrypt", "-o", out.to_str().unwrap(), sealed.to_str().unwrap()]);
+        let status = String::from_utf8_lossy(&run.stderr).into_owned();
+        assert!(status.contains(&format!("VALIDSIG {}", intake.to_uppercase())), "{status}");
+        out
+    };
+    for (route, name) in [("results", "Big.results.csv.pgp"), ("failed", "Big.failed.csv.pgp")] {
+        let got = client
+            .get(format!("http://{api}/api/v1/accounts/acme/jobs/{id}/{route}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status().as_u16(), 200, "{route}");
+        let header = |h: reqwest::header::HeaderName| got.headers().get(h).unwrap().to_str().unwrap().to_owned();
+        assert_eq!(header(reqwest::header::CONTENT_TYPE), "application/pgp-encrypted");
+        assert_eq!(header(reqwest::header::CONTENT_DISPOSITION), format!("attachment; filename=\"{name}\""));
+        let body = got.bytes().await.unwrap();
+        assert_eq!(body[..], std::fs::read(outbox.join(name)).unwrap()[..], "{route}: the outbox file");
+        let over_http = std::fs::read(decrypt(&format!("http-{route}"), &body)).unwrap();
+        let in_outbox = std::fs::read(decrypt(&format!("outbox-{route}"), &std::fs::read(outbox.join(name)).unwrap()));
+        assert_eq!(over_http, in_outbox.unwrap(), "{route}: the same rows");
+        if route == "results" {
+            let rows = read_results(&daemon.dir.join("http-results.plain"));
+            assert_eq!(rows.len(), 60_002, "the header and every record");
+            assert_eq!(rows[60_001][2], "failed");
+        } else {
+            assert_eq!(String::from_utf8(over_http).unwrap(), "ref,address\nbad,not a phone\n");
+        }
+    }
+
+    // In the console: encrypted downloads, a note instead of the rows.
+    let base = format!("http://{api}");
+    let signed = crate::console::sign_in(&base, "acme", "acme-pw").await;
+    let (status, page) = signed.page(&format!("/jobs/{id}")).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("id=\"reports-encrypted\"") && page.contains("reports are encrypted; download them"),
+        "{page}"
+    );
+    assert!(!page.contains("id=\"failed-rows\"") && !page.contains("not a phone"), "no rows shown: {page}");
+    for (route, name) in [("results.csv", "Big.results.csv.pgp"), ("failed.csv", "Big.failed.csv.pgp")] {
+        let got = signed.get(&format!("/jobs/{id}/{route}")).await;
+        assert_eq!(got.status().as_u16(), 200, "{route}");
+        let header = |h: reqwest::header::HeaderName| got.headers().get(h).unwrap().to_str().unwrap().to_owned();
+        assert_eq!(header(reqwest::header::CONTENT_TYPE), "application/pgp-encrypted");
+        assert_eq!(header(reqwest::header::CONTENT_DISPOSITION), format!("attachment; filename=\"{name}\""));
+        assert_eq!(got.bytes().await.unwrap()[..], std::fs::read(outbox.join(name)).unwrap()[..], "{route}");
+    }
 }
