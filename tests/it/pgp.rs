@@ -519,3 +519,101 @@ async fn encrypted_reports_are_named_in_progress_and_served_only_encrypted_over_
         assert_eq!(got.bytes().await.unwrap()[..], std::fs::read(outbox.join(name)).unwrap()[..], "{route}");
     }
 }
+
+/// A webhook receiver that keeps every request's body and answers 204.
+async fn recording_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = got.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let (mut request, mut buf) = (Vec::new(), [0u8; 4096]);
+                let body = loop {
+                    let Ok(n) = socket.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request).into_owned();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(str::to_owned))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break request[end + 4..end + 4 + length].to_vec();
+                        }
+                    }
+                };
+                kept.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
+                let _ = socket.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n").await;
+            });
+        }
+    });
+    (url, got)
+}
+
+/// A merchant key gpg makes expiring in `days` days, added with the CLI;
+/// its fingerprint.
+async fn add_key_expiring(daemon: &TestDaemon, gpg: &Gpg, uid: &str, days: u32) -> String {
+    let expiry = format!("{days}d");
+    gpg.run(&["--quick-gen-key", uid, "ed25519", "sign", &expiry]);
+    let fingerprint = gpg.fingerprint(uid);
+    gpg.run(&["--quick-add-key", &fingerprint, "cv25519", "encr", &expiry]);
+    let file = daemon.dir.join(format!("{fingerprint}.asc"));
+    gpg.export(uid, &file);
+    let out = daemon.cli(&["pgp", "add-key", "acme", file.to_str().unwrap()], "").await;
+    assert!(out.status.success(), "{}", describe(&out));
+    fingerprint
+}
+
+crate::on_both_backends!(a_key_expiring_within_30_days_raises_one_webhook_event_a_day);
+async fn a_key_expiring_within_30_days_raises_one_webhook_event_a_day(db: TestDb) {
+    // A sweep (and so an expiry check) every second: many checks, one event.
+    let mut daemon =
+        TestDaemon::spawn(&db, &[TestAccount::new("acme")], &[("INTAKE_RETENTION__SWEEP_EVERY_SECS", "1")]).await;
+    let (url, got) = recording_receiver().await;
+    let secret = intake::store::WebhookSecret::new("s3cret-acme".into());
+    db.store().await.set_webhook("acme", &url, &secret).await.unwrap();
+    let gpg = Gpg::new(&daemon.dir, "merchant");
+    // A key with two years left raises nothing.
+    gpg.make_key("Later <later@merchant.example>");
+    let later = gpg.fingerprint("Later <later@merchant.example>");
+    let file = daemon.dir.join("later.asc");
+    gpg.export("Later <later@merchant.example>", &file);
+    let out = daemon.cli(&["pgp", "add-key", "acme", file.to_str().unwrap()], "").await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let soon = add_key_expiring(&daemon, &gpg, "Soon <soon@merchant.example>", 10).await;
+    let events_of = |fingerprint: &str| {
+        got.lock().unwrap().iter().filter(|e| e["fingerprint"] == fingerprint).cloned().collect::<Vec<_>>()
+    };
+    let first = crate::support::eventually(LIMIT, "the key_expiring event", || events_of(&soon).first().cloned()).await;
+    assert_eq!(first["event"], "pgp.key_expiring", "{first}");
+    assert_eq!(first["account"], "acme", "{first}");
+    assert_eq!(first["key"], "merchant", "{first}");
+    assert!(matches!(first["days_left"].as_i64(), Some(9 | 10)), "{first}");
+    assert!(first["expires_at"].as_str().is_some_and(|t| t.len() >= 20), "{first}");
+    let log = daemon.log();
+    assert!(log.contains("expires within 30 days") && log.contains(&soon), "{log}");
+    // Restarted within the day: a later key's event proves a check ran
+    // since, and the first key got no second one.
+    daemon.kill9().await;
+    daemon.start().await;
+    let sooner = add_key_expiring(&daemon, &gpg, "Sooner <sooner@merchant.example>", 5).await;
+    crate::support::eventually(LIMIT, "the second key's event", || (!events_of(&sooner).is_empty()).then_some(()))
+        .await;
+    assert_eq!(events_of(&soon).len(), 1, "one event per key per day: {:?}", got.lock().unwrap());
+    assert_eq!(events_of(&sooner).len(), 1, "{:?}", got.lock().unwrap());
+    assert!(events_of(&later).is_empty(), "a key with two years left: {:?}", got.lock().unwrap());
+    // The log warned once about each, across checks every second and the restart.
+    let log = daemon.log();
+    let warnings = |fingerprint: &str| {
+        log.lines().filter(|l| l.contains("expires within 30 days") && l.contains(fingerprint)).count()
+    };
+    assert_eq!((warnings(&soon), warnings(&sooner), warnings(&later)), (1, 1, 0), "{log}");
+}
