@@ -413,6 +413,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn published_reports_are_the_encrypted_ones_only_when_the_summary_says_so() {
+        let names = ReportNames::of("May.csv.pgp", false);
+        let plain = PublishedReports::of(&names, &serde_json::json!({"job_id": "j"}));
+        assert_eq!(
+            (plain.results.as_str(), plain.failed.as_str(), plain.encrypted),
+            ("May.results.csv", "May.failed.csv", false)
+        );
+        // Signed but not encrypted reports: a `pgp` key with a signer only.
+        let signed = PublishedReports::of(&names, &serde_json::json!({"pgp": {"signer": "ab12"}}));
+        assert!(!signed.encrypted && signed.results == "May.results.csv");
+        // The name is derived, never taken from the file.
+        let sealed = PublishedReports::of(&names, &serde_json::json!({"pgp": {"results_file": "../../etc/passwd"}}));
+        assert_eq!(
+            (sealed.results.as_str(), sealed.failed.as_str(), sealed.encrypted),
+            ("May.results.csv.pgp", "May.failed.csv.pgp", true)
+        );
+        let dry =
+            PublishedReports::of(&ReportNames::of("May.csv", true), &serde_json::json!({"pgp": {"results_file": "x"}}));
+        assert_eq!(dry.results, "May.validation.csv.pgp");
+    }
+
+    #[test]
     fn a_node_knows_its_own_upload_temps_and_no_other() {
         let temp = upload_temp_name("web01", "0a1b2c3d4e5f6a7b");
         assert!(is_upload_temp_of(&temp, "web01"));
