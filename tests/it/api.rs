@@ -597,7 +597,15 @@ async fn a_bulk_job_over_http_resumes_completes_once_and_reports_as_sftp_does(db
 
     let summary = daemon.summary("acme", "bulk", Duration::from_secs(120)).await;
     assert_eq!(summary["job_id"], id.as_str());
-    let done: Value = c.get(&url).bearer_auth(&acme).send().await.unwrap().json().await.unwrap();
+    // The summary is published before the job's row says so: poll.
+    let mut done = Value::Null;
+    for _ in 0..100 {
+        done = c.get(&url).bearer_auth(&acme).send().await.unwrap().json().await.unwrap();
+        if done["state"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["created"], sftp_summary["created"]);
     assert_eq!(done["failed"], 1);

@@ -597,8 +597,15 @@ async fn axe(browser: &fantoccini::Client, screen: &str) {
     assert!(serious.is_empty(), "axe-core on {screen}: {serious:#?}");
 }
 
+/// The element `selector` finds, waiting for it up to 30 s (a click's page
+/// load may still be on its way on a loaded machine).
 async fn css(browser: &fantoccini::Client, selector: &str) -> fantoccini::elements::Element {
-    browser.find(fantoccini::Locator::Css(selector)).await.unwrap_or_else(|e| panic!("{selector}: {e}"))
+    browser
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(fantoccini::Locator::Css(selector))
+        .await
+        .unwrap_or_else(|e| panic!("{selector}: {e}"))
 }
 
 /// Waits until the job page in the browser (which refreshes itself) shows
