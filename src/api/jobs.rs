@@ -715,7 +715,7 @@ pub(super) struct ListQuery {
 }
 
 fn invalid_cursor() -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST, "invalid_cursor", "cursor is not a next_cursor of this account's listing")
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_cursor", "cursor is not a next_cursor of this account's listing")
 }
 
 #[utoipa::path(
@@ -730,7 +730,8 @@ fn invalid_cursor() -> Problem {
     ),
     responses(
         (status = 200, description = "{jobs, next_cursor}: newest first, every channel, all of the account's jobs page by page", body = Object),
-        (status = 400, description = "A bad status, limit or cursor", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 400, description = "A bad status or limit", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "A cursor that is not a next_cursor of this account's listing (invalid_cursor)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the token's)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed token attempts from this address, or the token is over its request rate (Retry-After)", body = ProblemBody, content_type = "application/problem+json")
@@ -762,7 +763,8 @@ pub(super) async fn list(
         Some("rejected") => &[JobStatus::Rejected],
         Some(_) => &[JobStatus::Aborted],
     };
-    let cursor = match &query.cursor {
+    // An empty cursor is the first page, as no cursor.
+    let cursor = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
         Some(c) => Some(job_id(c).map_err(|_| invalid_cursor())?),
         None => None,
     };

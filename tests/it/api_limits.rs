@@ -422,9 +422,11 @@ async fn the_job_list_pages_through_all_of_an_accounts_jobs(db: TestDb) {
     assert_eq!(unique, made.iter().collect(), "only the account's jobs");
     let only_rejected = all_pages(&bulk, "&status=rejected").await;
     assert_eq!(only_rejected.len(), rejected.len());
-    // Another account's job as a cursor, or garbage: 400.
-    assert_eq!(c_get(&bulk, &format!("?cursor={}", theirs[0])).await, 400);
-    assert_eq!(c_get(&bulk, "?cursor=..%2F..").await, 400);
+    // Another account's job as a cursor, or garbage: 422; an empty one is
+    // the first page.
+    assert_eq!(c_get(&bulk, &format!("?cursor={}", theirs[0])).await, 422);
+    assert_eq!(c_get(&bulk, "?cursor=..%2F..").await, 422);
+    assert_eq!(c_get(&bulk, "?cursor=").await, 200);
 }
 
 async fn c_get(bulk: &Bulk, query: &str) -> u16 {
