@@ -715,7 +715,11 @@ pub(super) struct ListQuery {
 }
 
 fn invalid_cursor() -> Problem {
-    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_cursor", "cursor is not a next_cursor of this account's listing")
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_cursor",
+        "cursor is not a next_cursor of this account's listing",
+    )
 }
 
 #[utoipa::path(
