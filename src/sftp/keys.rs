@@ -8,6 +8,7 @@
 //! status (never stored). Deleting a merchant key's file removes the key.
 //! Reached from the `/mappings` hooks (`mappings.rs`), which try it first.
 
+use super::mappings::attrs;
 use super::*;
 use std::io::{Read, Seek, Write};
 
@@ -54,28 +55,6 @@ const BAD_NAME: &str = "A key is uploaded into /keys as NAME.asc, NAME.pgp or NA
 fn unavailable(e: anyhow::Error) -> StatusReply {
     tracing::warn!(error = %e, "the OpenPGP keys cannot be read or stored");
     failure("OpenPGP keys are not available right now; try again later")
-}
-
-fn attrs(dir: bool, size: u64, writable: bool, user: &str, group: &str) -> FileAttributes {
-    let mut a = FileAttributes::default();
-    let (kind, mode) = match (dir, writable) {
-        (true, true) => (FileMode::DIR, 0o755),
-        (true, false) => (FileMode::DIR, 0o555),
-        (false, true) => (FileMode::REG, 0o644),
-        (false, false) => (FileMode::REG, 0o444),
-    };
-    let now = clamp_time(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64),
-    );
-    a.size = Some(if dir { 4096 } else { size });
-    a.uid = Some(SHOWN_ID);
-    a.user = Some(user.to_owned());
-    a.gid = Some(SHOWN_ID);
-    a.group = Some(group.to_owned());
-    a.permissions = Some(kind.bits() | mode);
-    a.atime = Some(now);
-    a.mtime = Some(now);
-    a
 }
 
 /// `realpath` of a path in `/keys` (the folder exists on no disk).

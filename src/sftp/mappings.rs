@@ -44,7 +44,9 @@ fn unavailable(e: anyhow::Error) -> StatusReply {
     failure("Mapping profiles are not available right now; try again later")
 }
 
-fn attrs(dir: bool, size: u64, writable: bool, user: &str, group: &str) -> FileAttributes {
+/// Attributes of an entry of a folder kept in the database (`/mappings`,
+/// `/keys`): no disk file behind it, so shown as made now.
+pub(super) fn attrs(dir: bool, size: u64, writable: bool, user: &str, group: &str) -> FileAttributes {
     let (kind, mode) = match (dir, writable) {
         (true, true) => (FileMode::DIR, 0o755),
         (true, false) => (FileMode::DIR, 0o555),
