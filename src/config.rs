@@ -543,15 +543,20 @@ mod tests {
 
     #[test]
     fn the_shipped_config_loads_with_the_api_defaults() {
-        let shipped = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"));
-        let config = Config::load(shipped, true).unwrap();
-        let defaults = ApiSettings::default();
-        assert_eq!(config.api.listen, defaults.listen);
-        assert_eq!(config.api.max_connections, defaults.max_connections);
-        assert_eq!(config.api.max_json_bytes, defaults.max_json_bytes);
-        assert_eq!(config.http.max_connections, HttpSettings::default().max_connections);
-        // Every [sftp] key the file sets says the default, as its comments claim.
-        assert_eq!(config.sftp, crate::sftp::SftpSettings::default());
+        // Inside a jail: the jail's lock keeps another test's INTAKE_* variables
+        // (set in its own jail) out of this process's environment meanwhile.
+        figment::Jail::expect_with(|_jail| {
+            let shipped = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"));
+            let config = Config::load(shipped, true).map_err(|e| e.to_string())?;
+            let defaults = ApiSettings::default();
+            assert_eq!(config.api.listen, defaults.listen);
+            assert_eq!(config.api.max_connections, defaults.max_connections);
+            assert_eq!(config.api.max_json_bytes, defaults.max_json_bytes);
+            assert_eq!(config.http.max_connections, HttpSettings::default().max_connections);
+            // Every [sftp] key the file sets says the default, as its comments claim.
+            assert_eq!(config.sftp, crate::sftp::SftpSettings::default());
+            Ok(())
+        });
     }
 
     #[test]
