@@ -9,6 +9,7 @@
 # Prints medians of rows/s, intake's ratio to each, and intake's peak RSS.
 #
 # usage: bench/ingest.sh [ROWS ...]      (default 1000000)
+# env:   SHAPE: the file's shape (bench/shapes.py; default gen, bench/gen_customers.py's)
 # env:   PG_URL (default postgres://postgres@127.0.0.1:5432/postgres), ROUNDS (default 3),
 #        BIN (a built intake; default: cargo build --release), LOADER=0 to skip the Python loader,
 #        SQLITE_CACHE_KIB (default 36864: intake's page caches, 32 MiB for batches + 2 x 2 MiB)
@@ -28,9 +29,9 @@ fi
 . bench/common.sh intake-bench
 
 for ROWS in "${ROWS_LIST[@]}"; do
-  python3 bench/gen_customers.py "$ROWS" "$WORK/customers.csv" "$WORK/raw.csv" bench
+  python3 bench/shapes.py "${SHAPE:-gen}" "$ROWS" "$WORK/customers.csv" "$WORK/raw.csv" bench
   VALID=$(wc -l < "$WORK/raw.csv")
-  echo "== $ROWS rows ($VALID valid), $(du -h "$WORK/customers.csv" | cut -f1), $ROUNDS rounds"
+  echo "== ${SHAPE:-gen}: $ROWS rows ($VALID valid), $(du -h "$WORK/customers.csv" | cut -f1), $ROUNDS rounds"
   declare -A R=()
   for round in $(seq "$ROUNDS"); do
     for backend in sqlite postgres; do
@@ -92,8 +93,8 @@ for ROWS in "${ROWS_LIST[@]}"; do
     intake=$(echo ${R[$backend-intake]} | tr ' ' '\n' | median)
     raw=$(echo ${R[$backend-raw]} | tr ' ' '\n' | median)
     rss=$(echo ${R[$backend-rss]} | tr ' ' '\n' | median)
-    printf '%-9s rows=%-8s intake %8.0f rows/s   raw load %8.0f rows/s   ratio %.2f   peak RSS %.1f MiB\n' \
-      "$backend" "$ROWS" "$intake" "$raw" "$(echo "$intake / $raw" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
+    printf '%-9s %-11s rows=%-8s intake %8.0f rows/s   raw load %8.0f rows/s   ratio %.2f   peak RSS %.1f MiB\n' \
+      "$backend" "${SHAPE:-gen}" "$ROWS" "$intake" "$raw" "$(echo "$intake / $raw" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
     if [ "$LOADER" = 1 ]; then
       loader=$(echo ${R[$backend-loader]} | tr ' ' '\n' | median)
       printf '%-9s rows=%-8s Python loader %8.0f rows/s   intake / loader %.2f\n' \

@@ -120,6 +120,13 @@ pub struct Hints {
     /// (a job resumed after a restart or a fault): the keys of earlier runs
     /// are unknown, so every key is asked about.
     claimed: Option<bloomfilter::Bloom<str>>,
+    /// Every key this job claimed, however (and false positives): a key in
+    /// it may be a duplicate of a row this job created, so it is looked up
+    /// rather than copied in at once (a copy that meets an existing ref is
+    /// undone, and the rest of its transaction inserts row by row). `None`
+    /// for a resumed job, or once more keys went in than it was sized for
+    /// (its answers would be "maybe" for most keys).
+    seen: Option<(bloomfilter::Bloom<str>, usize)>,
 }
 
 /// Claim keys a job's filter holds at a 1 % false-positive rate; past that,
@@ -131,9 +138,28 @@ impl Hints {
     /// claimed nothing yet, and only the keys it claims are ever asked about.
     pub fn fresh(rows: u64) -> Hints {
         let capacity = (rows as usize).clamp(1_000, MAX_FILTERED_CLAIMS);
-        let filter = bloomfilter::Bloom::new_for_fp_rate_with_seed(capacity, 0.01, &rand::random())
-            .expect("a filter for a positive number of keys");
-        Hints { expect: Expect::New, claimed: Some(filter) }
+        let filter = || {
+            bloomfilter::Bloom::new_for_fp_rate_with_seed(capacity, 0.01, &rand::random())
+                .expect("a filter for a positive number of keys")
+        };
+        Hints { expect: Expect::New, claimed: Some(filter()), seen: Some((filter(), capacity)) }
+    }
+
+    /// Whether `key` may have been claimed by this job in an earlier chunk
+    /// (`true` when unknown).
+    fn maybe_seen(&self, key: &str) -> bool {
+        self.seen.as_ref().is_none_or(|(filter, _)| filter.check(key))
+    }
+
+    fn saw(&mut self, keys: &[String]) {
+        if let Some((filter, room)) = &mut self.seen {
+            if keys.len() > *room {
+                self.seen = None;
+                return;
+            }
+            *room -= keys.len();
+            keys.iter().for_each(|key| filter.set(key));
+        }
     }
 
     /// The keys among `keys` this job may have claimed earlier.
@@ -170,6 +196,8 @@ pub async fn apply(
     let keys: Vec<String> = first.iter().map(|&i| claim_key(records[i].claim.unwrap_or_default())).collect();
     let insert_first = writes == Writes::Apply && hints.expect == Expect::New;
     // The new rows are made while the database looks for earlier claims.
+    // Not a key this job may have claimed already: a copy that meets an
+    // existing ref is undone whole.
     let new_rows = async {
         if !insert_first {
             return Vec::new();
@@ -177,6 +205,7 @@ pub async fn apply(
         first
             .iter()
             .zip(&keys)
+            .filter(|(_, key)| !hints.maybe_seen(key))
             .filter_map(|(&i, key)| Some((key, created(records[i].command?, job_id, records[i].line))))
             .collect()
     };
@@ -211,6 +240,7 @@ pub async fn apply(
         hints.expect = if new * 2 >= candidates { Expect::New } else { Expect::Existing };
     }
     hints.claimed(&decided.claims);
+    hints.saw(&keys);
     batch.insert_customers(account, &decided.inserts).await?;
     batch.update_customers(&decided.updates).await?;
     batch.record_claims(job_id, &decided.claims).await?;
