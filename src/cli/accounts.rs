@@ -220,8 +220,7 @@ pub async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
             if public_keys.is_empty() && password.is_none() {
                 bail!("give the user a way to log in: --key FILE and/or --password-stdin");
             }
-            let scopes =
-                if scopes.is_empty() { None } else { Some(Scopes::parse(scopes.iter().map(String::as_str))?) };
+            let scopes = if scopes.is_empty() { None } else { Some(Scopes::parse(scopes.iter().map(String::as_str))?) };
             let new = manage::NewUser {
                 username: &username,
                 account: &account,

@@ -141,7 +141,9 @@ async fn account_view(
     let (disabled, users) = state.store().account_users(avid).await?.ok_or_else(PageError::not_found)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let when = |at: i64| {
-        time::OffsetDateTime::from_unix_timestamp(at).map(crate::clock::format_rfc3339).unwrap_or_else(|_| at.to_string())
+        time::OffsetDateTime::from_unix_timestamp(at)
+            .map(crate::clock::format_rfc3339)
+            .unwrap_or_else(|_| at.to_string())
     };
     let tokens = state
         .store()
@@ -221,7 +223,8 @@ pub(super) async fn create_user(
     if password.is_empty() {
         return Err(PageError::new(StatusCode::UNPROCESSABLE_ENTITY, "Give the new user a password."));
     }
-    let new = manage::NewUser { username, account: &avid, public_keys: Vec::new(), password: Some(password), scopes: None };
+    let new =
+        manage::NewUser { username, account: &avid, public_keys: Vec::new(), password: Some(password), scopes: None };
     manage::create_user(state.store(), new).await?;
     record(&state, &operator, ip, "user-create", format!("user {username} ({avid})")).await;
     Ok(Redirect::to(&format!("/admin/accounts/{avid}?notice=user-created")).into_response())
@@ -348,7 +351,11 @@ pub(super) async fn webhooks(State(state): State<ConsoleState>, operator: Operat
             status: if d.status == crate::store::DeliveryStatus::Failed { "given up" } else { d.status.as_str() },
             attempts: d.attempts,
             last_error: d.last_error.unwrap_or_else(|| "-".into()),
-            next_attempt: if d.status == crate::store::DeliveryStatus::Pending { d.next_attempt_at } else { "-".into() },
+            next_attempt: if d.status == crate::store::DeliveryStatus::Pending {
+                d.next_attempt_at
+            } else {
+                "-".into()
+            },
         })
         .collect();
     Ok(pages::html(&pages::AdminWebhooks { chrome: operator.chrome(), rows }).into_response())

@@ -183,7 +183,8 @@ where
 
     /// An account's users, disabled ones too; `None` if there is no such account.
     pub(crate) async fn account_users(&self, avid: &str) -> Result<Option<(bool, Vec<UserState>)>> {
-        let row = sqlx::query("SELECT disabled FROM accounts WHERE avid = $1").bind(avid).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT disabled FROM accounts WHERE avid = $1").bind(avid).fetch_optional(&self.pool).await?;
         let Some(row) = row else { return Ok(None) };
         let sql = format!("SELECT {USER_COLUMNS}, disabled FROM sftp_users WHERE account = $1 ORDER BY username");
         let rows = sqlx::query(&sql).bind(avid).fetch_all(&self.pool).await?;

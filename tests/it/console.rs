@@ -631,7 +631,7 @@ async fn wait_finished(browser: &fantoccini::Client) -> String {
 
 /// Waits until the browser is at a path that `want` accepts (a click's
 /// navigation may end after the click returns); the path.
-async fn wait_path(browser: &fantoccini::Client, want: impl Fn(&str) -> bool) -> String {
+pub(crate) async fn wait_path(browser: &fantoccini::Client, want: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let path = browser.current_url().await.unwrap().path().to_owned();
@@ -784,7 +784,7 @@ async fn under_tls_the_session_cookie_is_secure(db: TestDb) {
 }
 
 /// The current TOTP code of a base32 secret (RFC 6238, SHA-1, 6 digits).
-fn totp_code(secret_b32: &str, at: u64) -> String {
+pub(crate) fn totp_code(secret_b32: &str, at: u64) -> String {
     use hmac::Mac;
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let (mut key, mut buffer, mut bits) = (Vec::new(), 0u32, 0);
@@ -804,7 +804,7 @@ fn totp_code(secret_b32: &str, at: u64) -> String {
     format!("{v:06}")
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 

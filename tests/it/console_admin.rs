@@ -5,7 +5,10 @@
 //! tokens 404; a merchant sees none of it. Then one headless-Chromium pass
 //! with axe-core over the new screens.
 
-use crate::console::{account, axe, client, csrf_of, operator_sign_in, screenshot, sign_in, try_sign_in, Chromedriver};
+use crate::console::{
+    account, axe, client, csrf_of, css, operator_sign_in, screenshot, sign_in, totp_code, try_sign_in, unix_now,
+    wait_path, Chromedriver,
+};
 use crate::support::{describe, TestDaemon, TestDb};
 use reqwest::header::LOCATION;
 
@@ -233,14 +236,19 @@ async fn the_operator_screens_pass_axe_in_a_real_browser(db: TestDb) {
     let out = daemon.cli(&["admin", "add", "root", "--password-stdin"], "root-pw\n").await;
     assert!(out.status.success(), "{}", describe(&out));
     token(&daemon, "acme").await;
-    let root = operator_sign_in(&base, "root", "root-pw").await;
     let driver = Chromedriver::start().await;
     let browser = driver.browser().await;
-    browser.goto(&format!("{base}/login")).await.unwrap();
-    let (name, value) = root.cookie.split_once('=').unwrap();
-    let mut cookie = fantoccini::cookies::Cookie::new(name.to_owned(), value.to_owned());
-    cookie.set_path("/");
-    browser.add_cookie(cookie).await.unwrap();
+    // Signs in and enrols a second factor, as an operator's first visit does.
+    browser.goto(&format!("{base}/admin/login")).await.unwrap();
+    css(&browser, "#username").await.send_keys("root").await.unwrap();
+    css(&browser, "#password").await.send_keys("root-pw").await.unwrap();
+    css(&browser, "form button[type=submit]").await.click().await.unwrap();
+    wait_path(&browser, |p| p == "/account/totp").await;
+    let secret = css(&browser, "#totp-secret").await.text().await.unwrap();
+    let code = totp_code(secret.trim(), unix_now());
+    css(&browser, "#code").await.send_keys(&code).await.unwrap();
+    css(&browser, "form[action='/account/totp'] button[type=submit]").await.click().await.unwrap();
+    css(&browser, "#recovery-codes").await;
     let backend = if db.url.starts_with("postgres") { "postgres" } else { "sqlite" };
     for (path, name) in [
         ("/admin/accounts", "admin-accounts"),
@@ -259,7 +267,7 @@ async fn the_operator_screens_pass_axe_in_a_real_browser(db: TestDb) {
     // A form without JavaScript's help: disable the account by its button.
     browser.goto(&format!("{base}/admin/accounts")).await.unwrap();
     browser.find(fantoccini::Locator::Css("#disable-acme")).await.unwrap().click().await.unwrap();
-    crate::console::css(&browser, "#account-toggle").await;
+    css(&browser, "#account-toggle").await;
     let page = browser.source().await.unwrap();
     assert!(page.contains("Account disabled"), "{page}");
     assert!(csrf_of(&page).len() == 64);
