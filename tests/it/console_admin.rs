@@ -41,15 +41,20 @@ async fn api_status(base: &str, avid: &str, token: &str) -> u16 {
     client().get(url).bearer_auth(token).send().await.unwrap().status().as_u16()
 }
 
-async fn sftp_ok(daemon: &TestDaemon, user: &str) -> bool {
-    daemon.sftp(user, "ls /\n").await.status.success()
+/// OpenSSH with the user's key, and the russh client with its password.
+async fn sftp_ok(daemon: &TestDaemon, user: &str, password: &str) -> bool {
+    let key = daemon.sftp(user, "ls /\n").await.status.success();
+    let addr = format!("127.0.0.1:{}", daemon.port()).parse().unwrap();
+    let with_password = crate::sftp::login_password(addr, user, password).await.is_ok();
+    assert_eq!(key, with_password, "{user}: SFTP with a key and with a password");
+    key
 }
 
 /// Whether `user` gets in everywhere (true) or nowhere (false); asserts it is one or the other.
 async fn gets_in(daemon: &TestDaemon, base: &str, user: &str, password: &str, token: &str) -> bool {
     let console = try_sign_in(base, "/login", user, password).await.status().as_u16();
     let api = api_status(base, user, token).await;
-    let sftp = sftp_ok(daemon, user).await;
+    let sftp = sftp_ok(daemon, user, password).await;
     match (console, api, sftp) {
         (303, 404, true) => true,
         (401, 401, false) => false,
@@ -140,7 +145,7 @@ async fn operators_manage_accounts_users_and_tokens_and_disabled_holds_everywher
     assert!(page.contains("status-aborted\">disabled"), "{page}");
     assert_eq!(acme.get("/jobs").await.status().as_u16(), 303, "the disabled user's session ended");
     assert!(!gets_in(&daemon, &base, "acme", "acme-pw", &token_value).await);
-    assert!(sftp_ok(&daemon, "other").await, "other accounts are untouched");
+    assert!(sftp_ok(&daemon, "other", "other-pw").await, "other accounts are untouched");
     assert_eq!(root.post("/admin/accounts/acme/users/enable", &user).await.status().as_u16(), 303);
     assert!(gets_in(&daemon, &base, "acme", "acme-pw", &token_value).await);
 
