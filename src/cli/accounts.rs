@@ -174,12 +174,18 @@ pub async fn account(config: &Config, cmd: AccountCommand) -> Result<ExitCode> {
             println!("updated account {}", a.avid);
         }
         AccountCommand::List => {
-            println!("{:<24} {:<8} {:<14} {:<11} REPORT_BOM", "AVID", "REGION", "ENCODING", "PHONE_CHECK");
+            let disabled: std::collections::HashSet<String> =
+                store.account_overview().await?.into_iter().filter(|a| a.disabled).map(|a| a.avid).collect();
+            println!(
+                "{:<24} {:<8} {:<14} {:<11} {:<9} REPORT_BOM",
+                "AVID", "REGION", "ENCODING", "PHONE_CHECK", "STATE"
+            );
             for a in store.list_accounts().await? {
                 let region = a.default_region.map(|r| r.code()).unwrap_or_else(|| "-".into());
                 let bom = if a.report_bom { "yes" } else { "no" };
+                let state = if disabled.contains(a.avid.as_str()) { "disabled" } else { "enabled" };
                 println!(
-                    "{:<24} {:<8} {:<14} {:<11} {bom}",
+                    "{:<24} {:<8} {:<14} {:<11} {state:<9} {bom}",
                     a.avid,
                     region,
                     a.encoding.as_str(),
@@ -232,11 +238,21 @@ pub async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
             println!("added user {username}");
         }
         UserCommand::List => {
-            println!("{:<24} {:<24} {:<5} {:<9} SCOPES", "USERNAME", "ACCOUNT", "KEYS", "PASSWORD");
+            // Disabled users, and users of disabled accounts.
+            let mut disabled = std::collections::HashSet::new();
+            for a in store.account_overview().await? {
+                for u in store.account_users(&a.avid).await?.map(|(_, users)| users).unwrap_or_default() {
+                    if a.disabled || u.disabled {
+                        disabled.insert(u.user.username);
+                    }
+                }
+            }
+            println!("{:<24} {:<24} {:<5} {:<9} {:<34} STATE", "USERNAME", "ACCOUNT", "KEYS", "PASSWORD", "SCOPES");
             for u in store.list_users().await? {
                 let password = if u.password_hash.is_some() { "yes" } else { "no" };
+                let state = if disabled.contains(&u.username) { "disabled" } else { "enabled" };
                 println!(
-                    "{:<24} {:<24} {:<5} {:<9} {}",
+                    "{:<24} {:<24} {:<5} {:<9} {:<34} {state}",
                     u.username,
                     u.account,
                     u.public_keys.len(),

@@ -226,6 +226,9 @@ async fn the_cli_disables_and_enables_users_and_accounts(db: TestDb) {
         assert!(out.status.success(), "{}", describe(&out));
         assert_eq!(session.get("/jobs").await.status().as_u16(), 303);
         assert!(!gets_in(&daemon, &base, "acme", "acme-pw", &token_value).await);
+        let listed = daemon.cli(&[noun, "list"], "").await;
+        let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+        assert!(listed.lines().any(|l| l.starts_with("acme ") && l.contains(" disabled")), "{listed}");
         let out = daemon.cli(&[noun, "enable", name], "").await;
         assert!(out.status.success(), "{}", describe(&out));
         assert!(gets_in(&daemon, &base, "acme", "acme-pw", &token_value).await);
