@@ -17,6 +17,7 @@ pub mod domain;
 pub mod ingest;
 pub mod keyring;
 pub mod mailbox;
+pub mod manage;
 pub mod openpgp;
 pub mod penalties;
 pub mod retention;

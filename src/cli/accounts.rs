@@ -4,9 +4,9 @@
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use intake::config::Config;
-use intake::domain::user::{Scopes, SftpUser};
-use intake::domain::{AccountId, AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
-use intake::mailbox::Layout;
+use intake::domain::user::Scopes;
+use intake::domain::{AccountSettings, FileEncoding, PhoneCheck, PhoneRegion};
+use intake::manage;
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +20,15 @@ pub enum AccountCommand {
     List,
     /// Remove an account and its SFTP users; its customers stay in the store.
     Remove {
+        avid: String,
+    },
+    /// Disable an account: none of its users can sign in over SFTP or to the
+    /// console, their API tokens are refused and their console sessions end.
+    Disable {
+        avid: String,
+    },
+    /// Enable a disabled account again.
+    Enable {
         avid: String,
     },
 }
@@ -116,6 +125,15 @@ pub enum UserCommand {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+    /// Disable a user: no SFTP or console sign-in, its API tokens refused,
+    /// its console sessions ended.
+    Disable {
+        username: String,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        username: String,
+    },
 }
 
 /// One line of standard input: a password, not empty.
@@ -133,14 +151,13 @@ pub async fn account(config: &Config, cmd: AccountCommand) -> Result<ExitCode> {
     let store = super::open_store(config).await?;
     match cmd {
         AccountCommand::Add(a) => {
-            let settings = a.applied_to(AccountSettings::new(AccountId::parse(&a.avid)?))?;
+            let settings = a.applied_to(AccountSettings::new(manage::parse_avid(&a.avid)?))?;
             super::webhooks::check_webhook_args(&a.webhook)?;
             let presets = a.presets.as_deref().map(presets_of).transpose()?;
-            store.add_account(&settings).await?;
+            manage::create_account(&store, &config.data_dir, &settings).await?;
             if let Some(presets) = presets {
                 store.set_presets(&a.avid, &presets).await?;
             }
-            Layout::new(&config.data_dir).ensure_account(&a.avid).context("while creating the account's folders")?;
             println!("added account {}", a.avid);
             super::webhooks::apply_webhook(&store, &a.avid, &a.webhook).await?;
         }
@@ -157,12 +174,18 @@ pub async fn account(config: &Config, cmd: AccountCommand) -> Result<ExitCode> {
             println!("updated account {}", a.avid);
         }
         AccountCommand::List => {
-            println!("{:<24} {:<8} {:<14} {:<11} REPORT_BOM", "AVID", "REGION", "ENCODING", "PHONE_CHECK");
+            let disabled: std::collections::HashSet<String> =
+                store.account_overview().await?.into_iter().filter(|a| a.disabled).map(|a| a.avid).collect();
+            println!(
+                "{:<24} {:<8} {:<14} {:<11} {:<9} REPORT_BOM",
+                "AVID", "REGION", "ENCODING", "PHONE_CHECK", "STATE"
+            );
             for a in store.list_accounts().await? {
                 let region = a.default_region.map(|r| r.code()).unwrap_or_else(|| "-".into());
                 let bom = if a.report_bom { "yes" } else { "no" };
+                let state = if disabled.contains(a.avid.as_str()) { "disabled" } else { "enabled" };
                 println!(
-                    "{:<24} {:<8} {:<14} {:<11} {bom}",
+                    "{:<24} {:<8} {:<14} {:<11} {state:<9} {bom}",
                     a.avid,
                     region,
                     a.encoding.as_str(),
@@ -173,6 +196,14 @@ pub async fn account(config: &Config, cmd: AccountCommand) -> Result<ExitCode> {
         AccountCommand::Remove { avid } => {
             store.remove_account(&avid).await?;
             println!("removed account {avid} and its SFTP users; its customers and files are kept");
+        }
+        AccountCommand::Disable { avid } => {
+            manage::set_account_disabled(&store, &avid, true).await?;
+            println!("disabled account {avid}: its users cannot sign in and their tokens are refused");
+        }
+        AccountCommand::Enable { avid } => {
+            manage::set_account_disabled(&store, &avid, false).await?;
+            println!("enabled account {avid}");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -191,30 +222,37 @@ pub async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
             for path in &keys {
                 public_keys.extend(intake::sftp::read_authorized_keys(path)?);
             }
-            let password_hash =
-                if password_stdin { Some(intake::sftp::hash_password(&read_password()?)?) } else { None };
-            if public_keys.is_empty() && password_hash.is_none() {
+            let password = if password_stdin { Some(read_password()?) } else { None };
+            if public_keys.is_empty() && password.is_none() {
                 bail!("give the user a way to log in: --key FILE and/or --password-stdin");
             }
-            let scopes =
-                if scopes.is_empty() { Scopes::ALL } else { Scopes::parse(scopes.iter().map(String::as_str))? };
-            store
-                .add_user(&SftpUser {
-                    username: username.clone(),
-                    account: AccountId::parse(&account)?,
-                    public_keys,
-                    password_hash,
-                    scopes,
-                })
-                .await?;
+            let scopes = if scopes.is_empty() { None } else { Some(Scopes::parse(scopes.iter().map(String::as_str))?) };
+            let new = manage::NewUser {
+                username: &username,
+                account: &account,
+                public_keys,
+                password: password.as_deref(),
+                scopes,
+            };
+            manage::create_user(&store, new).await?;
             println!("added user {username}");
         }
         UserCommand::List => {
-            println!("{:<24} {:<24} {:<5} {:<9} SCOPES", "USERNAME", "ACCOUNT", "KEYS", "PASSWORD");
+            // Disabled users, and users of disabled accounts.
+            let mut disabled = std::collections::HashSet::new();
+            for a in store.account_overview().await? {
+                for u in store.account_users(&a.avid).await?.map(|(_, users)| users).unwrap_or_default() {
+                    if a.disabled || u.disabled {
+                        disabled.insert(u.user.username);
+                    }
+                }
+            }
+            println!("{:<24} {:<24} {:<5} {:<9} {:<34} STATE", "USERNAME", "ACCOUNT", "KEYS", "PASSWORD", "SCOPES");
             for u in store.list_users().await? {
                 let password = if u.password_hash.is_some() { "yes" } else { "no" };
+                let state = if disabled.contains(&u.username) { "disabled" } else { "enabled" };
                 println!(
-                    "{:<24} {:<24} {:<5} {:<9} {}",
+                    "{:<24} {:<24} {:<5} {:<9} {:<34} {state}",
                     u.username,
                     u.account,
                     u.public_keys.len(),
@@ -227,12 +265,16 @@ pub async fn user(config: &Config, cmd: UserCommand) -> Result<ExitCode> {
             store.remove_user(&username).await?;
             println!("removed user {username}");
         }
+        UserCommand::Disable { username } => {
+            manage::set_user_disabled(&store, &username, true).await?;
+            println!("disabled user {username}: no sign-in, its tokens refused, its console sessions ended");
+        }
+        UserCommand::Enable { username } => {
+            manage::set_user_disabled(&store, &username, false).await?;
+            println!("enabled user {username}");
+        }
         UserCommand::Passwd { username, password_stdin: _ } => {
-            let hash = intake::sftp::hash_password(&read_password()?)?;
-            if !store.set_user_password(&username, &hash).await? {
-                bail!("no user `{username}`");
-            }
-            let ended = store.delete_sessions_of(intake::store::PrincipalKind::User, &username).await?;
+            let ended = manage::set_password(&store, &username, &read_password()?).await?;
             println!("password set for user {username}; {ended} console session(s) ended");
         }
     }

@@ -102,9 +102,7 @@ pub async fn token(store: &Store, cmd: TokenCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         TokenCommand::Revoke { id } => {
-            if !store.revoke_token(&id).await? {
-                bail!("no token {id}");
-            }
+            intake::manage::revoke_token(store, None, &id).await?;
             println!("token {id} revoked");
             Ok(ExitCode::SUCCESS)
         }

@@ -15,6 +15,7 @@ mod admin;
 mod assets;
 mod auth;
 mod merchant;
+mod operators;
 mod pages;
 mod rows;
 mod totp;
@@ -48,6 +49,10 @@ struct Inner {
     passwords: tokio::sync::Semaphore,
     archive_days: u64,
     rows_index: rows::IndexCache,
+    /// Where accounts' folders are made (`intake account add`'s).
+    data_dir: std::path::PathBuf,
+    /// A node's heartbeat older than this is silent (`intake nodes`).
+    takeover_secs: f64,
 }
 
 impl ConsoleState {
@@ -74,6 +79,8 @@ impl ConsoleState {
                 passwords: tokio::sync::Semaphore::new(4),
                 archive_days: config.retention.archive_days,
                 rows_index: rows::IndexCache::default(),
+                data_dir: config.data_dir.clone(),
+                takeover_secs: config.cluster.takeover_after().as_secs_f64(),
             }),
         }
     }
@@ -109,6 +116,17 @@ pub fn router(state: ConsoleState, api: Router) -> Router {
         .route("/admin/jobs/{id}", get(admin::job))
         .route("/admin/jobs/{id}/retry", post(admin::retry))
         .route("/admin/audit", get(admin::audit))
+        .route("/admin/accounts", get(operators::accounts).post(operators::create_account))
+        .route("/admin/accounts/{avid}", get(operators::account))
+        .route("/admin/accounts/{avid}/disable", post(operators::disable_account))
+        .route("/admin/accounts/{avid}/enable", post(operators::enable_account))
+        .route("/admin/accounts/{avid}/users", post(operators::create_user))
+        .route("/admin/accounts/{avid}/users/disable", post(operators::disable_user))
+        .route("/admin/accounts/{avid}/users/enable", post(operators::enable_user))
+        .route("/admin/accounts/{avid}/users/password", post(operators::reset_password))
+        .route("/admin/accounts/{avid}/tokens/revoke", post(operators::revoke_token))
+        .route("/admin/nodes", get(operators::nodes))
+        .route("/admin/webhooks", get(operators::webhooks))
         .route("/assets/{name}", get(assets::serve))
         .route_layer(axum::middleware::map_response(security_headers))
         .with_state(state)

@@ -325,3 +325,90 @@ mod tests {
         assert_eq!(chart.height, 3 * 26 + 8);
     }
 }
+
+/// One account in the operators' list.
+pub(super) struct AccountRow {
+    pub avid: String,
+    pub users: u64,
+    pub jobs: u64,
+    pub disabled: bool,
+}
+
+#[derive(Template)]
+#[template(path = "admin_accounts.html")]
+pub(super) struct AdminAccounts {
+    pub chrome: Chrome,
+    pub rows: Vec<AccountRow>,
+    pub notice: Option<&'static str>,
+}
+
+/// One user of an account.
+pub(super) struct UserRow {
+    pub username: String,
+    pub has_password: bool,
+    pub keys: usize,
+    pub scopes: String,
+    pub disabled: bool,
+}
+
+/// One API token of an account.
+pub(super) struct TokenRow {
+    pub id: String,
+    pub username: String,
+    pub name: String,
+    pub scopes: String,
+    pub created: String,
+    pub expires: String,
+    /// active, expired or revoked.
+    pub state: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "admin_account.html")]
+pub(super) struct AdminAccount {
+    pub chrome: Chrome,
+    pub avid: String,
+    pub disabled: bool,
+    pub users: Vec<UserRow>,
+    pub tokens: Vec<TokenRow>,
+    pub notice: Option<&'static str>,
+    /// A password just generated for this user: shown this once.
+    pub generated: Option<(String, String)>,
+}
+
+/// One node as `intake nodes` shows it.
+pub(super) struct NodeRow {
+    pub id: String,
+    pub state: &'static str,
+    pub heartbeat: String,
+    pub up: String,
+    pub host: String,
+    pub version: String,
+    pub pid: u64,
+    pub jobs: Vec<crate::store::OwnedJob>,
+}
+
+#[derive(Template)]
+#[template(path = "admin_nodes.html")]
+pub(super) struct AdminNodes {
+    pub chrome: Chrome,
+    pub rows: Vec<NodeRow>,
+}
+
+/// One webhook delivery not delivered yet or given up.
+pub(super) struct DeliveryRow {
+    pub account: String,
+    pub event: String,
+    pub job: String,
+    pub status: &'static str,
+    pub attempts: u32,
+    pub last_error: String,
+    pub next_attempt: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin_webhooks.html")]
+pub(super) struct AdminWebhooks {
+    pub chrome: Chrome,
+    pub rows: Vec<DeliveryRow>,
+}

@@ -135,7 +135,10 @@ where
     }
 
     pub(crate) async fn find_user(&self, username: &str) -> Result<Option<SftpUser>> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM sftp_users WHERE username = $1");
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM sftp_users WHERE username = $1 AND NOT sftp_users.disabled
+               AND NOT EXISTS (SELECT 1 FROM accounts AS a WHERE a.avid = sftp_users.account AND a.disabled)"
+        );
         let row = sqlx::query(&sql).bind(username).fetch_optional(&self.pool).await?;
         row.as_ref().map(user).transpose()
     }
@@ -156,6 +159,62 @@ where
         Ok(DB::rows_affected(&done) > 0)
     }
 
+    /// Every account with its users' and jobs' counts and whether it is disabled.
+    pub(crate) async fn account_overview(&self) -> Result<Vec<AccountOverview>> {
+        let rows = sqlx::query(
+            "SELECT a.avid, a.disabled,
+               (SELECT COUNT(*) FROM sftp_users AS u WHERE u.account = a.avid) AS users,
+               (SELECT COUNT(*) FROM jobs AS j WHERE j.account = a.avid) AS jobs
+             FROM accounts AS a ORDER BY a.avid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AccountOverview {
+                    avid: r.text("avid")?,
+                    disabled: r.flag("disabled")?,
+                    users: r.count("users")?,
+                    jobs: r.count("jobs")?,
+                })
+            })
+            .collect()
+    }
+
+    /// An account's users, disabled ones too; `None` if there is no such account.
+    pub(crate) async fn account_users(&self, avid: &str) -> Result<Option<(bool, Vec<UserState>)>> {
+        let row =
+            sqlx::query("SELECT disabled FROM accounts WHERE avid = $1").bind(avid).fetch_optional(&self.pool).await?;
+        let Some(row) = row else { return Ok(None) };
+        let sql = format!("SELECT {USER_COLUMNS}, disabled FROM sftp_users WHERE account = $1 ORDER BY username");
+        let rows = sqlx::query(&sql).bind(avid).fetch_all(&self.pool).await?;
+        let users = rows
+            .iter()
+            .map(|r| Ok(UserState { user: user(r)?, disabled: r.flag("disabled")? }))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some((row.flag("disabled")?, users)))
+    }
+
+    /// Disables or enables a user; false if there is no such user.
+    pub(crate) async fn set_user_disabled(&self, username: &str, disabled: bool) -> Result<bool> {
+        let done = sqlx::query("UPDATE sftp_users SET disabled = $1 WHERE username = $2")
+            .bind(disabled)
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
+    /// Disables or enables an account; false if there is no such account.
+    pub(crate) async fn set_account_disabled(&self, avid: &str, disabled: bool) -> Result<bool> {
+        let done = sqlx::query("UPDATE accounts SET disabled = $1 WHERE avid = $2")
+            .bind(disabled)
+            .bind(avid)
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
     pub(crate) async fn remove_user(&self, username: &str) -> Result<()> {
         let done = sqlx::query("DELETE FROM sftp_users WHERE username = $1").bind(username).execute(&self.pool).await?;
         if DB::rows_affected(&done) == 0 {
@@ -163,6 +222,22 @@ where
         }
         Ok(())
     }
+}
+
+/// An account as the operators' list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountOverview {
+    pub avid: String,
+    pub disabled: bool,
+    pub users: u64,
+    pub jobs: u64,
+}
+
+/// A user and whether it is disabled (itself; its account may be too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserState {
+    pub user: SftpUser,
+    pub disabled: bool,
 }
 
 impl Store {
@@ -225,6 +300,9 @@ impl Store {
         }
     }
 
+    /// A user who may sign in: a disabled user, or a user of a disabled
+    /// account, is not found (so SFTP, the console and uploads' scopes all
+    /// refuse them as if they were not there).
     pub async fn find_user(&self, username: &str) -> Result<Option<SftpUser>> {
         match self {
             Store::Sqlite(s) => s.sql.find_user(username).await,
@@ -244,6 +322,38 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.sql.set_user_password(username, password_hash).await,
             Store::Postgres(s) => s.sql.set_user_password(username, password_hash).await,
+        }
+    }
+
+    pub async fn account_overview(&self) -> Result<Vec<AccountOverview>> {
+        match self {
+            Store::Sqlite(s) => s.sql.account_overview().await,
+            Store::Postgres(s) => s.sql.account_overview().await,
+        }
+    }
+
+    /// Whether the account is disabled and its users (disabled ones too);
+    /// `None` if there is no such account.
+    pub async fn account_users(&self, avid: &str) -> Result<Option<(bool, Vec<UserState>)>> {
+        match self {
+            Store::Sqlite(s) => s.sql.account_users(avid).await,
+            Store::Postgres(s) => s.sql.account_users(avid).await,
+        }
+    }
+
+    /// False if there is no such user. Ending the user's sessions is the caller's.
+    pub async fn set_user_disabled(&self, username: &str, disabled: bool) -> Result<bool> {
+        match self {
+            Store::Sqlite(s) => s.sql.set_user_disabled(username, disabled).await,
+            Store::Postgres(s) => s.sql.set_user_disabled(username, disabled).await,
+        }
+    }
+
+    /// False if there is no such account.
+    pub async fn set_account_disabled(&self, avid: &str, disabled: bool) -> Result<bool> {
+        match self {
+            Store::Sqlite(s) => s.sql.set_account_disabled(avid, disabled).await,
+            Store::Postgres(s) => s.sql.set_account_disabled(avid, disabled).await,
         }
     }
 

@@ -124,7 +124,9 @@ where
         let sql = format!(
             "SELECT t.token_id, t.username, u.account, t.scopes AS token_scopes, u.scopes AS user_scopes
              FROM api_tokens AS t JOIN sftp_users AS u ON u.username = t.username
-             WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > {})",
+             WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > {})
+               AND NOT u.disabled
+               AND NOT EXISTS (SELECT 1 FROM accounts AS a WHERE a.avid = u.account AND a.disabled)",
             DB::EPOCH_NOW
         );
         let row = sqlx::query(&sql).bind(token_hash).fetch_optional(&self.pool).await?;
@@ -157,7 +159,8 @@ impl Store {
     }
 
     /// The user a token acts as, if the token is known, not revoked, not
-    /// expired (on the database's clock) and its user exists.
+    /// expired (on the database's clock) and its user exists and is not
+    /// disabled (nor its account).
     pub async fn token_user(&self, token_hash: &str) -> Result<Option<TokenUser>> {
         match self {
             Store::Sqlite(s) => s.sql.token_user(token_hash).await,

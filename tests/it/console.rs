@@ -7,7 +7,7 @@ use crate::support::{TestAccount, TestDaemon, TestDb};
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use std::time::{Duration, Instant};
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(60))
@@ -16,7 +16,7 @@ fn client() -> reqwest::Client {
 }
 
 /// The value of the first hidden `csrf` input of a page.
-fn csrf_of(page: &str) -> String {
+pub(crate) fn csrf_of(page: &str) -> String {
     let at = page.find("name=\"csrf\" value=\"").unwrap_or_else(|| panic!("no csrf input in {page}"));
     let rest = &page[at + "name=\"csrf\" value=\"".len()..];
     rest[..rest.find('"').unwrap()].to_owned()
@@ -34,8 +34,8 @@ fn cookie_of(response: &reqwest::Response, name: &str) -> Option<(String, String
 /// A signed-in browser, as far as HTTP goes: its session cookie and token.
 pub(crate) struct Signed {
     base: String,
-    cookie: String,
-    csrf: String,
+    pub(crate) cookie: String,
+    pub(crate) csrf: String,
 }
 
 impl Signed {
@@ -48,7 +48,7 @@ impl Signed {
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    pub(crate) async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
         client().post(format!("{}{path}", self.base)).header(COOKIE, &self.cookie).form(form).send().await.unwrap()
     }
 
@@ -121,7 +121,7 @@ async fn login_form(base: &str, path: &str) -> (String, String) {
     (csrf_of(&page), cookie)
 }
 
-async fn try_sign_in(base: &str, path: &str, user: &str, password: &str) -> reqwest::Response {
+pub(crate) async fn try_sign_in(base: &str, path: &str, user: &str, password: &str) -> reqwest::Response {
     let (csrf, cookie) = login_form(base, path).await;
     client()
         .post(format!("{base}{path}"))
@@ -420,7 +420,7 @@ async fn job_pages_escape_hostile_cells_page_failed_rows_and_hide_other_accounts
 
 /// An operator's first sign-in: the password, then the two-factor enrolment
 /// every operator must make before any operator page.
-async fn operator_sign_in(base: &str, name: &str, password: &str) -> Signed {
+pub(crate) async fn operator_sign_in(base: &str, name: &str, password: &str) -> Signed {
     let response = try_sign_in(base, "/admin/login", name, password).await;
     assert_eq!(response.status().as_u16(), 303);
     let (cookie, _) = cookie_of(&response, "intake_session").expect("a session cookie");
@@ -506,7 +506,7 @@ async fn operators_see_every_account_and_their_actions_are_audited(db: TestDb) {
 
 /// `chromedriver` on a free port in a process group of its own: dropped
 /// (a test done or failed), the group is killed, the browsers it started too.
-struct Chromedriver {
+pub(crate) struct Chromedriver {
     child: tokio::process::Child,
     url: String,
 }
@@ -520,7 +520,7 @@ impl Drop for Chromedriver {
 }
 
 impl Chromedriver {
-    async fn start() -> Chromedriver {
+    pub(crate) async fn start() -> Chromedriver {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = tokio::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -544,7 +544,7 @@ impl Chromedriver {
         Chromedriver { child, url }
     }
 
-    async fn browser(&self) -> fantoccini::Client {
+    pub(crate) async fn browser(&self) -> fantoccini::Client {
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
@@ -567,13 +567,13 @@ fn screenshots() -> std::path::PathBuf {
     dir
 }
 
-async fn screenshot(browser: &fantoccini::Client, name: &str) {
+pub(crate) async fn screenshot(browser: &fantoccini::Client, name: &str) {
     let png = browser.screenshot().await.unwrap();
     std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
 }
 
 /// axe-core (npm, tests/clients) on the page: no serious or critical violation.
-async fn axe(browser: &fantoccini::Client, screen: &str) {
+pub(crate) async fn axe(browser: &fantoccini::Client, screen: &str) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/node_modules/axe-core/axe.min.js");
     let source = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (npm ci --prefix tests/clients installs axe-core)", path.display()));
@@ -599,7 +599,7 @@ async fn axe(browser: &fantoccini::Client, screen: &str) {
 
 /// The element `selector` finds, waiting for it up to 30 s (a click's page
 /// load may still be on its way on a loaded machine).
-async fn css(browser: &fantoccini::Client, selector: &str) -> fantoccini::elements::Element {
+pub(crate) async fn css(browser: &fantoccini::Client, selector: &str) -> fantoccini::elements::Element {
     browser
         .wait()
         .at_most(Duration::from_secs(30))
@@ -631,7 +631,7 @@ async fn wait_finished(browser: &fantoccini::Client) -> String {
 
 /// Waits until the browser is at a path that `want` accepts (a click's
 /// navigation may end after the click returns); the path.
-async fn wait_path(browser: &fantoccini::Client, want: impl Fn(&str) -> bool) -> String {
+pub(crate) async fn wait_path(browser: &fantoccini::Client, want: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let path = browser.current_url().await.unwrap().path().to_owned();
@@ -784,7 +784,7 @@ async fn under_tls_the_session_cookie_is_secure(db: TestDb) {
 }
 
 /// The current TOTP code of a base32 secret (RFC 6238, SHA-1, 6 digits).
-fn totp_code(secret_b32: &str, at: u64) -> String {
+pub(crate) fn totp_code(secret_b32: &str, at: u64) -> String {
     use hmac::Mac;
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let (mut key, mut buffer, mut bits) = (Vec::new(), 0u32, 0);
@@ -804,7 +804,7 @@ fn totp_code(secret_b32: &str, at: u64) -> String {
     format!("{v:06}")
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 

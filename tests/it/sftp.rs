@@ -142,7 +142,7 @@ pub(crate) async fn login_key(addr: SocketAddr, name: &str, key: &PrivateKey) ->
     }
 }
 
-async fn login_password(addr: SocketAddr, name: &str, password: &str) -> Result<Conn, String> {
+pub(crate) async fn login_password(addr: SocketAddr, name: &str, password: &str) -> Result<Conn, String> {
     let mut conn = connect(addr).await.map_err(|e| e.to_string())?;
     let auth = conn.authenticate_password(name, password).await.map_err(|e| e.to_string())?;
     if auth.success() {

@@ -1,0 +1,6 @@
+-- An operator may disable an account or a user (`intake account|user
+-- disable`, the console's /admin/accounts): a disabled user, or any user of
+-- a disabled account, cannot sign in over SFTP or to the console and their
+-- API tokens are refused; enabling them again restores all of it.
+ALTER TABLE accounts ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sftp_users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
