@@ -14,6 +14,7 @@
 mod admin;
 mod assets;
 mod auth;
+mod mappings;
 mod merchant;
 mod pages;
 mod rows;
@@ -105,6 +106,8 @@ pub fn router(state: ConsoleState, api: Router) -> Router {
         // A page of failed rows may hold 64 KiB cells.
         .route("/jobs/{id}/resubmit", post(merchant::resubmit).layer(DefaultBodyLimit::max(RESUBMIT_BYTES)))
         .route("/upload", get(merchant::upload_form).post(merchant::upload).layer(DefaultBodyLimit::disable()))
+        .route("/mappings", get(mappings::list).post(mappings::upload))
+        .route("/mappings/{name}", get(mappings::view))
         .route("/admin", get(admin::jobs))
         .route("/admin/jobs/{id}", get(admin::job))
         .route("/admin/jobs/{id}/retry", post(admin::retry))

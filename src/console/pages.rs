@@ -325,3 +325,35 @@ mod tests {
         assert_eq!(chart.height, 3 * 26 + 8);
     }
 }
+
+/// One of the account's mapping profiles in the list.
+pub(super) struct MappingRow {
+    pub name: String,
+    pub sha256: String,
+    pub updated: String,
+}
+
+#[derive(Template)]
+#[template(path = "mappings.html")]
+pub(super) struct Mappings {
+    pub chrome: Chrome,
+    pub csrf: String,
+    pub profiles: Vec<MappingRow>,
+    /// The login may store profiles (`customers:create`).
+    pub can_upload: bool,
+    pub error: Option<String>,
+    /// The name the refused upload asked for, shown again.
+    pub name: String,
+    pub max_bytes: usize,
+    pub max_profiles: u32,
+}
+
+#[derive(Template)]
+#[template(path = "mapping.html")]
+pub(super) struct MappingView {
+    pub chrome: Chrome,
+    pub name: String,
+    pub text: String,
+    pub sha256: String,
+    pub updated: String,
+}

@@ -7,7 +7,7 @@ use crate::support::{TestAccount, TestDaemon, TestDb};
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use std::time::{Duration, Instant};
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(60))
@@ -16,7 +16,7 @@ fn client() -> reqwest::Client {
 }
 
 /// The value of the first hidden `csrf` input of a page.
-fn csrf_of(page: &str) -> String {
+pub(crate) fn csrf_of(page: &str) -> String {
     let at = page.find("name=\"csrf\" value=\"").unwrap_or_else(|| panic!("no csrf input in {page}"));
     let rest = &page[at + "name=\"csrf\" value=\"".len()..];
     rest[..rest.find('"').unwrap()].to_owned()
@@ -33,9 +33,9 @@ fn cookie_of(response: &reqwest::Response, name: &str) -> Option<(String, String
 
 /// A signed-in browser, as far as HTTP goes: its session cookie and token.
 pub(crate) struct Signed {
-    base: String,
-    cookie: String,
-    csrf: String,
+    pub(crate) base: String,
+    pub(crate) cookie: String,
+    pub(crate) csrf: String,
 }
 
 impl Signed {
@@ -48,12 +48,12 @@ impl Signed {
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    pub(crate) async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
         client().post(format!("{}{path}", self.base)).header(COOKIE, &self.cookie).form(form).send().await.unwrap()
     }
 
     /// Uploads through the console's form (multipart, as a browser sends it).
-    async fn upload(&self, folder: &str, name: &str, body: &[u8], csrf: Option<&str>) -> reqwest::Response {
+    pub(crate) async fn upload(&self, folder: &str, name: &str, body: &[u8], csrf: Option<&str>) -> reqwest::Response {
         let boundary = "----intake-test-boundary-7d3f";
         let mut data = Vec::new();
         if let Some(csrf) = csrf {
@@ -83,15 +83,20 @@ impl Signed {
     }
 
     /// Uploads and returns the new job's id.
-    async fn upload_job(&self, name: &str, body: &[u8]) -> String {
+    pub(crate) async fn upload_job(&self, name: &str, body: &[u8]) -> String {
         let response = self.upload("customers", name, body, Some(&self.csrf)).await;
         assert_eq!(response.status().as_u16(), 303, "{}", response.text().await.unwrap());
         job_of(&response)
     }
 
     /// Waits until the job's page shows it finished; its page.
-    async fn finished(&self, id: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(120);
+    pub(crate) async fn finished(&self, id: &str) -> String {
+        self.finished_within(id, Duration::from_secs(120)).await
+    }
+
+    /// Waits up to `limit` until the job's page shows it finished; its page.
+    pub(crate) async fn finished_within(&self, id: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             let (status, page) = self.page(&format!("/jobs/{id}")).await;
             assert_eq!(status, 200, "{page}");
@@ -105,7 +110,7 @@ impl Signed {
 }
 
 /// The job id a redirect to `/jobs/{id}` names.
-fn job_of(response: &reqwest::Response) -> String {
+pub(crate) fn job_of(response: &reqwest::Response) -> String {
     let location = response.headers().get(LOCATION).unwrap().to_str().unwrap();
     let id = location.strip_prefix("/jobs/").unwrap_or_else(|| panic!("{location}"));
     id.split('?').next().unwrap().to_owned()
@@ -506,7 +511,7 @@ async fn operators_see_every_account_and_their_actions_are_audited(db: TestDb) {
 
 /// `chromedriver` on a free port in a process group of its own: dropped
 /// (a test done or failed), the group is killed, the browsers it started too.
-struct Chromedriver {
+pub(crate) struct Chromedriver {
     child: tokio::process::Child,
     url: String,
 }
@@ -520,7 +525,7 @@ impl Drop for Chromedriver {
 }
 
 impl Chromedriver {
-    async fn start() -> Chromedriver {
+    pub(crate) async fn start() -> Chromedriver {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = tokio::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -544,7 +549,7 @@ impl Chromedriver {
         Chromedriver { child, url }
     }
 
-    async fn browser(&self) -> fantoccini::Client {
+    pub(crate) async fn browser(&self) -> fantoccini::Client {
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
@@ -567,13 +572,13 @@ fn screenshots() -> std::path::PathBuf {
     dir
 }
 
-async fn screenshot(browser: &fantoccini::Client, name: &str) {
+pub(crate) async fn screenshot(browser: &fantoccini::Client, name: &str) {
     let png = browser.screenshot().await.unwrap();
     std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
 }
 
 /// axe-core (npm, tests/clients) on the page: no serious or critical violation.
-async fn axe(browser: &fantoccini::Client, screen: &str) {
+pub(crate) async fn axe(browser: &fantoccini::Client, screen: &str) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/node_modules/axe-core/axe.min.js");
     let source = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (npm ci --prefix tests/clients installs axe-core)", path.display()));
@@ -599,7 +604,7 @@ async fn axe(browser: &fantoccini::Client, screen: &str) {
 
 /// The element `selector` finds, waiting for it up to 30 s (a click's page
 /// load may still be on its way on a loaded machine).
-async fn css(browser: &fantoccini::Client, selector: &str) -> fantoccini::elements::Element {
+pub(crate) async fn css(browser: &fantoccini::Client, selector: &str) -> fantoccini::elements::Element {
     browser
         .wait()
         .at_most(Duration::from_secs(30))
@@ -610,7 +615,7 @@ async fn css(browser: &fantoccini::Client, selector: &str) -> fantoccini::elemen
 
 /// Waits until the job page in the browser (which refreshes itself) shows
 /// the job finished; its status.
-async fn wait_finished(browser: &fantoccini::Client) -> String {
+pub(crate) async fn wait_finished(browser: &fantoccini::Client) -> String {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(status) = browser.find(fantoccini::Locator::Css("#summary dd.status")).await {
@@ -631,7 +636,7 @@ async fn wait_finished(browser: &fantoccini::Client) -> String {
 
 /// Waits until the browser is at a path that `want` accepts (a click's
 /// navigation may end after the click returns); the path.
-async fn wait_path(browser: &fantoccini::Client, want: impl Fn(&str) -> bool) -> String {
+pub(crate) async fn wait_path(browser: &fantoccini::Client, want: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let path = browser.current_url().await.unwrap().path().to_owned();

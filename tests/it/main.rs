@@ -7,6 +7,7 @@ mod api;
 mod api_limits;
 mod cluster;
 mod console;
+mod console_merchant;
 mod containment;
 mod containment2;
 mod daemon;
