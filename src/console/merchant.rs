@@ -328,6 +328,7 @@ fn upload_page(state: &ConsoleState, merchant: &Merchant, status: StatusCode, er
         csrf: merchant.csrf.clone(),
         error,
         max_bytes: state.ctx().limits.max_file_bytes,
+        drop_js: super::assets::drop_path(),
     };
     (status, pages::html(&page)).into_response()
 }

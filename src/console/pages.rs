@@ -243,6 +243,8 @@ pub(super) struct Upload {
     pub csrf: String,
     pub error: Option<String>,
     pub max_bytes: u64,
+    /// The drop zone's script (the form works without it).
+    pub drop_js: &'static str,
 }
 
 #[derive(Template)]

@@ -281,8 +281,69 @@ async fn mapping_pages_in_a_real_browser(db: TestDb) {
     browser.close().await.unwrap();
 }
 
+async fn a_file_dropped_on_the_upload_page_fills_its_input_in_a_real_browser(db: TestDb) {
+    let backend = if db.url.starts_with("postgres") { "postgres" } else { "sqlite" };
+    let daemon = TestDaemon::spawn_in_process(&db, &[account("acme", "acme-pw")], &[]).await;
+    let base = format!("http://{}", daemon.api_addr().await);
+
+    // Without JavaScript: a plain multipart form with a file input; the
+    // script is a file of the console's own, under the same CSP.
+    let acme = sign_in(&base, "acme", "acme-pw").await;
+    let response = acme.get("/upload").await;
+    let csp = response.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("script-src 'self';"), "{csp}");
+    let form = response.text().await.unwrap();
+    assert!(form.contains("enctype=\"multipart/form-data\"") && form.contains("type=\"file\" id=\"file\""));
+    assert!(!form.contains("id=\"drop-zone\""), "the zone is the script's, not the page's");
+    let script = form.split("<script src=\"").nth(2).expect("the drop script");
+    let script = &script[..script.find('"').unwrap()];
+    assert!(script.starts_with("/assets/drop-") && script.ends_with(".js"), "{script}");
+    assert!(!form.contains("<script>"), "no inline script");
+    let js = acme.get(script).await;
+    assert_eq!(js.status().as_u16(), 200);
+    assert!(js.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+
+    let driver = Chromedriver::start().await;
+    let browser = driver.browser().await;
+    browser.goto(&format!("{base}/login")).await.unwrap();
+    css(&browser, "#username").await.send_keys("acme").await.unwrap();
+    css(&browser, "#password").await.send_keys("acme-pw").await.unwrap();
+    css(&browser, "form.login button[type=submit]").await.click().await.unwrap();
+    wait_path(&browser, |p| p == "/jobs").await;
+    browser.goto(&format!("{base}/upload")).await.unwrap();
+    css(&browser, "#drop-zone").await;
+    axe(&browser, "upload with a drop zone").await;
+    // A drop as a browser dispatches it: a DataTransfer holding a file.
+    let dropped = browser
+        .execute(
+            "const dt = new DataTransfer();
+             dt.items.add(new File(['ref,phone\\nd1,+15555001234\\nd2,nope\\n'], 'dropped.csv', {type: 'text/csv'}));
+             const zone = document.getElementById('drop-zone');
+             zone.dispatchEvent(new DragEvent('dragover', {dataTransfer: dt, bubbles: true, cancelable: true}));
+             const over = zone.classList.contains('drop-over');
+             zone.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+             const input = document.getElementById('file');
+             return [over, input.files.length, input.files[0] && input.files[0].name,
+                     document.getElementById('drop-zone-text').textContent];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(dropped, serde_json::json!([true, 1, "dropped.csv", "Chosen: dropped.csv"]), "{dropped}");
+    screenshot(&browser, &format!("{backend}-upload-dropped")).await;
+    css(&browser, "form[action='/upload'] button[type=submit]").await.click().await.unwrap();
+    wait_path(&browser, |p| p.starts_with("/jobs/")).await;
+    assert_eq!(crate::console::wait_finished(&browser).await, "completed");
+    let title = css(&browser, "h1").await.text().await.unwrap();
+    assert!(title.contains("dropped.csv"), "{title}");
+    let summary = css(&browser, "#summary").await.text().await.unwrap();
+    assert!(summary.contains("Failed\n1") || summary.contains("Failed 1"), "{summary}");
+    browser.close().await.unwrap();
+}
+
 crate::on_both_backends!(
     all_failed_rows_are_resubmitted_100000_of_them_or_none,
     mapping_profiles_are_listed_viewed_and_uploaded_and_a_mapped_job_resubmits_with_its_profile,
     mapping_pages_in_a_real_browser,
+    a_file_dropped_on_the_upload_page_fills_its_input_in_a_real_browser,
 );
