@@ -98,6 +98,8 @@ pub fn router(state: ConsoleState, api: Router) -> Router {
         .route("/logout", post(auth::logout))
         .route("/logout-everywhere", post(auth::logout_everywhere))
         .route("/account/totp", get(auth::totp_page).post(auth::totp_confirm))
+        .route("/account/totp/disable", post(auth::totp_disable))
+        .route("/account/totp/recovery", post(auth::totp_recovery))
         .route("/jobs", get(merchant::jobs))
         .route("/jobs/{id}", get(merchant::job))
         .route("/jobs/{id}/results.csv", get(merchant::download_results))

@@ -71,6 +71,7 @@ pub(super) struct Totp {
     /// Shown once, right after the enrolment is confirmed.
     pub recovery: Vec<String>,
     pub error: Option<String>,
+    pub notice: Option<String>,
 }
 
 #[derive(Template)]

@@ -126,7 +126,7 @@ async fn login_form(base: &str, path: &str) -> (String, String) {
     (csrf_of(&page), cookie)
 }
 
-async fn try_sign_in(base: &str, path: &str, user: &str, password: &str) -> reqwest::Response {
+pub(crate) async fn try_sign_in(base: &str, path: &str, user: &str, password: &str) -> reqwest::Response {
     let (csrf, cookie) = login_form(base, path).await;
     client()
         .post(format!("{base}{path}"))
@@ -425,7 +425,7 @@ async fn job_pages_escape_hostile_cells_page_failed_rows_and_hide_other_accounts
 
 /// An operator's first sign-in: the password, then the two-factor enrolment
 /// every operator must make before any operator page.
-async fn operator_sign_in(base: &str, name: &str, password: &str) -> Signed {
+pub(crate) async fn operator_sign_in(base: &str, name: &str, password: &str) -> Signed {
     let response = try_sign_in(base, "/admin/login", name, password).await;
     assert_eq!(response.status().as_u16(), 303);
     let (cookie, _) = cookie_of(&response, "intake_session").expect("a session cookie");
@@ -789,7 +789,7 @@ async fn under_tls_the_session_cookie_is_secure(db: TestDb) {
 }
 
 /// The current TOTP code of a base32 secret (RFC 6238, SHA-1, 6 digits).
-fn totp_code(secret_b32: &str, at: u64) -> String {
+pub(crate) fn totp_code(secret_b32: &str, at: u64) -> String {
     use hmac::Mac;
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let (mut key, mut buffer, mut bits) = (Vec::new(), 0u32, 0);
@@ -809,12 +809,12 @@ fn totp_code(secret_b32: &str, at: u64) -> String {
     format!("{v:06}")
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
 /// A sign-in with a second factor: its status.
-async fn with_code(base: &str, totp: String) -> u16 {
+pub(crate) async fn with_code(base: &str, totp: String) -> u16 {
     let (csrf, cookie) = login_form(base, "/login").await;
     client()
         .post(format!("{base}/login"))
@@ -842,8 +842,9 @@ async fn two_factor_sign_in_takes_a_code_or_a_recovery_code_once(db: TestDb) {
     assert_eq!(wrong.status().as_u16(), 422);
     let no_token = acme.post("/account/totp", &[("code", &totp_code(&secret, unix_now()))]).await;
     assert_eq!(no_token.status().as_u16(), 403);
+    let enrolled_at = unix_now();
     let on =
-        acme.post("/account/totp", &[("csrf", acme.csrf.as_str()), ("code", &totp_code(&secret, unix_now()))]).await;
+        acme.post("/account/totp", &[("csrf", acme.csrf.as_str()), ("code", &totp_code(&secret, enrolled_at))]).await;
     assert_eq!(on.status().as_u16(), 200);
     let on = on.text().await.unwrap();
     let codes: Vec<String> = on.split("<li><code>").skip(1).map(|s| s.split('<').next().unwrap().to_owned()).collect();
@@ -855,7 +856,11 @@ async fn two_factor_sign_in_takes_a_code_or_a_recovery_code_once(db: TestDb) {
     assert!(cookie_of(&asked, "intake_session").is_none());
     assert!(asked.text().await.unwrap().contains("name=\"totp\""));
     assert_eq!(with_code(&base, "123456".into()).await, 401);
-    assert_eq!(with_code(&base, totp_code(&secret, unix_now())).await, 303);
+    // The enrolment's code was taken; the next step's signs in, once.
+    assert_eq!(with_code(&base, totp_code(&secret, enrolled_at)).await, 401, "the enrolment's code is used");
+    let next = totp_code(&secret, enrolled_at + 30);
+    assert_eq!(with_code(&base, next.clone()).await, 303);
+    assert_eq!(with_code(&base, next).await, 401, "a code signs in once");
     assert_eq!(with_code(&base, codes[0].clone()).await, 303, "a recovery code signs in");
     assert_eq!(with_code(&base, codes[0].clone()).await, 401, "once");
     assert_eq!(with_code(&base, codes[1].clone()).await, 303);

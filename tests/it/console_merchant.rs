@@ -3,7 +3,10 @@
 //! original job's mapping profile, and the mapping profile pages (reqwest,
 //! and headless Chromium with axe-core).
 
-use crate::console::{account, axe, client, css, job_of, screenshot, sign_in, wait_path, Chromedriver, Signed};
+use crate::console::{
+    account, axe, client, css, job_of, operator_sign_in, screenshot, sign_in, totp_code, try_sign_in, unix_now,
+    wait_path, with_code, Chromedriver, Signed,
+};
 use crate::support::{TestDaemon, TestDb};
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION};
 use std::time::Duration;
@@ -341,9 +344,96 @@ async fn a_file_dropped_on_the_upload_page_fills_its_input_in_a_real_browser(db:
     browser.close().await.unwrap();
 }
 
+/// Enrols `signed` in TOTP; its secret, the time of the code used and the recovery codes.
+async fn enrol(signed: &Signed) -> (String, u64, Vec<String>) {
+    let (_, page) = signed.page("/account/totp").await;
+    let secret = page.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    let at = unix_now();
+    let on = signed.post("/account/totp", &[("csrf", signed.csrf.as_str()), ("code", &totp_code(&secret, at))]).await;
+    assert_eq!(on.status().as_u16(), 200);
+    (secret, at, codes_of(&on.text().await.unwrap()))
+}
+
+fn codes_of(page: &str) -> Vec<String> {
+    page.split("id=\"recovery-codes\">")
+        .nth(1)
+        .unwrap_or_default()
+        .split("<li><code>")
+        .skip(1)
+        .map(|s| s.split('<').next().unwrap().to_owned())
+        .collect()
+}
+
+async fn two_factor_can_be_turned_off_and_recovery_codes_renewed_but_not_by_operators(db: TestDb) {
+    let daemon = TestDaemon::spawn_in_process(&db, &[account("acme", "acme-pw")], &[]).await;
+    let base = format!("http://{}", daemon.api_addr().await);
+    let acme = sign_in(&base, "acme", "acme-pw").await;
+    let (secret, at, old_codes) = enrol(&acme).await;
+    assert_eq!(old_codes.len(), 10);
+    let (_, page) = acme.page("/account/totp").await;
+    assert!(page.contains("action=\"/account/totp/disable\"") && page.contains("action=\"/account/totp/recovery\""));
+
+    // New recovery codes: a wrong password changes nothing; the right one
+    // makes ten new ones and the old ones stop working.
+    let csrf = acme.csrf.as_str();
+    let wrong = acme.post("/account/totp/recovery", &[("csrf", csrf), ("password", "nope")]).await;
+    assert_eq!(wrong.status().as_u16(), 422);
+    let no_token = acme.post("/account/totp/recovery", &[("password", "acme-pw")]).await;
+    assert_eq!(no_token.status().as_u16(), 403);
+    let renewed = acme.post("/account/totp/recovery", &[("csrf", csrf), ("password", "acme-pw")]).await;
+    assert_eq!(renewed.status().as_u16(), 200);
+    let new_codes = codes_of(&renewed.text().await.unwrap());
+    assert_eq!(new_codes.len(), 10);
+    assert!(new_codes.iter().all(|c| !old_codes.contains(c)));
+    assert_eq!(with_code(&base, old_codes[0].clone()).await, 401, "an old recovery code no longer signs in");
+    assert_eq!(with_code(&base, new_codes[0].clone()).await, 303, "a new one does");
+
+    // A code is taken once, whatever it is for.
+    let next = totp_code(&secret, at + 30);
+    assert_eq!(with_code(&base, next.clone()).await, 303);
+    let replayed = acme.post("/account/totp/disable", &[("csrf", csrf), ("code", next.as_str())]).await;
+    assert_eq!(replayed.status().as_u16(), 422, "a used code does not turn it off");
+    let wrong = acme.post("/account/totp/disable", &[("csrf", csrf), ("password", "nope")]).await;
+    assert_eq!(wrong.status().as_u16(), 422);
+    assert!(wrong.text().await.unwrap().contains("still on"));
+    let empty = acme.post("/account/totp/disable", &[("csrf", csrf)]).await;
+    assert_eq!(empty.status().as_u16(), 422, "neither a password nor a code");
+    assert_eq!(try_sign_in(&base, "/login", "acme", "acme-pw").await.status().as_u16(), 401, "still asked for a code");
+
+    // Off with the password: the password alone signs in; the recovery codes are gone.
+    let off = acme.post("/account/totp/disable", &[("csrf", csrf), ("password", "acme-pw")]).await;
+    assert_eq!(off.status().as_u16(), 200);
+    let off = off.text().await.unwrap();
+    assert!(
+        off.contains("id=\"totp-notice\"") && off.contains("id=\"totp-secret\""),
+        "off, and a new enrolment offered"
+    );
+    assert_eq!(try_sign_in(&base, "/login", "acme", "acme-pw").await.status().as_u16(), 303);
+    let again = acme.post("/account/totp/disable", &[("csrf", csrf), ("password", "acme-pw")]).await;
+    assert_eq!(again.status().as_u16(), 409);
+    // On again: a new secret; the old recovery codes stay dead.
+    let (secret2, _, _) = enrol(&acme).await;
+    assert_ne!(secret2, secret);
+    assert_eq!(with_code(&base, new_codes[1].clone()).await, 401);
+
+    // An operator may renew recovery codes but not turn the second factor off.
+    let out = daemon.cli(&["admin", "add", "root", "--password-stdin"], "root-pw\n").await;
+    assert!(out.status.success(), "{}", crate::support::describe(&out));
+    let root = operator_sign_in(&base, "root", "root-pw").await;
+    let (_, page) = root.page("/account/totp").await;
+    assert!(!page.contains("action=\"/account/totp/disable\""), "no form to turn it off");
+    let refused = root.post("/account/totp/disable", &[("csrf", root.csrf.as_str()), ("password", "root-pw")]).await;
+    assert_eq!(refused.status().as_u16(), 403);
+    assert_eq!(root.page("/admin").await.0, 200, "still on");
+    let renewed = root.post("/account/totp/recovery", &[("csrf", root.csrf.as_str()), ("password", "root-pw")]).await;
+    assert_eq!(renewed.status().as_u16(), 200);
+    assert_eq!(codes_of(&renewed.text().await.unwrap()).len(), 10);
+}
+
 crate::on_both_backends!(
     all_failed_rows_are_resubmitted_100000_of_them_or_none,
     mapping_profiles_are_listed_viewed_and_uploaded_and_a_mapped_job_resubmits_with_its_profile,
     mapping_pages_in_a_real_browser,
     a_file_dropped_on_the_upload_page_fills_its_input_in_a_real_browser,
+    two_factor_can_be_turned_off_and_recovery_codes_renewed_but_not_by_operators,
 );
