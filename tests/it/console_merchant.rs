@@ -5,7 +5,7 @@
 
 use crate::console::{
     account, axe, client, css, job_of, operator_sign_in, screenshot, sign_in, totp_code, try_sign_in, unix_now,
-    wait_path, with_code, Chromedriver, Signed,
+    wait_finished, wait_path, with_code, Chromedriver, Signed,
 };
 use crate::support::{TestDaemon, TestDb};
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION};
@@ -336,7 +336,7 @@ async fn a_file_dropped_on_the_upload_page_fills_its_input_in_a_real_browser(db:
     screenshot(&browser, &format!("{backend}-upload-dropped")).await;
     css(&browser, "form[action='/upload'] button[type=submit]").await.click().await.unwrap();
     wait_path(&browser, |p| p.starts_with("/jobs/")).await;
-    assert_eq!(crate::console::wait_finished(&browser).await, "completed");
+    assert_eq!(wait_finished(&browser).await, "completed");
     let title = css(&browser, "h1").await.text().await.unwrap();
     assert!(title.contains("dropped.csv"), "{title}");
     let summary = css(&browser, "#summary").await.text().await.unwrap();
@@ -430,10 +430,73 @@ async fn two_factor_can_be_turned_off_and_recovery_codes_renewed_but_not_by_oper
     assert_eq!(codes_of(&renewed.text().await.unwrap()).len(), 10);
 }
 
+async fn resubmit_all_and_two_factor_settings_in_a_real_browser(db: TestDb) {
+    let backend = if db.url.starts_with("postgres") { "postgres" } else { "sqlite" };
+    let daemon = TestDaemon::spawn_in_process(&db, &[account("acme", "acme-pw")], &[]).await;
+    let base = format!("http://{}", daemon.api_addr().await);
+    let driver = Chromedriver::start().await;
+    let browser = driver.browser().await;
+    browser.goto(&format!("{base}/login")).await.unwrap();
+    css(&browser, "#username").await.send_keys("acme").await.unwrap();
+    css(&browser, "#password").await.send_keys("acme-pw").await.unwrap();
+    css(&browser, "form.login button[type=submit]").await.click().await.unwrap();
+    wait_path(&browser, |p| p == "/jobs").await;
+
+    let file = daemon.dir.join("June.csv");
+    std::fs::write(&file, "ref,phone\nj1,+15555001234\nj2,bad\nj3,12\nj4,nope\n").unwrap();
+    browser.goto(&format!("{base}/upload")).await.unwrap();
+    css(&browser, "#file").await.send_keys(&file.display().to_string()).await.unwrap();
+    css(&browser, "form[action='/upload'] button[type=submit]").await.click().await.unwrap();
+    wait_path(&browser, |p| p.starts_with("/jobs/")).await;
+    assert_eq!(wait_finished(&browser).await, "completed");
+    let first = browser.current_url().await.unwrap().path().to_owned();
+    let all = css(&browser, "#resubmit-all").await;
+    assert_eq!(all.text().await.unwrap(), "Resubmit all 3 failed rows");
+    axe(&browser, "job with resubmit all").await;
+    // One row fixed on the page, then every failed row resubmitted.
+    let phone = css(&browser, "input[name='c0_1']").await;
+    phone.clear().await.unwrap();
+    phone.send_keys("+15555002001").await.unwrap();
+    all.click().await.unwrap();
+    wait_path(&browser, |p| p != first).await;
+    assert_eq!(wait_finished(&browser).await, "completed");
+    let summary = css(&browser, "#summary").await.text().await.unwrap();
+    for want in ["Rows\n3", "Created\n1", "Failed\n2"] {
+        assert!(summary.contains(want) || summary.contains(&want.replace('\n', " ")), "{want} in {summary}");
+    }
+    css(&browser, "#resubmitted-from").await;
+    screenshot(&browser, &format!("{backend}-resubmitted-all")).await;
+
+    // Two-factor on, then its settings: new recovery codes, turning it off.
+    browser.goto(&format!("{base}/account/totp")).await.unwrap();
+    let secret = css(&browser, "#totp-secret").await.text().await.unwrap();
+    css(&browser, "#code").await.send_keys(&totp_code(&secret, unix_now())).await.unwrap();
+    css(&browser, "form[action='/account/totp'] button").await.click().await.unwrap();
+    css(&browser, "#recovery-codes").await;
+    browser.goto(&format!("{base}/account/totp")).await.unwrap();
+    css(&browser, "#totp-on").await;
+    axe(&browser, "two-factor on").await;
+    screenshot(&browser, &format!("{backend}-two-factor-on")).await;
+    css(&browser, "#recovery-password").await.send_keys("acme-pw").await.unwrap();
+    css(&browser, "#new-recovery-codes").await.click().await.unwrap();
+    css(&browser, "#totp-notice").await;
+    assert_eq!(browser.find_all(fantoccini::Locator::Css("#recovery-codes li")).await.unwrap().len(), 10);
+    axe(&browser, "new recovery codes").await;
+    browser.goto(&format!("{base}/account/totp")).await.unwrap();
+    css(&browser, "#disable-password").await.send_keys("acme-pw").await.unwrap();
+    css(&browser, "#disable-totp").await.click().await.unwrap();
+    let notice = css(&browser, "#totp-notice").await.text().await.unwrap();
+    assert!(notice.contains("off"), "{notice}");
+    css(&browser, "#totp-secret").await;
+    axe(&browser, "two-factor off").await;
+    browser.close().await.unwrap();
+}
+
 crate::on_both_backends!(
     all_failed_rows_are_resubmitted_100000_of_them_or_none,
     mapping_profiles_are_listed_viewed_and_uploaded_and_a_mapped_job_resubmits_with_its_profile,
     mapping_pages_in_a_real_browser,
     a_file_dropped_on_the_upload_page_fills_its_input_in_a_real_browser,
     two_factor_can_be_turned_off_and_recovery_codes_renewed_but_not_by_operators,
+    resubmit_all_and_two_factor_settings_in_a_real_browser,
 );
