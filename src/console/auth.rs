@@ -526,7 +526,28 @@ pub(super) async fn totp_confirm(
 
 /// Whether a form proves the signed-in principal is at the keyboard: its
 /// current password (`password`) or a TOTP code not used before (`code`).
-async fn reauthenticated(state: &ConsoleState, who: &Anyone, form: &[(String, String)], secret: &str) -> bool {
+/// A wrong one counts against the address as a failed sign-in does; an
+/// address refused for too many is refused here too.
+async fn reauthenticated(
+    state: &ConsoleState,
+    who: &Anyone,
+    ip: Option<IpAddr>,
+    form: &[(String, String)],
+    secret: &str,
+) -> bool {
+    if let Some(ip) = ip {
+        if state.refused(ip).await {
+            return false;
+        }
+    }
+    let ok = proves(state, who, form, secret).await;
+    if let (false, Some(ip)) = (ok, ip) {
+        state.record_failure(ip).await;
+    }
+    ok
+}
+
+async fn proves(state: &ConsoleState, who: &Anyone, form: &[(String, String)], secret: &str) -> bool {
     let code = field(form, "code").map(str::trim).unwrap_or_default();
     if !code.is_empty() {
         return match super::totp::verify(secret, code, super::totp::now()) {
@@ -552,6 +573,7 @@ async fn reauthenticated(state: &ConsoleState, who: &Anyone, form: &[(String, St
 pub(super) async fn totp_disable(
     State(state): State<ConsoleState>,
     who: Anyone,
+    Source(ip): Source,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
     check_csrf(&who.csrf, field(&form, "csrf"))?;
@@ -562,7 +584,7 @@ pub(super) async fn totp_disable(
     let Some(current) = state.store().totp(who.kind, &who.principal).await?.filter(|t| t.enabled) else {
         return totp_view(&state, &who, StatusCode::CONFLICT, Some("Two-factor sign-in is off already.".into())).await;
     };
-    if !reauthenticated(&state, &who, &form, &current.secret).await {
+    if !reauthenticated(&state, &who, ip, &form, &current.secret).await {
         let error = "Wrong password or code: two-factor sign-in is still on.".to_owned();
         return totp_view(&state, &who, StatusCode::UNPROCESSABLE_ENTITY, Some(error)).await;
     }
@@ -577,13 +599,14 @@ pub(super) async fn totp_disable(
 pub(super) async fn totp_recovery(
     State(state): State<ConsoleState>,
     who: Anyone,
+    Source(ip): Source,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
     check_csrf(&who.csrf, field(&form, "csrf"))?;
     let Some(current) = state.store().totp(who.kind, &who.principal).await?.filter(|t| t.enabled) else {
         return totp_view(&state, &who, StatusCode::CONFLICT, Some("Two-factor sign-in is off.".into())).await;
     };
-    if !reauthenticated(&state, &who, &form, &current.secret).await {
+    if !reauthenticated(&state, &who, ip, &form, &current.secret).await {
         let error = "Wrong password or code: the recovery codes are unchanged.".to_owned();
         return totp_view(&state, &who, StatusCode::UNPROCESSABLE_ENTITY, Some(error)).await;
     }
@@ -591,6 +614,16 @@ pub(super) async fn totp_recovery(
     let hashes: Vec<String> = codes.iter().map(|c| hash(c)).collect();
     if !state.store().replace_recovery_codes(who.kind, &who.principal, &hashes).await? {
         return totp_view(&state, &who, StatusCode::CONFLICT, Some("Two-factor sign-in is off.".into())).await;
+    }
+    if who.kind == PrincipalKind::Operator {
+        let entry = AuditEntry {
+            at: 0,
+            operator: who.principal.clone(),
+            action: "new recovery codes".into(),
+            target: "-".into(),
+            source: ip.map(|ip| ip.to_string()),
+        };
+        state.store().audit(&entry).await?;
     }
     tracing::info!(kind = who.kind.as_str(), principal = %who.principal, "new recovery codes made");
     let page = pages::Totp {

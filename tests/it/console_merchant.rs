@@ -428,6 +428,8 @@ async fn two_factor_can_be_turned_off_and_recovery_codes_renewed_but_not_by_oper
     let renewed = root.post("/account/totp/recovery", &[("csrf", root.csrf.as_str()), ("password", "root-pw")]).await;
     assert_eq!(renewed.status().as_u16(), 200);
     assert_eq!(codes_of(&renewed.text().await.unwrap()).len(), 10);
+    let (_, audit) = root.page("/admin/audit").await;
+    assert!(audit.contains("new recovery codes"), "an operator's renewal is audited: {audit}");
 }
 
 async fn resubmit_all_and_two_factor_settings_in_a_real_browser(db: TestDb) {
