@@ -48,7 +48,8 @@ async fn multipart(signed: &Signed, path: &str, fields: &[(&str, &str)], file: (
 }
 
 async fn all_failed_rows_are_resubmitted_100000_of_them_or_none(db: TestDb) {
-    let daemon = TestDaemon::spawn_in_process(&db, &[account("acme", "acme-pw")], &[]).await;
+    let daemon =
+        TestDaemon::spawn_in_process(&db, &[account("acme", "acme-pw"), account("other", "other-pw")], &[]).await;
     let base = format!("http://{}", daemon.api_addr().await);
     let acme = sign_in(&base, "acme", "acme-pw").await;
 
@@ -80,6 +81,9 @@ async fn all_failed_rows_are_resubmitted_100000_of_them_or_none(db: TestDb) {
         ("c2_0", "r2"),
         ("c2_1", "bad2"),
     ];
+    let other = sign_in(&base, "other", "other-pw").await;
+    let theirs = other.post(&format!("/jobs/{id}/resubmit"), &[("csrf", other.csrf.as_str()), ("all", "1")]).await;
+    assert_eq!(theirs.status().as_u16(), 404, "another account's job");
     let forged = acme.post(&format!("/jobs/{id}/resubmit"), &form[1..]).await;
     assert_eq!(forged.status().as_u16(), 403, "no token, no job");
     let resubmitted = acme.post(&format!("/jobs/{id}/resubmit"), &form).await;
