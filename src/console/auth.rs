@@ -322,18 +322,24 @@ async fn sign_in(
                 let ask = "Enter the code from your authenticator app, or a recovery code.";
                 return login_page_with(state, operator, StatusCode::UNAUTHORIZED, Some(ask), username, true);
             }
-            let ok = super::totp::verify(&totp.secret, presented, super::totp::now())
-                || (presented.len() == 9
-                    && state
-                        .store()
-                        .use_recovery_code(kind, username, &hash(&presented.to_ascii_lowercase()))
-                        .await
-                        .unwrap_or(false));
+            // A code is taken once (its time step is remembered): a
+            // replayed one is wrong.
+            let ok = match super::totp::verify(&totp.secret, presented, super::totp::now()) {
+                Some(step) => state.store().use_totp_step(kind, username, step).await.unwrap_or(false),
+                None => {
+                    presented.len() == 9
+                        && state
+                            .store()
+                            .use_recovery_code(kind, username, &hash(&presented.to_ascii_lowercase()))
+                            .await
+                            .unwrap_or(false)
+                }
+            };
             if !ok {
                 if let Some(ip) = ip {
                     state.record_failure(ip).await;
                 }
-                let wrong = "Wrong code.";
+                let wrong = "Wrong code (a code signs in once: a used one waits for the next).";
                 return login_page_with(state, operator, StatusCode::UNAUTHORIZED, Some(wrong), username, true);
             }
         }
@@ -440,6 +446,16 @@ async fn totp_view(
     status: StatusCode,
     error: Option<String>,
 ) -> Result<Response, PageError> {
+    totp_view_with(state, who, status, error, None).await
+}
+
+async fn totp_view_with(
+    state: &ConsoleState,
+    who: &Anyone,
+    status: StatusCode,
+    error: Option<String>,
+    notice: Option<String>,
+) -> Result<Response, PageError> {
     let current = state.store().totp(who.kind, &who.principal).await?;
     let enabled = current.as_ref().is_some_and(|t| t.enabled);
     let secret = match current {
@@ -461,6 +477,7 @@ async fn totp_view(
         qr_path,
         recovery: Vec::new(),
         error,
+        notice,
     };
     Ok((status, pages::html(&page)).into_response())
 }
@@ -482,13 +499,16 @@ pub(super) async fn totp_confirm(
     if current.enabled {
         return totp_view(&state, &who, StatusCode::CONFLICT, Some("Two-factor sign-in is on already.".into())).await;
     }
-    if !super::totp::verify(&current.secret, field(&form, "code").unwrap_or_default(), super::totp::now()) {
+    let Some(step) = super::totp::verify(&current.secret, field(&form, "code").unwrap_or_default(), super::totp::now())
+    else {
         let error = Some("That code is not the current one; try the next.".to_owned());
         return totp_view(&state, &who, StatusCode::UNPROCESSABLE_ENTITY, error).await;
-    }
+    };
     let codes = super::totp::recovery_codes();
     let hashes: Vec<String> = codes.iter().map(|c| hash(c)).collect();
     state.store().enable_totp(who.kind, &who.principal, &hashes).await?;
+    // The code that turned it on does not sign in too.
+    state.store().use_totp_step(who.kind, &who.principal, step).await?;
     tracing::info!(kind = who.kind.as_str(), principal = %who.principal, "two-factor sign-in turned on");
     let page = pages::Totp {
         chrome: who.chrome(),
@@ -499,6 +519,123 @@ pub(super) async fn totp_confirm(
         qr_path: String::new(),
         recovery: codes,
         error: None,
+        notice: None,
+    };
+    Ok(pages::html(&page).into_response())
+}
+
+/// Whether a form proves the signed-in principal is at the keyboard: its
+/// current password (`password`) or a TOTP code not used before (`code`).
+/// A wrong one counts against the address as a failed sign-in does; an
+/// address refused for too many is refused here too.
+async fn reauthenticated(
+    state: &ConsoleState,
+    who: &Anyone,
+    ip: Option<IpAddr>,
+    form: &[(String, String)],
+    secret: &str,
+) -> bool {
+    if let Some(ip) = ip {
+        if state.refused(ip).await {
+            return false;
+        }
+    }
+    let ok = proves(state, who, form, secret).await;
+    if let (false, Some(ip)) = (ok, ip) {
+        state.record_failure(ip).await;
+    }
+    ok
+}
+
+async fn proves(state: &ConsoleState, who: &Anyone, form: &[(String, String)], secret: &str) -> bool {
+    let code = field(form, "code").map(str::trim).unwrap_or_default();
+    if !code.is_empty() {
+        return match super::totp::verify(secret, code, super::totp::now()) {
+            Some(step) => state.store().use_totp_step(who.kind, &who.principal, step).await.unwrap_or(false),
+            None => false,
+        };
+    }
+    let password = field(form, "password").unwrap_or_default();
+    if password.is_empty() {
+        return false;
+    }
+    let stored = match who.kind {
+        PrincipalKind::Operator => state.store().operator_password(&who.principal).await.ok().flatten(),
+        PrincipalKind::User => {
+            state.store().find_user(&who.principal).await.ok().flatten().and_then(|u| u.password_hash)
+        }
+    };
+    state.verify(password, stored).await
+}
+
+/// `POST /account/totp/disable` (`password` or `code`): turns two-factor
+/// sign-in off. Operators may not: it is required of them.
+pub(super) async fn totp_disable(
+    State(state): State<ConsoleState>,
+    who: Anyone,
+    Source(ip): Source,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Result<Response, PageError> {
+    check_csrf(&who.csrf, field(&form, "csrf"))?;
+    if who.kind == PrincipalKind::Operator {
+        let error = "Operators sign in with a second factor: it cannot be turned off.".to_owned();
+        return totp_view(&state, &who, StatusCode::FORBIDDEN, Some(error)).await;
+    }
+    let Some(current) = state.store().totp(who.kind, &who.principal).await?.filter(|t| t.enabled) else {
+        return totp_view(&state, &who, StatusCode::CONFLICT, Some("Two-factor sign-in is off already.".into())).await;
+    };
+    if !reauthenticated(&state, &who, ip, &form, &current.secret).await {
+        let error = "Wrong password or code: two-factor sign-in is still on.".to_owned();
+        return totp_view(&state, &who, StatusCode::UNPROCESSABLE_ENTITY, Some(error)).await;
+    }
+    state.store().disable_totp(who.kind, &who.principal).await?;
+    tracing::info!(kind = who.kind.as_str(), principal = %who.principal, "two-factor sign-in turned off");
+    let notice = "Two-factor sign-in is off; its recovery codes no longer work.".to_owned();
+    totp_view_with(&state, &who, StatusCode::OK, None, Some(notice)).await
+}
+
+/// `POST /account/totp/recovery` (`password` or `code`): ten new recovery
+/// codes, shown once; the old ones stop working.
+pub(super) async fn totp_recovery(
+    State(state): State<ConsoleState>,
+    who: Anyone,
+    Source(ip): Source,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Result<Response, PageError> {
+    check_csrf(&who.csrf, field(&form, "csrf"))?;
+    let Some(current) = state.store().totp(who.kind, &who.principal).await?.filter(|t| t.enabled) else {
+        return totp_view(&state, &who, StatusCode::CONFLICT, Some("Two-factor sign-in is off.".into())).await;
+    };
+    if !reauthenticated(&state, &who, ip, &form, &current.secret).await {
+        let error = "Wrong password or code: the recovery codes are unchanged.".to_owned();
+        return totp_view(&state, &who, StatusCode::UNPROCESSABLE_ENTITY, Some(error)).await;
+    }
+    let codes = super::totp::recovery_codes();
+    let hashes: Vec<String> = codes.iter().map(|c| hash(c)).collect();
+    if !state.store().replace_recovery_codes(who.kind, &who.principal, &hashes).await? {
+        return totp_view(&state, &who, StatusCode::CONFLICT, Some("Two-factor sign-in is off.".into())).await;
+    }
+    if who.kind == PrincipalKind::Operator {
+        let entry = AuditEntry {
+            at: 0,
+            operator: who.principal.clone(),
+            action: "new recovery codes".into(),
+            target: "-".into(),
+            source: ip.map(|ip| ip.to_string()),
+        };
+        state.store().audit(&entry).await?;
+    }
+    tracing::info!(kind = who.kind.as_str(), principal = %who.principal, "new recovery codes made");
+    let page = pages::Totp {
+        chrome: who.chrome(),
+        enabled: true,
+        secret: String::new(),
+        url: String::new(),
+        qr_size: 0,
+        qr_path: String::new(),
+        recovery: codes,
+        error: None,
+        notice: Some("New recovery codes: the old ones no longer work.".to_owned()),
     };
     Ok(pages::html(&page).into_response())
 }

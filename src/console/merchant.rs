@@ -328,6 +328,7 @@ fn upload_page(state: &ConsoleState, merchant: &Merchant, status: StatusCode, er
         csrf: merchant.csrf.clone(),
         error,
         max_bytes: state.ctx().limits.max_file_bytes,
+        drop_js: super::assets::drop_path(),
     };
     (status, pages::html(&page)).into_response()
 }
@@ -406,7 +407,7 @@ pub(super) async fn upload(
                 file.flush().await.map_err(PageError::internal)?;
                 file.sync_all().await.map_err(PageError::internal)?;
                 drop(file);
-                let job = arrive(&state, &merchant, &temp, &name, kind, id).await?;
+                let job = arrive(&state, &merchant, &temp, &name, kind, id, None).await?;
                 guard.0 = None;
                 tracing::info!(account = %merchant.account, job_id = %job.job_id, user = %merchant.username,
                     bytes = written, "a file was uploaded in the web console");
@@ -425,6 +426,7 @@ async fn arrive(
     name: &str,
     kind: JobKind,
     id: JobId,
+    mapping: Option<std::sync::Arc<crate::domain::mapping::Profile>>,
 ) -> Result<Job, PageError> {
     let arrival = Arrival {
         account: merchant.account.as_str(),
@@ -434,14 +436,17 @@ async fn arrive(
         uploader: Uploader::Operator { scopes: merchant.scopes },
         take: Take::Move,
         job_id: Some(id),
-        mapping: None,
+        mapping,
     };
     crate::ingest::arrival::arrive(state.ctx(), arrival).await.map_err(PageError::internal)
 }
 
 /// `POST /jobs/{id}/resubmit`: the rows of the grid's page (edited, those
 /// kept) with `failed.csv`'s header become a new file and job, linked to
-/// this one.
+/// this one; with `all=1`, every failed row of the job does (streamed from
+/// `failed.csv`), the page's edits applied and the rows it leaves out left
+/// out. The new file is read with the mapping profile the job was read with
+/// (its columns are the upload's, whatever its new name matches).
 pub(super) async fn resubmit(
     State(state): State<ConsoleState>,
     merchant: Merchant,
@@ -451,7 +456,13 @@ pub(super) async fn resubmit(
     merchant.check_csrf(field(&form, "csrf"))?;
     let job = own_job(&state, Some(merchant.account.as_str()), &id).await?;
     let reports = reports_of(&state, &job).filter(|r| !r.encrypted).ok_or_else(PageError::not_found)?;
-    let failed = reports.failed.clone().ok_or_else(PageError::not_found)?;
+    let all = field(&form, "all") == Some("1");
+    let nothing = || {
+        Err(PageError::new(StatusCode::UNPROCESSABLE_ENTITY, "This job has no failed rows to resubmit: nothing to do."))
+    };
+    let Some(failed) = reports.failed.clone() else {
+        return if all { nothing() } else { Err(PageError::not_found()) };
+    };
     let st = state.clone();
     let results = reports.results.clone();
     let failed_path = failed.clone();
@@ -459,13 +470,23 @@ pub(super) async fn resubmit(
         .await
         .map_err(PageError::internal)?
         .map_err(PageError::internal)?;
-    let rows = edited_rows(&form, index.header.len());
-    if rows.is_empty() {
+    if all && index.failed == 0 {
+        return nothing();
+    }
+    let edits = page_edits(&form, index.header.len());
+    let rows: Vec<Vec<String>> = edits.values().filter_map(|r| r.clone()).collect();
+    if !all && rows.is_empty() {
         return Err(PageError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "No row was kept for resubmission: nothing to do.",
         ));
     }
+    let mapping = crate::ingest::context::job_settings(state.ctx(), &job)
+        .await
+        .map_err(PageError::internal)?
+        .mapping
+        .applied()
+        .map(|a| a.profile.clone());
     let dry_run = field(&form, "dry_run") == Some("1");
     let new_id = JobId::generate();
     let stem = crate::mailbox::report_stem(&job.file_name);
@@ -476,23 +497,50 @@ pub(super) async fn resubmit(
     let dir = state.ctx().layout.folder(merchant.account.as_str(), folder);
     let temp = dir.join(format!("{RECEIVING_PREFIX}{new_id}"));
     let mut guard = Receiving(Some(temp.clone()));
-    let header = index.header.clone();
     let path = temp.clone();
-    tokio::task::spawn_blocking(move || write_csv(&path, &header, &rows))
-        .await
-        .map_err(PageError::internal)?
-        .map_err(PageError::internal)?;
-    let new = arrive(&state, &merchant, &temp, &name, kind, new_id).await?;
+    let written = if all {
+        tokio::task::spawn_blocking(move || rows::write_all_failed(&index, &failed, &edits, &path))
+            .await
+            .map_err(PageError::internal)?
+            .map_err(PageError::internal)?
+    } else {
+        let header = index.header.clone();
+        let n = rows.len() as u64;
+        tokio::task::spawn_blocking(move || write_csv(&path, &header, &rows))
+            .await
+            .map_err(PageError::internal)?
+            .map_err(PageError::internal)?;
+        n
+    };
+    if written == 0 {
+        return Err(PageError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "No row was kept for resubmission: nothing to do.",
+        ));
+    }
+    let new = arrive(&state, &merchant, &temp, &name, kind, new_id, mapping).await?;
     guard.0 = None;
     state.store().record_resubmission(new.job_id.as_str(), job.job_id.as_str()).await?;
     tracing::info!(account = %merchant.account, job_id = %new.job_id, from = %job.job_id, user = %merchant.username,
-        "failed rows resubmitted in the web console");
+        rows = written, all, "failed rows resubmitted in the web console");
     Ok(Redirect::to(&format!("/jobs/{}?notice=resubmitted", new.job_id)).into_response())
+}
+
+/// The rows a grid form showed (`lineI`, `cI_J`) by index: those kept
+/// (`keepI`) with their cells, the others `None`.
+fn page_edits(form: &[(String, String)], width: usize) -> rows::PageEdits {
+    let shown: std::collections::BTreeSet<u64> =
+        form.iter().filter_map(|(key, _)| key.strip_prefix("line").and_then(|i| i.parse::<u64>().ok())).collect();
+    let mut edits: rows::PageEdits = shown.into_iter().map(|i| (i, None)).collect();
+    for (i, row) in edited_rows(form, width) {
+        edits.insert(i as u64, Some(row));
+    }
+    edits
 }
 
 /// The kept rows of a grid form (`keepI`, `cI_J`), in row order; cells
 /// past the header that are empty are dropped, missing ones are empty.
-fn edited_rows(form: &[(String, String)], width: usize) -> Vec<Vec<String>> {
+fn edited_rows(form: &[(String, String)], width: usize) -> Vec<(usize, Vec<String>)> {
     let mut rows: std::collections::BTreeMap<usize, Vec<(usize, String)>> = Default::default();
     let mut kept = std::collections::BTreeSet::new();
     for (key, value) in form {
@@ -508,7 +556,7 @@ fn edited_rows(form: &[(String, String)], width: usize) -> Vec<Vec<String>> {
     }
     rows.into_iter()
         .filter(|(i, _)| kept.contains(i))
-        .map(|(_, cells)| {
+        .map(|(i, cells)| {
             let len = cells.iter().map(|(j, _)| j + 1).max().unwrap_or(0);
             let mut row = vec![String::new(); len];
             for (j, v) in cells {
@@ -521,7 +569,7 @@ fn edited_rows(form: &[(String, String)], width: usize) -> Vec<Vec<String>> {
             if row.len() < width {
                 row.resize(width, String::new());
             }
-            row
+            (i, row)
         })
         .collect()
 }
@@ -557,10 +605,20 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         let rows = edited_rows(&form, 2);
-        assert_eq!(rows, vec![vec!["a".to_owned(), "bad".to_owned()], vec!["b".to_owned(), "+15555001234".to_owned()]]);
+        assert_eq!(
+            rows,
+            vec![(50, vec!["a".to_owned(), "bad".to_owned()]), (51, vec!["b".to_owned(), "+15555001234".to_owned()])]
+        );
+        let mut shown = form.clone();
+        shown.extend([("line52".to_owned(), "9".to_owned()), ("line50".to_owned(), "7".to_owned())]);
+        let edits = page_edits(&shown, 2);
+        assert_eq!(edits.len(), 3);
+        assert_eq!(edits[&50], Some(vec!["a".to_owned(), "bad".to_owned()]));
+        assert_eq!(edits[&51], Some(vec!["b".to_owned(), "+15555001234".to_owned()]), "kept without its line field");
+        assert_eq!(edits[&52], None, "shown and not kept: left out");
         let sparse: Vec<(String, String)> =
             [("keep0", "1"), ("c0_0", "a")].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-        assert_eq!(edited_rows(&sparse, 3), vec![vec!["a".to_owned(), String::new(), String::new()]]);
+        assert_eq!(edited_rows(&sparse, 3), vec![(0, vec!["a".to_owned(), String::new(), String::new()])]);
     }
 
     #[test]

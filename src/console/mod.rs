@@ -14,6 +14,7 @@
 mod admin;
 mod assets;
 mod auth;
+mod mappings;
 mod merchant;
 mod operators;
 mod pages;
@@ -104,6 +105,8 @@ pub fn router(state: ConsoleState, api: Router) -> Router {
         .route("/logout", post(auth::logout))
         .route("/logout-everywhere", post(auth::logout_everywhere))
         .route("/account/totp", get(auth::totp_page).post(auth::totp_confirm))
+        .route("/account/totp/disable", post(auth::totp_disable))
+        .route("/account/totp/recovery", post(auth::totp_recovery))
         .route("/jobs", get(merchant::jobs))
         .route("/jobs/{id}", get(merchant::job))
         .route("/jobs/{id}/results.csv", get(merchant::download_results))
@@ -112,6 +115,8 @@ pub fn router(state: ConsoleState, api: Router) -> Router {
         // A page of failed rows may hold 64 KiB cells.
         .route("/jobs/{id}/resubmit", post(merchant::resubmit).layer(DefaultBodyLimit::max(RESUBMIT_BYTES)))
         .route("/upload", get(merchant::upload_form).post(merchant::upload).layer(DefaultBodyLimit::disable()))
+        .route("/mappings", get(mappings::list).post(mappings::upload))
+        .route("/mappings/{name}", get(mappings::view))
         .route("/admin", get(admin::jobs))
         .route("/admin/jobs/{id}", get(admin::job))
         .route("/admin/jobs/{id}/retry", post(admin::retry))

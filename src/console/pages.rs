@@ -71,6 +71,7 @@ pub(super) struct Totp {
     /// Shown once, right after the enrolment is confirmed.
     pub recovery: Vec<String>,
     pub error: Option<String>,
+    pub notice: Option<String>,
 }
 
 #[derive(Template)]
@@ -243,6 +244,8 @@ pub(super) struct Upload {
     pub csrf: String,
     pub error: Option<String>,
     pub max_bytes: u64,
+    /// The drop zone's script (the form works without it).
+    pub drop_js: &'static str,
 }
 
 #[derive(Template)]
@@ -411,4 +414,36 @@ pub(super) struct DeliveryRow {
 pub(super) struct AdminWebhooks {
     pub chrome: Chrome,
     pub rows: Vec<DeliveryRow>,
+}
+
+/// One of the account's mapping profiles in the list.
+pub(super) struct MappingRow {
+    pub name: String,
+    pub sha256: String,
+    pub updated: String,
+}
+
+#[derive(Template)]
+#[template(path = "mappings.html")]
+pub(super) struct Mappings {
+    pub chrome: Chrome,
+    pub csrf: String,
+    pub profiles: Vec<MappingRow>,
+    /// The login may store profiles (`customers:create`).
+    pub can_upload: bool,
+    pub error: Option<String>,
+    /// The name the refused upload asked for, shown again.
+    pub name: String,
+    pub max_bytes: usize,
+    pub max_profiles: u32,
+}
+
+#[derive(Template)]
+#[template(path = "mapping.html")]
+pub(super) struct MappingView {
+    pub chrome: Chrome,
+    pub name: String,
+    pub text: String,
+    pub sha256: String,
+    pub updated: String,
 }

@@ -216,6 +216,45 @@ pub(super) fn page(index: &Index, results: &Path, failed: Option<&Path>, start: 
     Ok(out)
 }
 
+/// What the grid's page says about the rows it showed, by failed-row
+/// index: `Some(cells)` kept (as edited), `None` left out.
+pub(super) type PageEdits = BTreeMap<u64, Option<Vec<String>>>;
+
+/// Writes every failed row of `failed` (`failed.csv`) to `out` as a CSV
+/// file with its header, the rows of `edits` replaced or left out; returns
+/// how many rows were written. One record in memory at a time: the rows
+/// not on the page are copied as their fields' bytes (their encoding kept).
+pub(super) fn write_all_failed(index: &Index, failed: &Path, edits: &PageEdits, out: &Path) -> io::Result<u64> {
+    let mut file = BufReader::with_capacity(256 * 1024, File::open(failed)?);
+    skip_bom(&mut file)?;
+    let mut records = reader(file, index.delimiter);
+    let mut writer = csv::WriterBuilder::new()
+        .flexible(true)
+        .from_writer(std::io::BufWriter::with_capacity(256 * 1024, File::create(out)?));
+    let mut record = csv::ByteRecord::new();
+    if !records.read_byte_record(&mut record).map_err(csv_err)? {
+        return Ok(0);
+    }
+    writer.write_byte_record(&record).map_err(csv_err)?;
+    let mut n = 0u64;
+    let mut written = 0u64;
+    while records.read_byte_record(&mut record).map_err(csv_err)? {
+        match edits.get(&n) {
+            Some(Some(cells)) => writer.write_record(cells).map_err(csv_err)?,
+            Some(None) => {}
+            None => writer.write_byte_record(&record).map_err(csv_err)?,
+        }
+        if !matches!(edits.get(&n), Some(None)) {
+            written += 1;
+        }
+        n += 1;
+    }
+    let buffered = writer.into_inner().map_err(|e| io::Error::other(e.to_string()))?;
+    let file = buffered.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,5 +313,25 @@ mod tests {
         let rows = page(&index, &results, None, 0).unwrap();
         assert_eq!(rows.len(), 4);
         assert!(rows[0].cells.is_empty());
+    }
+
+    #[test]
+    fn all_failed_rows_are_written_with_the_page_edits_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let (results, failed) = reports(dir.path(), 3000, true);
+        let index = build(&results, Some(&failed)).unwrap();
+        let out = dir.path().join("all.csv");
+        let mut edits = PageEdits::new();
+        edits.insert(1, Some(vec!["fixed".to_owned(), "+15555001234".to_owned()]));
+        edits.insert(2, None);
+        assert_eq!(write_all_failed(&index, &failed, &edits, &out).unwrap(), 999);
+        let mut rows = csv::ReaderBuilder::new().has_headers(false).from_path(&out).unwrap();
+        let all: Vec<csv::StringRecord> = rows.records().map(|r| r.unwrap()).collect();
+        assert_eq!(all.len(), 1000, "the header and 999 rows");
+        assert_eq!(&all[0], vec!["ref", "phone"]);
+        assert_eq!(&all[1], vec!["r0", "x\n0"]);
+        assert_eq!(&all[2], vec!["fixed", "+15555001234"]);
+        assert_eq!(&all[3], vec!["r9", "x\n9"], "the third failed row (r6) is left out");
+        assert_eq!(&all[999], vec!["r2997", "x\n2997"]);
     }
 }

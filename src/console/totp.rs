@@ -1,13 +1,13 @@
 //! One-time passwords (RFC 6238: HMAC-SHA1, 30-second steps, 6 digits, the
-//! step before and after accepted for clock drift), their base32 secrets,
+//! step before and after accepted for clock drift; computed by the
+//! `totp-rs` crate), their base32 secrets,
 //! and the enrolment QR code drawn here as SVG (no image leaves the server
 //! for a third party, no inline style).
 
-use hmac::{Hmac, Mac};
-use sha1::Sha1;
+use totp_rs::{Algorithm, Secret, TOTP};
 
-const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 const STEP: u64 = 30;
+const DIGITS: usize = 6;
 
 /// A new 160-bit secret, base32.
 pub(super) fn new_secret() -> String {
@@ -16,58 +16,28 @@ pub(super) fn new_secret() -> String {
 
 /// RFC 4648 base32 without padding.
 pub(super) fn base32(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    let (mut buffer, mut bits) = (0u32, 0);
-    for &b in bytes {
-        buffer = (buffer << 8) | u32::from(b);
-        bits += 8;
-        while bits >= 5 {
-            out.push(ALPHABET[((buffer >> (bits - 5)) & 31) as usize] as char);
-            bits -= 5;
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
-    }
-    out
+    Secret::Raw(bytes.to_vec()).to_encoded().to_string()
 }
 
-pub(super) fn base32_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let (mut buffer, mut bits) = (0u32, 0);
-    for c in text.bytes().filter(|c| *c != b'=') {
-        let v = ALPHABET.iter().position(|a| *a == c.to_ascii_uppercase())? as u32;
-        buffer = (buffer << 5) | v;
-        bits += 5;
-        if bits >= 8 {
-            out.push((buffer >> (bits - 8)) as u8);
-            bits -= 8;
-        }
-    }
-    Some(out)
+/// The one-time passwords of a base32 secret (`None`: not base32, or
+/// shorter than RFC 4226's 128 bits).
+fn generator(secret_b32: &str) -> Option<TOTP> {
+    let secret = Secret::Encoded(secret_b32.trim_end_matches('=').to_ascii_uppercase()).to_bytes().ok()?;
+    TOTP::new(Algorithm::SHA1, DIGITS, 0, STEP, secret).ok()
 }
 
-/// The 6-digit code of `secret` at time step `counter`.
-pub(super) fn code(secret: &[u8], counter: u64) -> u32 {
-    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(&counter.to_be_bytes());
-    let hash = mac.finalize().into_bytes();
-    let offset = (hash[19] & 0xf) as usize;
-    let value = u32::from_be_bytes([hash[offset] & 0x7f, hash[offset + 1], hash[offset + 2], hash[offset + 3]]);
-    value % 1_000_000
-}
-
-/// Whether `presented` is the code of the step of `now` (Unix seconds) or
-/// of the one before or after.
-pub(super) fn verify(secret_b32: &str, presented: &str, now: u64) -> bool {
+/// The time step `presented` is the code of: the step of `now` (Unix
+/// seconds) or the one before or after; `None` when it is none of them.
+/// Whether that step was used already is the caller's to check.
+pub(super) fn verify(secret_b32: &str, presented: &str, now: u64) -> Option<u64> {
     let presented = presented.trim();
-    let Some(secret) = base32_decode(secret_b32) else { return false };
-    if presented.len() != 6 || !presented.bytes().all(|b| b.is_ascii_digit()) {
-        return false;
+    if presented.len() != DIGITS || !presented.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
-    let Ok(wanted) = presented.parse::<u32>() else { return false };
+    let totp = generator(secret_b32)?;
     let step = now / STEP;
-    [step.saturating_sub(1), step, step + 1].into_iter().any(|s| code(&secret, s) == wanted)
+    // Each step compared in constant time by `check`.
+    [step.saturating_sub(1), step, step + 1].into_iter().find(|s| totp.check(presented, s * STEP))
 }
 
 pub(super) fn now() -> u64 {
@@ -122,17 +92,26 @@ mod tests {
     fn codes_are_rfc_6238s_test_vectors() {
         // RFC 6238 appendix B (SHA-1), the last 6 digits.
         let secret = b"12345678901234567890";
-        assert_eq!(code(secret, 59 / STEP), 287082);
-        assert_eq!(code(secret, 1111111109 / STEP), 81804);
-        assert_eq!(code(secret, 1234567890 / STEP), 5924);
-        assert_eq!(code(secret, 20000000000 / STEP), 353130);
         let b32 = base32(secret);
         assert_eq!(b32, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
-        assert_eq!(base32_decode(&b32).unwrap(), secret);
-        assert!(verify(&b32, "287082", 59));
-        assert!(verify(&b32, "287082", 59 + 30), "the step before is accepted");
-        assert!(!verify(&b32, "287082", 59 + 90));
-        assert!(!verify(&b32, "28708", 59));
+        let totp = generator(&b32).unwrap();
+        for (time, code) in [
+            (59, "287082"),
+            (1111111109, "081804"),
+            (1111111111, "050471"),
+            (1234567890, "005924"),
+            (2000000000, "279037"),
+            (20000000000, "353130"),
+        ] {
+            assert_eq!(totp.generate(time), code, "at {time}");
+            assert_eq!(verify(&b32, code, time), Some(time / STEP));
+        }
+        assert_eq!(verify(&b32, "287082", 59 + 30), Some(1), "the step before is accepted, and said");
+        assert_eq!(verify(&b32, "287082", 59 + 90), None);
+        assert_eq!(verify(&b32, "28708", 59), None);
+        assert_eq!(verify(&b32, "28708x", 59), None);
+        assert_eq!(verify("not base32!", "287082", 59), None);
+        assert_eq!(generator(&b32.to_lowercase()).unwrap().generate(59), "287082");
     }
 
     #[test]

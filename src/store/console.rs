@@ -402,7 +402,110 @@ where
     }
 }
 
+impl<DB> Sql<DB>
+where
+    DB: Backend,
+    DB::Row: Columns,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    /// Accepts TOTP step `step` for the principal once: false when it, or a
+    /// later one, was accepted already (a code replayed within its window).
+    pub(crate) async fn use_totp_step(&self, kind: PrincipalKind, principal: &str, step: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE console_totp SET last_step = $3 WHERE kind = $1 AND principal = $2
+             AND (last_step IS NULL OR last_step < $3)",
+        )
+        .bind(kind.as_str())
+        .bind(principal)
+        .bind(step)
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
+    /// Turns two-factor sign-in off: the secret and the recovery codes go.
+    pub(crate) async fn disable_totp(&self, kind: PrincipalKind, principal: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for table in ["console_totp", "console_recovery_codes"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE kind = $1 AND principal = $2"))
+                .bind(kind.as_str())
+                .bind(principal)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// New recovery codes (hashes) for a principal with TOTP on; the old
+    /// ones stop working. False when TOTP is not on.
+    pub(crate) async fn replace_recovery_codes(
+        &self,
+        kind: PrincipalKind,
+        principal: &str,
+        code_hashes: &[String],
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let on = sqlx::query(
+            "SELECT principal FROM console_totp WHERE kind = $1 AND principal = $2 AND enabled_at IS NOT NULL",
+        )
+        .bind(kind.as_str())
+        .bind(principal)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+        if !on {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM console_recovery_codes WHERE kind = $1 AND principal = $2")
+            .bind(kind.as_str())
+            .bind(principal)
+            .execute(&mut *tx)
+            .await?;
+        for hash in code_hashes {
+            sqlx::query("INSERT INTO console_recovery_codes (kind, principal, code_hash) VALUES ($1, $2, $3)")
+                .bind(kind.as_str())
+                .bind(principal)
+                .bind(hash.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
 impl Store {
+    pub async fn use_totp_step(&self, kind: PrincipalKind, principal: &str, step: u64) -> Result<bool> {
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        match self {
+            Store::Sqlite(s) => s.sql.use_totp_step(kind, principal, step).await,
+            Store::Postgres(s) => s.sql.use_totp_step(kind, principal, step).await,
+        }
+    }
+
+    pub async fn disable_totp(&self, kind: PrincipalKind, principal: &str) -> Result<()> {
+        match self {
+            Store::Sqlite(s) => s.sql.disable_totp(kind, principal).await,
+            Store::Postgres(s) => s.sql.disable_totp(kind, principal).await,
+        }
+    }
+
+    pub async fn replace_recovery_codes(
+        &self,
+        kind: PrincipalKind,
+        principal: &str,
+        hashes: &[String],
+    ) -> Result<bool> {
+        match self {
+            Store::Sqlite(s) => s.sql.replace_recovery_codes(kind, principal, hashes).await,
+            Store::Postgres(s) => s.sql.replace_recovery_codes(kind, principal, hashes).await,
+        }
+    }
+
     pub async fn totp(&self, kind: PrincipalKind, principal: &str) -> Result<Option<TotpState>> {
         match self {
             Store::Sqlite(s) => s.sql.totp(kind, principal).await,

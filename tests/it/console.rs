@@ -33,7 +33,7 @@ fn cookie_of(response: &reqwest::Response, name: &str) -> Option<(String, String
 
 /// A signed-in browser, as far as HTTP goes: its session cookie and token.
 pub(crate) struct Signed {
-    base: String,
+    pub(crate) base: String,
     pub(crate) cookie: String,
     pub(crate) csrf: String,
 }
@@ -53,7 +53,7 @@ impl Signed {
     }
 
     /// Uploads through the console's form (multipart, as a browser sends it).
-    async fn upload(&self, folder: &str, name: &str, body: &[u8], csrf: Option<&str>) -> reqwest::Response {
+    pub(crate) async fn upload(&self, folder: &str, name: &str, body: &[u8], csrf: Option<&str>) -> reqwest::Response {
         let boundary = "----intake-test-boundary-7d3f";
         let mut data = Vec::new();
         if let Some(csrf) = csrf {
@@ -83,15 +83,20 @@ impl Signed {
     }
 
     /// Uploads and returns the new job's id.
-    async fn upload_job(&self, name: &str, body: &[u8]) -> String {
+    pub(crate) async fn upload_job(&self, name: &str, body: &[u8]) -> String {
         let response = self.upload("customers", name, body, Some(&self.csrf)).await;
         assert_eq!(response.status().as_u16(), 303, "{}", response.text().await.unwrap());
         job_of(&response)
     }
 
     /// Waits until the job's page shows it finished; its page.
-    async fn finished(&self, id: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(120);
+    pub(crate) async fn finished(&self, id: &str) -> String {
+        self.finished_within(id, Duration::from_secs(120)).await
+    }
+
+    /// Waits up to `limit` until the job's page shows it finished; its page.
+    pub(crate) async fn finished_within(&self, id: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             let (status, page) = self.page(&format!("/jobs/{id}")).await;
             assert_eq!(status, 200, "{page}");
@@ -105,7 +110,7 @@ impl Signed {
 }
 
 /// The job id a redirect to `/jobs/{id}` names.
-fn job_of(response: &reqwest::Response) -> String {
+pub(crate) fn job_of(response: &reqwest::Response) -> String {
     let location = response.headers().get(LOCATION).unwrap().to_str().unwrap();
     let id = location.strip_prefix("/jobs/").unwrap_or_else(|| panic!("{location}"));
     id.split('?').next().unwrap().to_owned()
@@ -610,7 +615,7 @@ pub(crate) async fn css(browser: &fantoccini::Client, selector: &str) -> fantocc
 
 /// Waits until the job page in the browser (which refreshes itself) shows
 /// the job finished; its status.
-async fn wait_finished(browser: &fantoccini::Client) -> String {
+pub(crate) async fn wait_finished(browser: &fantoccini::Client) -> String {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(status) = browser.find(fantoccini::Locator::Css("#summary dd.status")).await {
@@ -809,7 +814,7 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 /// A sign-in with a second factor: its status.
-async fn with_code(base: &str, totp: String) -> u16 {
+pub(crate) async fn with_code(base: &str, totp: String) -> u16 {
     let (csrf, cookie) = login_form(base, "/login").await;
     client()
         .post(format!("{base}/login"))
@@ -837,8 +842,9 @@ async fn two_factor_sign_in_takes_a_code_or_a_recovery_code_once(db: TestDb) {
     assert_eq!(wrong.status().as_u16(), 422);
     let no_token = acme.post("/account/totp", &[("code", &totp_code(&secret, unix_now()))]).await;
     assert_eq!(no_token.status().as_u16(), 403);
+    let enrolled_at = unix_now();
     let on =
-        acme.post("/account/totp", &[("csrf", acme.csrf.as_str()), ("code", &totp_code(&secret, unix_now()))]).await;
+        acme.post("/account/totp", &[("csrf", acme.csrf.as_str()), ("code", &totp_code(&secret, enrolled_at))]).await;
     assert_eq!(on.status().as_u16(), 200);
     let on = on.text().await.unwrap();
     let codes: Vec<String> = on.split("<li><code>").skip(1).map(|s| s.split('<').next().unwrap().to_owned()).collect();
@@ -850,7 +856,11 @@ async fn two_factor_sign_in_takes_a_code_or_a_recovery_code_once(db: TestDb) {
     assert!(cookie_of(&asked, "intake_session").is_none());
     assert!(asked.text().await.unwrap().contains("name=\"totp\""));
     assert_eq!(with_code(&base, "123456".into()).await, 401);
-    assert_eq!(with_code(&base, totp_code(&secret, unix_now())).await, 303);
+    // The enrolment's code was taken; the next step's signs in, once.
+    assert_eq!(with_code(&base, totp_code(&secret, enrolled_at)).await, 401, "the enrolment's code is used");
+    let next = totp_code(&secret, enrolled_at + 30);
+    assert_eq!(with_code(&base, next.clone()).await, 303);
+    assert_eq!(with_code(&base, next).await, 401, "a code signs in once");
     assert_eq!(with_code(&base, codes[0].clone()).await, 303, "a recovery code signs in");
     assert_eq!(with_code(&base, codes[0].clone()).await, 401, "once");
     assert_eq!(with_code(&base, codes[1].clone()).await, 303);

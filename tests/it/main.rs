@@ -8,6 +8,7 @@ mod api_limits;
 mod cluster;
 mod console;
 mod console_admin;
+mod console_merchant;
 mod containment;
 mod containment2;
 mod daemon;
