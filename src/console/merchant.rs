@@ -447,6 +447,18 @@ async fn arrive(
 /// `failed.csv`), the page's edits applied and the rows it leaves out left
 /// out. The new file is read with the mapping profile the job was read with
 /// (its columns are the upload's, whatever its new name matches).
+/// Whether a job made from this one's failed rows is still arriving, queued
+/// or running (all of them again would only queue the same work twice).
+async fn resubmission_pending(state: &ConsoleState, job: &Job) -> Result<bool, PageError> {
+    let (_, made) = state.store().resubmissions(job.job_id.as_str()).await?;
+    for id in made {
+        if state.store().get_job(&id).await?.is_some_and(|j| !j.status.is_final()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 pub(super) async fn resubmit(
     State(state): State<ConsoleState>,
     merchant: Merchant,
@@ -472,6 +484,13 @@ pub(super) async fn resubmit(
         .map_err(PageError::internal)?;
     if all && index.failed == 0 {
         return nothing();
+    }
+    if all && resubmission_pending(&state, &job).await? {
+        return Err(PageError::new(
+            StatusCode::CONFLICT,
+            "An earlier resubmission of this job's failed rows is still being processed: wait for it to finish, \
+             then fix what still fails from its page.",
+        ));
     }
     let edits = page_edits(&form, index.header.len());
     let rows: Vec<Vec<String>> = edits.values().filter_map(|r| r.clone()).collect();

@@ -242,7 +242,15 @@ pub(crate) struct AccountFs {
     handles: HashMap<String, OpenHandle>,
     next_handle: u64,
     errors: ErrorLog,
+    /// When the login was last found still allowed (not removed, not
+    /// disabled, nor its account): checked again at an open after `RECHECK`.
+    allowed_at: Instant,
 }
+
+/// How long a session goes on trusting its login before an open asks the
+/// directory again (a user or account disabled meanwhile ends its sessions'
+/// opens within this).
+const RECHECK: Duration = Duration::from_secs(5);
 
 const TOO_LARGE: &str = "File too large: over the maximum upload size";
 const BUSY: &str =
@@ -403,6 +411,32 @@ impl AccountFs {
             handles: HashMap::new(),
             next_handle: 0,
             errors: ErrorLog { since: Instant::now(), logged: 0, suppressed: 0 },
+            allowed_at: Instant::now(),
+        }
+    }
+
+    /// Whether the login may still open files: a user removed or disabled
+    /// (or its account disabled) since the session began may not. Asked of
+    /// the directory at most every `RECHECK`; a directory that cannot answer
+    /// leaves the session as it is (the login was checked when it began).
+    async fn still_allowed(&mut self) -> bool {
+        if self.allowed_at.elapsed() < RECHECK {
+            return true;
+        }
+        match self.shared.directory.find_user(&self.view.user.username).await {
+            Ok(Some(user)) if user.account.as_str() == self.view.user.account => {
+                self.allowed_at = Instant::now();
+                true
+            }
+            Ok(_) => {
+                tracing::info!(account = %self.view.user.account, user = %self.view.user.username,
+                    "SFTP open refused: the login was disabled or removed during the session");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(user = %self.view.user.username, error = %e, "cannot check the login again; the session goes on");
+                true
+            }
         }
     }
 
@@ -1108,6 +1142,9 @@ impl russh_sftp::server::Handler for AccountFs {
     }
 
     async fn open(&mut self, id: u32, filename: String, pflags: OpenFlags, _attrs: FileAttributes) -> Reply<Handle> {
+        if !self.still_allowed().await {
+            return self.noted("open", &filename, Err(denied("Permission denied: this login has been disabled")));
+        }
         if let Some(result) = self.mapping_open(id, &filename, pflags).await {
             return self.noted("open", &filename, result);
         }

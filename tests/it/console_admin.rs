@@ -149,6 +149,20 @@ async fn operators_manage_accounts_users_and_tokens_and_disabled_holds_everywher
     assert_eq!(root.post("/admin/accounts/acme/users/enable", &user).await.status().as_u16(), 303);
     assert!(gets_in(&daemon, &base, "acme", "acme-pw", &token_value).await);
 
+    // A session open before the user is disabled opens nothing more once the
+    // server has looked again (every 5 s at most).
+    let addr = format!("127.0.0.1:{}", daemon.port()).parse().unwrap();
+    let conn = crate::sftp::login_password(addr, "acme", "acme-pw").await.unwrap();
+    let open = crate::sftp::open_sftp(&conn).await.unwrap();
+    drop(open.create("/customers/before.csv").await.expect("an open while the user is enabled"));
+    assert_eq!(root.post("/admin/accounts/acme/users/disable", &user).await.status().as_u16(), 303);
+    tokio::time::sleep(std::time::Duration::from_millis(5_500)).await;
+    let refused = open.create("/customers/after.csv").await;
+    assert!(refused.is_err(), "a disabled user's open session may not upload");
+    assert!(open.read_dir("/").await.is_ok(), "it may still look around until it leaves");
+    drop(open);
+    assert_eq!(root.post("/admin/accounts/acme/users/enable", &user).await.status().as_u16(), 303);
+
     // Disabling the account: the same for its users, and back.
     let acme = sign_in(&base, "acme", "acme-pw").await;
     assert_eq!(root.post("/admin/accounts/acme/disable", &[("csrf", csrf)]).await.status().as_u16(), 303);

@@ -89,6 +89,15 @@ async fn all_failed_rows_are_resubmitted_100000_of_them_or_none(db: TestDb) {
     let resubmitted = acme.post(&format!("/jobs/{id}/resubmit"), &form).await;
     assert_eq!(resubmitted.status().as_u16(), 303, "{}", resubmitted.text().await.unwrap());
     let new = job_of(&resubmitted);
+    // All of them again while that job is at work: refused, nothing queued twice.
+    let again = acme.post(&format!("/jobs/{id}/resubmit"), &form).await;
+    let again_status = again.status().as_u16();
+    let again_text = again.text().await.unwrap();
+    if again_status == 303 {
+        panic!("a second resubmission of every row was queued while the first was at work");
+    }
+    assert_eq!(again_status, 409, "{again_text}");
+    assert!(again_text.contains("still being processed"), "{again_text}");
     let new_page = acme.finished_within(&new, Duration::from_secs(600)).await;
     assert_eq!(summary_value(&new_page, "Rows"), "99999", "every failed row but the one left out");
     assert_eq!(summary_value(&new_page, "Created"), "2", "the page's edits applied");

@@ -152,7 +152,7 @@ pub(crate) async fn login_password(addr: SocketAddr, name: &str, password: &str)
     }
 }
 
-async fn open_sftp(conn: &Conn) -> Result<SftpSession, String> {
+pub(crate) async fn open_sftp(conn: &Conn) -> Result<SftpSession, String> {
     let channel = conn.channel_open_session().await.map_err(|e| e.to_string())?;
     channel.request_subsystem(true, "sftp").await.map_err(|e| e.to_string())?;
     SftpSession::new(channel.into_stream()).await.map_err(|e| e.to_string())
