@@ -2,12 +2,12 @@
 # Benchmark: an OpenPGP-encrypted upload against the same file in plain text.
 # `intake ingest` of N generated rows (bench/gen_customers.py) as plain CSV
 # and encrypted by gpg to the account's key (ZLIB, as gpg does by default),
-# interleaved round by round on fresh SQLite databases (the decryption cost
-# does not depend on the backend). Prints medians of rows/s, the
-# encrypted/plain ratio, and each one's peak RSS (VmHWM, /usr/bin/time).
+# interleaved round by round on fresh databases. Prints medians of rows/s,
+# the encrypted/plain ratio, and each one's peak RSS (VmHWM, /usr/bin/time).
 #
 # usage: bench/pgp.sh [ROWS]      (default 1000000)
-# env:   ROUNDS (default 3), BIN (a built intake; default: cargo build --release)
+# env:   ROUNDS (default 3), BIN (a built intake; default: cargo build --release),
+#        BACKEND (sqlite, the default, or postgres at PG_URL)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${1:-1000000}
@@ -18,12 +18,18 @@ PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 python3 bench/gen_customers.py "$ROWS" "$WORK/plain.csv" "$WORK/raw.csv" bench
 export GNUPGHOME=$WORK/gnupg
 mkdir -m 700 "$GNUPGHOME"
-echo "== $ROWS rows, $(du -h "$WORK/plain.csv" | cut -f1), $ROUNDS rounds"
+echo "== ${BACKEND:-sqlite}, $ROWS rows, $(du -h "$WORK/plain.csv" | cut -f1), $ROUNDS rounds"
 declare -A R=() M=()
 for round in $(seq "$ROUNDS"); do
   for file in plain encrypted; do
     DATA="$WORK/data-$file-$round"
-    export INTAKE_DATA_DIR=$DATA INTAKE_DATABASE_URL="sqlite://$DATA/intake.db"
+    URL="sqlite://$DATA/intake.db"
+    if [ "${BACKEND:-sqlite}" = postgres ]; then
+      DB="intake_pgp_${round}_$$"
+      fresh_pg "$DB"
+      URL="${PG_URL%/*}/$DB"
+    fi
+    export INTAKE_DATA_DIR=$DATA INTAKE_DATABASE_URL=$URL
     "$BIN" account add bench >/dev/null
     input="$WORK/plain.csv"
     if [ $file = encrypted ]; then
@@ -42,6 +48,7 @@ for round in $(seq "$ROUNDS"); do
     R[$file]+="$(echo "$ROWS / ($t1 - $t0)" | bc -l) "
     M[$file]+="$(cat "$WORK/rss") "
     rm -rf "$DATA"
+    if [ "${BACKEND:-sqlite}" = postgres ]; then psql -q "$PG_URL" -c "DROP DATABASE $DB"; fi
   done
 done
 for file in plain encrypted; do
