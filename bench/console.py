@@ -12,13 +12,25 @@ SQLite. Each figure is the median of 5 requests after the first (the first
 view of a job indexes its failed rows in one pass: timed on its own).
 
 usage: bench/console.py [ROWS] [JOBS]      (default 10000000 100000)
-env:   BIN (default target/release/intake)
+env:   BIN (default target/release/intake),
+       BACKEND (sqlite, the default, or postgres: a fresh database at PG_URL's server)
 """
 import http.client, json, os, re, shutil, sqlite3, statistics, subprocess, sys, tempfile, time, uuid
 
 ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
 JOBS = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
 BIN = os.path.abspath(os.environ.get("BIN", "target/release/intake"))
+BACKEND = os.environ.get("BACKEND", "sqlite")
+PG_URL = os.environ.get("PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+PG_DB = f"intake_console_bench_{os.getpid()}"
+PG_BASE = PG_URL.rsplit("/", 1)[0]
+
+
+def psql(url, *sql):
+    args = ["psql", "-qAt", url]
+    for statement in sql:
+        args += ["-c", statement]
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
 
 
 def rss_kib(pid, key):
@@ -64,6 +76,10 @@ def main():
             f.write('[sftp]\nenabled = false\n[http]\nenabled = false\n[api]\nlisten = "127.0.0.1:0"\n'
                     '[[accounts]]\navid = "bench"\n[[users]]\nusername = "bench"\naccount = "bench"\npassword = "bench"\n')
         env = dict(os.environ, INTAKE_DATA_DIR=data, INTAKE_LOG="warn")
+        if BACKEND == "postgres":
+            psql(PG_URL, f"DROP DATABASE IF EXISTS {PG_DB}", f"CREATE DATABASE {PG_DB}")
+            env["INTAKE_DATABASE_URL"] = f"{PG_BASE}/{PG_DB}"
+        print(f"backend: {BACKEND}")
         daemon = subprocess.Popen([BIN, "serve", "--config", config], env=env, cwd=work)
         try:
             run(daemon, data, work)
@@ -72,6 +88,29 @@ def main():
             daemon.wait()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if BACKEND == "postgres":
+            psql(PG_URL, f"DROP DATABASE IF EXISTS {PG_DB}")
+
+
+def copy_jobs(data, job):
+    """JOBS copies of the job's row, each with a new id, for the same account."""
+    if BACKEND == "postgres":
+        url = f"{PG_BASE}/{PG_DB}"
+        columns = psql(url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'jobs' "
+                            "ORDER BY ordinal_position").split()
+        fresh = {"job_id": "gen_random_uuid()::text", "source_key": "NULL"}
+        picks = ", ".join(fresh.get(c, c) for c in columns)
+        psql(url, f"INSERT INTO jobs ({', '.join(columns)}) SELECT {picks} FROM jobs, generate_series(1, {JOBS}) "
+                  f"WHERE job_id = '{job}'", "ANALYZE jobs")
+        return
+    db = sqlite3.connect(f"{data}/intake.db")
+    columns = [r[1] for r in db.execute("PRAGMA table_info(jobs)")]
+    picks = ", ".join("?" if c == "job_id" else c for c in columns)
+    for _ in range(JOBS // 1000):
+        db.executemany(f"INSERT INTO jobs ({', '.join(columns)}) SELECT {picks} FROM jobs WHERE job_id = ?",
+                       [(str(uuid.uuid4()), job) for _ in range(1000)])
+    db.commit()
+    db.close()
 
 
 def wait_for(what, check, limit=120):
@@ -144,15 +183,8 @@ def run(daemon, data, work):
         ttfbs.append(ttfb)
     print(f"/jobs (1 job, the baseline): TTFB median {statistics.median(ttfbs[1:]) * 1000:.1f} ms")
 
-    db = sqlite3.connect(f"{data}/intake.db")
-    columns = [r[1] for r in db.execute("PRAGMA table_info(jobs)")]
-    picks = ", ".join("?" if c == "job_id" else c for c in columns)
     t0 = time.time()
-    for _ in range(JOBS // 1000):
-        db.executemany(f"INSERT INTO jobs ({', '.join(columns)}) SELECT {picks} FROM jobs WHERE job_id = ?",
-                       [(str(uuid.uuid4()), job) for _ in range(1000)])
-    db.commit()
-    db.close()
+    copy_jobs(data, job)
     print(f"jobs: {JOBS} more rows for the account, made in {time.time() - t0:.0f} s")
     ttfbs = []
     for _ in range(6):

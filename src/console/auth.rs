@@ -430,7 +430,9 @@ impl FromRequestParts<ConsoleState> for Anyone {
         let session = session_of(parts, state).await.ok_or(SignIn("/login"))?;
         // A user as they are now: removed or disabled, they are signed out
         // (a sign-in that raced the disabling left its session behind).
-        if session.kind == PrincipalKind::User && state.store().find_user(&session.principal).await.ok().flatten().is_none() {
+        if session.kind == PrincipalKind::User
+            && state.store().find_user(&session.principal).await.ok().flatten().is_none()
+        {
             return Err(SignIn("/login"));
         }
         Ok(Anyone { kind: session.kind, principal: session.principal, csrf: session.csrf })
