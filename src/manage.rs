@@ -43,10 +43,12 @@ pub fn parse_avid(raw: &str) -> Result<AccountId> {
     AccountId::parse(raw).map_err(|e| ManageError::Invalid(e.to_string()))
 }
 
-/// Creates an account with these settings and its folders under `data_dir`.
+/// Creates an account with these settings and its folders under `data_dir`:
+/// the folders first (making them again is harmless), so that an account is
+/// never recorded without them.
 pub async fn create_account(store: &Store, data_dir: &Path, settings: &AccountSettings) -> Result<()> {
-    store.add_account(settings).await?;
     Layout::new(data_dir).ensure_account(settings.avid.as_str()).map_err(ManageError::Folders)?;
+    store.add_account(settings).await?;
     Ok(())
 }
 

@@ -16,6 +16,9 @@ use axum::Form;
 pub(super) struct AdminQuery {
     status: Option<String>,
     notice: Option<String>,
+    /// Only jobs running (or retrying) for longer than this many minutes
+    /// since they started: the ones that may be stuck.
+    longer_than: Option<String>,
 }
 
 pub(super) async fn jobs(
@@ -28,11 +31,34 @@ pub(super) async fn jobs(
         Some(Err(_)) => return Err(PageError::new(StatusCode::BAD_REQUEST, "There is no such job status.")),
         None => None,
     };
-    let found = state.store().find_jobs(None, status, 500).await?;
+    let longer_than = match query.longer_than.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(raw) => match raw.parse::<u32>() {
+            Ok(minutes) => Some(minutes),
+            Err(_) => {
+                return Err(PageError::new(StatusCode::BAD_REQUEST, "Minutes: a whole number, such as 30."));
+            }
+        },
+        None => None,
+    };
+    let mut found = match (status, longer_than) {
+        (None, Some(_)) => {
+            // Started and not over: running, or waiting for a retry.
+            let mut both = state.store().find_jobs(None, Some(JobStatus::Running), 500).await?;
+            both.extend(state.store().find_jobs(None, Some(JobStatus::Retrying), 500).await?);
+            both
+        }
+        _ => state.store().find_jobs(None, status, 500).await?,
+    };
+    if let Some(minutes) = longer_than {
+        let before = crate::clock::now() - time::Duration::minutes(i64::from(minutes));
+        found.retain(|job| !job.status.is_final() && job.started_at.is_some_and(|at| at < before));
+        found.sort_by_key(|job| job.started_at);
+    }
     let page = pages::AdminJobs {
         chrome: operator.chrome(),
         rows: found.iter().map(JobRow::of).collect(),
         statuses: pages::status_choices(status.map(|s| s.as_str()).unwrap_or_default()),
+        longer_than: longer_than.map(|m| m.to_string()).unwrap_or_default(),
     };
     Ok(pages::html(&page).into_response())
 }

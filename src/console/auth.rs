@@ -630,7 +630,10 @@ pub(super) async fn totp_recovery(
             target: "-".into(),
             source: ip.map(|ip| ip.to_string()),
         };
-        state.store().audit(&entry).await?;
+        // The new codes are stored: they are shown whatever the audit log says.
+        if let Err(e) = state.store().audit(&entry).await {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
     }
     tracing::info!(kind = who.kind.as_str(), principal = %who.principal, "new recovery codes made");
     let page = pages::Totp {

@@ -254,6 +254,8 @@ pub(super) struct AdminJobs {
     pub chrome: Chrome,
     pub rows: Vec<JobRow>,
     pub statuses: Vec<Choice>,
+    /// The "started longer ago than N minutes" filter as asked ("" for none).
+    pub longer_than: String,
 }
 
 #[derive(Template)]

@@ -145,10 +145,12 @@ impl Hints {
         Hints { expect: Expect::New, claimed: Some(filter()), seen: Some((filter(), capacity)) }
     }
 
-    /// Whether `key` may have been claimed by this job in an earlier chunk
-    /// (`true` when unknown).
+    /// Whether `key` may have been claimed by this job in an earlier chunk.
+    /// Without a filter (a resumed job, or more keys than it was sized for)
+    /// `false`: every new row is copied in at once, a duplicate undoing its
+    /// chunk's copy as before.
     fn maybe_seen(&self, key: &str) -> bool {
-        self.seen.as_ref().is_none_or(|(filter, _)| filter.check(key))
+        self.seen.as_ref().is_some_and(|(filter, _)| filter.check(key))
     }
 
     fn saw(&mut self, keys: &[String]) {
@@ -438,5 +440,22 @@ mod tests {
         let mut known = known_with(&c);
         known.existing.get_mut("a").unwrap().last_job = Some(("j".to_owned(), 5));
         assert_eq!(decide("j", Scopes::ALL, &[record(9, &c)], &known).outcomes, [RecordOutcome::Duplicate(5)]);
+    }
+
+    #[test]
+    fn a_key_seen_in_an_earlier_chunk_is_not_copied_blindly_until_the_filter_is_outgrown() {
+        let mut hints = Hints::fresh(1_000);
+        let keys: Vec<String> = (0..600).map(|i| format!("r-{i:08}")).collect();
+        assert!(keys.iter().all(|k| !hints.maybe_seen(k)), "nothing seen yet");
+        hints.saw(&keys);
+        assert!(keys.iter().all(|k| hints.maybe_seen(k)), "no false negative");
+        let unseen = (600..10_600).filter(|i| hints.maybe_seen(&format!("r-{i:08}"))).count();
+        assert!(unseen < 300, "about 1 % false positives, not {unseen} in 10,000");
+        // More keys than it was sized for: no filter, every row copied at once as before.
+        let more: Vec<String> = (600..1_100).map(|i| format!("r-{i:08}")).collect();
+        hints.saw(&more);
+        assert!(!hints.maybe_seen(&keys[0]));
+        // A resumed job has none either.
+        assert!(!Hints::default().maybe_seen("r-00000001"));
     }
 }

@@ -467,6 +467,11 @@ async fn operators_see_every_account_and_their_actions_are_audited(db: TestDb) {
     assert!(completed.contains(&id));
     let (_, aborted) = root.page("/admin?status=aborted").await;
     assert!(!aborted.contains(&id));
+    // Running longer than N minutes: only jobs started and not over.
+    let (status, stuck) = root.page("/admin?longer_than=0").await;
+    assert_eq!(status, 200);
+    assert!(stuck.contains("value=\"0\"") && !stuck.contains(&id) && !stuck.contains(&other_id), "{stuck}");
+    assert_eq!(root.page("/admin?longer_than=soon").await.0, 400);
     let (status, detail) = root.page(&format!("/admin/jobs/{id}")).await;
     assert_eq!(status, 200);
     assert!(detail.contains("id=\"summary\""));
