@@ -517,6 +517,11 @@ pub(super) async fn totp_confirm(
     // The code that turned it on does not sign in too.
     state.store().use_totp_step(who.kind, &who.principal, step).await?;
     tracing::info!(kind = who.kind.as_str(), principal = %who.principal, "two-factor sign-in turned on");
+    Ok(recovery_codes_page(&who, codes, None))
+}
+
+/// Two-factor sign-in on, with its recovery codes shown this once.
+fn recovery_codes_page(who: &Anyone, codes: Vec<String>, notice: Option<&str>) -> Response {
     let page = pages::Totp {
         chrome: who.chrome(),
         enabled: true,
@@ -526,9 +531,9 @@ pub(super) async fn totp_confirm(
         qr_path: String::new(),
         recovery: codes,
         error: None,
-        notice: None,
+        notice: notice.map(str::to_owned),
     };
-    Ok(pages::html(&page).into_response())
+    pages::html(&page).into_response()
 }
 
 /// Whether a form proves the signed-in principal is at the keyboard: its
@@ -636,18 +641,7 @@ pub(super) async fn totp_recovery(
         }
     }
     tracing::info!(kind = who.kind.as_str(), principal = %who.principal, "new recovery codes made");
-    let page = pages::Totp {
-        chrome: who.chrome(),
-        enabled: true,
-        secret: String::new(),
-        url: String::new(),
-        qr_size: 0,
-        qr_path: String::new(),
-        recovery: codes,
-        error: None,
-        notice: Some("New recovery codes: the old ones no longer work.".to_owned()),
-    };
-    Ok(pages::html(&page).into_response())
+    Ok(recovery_codes_page(&who, codes, Some("New recovery codes: the old ones no longer work.")))
 }
 
 #[cfg(test)]

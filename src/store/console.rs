@@ -360,6 +360,29 @@ where
         Ok(())
     }
 
+    /// The principal's recovery codes (hashes) in place of any older ones.
+    async fn put_recovery_codes(
+        conn: &mut DB::Connection,
+        kind: PrincipalKind,
+        principal: &str,
+        code_hashes: &[String],
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM console_recovery_codes WHERE kind = $1 AND principal = $2")
+            .bind(kind.as_str())
+            .bind(principal)
+            .execute(&mut *conn)
+            .await?;
+        for hash in code_hashes {
+            sqlx::query("INSERT INTO console_recovery_codes (kind, principal, code_hash) VALUES ($1, $2, $3)")
+                .bind(kind.as_str())
+                .bind(principal)
+                .bind(hash.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Confirms an enrolment with its recovery codes (hashes), replacing older ones.
     pub(crate) async fn enable_totp(&self, kind: PrincipalKind, principal: &str, code_hashes: &[String]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
@@ -368,19 +391,7 @@ where
             DB::EPOCH_NOW
         );
         sqlx::query(&sql).bind(kind.as_str()).bind(principal).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM console_recovery_codes WHERE kind = $1 AND principal = $2")
-            .bind(kind.as_str())
-            .bind(principal)
-            .execute(&mut *tx)
-            .await?;
-        for hash in code_hashes {
-            sqlx::query("INSERT INTO console_recovery_codes (kind, principal, code_hash) VALUES ($1, $2, $3)")
-                .bind(kind.as_str())
-                .bind(principal)
-                .bind(hash.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
+        Self::put_recovery_codes(&mut tx, kind, principal, code_hashes).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -460,19 +471,7 @@ where
         if !on {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM console_recovery_codes WHERE kind = $1 AND principal = $2")
-            .bind(kind.as_str())
-            .bind(principal)
-            .execute(&mut *tx)
-            .await?;
-        for hash in code_hashes {
-            sqlx::query("INSERT INTO console_recovery_codes (kind, principal, code_hash) VALUES ($1, $2, $3)")
-                .bind(kind.as_str())
-                .bind(principal)
-                .bind(hash.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
+        Self::put_recovery_codes(&mut tx, kind, principal, code_hashes).await?;
         tx.commit().await?;
         Ok(true)
     }
