@@ -319,17 +319,20 @@ impl Addresses {
 
     /// The stored form: `[{"type":"phone","value":"+1..."}, ...]`.
     pub fn to_json(&self) -> Value {
-        Value::Array(
-            self.0
-                .iter()
-                .map(|a| {
-                    let mut m = Map::new();
-                    m.insert("type".into(), Value::String(a.kind().into()));
-                    m.insert("value".into(), Value::String(a.as_str().into()));
-                    Value::Object(m)
-                })
-                .collect(),
-        )
+        serde_json::to_value(self).expect("addresses serialise")
+    }
+}
+
+/// The stored form, written without building a [`Value`] first (a batch
+/// writes thousands).
+impl serde::Serialize for Addresses {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Stored<'a> {
+            r#type: &'static str,
+            value: &'a str,
+        }
+        serializer.collect_seq(self.0.iter().map(|a| Stored { r#type: a.kind(), value: a.as_str() }))
     }
 }
 

@@ -134,8 +134,8 @@ pub struct BatchLimits {
 
 /// Records read and parsed at once, at most: one chunk is applied while the
 /// next is parsed and the last one's results are written. A record in flight
-/// costs a few KiB of heap (its parsed form, the row made of it, its results
-/// line), and a job has three chunks in flight (one parsed, one applied, one's
+/// costs a few KiB of heap (its parsed form, which the row written borrows,
+/// its results line), and a job has three chunks in flight (one parsed, one applied, one's
 /// results written). 2,500 rather than 5,000 took 8–11 MiB off the peak RSS
 /// and kept it flat from 1 M to 10 M rows; the same speed on SQLite, 3 %
 /// less on PostgreSQL (9 % on short, all-valid rows through the daemon).
@@ -143,6 +143,12 @@ pub struct BatchLimits {
 pub const CHUNK_ROWS: usize = 2_500;
 /// Bytes of records read and parsed at once, at most (one record past it).
 pub const CHUNK_BYTES: usize = 2 * 1024 * 1024;
+/// Values (addresses, metadata and appdata keys) of the records read and
+/// parsed at once, at most (one record past it). A parsed value costs about
+/// 100 bytes of heap whatever its size in the file, so rows of many short
+/// cells are bounded here: 2,500 rows of up to 8 values fit, rows of 20 more
+/// metadata columns come about 1,000 at a time (BENCHMARKS.md, file shapes).
+pub const CHUNK_VALUES: usize = 20_000;
 
 impl BatchLimits {
     /// How much the next chunk may hold, when `rows` records of `bytes`

@@ -6,7 +6,9 @@
 //! The runner holds the job's lease (its right to change the job), the job
 //! as it was read, and the progress it has committed since.
 
-use super::context::{account_settings, blocking, io_err, job_settings, opening, ChunkLimits, Context, IngestError};
+use super::context::{
+    account_settings, blocking, io_err, job_settings, opening, ChunkLimits, Context, IngestError, CHUNK_VALUES,
+};
 use super::progress::{self, ProgressState};
 use super::publish::{self, Ending};
 use super::report::{ResultsWriter, RowResult, RowStatus};
@@ -57,11 +59,12 @@ type NextBatch = Pending<(Upload, std::io::Result<ReadBatch>)>;
 fn read_batch(reader: &JobThread, mut upload: Upload, limits: ChunkLimits) -> NextBatch {
     reader.run(move || {
         let mut rows = Vec::with_capacity(limits.rows.min(8192));
-        let mut bytes = 0;
-        while rows.len() < limits.rows && bytes < limits.bytes {
+        let (mut bytes, mut values) = (0, 0);
+        while rows.len() < limits.rows && bytes < limits.bytes && values < CHUNK_VALUES {
             match upload.rows.next_row() {
                 Ok(Some(row)) => {
                     bytes += row.bytes;
+                    values += row.values();
                     rows.push(row);
                 }
                 Ok(None) => break,

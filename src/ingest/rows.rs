@@ -336,6 +336,14 @@ pub struct ParsedRow {
 }
 
 impl ParsedRow {
+    /// The values the record keeps once parsed (addresses, metadata and
+    /// appdata keys): what its parsed form costs in memory, about.
+    pub fn values(&self) -> usize {
+        self.outcome
+            .as_ref()
+            .map_or(1, |c| c.addresses().len() + c.metadata().as_map().len() + c.appdata().as_map().len())
+    }
+
     /// Records that another record of the file claimed this ref first.
     pub fn mark_duplicate(&mut self, first_line: u64) {
         let error = RowError::new(

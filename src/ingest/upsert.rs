@@ -11,7 +11,7 @@
 use crate::domain::customer::MAX_REF_CHARS;
 use crate::domain::user::Scopes;
 use crate::domain::CreateCustomer;
-use crate::store::{claim_key, Batch, StoreError, StoredCustomer};
+use crate::store::{claim_key, Batch, NewCustomer, StoreError, StoredCustomer};
 use std::collections::HashMap;
 
 /// One record of a batch, as the rules need it.
@@ -60,9 +60,9 @@ pub struct Known {
 
 /// The writes a batch makes, and each record's outcome.
 #[derive(Debug, Default)]
-pub struct Decided {
+pub struct Decided<'a> {
     pub outcomes: Vec<RecordOutcome>,
-    pub inserts: Vec<StoredCustomer>,
+    pub inserts: Vec<NewCustomer<'a>>,
     pub updates: Vec<StoredCustomer>,
     /// (ref key, line): claims that leave no trace in `customers`.
     pub claims: Vec<(String, u64)>,
@@ -185,12 +185,12 @@ impl Hints {
 /// line in `last_job`; other claims go to the job's claim table. Both commit
 /// with the batch, so a resumed job sees every earlier claim. `hints` say
 /// what to ask the database, and learn from this chunk.
-pub async fn apply(
+pub async fn apply<'a>(
     batch: &mut Batch,
-    job_id: &str,
+    job_id: &'a str,
     account: &str,
     scopes: Scopes,
-    records: &[BatchRecord<'_>],
+    records: &[BatchRecord<'a>],
     writes: Writes,
     hints: &mut Hints,
 ) -> Result<Vec<RecordOutcome>, StoreError> {
@@ -219,14 +219,10 @@ pub async fn apply(
     let candidates = candidates.count();
     let mut inserted = HashMap::new();
     if insert_first {
-        let rows: Vec<StoredCustomer> =
+        let rows: Vec<NewCustomer> =
             new_rows.into_iter().filter(|(key, _)| !claimed.contains_key(*key)).map(|(_, row)| row).collect();
-        let new = batch.insert_new(account, &rows).await?;
-        inserted = rows
-            .into_iter()
-            .filter(|c| new.contains(&c.customer_ref))
-            .map(|c| (c.customer_ref, c.customer_id))
-            .collect();
+        let mut new = batch.insert_new(account, &rows).await?;
+        inserted = rows.into_iter().filter_map(|c| Some((new.take(c.customer_ref())?, c.customer_id))).collect();
     }
     let refs: Vec<&str> = first
         .iter()
@@ -251,7 +247,7 @@ pub async fn apply(
 
 /// The rules themselves: what each record of the batch becomes, given what
 /// the database knows. Pure, so every rule is unit-tested here.
-pub fn decide(job_id: &str, scopes: Scopes, records: &[BatchRecord<'_>], known: &Known) -> Decided {
+pub fn decide<'a>(job_id: &'a str, scopes: Scopes, records: &[BatchRecord<'a>], known: &Known) -> Decided<'a> {
     let (first, follows) = firsts(records);
     let mut decided = Decided::default();
     let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
@@ -312,7 +308,10 @@ pub fn decide(job_id: &str, scopes: Scopes, records: &[BatchRecord<'_>], known: 
 /// Turns a batch's writes into claims alone: what would be created or
 /// updated is only claimed, and what would be created has no id yet.
 fn dry_run(decided: &mut Decided) {
-    for row in decided.inserts.drain(..).chain(decided.updates.drain(..)) {
+    for row in decided.inserts.drain(..) {
+        decided.claims.push((claim_key(row.customer_ref()), row.line));
+    }
+    for row in decided.updates.drain(..) {
         let line = row.last_job.map_or(0, |(_, line)| line);
         decided.claims.push((claim_key(&row.customer_ref), line));
     }
@@ -324,15 +323,8 @@ fn dry_run(decided: &mut Decided) {
 }
 
 /// A new customer for `command`, claimed by `job_id` at `line`.
-fn created(command: &CreateCustomer, job_id: &str, line: u64) -> StoredCustomer {
-    StoredCustomer {
-        customer_id: uuid::Uuid::now_v7().to_string(),
-        customer_ref: command.customer_ref().as_str().to_owned(),
-        addresses: command.addresses().to_json(),
-        metadata: command.metadata().as_map().clone(),
-        appdata: command.appdata().as_map().clone(),
-        last_job: Some((job_id.to_owned(), line)),
-    }
+fn created<'a>(command: &'a CreateCustomer, job_id: &'a str, line: u64) -> NewCustomer<'a> {
+    NewCustomer { customer_id: uuid::Uuid::now_v7().to_string(), command, job: job_id, line }
 }
 
 /// Addresses replaced; metadata and appdata keys of the row set, others kept.
@@ -375,7 +367,14 @@ mod tests {
     }
 
     fn known_with(c: &CreateCustomer) -> Known {
-        let stored = created(c, "an-earlier-job", 2);
+        let stored = StoredCustomer {
+            customer_id: uuid::Uuid::now_v7().to_string(),
+            customer_ref: c.customer_ref().as_str().to_owned(),
+            addresses: c.addresses().to_json(),
+            metadata: c.metadata().as_map().clone(),
+            appdata: c.appdata().as_map().clone(),
+            last_job: Some(("an-earlier-job".to_owned(), 2)),
+        };
         Known { existing: HashMap::from([(stored.customer_ref.clone(), stored)]), ..Known::default() }
     }
 

@@ -8,6 +8,7 @@
 use super::jobs::{JobLease, JobProgress};
 use super::sql::{Backend, Columns, Sql};
 use super::{fenced, postgres, sqlite, Result, Store, StoreError};
+use crate::domain::CreateCustomer;
 use serde_json::{Map, Value};
 use sqlx::{Encode, Executor, IntoArguments, Type};
 use std::collections::{HashMap, HashSet};
@@ -33,6 +34,34 @@ impl StoredCustomer {
             text(serde_json::to_string(&self.addresses)),
             text(serde_json::to_string(&self.metadata)),
             text(serde_json::to_string(&self.appdata)),
+        )
+    }
+}
+
+/// A customer a batch creates: its new id, and the command it is made of,
+/// borrowed rather than copied (a chunk holds thousands of them, and a copy
+/// of their maps cost about what writing them does).
+#[derive(Debug, Clone)]
+pub struct NewCustomer<'a> {
+    pub customer_id: String,
+    pub command: &'a CreateCustomer,
+    /// The job and line that create it.
+    pub job: &'a str,
+    pub line: u64,
+}
+
+impl NewCustomer<'_> {
+    pub fn customer_ref(&self) -> &str {
+        self.command.customer_ref().as_str()
+    }
+
+    /// The stored text of `addresses`, `metadata` and `appdata`.
+    pub(super) fn json_columns(&self) -> (String, String, String) {
+        let text = |r: serde_json::Result<String>| r.expect("JSON values serialise");
+        (
+            text(serde_json::to_string(self.command.addresses())),
+            text(serde_json::to_string(self.command.metadata().as_map())),
+            text(serde_json::to_string(self.command.appdata().as_map())),
         )
     }
 }
@@ -300,7 +329,7 @@ impl Batch {
         }
     }
 
-    pub async fn insert_customers(&mut self, account: &str, rows: &[StoredCustomer]) -> Result<()> {
+    pub async fn insert_customers(&mut self, account: &str, rows: &[NewCustomer<'_>]) -> Result<()> {
         match self {
             Batch::Sqlite(b) => b.insert_customers(account, rows).await,
             Batch::Postgres(b) => b.insert_customers(account, rows).await,
@@ -310,7 +339,7 @@ impl Batch {
     /// Inserts those of `rows` whose ref the account has no customer for,
     /// and returns their refs; the others are left as they are. One pass
     /// over the `(account, ref)` index for rows that are mostly new.
-    pub async fn insert_new(&mut self, account: &str, rows: &[StoredCustomer]) -> Result<HashSet<String>> {
+    pub async fn insert_new(&mut self, account: &str, rows: &[NewCustomer<'_>]) -> Result<HashSet<String>> {
         match self {
             Batch::Sqlite(b) => b.insert_new(account, rows).await,
             Batch::Postgres(b) => b.insert_new(account, rows).await,

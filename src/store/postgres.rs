@@ -8,7 +8,7 @@ use super::customers::{customer, record_progress};
 use super::jobs::{claimed, job, Claimed, JobLease, JobProgress, ONE_JOB_PER_ACCOUNT};
 use super::nodes::{PgNodeLock, NODE_LOCK_CLASS};
 use super::sql::{Backend, Sql};
-use super::{Result, StoreError, StoredCustomer};
+use super::{NewCustomer, Result, StoreError, StoredCustomer};
 use crate::clock::Timestamp;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
@@ -316,12 +316,12 @@ impl PgBatch {
     /// the account's advisory lock keeps it so until the batch commits. The
     /// rows are sent as they are encoded, so the server inserts the first
     /// ones while the next are written.
-    pub async fn insert_customers(&mut self, account: &str, rows: &[StoredCustomer]) -> Result<()> {
+    pub async fn insert_customers(&mut self, account: &str, rows: &[NewCustomer<'_>]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut sorted: Vec<&StoredCustomer> = rows.iter().collect();
-        sorted.sort_unstable_by(|a, b| a.customer_ref.cmp(&b.customer_ref));
+        let mut sorted: Vec<&NewCustomer> = rows.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.customer_ref().cmp(b.customer_ref()));
         let mut copy = self
             .tx
             .copy_in_raw(
@@ -335,20 +335,12 @@ impl PgBatch {
                 data.row(8);
                 data.text(&c.customer_id);
                 data.text(account);
-                data.text(&c.customer_ref);
-                data.jsonb(&c.addresses);
-                data.jsonb(&c.metadata);
-                data.jsonb(&c.appdata);
-                match &c.last_job {
-                    Some((job, line)) => {
-                        data.text(job);
-                        data.int8(*line as i64);
-                    }
-                    None => {
-                        data.null();
-                        data.null();
-                    }
-                }
+                data.text(c.customer_ref());
+                data.jsonb(c.command.addresses());
+                data.jsonb(c.command.metadata().as_map());
+                data.jsonb(c.command.appdata().as_map());
+                data.text(c.job);
+                data.int8(c.line as i64);
             }
             copy.send(data.take()).await?;
         }
@@ -363,7 +355,7 @@ impl PgBatch {
     /// is undone and the rows go in with `ON CONFLICT DO NOTHING` (which
     /// probes the unique index once more per row), as do the rest of the
     /// transaction's.
-    pub async fn insert_new(&mut self, account: &str, rows: &[StoredCustomer]) -> Result<HashSet<String>> {
+    pub async fn insert_new(&mut self, account: &str, rows: &[NewCustomer<'_>]) -> Result<HashSet<String>> {
         if rows.is_empty() {
             return Ok(HashSet::new());
         }
@@ -373,7 +365,7 @@ impl PgBatch {
             match self.insert_customers(account, rows).await {
                 Ok(()) => {
                     sqlx::query("RELEASE SAVEPOINT intake_insert").execute(&mut *self.tx).await?;
-                    return Ok(rows.iter().map(|c| c.customer_ref.clone()).collect());
+                    return Ok(rows.iter().map(|c| c.customer_ref().to_owned()).collect());
                 }
                 Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
                     sqlx::query("ROLLBACK TO SAVEPOINT intake_insert").execute(&mut *self.tx).await?;
@@ -383,7 +375,10 @@ impl PgBatch {
                 Err(e) => return Err(e),
             }
         }
-        let c = columns(rows);
+        let mut c = Columns::default();
+        for row in rows {
+            c.push(&row.customer_id, row.customer_ref(), row.json_columns(), Some((row.job, row.line)));
+        }
         let inserted: Vec<String> = sqlx::query_scalar(
             "INSERT INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at,
                last_job_id, last_line)
@@ -411,7 +406,11 @@ impl PgBatch {
         if updates.is_empty() {
             return Ok(());
         }
-        let c = columns(updates);
+        let mut c = Columns::default();
+        for row in updates {
+            let job = row.last_job.as_ref().map(|(job, line)| (job.as_str(), *line));
+            c.push(&row.customer_id, &row.customer_ref, row.json_columns(), job);
+        }
         sqlx::query(
             "UPDATE customers AS c SET addresses = u.addr::jsonb, metadata = u.meta::jsonb, appdata = u.app::jsonb,
                updated_at = now(), last_job_id = u.job, last_line = u.line
@@ -449,19 +448,17 @@ struct Columns {
     lines: Vec<Option<i64>>,
 }
 
-fn columns(rows: &[StoredCustomer]) -> Columns {
-    let mut out = Columns::default();
-    for c in rows {
-        let (addresses, metadata, appdata) = c.json_columns();
-        out.ids.push(c.customer_id.clone());
-        out.refs.push(c.customer_ref.clone());
-        out.addresses.push(addresses);
-        out.metadata.push(metadata);
-        out.appdata.push(appdata);
-        out.jobs.push(c.last_job.as_ref().map(|(j, _)| j.clone()));
-        out.lines.push(c.last_job.as_ref().map(|(_, l)| *l as i64));
+impl Columns {
+    fn push(&mut self, id: &str, customer_ref: &str, json: (String, String, String), job: Option<(&str, u64)>) {
+        let (addresses, metadata, appdata) = json;
+        self.ids.push(id.to_owned());
+        self.refs.push(customer_ref.to_owned());
+        self.addresses.push(addresses);
+        self.metadata.push(metadata);
+        self.appdata.push(appdata);
+        self.jobs.push(job.map(|(job, _)| job.to_owned()));
+        self.lines.push(job.map(|(_, line)| line as i64));
     }
-    out
 }
 
 /// Rows encoded before they are sent to the server, in a `COPY`.
@@ -495,10 +492,6 @@ impl CopyData {
     fn int8(&mut self, value: i64) {
         self.buf.extend_from_slice(&8i32.to_be_bytes());
         self.buf.extend_from_slice(&value.to_be_bytes());
-    }
-
-    fn null(&mut self) {
-        self.buf.extend_from_slice(&(-1i32).to_be_bytes());
     }
 
     /// A `jsonb` field: format version 1, then the JSON text.

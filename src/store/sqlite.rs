@@ -4,7 +4,7 @@
 use super::customers::{customer, record_progress};
 use super::jobs::{claimed, job, Claimed, JobLease, JobProgress, ONE_JOB_PER_ACCOUNT};
 use super::sql::{Backend, Sql};
-use super::{Result, StoredCustomer};
+use super::{NewCustomer, Result, StoredCustomer};
 use crate::clock::Timestamp;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
@@ -313,10 +313,10 @@ impl SqliteBatch {
         Ok(found)
     }
 
-    pub async fn insert_customers(&mut self, account: &str, rows: &[StoredCustomer]) -> Result<()> {
+    pub async fn insert_customers(&mut self, account: &str, rows: &[NewCustomer<'_>]) -> Result<()> {
         // In key order: each index page is visited once per batch.
-        let mut rows: Vec<&StoredCustomer> = rows.iter().collect();
-        rows.sort_unstable_by(|a, b| a.customer_ref.cmp(&b.customer_ref));
+        let mut rows: Vec<&NewCustomer> = rows.iter().collect();
+        rows.sort_unstable_by(|a, b| a.customer_ref().cmp(b.customer_ref()));
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut q = insert_statement("INSERT", account, &self.now, chunk);
             q.build().persistent(chunk.len() == ROWS_PER_STATEMENT).execute(&mut *self.tx).await?;
@@ -324,9 +324,9 @@ impl SqliteBatch {
         Ok(())
     }
 
-    pub async fn insert_new(&mut self, account: &str, rows: &[StoredCustomer]) -> Result<HashSet<String>> {
-        let mut rows: Vec<&StoredCustomer> = rows.iter().collect();
-        rows.sort_unstable_by(|a, b| a.customer_ref.cmp(&b.customer_ref));
+    pub async fn insert_new(&mut self, account: &str, rows: &[NewCustomer<'_>]) -> Result<HashSet<String>> {
+        let mut rows: Vec<&NewCustomer> = rows.iter().collect();
+        rows.sort_unstable_by(|a, b| a.customer_ref().cmp(b.customer_ref()));
         let mut inserted = HashSet::with_capacity(rows.len());
         let now = self.now.clone();
         // OR IGNORE, not ON CONFLICT DO NOTHING: a statement that cannot
@@ -343,7 +343,7 @@ impl SqliteBatch {
                 });
             if done?.rows_affected() == chunk.len() as u64 {
                 // The usual case, a new customer per row: no row to read back.
-                inserted.extend(chunk.iter().map(|c| c.customer_ref.clone()));
+                inserted.extend(chunk.iter().map(|c| c.customer_ref().to_owned()));
             } else {
                 inserted.extend(self.inserted_of(chunk).await?);
             }
@@ -354,7 +354,7 @@ impl SqliteBatch {
 
     /// Which rows of `chunk` an `INSERT OR IGNORE` inserted: those whose new
     /// customer id is in the table with the row's own ref, job and line.
-    async fn inserted_of(&mut self, chunk: &[&StoredCustomer]) -> Result<Vec<String>> {
+    async fn inserted_of(&mut self, chunk: &[&NewCustomer<'_>]) -> Result<Vec<String>> {
         let mut q =
             QueryBuilder::<Sqlite>::new("SELECT ref, last_job_id, last_line FROM customers WHERE customer_id IN (");
         let mut list = q.separated(", ");
@@ -372,12 +372,8 @@ impl SqliteBatch {
             .collect::<Result<_>>()?;
         Ok(chunk
             .iter()
-            .filter(|c| {
-                let (job, line) =
-                    c.last_job.as_ref().map(|(j, l)| (Some(j.clone()), Some(*l as i64))).unwrap_or_default();
-                found.contains(&(c.customer_ref.clone(), job, line))
-            })
-            .map(|c| c.customer_ref.clone())
+            .filter(|c| found.contains(&(c.customer_ref().to_owned(), Some(c.job.to_owned()), Some(c.line as i64))))
+            .map(|c| c.customer_ref().to_owned())
             .collect())
     }
 
@@ -415,7 +411,7 @@ fn insert_statement<'a>(
     verb: &str,
     account: &'a str,
     now: &'a str,
-    chunk: &[&'a StoredCustomer],
+    chunk: &[&'a NewCustomer<'a>],
 ) -> QueryBuilder<'a, Sqlite> {
     let mut q = QueryBuilder::<Sqlite>::new(format!(
         "{verb} INTO customers (customer_id, account, ref, addresses, metadata, appdata, created_at, updated_at, \
@@ -423,17 +419,16 @@ fn insert_statement<'a>(
     ));
     q.push_values(chunk, |mut b, c| {
         let (addresses, metadata, appdata) = c.json_columns();
-        let (job, line) = c.last_job.as_ref().map(|(j, l)| (Some(j.as_str()), Some(*l as i64))).unwrap_or((None, None));
         b.push_bind(&c.customer_id)
             .push_bind(account)
-            .push_bind(&c.customer_ref)
+            .push_bind(c.customer_ref())
             .push_bind(addresses)
             .push_bind(metadata)
             .push_bind(appdata)
             .push_bind(now)
             .push_bind(now)
-            .push_bind(job)
-            .push_bind(line);
+            .push_bind(c.job)
+            .push_bind(c.line as i64);
     });
     q
 }
