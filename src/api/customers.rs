@@ -238,14 +238,7 @@ async fn create_customer(
         account,
     )
     .map_err(invalid)?;
-    let customer = StoredCustomer {
-        customer_id: uuid::Uuid::now_v7().to_string(),
-        customer_ref: command.customer_ref().as_str().to_owned(),
-        addresses: command.addresses().to_json(),
-        metadata: command.metadata().as_map().clone(),
-        appdata: command.appdata().as_map().clone(),
-        last_job: None,
-    };
+    let customer = StoredCustomer::of(&command, None);
     let created = state.store.create_customer(avid, &customer).await.map_err(Problem::internal)?;
     if !created {
         return Err(Problem::new(

@@ -367,14 +367,7 @@ mod tests {
     }
 
     fn known_with(c: &CreateCustomer) -> Known {
-        let stored = StoredCustomer {
-            customer_id: uuid::Uuid::now_v7().to_string(),
-            customer_ref: c.customer_ref().as_str().to_owned(),
-            addresses: c.addresses().to_json(),
-            metadata: c.metadata().as_map().clone(),
-            appdata: c.appdata().as_map().clone(),
-            last_job: Some(("an-earlier-job".to_owned(), 2)),
-        };
+        let stored = StoredCustomer::of(c, Some(("an-earlier-job".to_owned(), 2)));
         Known { existing: HashMap::from([(stored.customer_ref.clone(), stored)]), ..Known::default() }
     }
 

@@ -27,6 +27,18 @@ pub struct StoredCustomer {
 }
 
 impl StoredCustomer {
+    /// A new customer made of `command`, with a new id.
+    pub fn of(command: &CreateCustomer, last_job: Option<(String, u64)>) -> StoredCustomer {
+        StoredCustomer {
+            customer_id: uuid::Uuid::now_v7().to_string(),
+            customer_ref: command.customer_ref().as_str().to_owned(),
+            addresses: command.addresses().to_json(),
+            metadata: command.metadata().as_map().clone(),
+            appdata: command.appdata().as_map().clone(),
+            last_job,
+        }
+    }
+
     /// The stored text of `addresses`, `metadata` and `appdata`.
     pub(super) fn json_columns(&self) -> (String, String, String) {
         let text = |r: serde_json::Result<String>| r.expect("JSON values serialise");
