@@ -7,11 +7,14 @@ usage: gen_customers.py ROWS OUT.csv RAW.csv ACCOUNT [--changed]
   --changed: the same refs and values, but every other row's metadata.city
              differs (a re-import: half the rows update, half are unchanged)
 """
-import csv, json, random, sys, uuid
+import csv, json, random, sys
+
+from ids import ordered_ids
 
 rows, out_path, raw_path, account = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 changed = "--changed" in sys.argv[5:]
 rnd = random.Random(42)
+ids = ordered_ids()
 cities = ["Oslo", "Lyon", "Austin", "Osaka", "Lima", "Perth", "Turku", "Porto"]
 now = "2026-11-26T10:00:00Z"
 with open(out_path, "w", newline="") as out, open(raw_path, "w", newline="") as raw:
@@ -43,6 +46,7 @@ with open(out_path, "w", newline="") as out, open(raw_path, "w", newline="") as 
                 addresses.append({"type": "email", "value": email})
             if phone:
                 addresses.append({"type": "phone", "value": phone})
-            r.writerow([str(uuid.UUID(int=rnd.getrandbits(128))), account, ref, json.dumps(addresses),
+            rnd.getrandbits(128)  # the random id raw rows had: the file's rows stay as they were
+            r.writerow([next(ids), account, ref, json.dumps(addresses),
                         json.dumps({"name": name, "city": city}), json.dumps({"crm_id": crm}), now, now,
                         "raw-load", i + 2])

@@ -16,7 +16,9 @@ shapes:
   one-country  asc with every phone in one country (+1)
   wide         asc with 16 more metadata columns of 8..24 characters
 """
-import csv, json, random, string, subprocess, sys, uuid
+import csv, json, random, string, subprocess, sys
+
+from ids import ordered_ids
 
 shape, rows, out_path, raw_path, account = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 if shape == "gen":
@@ -92,7 +94,7 @@ bad_rows = set()
 for idx, (ref, addrs, *_rest) in enumerate(records):
     if any(a.startswith("+") and len(a) < 8 for a in addrs) or any("@@" in a for a in addrs) or not ref:
         bad_rows.add(idx)
-seen = set()
+seen, ids = set(), ordered_ids()
 with open(raw_path, "w", newline="") as raw:
     r = csv.writer(raw, lineterminator="\n")
     for line, idx in enumerate(order, start=2):
@@ -105,5 +107,5 @@ with open(raw_path, "w", newline="") as raw:
         if note:
             meta["note"] = note
         meta.update({f"attr_{k:02d}": v for k, v in enumerate(wide)})
-        r.writerow([str(uuid.UUID(int=rnd.getrandbits(128))), account, ref, json.dumps(addresses),
+        r.writerow([next(ids), account, ref, json.dumps(addresses),
                     json.dumps(meta), json.dumps({"crm_id": crm}), now, now, "raw-load", line])
