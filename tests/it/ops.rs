@@ -616,24 +616,17 @@ async fn retention_deletes_old_archive_and_outbox_files_and_jobs_still_show(db: 
     let archive = d.data_dir.join("accounts/acme/archive");
     let outbox = d.outbox("acme");
     // The upload is archived beside its summary being published: wait for it (10 s at most).
-    let archived = |needle: &str| {
-        let find = || {
+    let archived = |needle: &'static str| {
+        let archive = archive.clone();
+        eventually(Duration::from_secs(10), needle, move || {
             std::fs::read_dir(&archive)
                 .unwrap()
                 .flatten()
                 .map(|e| e.path())
                 .find(|p| p.to_string_lossy().contains(needle))
-        };
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match find() {
-                Some(path) => break path,
-                None if std::time::Instant::now() < until => std::thread::sleep(std::time::Duration::from_millis(20)),
-                None => panic!("{needle} archived"),
-            }
-        }
+        })
     };
-    let (old_upload, new_upload) = (archived("old.csv"), archived("new.csv"));
+    let (old_upload, new_upload) = (archived("old.csv").await, archived("new.csv").await);
     let old_job = old["job_id"].as_str().unwrap().to_owned();
     let shown = cli_json(&d, &["jobs", "show", &old_job, "--json"]).await;
     assert_eq!(shown["files"]["archived_upload"]["present"], true, "{shown}");
