@@ -35,7 +35,7 @@ pub struct Config {
     /// Bytes of records per batch (besides `batch_size` records).
     pub batch_max_bytes: usize,
     /// Milliseconds a batch may take before it is committed (besides its
-    /// records and bytes).
+    /// records and bytes); on SQLite, ten times that for a job alone.
     pub batch_max_millis: u64,
     /// Starts of a job's processing without progress in between (each
     /// ended by a crash) after which the job is aborted, not resumed.

@@ -164,6 +164,10 @@ impl PhoneNumber {
         }
         // What is stored must read back as itself (national leading zeros
         // can make libphonenumber format a number it does not parse back).
+        // A value written as its own E.164 form was just parsed as that.
+        if e164 == value {
+            return Ok(PhoneNumber(e164));
+        }
         match PHONE_NUMBER_UTIL.parse(&e164, None) {
             Ok(again) if again.format_as(PhoneNumberFormat::E164) == e164 => Ok(PhoneNumber(e164)),
             _ => Err(bad("it has no unambiguous E.164 form (check for extra leading zeros)")),

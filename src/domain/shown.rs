@@ -36,6 +36,15 @@ fn is_e164(cell: &str) -> bool {
 /// control (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C) written
 /// as `\u{1b}`, so that printing it to a terminal or a log line runs
 /// nothing, starts no new line and reorders nothing around it.
+/// A cell as a report shows it: [`printable`], then [`spreadsheet_safe`];
+/// borrowed when neither changes it (most cells).
+pub fn shown(cell: &str) -> Cow<'_, str> {
+    match printable(cell) {
+        Cow::Borrowed(text) => spreadsheet_safe(text),
+        Cow::Owned(text) => Cow::Owned(spreadsheet_safe(&text).into_owned()),
+    }
+}
+
 pub fn printable(text: &str) -> Cow<'_, str> {
     if !text.chars().any(is_unprintable) {
         return Cow::Borrowed(text);

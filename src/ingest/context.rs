@@ -129,8 +129,19 @@ pub struct JobPolicy {
 pub struct BatchLimits {
     pub rows: usize,
     pub bytes: usize,
+    /// How long a batch runs before it commits for the other jobs open in
+    /// this process; a job alone on SQLite runs to its rows or bytes, or
+    /// [`ALONE`] times this.
     pub time: Duration,
 }
+
+/// How many times `batch_max_millis` a batch runs at most on SQLite when no
+/// other job is open in this process. Each commit writes every page the
+/// batch touched: refs in random order touch most of the `(account, ref)`
+/// index in every batch, so fewer commits write it fewer times (BENCHMARKS.md,
+/// "CPU per row"). Statements and batches waiting for SQLite's one writer
+/// still get it after a chunk, or 250 ms.
+pub const ALONE: u32 = 10;
 
 /// Records read and parsed at once, at most: one chunk is applied while the
 /// next is parsed and the last one's results are written. A record in flight
@@ -151,6 +162,14 @@ pub const CHUNK_BYTES: usize = 2 * 1024 * 1024;
 pub const CHUNK_VALUES: usize = 20_000;
 
 impl BatchLimits {
+    /// Whether a batch that has run `elapsed` commits now: for whoever waits
+    /// for the database (`yield_after`), past `time` unless its job is
+    /// `alone`, and past [`ALONE`] times `time` at the latest.
+    pub fn turn_over(&self, elapsed: Duration, alone: bool, yield_after: Option<Duration>) -> bool {
+        let limit = if alone { self.time * ALONE } else { self.time };
+        elapsed >= limit || yield_after.is_some_and(|after| elapsed >= after)
+    }
+
     /// How much the next chunk may hold, when `rows` records of `bytes`
     /// are in the batch it goes into (0, 0: a new batch).
     pub(crate) fn chunk(&self, rows: usize, bytes: usize) -> ChunkLimits {
@@ -188,6 +207,9 @@ pub struct Context {
     /// Wakes this process's workers: a job was queued (by the watcher, or
     /// a front end that queued it itself, as an HTTP bulk job's complete).
     pub wake: std::sync::Arc<tokio::sync::Notify>,
+    /// Jobs open in this process (the workers' round-robin): past one, a
+    /// batch commits at `batch.time` so the others get their turn.
+    pub jobs_open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Context {
@@ -207,7 +229,18 @@ impl Context {
             heartbeat: config.cluster.heartbeat(),
             takeover_after: config.cluster.takeover_after(),
             wake: Default::default(),
+            jobs_open: Default::default(),
         }
+    }
+
+    /// Whether a batch that has run `elapsed` commits now for others: a
+    /// statement or another job's batch waiting for SQLite's one writer,
+    /// or, past `batch.time`, another job open in this process; alone on
+    /// SQLite, it runs to its rows or bytes (at most [`ALONE`] times
+    /// `batch.time`).
+    pub fn batch_turn_over(&self, elapsed: Duration) -> bool {
+        let alone = self.jobs_open.load(std::sync::atomic::Ordering::Relaxed) <= 1;
+        self.batch.turn_over(elapsed, alone && self.store.longer_batches_alone(), self.store.yield_after())
     }
 }
 
@@ -227,4 +260,26 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_commits_on_time_only_for_others_and_alone_runs_longer() {
+        let limits = BatchLimits { rows: 100_000, bytes: 1 << 25, time: Duration::from_millis(1000) };
+        let ms = Duration::from_millis;
+        // Alone, with no one waiting for the database: on to ten times the time.
+        assert!(!limits.turn_over(ms(1500), true, None));
+        assert!(!limits.turn_over(ms(9999), true, None));
+        assert!(limits.turn_over(ms(10_000), true, None));
+        // Another job open in this process (or PostgreSQL): at the time.
+        assert!(!limits.turn_over(ms(999), false, None));
+        assert!(limits.turn_over(ms(1000), false, None));
+        // Waiting for SQLite's one writer: a statement at once, a batch after its turn.
+        assert!(limits.turn_over(ms(1), true, Some(Duration::ZERO)));
+        assert!(!limits.turn_over(ms(200), true, Some(ms(250))));
+        assert!(limits.turn_over(ms(250), true, Some(ms(250))));
+    }
 }

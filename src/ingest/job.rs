@@ -325,9 +325,7 @@ impl JobRunner {
                     // Others waiting for the database (SQLite's one writer:
                     // another account's arrival, claim, batch or report) get
                     // it after this chunk, not after the whole batch.
-                    let elapsed = open.started.elapsed();
-                    let others_first = ctx.store.yield_after().is_some_and(|after| elapsed >= after);
-                    if full || elapsed >= ctx.batch.time || others_first {
+                    if full || ctx.batch_turn_over(open.started.elapsed()) {
                         self.commit(ctx, open, &mut results).await?;
                         if self.progress_at.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
                             progress::publish_owned(
@@ -473,8 +471,9 @@ fn open_reader(
 
 /// A record's line in the results.
 fn row_result(row: ParsedRow, outcome: RecordOutcome) -> RowResult {
-    let customer_ref = row.claim.clone().unwrap_or_default();
-    let (status, customer_id, errors) = match (row.outcome, outcome) {
+    let ParsedRow { line, claim, outcome: parsed, .. } = row;
+    let customer_ref = claim.unwrap_or_default();
+    let (status, customer_id, errors) = match (parsed, outcome) {
         (Err(errors), _) => (RowStatus::Failed, String::new(), errors),
         (Ok(_), RecordOutcome::Applied(UpsertOutcome::Created(id))) => (RowStatus::Created, id, vec![]),
         (Ok(_), RecordOutcome::Applied(UpsertOutcome::Updated(id))) => (RowStatus::Updated, id, vec![]),
@@ -493,7 +492,7 @@ fn row_result(row: ParsedRow, outcome: RecordOutcome) -> RowResult {
         ),
         (Ok(_), other) => unreachable!("a valid record that is not a duplicate is applied: {other:?}"),
     };
-    RowResult { line: row.line, customer_ref, status, customer_id, errors }
+    RowResult { line, customer_ref, status, customer_id, errors }
 }
 
 /// A test-only fault: debug builds panic (abort, stop) the process at the row

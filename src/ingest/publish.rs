@@ -10,7 +10,9 @@
 use super::context::{blocking, job_settings, Context, Fault, IngestError};
 use super::report::{count_error_codes, ResultsWriter};
 use crate::clock;
-use crate::domain::{AccountSettings, FileError, FileErrorCode, JobStatus, Summary, SummaryError, SummaryMapping};
+use crate::domain::{
+    AccountSettings, FileError, FileErrorCode, FileLimits, JobStatus, Summary, SummaryError, SummaryMapping,
+};
 use crate::keyring::Sealing;
 use crate::mailbox::{archive_name, publish_atomically, rename_durably, ReportNames};
 use crate::openpgp::Opening;
@@ -196,25 +198,45 @@ fn write_decided_files(
     adopt_results(ctx, job)?;
     let offset = if results.exists() { progress.results_offset } else { 0 };
     ResultsWriter::open(&results, offset, account.report_bom).and_then(ResultsWriter::finish)?;
-    let counts = count_error_codes(&results)?;
     remove_if_present(&failed)?;
-    if progress.failed == 0 || matches!(ending, Ending::Rejected(_)) {
-        return Ok((counts, false));
-    }
-    match super::failed::write(Path::new(&job.spool_path), &results, &failed, &account, ctx.limits, pgp) {
-        Ok(n) if n > 0 => Ok((counts, true)),
+    // Both read the whole results file (the failed records the upload too):
+    // side by side, the job's last step takes the time of the longer.
+    std::thread::scope(|scope| {
+        let counting = scope.spawn(|| count_error_codes(&results));
+        let written = if progress.failed == 0 || matches!(ending, Ending::Rejected(_)) {
+            Ok(false)
+        } else {
+            write_failed_file(job, ending, &results, &failed, &account, ctx.limits, pgp)
+        };
+        let counts = counting.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        Ok((counts, written?))
+    })
+}
+
+/// The failed-records file; whether it has any (none is left otherwise).
+fn write_failed_file(
+    job: &Job,
+    ending: &Ending,
+    results: &Path,
+    failed: &Path,
+    account: &AccountSettings,
+    limits: FileLimits,
+    pgp: &Arc<Opening>,
+) -> std::io::Result<bool> {
+    match super::failed::write(Path::new(&job.spool_path), results, failed, account, limits, pgp) {
+        Ok(n) if n > 0 => Ok(true),
         Ok(_) => {
-            let _ = std::fs::remove_file(&failed);
-            Ok((counts, false))
+            let _ = std::fs::remove_file(failed);
+            Ok(false)
         }
         Err(e) => {
-            let _ = std::fs::remove_file(&failed);
+            let _ = std::fs::remove_file(failed);
             if !matches!(ending, Ending::Aborted(_)) {
                 return Err(e);
             }
             tracing::warn!(job_id = %job.job_id, file = %job.file_name, error = %e,
                 "an aborted job gets no failed-records file");
-            Ok((counts, false))
+            Ok(false)
         }
     }
 }

@@ -71,17 +71,16 @@ impl ResultsWriter {
         // `=HYPERLINK(...)` is never run by whoever opens the report), and
         // control characters written out (`\u{1b}`): no escape sequence
         // reaches whoever prints the report.
-        use crate::domain::shown::{printable, spreadsheet_safe};
-        let safe = |cell: &str| spreadsheet_safe(&printable(cell)).into_owned();
+        use crate::domain::shown::shown;
         self.csv
             .write_record([
                 line.as_str(),
-                &safe(&r.customer_ref),
+                &shown(&r.customer_ref),
                 r.status.as_str(),
-                &safe(&r.customer_id),
+                &shown(&r.customer_id),
                 code,
-                &safe(field),
-                &safe(&message),
+                &shown(field),
+                &shown(&message),
             ])
             .map_err(into_io)
     }

@@ -464,23 +464,34 @@ impl<R: Read> Read for LineCounter<R> {
             return Err(io::Error::other(RecordTooLarge { limit: self.max_record_bytes }));
         }
         let n = self.inner.read(buf)?;
-        for (i, &b) in buf[..n].iter().enumerate() {
-            let at = self.offset + i as u64;
-            let is_break = b == b'\n' || b == b'\r';
+        let bytes = &buf[..n];
+        let mut i = 0;
+        while i < n {
+            // A run of content up to the next line break (found by memchr,
+            // not byte by byte): only its first byte can start a line.
+            let end = memchr::memchr2(b'\n', b'\r', &bytes[i..]).map_or(n, |p| i + p);
+            if end > i {
+                if self.after_break {
+                    self.content_starts.push_back((self.offset + i as u64, self.newlines));
+                }
+                self.after_break = false;
+                self.after_cr = false;
+                self.content_since_start = true;
+                i = end;
+                continue;
+            }
+            let b = bytes[i];
             // CRLF, LF and a bare CR (old Mac files) each end one line.
-            if b == b'\r' || (b == b'\n' && !self.after_cr) {
+            if b == b'\r' || !self.after_cr {
                 self.newlines += 1;
             }
             self.after_cr = b == b'\r';
-            if !is_break && self.after_break {
-                self.content_starts.push_back((at, self.newlines));
-            }
-            self.after_break = is_break;
+            self.after_break = true;
             // Blank lines before a record are no part of it (the CSV reader skips them).
-            if is_break && !self.content_since_start {
-                self.record_start = at + 1;
+            if !self.content_since_start {
+                self.record_start = self.offset + i as u64 + 1;
             }
-            self.content_since_start |= !is_break;
+            i += 1;
         }
         self.offset += n as u64;
         Ok(n)
@@ -1067,7 +1078,7 @@ struct Cells<'h, 'r> {
     errors: Vec<RowError>,
 }
 
-impl Cells<'_, '_> {
+impl<'r> Cells<'_, 'r> {
     /// A message about column `i`, naming our target for a mapped column
     /// (`"Mobile" (phone): ...`).
     fn describe(&self, i: usize, message: impl Into<String>) -> String {
@@ -1094,6 +1105,15 @@ impl Cells<'_, '_> {
         Some(self.cells[i].trim())
     }
 
+    /// Cell `i`, trimmed, without borrowing the row: the record's own
+    /// bytes when they were valid UTF-8 (a copy only for a decoded cell).
+    fn trimmed(&self, i: usize) -> Cow<'r, str> {
+        match &self.cells[i] {
+            Cow::Borrowed(text) => Cow::Borrowed(text.trim()),
+            Cow::Owned(text) => Cow::Owned(text.trim().to_owned()),
+        }
+    }
+
     fn parse_ref(&mut self) -> Option<CustomerRef> {
         let i = self.header.ref_index;
         if self.cells[i].trim().len() > MAX_CELL_BYTES {
@@ -1116,8 +1136,8 @@ impl Cells<'_, '_> {
     /// 10 distinct addresses, or past a few errors, the rest is not checked.
     fn parse_addresses(&mut self, account: &AccountSettings) -> Option<Addresses> {
         let header = self.header;
+        // Distinct, in column order; at most 11 (a list past 10 is not checked further).
         let mut addresses: Vec<Address> = Vec::new();
-        let mut distinct = std::collections::HashSet::new();
         let mut any_value = false;
         let errors_before = self.errors.len();
         for (i, column) in header.columns.iter().enumerate() {
@@ -1127,19 +1147,22 @@ impl Cells<'_, '_> {
                 _ => continue,
             };
             any_value |= !self.cells[i].trim().is_empty();
-            let Some(cell) = self.usable(i).map(str::to_owned) else { continue };
-            let values: Vec<&str> = match kind {
-                Some(_) => vec![cell.as_str()],
-                None => cell.split([',', ';']).map(str::trim).filter(|v| !v.is_empty()).collect(),
-            };
+            if self.usable(i).is_none() {
+                continue;
+            }
+            let cell = self.trimmed(i);
+            // One value per column, or a list split at `,` and `;`.
+            let separators: &[char] = if kind.is_some() { &[] } else { &[',', ';'] };
+            let values = cell.split(separators).map(str::trim).filter(|v| !v.is_empty());
+            // Only a list repeats a value; most cells hold one.
             let mut seen_raw = std::collections::HashSet::new();
             let (mut cell_errors, mut unchecked) = (0, 0usize);
             for value in values {
-                if cell_errors >= MAX_ERRORS_PER_CELL || distinct.len() > crate::domain::customer::MAX_ADDRESSES {
+                if cell_errors >= MAX_ERRORS_PER_CELL || addresses.len() > crate::domain::customer::MAX_ADDRESSES {
                     unchecked += 1;
                     continue;
                 }
-                if !seen_raw.insert(value) {
+                if kind.is_none() && !seen_raw.insert(value) {
                     continue;
                 }
                 if header.mapping.is_some() && kind != Some(AddressKind::Email) && is_e_notation(value) {
@@ -1158,7 +1181,7 @@ impl Cells<'_, '_> {
                 let region = header.mapping.as_ref().map_or(account.default_region, |m| m.default_region);
                 match Address::parse(value, kind.unwrap_or(AddressKind::Any), region, account.phone_check) {
                     Ok(address) => {
-                        if distinct.insert(address.as_str().to_owned()) {
+                        if !addresses.contains(&address) {
                             addresses.push(address);
                         }
                     }
@@ -1905,5 +1928,53 @@ mod tests {
         let r = rows("ref,address,metadata,metadata.a.b\nc1,+15555001234,\"{\"\"a.b\"\":1}\",2\n");
         let c = r[0].outcome.as_ref().unwrap();
         assert_eq!(Value::Object(c.metadata().as_map().clone()), serde_json::json!({"a.b": 1, "a": {"b": "2"}}));
+    }
+
+    /// The line counter's state after each read, byte by byte: what the
+    /// run-at-a-time counter must match.
+    fn counted_byte_by_byte(text: &[u8]) -> (u64, Vec<(u64, u64)>, u64) {
+        let (mut newlines, mut starts, mut record_start) = (0u64, Vec::new(), 0u64);
+        let (mut after_break, mut after_cr, mut content) = (true, false, false);
+        for (at, &b) in text.iter().enumerate() {
+            let is_break = b == b'\n' || b == b'\r';
+            if b == b'\r' || (b == b'\n' && !after_cr) {
+                newlines += 1;
+            }
+            after_cr = b == b'\r';
+            if !is_break && after_break {
+                starts.push((at as u64, newlines));
+            }
+            after_break = is_break;
+            if is_break && !content {
+                record_start = at as u64 + 1;
+            }
+            content |= !is_break;
+        }
+        (newlines, starts, record_start)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn lines_are_counted_as_byte_by_byte(
+            text in proptest::collection::vec(proptest::sample::select(b"a,\"\r\n".to_vec()), 0..200),
+            read_size in 1usize..17,
+        ) {
+            /// Hands out at most `read_size` bytes a read, as a slow stream.
+            struct Trickle<'a>(&'a [u8], usize);
+            impl Read for Trickle<'_> {
+                fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                    let n = self.0.len().min(self.1).min(buf.len());
+                    buf[..n].copy_from_slice(&self.0[..n]);
+                    self.0 = &self.0[n..];
+                    Ok(n)
+                }
+            }
+            let mut counter = LineCounter::new(Trickle(&text, read_size), 1 << 20);
+            io::copy(&mut counter, &mut io::sink()).unwrap();
+            let (newlines, starts, record_start) = counted_byte_by_byte(&text);
+            proptest::prop_assert_eq!(counter.newlines, newlines);
+            proptest::prop_assert_eq!(counter.content_starts.iter().copied().collect::<Vec<_>>(), starts);
+            proptest::prop_assert_eq!(counter.record_start, record_start);
+        }
     }
 }

@@ -71,7 +71,9 @@ pub struct Decided<'a> {
 /// The refs of a batch to ask the database about: the first record of the
 /// batch carrying each ref (later ones follow it), as claim keys and as refs.
 fn firsts<'a>(records: &[BatchRecord<'a>]) -> (Vec<usize>, Vec<Option<usize>>) {
-    let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
+    // foldhash, not SipHash: a job hashes each ref of its file several times.
+    let mut first_in_batch: foldhash::HashMap<&str, usize> =
+        HashMap::with_capacity_and_hasher(records.len(), Default::default());
     let mut follows = vec![None; records.len()];
     let mut firsts = Vec::new();
     for (i, r) in records.iter().enumerate() {
@@ -119,15 +121,19 @@ pub struct Hints {
     /// Every key this job recorded in `job_refs` (and false positives). `None`
     /// (a job resumed after a restart or a fault): the keys of earlier runs
     /// are unknown, so every key is asked about.
-    claimed: Option<bloomfilter::Bloom<str>>,
+    claimed: Option<Filter>,
     /// Every key this job claimed, however (and false positives): a key in
     /// it may be a duplicate of a row this job created, so it is looked up
     /// rather than copied in at once (a copy that meets an existing ref is
     /// undone, and the rest of its transaction inserts row by row). `None`
     /// for a resumed job, or once more keys went in than it was sized for
     /// (its answers would be "maybe" for most keys).
-    seen: Option<(bloomfilter::Bloom<str>, usize)>,
+    seen: Option<(Filter, usize)>,
 }
+
+/// A set of claim keys that may answer "maybe" for a key not in it (about
+/// 1 % of them), never "no" for one in it.
+type Filter = fastbloom::BloomFilter<foldhash::fast::RandomState>;
 
 /// Claim keys a job's filter holds at a 1 % false-positive rate; past that,
 /// more keys are asked about (about 1.2 MB at most per job).
@@ -139,8 +145,9 @@ impl Hints {
     pub fn fresh(rows: u64) -> Hints {
         let capacity = (rows as usize).clamp(1_000, MAX_FILTERED_CLAIMS);
         let filter = || {
-            bloomfilter::Bloom::new_for_fp_rate_with_seed(capacity, 0.01, &rand::random())
-                .expect("a filter for a positive number of keys")
+            fastbloom::BloomFilter::with_false_pos(0.01)
+                .hasher(foldhash::fast::RandomState::default())
+                .expected_items(capacity)
         };
         Hints { expect: Expect::New, claimed: Some(filter()), seen: Some((filter(), capacity)) }
     }
@@ -150,7 +157,7 @@ impl Hints {
     /// `false`: every new row is copied in at once, a duplicate undoing its
     /// chunk's copy as before.
     fn maybe_seen(&self, key: &str) -> bool {
-        self.seen.as_ref().is_some_and(|(filter, _)| filter.check(key))
+        self.seen.as_ref().is_some_and(|(filter, _)| filter.contains(key))
     }
 
     fn saw(&mut self, keys: &[String]) {
@@ -160,7 +167,9 @@ impl Hints {
                 return;
             }
             *room -= keys.len();
-            keys.iter().for_each(|key| filter.set(key));
+            keys.iter().for_each(|key| {
+                filter.insert(key.as_str());
+            });
         }
     }
 
@@ -168,14 +177,16 @@ impl Hints {
     fn maybe_claimed<'k>(&self, keys: &'k [String]) -> Vec<&'k str> {
         let keys = keys.iter().map(String::as_str);
         match &self.claimed {
-            Some(filter) => keys.filter(|k| filter.check(k)).collect(),
+            Some(filter) => keys.filter(|k| filter.contains(*k)).collect(),
             None => keys.collect(),
         }
     }
 
     fn claimed(&mut self, claims: &[(String, u64)]) {
         if let Some(filter) = &mut self.claimed {
-            claims.iter().for_each(|(key, _)| filter.set(key));
+            claims.iter().for_each(|(key, _)| {
+                filter.insert(key.as_str());
+            });
         }
     }
 }

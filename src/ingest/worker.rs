@@ -103,7 +103,7 @@ async fn work(ctx: Arc<Context>, shared: Arc<Shared>, wake: Arc<Notify>, shutdow
         let account = runner.job().account.clone();
         match driver::step(&ctx, runner).await {
             Stepped::More(runner) => shared.queue.lock().expect("queue lock").push_back(runner),
-            Stepped::Done(_) | Stepped::Failed => release_account(&shared, &account),
+            Stepped::Done(_) | Stepped::Failed => release_account(&ctx, &shared, &account),
         }
     }
 }
@@ -123,22 +123,26 @@ async fn admit(ctx: &Arc<Context>, shared: &Shared) -> Result<(), IngestError> {
             let Some(claimed) = ctx.store.claim_job(&ctx.owner, ctx.takeover_after, &busy).await? else {
                 return Ok(());
             };
-            shared.accounts.lock().expect("accounts lock").push(claimed.job.account.clone());
+            let mut accounts = shared.accounts.lock().expect("accounts lock");
+            accounts.push(claimed.job.account.clone());
+            ctx.jobs_open.store(accounts.len(), std::sync::atomic::Ordering::Relaxed);
+            drop(accounts);
             claimed
         };
         let account = claimed.job.account.clone();
         match driver::open(ctx, claimed).await {
             Stepped::More(runner) => shared.queue.lock().expect("queue lock").push_back(runner),
-            Stepped::Done(_) | Stepped::Failed => release_account(shared, &account),
+            Stepped::Done(_) | Stepped::Failed => release_account(ctx, shared, &account),
         }
     }
 }
 
-fn release_account(shared: &Shared, account: &str) {
+fn release_account(ctx: &Context, shared: &Shared, account: &str) {
     let mut accounts = shared.accounts.lock().expect("accounts lock");
     if let Some(i) = accounts.iter().position(|a| a == account) {
         accounts.swap_remove(i);
     }
+    ctx.jobs_open.store(accounts.len(), std::sync::atomic::Ordering::Relaxed);
 }
 
 async fn pause(shutdown: &CancellationToken, how_long: Duration) {

@@ -11,7 +11,7 @@ use super::{fenced, postgres, sqlite, Result, Store, StoreError};
 use crate::domain::CreateCustomer;
 use serde_json::{Map, Value};
 use sqlx::{Encode, Executor, IntoArguments, Type};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// A customer as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -299,6 +299,15 @@ impl Store {
     /// that wait for the database; None: no one waits. Only on SQLite, which
     /// has one writer; on PostgreSQL batches of different accounts run side
     /// by side, and nothing else waits for them.
+    /// Whether a job alone in its process runs longer batches: SQLite,
+    /// where each commit rewrites every page its batch touched (fewer
+    /// commits: -8 % on 1 M random-order refs); not PostgreSQL, where 10 s
+    /// batches were 10 % slower than 1 s ones on the same file
+    /// (BENCHMARKS.md, "CPU per row").
+    pub fn longer_batches_alone(&self) -> bool {
+        matches!(self, Store::Sqlite(_))
+    }
+
     pub fn yield_after(&self) -> Option<std::time::Duration> {
         match self {
             Store::Sqlite(s) => s.yield_after(),
@@ -351,7 +360,7 @@ impl Batch {
     /// Inserts those of `rows` whose ref the account has no customer for,
     /// and returns their refs; the others are left as they are. One pass
     /// over the `(account, ref)` index for rows that are mostly new.
-    pub async fn insert_new(&mut self, account: &str, rows: &[NewCustomer<'_>]) -> Result<HashSet<String>> {
+    pub async fn insert_new(&mut self, account: &str, rows: &[NewCustomer<'_>]) -> Result<foldhash::HashSet<String>> {
         match self {
             Batch::Sqlite(b) => b.insert_new(account, rows).await,
             Batch::Postgres(b) => b.insert_new(account, rows).await,

@@ -12,7 +12,7 @@ use super::{NewCustomer, Result, StoreError, StoredCustomer};
 use crate::clock::Timestamp;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::str::FromStr;
 
 /// Timestamps are `timestamptz`, read back as RFC 3339 text.
@@ -355,9 +355,9 @@ impl PgBatch {
     /// is undone and the rows go in with `ON CONFLICT DO NOTHING` (which
     /// probes the unique index once more per row), as do the rest of the
     /// transaction's.
-    pub async fn insert_new(&mut self, account: &str, rows: &[NewCustomer<'_>]) -> Result<HashSet<String>> {
+    pub async fn insert_new(&mut self, account: &str, rows: &[NewCustomer<'_>]) -> Result<foldhash::HashSet<String>> {
         if rows.is_empty() {
-            return Ok(HashSet::new());
+            return Ok(Default::default());
         }
         if !self.conflicted && self.savepoints < MAX_SAVEPOINTS {
             self.savepoints += 1;

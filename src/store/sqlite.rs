@@ -324,10 +324,10 @@ impl SqliteBatch {
         Ok(())
     }
 
-    pub async fn insert_new(&mut self, account: &str, rows: &[NewCustomer<'_>]) -> Result<HashSet<String>> {
+    pub async fn insert_new(&mut self, account: &str, rows: &[NewCustomer<'_>]) -> Result<foldhash::HashSet<String>> {
         let mut rows: Vec<&NewCustomer> = rows.iter().collect();
         rows.sort_unstable_by(|a, b| a.customer_ref().cmp(b.customer_ref()));
-        let mut inserted = HashSet::with_capacity(rows.len());
+        let mut inserted = HashSet::with_capacity_and_hasher(rows.len(), Default::default());
         let now = self.now.clone();
         // OR IGNORE, not ON CONFLICT DO NOTHING: a statement that cannot
         // abort needs no statement journal (a copy of every page it changes).
