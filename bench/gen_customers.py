@@ -9,14 +9,14 @@ usage: gen_customers.py ROWS OUT.csv RAW.csv ACCOUNT [--changed]
 """
 import csv, json, random, sys
 
-from ids import ordered_ids
+from ids import JOB_ID, STORED_NOW, ordered_ids, stored
 
 rows, out_path, raw_path, account = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 changed = "--changed" in sys.argv[5:]
 rnd = random.Random(42)
 ids = ordered_ids()
 cities = ["Oslo", "Lyon", "Austin", "Osaka", "Lima", "Perth", "Turku", "Porto"]
-now = "2026-11-26T10:00:00Z"
+now = STORED_NOW
 with open(out_path, "w", newline="") as out, open(raw_path, "w", newline="") as raw:
     w = csv.writer(out, lineterminator="\n")
     r = csv.writer(raw, lineterminator="\n")
@@ -47,6 +47,6 @@ with open(out_path, "w", newline="") as out, open(raw_path, "w", newline="") as 
             if phone:
                 addresses.append({"type": "phone", "value": phone})
             rnd.getrandbits(128)  # the random id raw rows had: the file's rows stay as they were
-            r.writerow([next(ids), account, ref, json.dumps(addresses),
-                        json.dumps({"name": name, "city": city}), json.dumps({"crm_id": crm}), now, now,
-                        "raw-load", i + 2])
+            r.writerow([next(ids), account, ref, stored(addresses),
+                        stored({"name": name, "city": city}), stored({"crm_id": crm}), now, now,
+                        JOB_ID, i + 2])

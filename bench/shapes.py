@@ -18,7 +18,7 @@ shapes:
 """
 import csv, json, random, string, subprocess, sys
 
-from ids import ordered_ids
+from ids import JOB_ID, STORED_NOW, ordered_ids, stored
 
 shape, rows, out_path, raw_path, account = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 if shape == "gen":
@@ -29,7 +29,7 @@ if shape not in ("asc", "shuffled", "random", "list", "one-country", "wide"):
     sys.exit(f"unknown shape {shape}")
 
 rnd = random.Random(26)
-now = "2026-12-07T10:00:00Z"
+now = STORED_NOW
 # (country code, national number length): lengths libphonenumber calls possible.
 COUNTRIES = [("1", 10), ("44", 10), ("33", 9), ("49", 11), ("61", 9), ("81", 10), ("55", 11), ("91", 10)]
 CITIES = ["Oslo", "Lyon", "Austin", "Osaka", "Lima", "Perth", "Turku", "Porto"]
@@ -107,5 +107,5 @@ with open(raw_path, "w", newline="") as raw:
         if note:
             meta["note"] = note
         meta.update({f"attr_{k:02d}": v for k, v in enumerate(wide)})
-        r.writerow([next(ids), account, ref, json.dumps(addresses),
-                    json.dumps(meta), json.dumps({"crm_id": crm}), now, now, "raw-load", line])
+        r.writerow([next(ids), account, ref, stored(addresses),
+                    stored(meta), stored({"crm_id": crm}), now, now, JOB_ID, line])

@@ -47,7 +47,7 @@ pub enum RecordOutcome {
 
 /// What the database says about a batch's refs.
 #[derive(Debug, Default)]
-pub struct Known {
+pub struct Known<'a> {
     /// Ref keys this job claimed in earlier batches without leaving a trace
     /// in `customers`, with the claiming line.
     pub claimed: HashMap<String, u64>,
@@ -55,7 +55,7 @@ pub struct Known {
     pub existing: HashMap<String, StoredCustomer>,
     /// Customers created already for this batch (their ref was free), by
     /// ref, with their id.
-    pub inserted: HashMap<String, String>,
+    pub inserted: foldhash::HashMap<&'a str, String>,
 }
 
 /// The writes a batch makes, and each record's outcome.
@@ -69,7 +69,11 @@ pub struct Decided<'a> {
 }
 
 /// The refs of a batch to ask the database about: the first record of the
-/// batch carrying each ref (later ones follow it), as claim keys and as refs.
+/// batch carrying each ref (later ones follow it), in the order of their
+/// refs, as claim keys and as refs. In that order, the customers a batch
+/// creates get their ids (which ascend as they are made) in the order they
+/// are inserted: both of the table's keys are then written in order, each
+/// index page once, whatever the file's order of refs.
 fn firsts<'a>(records: &[BatchRecord<'a>]) -> (Vec<usize>, Vec<Option<usize>>) {
     // foldhash, not SipHash: a job hashes each ref of its file several times.
     let mut first_in_batch: foldhash::HashMap<&str, usize> =
@@ -86,6 +90,7 @@ fn firsts<'a>(records: &[BatchRecord<'a>]) -> (Vec<usize>, Vec<Option<usize>>) {
             }
         }
     }
+    firsts.sort_unstable_by_key(|&i| records[i].claim);
     (firsts, follows)
 }
 
@@ -228,12 +233,16 @@ pub async fn apply<'a>(
     let candidates =
         first.iter().zip(&keys).filter(|(&i, key)| records[i].command.is_some() && !claimed.contains_key(*key));
     let candidates = candidates.count();
-    let mut inserted = HashMap::new();
+    let mut inserted = foldhash::HashMap::default();
     if insert_first {
         let rows: Vec<NewCustomer> =
             new_rows.into_iter().filter(|(key, _)| !claimed.contains_key(*key)).map(|(_, row)| row).collect();
-        let mut new = batch.insert_new(account, &rows).await?;
-        inserted = rows.into_iter().filter_map(|c| Some((new.take(c.customer_ref())?, c.customer_id))).collect();
+        let new = batch.insert_new(account, &rows).await?;
+        inserted = rows
+            .into_iter()
+            .filter(|c| new.contains(c.customer_ref()))
+            .map(|c| (c.customer_ref(), c.customer_id))
+            .collect();
     }
     let refs: Vec<&str> = first
         .iter()
@@ -258,7 +267,7 @@ pub async fn apply<'a>(
 
 /// The rules themselves: what each record of the batch becomes, given what
 /// the database knows. Pure, so every rule is unit-tested here.
-pub fn decide<'a>(job_id: &'a str, scopes: Scopes, records: &[BatchRecord<'a>], known: &Known) -> Decided<'a> {
+pub fn decide<'a>(job_id: &'a str, scopes: Scopes, records: &[BatchRecord<'a>], known: &Known<'_>) -> Decided<'a> {
     let (first, follows) = firsts(records);
     let mut decided = Decided::default();
     let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
@@ -377,7 +386,7 @@ mod tests {
         BatchRecord { line, claim: Some(c.customer_ref().as_str()), command: Some(c) }
     }
 
-    fn known_with(c: &CreateCustomer) -> Known {
+    fn known_with(c: &CreateCustomer) -> Known<'static> {
         let stored = StoredCustomer::of(c, Some(("an-earlier-job".to_owned(), 2)));
         Known { existing: HashMap::from([(stored.customer_ref.clone(), stored)]), ..Known::default() }
     }
@@ -397,7 +406,7 @@ mod tests {
     #[test]
     fn a_row_inserted_ahead_of_the_rules_is_created_with_its_id_and_not_inserted_again() {
         let c = command("a", "ann@example.com", json!({}));
-        let known = Known { inserted: HashMap::from([("a".to_owned(), "id-1".to_owned())]), ..Known::default() };
+        let known = Known { inserted: [("a", "id-1".to_owned())].into_iter().collect(), ..Known::default() };
         let decided = decide("j", Scopes::ALL, &[record(2, &c), record(3, &c)], &known);
         assert_eq!(
             decided.outcomes,

@@ -62,8 +62,8 @@ pub struct NewCustomer<'a> {
     pub line: u64,
 }
 
-impl NewCustomer<'_> {
-    pub fn customer_ref(&self) -> &str {
+impl<'a> NewCustomer<'a> {
+    pub fn customer_ref(&self) -> &'a str {
         self.command.customer_ref().as_str()
     }
 
@@ -75,6 +75,25 @@ impl NewCustomer<'_> {
             text(serde_json::to_string(self.command.metadata().as_map())),
             text(serde_json::to_string(self.command.appdata().as_map())),
         )
+    }
+}
+
+/// Which of the rows given to `Batch::insert_new` went in (the others' refs
+/// were taken).
+#[derive(Debug)]
+pub enum Inserted {
+    /// Every one: the usual case, known without reading anything back.
+    All,
+    /// The refs of those that went in.
+    Only(foldhash::HashSet<String>),
+}
+
+impl Inserted {
+    pub fn contains(&self, customer_ref: &str) -> bool {
+        match self {
+            Inserted::All => true,
+            Inserted::Only(refs) => refs.contains(customer_ref),
+        }
     }
 }
 
@@ -360,7 +379,7 @@ impl Batch {
     /// Inserts those of `rows` whose ref the account has no customer for,
     /// and returns their refs; the others are left as they are. One pass
     /// over the `(account, ref)` index for rows that are mostly new.
-    pub async fn insert_new(&mut self, account: &str, rows: &[NewCustomer<'_>]) -> Result<foldhash::HashSet<String>> {
+    pub async fn insert_new(&mut self, account: &str, rows: &[NewCustomer<'_>]) -> Result<Inserted> {
         match self {
             Batch::Sqlite(b) => b.insert_new(account, rows).await,
             Batch::Postgres(b) => b.insert_new(account, rows).await,

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 pub use crate::domain::{JobKind, JobPhase, JobStatus};
 pub use console::{AuditEntry, ConsoleSession, PrincipalKind, SessionLife, TotpState};
-pub use customers::{claim_key, Batch, CustomerKey, CustomerRecord, NewCustomer, StoredCustomer};
+pub use customers::{claim_key, Batch, CustomerKey, CustomerRecord, Inserted, NewCustomer, StoredCustomer};
 pub use idempotency::StoredAnswer;
 pub use jobs::{Claimed, FirstPass, Job, JobCounts, JobLease, JobProgress, NewJob};
 pub use mappings::{PutMapping, StoredMapping};

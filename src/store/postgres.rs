@@ -8,7 +8,7 @@ use super::customers::{customer, record_progress};
 use super::jobs::{claimed, job, Claimed, JobLease, JobProgress, ONE_JOB_PER_ACCOUNT};
 use super::nodes::{PgNodeLock, NODE_LOCK_CLASS};
 use super::sql::{Backend, Sql};
-use super::{NewCustomer, Result, StoreError, StoredCustomer};
+use super::{Inserted, NewCustomer, Result, StoreError, StoredCustomer};
 use crate::clock::Timestamp;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
@@ -355,9 +355,9 @@ impl PgBatch {
     /// is undone and the rows go in with `ON CONFLICT DO NOTHING` (which
     /// probes the unique index once more per row), as do the rest of the
     /// transaction's.
-    pub async fn insert_new(&mut self, account: &str, rows: &[NewCustomer<'_>]) -> Result<foldhash::HashSet<String>> {
+    pub async fn insert_new(&mut self, account: &str, rows: &[NewCustomer<'_>]) -> Result<Inserted> {
         if rows.is_empty() {
-            return Ok(Default::default());
+            return Ok(Inserted::All);
         }
         if !self.conflicted && self.savepoints < MAX_SAVEPOINTS {
             self.savepoints += 1;
@@ -365,7 +365,7 @@ impl PgBatch {
             match self.insert_customers(account, rows).await {
                 Ok(()) => {
                     sqlx::query("RELEASE SAVEPOINT intake_insert").execute(&mut *self.tx).await?;
-                    return Ok(rows.iter().map(|c| c.customer_ref().to_owned()).collect());
+                    return Ok(Inserted::All);
                 }
                 Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
                     sqlx::query("ROLLBACK TO SAVEPOINT intake_insert").execute(&mut *self.tx).await?;
@@ -399,7 +399,7 @@ impl PgBatch {
         .bind(c.lines)
         .fetch_all(&mut *self.tx)
         .await?;
-        Ok(inserted.into_iter().collect())
+        Ok(Inserted::Only(inserted.into_iter().collect()))
     }
 
     pub async fn update_customers(&mut self, updates: &[StoredCustomer]) -> Result<()> {

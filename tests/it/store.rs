@@ -428,8 +428,47 @@ async fn a_reimport_is_looked_up_first(db: TestDb) {
     assert_eq!(store.count_customers("acme").await.unwrap(), 7);
 }
 
+/// A batch's new customers get their ids in the order of their refs,
+/// whatever the file's order: ids ascend as they are made, so both of the
+/// table's keys are written in order (each index page once a batch), as a
+/// bulk load of sorted rows would.
+async fn new_customers_get_ids_in_the_order_of_their_refs(db: TestDb) {
+    let store = db.store().await;
+    for (avid, expect) in [("acme", Expect::New), ("globex", Expect::Existing)] {
+        store.add_account(&account(avid)).await.unwrap();
+        let refs = ["r5", "r1", "r9", "r4", "r2", "r8", "r3"];
+        let commands: Vec<CreateCustomer> =
+            refs.iter().map(|r| command(r, &["+15555001234"], json!({}), json!({}))).collect();
+        let owner = uuid::Uuid::new_v4().to_string();
+        let lease = owned_job(&store, &owner).await;
+        let mut batch = store.begin_batch(avid).await.unwrap();
+        let mut hints = Hints::default();
+        hints.expect = expect;
+        let outcomes =
+            apply(&mut batch, lease.job_id(), avid, Scopes::ALL, &records(&commands), Writes::Apply, &mut hints)
+                .await
+                .unwrap();
+        batch.commit(&lease, &JobProgress::default()).await.unwrap();
+        let mut created: Vec<(&str, String)> = refs
+            .iter()
+            .zip(outcomes)
+            .map(|(r, o)| match o {
+                RecordOutcome::Applied(UpsertOutcome::Created(id)) => (*r, id),
+                other => panic!("{avid}: {r} was not created: {other:?}"),
+            })
+            .collect();
+        created.sort();
+        let ids: Vec<&String> = created.iter().map(|(_, id)| id).collect();
+        assert!(ids.is_sorted(), "{avid} ({expect:?}): ids by ref {created:?}");
+        for (r, id) in &created {
+            assert_eq!(&store.get_customer(avid, r).await.unwrap().unwrap().customer_id, id, "{avid}: {r}");
+        }
+    }
+}
+
 crate::on_both_backends!(
     a_reimport_is_looked_up_first,
+    new_customers_get_ids_in_the_order_of_their_refs,
     new_refs_are_created_and_existing_ones_merged,
     without_update_scope_an_existing_ref_fails,
     refs_are_per_account,
