@@ -7,7 +7,7 @@ use super::sql::{Backend, Sql};
 use super::{Inserted, NewCustomer, Result, StoredCustomer};
 use crate::clock::Timestamp;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
@@ -63,7 +63,6 @@ pub struct SqliteStore {
     batch_clock: std::sync::Arc<std::sync::Mutex<BatchClock>>,
     /// Jobs waiting for the batch connection.
     batches_waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    checkpoints: Checkpoints,
     pub(super) instance: std::sync::Arc<str>,
 }
 
@@ -112,48 +111,9 @@ impl BatchClock {
 const BATCH_CACHE_KIB: u32 = 32_768;
 /// Page cache of each other connection (KiB): jobs, accounts, users.
 const CACHE_KIB: u32 = 2_048;
-/// WAL pages after which a commit on a connection other than the batch
-/// connection checkpoints: large, so a page written by many batches is
-/// copied back once (and the WAL is reset at a job's end).
+/// WAL pages after which a commit checkpoints: large, so a page written by
+/// many batches is copied back once (and the WAL is reset at a job's end).
 const WAL_AUTOCHECKPOINT: u32 = 25_000;
-/// How often, at most, batches' commits are copied back into the database
-/// (a checkpoint). A checkpoint copies each page committed since the last
-/// once, however many batches wrote it.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
-
-/// Checkpoints of what batches commit, on a connection of their own: the
-/// batch connection never checkpoints (a commit that did would copy up to
-/// `WAL_AUTOCHECKPOINT` pages before the next batch could begin), so the
-/// copy runs beside the next batch. A passive checkpoint takes no lock a
-/// writer needs; frames a batch is still writing are left for the next one.
-#[derive(Clone)]
-struct Checkpoints {
-    connection: SqlitePool,
-    /// When the last checkpoint began; `None` while one runs.
-    last: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
-}
-
-impl Checkpoints {
-    /// After a batch's commit: a checkpoint in the background, unless one
-    /// runs or began less than `CHECKPOINT_EVERY` ago.
-    fn after_commit(&self) {
-        {
-            let mut last = self.last.lock().expect("checkpoint clock");
-            match *last {
-                Some(at) if at.elapsed() >= CHECKPOINT_EVERY => *last = None,
-                _ => return,
-            }
-        }
-        let checkpoints = self.clone();
-        tokio::spawn(async move {
-            let done = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&checkpoints.connection).await;
-            if let Err(e) = done {
-                tracing::warn!(error = %e, "cannot checkpoint the database's write-ahead log; the next commit on another connection will");
-            }
-            *checkpoints.last.lock().expect("checkpoint clock") = Some(std::time::Instant::now());
-        });
-    }
-}
 
 impl SqliteStore {
     pub async fn connect(url: &str) -> Result<Self> {
@@ -177,25 +137,13 @@ impl SqliteStore {
             .after_release(super::health::release_unless_in_doubt::<Sqlite>)
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(300))
-            .connect_with(
-                options.clone().pragma("cache_size", format!("-{BATCH_CACHE_KIB}")).pragma("wal_autocheckpoint", "0"),
-            )
+            .connect_with(options.pragma("cache_size", format!("-{BATCH_CACHE_KIB}")))
             .await?;
-        let checkpoints = Checkpoints {
-            connection: SqlitePoolOptions::new()
-                .max_connections(1)
-                // A checkpoint of a large job's batches takes seconds: not a
-                // slow statement to warn about.
-                .connect_with(options.pragma("cache_size", format!("-{CACHE_KIB}")).disable_statement_logging())
-                .await?,
-            last: std::sync::Arc::new(std::sync::Mutex::new(Some(std::time::Instant::now()))),
-        };
         Ok(SqliteStore {
             sql: Sql::new(pool),
             batches,
             batch_clock: Default::default(),
             batches_waiting: Default::default(),
-            checkpoints,
             instance: super::new_instance(),
         })
     }
@@ -282,7 +230,7 @@ impl SqliteStore {
             self.batches.begin_with(Sqlite::BEGIN_WRITE).await?
         };
         let now = sqlx::query_scalar(&format!("SELECT {}", Sqlite::NOW)).fetch_one(&mut *tx).await?;
-        Ok(SqliteBatch { tx, now, checkpoints: self.checkpoints.clone() })
+        Ok(SqliteBatch { tx, now })
     }
 }
 
@@ -309,7 +257,6 @@ pub struct SqliteBatch {
     /// customers it inserts (as PostgreSQL's `now()`, the transaction's
     /// start), bound once rather than computed twice for every row.
     now: String,
-    checkpoints: Checkpoints,
 }
 
 impl SqliteBatch {
@@ -462,7 +409,6 @@ impl SqliteBatch {
     pub(super) async fn commit(mut self, lease: &JobLease, progress: &JobProgress) -> Result<()> {
         record_progress::<Sqlite>(&mut self.tx, lease, progress).await?;
         self.tx.commit().await?;
-        self.checkpoints.after_commit();
         Ok(())
     }
 }
@@ -530,31 +476,6 @@ mod tests {
         drop(batch);
         waiting.await.unwrap().unwrap();
         until("no one waiting", || store.yield_after().is_none()).await;
-    }
-
-    #[tokio::test]
-    async fn what_batches_commit_is_checkpointed_in_the_background_at_most_every_five_seconds() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("t.db");
-        let store = SqliteStore::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-        let main_file = || std::fs::metadata(&db).unwrap().len();
-        // About 2 MiB committed through the batch connection: in the WAL only.
-        sqlx::query("CREATE TABLE filler (x BLOB)").execute(&store.batches).await.unwrap();
-        for _ in 0..64 {
-            sqlx::query("INSERT INTO filler VALUES (randomblob(32768))").execute(&store.batches).await.unwrap();
-        }
-        let before = main_file();
-        assert!(before < 1 << 20, "the batches' pages are not in the database file yet: {before} bytes");
-        // Not due yet (the store opened less than five seconds ago): nothing runs.
-        store.checkpoints.after_commit();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(main_file(), before);
-        // Due: copied back beside whatever runs next.
-        *store.checkpoints.last.lock().unwrap() = Some(Instant::now() - CHECKPOINT_EVERY);
-        store.checkpoints.after_commit();
-        assert!(store.checkpoints.last.lock().unwrap().is_none(), "a checkpoint runs");
-        until("the checkpoint's end", || store.checkpoints.last.lock().unwrap().is_some()).await;
-        assert!(main_file() >= 2 << 20, "the pages are in the database file: {} bytes", main_file());
     }
 
     #[test]
