@@ -377,7 +377,7 @@ impl Batch {
     }
 
     /// Inserts those of `rows` whose ref the account has no customer for,
-    /// and returns their refs; the others are left as they are. One pass
+    /// and says which went in; the others are left as they are. One pass
     /// over the `(account, ref)` index for rows that are mostly new.
     pub async fn insert_new(&mut self, account: &str, rows: &[NewCustomer<'_>]) -> Result<Inserted> {
         match self {
